@@ -1,0 +1,49 @@
+//! The wire: the generated protocol types, the frame codec and the typed
+//! edges between roles. Pure: no sockets, no threads, nothing that blocks.
+//!
+//! Every link speaks one protocol of `../shared/protocol.md`, whose envelope
+//! is a `Message` with a `code`, a `correlation_id` and a payload `oneof`.
+
+mod envelope;
+mod frame;
+pub mod link;
+
+pub use envelope::{DecodeError, Envelope, Protocol, decode_envelope, encode_frame};
+pub use frame::{DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, FrameDecoder, FrameError};
+
+/// The generated protobuf types, one module per protocol package.
+pub mod proto {
+    /// `sf.core.protocol.public_api`: what clients send and receive.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod public_api {
+        include!(concat!(env!("OUT_DIR"), "/sf.core.protocol.public_api.rs"));
+    }
+    /// `sf.core.protocol.daemon_manager`: shutdown and reload orders.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod daemon_manager {
+        include!(concat!(
+            env!("OUT_DIR"),
+            "/sf.core.protocol.daemon_manager.rs"
+        ));
+    }
+    /// `sf.core.protocol.daemon_spawner`: shutdown orders.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod daemon_spawner {
+        include!(concat!(
+            env!("OUT_DIR"),
+            "/sf.core.protocol.daemon_spawner.rs"
+        ));
+    }
+    /// `sf.core.protocol.manager_spawner`: process work and its reports.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod manager_spawner {
+        include!(concat!(
+            env!("OUT_DIR"),
+            "/sf.core.protocol.manager_spawner.rs"
+        ));
+    }
+}
+
+/// The public API's protocol version, told to clients in `ClientIntroduce`;
+/// bumped when codes are added.
+pub const PROTOCOL_VERSION: u32 = 1;
