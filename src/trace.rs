@@ -152,7 +152,7 @@ impl CorrelationTable {
     /// Appends a hop to the entry of `id`, creating an in-flight entry for
     /// an internal sequence (a signal's shutdown, an autostart) that no
     /// client began. Hops beyond the entry's limit are not kept.
-    pub fn record(&mut self, id: &str, hop: Hop) {
+    fn record(&mut self, id: &str, hop: Hop) {
         if let Some(entry) = self.entries.get_mut(id) {
             if entry.hops.len() < MAX_HOPS_PER_ENTRY {
                 entry.hops.push(hop);
@@ -171,6 +171,25 @@ impl CorrelationTable {
                 hops: vec![hop],
             },
         );
+    }
+
+    /// Records that `message` went from `from` to `to`. Every hop of every
+    /// protocol passes here (directly, or through [`Tracer::record`]);
+    /// messages without a correlation id belong to no request and are only
+    /// logged.
+    pub fn record_message<M: Envelope>(&mut self, from: Role, to: Role, message: &M) {
+        log_hop(from, to, message);
+        let Some(id) = message.correlation() else {
+            return;
+        };
+        let hop = Hop {
+            at_unix_us: now_unix_us(),
+            from,
+            to,
+            protocol: M::PROTOCOL,
+            code: message.code_name(),
+        };
+        self.record(id, hop);
     }
 
     /// Marks the request of `id` as answered; it becomes evictable.
@@ -232,25 +251,25 @@ impl Tracer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records that `message` went from `from` to `to`. Every hop of every
-    /// protocol passes here; messages without a correlation id belong to no
-    /// request and are only logged.
+    /// Records that `message` went from `from` to `to`, taking the lock for
+    /// this one hop.
     pub fn record<M: Envelope>(&self, from: Role, to: Role, message: &M) {
-        let code = message.code_name();
-        let Some(id) = message.correlation() else {
-            log::trace!("{} -> {}: {code}", from.as_str(), to.as_str());
-            return;
-        };
-        log::trace!("[{id}] {} -> {}: {code}", from.as_str(), to.as_str());
-        let hop = Hop {
-            at_unix_us: now_unix_us(),
-            from,
-            to,
-            protocol: M::PROTOCOL,
-            code,
-        };
-        self.lock().record(id, hop);
+        if message.correlation().is_some() {
+            self.lock().record_message(from, to, message);
+        } else {
+            log_hop(from, to, message);
+        }
     }
+}
+
+fn log_hop<M: Envelope>(from: Role, to: Role, message: &M) {
+    log::trace!(
+        "[{}] {} -> {}: {}",
+        message.correlation().unwrap_or("-"),
+        from.as_str(),
+        to.as_str(),
+        message.code_name()
+    );
 }
 
 /// Microseconds since the Unix epoch (0 before it: a clock set to 1969).

@@ -1,5 +1,12 @@
 //! The typed edges between the io thread and the manager: protocol
-//! messages wrapped with the connection they came from or go to.
+//! messages wrapped with the connection they came from or go to, and the
+//! channel-plus-waker that carries replies into the io thread's poll loop.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use super::proto::public_api;
 
@@ -44,4 +51,84 @@ pub enum IoCommand {
     Replies(Vec<ClientReply>),
     /// Close the listener and every connection, remove the socket file, end.
     Stop,
+}
+
+/// The sending end of the manager/daemon → io edge. The io thread sleeps in
+/// `mio::Poll`, so a send is followed by a wake; wakes are coalesced: only
+/// the send that finds the io loop without pending commands wakes it, which
+/// is most of a hop's cost saved under load.
+#[derive(Debug, Clone)]
+pub struct IoSender {
+    commands: Sender<IoCommand>,
+    waker: Arc<mio::Waker>,
+    pending: Arc<AtomicBool>,
+}
+
+/// The io loop's end of [`IoSender`].
+#[derive(Debug)]
+pub struct IoReceiver {
+    commands: Receiver<IoCommand>,
+    pending: Arc<AtomicBool>,
+}
+
+/// Why a command could not reach the io thread.
+#[derive(Debug)]
+pub enum IoSendError {
+    /// The io thread has ended.
+    Disconnected,
+    /// The wake-up could not be written.
+    Wake(std::io::Error),
+}
+
+impl fmt::Display for IoSendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IoSendError::Disconnected => f.write_str("the io thread has ended"),
+            IoSendError::Wake(error) => write!(f, "cannot wake the io thread: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for IoSendError {}
+
+/// Joins the io thread's command channel to its poll's waker. `capacity`
+/// bounds the commands waiting; senders wait when it is full (the io
+/// thread never waits on anyone, so they are never stuck for long).
+pub fn io_channel(waker: mio::Waker, capacity: usize) -> (IoSender, IoReceiver) {
+    let (commands, receiver) = crossbeam_channel::bounded(capacity);
+    let pending = Arc::new(AtomicBool::new(false));
+    (
+        IoSender {
+            commands,
+            waker: Arc::new(waker),
+            pending: pending.clone(),
+        },
+        IoReceiver {
+            commands: receiver,
+            pending,
+        },
+    )
+}
+
+impl IoSender {
+    /// Queues `command` and wakes the io loop unless a wake is pending.
+    pub fn send(&self, command: IoCommand) -> Result<(), IoSendError> {
+        self.commands
+            .send(command)
+            .map_err(|_| IoSendError::Disconnected)?;
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.waker.wake().map_err(IoSendError::Wake)?;
+        }
+        Ok(())
+    }
+}
+
+impl IoReceiver {
+    /// Takes every queued command. Clears the pending flag first, so a
+    /// command sent while draining wakes the loop again.
+    pub fn drain(&self, into: &mut Vec<IoCommand>) {
+        self.pending
+            .store(false, Ordering::Release);
+        into.extend(self.commands.try_iter());
+    }
 }

@@ -1,0 +1,127 @@
+//! The node's UNIX socket: bound once at start, a stale file replaced, a
+//! live one refused, the file removed when the node ends.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use mio::net::UnixListener;
+
+/// Why the node's socket could not be bound.
+#[derive(Debug)]
+pub enum ListenError {
+    /// Another node answers on the path.
+    InUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// A filesystem or socket call failed.
+    Io {
+        /// What was being done.
+        doing: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for ListenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenError::InUse { path } => write!(
+                f,
+                "another node is already listening on {} (stop it, or give this one --socket)",
+                path.display()
+            ),
+            ListenError::Io {
+                doing,
+                path,
+                source,
+            } => write!(f, "cannot {doing} {}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for ListenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ListenError::InUse { .. } => None,
+            ListenError::Io { source, .. } => Some(source),
+        }
+    }
+}
+
+/// The bound listening socket. Dropping it removes the socket file, if the
+/// file is still the one it bound (another node may have replaced it).
+#[derive(Debug)]
+pub struct BoundSocket {
+    pub(super) listener: UnixListener,
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
+impl BoundSocket {
+    /// Binds `path` with mode 0600, creating its directory (0700) if
+    /// needed. A socket file nobody answers on is replaced; a live one is
+    /// [`ListenError::InUse`].
+    pub fn bind(path: &Path) -> Result<BoundSocket, ListenError> {
+        let io_error = |doing, source| ListenError::Io {
+            doing,
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| ListenError::Io {
+                    doing: "create the socket directory",
+                    path: dir.to_owned(),
+                    source,
+                })?;
+        }
+        if path.exists() {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(ListenError::InUse {
+                        path: path.to_owned(),
+                    });
+                }
+                Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
+                    log::info!("replacing stale socket {}", path.display());
+                    fs::remove_file(path)
+                        .map_err(|source| io_error("remove the stale socket", source))?;
+                }
+                Err(source) => return Err(io_error("check the existing socket", source)),
+            }
+        }
+        let listener = UnixListener::bind(path).map_err(|source| io_error("bind", source))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .map_err(|source| io_error("set the mode of", source))?;
+        let metadata = fs::metadata(path).map_err(|source| io_error("inspect", source))?;
+        Ok(BoundSocket {
+            listener,
+            path: path.to_owned(),
+            identity: (metadata.dev(), metadata.ino()),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        let ours = fs::metadata(&self.path)
+            .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == self.identity);
+        if ours && let Err(error) = fs::remove_file(&self.path) {
+            log::warn!("cannot remove socket {}: {error}", self.path.display());
+        }
+    }
+}

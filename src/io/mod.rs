@@ -1,0 +1,555 @@
+//! The io role: one thread, one `mio::Poll`, the listening socket and every
+//! client connection. Only this module touches client sockets.
+//!
+//! It reads each readable connection until `WouldBlock`, cuts frames,
+//! decodes them, enters each request in the correlation table and sends the
+//! pass's requests to the manager as one [`IoEvent::Requests`] batch. It
+//! takes replies from the [`IoReceiver`] (woken through the poll's waker),
+//! queues them on their connections and writes them out, watching
+//! WRITABLE only while output is pending.
+//!
+//! Back-pressure: a connection with `max_inflight_per_connection` requests
+//! unanswered, or more than a quarter of `max_outbound_bytes` unsent, is not
+//! read until that drains; past `max_outbound_bytes` it is closed. The io
+//! thread never blocks on another role: batches the manager cannot take yet
+//! wait in a backlog, retried every millisecond.
+//!
+//! Protocol errors (a frame over the limit, a body that is not a message)
+//! are answered with `Error`, the write side is shut and input is discarded
+//! for [`CLOSE_LINGER`] before the connection closes.
+//!
+//! If it dies, clients lose their connections; the daemon notices the
+//! thread's end and shuts the node down. The socket file is removed when
+//! the [`BoundSocket`] drops.
+
+mod connection;
+mod listener;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::trace::{BeginError, RequestState, Role, Tracer};
+use crate::wire::link::{
+    ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoReceiver, IoSender, io_channel,
+};
+use crate::wire::proto::public_api::{self, message::Code, message::Payload};
+use crate::wire::{Envelope, FrameError, decode_envelope};
+use connection::{Connection, ReadEnd};
+pub use listener::{BoundSocket, ListenError};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONNECTION: usize = 2;
+
+/// How long a connection closed for a protocol error keeps draining input.
+pub const CLOSE_LINGER: Duration = Duration::from_millis(250);
+
+/// How often a backlog the manager could not take yet is retried.
+const BACKLOG_RETRY: Duration = Duration::from_millis(1);
+
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Commands the manager and daemon may queue before they wait.
+const COMMAND_CAPACITY: usize = 1024;
+
+/// The io thread's limits, from `node.toml`.
+#[derive(Debug, Clone)]
+pub struct IoSettings {
+    /// Largest frame body accepted.
+    pub max_frame: u32,
+    /// Connections served at once; one more is told `Error{BUSY}`.
+    pub max_connections: usize,
+    /// Requests one connection may have unanswered before it is not read.
+    pub max_inflight_per_connection: usize,
+    /// Unsent reply bytes past which a connection is closed.
+    pub max_outbound_bytes: usize,
+}
+
+/// Why the io thread stopped.
+#[derive(Debug)]
+pub enum IoError {
+    /// Creating or waiting on the poll failed.
+    Poll {
+        /// What was being done.
+        doing: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for IoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IoError::Poll { doing, source } => write!(f, "io thread cannot {doing}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for IoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IoError::Poll { source, .. } => Some(source),
+        }
+    }
+}
+
+/// The io role.
+#[derive(Debug)]
+pub struct Io {
+    poll: Poll,
+    socket: BoundSocket,
+    settings: IoSettings,
+    to_manager: Sender<IoEvent>,
+    commands: IoReceiver,
+    tracer: Tracer,
+    connections: HashMap<Token, Connection>,
+    next_token: usize,
+    /// Requests decoded in this pass, sent as one batch at its end.
+    batch: Vec<ClientRequest>,
+    /// Events the manager's channel had no room for yet.
+    backlog: VecDeque<IoEvent>,
+}
+
+impl Io {
+    /// Sets up the poll over `socket`. The returned sender is how the
+    /// manager and the daemon reach this thread.
+    pub fn new(
+        mut socket: BoundSocket,
+        settings: IoSettings,
+        to_manager: Sender<IoEvent>,
+        tracer: Tracer,
+    ) -> Result<(Io, IoSender), IoError> {
+        let poll = Poll::new().map_err(|source| IoError::Poll {
+            doing: "create its poll",
+            source,
+        })?;
+        poll.registry()
+            .register(&mut socket.listener, LISTENER, Interest::READABLE)
+            .map_err(|source| IoError::Poll {
+                doing: "register the listener",
+                source,
+            })?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(|source| IoError::Poll {
+            doing: "create its waker",
+            source,
+        })?;
+        let (sender, commands) = io_channel(waker, COMMAND_CAPACITY);
+        let io = Io {
+            poll,
+            socket,
+            settings,
+            to_manager,
+            commands,
+            tracer,
+            connections: HashMap::new(),
+            next_token: FIRST_CONNECTION,
+            batch: Vec::new(),
+            backlog: VecDeque::new(),
+        };
+        Ok((io, sender))
+    }
+
+    /// Serves until [`IoCommand::Stop`] or until every sender is gone.
+    pub fn run(mut self) -> Result<(), IoError> {
+        let mut events = Events::with_capacity(1024);
+        let mut scratch = vec![0u8; READ_CHUNK];
+        let mut commands = Vec::new();
+        log::info!("listening on {}", self.socket.path().display());
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(source) = self.poll.poll(&mut events, timeout) {
+                if source.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(IoError::Poll {
+                    doing: "wait for events",
+                    source,
+                });
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    token => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(token, &mut scratch);
+                        }
+                        if event.is_writable() {
+                            self.flush(token);
+                        }
+                    }
+                }
+            }
+            self.commands.drain(&mut commands);
+            for command in commands.drain(..) {
+                match command {
+                    IoCommand::Replies(replies) => self.deliver(replies, &mut scratch),
+                    IoCommand::Stop => {
+                        self.stop();
+                        return Ok(());
+                    }
+                }
+            }
+            self.end_lingering();
+            self.send_to_manager();
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.backlog.is_empty() {
+            return Some(BACKLOG_RETRY);
+        }
+        let now = Instant::now();
+        self.connections
+            .values()
+            .filter_map(|connection| connection.closing_until)
+            .min()
+            .map(|until| until.saturating_duration_since(now))
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (stream, _) = match self.socket.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    // EMFILE and friends: the pending connection stays
+                    // queued; new events come when it can be taken.
+                    log::warn!("cannot accept a connection: {error}");
+                    return;
+                }
+            };
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            let mut connection =
+                Connection::new(ConnectionId(token.0 as u64), stream, self.settings.max_frame);
+            if let Err(error) =
+                self.poll
+                    .registry()
+                    .register(&mut connection.stream, token, Interest::READABLE)
+            {
+                log::warn!("cannot watch connection {}: {error}", token.0);
+                continue;
+            }
+            let open = self
+                .connections
+                .values()
+                .filter(|connection| connection.closing_until.is_none())
+                .count();
+            self.connections.insert(token, connection);
+            if open >= self.settings.max_connections {
+                log::warn!(
+                    "refusing connection {}: {open} connections open (max_connections = {})",
+                    token.0,
+                    self.settings.max_connections
+                );
+                let reason = format!(
+                    "too many connections: the node serves at most {} at once",
+                    self.settings.max_connections
+                );
+                self.refuse(token, None, public_api::error::Kind::Busy, reason);
+            }
+        }
+    }
+
+    /// Answers a protocol error and starts closing the connection.
+    fn refuse(
+        &mut self,
+        token: Token,
+        correlation_id: Option<String>,
+        kind: public_api::error::Kind,
+        reason: String,
+    ) {
+        if let Some(connection) = self.connections.get_mut(&token) {
+            connection.queue(&error_message(correlation_id, kind, reason));
+            connection.closing_until = Some(Instant::now() + CLOSE_LINGER);
+        }
+        self.flush(token);
+    }
+
+    fn read(&mut self, token: Token, scratch: &mut [u8]) {
+        let Some(connection) = self.connections.get_mut(&token) else {
+            return;
+        };
+        let limits = &self.settings;
+        let mut protocol_error = None;
+        let end = connection.read(scratch, |connection| {
+            protocol_error = take_frames(connection, limits, &self.tracer, &mut self.batch);
+            connection.read_paused = is_saturated(connection, limits);
+            protocol_error.is_none() && !connection.read_paused
+        });
+        let pending_replies = connection.unsent() > 0;
+        if let Some((correlation_id, kind, reason)) = protocol_error {
+            log::warn!("connection {}: {reason}; closing it", token.0);
+            self.refuse(token, correlation_id, kind, reason);
+        } else if pending_replies {
+            self.flush(token);
+        }
+        if end == ReadEnd::Gone {
+            self.close(token);
+        }
+    }
+
+    /// Hands replies to their connections, writes them out, and resumes
+    /// reading connections whose back-pressure has eased.
+    fn deliver(&mut self, replies: Vec<ClientReply>, scratch: &mut [u8]) {
+        let mut touched = Vec::new();
+        {
+            let mut table = self.tracer.lock();
+            for reply in &replies {
+                table.record_message(Role::Io, Role::Client, &reply.message);
+                if reply.last
+                    && let Some(id) = reply.message.correlation()
+                {
+                    table.finish(id, final_state(&reply.message));
+                }
+            }
+        }
+        for reply in replies {
+            let token = Token(reply.connection.0 as usize);
+            let Some(connection) = self.connections.get_mut(&token) else {
+                continue;
+            };
+            if reply.last {
+                connection.in_flight = connection.in_flight.saturating_sub(1);
+            }
+            if connection.closing_until.is_none() {
+                connection.queue(&reply.message);
+            }
+            if touched.last() != Some(&token) {
+                touched.push(token);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for token in touched {
+            self.flush(token);
+            let resumable = self.connections.get(&token).is_some_and(|connection| {
+                connection.read_paused
+                    && connection.closing_until.is_none()
+                    && !is_saturated(connection, &self.settings)
+            });
+            // Edge-triggered polling will not report data that arrived
+            // while reading was paused: read now.
+            if resumable {
+                self.read(token, scratch);
+            }
+        }
+    }
+
+    fn flush(&mut self, token: Token) {
+        let Some(connection) = self.connections.get_mut(&token) else {
+            return;
+        };
+        let done = match connection.flush() {
+            Ok(done) => done,
+            Err(error) => {
+                log::debug!("connection {}: write failed: {error}", token.0);
+                self.close(token);
+                return;
+            }
+        };
+        if connection.unsent() > self.settings.max_outbound_bytes {
+            log::warn!(
+                "connection {}: {} bytes of replies unread (max_outbound_bytes = {}); closing it",
+                token.0,
+                connection.unsent(),
+                self.settings.max_outbound_bytes
+            );
+            self.close(token);
+            return;
+        }
+        if done == connection.watching_writable {
+            let interest = if done {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
+            match self
+                .poll
+                .registry()
+                .reregister(&mut connection.stream, token, interest)
+            {
+                Ok(()) => connection.watching_writable = !done,
+                Err(error) => {
+                    log::warn!("cannot watch connection {}: {error}", token.0);
+                    self.close(token);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        let Some(mut connection) = self.connections.remove(&token) else {
+            return;
+        };
+        // Deregistering a socket that is about to be closed cannot matter.
+        let _ = self.poll.registry().deregister(&mut connection.stream);
+        log::debug!("connection {} closed", token.0);
+        self.backlog.push_back(IoEvent::Closed(connection.id));
+    }
+
+    /// Closes connections whose post-error linger has run out.
+    fn end_lingering(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<Token> = self
+            .connections
+            .iter()
+            .filter(|(_, connection)| connection.closing_until.is_some_and(|until| until <= now))
+            .map(|(token, _)| *token)
+            .collect();
+        for token in expired {
+            self.close(token);
+        }
+    }
+
+    /// Sends this pass's batch and any backlog, without ever waiting.
+    fn send_to_manager(&mut self) {
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            self.backlog.push_back(IoEvent::Requests(batch));
+        }
+        while let Some(event) = self.backlog.pop_front() {
+            match self.to_manager.try_send(event) {
+                Ok(()) => {}
+                Err(TrySendError::Full(event)) => {
+                    self.backlog.push_front(event);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    log::warn!("the manager is gone; dropping requests until shutdown");
+                    self.backlog.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        let tokens: Vec<Token> = self.connections.keys().copied().collect();
+        for token in tokens {
+            if let Some(connection) = self.connections.get_mut(&token) {
+                // Last replies (a Shutdown's Ack) go out if the socket
+                // takes them now; nobody waits for slow readers here.
+                let _ = connection.flush();
+            }
+        }
+        self.connections.clear();
+        log::info!("stopped listening on {}", self.socket.path().display());
+    }
+}
+
+fn is_saturated(connection: &Connection, limits: &IoSettings) -> bool {
+    connection.in_flight >= limits.max_inflight_per_connection
+        || connection.unsent() > limits.max_outbound_bytes / 4
+}
+
+/// A protocol error: the correlation id if known, the kind and the reason.
+type ProtocolError = (Option<String>, public_api::error::Kind, String);
+
+/// Decodes the connection's buffered frames into `batch` until none is
+/// whole or the connection is saturated. Request errors (a duplicate id, a
+/// full table) are answered here; a protocol error is returned.
+fn take_frames(
+    connection: &mut Connection,
+    limits: &IoSettings,
+    tracer: &Tracer,
+    batch: &mut Vec<ClientRequest>,
+) -> Option<ProtocolError> {
+    while !is_saturated(connection, limits) {
+        let body = match connection.decoder.next_frame() {
+            Ok(Some(body)) => body,
+            Ok(None) => return None,
+            Err(error @ FrameError::TooLarge { .. }) => {
+                return Some((None, public_api::error::Kind::FrameTooLarge, error.to_string()));
+            }
+        };
+        let mut message = match decode_envelope::<public_api::Message>(body) {
+            Ok(message) => message,
+            Err(error) => {
+                return Some((
+                    error.correlation_id,
+                    public_api::error::Kind::Malformed,
+                    error.reason,
+                ));
+            }
+        };
+        let id = match message.correlation() {
+            Some(id) => id.to_owned(),
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                message.correlation_id = Some(id.clone());
+                id
+            }
+        };
+        let begun = {
+            let mut table = tracer.lock();
+            table.begin(&id).inspect(|()| {
+                table.record_message(Role::Client, Role::Io, &message);
+                table.record_message(Role::Io, Role::Manager, &message);
+            })
+        };
+        match begun {
+            Ok(()) => {
+                connection.in_flight += 1;
+                batch.push(ClientRequest {
+                    connection: connection.id,
+                    message,
+                });
+            }
+            Err(BeginError::Duplicate) => {
+                log::warn!("connection {}: duplicate correlation id {id}", connection.id.0);
+                let reason = format!("correlation id {id} is already in flight");
+                connection.queue(&error_message(
+                    Some(id),
+                    public_api::error::Kind::DuplicateCorrelation,
+                    reason,
+                ));
+            }
+            Err(BeginError::Full) => {
+                log::warn!("connection {}: correlation table full", connection.id.0);
+                let reason = "the node has too many requests in flight; retry later".to_owned();
+                connection.queue(&error_message(
+                    Some(id),
+                    public_api::error::Kind::Busy,
+                    reason,
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// How a final reply ends its request in the correlation table.
+fn final_state(reply: &public_api::Message) -> RequestState {
+    match &reply.payload {
+        Some(Payload::Error(error)) if error.kind == public_api::error::Kind::Timeout as i32 => {
+            RequestState::TimedOut
+        }
+        _ if reply.code == Code::Error as i32 => RequestState::Failed,
+        _ => RequestState::Done,
+    }
+}
+
+/// An `Error` reply.
+pub fn error_message(
+    correlation_id: Option<String>,
+    kind: public_api::error::Kind,
+    reason: String,
+) -> public_api::Message {
+    public_api::Message {
+        code: Code::Error as i32,
+        correlation_id,
+        payload: Some(Payload::Error(public_api::Error {
+            kind: kind as i32,
+            reason,
+        })),
+    }
+}
