@@ -1,11 +1,19 @@
 //! snow-fox: a service manager for one Linux node.
 //!
-//! The node is four roles, each a thread: `io` (sockets and framing),
-//! `manager` (requests and service state), `spawner` (processes) and
-//! `daemon` (signals, role health, ordered shutdown). They talk only in the
-//! protocol messages of [`wire`], and every hop is recorded by [`trace`].
+//! The node is four roles, each a thread: [`io`] (sockets and framing),
+//! [`manager`] (requests and service state), [`spawner`] (processes) and
+//! [`daemon`] (signals, role health, ordered shutdown). They talk only in
+//! the protocol messages of [`wire`], and every hop is recorded by
+//! [`trace`]. The roles know [`wire`], [`conf`], [`trace`] and [`sys`];
+//! only the daemon knows the roles, because it joins them.
 #![deny(missing_docs)]
 
+pub mod client;
+pub mod conf;
+pub mod daemon;
 pub mod io;
+pub mod manager;
+pub mod spawner;
+pub mod sys;
 pub mod trace;
 pub mod wire;

@@ -38,7 +38,7 @@ use crate::wire::link::{
     ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoReceiver, IoSender, io_channel,
 };
 use crate::wire::proto::public_api::{self, message::Code, message::Payload};
-use crate::wire::{Envelope, FrameError, decode_envelope};
+use crate::wire::{Envelope, FrameError, decode_envelope, error_reply};
 use connection::{Connection, ReadEnd};
 pub use listener::{BoundSocket, ListenError};
 
@@ -268,7 +268,7 @@ impl Io {
         reason: String,
     ) {
         if let Some(connection) = self.connections.get_mut(&token) {
-            connection.queue(&error_message(correlation_id, kind, reason));
+            connection.queue(&error_reply(correlation_id, kind, reason));
             connection.closing_until = Some(Instant::now() + CLOSE_LINGER);
         }
         self.flush(token);
@@ -507,7 +507,7 @@ fn take_frames(
             Err(BeginError::Duplicate) => {
                 log::warn!("connection {}: duplicate correlation id {id}", connection.id.0);
                 let reason = format!("correlation id {id} is already in flight");
-                connection.queue(&error_message(
+                connection.queue(&error_reply(
                     Some(id),
                     public_api::error::Kind::DuplicateCorrelation,
                     reason,
@@ -516,7 +516,7 @@ fn take_frames(
             Err(BeginError::Full) => {
                 log::warn!("connection {}: correlation table full", connection.id.0);
                 let reason = "the node has too many requests in flight; retry later".to_owned();
-                connection.queue(&error_message(
+                connection.queue(&error_reply(
                     Some(id),
                     public_api::error::Kind::Busy,
                     reason,
@@ -535,21 +535,5 @@ fn final_state(reply: &public_api::Message) -> RequestState {
         }
         _ if reply.code == Code::Error as i32 => RequestState::Failed,
         _ => RequestState::Done,
-    }
-}
-
-/// An `Error` reply.
-pub fn error_message(
-    correlation_id: Option<String>,
-    kind: public_api::error::Kind,
-    reason: String,
-) -> public_api::Message {
-    public_api::Message {
-        code: Code::Error as i32,
-        correlation_id,
-        payload: Some(Payload::Error(public_api::Error {
-            kind: kind as i32,
-            reason,
-        })),
     }
 }

@@ -125,6 +125,23 @@ pub fn decode_envelope<M: Envelope>(body: &[u8]) -> Result<M, DecodeError> {
     }
 }
 
+/// A public `Error` reply of `kind`, its reason one sentence naming what
+/// was wrong.
+pub fn error_reply(
+    correlation_id: Option<String>,
+    kind: public_api::error::Kind,
+    reason: String,
+) -> public_api::Message {
+    public_api::Message {
+        code: public_api::message::Code::Error as i32,
+        correlation_id,
+        payload: Some(public_api::message::Payload::Error(public_api::Error {
+            kind: kind as i32,
+            reason,
+        })),
+    }
+}
+
 /// Appends `message` to `out` as one frame.
 pub fn encode_frame<M: prost::Message>(message: &M, out: &mut Vec<u8>) {
     let len = message.encoded_len();

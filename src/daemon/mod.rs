@@ -1,0 +1,388 @@
+//! The daemon role: owns the process. It loads the configuration, binds the
+//! socket, creates every channel and starts the io, manager and spawner
+//! threads, turns signals into actions (SIGTERM/SIGINT shut down, SIGHUP
+//! reloads, SIGCHLD goes to the spawner), notices a role that ended, and
+//! runs the ordered shutdown of `protocol.md` §5: `Shutdown` to the manager
+//! and wait for its `Ack` (or its end), then `Shutdown` to the spawner and
+//! wait likewise, then stop io. Each wait is bounded.
+//!
+//! It is the only module that knows every role, because it joins them.
+//! It runs on the main thread; if it dies, the process ends.
+
+mod roles;
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, select};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::conf::{Config, ConfigError, paths};
+use crate::io::{BoundSocket, Io, IoError, IoSettings, ListenError};
+use crate::manager::{Manager, ManagerLinks, NodeIdentity};
+use crate::spawner::{Spawner, SpawnerLinks};
+use crate::trace::{Role, Tracer};
+use crate::wire::link::{IoCommand, IoSender};
+use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds};
+use roles::{RoleEnded, RoleThreads};
+
+/// Capacity of the io → manager channel, in batches.
+const IO_TO_MANAGER: usize = 1024;
+/// Capacity of each manager ↔ spawner channel, in messages.
+const MANAGER_SPAWNER: usize = 4096;
+/// Capacity of each daemon link, in messages.
+const DAEMON_LINK: usize = 16;
+
+/// What the command line asked for.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The configuration directory.
+    pub conf_dir: PathBuf,
+    /// The socket path, overriding `node.toml` and the default.
+    pub socket: Option<PathBuf>,
+    /// The node's name, overriding `node.toml`.
+    pub name: Option<String>,
+}
+
+/// How the node ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Shut down as asked, every role acknowledged: exit code 0.
+    Clean,
+    /// A role died or failed; the rest was shut down: exit code 3.
+    RoleFailed,
+}
+
+impl Outcome {
+    /// The process exit code.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Clean => 0,
+            Outcome::RoleFailed => 3,
+        }
+    }
+}
+
+/// Why the node could not start.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// The configuration does not load.
+    Config(ConfigError),
+    /// The socket cannot be bound.
+    Listen(ListenError),
+    /// The io thread cannot be set up.
+    Io(IoError),
+    /// Signal handlers cannot be installed.
+    Signals(io::Error),
+    /// A role thread cannot be started.
+    Thread {
+        /// Which role.
+        role: Role,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::Config(error) => write!(f, "invalid configuration:\n{error}"),
+            DaemonError::Listen(error) => error.fmt(f),
+            DaemonError::Io(error) => error.fmt(f),
+            DaemonError::Signals(error) => write!(f, "cannot install signal handlers: {error}"),
+            DaemonError::Thread { role, source } => {
+                write!(f, "cannot start the {} thread: {source}", role.as_str())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DaemonError::Config(error) => Some(error),
+            DaemonError::Listen(error) => Some(error),
+            DaemonError::Io(error) => Some(error),
+            DaemonError::Signals(error) | DaemonError::Thread { source: error, .. } => Some(error),
+        }
+    }
+}
+
+/// Why the node is shutting down.
+enum StopReason {
+    Signal(&'static str),
+    Requested,
+    RoleEnded,
+}
+
+/// The daemon's ends of its links.
+struct Links {
+    signals: Receiver<i32>,
+    to_manager: Sender<dm::Message>,
+    from_manager: Receiver<dm::Message>,
+    to_spawner: Sender<ds::Message>,
+    from_spawner: Receiver<ds::Message>,
+    to_io: IoSender,
+}
+
+/// Runs the node until it shuts down.
+pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
+    let mut config = Config::load(&options.conf_dir).map_err(DaemonError::Config)?;
+    if let Some(name) = options.name {
+        config.node.name = name;
+    }
+    let socket_path = options
+        .socket
+        .or_else(|| config.node.socket.clone())
+        .unwrap_or_else(paths::default_socket_path);
+    let socket = BoundSocket::bind(&socket_path).map_err(DaemonError::Listen)?;
+    log::info!(
+        "node {} starting: configuration {} ({}), {} services",
+        config.node.name,
+        config.effective_version,
+        config.node.label,
+        config.services.len()
+    );
+    let tracer = Tracer::new(config.node.trace_capacity);
+    let shutdown_wait = config.node.shutdown_timeout
+        + config
+            .services
+            .values()
+            .map(|service| service.stop_timeout)
+            .max()
+            .unwrap_or_default();
+
+    let (io_to_manager, manager_from_io) = bounded(IO_TO_MANAGER);
+    let (manager_to_spawner, spawner_from_manager) = bounded(MANAGER_SPAWNER);
+    let (spawner_to_manager, manager_from_spawner) = bounded(MANAGER_SPAWNER);
+    let (to_manager, manager_from_daemon) = bounded(DAEMON_LINK);
+    let (manager_to_daemon, from_manager) = bounded(DAEMON_LINK);
+    let (to_spawner, spawner_from_daemon) = bounded(DAEMON_LINK);
+    let (spawner_to_daemon, from_spawner) = bounded(DAEMON_LINK);
+    let (child_exited_tx, child_exited) = bounded(1);
+    let (signal_tx, signals) = bounded(16);
+
+    let settings = IoSettings {
+        max_frame: config.node.max_frame,
+        max_connections: config.node.max_connections,
+        max_inflight_per_connection: config.node.max_inflight_per_connection,
+        max_outbound_bytes: config.node.max_outbound_bytes,
+    };
+    let (io, to_io) =
+        Io::new(socket, settings, io_to_manager, tracer.clone()).map_err(DaemonError::Io)?;
+
+    let mut signal_source =
+        Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD]).map_err(DaemonError::Signals)?;
+    let signal_handle = signal_source.handle();
+    let signal_thread = std::thread::Builder::new()
+        .name("sf-signals".into())
+        .spawn(move || {
+            for signal in signal_source.forever() {
+                if signal == SIGCHLD {
+                    // A full channel already holds a notice; the spawner
+                    // reaps everything on each one.
+                    let _ = child_exited_tx.try_send(());
+                } else if signal_tx.send(signal).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(DaemonError::Signals)?;
+
+    let identity = NodeIdentity {
+        name: config.node.name.clone(),
+        commit: env!("SNOW_FOX_GIT_COMMIT").to_owned(),
+        taint: env!("SNOW_FOX_GIT_TAINT").to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let mut roles = RoleThreads::new();
+    let spawner = Spawner::new(
+        SpawnerLinks {
+            from_manager: spawner_from_manager,
+            to_manager: spawner_to_manager,
+            from_daemon: spawner_from_daemon,
+            to_daemon: spawner_to_daemon,
+            child_exited,
+        },
+        tracer.clone(),
+    );
+    roles.spawn(Role::Spawner, move || spawner.run())?;
+    let manager = Manager::new(
+        ManagerLinks {
+            from_io: manager_from_io,
+            to_io: to_io.clone(),
+            from_daemon: manager_from_daemon,
+            to_daemon: manager_to_daemon,
+            from_spawner: manager_from_spawner,
+            to_spawner: manager_to_spawner,
+        },
+        tracer.clone(),
+        config,
+        identity,
+    );
+    roles.spawn(Role::Manager, move || manager.run())?;
+    roles.spawn(Role::Io, move || io.run())?;
+
+    let links = Links {
+        signals,
+        to_manager,
+        from_manager,
+        to_spawner,
+        from_spawner,
+        to_io,
+    };
+    let (reason, correlation) = serve(&links, &mut roles, &tracer);
+    let failed_before = matches!(reason, StopReason::RoleEnded);
+    match reason {
+        StopReason::Signal(name) => log::info!("[{correlation}] {name} received: shutting down"),
+        StopReason::Requested => log::info!("[{correlation}] shutdown requested by a client"),
+        StopReason::RoleEnded => log::error!("[{correlation}] a role ended: shutting down"),
+    }
+    let clean = shutdown(&links, &mut roles, &tracer, &correlation, shutdown_wait);
+    signal_handle.close();
+    if signal_thread.join().is_err() {
+        log::error!("the signal thread panicked");
+    }
+    let outcome = if clean && !failed_before && roles.all_ended_well() {
+        Outcome::Clean
+    } else {
+        Outcome::RoleFailed
+    };
+    log::info!("[{correlation}] node stopped");
+    Ok(outcome)
+}
+
+/// Serves until something asks for a shutdown; returns why, with the
+/// correlation id the shutdown runs under.
+fn serve(links: &Links, roles: &mut RoleThreads, tracer: &Tracer) -> (StopReason, String) {
+    loop {
+        select! {
+            recv(links.signals) -> signal => match signal {
+                Ok(SIGHUP) => {
+                    let reload = dm::Message {
+                        code: dm::message::Code::Reload as i32,
+                        correlation_id: Some(internal_id("sighup")),
+                    };
+                    log::info!("[{}] SIGHUP received: reloading the configuration", reload.correlation_id.as_deref().unwrap_or_default());
+                    tracer.record(Role::Daemon, Role::Manager, &reload);
+                    if links.to_manager.send(reload).is_err() {
+                        log::warn!("cannot reload: the manager is gone");
+                    }
+                }
+                Ok(SIGINT) => return (StopReason::Signal("SIGINT"), internal_id("sigint")),
+                Ok(_) | Err(_) => return (StopReason::Signal("SIGTERM"), internal_id("sigterm")),
+            },
+            recv(roles.ended()) -> ended => {
+                if let Ok(ended) = ended {
+                    roles.note(&ended);
+                }
+                return (StopReason::RoleEnded, internal_id("role-ended"));
+            }
+            recv(links.from_manager) -> message => match message {
+                Ok(message) if message.code == dm::message::Code::Shutdown as i32 => {
+                    let id = message.correlation_id.unwrap_or_else(|| internal_id("shutdown"));
+                    return (StopReason::Requested, id);
+                }
+                Ok(message) => log::debug!("manager: code {} ({})", message.code, message.correlation_id.unwrap_or_default()),
+                Err(_) => return (StopReason::RoleEnded, internal_id("role-ended")),
+            },
+            recv(links.from_spawner) -> message => {
+                if message.is_err() {
+                    return (StopReason::RoleEnded, internal_id("role-ended"));
+                }
+            }
+        }
+    }
+}
+
+/// The ordered shutdown. Returns whether every role acknowledged in time.
+fn shutdown(
+    links: &Links,
+    roles: &mut RoleThreads,
+    tracer: &Tracer,
+    correlation: &str,
+    manager_wait: Duration,
+) -> bool {
+    let manager_order = dm::Message {
+        code: dm::message::Code::Shutdown as i32,
+        correlation_id: Some(correlation.to_owned()),
+    };
+    let manager_acked = roles.is_running(Role::Manager)
+        && {
+            tracer.record(Role::Daemon, Role::Manager, &manager_order);
+            links.to_manager.send(manager_order).is_ok()
+        }
+        && await_ack(roles, &links.from_manager, Role::Manager, correlation, manager_wait);
+    if manager_acked {
+        log::info!("[{correlation}] manager acknowledged shutdown");
+    } else {
+        log::warn!("[{correlation}] manager did not acknowledge shutdown");
+    }
+
+    let spawner_order = ds::Message {
+        code: ds::message::Code::Shutdown as i32,
+        correlation_id: Some(correlation.to_owned()),
+    };
+    let spawner_acked = roles.is_running(Role::Spawner)
+        && {
+            tracer.record(Role::Daemon, Role::Spawner, &spawner_order);
+            links.to_spawner.send(spawner_order).is_ok()
+        }
+        && await_ack(roles, &links.from_spawner, Role::Spawner, correlation, ROLE_WAIT);
+    if spawner_acked {
+        log::info!("[{correlation}] spawner acknowledged shutdown");
+    } else {
+        log::warn!("[{correlation}] spawner did not acknowledge shutdown");
+    }
+
+    if links.to_io.send(IoCommand::Stop).is_err() {
+        log::warn!("[{correlation}] io had already stopped");
+    }
+    let ended = roles.await_all(Instant::now() + ROLE_WAIT);
+    if !ended {
+        log::warn!("[{correlation}] a role did not end in time; exiting anyway");
+    }
+    manager_acked && spawner_acked && ended
+}
+
+/// How long a role may take to acknowledge or end, beyond service stops.
+const ROLE_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits for `role`'s `Ack` of `correlation`, or its end, until `wait`
+/// has passed. Roles that end meanwhile are noted.
+fn await_ack<M: crate::wire::Envelope>(
+    roles: &mut RoleThreads,
+    acks: &Receiver<M>,
+    role: Role,
+    correlation: &str,
+    wait: Duration,
+) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let ended = roles.ended().clone();
+        select! {
+            recv(acks) -> message => match message {
+                Ok(message) if message.code_name() == "Ack" && message.correlation() == Some(correlation) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            },
+            recv(ended) -> ended => {
+                if let Ok(ended) = ended {
+                    roles.note(&ended);
+                    if ended.role == role {
+                        return false;
+                    }
+                }
+            }
+            recv(crossbeam_channel::at(deadline)) -> _ => return false,
+        }
+    }
+}
+
+/// A correlation id for a sequence the node starts itself.
+fn internal_id(what: &str) -> String {
+    format!("{what}:{}", uuid::Uuid::new_v4().simple())
+}

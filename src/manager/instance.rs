@@ -1,0 +1,325 @@
+//! The state machine of one service instance. Pure: no processes, no
+//! clocks, no channels. The manager feeds it events with the time they
+//! happened and carries out the effects it returns.
+//!
+//! | state      | event                          | next state | effects                  |
+//! |------------|--------------------------------|------------|--------------------------|
+//! | stopped, exited, failed | `Start`           | starting   | spawn                    |
+//! | backoff    | `Start`, restart timer         | starting   | spawn                    |
+//! | backoff    | `Stop`                         | stopped    |                          |
+//! | starting   | `Started(pid)`                 | running    | (signal, if a stop came) |
+//! | starting   | `SpawnFailed`                  | backoff or failed (give-up limit) |  |
+//! | running    | `Stop`                         | stopping   | stop signal, kill timer  |
+//! | running    | `Exited`, policy says restart, ran `stable_after` | starting | spawn |
+//! | running    | `Exited`, policy says restart, ran less | backoff or failed | timer |
+//! | running    | `Exited`, policy says no       | exited     |                          |
+//! | stopping   | kill timer                     | stopping   | SIGKILL                  |
+//! | stopping   | `Exited`                       | stopped, or starting on a restart | (spawn) |
+//!
+//! Back-off doubles from `backoff_initial` to `backoff_max` with each quick
+//! failure and resets after a run of `stable_after`. `give_up_after` failed
+//! starts within `give_up_window` end in `failed` until a user starts it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::conf::{RestartPolicy, ServiceConfig};
+
+/// Where an instance stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not running, and not meant to.
+    Stopped,
+    /// Spawn requested, not yet reported started.
+    Starting,
+    /// Its process runs.
+    Running,
+    /// Stop signal sent, process not yet gone.
+    Stopping,
+    /// Waiting to be restarted after a quick failure.
+    Backoff,
+    /// Exited and not restarted, by its restart policy.
+    Exited,
+    /// Gave up after too many failed starts.
+    Failed,
+}
+
+impl State {
+    /// The name used in `ServiceStatusResponse` and `Event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Backoff => "backoff",
+            State::Exited => "exited",
+            State::Failed => "failed",
+        }
+    }
+
+    /// Whether the instance has no process and none is coming.
+    pub fn is_down(self) -> bool {
+        matches!(self, State::Stopped | State::Exited | State::Failed)
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called `exit` with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+/// What happens to an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A user or the autostart wants it running.
+    Start,
+    /// A user or the node wants it stopped.
+    Stop,
+    /// A user wants it stopped and started again.
+    Restart,
+    /// The spawner started its process.
+    Started {
+        /// The process id.
+        pid: u32,
+    },
+    /// The spawner could not start it.
+    SpawnFailed,
+    /// Its process ended.
+    Exited(ExitStatus),
+    /// Its timer ran out.
+    TimerFired,
+}
+
+/// What the manager must do for an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Ask the spawner to start its process.
+    Spawn,
+    /// Ask the spawner to signal its process group.
+    Signal {
+        /// The process group leader.
+        pid: u32,
+        /// The signal number.
+        signal: i32,
+    },
+}
+
+/// One instance of a service.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Its index, `0..instances`.
+    pub index: u32,
+    /// Where it stands.
+    pub state: State,
+    /// When it entered `state`.
+    pub since: Instant,
+    /// Its process, while it has one.
+    pub pid: Option<u32>,
+    /// Restarts since the node loaded it.
+    pub restarts: u32,
+    /// How its last process ended.
+    pub last_exit: Option<ExitStatus>,
+    /// When the timer of `backoff` (restart) or `stopping` (kill) runs out.
+    pub timer: Option<Instant>,
+    /// Whether a user or the configuration wants it running.
+    pub wanted: bool,
+    started_at: Option<Instant>,
+    quick_failures: u32,
+    recent_failures: VecDeque<Instant>,
+}
+
+impl Instance {
+    /// A stopped instance.
+    pub fn new(index: u32, now: Instant) -> Self {
+        Instance {
+            index,
+            state: State::Stopped,
+            since: now,
+            pid: None,
+            restarts: 0,
+            last_exit: None,
+            timer: None,
+            wanted: false,
+            started_at: None,
+            quick_failures: 0,
+            recent_failures: VecDeque::new(),
+        }
+    }
+
+    /// Applies `event` at `now` under `config`; returns what to do.
+    pub fn on_event(&mut self, event: Event, now: Instant, config: &ServiceConfig) -> Vec<Effect> {
+        match (self.state, event) {
+            (State::Stopped | State::Exited | State::Failed | State::Backoff, Event::Start)
+            | (State::Stopped | State::Exited | State::Failed | State::Backoff, Event::Restart) => {
+                if self.state == State::Failed {
+                    self.recent_failures.clear();
+                    self.quick_failures = 0;
+                }
+                self.wanted = true;
+                self.spawn(now)
+            }
+            (State::Starting | State::Running | State::Stopping, Event::Start) => {
+                self.wanted = true;
+                Vec::new()
+            }
+            (State::Running, Event::Restart) => {
+                self.wanted = true;
+                self.signal_stop(now, config)
+            }
+            (State::Starting | State::Stopping, Event::Restart) => {
+                self.wanted = true;
+                Vec::new()
+            }
+            (State::Backoff, Event::Stop) => {
+                self.wanted = false;
+                self.enter(State::Stopped, now);
+                Vec::new()
+            }
+            (State::Running, Event::Stop) => {
+                self.wanted = false;
+                self.signal_stop(now, config)
+            }
+            (_, Event::Stop) => {
+                self.wanted = false;
+                Vec::new()
+            }
+            (State::Starting, Event::Started { pid }) => {
+                self.pid = Some(pid);
+                self.started_at = Some(now);
+                self.enter(State::Running, now);
+                if self.wanted {
+                    Vec::new()
+                } else {
+                    self.signal_stop(now, config)
+                }
+            }
+            (State::Starting, Event::SpawnFailed) => {
+                self.last_exit = None;
+                self.failed_quickly(now, config)
+            }
+            (State::Running, Event::Exited(status)) => self.exited(status, now, config),
+            (State::Stopping, Event::Exited(status)) => {
+                self.last_exit = Some(status);
+                self.pid = None;
+                self.timer = None;
+                if self.wanted {
+                    self.restarts += 1;
+                    self.spawn(now)
+                } else {
+                    self.enter(State::Stopped, now);
+                    Vec::new()
+                }
+            }
+            (State::Backoff, Event::TimerFired) => {
+                if self.timer.is_some_and(|at| at <= now) {
+                    self.restarts += 1;
+                    self.spawn(now)
+                } else {
+                    Vec::new()
+                }
+            }
+            (State::Stopping, Event::TimerFired) => match (self.timer, self.pid) {
+                (Some(at), Some(pid)) if at <= now => {
+                    self.timer = None;
+                    vec![Effect::Signal {
+                        pid,
+                        signal: libc::SIGKILL,
+                    }]
+                }
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    fn enter(&mut self, state: State, now: Instant) {
+        self.state = state;
+        self.since = now;
+        if state != State::Backoff && state != State::Stopping {
+            self.timer = None;
+        }
+    }
+
+    fn spawn(&mut self, now: Instant) -> Vec<Effect> {
+        self.pid = None;
+        self.enter(State::Starting, now);
+        vec![Effect::Spawn]
+    }
+
+    fn signal_stop(&mut self, now: Instant, config: &ServiceConfig) -> Vec<Effect> {
+        let Some(pid) = self.pid else {
+            return Vec::new();
+        };
+        self.enter(State::Stopping, now);
+        self.timer = Some(now + config.stop_timeout);
+        vec![Effect::Signal {
+            pid,
+            signal: config.stop_signal,
+        }]
+    }
+
+    fn exited(&mut self, status: ExitStatus, now: Instant, config: &ServiceConfig) -> Vec<Effect> {
+        self.last_exit = Some(status);
+        self.pid = None;
+        let ran = self
+            .started_at
+            .map_or(Duration::ZERO, |started| now.saturating_duration_since(started));
+        let succeeded = status == ExitStatus::Code(0);
+        let restart = self.wanted
+            && match config.restart {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => !succeeded,
+                RestartPolicy::Never => false,
+            };
+        if !restart {
+            self.wanted = false;
+            self.enter(State::Exited, now);
+            return Vec::new();
+        }
+        if ran >= config.stable_after {
+            self.quick_failures = 0;
+            self.restarts += 1;
+            return self.spawn(now);
+        }
+        self.failed_quickly(now, config)
+    }
+
+    /// A start that failed or a run that ended too soon: back off, or give
+    /// up when the limit is reached within the window.
+    fn failed_quickly(&mut self, now: Instant, config: &ServiceConfig) -> Vec<Effect> {
+        self.pid = None;
+        self.recent_failures.push_back(now);
+        while self
+            .recent_failures
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) > config.give_up_window)
+        {
+            self.recent_failures.pop_front();
+        }
+        if config.give_up_after > 0 && self.recent_failures.len() >= config.give_up_after as usize
+        {
+            self.wanted = false;
+            self.enter(State::Failed, now);
+            return Vec::new();
+        }
+        let delay = backoff_delay(self.quick_failures, config);
+        self.quick_failures = self.quick_failures.saturating_add(1);
+        self.enter(State::Backoff, now);
+        self.timer = Some(now + delay);
+        Vec::new()
+    }
+}
+
+/// `backoff_initial` doubled `failures` times, at most `backoff_max`.
+fn backoff_delay(failures: u32, config: &ServiceConfig) -> Duration {
+    let factor = 1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX);
+    config
+        .backoff_initial
+        .saturating_mul(factor)
+        .min(config.backoff_max)
+}

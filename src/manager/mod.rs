@@ -1,0 +1,1126 @@
+//! The manager role: the node's logic. It answers every public request,
+//! owns the service registry with one [`instance::Instance`] state machine
+//! per service instance, the pid → instance map, the subscriptions and the
+//! request deadlines, and asks the spawner for all process work.
+//!
+//! Reads: [`IoEvent`]s from io, `daemon_manager` orders from the daemon,
+//! `manager_spawner` reports from the spawner. Writes: replies to io (one
+//! [`IoCommand::Replies`] per pass), `manager_spawner` requests to the
+//! spawner, `daemon_manager` messages to the daemon. Timers (back-off, kill
+//! after `stop_timeout`, request deadlines) are deadlines of its
+//! `select!`, never sleeping threads.
+//!
+//! The spawner answers requests in the order it gets them, exactly once
+//! each (`ProcessStarted`, `Ack` or `Error`), so the manager matches
+//! answers to requests with a FIFO of what it asked.
+//!
+//! If it dies, the daemon notices and shuts the node down; services are
+//! then left as they are.
+
+pub mod instance;
+mod status;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+
+use crate::conf::{Config, OnNodeExit, Output, ServiceConfig};
+use crate::trace::{Role, Tracer};
+use crate::wire::link::{ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoSender};
+use crate::wire::proto::public_api::{
+    self, ClientIntroduce, NodeInfoResponse, ServiceStatusResponse, StatusCode, StatusColour,
+    TraceResponse, error::Kind, message::Code, message::Payload, node_info_response,
+    service_status_response, trace_response,
+};
+use crate::wire::proto::{daemon_manager as dm, manager_spawner as ms};
+use crate::wire::{PROTOCOL_VERSION, error_reply};
+use instance::{Effect, Event, ExitStatus, Instance, State};
+use status::{Clock, instance_status, overall, service_status, system_status};
+
+/// Replies gathered before they are handed to io in one command.
+const REPLY_BATCH: usize = 4096;
+
+/// What the node says about itself in node info.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    /// The node's name.
+    pub name: String,
+    /// The git commit the binary was built from.
+    pub commit: String,
+    /// Whether that tree was dirty: `clean`, `dirty` or `unknown`.
+    pub taint: String,
+    /// The crate's SemVer.
+    pub version: String,
+}
+
+/// The manager's channel ends.
+#[derive(Debug)]
+pub struct ManagerLinks {
+    /// Requests and connection closes from io.
+    pub from_io: Receiver<IoEvent>,
+    /// Replies to io.
+    pub to_io: IoSender,
+    /// Orders from the daemon.
+    pub from_daemon: Receiver<dm::Message>,
+    /// Acks and shutdown requests to the daemon.
+    pub to_daemon: Sender<dm::Message>,
+    /// Reports from the spawner.
+    pub from_spawner: Receiver<ms::Message>,
+    /// Process work for the spawner.
+    pub to_spawner: Sender<ms::Message>,
+}
+
+/// Why the manager stopped before the daemon told it to.
+#[derive(Debug)]
+pub enum ManagerError {
+    /// A channel to another role closed.
+    LinkClosed {
+        /// Which role's link.
+        role: Role,
+    },
+}
+
+impl fmt::Display for ManagerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManagerError::LinkClosed { role } => {
+                write!(f, "manager lost its link to the {}", role.as_str())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ManagerError {}
+
+/// A request refused or failed: becomes an `Error` reply.
+#[derive(Debug)]
+struct RequestError {
+    kind: Kind,
+    reason: String,
+}
+
+impl RequestError {
+    fn new(kind: Kind, reason: impl Into<String>) -> Self {
+        RequestError {
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What the manager asked the spawner and awaits an answer to.
+#[derive(Debug)]
+enum Asked {
+    Start { service: String, index: u32 },
+    Signal,
+}
+
+/// A service and its instances.
+#[derive(Debug)]
+struct Service {
+    config: ServiceConfig,
+    instances: Vec<Instance>,
+    /// The correlation id of what drives each instance now.
+    operations: Vec<Option<String>>,
+    /// The spawner's reason for each instance's last failed start.
+    spawn_errors: Vec<Option<String>>,
+    /// A reload changed or removed it: applied once every instance is down.
+    replacement: Option<Replacement>,
+}
+
+#[derive(Debug)]
+enum Replacement {
+    Remove,
+    With(Box<ServiceConfig>),
+}
+
+/// A request answered when its service reaches a state.
+#[derive(Debug)]
+struct Waiter {
+    connection: ConnectionId,
+    correlation: String,
+    service: String,
+    goal: Goal,
+    deadline: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    Up,
+    Down,
+}
+
+/// The manager role.
+#[derive(Debug)]
+pub struct Manager {
+    links: ManagerLinks,
+    tracer: Tracer,
+    config: Config,
+    identity: NodeIdentity,
+    client_prefix: String,
+    clock: Clock,
+    services: BTreeMap<String, Service>,
+    pids: HashMap<u32, (String, u32)>,
+    asked: VecDeque<Asked>,
+    waiters: Vec<Waiter>,
+    subscribers: Vec<(ConnectionId, String)>,
+    outgoing: Vec<ClientReply>,
+    /// The last reload's failure, shown as the `config` subsystem.
+    reload_error: Option<String>,
+    spawner_alive: bool,
+    /// Set once the daemon ordered the shutdown: its correlation id.
+    shutdown: Option<String>,
+}
+
+impl Manager {
+    /// A manager for `config`; nothing runs until [`Manager::run`].
+    pub fn new(
+        links: ManagerLinks,
+        tracer: Tracer,
+        config: Config,
+        identity: NodeIdentity,
+    ) -> Manager {
+        let now = Instant::now();
+        let services = config
+            .services
+            .values()
+            .map(|service| (service.id.clone(), Service::new(service.clone(), now)))
+            .collect();
+        Manager {
+            links,
+            tracer,
+            config,
+            identity,
+            client_prefix: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+            clock: Clock::new(),
+            services,
+            pids: HashMap::new(),
+            asked: VecDeque::new(),
+            waiters: Vec::new(),
+            subscribers: Vec::new(),
+            outgoing: Vec::new(),
+            reload_error: None,
+            spawner_alive: true,
+            shutdown: None,
+        }
+    }
+
+    /// Starts the autostart services, then serves until the daemon's
+    /// `Shutdown` has been carried out.
+    pub fn run(mut self) -> Result<(), ManagerError> {
+        let now = Instant::now();
+        let autostart: Vec<String> = self
+            .services
+            .values()
+            .filter(|service| service.config.autostart)
+            .map(|service| service.config.id.clone())
+            .collect();
+        for id in autostart {
+            let correlation = format!("autostart:{id}:{}", uuid::Uuid::new_v4().simple());
+            self.drive(&id, Event::Start, &correlation, now);
+        }
+        loop {
+            self.flush_replies();
+            if self.shutdown.is_some() && self.all_stopping_done() {
+                return self.finish_shutdown();
+            }
+            let timeout = self
+                .next_deadline()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            let from_io = &self.links.from_io;
+            let from_spawner = &self.links.from_spawner;
+            let from_daemon = &self.links.from_daemon;
+            let never = crossbeam_channel::never();
+            let ticker = timeout.map_or(never, crossbeam_channel::after);
+            select! {
+                recv(from_io) -> event => {
+                    let event = event.map_err(|_| ManagerError::LinkClosed { role: Role::Io })?;
+                    self.on_io(event);
+                    let more: Vec<IoEvent> = self.links.from_io.try_iter().take(64).collect();
+                    for event in more {
+                        self.on_io(event);
+                    }
+                }
+                recv(from_spawner) -> message => match message {
+                    Ok(message) => self.on_spawner(message),
+                    Err(_) => {
+                        if self.spawner_alive {
+                            log::error!("the spawner's link closed");
+                        }
+                        self.spawner_alive = false;
+                        self.links.from_spawner = crossbeam_channel::never();
+                    }
+                },
+                recv(from_daemon) -> message => {
+                    let message = message.map_err(|_| ManagerError::LinkClosed { role: Role::Daemon })?;
+                    self.on_daemon(message);
+                }
+                recv(ticker) -> _ => {}
+            }
+            self.on_timers(Instant::now());
+        }
+    }
+
+    fn flush_replies(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let replies = std::mem::take(&mut self.outgoing);
+        if let Err(error) = self.links.to_io.send(IoCommand::Replies(replies)) {
+            log::warn!("cannot hand replies to io: {error}");
+        }
+    }
+
+    fn reply(&mut self, connection: ConnectionId, message: public_api::Message, last: bool) {
+        self.tracer.record(Role::Manager, Role::Io, &message);
+        self.outgoing.push(ClientReply {
+            connection,
+            message,
+            last,
+        });
+        if self.outgoing.len() >= REPLY_BATCH {
+            self.flush_replies();
+        }
+    }
+
+    fn answer(&mut self, connection: ConnectionId, correlation: &str, result: Answer) {
+        let message = match result {
+            Ok(Some((code, payload))) => public_api::Message {
+                code: code as i32,
+                correlation_id: Some(correlation.to_owned()),
+                payload,
+            },
+            Ok(None) => return,
+            Err(error) => {
+                log::info!("[{correlation}] request refused: {}", error.reason);
+                error_reply(Some(correlation.to_owned()), error.kind, error.reason)
+            }
+        };
+        self.reply(connection, message, true);
+    }
+
+    fn on_io(&mut self, event: IoEvent) {
+        match event {
+            IoEvent::Requests(requests) => {
+                let now = Instant::now();
+                for request in requests {
+                    self.on_request(request, now);
+                }
+            }
+            IoEvent::Closed(connection) => {
+                self.subscribers.retain(|(subscriber, _)| *subscriber != connection);
+                self.waiters.retain(|waiter| waiter.connection != connection);
+            }
+        }
+    }
+
+    fn on_request(&mut self, request: ClientRequest, now: Instant) {
+        let ClientRequest {
+            connection,
+            message,
+        } = request;
+        let correlation = message.correlation_id.clone().unwrap_or_default();
+        let result = self.dispatch(connection, &correlation, message, now);
+        self.answer(connection, &correlation, result);
+    }
+
+    /// Works out a request's answer: `Ok(None)` when it comes later.
+    fn dispatch(
+        &mut self,
+        connection: ConnectionId,
+        correlation: &str,
+        message: public_api::Message,
+        now: Instant,
+    ) -> Answer {
+        let code = Code::try_from(message.code).map_err(|_| {
+            RequestError::new(
+                Kind::BadRequest,
+                format!("unknown code {}", message.code),
+            )
+        })?;
+        check_payload(code, message.payload.as_ref())?;
+        if self.shutdown.is_some() {
+            return Err(RequestError::new(
+                Kind::ShuttingDown,
+                "the node is shutting down",
+            ));
+        }
+        match (code, message.payload) {
+            (Code::Introduce, _) => Ok(Some((
+                Code::Introduce,
+                Some(Payload::ClientIntroduce(ClientIntroduce {
+                    client_id: format!("{}-{}", self.client_prefix, connection.0),
+                    node_name: self.identity.name.clone(),
+                    protocol_version: Some(PROTOCOL_VERSION),
+                    max_frame: Some(self.config.node.max_frame),
+                })),
+            ))),
+            (Code::NodeInfoRequest, payload) => {
+                let details = matches!(payload, Some(Payload::NodeInfoRequest(request)) if request.details());
+                Ok(Some((
+                    Code::NodeInfoResponse,
+                    Some(Payload::NodeInfoResponse(self.node_info(details))),
+                )))
+            }
+            (Code::TraceRequest, Some(Payload::TraceRequest(request))) => Ok(Some((
+                Code::TraceResponse,
+                Some(Payload::TraceResponse(self.trace(&request.correlation_id))),
+            ))),
+            (Code::Shutdown, _) => {
+                let order = dm::Message {
+                    code: dm::message::Code::Shutdown as i32,
+                    correlation_id: Some(correlation.to_owned()),
+                };
+                self.tracer.record(Role::Manager, Role::Daemon, &order);
+                self.links
+                    .to_daemon
+                    .send(order)
+                    .map_err(|_| RequestError::new(Kind::Internal, "the daemon is gone"))?;
+                Ok(Some((Code::Ack, None)))
+            }
+            (Code::ServiceStatusRequest, payload) => {
+                let wanted = match payload {
+                    Some(Payload::ServiceStatusRequest(request)) => {
+                        request.service_id.filter(|id| !id.is_empty())
+                    }
+                    _ => None,
+                };
+                let status = match wanted {
+                    Some(id) => {
+                        self.known(&id)?;
+                        self.status_of([id.as_str()])
+                    }
+                    None => self.status_of(self.services.keys().map(String::as_str)),
+                };
+                Ok(Some((
+                    Code::ServiceStatusResponse,
+                    Some(Payload::ServiceStatusResponse(status)),
+                )))
+            }
+            (Code::ServiceStart, Some(Payload::ServiceStart(request))) => {
+                if !request.version.is_empty() && request.version != self.config.effective_version
+                {
+                    return Err(RequestError::new(
+                        Kind::VersionMismatch,
+                        format!(
+                            "version {} is not the loaded configuration's {}",
+                            request.version, self.config.effective_version
+                        ),
+                    ));
+                }
+                self.act(connection, correlation, &request.service_id, Event::Start, now)
+            }
+            (Code::ServiceStop, Some(Payload::ServiceStop(request))) => {
+                self.act(connection, correlation, &request.service_id, Event::Stop, now)
+            }
+            (Code::ServiceRestart, Some(Payload::ServiceRestart(request))) => {
+                self.act(connection, correlation, &request.service_id, Event::Restart, now)
+            }
+            (Code::ConfigReload, _) => self.reload(correlation, now).map(|status| {
+                Some((Code::Ack, Some(Payload::ServiceStatusResponse(status))))
+            }),
+            (Code::Subscribe, _) => {
+                self.subscribers.push((connection, correlation.to_owned()));
+                Ok(Some((Code::Ack, None)))
+            }
+            (code, _) => Err(RequestError::new(
+                Kind::BadRequest,
+                format!("{} is a reply, not a request", code.as_str_name()),
+            )),
+        }
+    }
+
+    fn known(&self, id: &str) -> Result<(), RequestError> {
+        if self.services.contains_key(id) {
+            Ok(())
+        } else {
+            Err(RequestError::new(
+                Kind::UnknownService,
+                format!("no service named `{id}` in the configuration"),
+            ))
+        }
+    }
+
+    /// Starts, stops or restarts a service; answered when it gets there.
+    fn act(
+        &mut self,
+        connection: ConnectionId,
+        correlation: &str,
+        id: &str,
+        event: Event,
+        now: Instant,
+    ) -> Answer {
+        self.known(id)?;
+        if event != Event::Stop && !self.spawner_alive {
+            return Err(RequestError::new(
+                Kind::Internal,
+                "the spawner is gone; no process can be started",
+            ));
+        }
+        let goal = if event == Event::Stop { Goal::Down } else { Goal::Up };
+        let stop_timeout = self.services[id].config.stop_timeout;
+        self.drive(id, event, correlation, now);
+        let deadline = now
+            + self
+                .config
+                .node
+                .request_timeout
+                .max(stop_timeout + Duration::from_secs(1));
+        self.waiters.push(Waiter {
+            connection,
+            correlation: correlation.to_owned(),
+            service: id.to_owned(),
+            goal,
+            deadline,
+        });
+        self.settle_waiters(id);
+        Ok(None)
+    }
+
+    /// Applies `event` to every instance of service `id`.
+    fn drive(&mut self, id: &str, event: Event, correlation: &str, now: Instant) {
+        let count = self.services.get(id).map_or(0, |service| service.instances.len());
+        for index in 0..count {
+            self.apply(id, index, event.clone(), Some(correlation), now);
+        }
+    }
+
+    /// Applies `event` to one instance, carries out its effects and tells
+    /// subscribers and waiters about a change.
+    fn apply(
+        &mut self,
+        id: &str,
+        index: usize,
+        event: Event,
+        correlation: Option<&str>,
+        now: Instant,
+    ) {
+        let Some(service) = self.services.get_mut(id) else {
+            return;
+        };
+        let Some(instance) = service.instances.get_mut(index) else {
+            return;
+        };
+        if let Some(correlation) = correlation {
+            service.operations[index] = Some(correlation.to_owned());
+        }
+        let before = (instance.state, instance.pid);
+        let old_pid = instance.pid;
+        let effects = instance.on_event(event, now, &service.config);
+        let after = (instance.state, instance.pid);
+        if old_pid != instance.pid {
+            if let Some(pid) = old_pid {
+                self.pids.remove(&pid);
+            }
+            if let Some(pid) = instance.pid {
+                self.pids.insert(pid, (id.to_owned(), index as u32));
+            }
+        }
+        for effect in effects {
+            self.carry_out(id, index, effect);
+        }
+        if before != after {
+            self.publish(id, index);
+            self.settle_waiters(id);
+            self.apply_replacement(id, now);
+        }
+    }
+
+    fn carry_out(&mut self, id: &str, index: usize, effect: Effect) {
+        let Some(service) = self.services.get(id) else {
+            return;
+        };
+        let correlation = service.operations[index].clone();
+        let (message, asked) = match effect {
+            Effect::Spawn => (
+                spawner_message(
+                    ms::message::Code::StartProcess,
+                    correlation,
+                    ms::message::Payload::StartProcess(self.start_process(&service.config, index)),
+                ),
+                Asked::Start {
+                    service: id.to_owned(),
+                    index: index as u32,
+                },
+            ),
+            Effect::Signal { pid, signal } => (
+                spawner_message(
+                    ms::message::Code::SignalProcess,
+                    correlation,
+                    ms::message::Payload::SignalProcess(ms::SignalProcess {
+                        pid,
+                        signal,
+                        group: Some(true),
+                    }),
+                ),
+                Asked::Signal,
+            ),
+        };
+        self.tracer.record(Role::Manager, Role::Spawner, &message);
+        if self.links.to_spawner.send(message).is_ok() {
+            self.asked.push_back(asked);
+        } else {
+            self.spawner_alive = false;
+            if let Asked::Start { service, index } = asked {
+                log::error!("cannot start {service}.{index}: the spawner is gone");
+                self.spawn_failed(&service, index as usize, "the spawner is gone".to_owned());
+            }
+        }
+    }
+
+    fn start_process(&self, config: &ServiceConfig, index: usize) -> ms::StartProcess {
+        let log_dir = &self.config.node.log_dir;
+        let output = |target: &Output, stream: &str| {
+            let kind = match target {
+                Output::Null => ms::output::Kind::Null,
+                Output::Inherit => ms::output::Kind::Inherit,
+                Output::LogDir | Output::Path(_) => ms::output::Kind::File,
+            };
+            ms::Output {
+                kind: kind as i32,
+                path: config
+                    .log_path(target, stream, index as u32, log_dir)
+                    .map(|path| path.to_string_lossy().into_owned()),
+                rotate_bytes: Some(config.log_max_bytes),
+                keep: Some(config.log_keep),
+            }
+        };
+        ms::StartProcess {
+            environment: config
+                .env
+                .iter()
+                .map(|(name, value)| ms::start_process::EnvItem {
+                    name: Some(name.clone()),
+                    value: Some(value.clone()),
+                })
+                .collect(),
+            group_name: config.group.clone(),
+            user_name: config.user.clone(),
+            work_dir: config
+                .work_dir
+                .as_ref()
+                .map(|dir| dir.to_string_lossy().into_owned()),
+            command: config.command.clone(),
+            stdout: Some(output(&config.stdout, "stdout")),
+            stderr: Some(output(&config.stderr, "stderr")),
+            service_id: Some(config.id.clone()),
+            instance: Some(index as u32),
+        }
+    }
+
+    fn on_spawner(&mut self, message: ms::Message) {
+        let now = Instant::now();
+        let code = ms::message::Code::try_from(message.code);
+        match (code, message.payload) {
+            (Ok(ms::message::Code::ProcessStarted), Some(ms::message::Payload::ProcessStarted(started))) => {
+                if let Some(Asked::Start { service, index }) = self.asked.pop_front() {
+                    self.apply(&service, index as usize, Event::Started { pid: started.pid }, None, now);
+                }
+            }
+            (Ok(ms::message::Code::Error), payload) => {
+                let reason = match payload {
+                    Some(ms::message::Payload::Error(error)) => error.reason,
+                    _ => "the spawner gave no reason".to_owned(),
+                };
+                match self.asked.pop_front() {
+                    Some(Asked::Start { service, index }) => {
+                        log::warn!("cannot start {service}.{index}: {reason}");
+                        self.spawn_failed(&service, index as usize, reason);
+                    }
+                    _ => log::warn!("the spawner refused a signal: {reason}"),
+                }
+            }
+            (Ok(ms::message::Code::Ack), _) => {
+                self.asked.pop_front();
+            }
+            (Ok(ms::message::Code::ProcessExited), Some(ms::message::Payload::ProcessExited(exited))) => {
+                let status = match (exited.exit_code, exited.exit_signal) {
+                    (_, Some(signal)) => ExitStatus::Signal(signal),
+                    (Some(code), None) => ExitStatus::Code(code),
+                    (None, None) => ExitStatus::Code(-1),
+                };
+                if let Some((service, index)) = self.pids.get(&exited.pid).cloned() {
+                    log::info!("{service}.{index} (pid {}) exited: {}", exited.pid, describe_exit(status));
+                    self.apply(&service, index as usize, Event::Exited(status), None, now);
+                }
+            }
+            (Ok(ms::message::Code::LogMessage), Some(ms::message::Payload::LogMessage(entry))) => {
+                let level = match entry.level {
+                    1 => log::Level::Error,
+                    2 => log::Level::Warn,
+                    3 => log::Level::Info,
+                    4 => log::Level::Debug,
+                    _ => log::Level::Trace,
+                };
+                log::log!(target: "snow_fox::spawner", level, "{}: {}", entry.target, entry.text);
+            }
+            (code, _) => log::warn!(
+                "ignoring a malformed message from the spawner (code {:?})",
+                code.map(|code| code.as_str_name())
+            ),
+        }
+    }
+
+    fn spawn_failed(&mut self, id: &str, index: usize, reason: String) {
+        if let Some(service) = self.services.get_mut(id)
+            && let Some(slot) = service.spawn_errors.get_mut(index)
+        {
+            *slot = Some(reason);
+        }
+        self.apply(id, index, Event::SpawnFailed, None, Instant::now());
+    }
+
+    fn on_daemon(&mut self, message: dm::Message) {
+        let correlation = message.correlation_id.clone().unwrap_or_default();
+        match dm::message::Code::try_from(message.code) {
+            Ok(dm::message::Code::Shutdown) => {
+                log::info!("[{correlation}] shutting down: stopping services");
+                self.shutdown = Some(correlation.clone());
+                let now = Instant::now();
+                for waiter in std::mem::take(&mut self.waiters) {
+                    let error = RequestError::new(Kind::ShuttingDown, "the node is shutting down");
+                    self.answer(waiter.connection, &waiter.correlation, Err(error));
+                }
+                let stopping: Vec<String> = self
+                    .services
+                    .values()
+                    .filter(|service| service.config.on_node_exit == OnNodeExit::Stop)
+                    .map(|service| service.config.id.clone())
+                    .collect();
+                for id in stopping {
+                    self.drive(&id, Event::Stop, &correlation, now);
+                }
+            }
+            Ok(dm::message::Code::Reload) => {
+                let now = Instant::now();
+                match self.reload(&correlation, now) {
+                    Ok(_) => log::info!("[{correlation}] configuration reloaded"),
+                    Err(error) => log::error!("[{correlation}] reload refused: {}", error.reason),
+                }
+                self.ack_daemon(&correlation);
+            }
+            _ => log::warn!("ignoring code {} from the daemon", message.code),
+        }
+    }
+
+    fn ack_daemon(&mut self, correlation: &str) {
+        let ack = dm::Message {
+            code: dm::message::Code::Ack as i32,
+            correlation_id: Some(correlation.to_owned()),
+        };
+        self.tracer.record(Role::Manager, Role::Daemon, &ack);
+        // The daemon waits for this Ack; if it is gone there is nobody to tell.
+        let _ = self.links.to_daemon.send(ack);
+    }
+
+    /// Whether every service that stops with the node has stopped (or no
+    /// spawner is left to stop anything).
+    fn all_stopping_done(&self) -> bool {
+        !self.spawner_alive
+            || self
+                .services
+                .values()
+                .filter(|service| service.config.on_node_exit == OnNodeExit::Stop)
+                .all(|service| service.instances.iter().all(|i| i.state.is_down()))
+    }
+
+    fn finish_shutdown(mut self) -> Result<(), ManagerError> {
+        let correlation = self.shutdown.clone().unwrap_or_default();
+        self.flush_replies();
+        log::info!("[{correlation}] manager: services stopped, acknowledging shutdown");
+        self.ack_daemon(&correlation);
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let timers = self
+            .services
+            .values()
+            .flat_map(|service| service.instances.iter().filter_map(|i| i.timer));
+        let deadlines = self.waiters.iter().map(|waiter| waiter.deadline);
+        timers.chain(deadlines).min()
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        let due: Vec<(String, usize)> = self
+            .services
+            .values()
+            .flat_map(|service| {
+                service
+                    .instances
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, i)| i.timer.is_some_and(|at| at <= now))
+                    .map(|(index, _)| (service.config.id.clone(), index))
+            })
+            .collect();
+        for (id, index) in due {
+            self.apply(&id, index, Event::TimerFired, None, now);
+        }
+        let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|waiter| waiter.deadline <= now);
+        self.waiters = waiting;
+        for waiter in expired {
+            let error = RequestError::new(
+                Kind::Timeout,
+                format!("service `{}` did not get there in time", waiter.service),
+            );
+            self.answer(waiter.connection, &waiter.correlation, Err(error));
+        }
+    }
+
+    /// Answers the waiters of service `id` whose goal is reached or lost.
+    fn settle_waiters(&mut self, id: &str) {
+        let Some(service) = self.services.get(id) else {
+            return;
+        };
+        let mut settled = Vec::new();
+        self.waiters.retain(|waiter| {
+            if waiter.service != id {
+                return true;
+            }
+            match waiter_outcome(service, waiter.goal) {
+                Some(outcome) => {
+                    settled.push((waiter.connection, waiter.correlation.clone(), outcome));
+                    false
+                }
+                None => true,
+            }
+        });
+        for (connection, correlation, outcome) in settled {
+            let result = outcome.map(|()| {
+                Some((
+                    Code::Ack,
+                    Some(Payload::ServiceStatusResponse(self.status_of([id]))),
+                ))
+            });
+            self.answer(connection, &correlation, result);
+        }
+    }
+
+    fn publish(&mut self, id: &str, index: usize) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let Some(instance) = self.services.get(id).and_then(|s| s.instances.get(index)) else {
+            return;
+        };
+        let (exit_code, exit_signal) = match instance.last_exit {
+            Some(ExitStatus::Code(code)) if instance.state.is_down() || instance.state == State::Backoff => (Some(code), None),
+            Some(ExitStatus::Signal(signal)) if instance.state.is_down() || instance.state == State::Backoff => (None, Some(signal)),
+            _ => (None, None),
+        };
+        let event = public_api::Event {
+            service_id: id.to_owned(),
+            index: index as u32,
+            state: instance.state.as_str().to_owned(),
+            pid: instance.pid,
+            at_unix_ms: self.clock.unix_ms(instance.since),
+            exit_code,
+            exit_signal,
+        };
+        for (connection, correlation) in self.subscribers.clone() {
+            let message = public_api::Message {
+                code: Code::Event as i32,
+                correlation_id: Some(correlation),
+                payload: Some(Payload::Event(event.clone())),
+            };
+            self.reply(connection, message, false);
+        }
+    }
+
+    fn status_of<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> ServiceStatusResponse {
+        ServiceStatusResponse {
+            services: ids
+                .into_iter()
+                .filter_map(|id| self.services.get(id))
+                .map(|service| service_status_response::Service {
+                    id: service.config.id.clone(),
+                    status: service_status(&service.instances),
+                    instances: service
+                        .instances
+                        .iter()
+                        .map(|i| instance_status(i, &self.clock))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn node_info(&self, details: bool) -> NodeInfoResponse {
+        let subsystems = self.subsystems();
+        NodeInfoResponse {
+            node: Some(node_info_response::NodeInfo {
+                name: self.identity.name.clone(),
+                version: node_info_response::NodeVersion {
+                    commit: self.identity.commit.clone(),
+                    taint: Some(self.identity.taint.clone()),
+                    version: Some(self.identity.version.clone()),
+                },
+                config: Some(node_info_response::ConfigVersion {
+                    effective: self.config.effective_version.clone(),
+                    symbolic: self.config.node.label.clone(),
+                }),
+            }),
+            overall: Some(overall(&subsystems)),
+            details: if details { subsystems } else { Vec::new() },
+        }
+    }
+
+    fn subsystems(&self) -> Vec<node_info_response::SubSystem> {
+        let sub = |name: &str, status| node_info_response::SubSystem {
+            name: name.to_owned(),
+            status,
+        };
+        let green = |reason: &str| system_status(StatusColour::Green, StatusCode::Ok, reason.to_owned());
+        let daemon = if self.shutdown.is_some() {
+            system_status(StatusColour::Yellow, StatusCode::ShuttingDown, "shutting down".to_owned())
+        } else {
+            green("running")
+        };
+        let spawner = if self.spawner_alive {
+            green("running")
+        } else {
+            system_status(StatusColour::Red, StatusCode::RoleDown, "the spawner is gone".to_owned())
+        };
+        let config = match &self.reload_error {
+            None => green(&format!(
+                "loaded {} ({}) from {}",
+                self.config.effective_version,
+                self.config.node.label,
+                self.config.dir.display()
+            )),
+            Some(error) => system_status(
+                StatusColour::Red,
+                StatusCode::ConfigInvalid,
+                format!("the last reload failed, {} still runs: {error}", self.config.effective_version),
+            ),
+        };
+        let mut details = vec![
+            sub("daemon", daemon),
+            sub("manager", green("running")),
+            sub("spawner", spawner),
+            sub("io", green("running")),
+            sub("config", config),
+        ];
+        details.extend(
+            self.services
+                .values()
+                .map(|service| sub(&service.config.id, service_status(&service.instances))),
+        );
+        details
+    }
+
+    fn trace(&self, correlation: &str) -> TraceResponse {
+        let table = self.tracer.lock();
+        match table.get(correlation) {
+            Some((state, hops)) => TraceResponse {
+                state: state.as_str().to_owned(),
+                hops: hops
+                    .iter()
+                    .map(|hop| trace_response::Hop {
+                        at_unix_us: hop.at_unix_us,
+                        from_role: hop.from.as_str().to_owned(),
+                        to_role: hop.to.as_str().to_owned(),
+                        protocol: hop.protocol.as_str().to_owned(),
+                        code: hop.code.to_owned(),
+                    })
+                    .collect(),
+            },
+            None => TraceResponse {
+                state: "unknown".to_owned(),
+                hops: Vec::new(),
+            },
+        }
+    }
+
+    /// Loads the configuration again and moves the services to it: added
+    /// ones autostart, removed ones stop and go, changed ones are stopped
+    /// and started again under their new definition, unchanged ones are
+    /// left alone. An invalid configuration changes nothing.
+    fn reload(&mut self, correlation: &str, now: Instant) -> Result<ServiceStatusResponse, RequestError> {
+        let loaded = match Config::load(&self.config.dir) {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                let reason = error.to_string().lines().collect::<Vec<_>>().join("; ");
+                self.reload_error = Some(reason.clone());
+                return Err(RequestError::new(Kind::ConfigInvalid, reason));
+            }
+        };
+        self.reload_error = None;
+        if loaded.node != self.config.node {
+            log::warn!("[{correlation}] node.toml changed: its new settings take effect when the node restarts");
+        }
+        for (id, service) in &mut self.services {
+            service.replacement = match loaded.services.get(id) {
+                None => Some(Replacement::Remove),
+                Some(new) if *new != service.config => Some(Replacement::With(Box::new(new.clone()))),
+                Some(_) => None,
+            };
+        }
+        let added: Vec<ServiceConfig> = loaded
+            .services
+            .values()
+            .filter(|service| !self.services.contains_key(&service.id))
+            .cloned()
+            .collect();
+        self.config.services = loaded.services.clone();
+        self.config.effective_version = loaded.effective_version.clone();
+        let replaced: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, service)| service.replacement.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in replaced {
+            log::info!("[{correlation}] {id} changed or removed: stopping it");
+            self.drive(&id, Event::Stop, correlation, now);
+            self.apply_replacement(&id, now);
+        }
+        for config in added {
+            let id = config.id.clone();
+            let autostart = config.autostart;
+            log::info!("[{correlation}] {id} added");
+            self.services.insert(id.clone(), Service::new(config, now));
+            if autostart {
+                self.drive(&id, Event::Start, correlation, now);
+            }
+        }
+        Ok(self.status_of(self.services.keys().map(String::as_str)))
+    }
+
+    /// Once every instance of a changed or removed service is down, removes
+    /// it or puts its new definition in place (started if it was wanted or
+    /// autostarts).
+    fn apply_replacement(&mut self, id: &str, now: Instant) {
+        let Some(service) = self.services.get_mut(id) else {
+            return;
+        };
+        if service.replacement.is_none() || !service.instances.iter().all(|i| i.state.is_down()) {
+            return;
+        }
+        match service.replacement.take() {
+            Some(Replacement::Remove) => {
+                log::info!("{id} removed");
+                self.services.remove(id);
+                let (gone, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+                    .into_iter()
+                    .partition(|waiter| waiter.service == id);
+                self.waiters = waiting;
+                for waiter in gone {
+                    let error = RequestError::new(
+                        Kind::UnknownService,
+                        format!("service `{id}` was removed by a reload"),
+                    );
+                    self.answer(waiter.connection, &waiter.correlation, Err(error));
+                }
+            }
+            Some(Replacement::With(config)) => {
+                let start = config.autostart || service.instances.iter().any(|i| i.wanted);
+                let correlation = service.operations.iter().flatten().next().cloned().unwrap_or_default();
+                *service = Service::new(*config, now);
+                log::info!("{id} now runs its new definition");
+                if start {
+                    self.drive(id, Event::Start, &correlation, now);
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// A request's answer: a code and payload now, nothing yet, or an error.
+type Answer = Result<Option<(Code, Option<Payload>)>, RequestError>;
+
+impl Service {
+    fn new(config: ServiceConfig, now: Instant) -> Self {
+        let count = config.instances as usize;
+        Service {
+            instances: (0..config.instances).map(|index| Instance::new(index, now)).collect(),
+            operations: vec![None; count],
+            spawn_errors: vec![None; count],
+            replacement: None,
+            config,
+        }
+    }
+}
+
+/// Whether a waiter's goal is reached (`Some(Ok)`), lost (`Some(Err)`), or
+/// still ahead (`None`).
+fn waiter_outcome(service: &Service, goal: Goal) -> Option<Result<(), RequestError>> {
+    let instances = &service.instances;
+    match goal {
+        Goal::Down => instances.iter().all(|i| i.state.is_down()).then_some(Ok(())),
+        Goal::Up => {
+            let failed = instances.iter().zip(&service.spawn_errors).find(|(i, error)| {
+                i.state == State::Failed || (i.state == State::Backoff && error.is_some())
+            });
+            if let Some((instance, error)) = failed {
+                let reason = match error {
+                    Some(reason) => format!("cannot start {}.{}: {reason}", service.config.id, instance.index),
+                    None => format!("{}.{} failed to start and gave up", service.config.id, instance.index),
+                };
+                return Some(Err(RequestError::new(Kind::SpawnFailed, reason)));
+            }
+            let settled = instances
+                .iter()
+                .all(|i| matches!(i.state, State::Running | State::Exited | State::Backoff | State::Failed));
+            settled.then_some(Ok(()))
+        }
+    }
+}
+
+/// Checks that a request carries the payload its code requires, and no
+/// other.
+fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestError> {
+    let (required, fits) = match (code, payload) {
+        (Code::NodeInfoRequest, None | Some(Payload::NodeInfoRequest(_))) => (false, true),
+        (Code::ServiceStatusRequest, None | Some(Payload::ServiceStatusRequest(_))) => (false, true),
+        (Code::Introduce | Code::Shutdown | Code::ConfigReload | Code::Subscribe, None) => (false, true),
+        (Code::ServiceStart, Some(Payload::ServiceStart(_)))
+        | (Code::ServiceStop, Some(Payload::ServiceStop(_)))
+        | (Code::ServiceRestart, Some(Payload::ServiceRestart(_)))
+        | (Code::TraceRequest, Some(Payload::TraceRequest(_))) => (true, true),
+        (Code::ServiceStart | Code::ServiceStop | Code::ServiceRestart | Code::TraceRequest, None) => (true, false),
+        (
+            Code::Ack
+            | Code::NodeInfoResponse
+            | Code::ServiceStatusResponse
+            | Code::TraceResponse
+            | Code::Error
+            | Code::Event,
+            _,
+        ) => (false, true),
+        _ => (false, false),
+    };
+    if fits {
+        return Ok(());
+    }
+    let reason = match payload {
+        None if required => format!("{} requires its payload", code.as_str_name()),
+        _ => format!("{} does not take the payload it was sent", code.as_str_name()),
+    };
+    Err(RequestError::new(Kind::BadRequest, reason))
+}
+
+fn spawner_message(
+    code: ms::message::Code,
+    correlation_id: Option<String>,
+    payload: ms::message::Payload,
+) -> ms::Message {
+    ms::Message {
+        code: code as i32,
+        correlation_id,
+        payload: Some(payload),
+    }
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Code(code) => format!("code {code}"),
+        ExitStatus::Signal(signal) => format!("signal {signal}"),
+    }
+}

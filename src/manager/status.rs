@@ -1,0 +1,165 @@
+//! Colours and status messages: how the manager reports services, roles and
+//! the node in `NodeInfoResponse` and `ServiceStatusResponse`.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::wire::proto::public_api::node_info_response::{SubSystem, SystemStatus};
+use crate::wire::proto::public_api::service_status_response;
+use crate::wire::proto::public_api::{StatusCode, StatusColour};
+
+use super::instance::{ExitStatus, Instance, State};
+
+/// Orders colours from best to worst: Green < Yellow < Unknown < Red.
+fn severity(colour: StatusColour) -> u8 {
+    match colour {
+        StatusColour::Green => 0,
+        StatusColour::Yellow => 1,
+        StatusColour::Unknown => 2,
+        StatusColour::Red => 3,
+    }
+}
+
+/// A `SystemStatus` with its code always set.
+pub fn system_status(colour: StatusColour, code: StatusCode, reason: String) -> SystemStatus {
+    SystemStatus {
+        colour: colour as i32,
+        code: Some(code as i64),
+        reason,
+    }
+}
+
+/// The worst colour of `details`, with a reason naming each subsystem that
+/// is not green.
+pub fn overall(details: &[SubSystem]) -> SystemStatus {
+    let colour_of = |sub: &SubSystem| {
+        StatusColour::try_from(sub.status.colour).unwrap_or(StatusColour::Unknown)
+    };
+    let worst = details
+        .iter()
+        .map(colour_of)
+        .max_by_key(|colour| severity(*colour))
+        .unwrap_or(StatusColour::Green);
+    let not_green: Vec<String> = details
+        .iter()
+        .filter(|sub| colour_of(sub) != StatusColour::Green)
+        .map(|sub| format!("{}: {}", sub.name, sub.status.reason))
+        .collect();
+    if not_green.is_empty() {
+        return system_status(
+            StatusColour::Green,
+            StatusCode::Ok,
+            "all subsystems are in their desired state".to_owned(),
+        );
+    }
+    let code = details
+        .iter()
+        .find(|sub| colour_of(sub) == worst)
+        .and_then(|sub| sub.status.code)
+        .and_then(|code| StatusCode::try_from(code as i32).ok())
+        .unwrap_or(StatusCode::Ok);
+    system_status(worst, code, not_green.join("; "))
+}
+
+/// The colour of a service from its instances: green when each is where it
+/// is wanted, yellow while converging, red when one failed.
+pub fn service_status(instances: &[Instance]) -> SystemStatus {
+    let count = |state: State| instances.iter().filter(|i| i.state == state).count();
+    let total = instances.len();
+    let failed = count(State::Failed);
+    let converging = count(State::Starting) + count(State::Stopping) + count(State::Backoff);
+    let bad_exit = instances
+        .iter()
+        .filter(|i| i.state == State::Exited && i.last_exit != Some(ExitStatus::Code(0)))
+        .count();
+    let running = count(State::Running);
+    if failed > 0 {
+        return system_status(
+            StatusColour::Red,
+            StatusCode::Failed,
+            format!("{failed} of {total} instances failed and gave up"),
+        );
+    }
+    if bad_exit > 0 {
+        return system_status(
+            StatusColour::Red,
+            StatusCode::Exited,
+            format!("{bad_exit} of {total} instances exited unsuccessfully"),
+        );
+    }
+    if converging > 0 {
+        let code = if count(State::Backoff) > 0 {
+            StatusCode::Backoff
+        } else {
+            StatusCode::Starting
+        };
+        return system_status(
+            StatusColour::Yellow,
+            code,
+            format!("{converging} of {total} instances starting, stopping or backing off"),
+        );
+    }
+    if running == total {
+        return system_status(
+            StatusColour::Green,
+            StatusCode::Ok,
+            format!("{running} of {total} running"),
+        );
+    }
+    let (code, what) = if count(State::Exited) > 0 {
+        (StatusCode::Exited, "exited")
+    } else {
+        (StatusCode::Stopped, "stopped")
+    };
+    system_status(
+        StatusColour::Green,
+        code,
+        format!("{running} of {total} running, the rest {what} as wanted"),
+    )
+}
+
+/// Turns the manager's monotonic instants into wall-clock milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base: Instant,
+    base_unix: Duration,
+}
+
+impl Clock {
+    /// A clock anchored now.
+    pub fn new() -> Self {
+        Clock {
+            base: Instant::now(),
+            base_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// `at` in milliseconds since the Unix epoch.
+    pub fn unix_ms(&self, at: Instant) -> u64 {
+        let unix = if at >= self.base {
+            self.base_unix + (at - self.base)
+        } else {
+            self.base_unix.saturating_sub(self.base - at)
+        };
+        unix.as_millis() as u64
+    }
+}
+
+/// One instance as `ServiceStatusResponse` shows it.
+pub fn instance_status(instance: &Instance, clock: &Clock) -> service_status_response::Instance {
+    let (last_exit_code, last_exit_signal) = match instance.last_exit {
+        Some(ExitStatus::Code(code)) => (Some(code), None),
+        Some(ExitStatus::Signal(signal)) => (None, Some(signal)),
+        None => (None, None),
+    };
+    service_status_response::Instance {
+        index: instance.index,
+        state: instance.state.as_str().to_owned(),
+        pid: instance.pid,
+        since_unix_ms: Some(clock.unix_ms(instance.since)),
+        restarts: Some(instance.restarts),
+        last_exit_code,
+        last_exit_signal,
+    }
+}
