@@ -80,7 +80,6 @@ fn main() -> ExitCode {
     match daemon::run(options) {
         Ok(outcome) => ExitCode::from(outcome.exit_code() as u8),
         Err(error) => {
-            log::error!("{error}");
             eprintln!("snow-fox: {error}");
             ExitCode::from(1)
         }

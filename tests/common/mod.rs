@@ -1,0 +1,204 @@
+//! The integration-test fixture: a real `snow-fox` node in a temporary
+//! directory, with its own socket, state and log directories, and helpers
+//! that poll with deadlines instead of sleeping.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use snow_fox::client::Client;
+
+/// How long anything in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "sf-test-{label}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test at the deadline.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A node's configuration directory under construction.
+pub struct Setup {
+    pub dir: TempDir,
+    node_toml: String,
+}
+
+impl Setup {
+    pub fn new(label: &str) -> Setup {
+        let dir = TempDir::new(label);
+        let root = &dir.0;
+        let node_toml = format!(
+            "name = \"test-node\"\nlabel = \"test-1\"\nsocket = \"{}\"\nstate_dir = \"{}\"\nlog_dir = \"{}\"\n",
+            root.join("sf.sock").display(),
+            root.join("state").display(),
+            root.join("log").display(),
+        );
+        fs::create_dir_all(root.join("conf/services")).unwrap();
+        Setup { dir, node_toml }
+    }
+
+    /// Adds lines to node.toml.
+    pub fn node(mut self, lines: &str) -> Setup {
+        self.node_toml.push_str(lines);
+        self.node_toml.push('\n');
+        self
+    }
+
+    /// Writes services/<id>.toml.
+    pub fn service(self, id: &str, toml: &str) -> Setup {
+        self.write_service(id, toml);
+        self
+    }
+
+    pub fn write_service(&self, id: &str, toml: &str) {
+        fs::write(self.conf().join(format!("services/{id}.toml")), toml).unwrap();
+    }
+
+    pub fn conf(&self) -> PathBuf {
+        self.dir.0.join("conf")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.0.join("sf.sock")
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.0.join("log")
+    }
+
+    /// Starts the node and waits until its socket answers.
+    pub fn start(self) -> Node {
+        fs::write(self.conf().join("node.toml"), &self.node_toml).unwrap();
+        Node::start(self, &[])
+    }
+}
+
+/// A running node process; killed on drop if still running.
+pub struct Node {
+    pub setup: Setup,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Node {
+    pub fn start(setup: Setup, env: &[(&str, &str)]) -> Node {
+        let log = setup.dir.0.join(format!("node-{}.log", unique()));
+        let child = node_command(&setup.conf(), &log, env).spawn().unwrap();
+        let mut node = Node { setup, child, log };
+        let socket = node.setup.socket();
+        wait_for("the node's socket", || {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                panic!("node exited early with {status}: {}", node.log_text());
+            }
+            UnixStream::connect(&socket).ok()
+        });
+        node
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.setup.socket()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.socket()).unwrap()
+    }
+
+    pub fn raw(&self) -> UnixStream {
+        let stream = UnixStream::connect(self.socket()).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the node to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        wait_for("the node to exit", || self.child.try_wait().unwrap())
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn node_command(conf: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_snow-fox"));
+    command
+        .arg("--conf")
+        .arg(conf)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(log).unwrap());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+}
+
+fn unique() -> u32 {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Writes a frame with `body`.
+pub fn write_frame(stream: &mut UnixStream, body: &[u8]) {
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    stream.write_all(&frame).unwrap();
+}

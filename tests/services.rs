@@ -1,0 +1,398 @@
+//! Services end to end (issue 3): real processes under a real node.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use snow_fox::client::{Client, ClientError};
+use snow_fox::wire::proto::public_api::{StatusColour, error::Kind, service_status_response};
+
+use common::{Setup, wait_for};
+
+const SLEEPER: &str = "command = [\"/bin/sleep\", \"300\"]\nstop_timeout = \"5s\"\n";
+
+fn instances(client: &mut Client, id: &str) -> Vec<service_status_response::Instance> {
+    let status = client.status(Some(id)).unwrap();
+    assert_eq!(status.services.len(), 1);
+    status.services[0].instances.clone()
+}
+
+fn states(client: &mut Client, id: &str) -> Vec<String> {
+    instances(client, id).into_iter().map(|i| i.state).collect()
+}
+
+fn wait_states(client: &mut Client, id: &str, want: &[&str]) -> Vec<service_status_response::Instance> {
+    wait_for(&format!("{id} to be {want:?}"), || {
+        let now = instances(client, id);
+        let states: Vec<&str> = now.iter().map(|i| i.state.as_str()).collect();
+        (states == want).then_some(now)
+    })
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // A zombie still has /proc/<pid>; only a reaped process is gone.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn node_error(result: Result<impl std::fmt::Debug, ClientError>) -> (Kind, String) {
+    match result {
+        Err(ClientError::Node { kind, reason }) => (Kind::try_from(kind).unwrap(), reason),
+        other => panic!("expected an error from the node, got {other:?}"),
+    }
+}
+
+/// Zombie children of `parent`, from /proc.
+fn zombies_of(parent: i32) -> Vec<String> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| fs::read_to_string(entry.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
+        })
+        .collect()
+}
+
+#[test]
+fn start_stop_restart_and_status_of_a_long_running_service() {
+    let node = Setup::new("lifecycle")
+        .service("sleeper", &format!("{SLEEPER}autostart = false\n"))
+        .start();
+    let mut client = node.client();
+    assert_eq!(states(&mut client, "sleeper"), ["stopped"]);
+
+    let started = client.start("sleeper").unwrap();
+    let first = &started.services[0].instances[0];
+    assert_eq!(first.state, "running");
+    let pid = first.pid.unwrap();
+    assert!(pid_alive(pid));
+    assert_eq!(started.services[0].status.colour, StatusColour::Green as i32);
+
+    let again = client.start("sleeper").unwrap();
+    assert_eq!(again.services[0].instances[0].pid, Some(pid), "starting a running service is a no-op");
+
+    let restarted = client.restart("sleeper").unwrap();
+    let second = &restarted.services[0].instances[0];
+    assert_eq!(second.state, "running");
+    assert_ne!(second.pid, Some(pid));
+    assert!(!pid_alive(pid), "old process gone");
+
+    let stopped = client.stop("sleeper").unwrap();
+    assert_eq!(stopped.services[0].instances[0].state, "stopped");
+    assert!(!pid_alive(second.pid.unwrap()));
+    assert!(zombies_of(node.pid()).is_empty());
+}
+
+#[test]
+fn three_instances_each_get_a_process() {
+    let node = Setup::new("instances")
+        .service("trio", &format!("{SLEEPER}instances = 3\n"))
+        .start();
+    let mut client = node.client();
+    let running = wait_states(&mut client, "trio", &["running", "running", "running"]);
+    let pids: std::collections::HashSet<u32> = running.iter().map(|i| i.pid.unwrap()).collect();
+    assert_eq!(pids.len(), 3);
+    client.stop("trio").unwrap();
+    assert!(pids.iter().all(|pid| !pid_alive(*pid)));
+}
+
+#[test]
+fn a_failing_service_backs_off_with_growing_delays_then_gives_up() {
+    let node = Setup::new("backoff")
+        .service(
+            "flaky",
+            "command = [\"/bin/sh\", \"-c\", \"exit 1\"]\nrestart = \"always\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"1s\"\ngive_up_after = 4\ngive_up_window = \"60s\"\n",
+        )
+        .start();
+    let mut client = node.client();
+    client.subscribe().unwrap();
+    let mut starts = Vec::new();
+    let deadline = Instant::now() + common::DEADLINE;
+    loop {
+        assert!(Instant::now() < deadline, "never gave up");
+        let event = client.next_event().unwrap();
+        if event.service_id != "flaky" {
+            continue;
+        }
+        match event.state.as_str() {
+            "starting" => starts.push(Instant::now()),
+            "failed" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(starts.len(), 4, "four failed starts, then failed");
+    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[1] > gaps[0] && gaps[2] > gaps[1], "delays grow: {gaps:?}");
+    let mut other = node.client();
+    let status = other.status(Some("flaky")).unwrap();
+    assert_eq!(status.services[0].status.colour, StatusColour::Red as i32);
+    assert_eq!(status.services[0].instances[0].last_exit_code, Some(1));
+    let info = other.node_info(false).unwrap();
+    let overall = info.overall.unwrap();
+    assert_eq!(overall.colour, StatusColour::Red as i32);
+    assert!(overall.reason.contains("flaky"), "{}", overall.reason);
+}
+
+#[test]
+fn restart_never_stays_exited_with_its_code() {
+    let node = Setup::new("never")
+        .service("job", "command = [\"/bin/sh\", \"-c\", \"exit 7\"]\nrestart = \"never\"\n")
+        .start();
+    let mut client = node.client();
+    let done = wait_states(&mut client, "job", &["exited"]);
+    assert_eq!(done[0].last_exit_code, Some(7));
+    assert_eq!(done[0].restarts, Some(0));
+}
+
+#[test]
+fn a_service_ignoring_sigterm_is_killed_after_its_stop_timeout() {
+    let node = Setup::new("stubborn")
+        .service(
+            "stubborn",
+            "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; while :; do sleep 1; done\"]\nstop_timeout = \"300ms\"\n",
+        )
+        .start();
+    let mut client = node.client();
+    wait_states(&mut client, "stubborn", &["running"]);
+    let began = Instant::now();
+    let stopped = client.stop("stubborn").unwrap();
+    assert!(began.elapsed() >= Duration::from_millis(300));
+    let instance = &stopped.services[0].instances[0];
+    assert_eq!(instance.state, "stopped");
+    assert_eq!(instance.last_exit_signal, Some(libc::SIGKILL));
+}
+
+#[test]
+fn output_lands_in_log_files_and_rotates() {
+    let setup = Setup::new("logs").service(
+        "talker",
+        "command = [\"/bin/sh\", \"-c\", \"i=0; while [ $i -lt 400 ]; do echo out-line-$i; echo err-line-$i >&2; i=$((i+1)); done; sleep 300\"]\nlog_max_bytes = 2000\nlog_keep = 2\n",
+    );
+    let log_dir = setup.log_dir();
+    let node = setup.start();
+    let out = log_dir.join("talker.0.stdout.log");
+    let err = log_dir.join("talker.0.stderr.log");
+    wait_for("rotated stdout", || log_dir.join("talker.0.stdout.log.1").exists().then_some(()));
+    wait_for("rotated stderr", || log_dir.join("talker.0.stderr.log.1").exists().then_some(()));
+    let all_out = [out.with_extension("log.2"), out.with_extension("log.1"), out.clone()]
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .collect::<String>();
+    assert!(all_out.contains("out-line-"), "{all_out}");
+    assert!(!all_out.contains("err-line"));
+    assert!(fs::read_to_string(log_dir.join("talker.0.stderr.log.1")).unwrap().contains("err-line-"));
+    assert!(!log_dir.join("talker.0.stdout.log.3").exists(), "only log_keep files kept");
+    let _ = (err, node);
+}
+
+#[test]
+fn env_work_dir_user_and_group_take_effect() {
+    let setup = Setup::new("env");
+    let work = setup.dir.0.join("work");
+    fs::create_dir_all(&work).unwrap();
+    let as_root = unsafe_free_euid() == 0;
+    let identity = if as_root { "user = \"nobody\"\n" } else { "" };
+    if as_root {
+        // nobody must be able to write the work dir and the log dir.
+        std::process::Command::new("chmod").arg("777").arg(&work).status().unwrap();
+        std::process::Command::new("chmod").arg("777").arg(&setup.dir.0).status().unwrap();
+    }
+    let setup = setup.service(
+        "envy",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", \"echo \\\"$GREETING $HOME $(pwd) $(id -u)\\\" > out.txt; sleep 300\"]\nwork_dir = \"{}\"\nenv = {{ GREETING = \"hello\" }}\n{identity}",
+            work.display()
+        ),
+    );
+    let node = setup.start();
+    let text = wait_for("the service's output", || {
+        fs::read_to_string(work.join("out.txt")).ok().filter(|t| t.ends_with('\n'))
+    });
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(fields[0], "hello");
+    assert_eq!(fields.len(), 3 + usize::from(fields.len() == 4), "HOME is not inherited: {text}");
+    assert_eq!(*fields.last().unwrap(), if as_root { "65534" } else { fields.last().unwrap() });
+    assert!(text.contains(&work.display().to_string()), "{text}");
+    drop(node);
+}
+
+fn unsafe_free_euid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").unwrap().uid()
+}
+
+#[test]
+fn a_command_that_does_not_exist_fails_to_spawn_and_the_node_stays_healthy() {
+    let node = Setup::new("nope")
+        .service("nope", "command = [\"/usr/bin/nope-not-here\"]\nautostart = false\n")
+        .start();
+    let mut client = node.client();
+    let (kind, reason) = node_error(client.start("nope"));
+    assert_eq!(kind, Kind::SpawnFailed);
+    assert!(reason.contains("/usr/bin/nope-not-here"), "{reason}");
+    let info = client.node_info(true).unwrap();
+    let spawner = info.details.iter().find(|d| d.name == "spawner").unwrap();
+    assert_eq!(spawner.status.colour, StatusColour::Green as i32);
+    let (kind, reason) = node_error(client.start("ghost"));
+    assert_eq!(kind, Kind::UnknownService);
+    assert!(reason.contains("ghost"));
+    let (kind, _) = node_error(client.status(Some("ghost")));
+    assert_eq!(kind, Kind::UnknownService);
+}
+
+#[test]
+fn reload_adds_removes_and_changes_services_and_refuses_an_invalid_config() {
+    let setup = Setup::new("reload")
+        .service("keep", SLEEPER)
+        .service("drop", SLEEPER)
+        .service("change", SLEEPER);
+    let node = setup.start();
+    let mut client = node.client();
+    let keep_pid = wait_states(&mut client, "keep", &["running"])[0].pid;
+    let drop_pid = wait_states(&mut client, "drop", &["running"])[0].pid.unwrap();
+    let change_pid = wait_states(&mut client, "change", &["running"])[0].pid.unwrap();
+
+    fs::remove_file(node.setup.conf().join("services/drop.toml")).unwrap();
+    node.setup.write_service("change", &format!("{SLEEPER}instances = 2\n"));
+    node.setup.write_service("add", SLEEPER);
+    client.reload().unwrap();
+
+    wait_states(&mut client, "add", &["running"]);
+    wait_states(&mut client, "change", &["running", "running"]);
+    assert!(!pid_alive(change_pid));
+    wait_for("drop to go", || {
+        let all = client.status(None).unwrap();
+        (!all.services.iter().any(|s| s.id == "drop")).then_some(())
+    });
+    assert!(!pid_alive(drop_pid));
+    assert_eq!(instances(&mut client, "keep")[0].pid, keep_pid, "unchanged service untouched");
+
+    node.setup.write_service("broken", "command = \"not an array\"\n");
+    let (kind, reason) = node_error(client.reload());
+    assert_eq!(kind, Kind::ConfigInvalid);
+    assert!(reason.contains("broken.toml") && reason.contains("command"), "{reason}");
+    assert_eq!(instances(&mut client, "keep")[0].pid, keep_pid);
+    let info = client.node_info(true).unwrap();
+    let config = info.details.iter().find(|d| d.name == "config").unwrap();
+    assert_eq!(config.status.colour, StatusColour::Red as i32);
+}
+
+#[test]
+fn sighup_reloads_the_configuration() {
+    let node = Setup::new("sighup").start();
+    let mut client = node.client();
+    node.setup.write_service("late", SLEEPER);
+    node.signal(libc::SIGHUP);
+    wait_for("late to run after SIGHUP", || {
+        let status = client.status(None).unwrap();
+        status
+            .services
+            .iter()
+            .any(|s| s.id == "late" && s.instances[0].state == "running")
+            .then_some(())
+    });
+}
+
+#[test]
+fn watch_receives_the_events_of_a_restart() {
+    let node = Setup::new("watch").service("watched", SLEEPER).start();
+    let mut control = node.client();
+    wait_states(&mut control, "watched", &["running"]);
+    let mut watcher = node.client();
+    watcher.subscribe().unwrap();
+    control.restart("watched").unwrap();
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("running") {
+        let event = watcher.next_event().unwrap();
+        assert_eq!(event.service_id, "watched");
+        seen.push(event.state);
+    }
+    assert_eq!(seen, ["stopping", "starting", "running"]);
+}
+
+#[test]
+fn the_trace_of_a_start_crosses_every_role() {
+    let node = Setup::new("starttrace")
+        .service("traced", &format!("{SLEEPER}autostart = false\n"))
+        .start();
+    let mut client = node.client();
+    client.start("traced").unwrap();
+    let id = client.last_correlation_id().to_owned();
+    let trace = wait_for("the start to be done", || {
+        let trace = client.trace(&id).unwrap();
+        (trace.state == "done").then_some(trace)
+    });
+    let hops: Vec<String> = trace
+        .hops
+        .iter()
+        .map(|h| format!("{}>{}:{}", h.from_role, h.to_role, h.code))
+        .collect();
+    assert_eq!(
+        hops,
+        [
+            "client>io:ServiceStart",
+            "io>manager:ServiceStart",
+            "manager>spawner:StartProcess",
+            "spawner>manager:ProcessStarted",
+            "manager>io:Ack",
+            "io>client:Ack",
+        ]
+    );
+}
+
+#[test]
+fn shutdown_stops_services_unless_they_are_kept() {
+    let mut node = Setup::new("exit")
+        .service("stops", SLEEPER)
+        .service("kept", &format!("{SLEEPER}on_node_exit = \"keep\"\n"))
+        .start();
+    let mut client = node.client();
+    let stops = wait_states(&mut client, "stops", &["running"])[0].pid.unwrap();
+    let kept = wait_states(&mut client, "kept", &["running"])[0].pid.unwrap();
+    client.shutdown().unwrap();
+    assert_eq!(node.wait_exit().code(), Some(0), "{}", node.log_text());
+    assert!(!pid_alive(stops));
+    assert!(pid_alive(kept), "a kept service outlives the node");
+    unsafe_free_kill(kept);
+}
+
+fn unsafe_free_kill(pid: u32) {
+    std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status().unwrap();
+}
+
+#[test]
+fn an_invalid_configuration_refuses_to_start_naming_file_line_and_key() {
+    let setup = Setup::new("invalid").service("bad", "command = [\"/bin/true\"]\ninstances = \"x\"\n");
+    std::fs::write(setup.conf().join("node.toml"), "").unwrap();
+    let log = setup.dir.0.join("invalid.log");
+    let status = common::node_command(&setup.conf(), &log, &[]).status().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let text = fs::read_to_string(log).unwrap();
+    assert!(text.contains("bad.toml:2") && text.contains("instances"), "{text}");
+}
+
+#[test]
+fn two_hundred_services_start_and_all_report_running_without_zombies() {
+    let mut setup = Setup::new("many");
+    for i in 0..200 {
+        setup = setup.service(&format!("s{i:03}"), SLEEPER);
+    }
+    let mut node = setup.start();
+    let mut client = node.client();
+    wait_for("200 services running", || {
+        let status = client.status(None).unwrap();
+        let running = status
+            .services
+            .iter()
+            .filter(|s| s.instances.iter().all(|i| i.state == "running"))
+            .count();
+        (running == 200).then_some(())
+    });
+    client.shutdown().unwrap();
+    assert_eq!(node.wait_exit().code(), Some(0));
+    assert!(zombies_of(node.pid()).is_empty());
+}
