@@ -1,0 +1,435 @@
+//! The spawner role: the only role that creates, signals and reaps
+//! processes.
+//!
+//! It owns the pid → service instance map of its own children and the
+//! rotation of their output files. It reads `manager_spawner` requests
+//! (`StartProcess`, `SignalProcess`) from the manager and answers each with
+//! its correlation id (`ProcessStarted`, `Ack` or `Error`); it reports every
+//! reaped child as `ProcessExited` and notable events as `LogMessage`. It
+//! reads the daemon's `Shutdown` (answered with `Ack`), and one `()` notice
+//! per SIGCHLD from the daemon's signal thread.
+//!
+//! Children are started with argv (never a shell), a cleared environment
+//! plus a base `PATH` and the service's variables, stdin from /dev/null,
+//! and each in its own session and process group, so that a signal to the
+//! group reaches the service's whole tree. Users and groups are resolved
+//! before the fork; after it the child only calls async-signal-safe
+//! functions (see `launch.rs`). Output files are opened by the spawner and
+//! handed to the child, so no pipe ties a service to the node, and
+//! rotated by copy-truncate (see `rotation.rs` for what that costs).
+//!
+//! Reaping is `waitpid(-1, WNOHANG)` until nothing is left, on each SIGCHLD
+//! notice, after each start and on each rotation tick. A pid stays in the
+//! map until it is reaped, so a pid the spawner signals can never have been
+//! reused by a stranger; pids that are not its children are refused.
+//! Processes that are not its own children (orphans re-parented to a
+//! subreaper node) are reaped with only a debug log. `Child` handles are
+//! dropped unwaited: waiting on them would race this loop for the same
+//! exit.
+//!
+//! The spawner *thread* is no privilege boundary: threads share
+//! credentials, so every role of a node running as root is root. The
+//! spawner *process* mode (privilege separation: this role alone keeps
+//! root, speaking the same frames over a socketpair) comes later.
+//!
+//! Sends to the manager wait while its channel is full, because an exit
+//! notice must never be dropped; so the manager must never block on its
+//! channel to the spawner, or each could wait for the other.
+//!
+//! When it ends: after answering the daemon's `Shutdown` it returns `Ok`,
+//! leaving running services alone (the manager has stopped those that
+//! should stop). It returns an error when the daemon's channel or the
+//! SIGCHLD notices end before that, or when `waitpid` fails; the daemon
+//! then decides. A closed manager channel (the manager ends before the
+//! spawner in an ordered shutdown) is not an error: later exits are only
+//! logged.
+
+mod launch;
+mod rotation;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvError, Sender, never, select};
+
+use crate::sys::{self, ExitStatusKind};
+use crate::trace::{Role, Tracer, now_unix_us};
+use crate::wire::Envelope;
+use crate::wire::proto::{daemon_spawner as ds, manager_spawner as ms};
+use ms::message::{Code, Payload};
+
+/// The spawner's channel ends, created by the daemon.
+#[derive(Debug)]
+pub struct SpawnerLinks {
+    /// Requests from the manager.
+    pub from_manager: Receiver<ms::Message>,
+    /// Replies, exits and log messages to the manager. Sent blocking:
+    /// exit notices are never dropped.
+    pub to_manager: Sender<ms::Message>,
+    /// Orders from the daemon.
+    pub from_daemon: Receiver<ds::Message>,
+    /// Answers to the daemon.
+    pub to_daemon: Sender<ds::Message>,
+    /// One () per SIGCHLD the daemon's signal thread saw (bounded(1), sent
+    /// with try_send: notices coalesce; the spawner reaps until nothing is
+    /// left on each).
+    pub child_exited: Receiver<()>,
+}
+
+/// One of the spawner's own children, until it is reaped.
+#[derive(Debug)]
+struct OwnChild {
+    service_id: String,
+    instance: u32,
+    /// The correlation id of the `StartProcess` that started it.
+    started_by: Option<String>,
+}
+
+/// The spawner role. Build it with [`Spawner::new`], run it on its own
+/// thread with [`Spawner::run`].
+#[derive(Debug)]
+pub struct Spawner {
+    from_manager: Receiver<ms::Message>,
+    to_manager: Sender<ms::Message>,
+    /// False once the manager's receiving end is gone.
+    manager_listening: bool,
+    from_daemon: Receiver<ds::Message>,
+    to_daemon: Sender<ds::Message>,
+    child_exited: Receiver<()>,
+    tracer: Tracer,
+    children: HashMap<u32, OwnChild>,
+    rotation: rotation::Rotation,
+}
+
+/// What woke the loop.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives on the stack for one turn of the loop; boxing would allocate per request"
+)]
+enum Wake {
+    Manager(Option<ms::Message>),
+    Daemon(Result<ds::Message, RecvError>),
+    ChildExited(Result<(), RecvError>),
+    RotationDue,
+}
+
+impl Spawner {
+    /// A spawner over its links, recording every message it sends.
+    pub fn new(links: SpawnerLinks, tracer: Tracer) -> Spawner {
+        Spawner {
+            from_manager: links.from_manager,
+            to_manager: links.to_manager,
+            manager_listening: true,
+            from_daemon: links.from_daemon,
+            to_daemon: links.to_daemon,
+            child_exited: links.child_exited,
+            tracer,
+            children: HashMap::new(),
+            rotation: rotation::Rotation::default(),
+        }
+    }
+
+    /// Serves requests, SIGCHLD notices and rotation until the daemon's
+    /// `Shutdown`, which it answers before returning `Ok`.
+    pub fn run(mut self) -> Result<(), SpawnerError> {
+        loop {
+            let rotation_tick = self
+                .rotation
+                .next_check()
+                .map_or_else(never, crossbeam_channel::at);
+            let wake = select! {
+                recv(self.from_manager) -> message => Wake::Manager(message.ok()),
+                recv(self.from_daemon) -> message => Wake::Daemon(message),
+                recv(self.child_exited) -> notice => Wake::ChildExited(notice),
+                recv(rotation_tick) -> _ => Wake::RotationDue,
+            };
+            match wake {
+                Wake::Manager(Some(message)) => self.on_manager_message(message)?,
+                Wake::Manager(None) => {
+                    log::debug!("spawner: the manager's channel closed");
+                    self.from_manager = never();
+                }
+                Wake::Daemon(Ok(message)) => {
+                    if self.on_daemon_message(message)? {
+                        return Ok(());
+                    }
+                }
+                Wake::Daemon(Err(source)) => {
+                    return Err(SpawnerError::DaemonChannelClosed { source });
+                }
+                Wake::ChildExited(Ok(())) => self.reap_exited()?,
+                Wake::ChildExited(Err(source)) => {
+                    return Err(SpawnerError::ChildExitNoticesClosed { source });
+                }
+                Wake::RotationDue => {
+                    self.reap_exited()?;
+                    self.rotate_outputs();
+                }
+            }
+        }
+    }
+
+    fn on_manager_message(&mut self, message: ms::Message) -> Result<(), SpawnerError> {
+        let correlation_id = message.correlation_id;
+        match (Code::try_from(message.code), message.payload) {
+            (Ok(Code::StartProcess), Some(Payload::StartProcess(request))) => {
+                self.start(correlation_id, &request);
+                self.reap_exited()
+            }
+            (Ok(Code::SignalProcess), Some(Payload::SignalProcess(request))) => {
+                self.signal(correlation_id, request);
+                Ok(())
+            }
+            (Ok(Code::Ack), _) => Ok(()),
+            (code, _) => {
+                let reason = match code {
+                    Ok(code @ (Code::StartProcess | Code::SignalProcess)) => {
+                        format!("{} without its payload", code.as_str_name())
+                    }
+                    Ok(code) => format!("the spawner does not take {}", code.as_str_name()),
+                    Err(_) => format!("unknown manager_spawner code {}", message.code),
+                };
+                self.send_to_manager(error_reply(correlation_id, reason));
+                Ok(())
+            }
+        }
+    }
+
+    fn start(&mut self, correlation_id: Option<String>, request: &ms::StartProcess) {
+        let service_id = request.service_id.clone().unwrap_or_default();
+        let instance = request.instance.unwrap_or_default();
+        let launched = match launch::launch(request) {
+            Ok(launched) => launched,
+            Err(error) => {
+                let reason = error.to_string();
+                self.log_to_manager(
+                    log::Level::Warn,
+                    correlation_id.clone(),
+                    format!("start of {service_id}#{instance} refused: {reason}"),
+                );
+                self.send_to_manager(error_reply(correlation_id, reason));
+                return;
+            }
+        };
+        let pid = launched.pid;
+        log::debug!("spawner: started {service_id}#{instance} as pid {pid}");
+        self.rotation.track(pid, launched.rotating, Instant::now());
+        self.children.insert(
+            pid,
+            OwnChild {
+                service_id,
+                instance,
+                started_by: correlation_id.clone(),
+            },
+        );
+        self.send_to_manager(message(
+            Code::ProcessStarted,
+            correlation_id,
+            Some(Payload::ProcessStarted(ms::ProcessStarted {
+                pid,
+                started_at_unix_ms: now_unix_ms(),
+            })),
+        ));
+    }
+
+    fn signal(&mut self, correlation_id: Option<String>, request: ms::SignalProcess) {
+        let reply = match self.send_signal(request) {
+            Ok(()) => message(Code::Ack, correlation_id, None),
+            Err(reason) => error_reply(correlation_id, reason),
+        };
+        self.send_to_manager(reply);
+    }
+
+    /// Signals one of its own children (or its process group); the reason
+    /// when it cannot.
+    fn send_signal(&self, request: ms::SignalProcess) -> Result<(), String> {
+        let pid = request.pid;
+        let target = i32::try_from(pid)
+            .ok()
+            .filter(|_| self.children.contains_key(&pid))
+            .ok_or_else(|| format!("pid {pid} is not a live child of the spawner"))?;
+        let (target, what) = if request.group() {
+            (-target, "process group")
+        } else {
+            (target, "process")
+        };
+        sys::kill(target, request.signal)
+            .map_err(|error| format!("signal {} to {what} {pid}: {error}", request.signal))
+    }
+
+    /// Reaps every exited child and reports each of its own.
+    fn reap_exited(&mut self) -> Result<(), SpawnerError> {
+        while let Some((pid, status)) =
+            sys::reap_any().map_err(|source| SpawnerError::Reap { source })?
+        {
+            let Some(child) = self.children.remove(&pid) else {
+                log::debug!("spawner: reaped pid {pid}, not a child it started ({status:?})");
+                continue;
+            };
+            self.rotation.forget(pid);
+            log::debug!(
+                "spawner: {}#{} (pid {pid}, started by {}) ended: {status:?}",
+                child.service_id,
+                child.instance,
+                child.started_by.as_deref().unwrap_or("no request"),
+            );
+            let (exit_code, exit_signal) = match status {
+                ExitStatusKind::Code(code) => (Some(code), None),
+                ExitStatusKind::Signal(signal) => (None, Some(signal)),
+            };
+            let exited = message(
+                Code::ProcessExited,
+                None,
+                Some(Payload::ProcessExited(ms::ProcessExited {
+                    pid,
+                    exit_code,
+                    exit_signal,
+                    at_unix_ms: now_unix_ms(),
+                })),
+            );
+            self.tracer.record(Role::Process, Role::Spawner, &exited);
+            self.send_to_manager(exited);
+        }
+        Ok(())
+    }
+
+    fn rotate_outputs(&mut self) {
+        for failure in self.rotation.rotate_due(Instant::now()) {
+            self.log_to_manager(log::Level::Warn, None, failure.to_string());
+        }
+    }
+
+    /// Handles a daemon order; true when the spawner should end.
+    fn on_daemon_message(&mut self, message: ds::Message) -> Result<bool, SpawnerError> {
+        if ds::message::Code::try_from(message.code) != Ok(ds::message::Code::Shutdown) {
+            log::warn!(
+                "spawner: ignoring daemon message {} it has no use for",
+                message.code_name()
+            );
+            return Ok(false);
+        }
+        self.reap_exited()?;
+        let ack = ds::Message {
+            code: ds::message::Code::Ack as i32,
+            correlation_id: message.correlation_id,
+        };
+        self.tracer.record(Role::Spawner, Role::Daemon, &ack);
+        self.to_daemon
+            .send(ack)
+            .map_err(|_| SpawnerError::ShutdownAckUndelivered)?;
+        log::debug!(
+            "spawner: shut down, leaving {} running children",
+            self.children.len()
+        );
+        Ok(true)
+    }
+
+    /// Sends a `LogMessage`; its `level` is `log::Level`'s number
+    /// (1 error, 2 warn, 3 info, 4 debug, 5 trace).
+    fn log_to_manager(&mut self, level: log::Level, correlation_id: Option<String>, text: String) {
+        self.send_to_manager(message(
+            Code::LogMessage,
+            correlation_id,
+            Some(Payload::LogMessage(ms::LogMessage {
+                level: level as u32,
+                target: module_path!().to_owned(),
+                text,
+            })),
+        ));
+    }
+
+    /// Records and sends `message`, waiting while the manager's channel is
+    /// full. Once the manager is gone, messages are only logged.
+    fn send_to_manager(&mut self, message: ms::Message) {
+        if !self.manager_listening {
+            log::info!("spawner: the manager is gone; not sent: {message:?}");
+            return;
+        }
+        self.tracer.record(Role::Spawner, Role::Manager, &message);
+        if let Err(unsent) = self.to_manager.send(message) {
+            self.manager_listening = false;
+            log::info!("spawner: the manager is gone; not sent: {:?}", unsent.0);
+        }
+    }
+}
+
+fn message(code: Code, correlation_id: Option<String>, payload: Option<Payload>) -> ms::Message {
+    ms::Message {
+        code: code as i32,
+        correlation_id,
+        payload,
+    }
+}
+
+fn error_reply(correlation_id: Option<String>, reason: String) -> ms::Message {
+    message(
+        Code::Error,
+        correlation_id,
+        Some(Payload::Error(ms::Error { reason })),
+    )
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_unix_ms() -> u64 {
+    now_unix_us() / 1000
+}
+
+/// Why the spawner ended other than by the daemon's `Shutdown`.
+#[derive(Debug)]
+pub enum SpawnerError {
+    /// The daemon's channel closed before it sent `Shutdown`.
+    DaemonChannelClosed {
+        /// The channel's error.
+        source: RecvError,
+    },
+    /// The SIGCHLD notices ended, so exits could no longer be noticed.
+    ChildExitNoticesClosed {
+        /// The channel's error.
+        source: RecvError,
+    },
+    /// The daemon stopped listening before the `Ack` of its `Shutdown`.
+    ShutdownAckUndelivered,
+    /// `waitpid(-1, WNOHANG)` failed.
+    Reap {
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for SpawnerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnerError::DaemonChannelClosed { source } => write!(
+                f,
+                "spawner: the daemon's channel closed before it asked for shutdown: {source}"
+            ),
+            SpawnerError::ChildExitNoticesClosed { source } => write!(
+                f,
+                "spawner: the SIGCHLD notices ended, so child exits would go unnoticed \
+                 (is the daemon's signal thread alive?): {source}"
+            ),
+            SpawnerError::ShutdownAckUndelivered => f.write_str(
+                "spawner: could not acknowledge shutdown: the daemon's channel is closed",
+            ),
+            SpawnerError::Reap { source } => {
+                write!(f, "spawner: reaping children with waitpid: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SpawnerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SpawnerError::DaemonChannelClosed { source }
+            | SpawnerError::ChildExitNoticesClosed { source } => Some(source),
+            SpawnerError::ShutdownAckUndelivered => None,
+            SpawnerError::Reap { source } => Some(source),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

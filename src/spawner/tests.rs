@@ -1,0 +1,450 @@
+//! A real `Spawner` on a thread, driven through its channels, with real
+//! children.
+//!
+//! Every test that runs a spawner holds `PROCESS_TESTS` for its whole run:
+//! the spawner reaps with `waitpid(-1)`, which takes any exited child of
+//! the test process, so two spawners running at once (tests run in
+//! parallel threads of one process) would steal each other's exits.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+
+use super::*;
+use crate::trace::Hop;
+use ms::output::Kind;
+
+static PROCESS_TESTS: Mutex<()> = Mutex::new(());
+
+/// How long anything a test waits for may take.
+const DEADLINE: Duration = Duration::from_secs(10);
+/// How often a waiting test looks again (and sends a SIGCHLD notice).
+const POLL: Duration = Duration::from_millis(20);
+
+const SIGTERM: i32 = 15;
+
+struct Harness {
+    to_spawner: Sender<ms::Message>,
+    from_spawner: Receiver<ms::Message>,
+    daemon_to_spawner: Sender<ds::Message>,
+    spawner_to_daemon: Receiver<ds::Message>,
+    child_exited: Sender<()>,
+    /// Taken when the test waits for the run to end.
+    thread: Option<JoinHandle<Result<(), SpawnerError>>>,
+    tracer: Tracer,
+    next_id: u32,
+    /// Messages that arrived while the test waited for another one.
+    exits: Vec<ms::ProcessExited>,
+    logs: Vec<ms::LogMessage>,
+    /// Started children not yet seen exiting, killed if a test fails.
+    running: Vec<u32>,
+    _one_spawner_at_a_time: MutexGuard<'static, ()>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let serial = PROCESS_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
+        let (to_spawner, from_manager) = bounded(16);
+        let (to_manager, from_spawner) = bounded(16);
+        let (daemon_to_spawner, from_daemon) = bounded(1);
+        let (to_daemon, spawner_to_daemon) = bounded(1);
+        let (child_exited, notices) = bounded(1);
+        let tracer = Tracer::new(64);
+        let spawner = Spawner::new(
+            SpawnerLinks {
+                from_manager,
+                to_manager,
+                from_daemon,
+                to_daemon,
+                child_exited: notices,
+            },
+            tracer.clone(),
+        );
+        let thread = thread::Builder::new()
+            .name("sf-spawner-test".into())
+            .spawn(move || spawner.run())
+            .unwrap();
+        let thread = Some(thread);
+        Harness {
+            to_spawner,
+            from_spawner,
+            daemon_to_spawner,
+            spawner_to_daemon,
+            child_exited,
+            thread,
+            tracer,
+            next_id: 0,
+            exits: Vec::new(),
+            logs: Vec::new(),
+            running: Vec::new(),
+            _one_spawner_at_a_time: serial,
+        }
+    }
+
+    fn request(&mut self, code: Code, payload: Payload) -> String {
+        self.next_id += 1;
+        let id = format!("test:{}", self.next_id);
+        self.to_spawner
+            .send(message(code, Some(id.clone()), Some(payload)))
+            .unwrap();
+        id
+    }
+
+    /// The next message from the spawner, sending a SIGCHLD notice at
+    /// every poll as the daemon's signal thread would.
+    fn next_message(&mut self) -> ms::Message {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let _ = self.child_exited.try_send(());
+            match self.from_spawner.recv_timeout(POLL) {
+                Ok(message) => return message,
+                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(error) => panic!("no message from the spawner in {DEADLINE:?}: {error}"),
+            }
+        }
+    }
+
+    /// The reply carrying `id`, keeping other messages for later.
+    fn reply_to(&mut self, id: &str) -> ms::Message {
+        loop {
+            let message = self.next_message();
+            if message.correlation_id.as_deref() == Some(id)
+                && message.code != Code::LogMessage as i32
+            {
+                return message;
+            }
+            self.keep(message);
+        }
+    }
+
+    fn keep(&mut self, message: ms::Message) {
+        match message.payload {
+            Some(Payload::ProcessExited(exited)) => {
+                self.running.retain(|&pid| pid != exited.pid);
+                self.exits.push(exited);
+            }
+            Some(Payload::LogMessage(log)) => self.logs.push(log),
+            other => panic!("unexpected message from the spawner: {other:?}"),
+        }
+    }
+
+    fn start(&mut self, request: ms::StartProcess) -> ms::Message {
+        let id = self.request(Code::StartProcess, Payload::StartProcess(request));
+        let reply = self.reply_to(&id);
+        if let Some(Payload::ProcessStarted(started)) = &reply.payload {
+            self.running.push(started.pid);
+        }
+        reply
+    }
+
+    fn start_ok(&mut self, request: ms::StartProcess) -> u32 {
+        match self.start(request).payload {
+            Some(Payload::ProcessStarted(started)) => {
+                assert!(started.started_at_unix_ms > 0);
+                started.pid
+            }
+            other => panic!("expected ProcessStarted, got {other:?}"),
+        }
+    }
+
+    fn start_refused(&mut self, request: ms::StartProcess) -> String {
+        match self.start(request).payload {
+            Some(Payload::Error(error)) => error.reason,
+            other => panic!("expected Error, got {other:?}"),
+        }
+    }
+
+    fn signal(&mut self, pid: u32, signal: i32) -> ms::Message {
+        let request = ms::SignalProcess {
+            pid,
+            signal,
+            group: Some(true),
+        };
+        let id = self.request(Code::SignalProcess, Payload::SignalProcess(request));
+        self.reply_to(&id)
+    }
+
+    fn exit_of(&mut self, pid: u32) -> ms::ProcessExited {
+        loop {
+            if let Some(exited) = self.exits.iter().find(|exited| exited.pid == pid) {
+                return *exited;
+            }
+            let message = self.next_message();
+            self.keep(message);
+        }
+    }
+
+    fn shutdown(mut self) -> (ds::Message, Result<(), SpawnerError>, Tracer) {
+        let order = ds::Message {
+            code: ds::message::Code::Shutdown as i32,
+            correlation_id: Some("test:shutdown".into()),
+        };
+        self.daemon_to_spawner.send(order).unwrap();
+        let ack = self.spawner_to_daemon.recv_timeout(DEADLINE).unwrap();
+        let tracer = self.tracer.clone();
+        let result = self.thread_result();
+        (ack, result, tracer)
+    }
+
+    fn thread_result(&mut self) -> Result<(), SpawnerError> {
+        let thread = self.thread.take().unwrap();
+        poll_until("the spawner to end", || thread.is_finished());
+        thread.join().unwrap()
+    }
+}
+
+/// Kills what a failing test left running, so no sleeper outlives it.
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for &pid in &self.running {
+            let _ = sys::kill(-(pid as i32), 9);
+        }
+    }
+}
+
+fn command(argv: &[&str]) -> ms::StartProcess {
+    ms::StartProcess {
+        command: argv.iter().map(|arg| arg.to_string()).collect(),
+        service_id: Some("test".into()),
+        instance: Some(0),
+        ..Default::default()
+    }
+}
+
+fn file_output(path: &Path, rotate_bytes: Option<u64>, keep: Option<u32>) -> Option<ms::Output> {
+    Some(ms::Output {
+        kind: Kind::File as i32,
+        path: Some(path.display().to_string()),
+        rotate_bytes,
+        keep,
+    })
+}
+
+fn temp_dir() -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sf-spawner-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Field 6 (session id) of /proc/<pid>/stat; the command name before it
+/// may hold spaces and parentheses, so fields are counted after its `)`.
+fn session_of(pid: u32) -> i64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+    after_name
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(POLL);
+    }
+}
+
+#[test]
+fn a_child_leads_its_own_session_and_dies_by_the_signal_sent() {
+    let mut harness = Harness::new();
+    let pid = harness.start_ok(command(&["/bin/sleep", "30"]));
+    assert_eq!(session_of(pid), i64::from(pid));
+    let ack = harness.signal(pid, SIGTERM);
+    assert_eq!(ack.code, Code::Ack as i32, "{ack:?}");
+    let exited = harness.exit_of(pid);
+    assert_eq!(
+        (exited.exit_code, exited.exit_signal),
+        (None, Some(SIGTERM))
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} left a zombie"
+    );
+
+    let table = harness.tracer.lock();
+    let (_, hops) = table.get("test:1").unwrap();
+    let sent: Vec<_> = hops
+        .iter()
+        .map(|hop: &Hop| (hop.from, hop.to, hop.code))
+        .collect();
+    assert_eq!(sent, [(Role::Spawner, Role::Manager, "ProcessStarted")]);
+}
+
+#[test]
+fn exit_codes_are_reported() {
+    let mut harness = Harness::new();
+    let pid = harness.start_ok(command(&["/bin/sh", "-c", "exit 3"]));
+    let exited = harness.exit_of(pid);
+    assert_eq!((exited.exit_code, exited.exit_signal), (Some(3), None));
+}
+
+#[test]
+fn refused_starts_name_what_failed() {
+    let mut harness = Harness::new();
+    let reason = harness.start_refused(command(&["/nonexistent/sf-nope"]));
+    assert!(
+        reason.starts_with("exec /nonexistent/sf-nope: No such file or directory"),
+        "{reason}"
+    );
+    let mut unknown_user = command(&["/bin/true"]);
+    unknown_user.user_name = Some("sf-nosuch".into());
+    assert_eq!(
+        harness.start_refused(unknown_user),
+        "user `sf-nosuch` does not exist"
+    );
+    let mut missing_dir = command(&["/bin/true"]);
+    missing_dir.work_dir = Some("/nonexistent/sf-dir".into());
+    assert!(
+        harness
+            .start_refused(missing_dir)
+            .starts_with("work dir /nonexistent/sf-dir: ")
+    );
+    assert!(harness.start_refused(command(&[])).contains("empty"));
+    assert_eq!(harness.logs.len(), 4);
+    assert!(
+        harness.logs[0].text.contains("refused"),
+        "{:?}",
+        harness.logs[0]
+    );
+}
+
+#[test]
+fn environment_work_dir_and_file_output_are_applied() {
+    let mut harness = Harness::new();
+    let dir = temp_dir();
+    let work = dir.join("work");
+    fs::create_dir(&work).unwrap();
+    let out = dir.join("logs/nested/out.log");
+    let mut request = command(&[
+        "/bin/sh",
+        "-c",
+        "echo \"$FOO|$HOME|$PATH\"; pwd; echo err >&2",
+    ]);
+    request.environment = vec![ms::start_process::EnvItem {
+        name: Some("FOO".into()),
+        value: Some("bar".into()),
+    }];
+    request.work_dir = Some(work.display().to_string());
+    request.stdout = file_output(&out, None, None);
+    request.stderr = Some(ms::Output {
+        kind: Kind::Null as i32,
+        ..Default::default()
+    });
+    let pid = harness.start_ok(request);
+    assert_eq!(harness.exit_of(pid).exit_code, Some(0));
+    let expected = format!(
+        "bar||{}\n{}\n",
+        launch::BASE_PATH,
+        work.canonicalize().unwrap().display()
+    );
+    assert_eq!(fs::read_to_string(&out).unwrap(), expected);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_large_output_file_is_rotated_while_its_child_runs() {
+    let mut harness = Harness::new();
+    let dir = temp_dir();
+    let out = dir.join("out.log");
+    let script = "i=0; while [ $i -lt 300 ]; do echo \"line $i of the rotation test\"; \
+                  i=$((i+1)); done; exec /bin/sleep 30";
+    let mut request = command(&["/bin/sh", "-c", script]);
+    request.stdout = file_output(&out, Some(1000), Some(2));
+    let pid = harness.start_ok(request);
+    let rotated = dir.join("out.log.1");
+    poll_until("the output to be rotated", || {
+        let _ = harness.child_exited.try_send(());
+        rotated.exists() && fs::metadata(&out).unwrap().len() <= 1000
+    });
+    assert!(fs::metadata(&rotated).unwrap().len() > 1000);
+    harness.signal(pid, SIGTERM);
+    assert_eq!(harness.exit_of(pid).exit_signal, Some(SIGTERM));
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn strangers_are_never_signalled() {
+    let mut harness = Harness::new();
+    for pid in [1, 0, u32::MAX] {
+        match harness.signal(pid, SIGTERM).payload {
+            Some(Payload::Error(error)) => assert_eq!(
+                error.reason,
+                format!("pid {pid} is not a live child of the spawner")
+            ),
+            other => panic!("signal to pid {pid} was not refused: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_service_user_is_applied_when_root() {
+    if sys::effective_uid() != 0 {
+        eprintln!("skipped: changing users needs root");
+        return;
+    }
+    let mut harness = Harness::new();
+    let mut request = command(&["/bin/sleep", "30"]);
+    request.user_name = Some("nobody".into());
+    let pid = harness.start_ok(request);
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    let nobody = sys::lookup_user("nobody").unwrap().unwrap();
+    let uid = nobody.uid.to_string();
+    let gid = nobody.gid.to_string();
+    assert_eq!(field("Uid:"), [uid.as_str(); 4]);
+    assert_eq!(field("Gid:"), [gid.as_str(); 4]);
+    assert!(field("Groups:").is_empty(), "{status}");
+    harness.signal(pid, SIGTERM);
+    harness.exit_of(pid);
+}
+
+#[test]
+fn shutdown_is_acknowledged_and_ends_the_run_even_after_the_manager() {
+    let mut harness = Harness::new();
+    let pid = harness.start_ok(command(&["/bin/sh", "-c", "exit 0"]));
+    harness.exit_of(pid);
+    let (closed_sender, _) = bounded(1);
+    harness.to_spawner = closed_sender;
+    let (ack, result, tracer) = harness.shutdown();
+    assert_eq!(ack.code, ds::message::Code::Ack as i32);
+    assert_eq!(ack.correlation_id.as_deref(), Some("test:shutdown"));
+    result.unwrap();
+    let table = tracer.lock();
+    let (_, hops) = table.get("test:shutdown").unwrap();
+    assert_eq!(
+        (hops[0].from, hops[0].to, hops[0].code),
+        (Role::Spawner, Role::Daemon, "Ack")
+    );
+}
+
+#[test]
+fn a_closed_daemon_channel_ends_the_run_with_an_error() {
+    let mut harness = Harness::new();
+    let (closed_sender, _) = bounded(1);
+    harness.daemon_to_spawner = closed_sender;
+    let error = harness.thread_result().unwrap_err();
+    assert!(
+        matches!(error, SpawnerError::DaemonChannelClosed { .. }),
+        "{error}"
+    );
+}

@@ -1,0 +1,225 @@
+//! The process calls std does not offer, behind safe helpers.
+//!
+//! This is the crate's only `unsafe` code: sessions, signals, reaping and
+//! user/group lookups, each a small block with its `// SAFETY:` reason.
+//! Every helper returns `io::Result` (or a plain value where the call
+//! cannot fail). It owns no state, threads or channels; the spawner is the
+//! only role that calls the process helpers.
+
+use std::ffi::{CString, c_char, c_int};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::ptr;
+
+/// How a reaped child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatusKind {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal with this number killed it.
+    Signal(i32),
+}
+
+/// A user's ids from the passwd database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserIds {
+    /// The user id.
+    pub uid: u32,
+    /// The user's primary group id.
+    pub gid: u32,
+}
+
+/// Makes `command`'s child call `setsid()` between fork and exec, so it
+/// leads a new session and process group (whose id is its pid) with no
+/// controlling terminal: a signal to the group reaches its whole tree.
+pub fn start_in_new_session(command: &mut Command) -> &mut Command {
+    // SAFETY: the hook runs in the forked child, where only
+    // async-signal-safe calls are allowed. `setsid` is one, and the hook
+    // allocates nothing: an `io::Error` built from errno is a plain value.
+    unsafe { command.pre_exec(setsid) }
+}
+
+/// `setsid(2)`: async-signal-safe, for the pre-exec hook above.
+fn setsid() -> io::Result<()> {
+    // SAFETY: setsid takes no arguments and touches no memory of ours.
+    if unsafe { libc::setsid() } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `kill(2)`: sends `signal` to process `pid`, or to process group `-pid`
+/// when `pid` is negative. Refuses 0 (the caller's own group) and -1
+/// (every process it may signal): no caller means those.
+pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
+    if pid == 0 || pid == -1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal pid {pid}, which means more than one process"),
+        ));
+    }
+    // SAFETY: kill takes two integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, signal) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `waitpid(-1, WNOHANG)`: reaps one exited child of this process, if any.
+/// `None` when no child has exited yet or there are no children at all.
+pub fn reap_any() -> io::Result<Option<(u32, ExitStatusKind)>> {
+    loop {
+        let mut status: c_int = 0;
+        // SAFETY: `status` is a live, writable c_int for the whole call.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        if pid < 0 {
+            let error = io::Error::last_os_error();
+            match error.raw_os_error() {
+                Some(libc::ECHILD) => return Ok(None),
+                Some(libc::EINTR) => continue,
+                _ => return Err(error),
+            }
+        }
+        let kind = if libc::WIFEXITED(status) {
+            ExitStatusKind::Code(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            ExitStatusKind::Signal(libc::WTERMSIG(status))
+        } else {
+            // Stops and continues are only reported when asked for
+            // (WUNTRACED, WCONTINUED); such a child was not reaped.
+            continue;
+        };
+        return Ok(Some((pid.unsigned_abs(), kind)));
+    }
+}
+
+/// The effective user id of this process.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments and always succeeds.
+    unsafe { libc::geteuid() }
+}
+
+/// Looks `name` up in the passwd database (`getpwnam_r`).
+pub fn lookup_user(name: &str) -> io::Result<Option<UserIds>> {
+    let name = c_name(name, "user")?;
+    lookup(
+        |entry: *mut libc::passwd, buffer, len, result| {
+            // SAFETY: `name` is NUL-terminated; `entry`, `buffer` (of `len`
+            // bytes) and `result` are valid and writable for the call.
+            unsafe { libc::getpwnam_r(name.as_ptr(), entry, buffer, len, result) }
+        },
+        |entry| UserIds {
+            uid: entry.pw_uid,
+            gid: entry.pw_gid,
+        },
+    )
+}
+
+/// Looks user id `uid` up in the passwd database (`getpwuid_r`).
+pub fn lookup_uid(uid: u32) -> io::Result<Option<UserIds>> {
+    lookup(
+        |entry: *mut libc::passwd, buffer, len, result| {
+            // SAFETY: `entry`, `buffer` (of `len` bytes) and `result` are
+            // valid and writable for the call.
+            unsafe { libc::getpwuid_r(uid, entry, buffer, len, result) }
+        },
+        |entry| UserIds {
+            uid: entry.pw_uid,
+            gid: entry.pw_gid,
+        },
+    )
+}
+
+/// Looks `name` up in the group database (`getgrnam_r`); its group id.
+pub fn lookup_group(name: &str) -> io::Result<Option<u32>> {
+    let name = c_name(name, "group")?;
+    lookup(
+        |entry: *mut libc::group, buffer, len, result| {
+            // SAFETY: `name` is NUL-terminated; `entry`, `buffer` (of `len`
+            // bytes) and `result` are valid and writable for the call.
+            unsafe { libc::getgrnam_r(name.as_ptr(), entry, buffer, len, result) }
+        },
+        |entry| entry.gr_gid,
+    )
+}
+
+fn c_name(name: &str, what: &str) -> io::Result<CString> {
+    CString::new(name).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} name {name:?} contains a NUL byte"),
+        )
+    })
+}
+
+/// Where a `get*_r` buffer starts, and the most it grows to on ERANGE (a
+/// group with many members can need a large one).
+const LOOKUP_BUFFER_START: usize = 1024;
+const LOOKUP_BUFFER_MAX: usize = 16 << 20;
+
+/// Runs one reentrant database query (`getpwnam_r` and kin), growing its
+/// string buffer until the entry fits; `extract` reads the found entry.
+fn lookup<E, T>(
+    mut query: impl FnMut(*mut E, *mut c_char, usize, *mut *mut E) -> c_int,
+    extract: impl Fn(&E) -> T,
+) -> io::Result<Option<T>> {
+    let mut buffer = vec![0u8; LOOKUP_BUFFER_START];
+    loop {
+        let mut entry = MaybeUninit::<E>::uninit();
+        let mut result: *mut E = ptr::null_mut();
+        let code = query(
+            entry.as_mut_ptr(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            &mut result,
+        );
+        match code {
+            0 if result.is_null() => return Ok(None),
+            0 => {
+                // SAFETY: a zero return with a non-null result means the
+                // call filled `entry` (result points to it); its strings
+                // point into `buffer`, which outlives this read.
+                let entry = unsafe { entry.assume_init_ref() };
+                return Ok(Some(extract(entry)));
+            }
+            libc::ENOENT => return Ok(None),
+            libc::EINTR => {}
+            libc::ERANGE if buffer.len() < LOOKUP_BUFFER_MAX => {
+                buffer.resize(buffer.len() * 2, 0);
+            }
+            code => return Err(io::Error::from_raw_os_error(code)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_found_by_name_and_id() {
+        let root = lookup_user("root").unwrap().unwrap();
+        assert_eq!(root, UserIds { uid: 0, gid: 0 });
+        assert_eq!(lookup_uid(0).unwrap(), Some(root));
+        assert_eq!(lookup_group("root").unwrap(), Some(0));
+    }
+
+    #[test]
+    fn unknown_names_are_not_found() {
+        assert_eq!(lookup_user("sf-no-such-user").unwrap(), None);
+        assert_eq!(lookup_group("sf-no-such-group").unwrap(), None);
+        assert!(lookup_user("a\0b").is_err());
+    }
+
+    #[test]
+    fn kill_refuses_pids_that_mean_many_processes() {
+        assert!(kill(0, 0).is_err());
+        assert!(kill(-1, 0).is_err());
+        kill(std::process::id() as i32, 0).unwrap();
+    }
+}
