@@ -323,3 +323,161 @@ fn backoff_delay(failures: u32, config: &ServiceConfig) -> Duration {
         .saturating_mul(factor)
         .min(config.backoff_max)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::conf::{OnNodeExit, Output};
+
+    fn config(restart: RestartPolicy) -> ServiceConfig {
+        ServiceConfig {
+            id: "svc".into(),
+            command: vec!["/bin/true".into()],
+            instances: 1,
+            env: BTreeMap::new(),
+            work_dir: None,
+            user: None,
+            group: None,
+            autostart: true,
+            restart,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(350),
+            stable_after: Duration::from_secs(5),
+            give_up_after: 4,
+            give_up_window: Duration::from_secs(60),
+            stop_signal: libc::SIGTERM,
+            stop_timeout: Duration::from_secs(2),
+            stdout: Output::LogDir,
+            stderr: Output::LogDir,
+            log_max_bytes: 0,
+            log_keep: 0,
+            on_node_exit: OnNodeExit::Stop,
+        }
+    }
+
+    /// A started instance running as `pid` since `at`.
+    fn running(config: &ServiceConfig, pid: u32, at: Instant) -> Instance {
+        let mut instance = Instance::new(0, at);
+        assert_eq!(instance.on_event(Event::Start, at, config), [Effect::Spawn]);
+        assert!(instance.on_event(Event::Started { pid }, at, config).is_empty());
+        assert_eq!(instance.state, State::Running);
+        instance
+    }
+
+    #[test]
+    fn quick_failures_back_off_with_doubling_delays_then_give_up() {
+        let config = config(RestartPolicy::Always);
+        let mut now = Instant::now();
+        let mut instance = running(&config, 10, now);
+        let mut delays = Vec::new();
+        for pid in 11.. {
+            now += Duration::from_millis(10);
+            instance.on_event(Event::Exited(ExitStatus::Code(1)), now, &config);
+            if instance.state == State::Failed {
+                break;
+            }
+            assert_eq!(instance.state, State::Backoff);
+            let at = instance.timer.unwrap();
+            delays.push(at - now);
+            assert!(instance.on_event(Event::TimerFired, now, &config).is_empty(), "not yet");
+            now = at;
+            assert_eq!(instance.on_event(Event::TimerFired, now, &config), [Effect::Spawn]);
+            instance.on_event(Event::Started { pid }, now, &config);
+        }
+        let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [100, 200, 350], "doubling, capped at backoff_max");
+        assert_eq!(instance.restarts, 3);
+        assert!(!instance.wanted);
+        assert_eq!(instance.on_event(Event::Start, now, &config), [Effect::Spawn], "a user may start it again");
+    }
+
+    #[test]
+    fn a_stable_run_restarts_at_once_and_resets_back_off() {
+        let config = config(RestartPolicy::Always);
+        let start = Instant::now();
+        let mut instance = running(&config, 10, start);
+        let later = start + Duration::from_secs(6);
+        let effects = instance.on_event(Event::Exited(ExitStatus::Signal(9)), later, &config);
+        assert_eq!(effects, [Effect::Spawn]);
+        assert_eq!(instance.state, State::Starting);
+        assert_eq!(instance.last_exit, Some(ExitStatus::Signal(9)));
+    }
+
+    #[test]
+    fn restart_policies_decide_on_the_exit_status() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(10);
+        for (policy, status, restarts) in [
+            (RestartPolicy::Never, ExitStatus::Code(1), false),
+            (RestartPolicy::OnFailure, ExitStatus::Code(0), false),
+            (RestartPolicy::OnFailure, ExitStatus::Code(2), true),
+            (RestartPolicy::OnFailure, ExitStatus::Signal(9), true),
+            (RestartPolicy::Always, ExitStatus::Code(0), true),
+        ] {
+            let config = config(policy);
+            let mut instance = running(&config, 10, now);
+            let effects = instance.on_event(Event::Exited(status), later, &config);
+            assert_eq!(!effects.is_empty(), restarts, "{policy:?} {status:?}");
+            if !restarts {
+                assert_eq!(instance.state, State::Exited);
+                assert_eq!(instance.last_exit, Some(status));
+            }
+        }
+    }
+
+    #[test]
+    fn stop_signals_then_kills_after_the_timeout() {
+        let config = config(RestartPolicy::Always);
+        let now = Instant::now();
+        let mut instance = running(&config, 42, now);
+        let effects = instance.on_event(Event::Stop, now, &config);
+        assert_eq!(effects, [Effect::Signal { pid: 42, signal: libc::SIGTERM }]);
+        assert_eq!(instance.state, State::Stopping);
+        let kill_at = instance.timer.unwrap();
+        assert_eq!(kill_at - now, config.stop_timeout);
+        let effects = instance.on_event(Event::TimerFired, kill_at, &config);
+        assert_eq!(effects, [Effect::Signal { pid: 42, signal: libc::SIGKILL }]);
+        instance.on_event(Event::Exited(ExitStatus::Signal(9)), kill_at, &config);
+        assert_eq!(instance.state, State::Stopped);
+        assert_eq!(instance.pid, None);
+    }
+
+    #[test]
+    fn a_stop_during_start_signals_the_process_once_it_exists() {
+        let config = config(RestartPolicy::Always);
+        let now = Instant::now();
+        let mut instance = Instance::new(0, now);
+        instance.on_event(Event::Start, now, &config);
+        assert!(instance.on_event(Event::Stop, now, &config).is_empty());
+        let effects = instance.on_event(Event::Started { pid: 7 }, now, &config);
+        assert_eq!(effects, [Effect::Signal { pid: 7, signal: libc::SIGTERM }]);
+    }
+
+    #[test]
+    fn restart_stops_then_starts_again() {
+        let config = config(RestartPolicy::Never);
+        let now = Instant::now();
+        let mut instance = running(&config, 5, now);
+        assert_eq!(
+            instance.on_event(Event::Restart, now, &config),
+            [Effect::Signal { pid: 5, signal: libc::SIGTERM }]
+        );
+        let effects = instance.on_event(Event::Exited(ExitStatus::Signal(15)), now, &config);
+        assert_eq!(effects, [Effect::Spawn]);
+        assert_eq!(instance.restarts, 1);
+    }
+
+    #[test]
+    fn a_stop_in_backoff_cancels_the_restart() {
+        let config = config(RestartPolicy::Always);
+        let now = Instant::now();
+        let mut instance = running(&config, 5, now);
+        instance.on_event(Event::Exited(ExitStatus::Code(1)), now, &config);
+        assert_eq!(instance.state, State::Backoff);
+        instance.on_event(Event::Stop, now, &config);
+        assert_eq!(instance.state, State::Stopped);
+        assert_eq!(instance.timer, None);
+    }
+}

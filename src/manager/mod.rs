@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
 use crate::conf::{Config, OnNodeExit, Output, ServiceConfig};
 use crate::trace::{Role, Tracer};
@@ -164,6 +164,8 @@ pub struct Manager {
     services: BTreeMap<String, Service>,
     pids: HashMap<u32, (String, u32)>,
     asked: VecDeque<Asked>,
+    /// Requests for the spawner that its channel had no room for yet.
+    to_spawner: VecDeque<ms::Message>,
     waiters: Vec<Waiter>,
     subscribers: Vec<(ConnectionId, String)>,
     outgoing: Vec<ClientReply>,
@@ -198,6 +200,7 @@ impl Manager {
             services,
             pids: HashMap::new(),
             asked: VecDeque::new(),
+            to_spawner: VecDeque::new(),
             waiters: Vec::new(),
             subscribers: Vec::new(),
             outgoing: Vec::new(),
@@ -222,6 +225,7 @@ impl Manager {
             self.drive(&id, Event::Start, &correlation, now);
         }
         loop {
+            self.send_to_spawner();
             self.flush_replies();
             if self.shutdown.is_some() && self.all_stopping_done() {
                 return self.finish_shutdown();
@@ -559,13 +563,34 @@ impl Manager {
             ),
         };
         self.tracer.record(Role::Manager, Role::Spawner, &message);
-        if self.links.to_spawner.send(message).is_ok() {
+        if self.spawner_alive {
             self.asked.push_back(asked);
-        } else {
-            self.spawner_alive = false;
-            if let Asked::Start { service, index } = asked {
-                log::error!("cannot start {service}.{index}: the spawner is gone");
-                self.spawn_failed(&service, index as usize, "the spawner is gone".to_owned());
+            self.to_spawner.push_back(message);
+            self.send_to_spawner();
+        } else if let Asked::Start { service, index } = asked {
+            log::error!("cannot start {service}.{index}: the spawner is gone");
+            self.spawn_failed(&service, index as usize, "the spawner is gone".to_owned());
+        }
+    }
+
+    /// Hands queued requests to the spawner without waiting: the spawner
+    /// waits when the manager's inbox is full (exit notices are never
+    /// dropped), so the manager must never wait on it in turn. What does
+    /// not fit is sent when the spawner's answers wake this loop again.
+    fn send_to_spawner(&mut self) {
+        while let Some(message) = self.to_spawner.pop_front() {
+            match self.links.to_spawner.try_send(message) {
+                Ok(()) => {}
+                Err(TrySendError::Full(message)) => {
+                    self.to_spawner.push_front(message);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    log::error!("the spawner's link closed");
+                    self.spawner_alive = false;
+                    self.to_spawner.clear();
+                    return;
+                }
             }
         }
     }

@@ -83,8 +83,10 @@ pub struct SpawnerLinks {
 struct OwnChild {
     service_id: String,
     instance: u32,
-    /// The correlation id of the `StartProcess` that started it.
-    started_by: Option<String>,
+    /// The correlation id of the last request about it (its start, then
+    /// each signal): its exit is reported under it, so the trace of a stop
+    /// shows the process ending.
+    last_request: Option<String>,
 }
 
 /// The spawner role. Build it with [`Spawner::new`], run it on its own
@@ -221,7 +223,7 @@ impl Spawner {
             OwnChild {
                 service_id,
                 instance,
-                started_by: correlation_id.clone(),
+                last_request: correlation_id.clone(),
             },
         );
         self.send_to_manager(message(
@@ -235,6 +237,9 @@ impl Spawner {
     }
 
     fn signal(&mut self, correlation_id: Option<String>, request: ms::SignalProcess) {
+        if let Some(child) = self.children.get_mut(&request.pid) {
+            child.last_request.clone_from(&correlation_id);
+        }
         let reply = match self.send_signal(request) {
             Ok(()) => message(Code::Ack, correlation_id, None),
             Err(reason) => error_reply(correlation_id, reason),
@@ -270,10 +275,10 @@ impl Spawner {
             };
             self.rotation.forget(pid);
             log::debug!(
-                "spawner: {}#{} (pid {pid}, started by {}) ended: {status:?}",
+                "spawner: {}#{} (pid {pid}, last request {}) ended: {status:?}",
                 child.service_id,
                 child.instance,
-                child.started_by.as_deref().unwrap_or("no request"),
+                child.last_request.as_deref().unwrap_or("none"),
             );
             let (exit_code, exit_signal) = match status {
                 ExitStatusKind::Code(code) => (Some(code), None),
@@ -281,7 +286,7 @@ impl Spawner {
             };
             let exited = message(
                 Code::ProcessExited,
-                None,
+                child.last_request,
                 Some(Payload::ProcessExited(ms::ProcessExited {
                     pid,
                     exit_code,
