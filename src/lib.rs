@@ -6,5 +6,7 @@
 //! protocol messages of [`wire`], and every hop is recorded by [`trace`].
 #![deny(missing_docs)]
 
+pub mod conf;
+pub mod sys;
 pub mod trace;
 pub mod wire;
