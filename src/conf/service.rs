@@ -1,0 +1,709 @@
+//! One service's configuration: `services/<id>.toml`, the id being the
+//! file's stem.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::DeValue;
+
+use super::ConfigProblem;
+use super::document::{Document, expected, to_text, whole_number};
+
+/// Names the node uses for its own parts in status and requests, so no
+/// service may take them.
+const RESERVED_IDS: [&str; 7] = [
+    "daemon", "manager", "spawner", "io", "config", "state", "node",
+];
+const MAX_ID_LEN: usize = 64;
+
+const COMMAND_FORM: &str = "an array of strings, e.g. [\"/bin/sleep\", \"60\"]; no shell is used";
+
+const SIGNALS: [(&str, i32); 7] = [
+    ("TERM", libc::SIGTERM),
+    ("INT", libc::SIGINT),
+    ("HUP", libc::SIGHUP),
+    ("QUIT", libc::SIGQUIT),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("USR2", libc::SIGUSR2),
+];
+/// SIGRTMAX on Linux.
+const HIGHEST_SIGNAL: i32 = 64;
+const SIGNAL_FORM: &str = "a signal name (\"TERM\", \"INT\", \"HUP\", \"QUIT\", \"KILL\", \"USR1\", \"USR2\", with or without \"SIG\") or a number from 1 to 64";
+
+const OUTPUT_FORM: &str = "\"log\" (a file in the log dir), \"null\", \"inherit\" or a file path (relative to the log dir)";
+
+const MIB: u64 = 1024 * 1024;
+
+/// One service: what to run, how many, as whom, and how to restart and stop it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceConfig {
+    /// The service's id: its file's stem.
+    pub id: String,
+    /// `command`: the program and its arguments, run without a shell. Never empty.
+    pub command: Vec<String>,
+    /// `instances`: how many copies run (default 1; 1 to 1000).
+    pub instances: u32,
+    /// `env`: variables added to the node's environment for the service.
+    pub env: BTreeMap<String, String>,
+    /// `work_dir`: the working directory; a relative one is relative to the conf dir.
+    pub work_dir: Option<PathBuf>,
+    /// `user`: the user to run as, by name or numeric id (default: the node's).
+    pub user: Option<String>,
+    /// `group`: the group to run as, by name or numeric id (default: the user's).
+    pub group: Option<String>,
+    /// `autostart`: whether it starts with the node (default true).
+    pub autostart: bool,
+    /// `restart`: when an exited instance is started again (default on-failure).
+    pub restart: RestartPolicy,
+    /// `backoff_initial`: the first wait before a restart (default 250ms).
+    pub backoff_initial: Duration,
+    /// `backoff_max`: the longest wait before a restart, at least
+    /// `backoff_initial` (default 30s).
+    pub backoff_max: Duration,
+    /// `stable_after`: a run this long resets the back-off and counts as a
+    /// success (default 5s).
+    pub stable_after: Duration,
+    /// `give_up_after`: failed starts within `give_up_window` before the
+    /// instance is marked failed (default 5; 0 = never give up).
+    pub give_up_after: u32,
+    /// `give_up_window`: the window `give_up_after` counts in (default 60s).
+    pub give_up_window: Duration,
+    /// `stop_signal`: the signal that asks it to stop (default SIGTERM).
+    pub stop_signal: i32,
+    /// `stop_timeout`: how long a stop waits before SIGKILL (default 10s).
+    pub stop_timeout: Duration,
+    /// `stdout`: where standard output goes (default: a file in the log dir).
+    pub stdout: Output,
+    /// `stderr`: where standard error goes (default: a file in the log dir).
+    pub stderr: Output,
+    /// `log_max_bytes`: a log file past this size is rotated (default 1 MiB;
+    /// 0 = never rotate).
+    pub log_max_bytes: u64,
+    /// `log_keep`: how many rotated log files are kept (default 3).
+    pub log_keep: u32,
+    /// `on_node_exit`: what happens to it when the node exits (default stop).
+    pub on_node_exit: OnNodeExit,
+}
+
+/// When an exited instance is started again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// `"always"`: whatever the exit.
+    Always,
+    /// `"on-failure"`: after a non-zero exit status or a death by signal.
+    OnFailure,
+    /// `"never"`: the instance stays exited.
+    Never,
+}
+
+/// What happens to a service's processes when the node exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnNodeExit {
+    /// `"stop"`: they are stopped as part of the node's shutdown.
+    Stop,
+    /// `"keep"`: they are left running.
+    Keep,
+}
+
+/// Where one output stream of a service goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// `"log"`: `<log_dir>/<id>.<index>.<stream>.log`.
+    LogDir,
+    /// A file path as written; a relative one is relative to the log dir.
+    Path(PathBuf),
+    /// `"null"`: discarded.
+    Null,
+    /// `"inherit"`: the node's own stream.
+    Inherit,
+}
+
+impl ServiceConfig {
+    /// Where stream `stream` ("stdout" or "stderr") of instance `index` goes:
+    /// LogDir resolves to `<log_dir>/<id>.<index>.<stream>.log`, a relative
+    /// Path to `<log_dir>/<path>`; None for Null/Inherit. (A `Path` is shared
+    /// by all instances.)
+    pub fn log_path(
+        &self,
+        output: &Output,
+        stream: &str,
+        index: u32,
+        log_dir: &Path,
+    ) -> Option<PathBuf> {
+        match output {
+            Output::LogDir => Some(log_dir.join(format!("{}.{index}.{stream}.log", self.id))),
+            Output::Path(path) => Some(log_dir.join(path)),
+            Output::Null | Output::Inherit => None,
+        }
+    }
+}
+
+/// Checks that `id` (a file's stem) can name a service; the error says why not.
+pub(super) fn check_id(id: &str) -> Result<(), String> {
+    if RESERVED_IDS.contains(&id) {
+        return Err(format!(
+            "the service id `{id}` (the file's name) is reserved for the node's own parts ({}); rename the file",
+            RESERVED_IDS.join(", ")
+        ));
+    }
+    let valid_chars = id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid_chars || id.is_empty() || id.len() > MAX_ID_LEN || id.starts_with('.') {
+        return Err(format!(
+            "the service id `{id}` (the file's name) is not valid: expected 1 to {MAX_ID_LEN} of A-Z a-z 0-9 _ . - \
+             not starting with '.'; rename the file"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads service `id` from `text`, the content of `file`, adding every
+/// problem to `problems`. `None` only when the file is not valid TOML; a
+/// returned service is complete only if no problem was added.
+pub(super) fn parse(
+    id: String,
+    file: &Path,
+    text: &str,
+    conf_dir: &Path,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<ServiceConfig> {
+    let mut doc = match Document::parse(file, text) {
+        Ok(doc) => doc,
+        Err(syntax) => {
+            problems.push(syntax);
+            return None;
+        }
+    };
+    let service = ServiceConfig {
+        id,
+        command: command(&mut doc),
+        instances: doc.number("instances", 1..=1000).unwrap_or(1),
+        env: environment(&mut doc),
+        work_dir: doc.path("work_dir", conf_dir),
+        user: doc.text("user"),
+        group: doc.text("group"),
+        autostart: doc.flag("autostart").unwrap_or(true),
+        restart: doc
+            .choice(
+                "restart",
+                &[
+                    ("always", RestartPolicy::Always),
+                    ("on-failure", RestartPolicy::OnFailure),
+                    ("never", RestartPolicy::Never),
+                ],
+            )
+            .unwrap_or(RestartPolicy::OnFailure),
+        backoff_initial: doc
+            .duration("backoff_initial")
+            .unwrap_or(Duration::from_millis(250)),
+        backoff_max: doc
+            .positive_duration("backoff_max")
+            .unwrap_or(Duration::from_secs(30)),
+        stable_after: doc
+            .duration("stable_after")
+            .unwrap_or(Duration::from_secs(5)),
+        give_up_after: doc
+            .number("give_up_after", 0..=u32::MAX.into())
+            .unwrap_or(5),
+        give_up_window: doc
+            .positive_duration("give_up_window")
+            .unwrap_or(Duration::from_secs(60)),
+        stop_signal: doc
+            .scalar("stop_signal", to_signal)
+            .unwrap_or(libc::SIGTERM),
+        stop_timeout: doc
+            .duration("stop_timeout")
+            .unwrap_or(Duration::from_secs(10)),
+        stdout: doc.scalar("stdout", to_output).unwrap_or(Output::LogDir),
+        stderr: doc.scalar("stderr", to_output).unwrap_or(Output::LogDir),
+        log_max_bytes: doc.number("log_max_bytes", 0..=u64::MAX).unwrap_or(MIB),
+        log_keep: doc.number("log_keep", 0..=u32::MAX.into()).unwrap_or(3),
+        on_node_exit: doc
+            .choice(
+                "on_node_exit",
+                &[("stop", OnNodeExit::Stop), ("keep", OnNodeExit::Keep)],
+            )
+            .unwrap_or(OnNodeExit::Stop),
+    };
+    check_backoff(&mut doc, &service);
+    problems.extend(doc.finish());
+    Some(service)
+}
+
+/// The required, non-empty argv; empty (with a problem recorded) otherwise.
+fn command(doc: &mut Document<'_>) -> Vec<String> {
+    match doc.text_list("command", COMMAND_FORM) {
+        Some(argv) if argv.is_empty() => {
+            let line = doc.line_of("command");
+            doc.report(
+                line,
+                "command",
+                format!("expected {COMMAND_FORM}, found an empty array"),
+            );
+        }
+        Some(argv) => return argv,
+        None if doc.line_of("command").is_none() => {
+            doc.report(None, "command", format!("missing; expected {COMMAND_FORM}"));
+        }
+        None => {}
+    }
+    Vec::new()
+}
+
+fn environment(doc: &mut Document<'_>) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for (name, entry) in doc.table("env").unwrap_or_default() {
+        let key = format!("env.{name}");
+        if name.is_empty() || name.contains(['=', '\0']) {
+            let message = "expected a variable name without '=' or NUL characters".to_owned();
+            doc.report(Some(entry.line), key, message);
+            continue;
+        }
+        match to_env_value(entry.value.get_ref()) {
+            Ok(value) => {
+                env.insert(name, value);
+            }
+            Err(message) => doc.report(Some(entry.line), key, message),
+        }
+    }
+    env
+}
+
+/// A back-off that starts above its own ceiling is a mistake, not a policy.
+fn check_backoff(doc: &mut Document<'_>, service: &ServiceConfig) {
+    if service.backoff_max >= service.backoff_initial
+        || doc.has_problem("backoff_initial")
+        || doc.has_problem("backoff_max")
+    {
+        return;
+    }
+    let line = doc
+        .line_of("backoff_max")
+        .or_else(|| doc.line_of("backoff_initial"));
+    let message = format!(
+        "expected a duration no shorter than backoff_initial ({:?}), found {:?}",
+        service.backoff_initial, service.backoff_max
+    );
+    doc.report(line, "backoff_max", message);
+}
+
+/// A string, which unlike other strings may be empty.
+fn to_env_value(value: &DeValue<'_>) -> Result<String, String> {
+    match value.as_str() {
+        Some("") => Ok(String::new()),
+        Some(_) => to_text(value),
+        None => Err(expected("a string", value)),
+    }
+}
+
+fn to_signal(value: &DeValue<'_>) -> Result<i32, String> {
+    let signal = match value {
+        DeValue::String(name) => {
+            let name = name.to_ascii_uppercase();
+            let short = name.strip_prefix("SIG").unwrap_or(&name);
+            SIGNALS
+                .iter()
+                .find(|(known, _)| *known == short)
+                .map(|(_, signal)| *signal)
+        }
+        _ => whole_number(value)
+            .and_then(|number| i32::try_from(number).ok())
+            .filter(|number| (1..=HIGHEST_SIGNAL).contains(number)),
+    };
+    signal.ok_or_else(|| expected(SIGNAL_FORM, value))
+}
+
+fn to_output(value: &DeValue<'_>) -> Result<Output, String> {
+    match value.as_str() {
+        Some("log") => Ok(Output::LogDir),
+        Some("null") => Ok(Output::Null),
+        Some("inherit") => Ok(Output::Inherit),
+        _ => to_text(value)
+            .map(|path| Output::Path(PathBuf::from(path)))
+            .map_err(|_| expected(OUTPUT_FORM, value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "conf/services/web.toml";
+
+    fn parse_service(text: &str) -> (Option<ServiceConfig>, Vec<ConfigProblem>) {
+        let mut problems = Vec::new();
+        let service = parse(
+            "web".to_owned(),
+            Path::new(FILE),
+            text,
+            Path::new("/srv/conf"),
+            &mut problems,
+        );
+        (service, problems)
+    }
+
+    fn valid(text: &str) -> ServiceConfig {
+        let (service, problems) = parse_service(text);
+        assert_eq!(problems, []);
+        service.unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let service = valid("command = [\"/bin/sleep\", \"60\"]\n");
+        assert_eq!(
+            service,
+            ServiceConfig {
+                id: "web".to_owned(),
+                command: vec!["/bin/sleep".to_owned(), "60".to_owned()],
+                instances: 1,
+                env: BTreeMap::new(),
+                work_dir: None,
+                user: None,
+                group: None,
+                autostart: true,
+                restart: RestartPolicy::OnFailure,
+                backoff_initial: Duration::from_millis(250),
+                backoff_max: Duration::from_secs(30),
+                stable_after: Duration::from_secs(5),
+                give_up_after: 5,
+                give_up_window: Duration::from_secs(60),
+                stop_signal: libc::SIGTERM,
+                stop_timeout: Duration::from_secs(10),
+                stdout: Output::LogDir,
+                stderr: Output::LogDir,
+                log_max_bytes: MIB,
+                log_keep: 3,
+                on_node_exit: OnNodeExit::Stop,
+            }
+        );
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let service = valid(
+            r#"
+command = ["/usr/bin/env"]
+instances = 3
+env = { A = "1", B = "" }
+work_dir = "data"
+user = "nobody"
+group = "65534"
+autostart = false
+restart = "always"
+backoff_initial = "1s"
+backoff_max = "2m"
+stable_after = 30
+give_up_after = 0
+give_up_window = "1h"
+stop_signal = "SIGINT"
+stop_timeout = "500ms"
+stdout = "web.out"
+stderr = "null"
+log_max_bytes = 0
+log_keep = 7
+on_node_exit = "keep"
+"#,
+        );
+        assert_eq!(service.instances, 3);
+        assert_eq!(service.env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(service.env.get("B").map(String::as_str), Some(""));
+        assert_eq!(service.work_dir, Some(PathBuf::from("/srv/conf/data")));
+        assert_eq!(service.user.as_deref(), Some("nobody"));
+        assert_eq!(service.group.as_deref(), Some("65534"));
+        assert!(!service.autostart);
+        assert_eq!(service.restart, RestartPolicy::Always);
+        assert_eq!(service.backoff_initial, Duration::from_secs(1));
+        assert_eq!(service.backoff_max, Duration::from_secs(120));
+        assert_eq!(service.stable_after, Duration::from_secs(30));
+        assert_eq!(service.give_up_after, 0);
+        assert_eq!(service.give_up_window, Duration::from_secs(3600));
+        assert_eq!(service.stop_signal, libc::SIGINT);
+        assert_eq!(service.stop_timeout, Duration::from_millis(500));
+        assert_eq!(service.stdout, Output::Path(PathBuf::from("web.out")));
+        assert_eq!(service.stderr, Output::Null);
+        assert_eq!(service.log_max_bytes, 0);
+        assert_eq!(service.log_keep, 7);
+        assert_eq!(service.on_node_exit, OnNodeExit::Keep);
+    }
+
+    #[test]
+    fn env_as_a_section() {
+        let service = valid("command = [\"/bin/true\"]\n[env]\nPATH = \"/bin\"\n");
+        assert_eq!(service.env.get("PATH").map(String::as_str), Some("/bin"));
+    }
+
+    /// Each key with a bad value, on line 3 after a comment and the command:
+    /// the problem names the file, the line and the key, and says what was expected.
+    #[test]
+    fn each_bad_value_names_file_line_and_key() {
+        let cases = [
+            (
+                "instances",
+                "\"x\"",
+                "expected a whole number from 1 to 1000, found \"x\"",
+            ),
+            (
+                "instances",
+                "0",
+                "expected a whole number from 1 to 1000, found 0",
+            ),
+            (
+                "instances",
+                "1001",
+                "expected a whole number from 1 to 1000, found 1001",
+            ),
+            (
+                "env",
+                "\"A=1\"",
+                "expected a table, e.g. env = { NAME = \"value\" }",
+            ),
+            ("work_dir", "5", "expected a non-empty string, found 5"),
+            (
+                "work_dir",
+                "\"\"",
+                "expected a non-empty string, found \"\"",
+            ),
+            ("user", "1000", "expected a non-empty string, found 1000"),
+            (
+                "group",
+                "[]",
+                "expected a non-empty string, found an empty array",
+            ),
+            (
+                "autostart",
+                "\"yes\"",
+                "expected true or false, found \"yes\"",
+            ),
+            (
+                "restart",
+                "\"sometimes\"",
+                "expected one of \"always\", \"on-failure\", \"never\", found \"sometimes\"",
+            ),
+            ("backoff_initial", "\"soon\"", "expected a duration such as"),
+            (
+                "backoff_max",
+                "\"0s\"",
+                "expected a duration longer than zero, found \"0s\"",
+            ),
+            ("stable_after", "-1", "expected a duration such as"),
+            (
+                "give_up_after",
+                "-1",
+                "expected a whole number from 0 to 4294967295, found -1",
+            ),
+            (
+                "give_up_window",
+                "0",
+                "expected a duration longer than zero, found 0",
+            ),
+            ("stop_signal", "\"TERMINATE\"", "expected a signal name"),
+            ("stop_signal", "0", "expected a signal name"),
+            ("stop_signal", "65", "or a number from 1 to 64, found 65"),
+            ("stop_timeout", "1.5", "found 1.5"),
+            (
+                "stdout",
+                "true",
+                "expected \"log\" (a file in the log dir), \"null\", \"inherit\" or a file path",
+            ),
+            (
+                "stderr",
+                "\"\"",
+                "or a file path (relative to the log dir), found \"\"",
+            ),
+            (
+                "log_max_bytes",
+                "\"1M\"",
+                "expected a whole number of at least 0, found \"1M\"",
+            ),
+            (
+                "log_keep",
+                "4294967296",
+                "expected a whole number from 0 to 4294967295, found 4294967296",
+            ),
+            (
+                "on_node_exit",
+                "\"abandon\"",
+                "expected one of \"stop\", \"keep\", found \"abandon\"",
+            ),
+        ];
+        for (key, value, message) in cases {
+            let text = format!("# web\ncommand = [\"/bin/true\"]\n{key} = {value}\n");
+            let (_, problems) = parse_service(&text);
+            assert_eq!(problems.len(), 1, "{key} = {value}: {problems:?}");
+            let problem = &problems[0];
+            assert_eq!(problem.file, Path::new(FILE), "{key}");
+            assert_eq!(problem.line, Some(3), "{key}");
+            assert_eq!(problem.key.as_deref(), Some(key));
+            assert!(
+                problem.message.contains(message),
+                "{key} = {value}: {}",
+                problem.message
+            );
+        }
+    }
+
+    #[test]
+    fn command_is_required_and_is_an_argv_array() {
+        let form = "an array of strings, e.g. [\"/bin/sleep\", \"60\"]; no shell is used";
+        let (_, problems) = parse_service("# web\ncommand = \"sleep 60\"\n");
+        assert_eq!(
+            problems[0].to_string(),
+            format!("{FILE}:2: key `command`: expected {form}, found \"sleep 60\"")
+        );
+        let (_, problems) = parse_service("command = []\n");
+        assert_eq!(
+            problems[0].message,
+            format!("expected {form}, found an empty array")
+        );
+        assert_eq!(problems[0].line, Some(1));
+        let (_, problems) = parse_service("instances = 2\n");
+        assert_eq!(
+            problems[0].to_string(),
+            format!("{FILE}: key `command`: missing; expected {form}")
+        );
+        let (_, problems) = parse_service("command = [\n  \"/bin/sleep\",\n  60,\n]\n");
+        assert_eq!(
+            problems[0].to_string(),
+            format!("{FILE}:3: key `command[1]`: expected a non-empty string, found 60")
+        );
+    }
+
+    #[test]
+    fn env_entries_are_checked_one_by_one() {
+        let (_, problems) =
+            parse_service("command = [\"/bin/true\"]\n[env]\nA = 1\n\"B=C\" = \"x\"\nD = \"ok\"\n");
+        let shown: Vec<_> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                format!("{FILE}:3: key `env.A`: expected a string, found 1"),
+                format!(
+                    "{FILE}:4: key `env.B=C`: expected a variable name without '=' or NUL characters"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn signals_by_name_or_number() {
+        for (written, signal) in [
+            ("\"TERM\"", libc::SIGTERM),
+            ("\"SIGHUP\"", libc::SIGHUP),
+            ("\"quit\"", libc::SIGQUIT),
+            ("\"KILL\"", libc::SIGKILL),
+            ("\"USR1\"", libc::SIGUSR1),
+            ("\"SIGUSR2\"", libc::SIGUSR2),
+            ("2", libc::SIGINT),
+            ("64", 64),
+        ] {
+            let service = valid(&format!(
+                "command = [\"/bin/true\"]\nstop_signal = {written}\n"
+            ));
+            assert_eq!(service.stop_signal, signal, "{written}");
+        }
+    }
+
+    #[test]
+    fn backoff_max_must_not_be_below_backoff_initial() {
+        let (_, problems) = parse_service(
+            "command = [\"/bin/true\"]\nbackoff_max = \"1s\"\nbackoff_initial = \"2s\"\n",
+        );
+        assert_eq!(
+            problems[0].to_string(),
+            format!(
+                "{FILE}:2: key `backoff_max`: expected a duration no shorter than backoff_initial (2s), found 1s"
+            )
+        );
+        let (_, problems) = parse_service("command = [\"/bin/true\"]\nbackoff_initial = \"1m\"\n");
+        assert_eq!(problems[0].line, Some(2));
+        assert_eq!(problems[0].key.as_deref(), Some("backoff_max"));
+        let (_, problems) = parse_service(
+            "command = [\"/bin/true\"]\nbackoff_initial = \"x\"\nbackoff_max = \"1ms\"\n",
+        );
+        assert_eq!(problems.len(), 1, "no follow-on problem: {problems:?}");
+        assert_eq!(
+            valid("command = [\"/bin/true\"]\nbackoff_initial = \"1s\"\nbackoff_max = 1\n")
+                .backoff_max,
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn all_problems_of_a_file_come_together_in_line_order() {
+        let (_, problems) = parse_service("instnces = 2\nrestart = \"no\"\nstop_timeout = \"x\"\n");
+        let found: Vec<_> = problems
+            .iter()
+            .map(|p| (p.line, p.key.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (None, "command".to_owned()),
+                (Some(1), "instnces".to_owned()),
+                (Some(2), "restart".to_owned()),
+                (Some(3), "stop_timeout".to_owned()),
+            ]
+        );
+        assert!(
+            problems[1]
+                .message
+                .starts_with("unknown key; expected one of: command, instances, env, ")
+        );
+    }
+
+    #[test]
+    fn ids_follow_the_file_name_rules() {
+        for good in ["web", "a", "web-1.blue_2", "A.B", &"x".repeat(64)] {
+            assert_eq!(check_id(good), Ok(()), "{good}");
+        }
+        for bad in ["", ".hidden", "a b", "wéb", "a/b", &"x".repeat(65)] {
+            let message = check_id(bad).unwrap_err();
+            assert!(
+                message.contains("is not valid: expected 1 to 64 of"),
+                "{bad}: {message}"
+            );
+        }
+        for reserved in RESERVED_IDS {
+            let message = check_id(reserved).unwrap_err();
+            assert!(message.contains("is reserved"), "{message}");
+        }
+        assert!(check_id("Daemon").is_ok());
+    }
+
+    #[test]
+    fn log_paths() {
+        let service = valid("command = [\"/bin/true\"]\n");
+        let log_dir = Path::new("/var/log/snow-fox");
+        assert_eq!(
+            service.log_path(&Output::LogDir, "stdout", 2, log_dir),
+            Some(PathBuf::from("/var/log/snow-fox/web.2.stdout.log"))
+        );
+        assert_eq!(
+            service.log_path(
+                &Output::Path(PathBuf::from("web.out")),
+                "stderr",
+                0,
+                log_dir
+            ),
+            Some(PathBuf::from("/var/log/snow-fox/web.out"))
+        );
+        assert_eq!(
+            service.log_path(
+                &Output::Path(PathBuf::from("/tmp/web.out")),
+                "stderr",
+                0,
+                log_dir
+            ),
+            Some(PathBuf::from("/tmp/web.out"))
+        );
+        assert_eq!(service.log_path(&Output::Null, "stdout", 0, log_dir), None);
+        assert_eq!(
+            service.log_path(&Output::Inherit, "stdout", 0, log_dir),
+            None
+        );
+    }
+}
