@@ -98,6 +98,18 @@ pub fn reap_any() -> io::Result<Option<(u32, ExitStatusKind)>> {
     }
 }
 
+/// Marks this process a child subreaper: orphans of its descendants (the
+/// grandchildren of a service that double-forks) are re-parented to it
+/// rather than to init, so the spawner reaps them and none stays a zombie.
+pub fn become_child_subreaper() -> io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument and touches
+    // no memory of ours; the unused arguments are passed as zero.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The effective user id of this process.
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid takes no arguments and always succeeds.

@@ -24,10 +24,11 @@ use crate::conf::{Config, ConfigError, paths};
 use crate::io::{BoundSocket, Io, IoError, IoSettings, ListenError};
 use crate::manager::{Manager, ManagerLinks, NodeIdentity};
 use crate::spawner::{Spawner, SpawnerLinks};
+use crate::sys;
 use crate::trace::{Role, Tracer};
 use crate::wire::link::{IoCommand, IoSender};
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds};
-use roles::{RoleEnded, RoleThreads};
+use roles::RoleThreads;
 
 /// Capacity of the io → manager channel, in batches.
 const IO_TO_MANAGER: usize = 1024;
@@ -146,6 +147,9 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         config.node.label,
         config.services.len()
     );
+    if let Err(error) = sys::become_child_subreaper() {
+        log::warn!("cannot become a child subreaper; orphans of services go to init: {error}");
+    }
     let tracer = Tracer::new(config.node.trace_capacity);
     let shutdown_wait = config.node.shutdown_timeout
         + config

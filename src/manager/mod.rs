@@ -641,6 +641,7 @@ impl Manager {
         match (code, message.payload) {
             (Ok(ms::message::Code::ProcessStarted), Some(ms::message::Payload::ProcessStarted(started))) => {
                 if let Some(Asked::Start { service, index }) = self.asked.pop_front() {
+                    log::info!("{service}.{index} started as pid {}", started.pid);
                     self.apply(&service, index as usize, Event::Started { pid: started.pid }, None, now);
                 }
             }
