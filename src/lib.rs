@@ -6,5 +6,6 @@
 //! protocol messages of [`wire`], and every hop is recorded by [`trace`].
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod trace;
 pub mod wire;
