@@ -136,10 +136,11 @@ fn fake_node(listener: UnixListener) -> JoinHandle<Vec<String>> {
         let mut seen = Vec::new();
         let mut buf = [0; 4096];
         loop {
-            let read = stream.read(&mut buf).unwrap();
-            if read == 0 {
-                return seen;
-            }
+            // A client that left with replies unread resets the connection.
+            let read = match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return seen,
+                Ok(read) => read,
+            };
             decoder.extend(&buf[..read]);
             while let Some(body) = decoder.next_frame().unwrap() {
                 let request = decode_envelope::<public_api::Message>(body);
@@ -157,7 +158,9 @@ fn fake_node(listener: UnixListener) -> JoinHandle<Vec<String>> {
                         })),
                     )],
                 };
-                write_all(&mut stream, &replies);
+                if write_all(&mut stream, &replies).is_err() {
+                    return seen;
+                }
                 if matches!(request, Ok(request) if request.code == Code::Shutdown as i32) {
                     return seen;
                 }
@@ -166,12 +169,12 @@ fn fake_node(listener: UnixListener) -> JoinHandle<Vec<String>> {
     })
 }
 
-fn write_all(stream: &mut UnixStream, messages: &[public_api::Message]) {
+fn write_all(stream: &mut UnixStream, messages: &[public_api::Message]) -> io::Result<()> {
     let mut out = Vec::new();
     for message in messages {
         encode_frame(message, &mut out);
     }
-    stream.write_all(&out).unwrap();
+    stream.write_all(&out)
 }
 
 fn start_fake() -> (TempSocket, Client, JoinHandle<Vec<String>>) {
