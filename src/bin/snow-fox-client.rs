@@ -13,7 +13,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -672,16 +672,13 @@ impl LogFile {
             match File::open(&self.path) {
                 Ok(file) => self.file = Some(file),
                 Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
-                Err(source) => return Err(self.read_error(source)),
+                Err(source) => return Err(read_error(&self.path)(source)),
             }
         }
         let Some(file) = &self.file else {
             return Ok(0);
         };
-        let len = file
-            .metadata()
-            .map_err(|source| self.read_error(source))?
-            .len();
+        let len = file.metadata().map_err(read_error(&self.path))?.len();
         if len < self.shown {
             self.shown = 0;
         }
@@ -694,12 +691,9 @@ impl LogFile {
         let Some(file) = self.file.as_mut() else {
             return Ok(());
         };
-        let path = &self.path;
-        let read_error = |source| CliError::ReadLog {
-            path: path.clone(),
-            source,
-        };
-        file.seek(SeekFrom::Start(self.shown)).map_err(read_error)?;
+        let read_error = read_error(&self.path);
+        file.seek(SeekFrom::Start(self.shown))
+            .map_err(&read_error)?;
         let mut buf = vec![0; 64 * 1024];
         let mut remaining = count;
         while remaining > 0 {
@@ -716,12 +710,13 @@ impl LogFile {
         }
         Ok(())
     }
+}
 
-    fn read_error(&self, source: io::Error) -> CliError {
-        CliError::ReadLog {
-            path: self.path.clone(),
-            source,
-        }
+/// Makes the error for a failed read of the log file at `path`.
+fn read_error(path: &Path) -> impl Fn(io::Error) -> CliError + '_ {
+    |source| CliError::ReadLog {
+        path: path.to_owned(),
+        source,
     }
 }
 

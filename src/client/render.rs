@@ -22,7 +22,7 @@ pub fn colour_word(colour: i32) -> &'static str {
 /// The status table, one row per instance, like `supervisorctl status`.
 /// `now_unix_ms` is the clock the uptimes are measured against.
 pub fn status_table(services: &[Service], now_unix_ms: u64) -> String {
-    let mut table = Table::with_header(&[
+    const HEADER: [&str; 7] = [
         "SERVICE",
         "INSTANCE",
         "STATE",
@@ -30,13 +30,14 @@ pub fn status_table(services: &[Service], now_unix_ms: u64) -> String {
         "UPTIME",
         "RESTARTS",
         "LAST EXIT",
-    ]);
+    ];
+    let mut table = Table::with_header(&HEADER);
     for service in services {
         if service.instances.is_empty() {
             // A service without instances still gets its line, so that it
             // does not vanish from the listing.
             let mut row = vec![service.id.clone()];
-            row.resize(7, "-".to_owned());
+            row.resize(HEADER.len(), "-".to_owned());
             table.row(row);
         }
         for instance in &service.instances {
