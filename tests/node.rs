@@ -70,7 +70,10 @@ fn introduce_names_the_client_and_node() {
     assert_eq!(intro.protocol_version, Some(1));
     assert_eq!(intro.max_frame, Some(DEFAULT_MAX_FRAME));
     let again = client.introduce().unwrap();
-    assert_eq!(intro.client_id, again.client_id, "same id on one connection");
+    assert_eq!(
+        intro.client_id, again.client_id,
+        "same id on one connection"
+    );
     let other = node.client().introduce().unwrap();
     assert_ne!(intro.client_id, other.client_id, "unique per connection");
 }
@@ -82,13 +85,21 @@ fn node_info_is_green_with_and_without_details() {
     let info = client.node_info(false).unwrap();
     let about = info.node.as_ref().unwrap();
     assert_eq!(about.name, "test-node");
-    assert_eq!(about.version.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        about.version.version.as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
     assert!(!about.version.commit.is_empty());
     let config = about.config.as_ref().unwrap();
     assert_eq!(config.symbolic, "test-1");
     assert_eq!(config.effective.len(), 16);
     let overall = info.overall.as_ref().unwrap();
-    assert_eq!(overall.colour, StatusColour::Green as i32, "{}", overall.reason);
+    assert_eq!(
+        overall.colour,
+        StatusColour::Green as i32,
+        "{}",
+        overall.reason
+    );
     assert!(overall.code.is_some());
     assert!(info.details.is_empty());
 
@@ -96,7 +107,12 @@ fn node_info_is_green_with_and_without_details() {
     let names: Vec<&str> = detailed.details.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["daemon", "manager", "spawner", "io", "config"]);
     for sub in &detailed.details {
-        assert_eq!(sub.status.colour, StatusColour::Green as i32, "{}", sub.name);
+        assert_eq!(
+            sub.status.colour,
+            StatusColour::Green as i32,
+            "{}",
+            sub.name
+        );
         assert!(sub.status.code.is_some());
     }
 }
@@ -104,7 +120,7 @@ fn node_info_is_green_with_and_without_details() {
 #[test]
 fn ten_thousand_pipelined_requests_are_each_answered_once() {
     let node = Setup::new("pipeline").start();
-    let mut stream = node.raw();
+    let stream = node.raw();
     let writer = {
         let mut stream = stream.try_clone().unwrap();
         std::thread::spawn(move || {
@@ -144,14 +160,22 @@ fn frames_split_byte_by_byte_and_many_in_one_write_are_read() {
         stream.flush().unwrap();
     }
     let mut reader = Reader::new(stream.try_clone().unwrap());
-    assert_eq!(reader.next().unwrap().correlation_id.as_deref(), Some("s:1"));
+    assert_eq!(
+        reader.next().unwrap().correlation_id.as_deref(),
+        Some("s:1")
+    );
 
     let mut several = Vec::new();
     for i in 0..5 {
-        encode_frame(&request(Code::Introduce, Some(&format!("m:{i}")), None), &mut several);
+        encode_frame(
+            &request(Code::Introduce, Some(&format!("m:{i}")), None),
+            &mut several,
+        );
     }
     stream.write_all(&several).unwrap();
-    let ids: HashSet<String> = (0..5).map(|_| reader.next().unwrap().correlation_id.unwrap()).collect();
+    let ids: HashSet<String> = (0..5)
+        .map(|_| reader.next().unwrap().correlation_id.unwrap())
+        .collect();
     assert_eq!(ids, (0..5).map(|i| format!("m:{i}")).collect());
 }
 
@@ -160,7 +184,8 @@ fn an_oversized_length_gets_an_error_and_a_close_while_others_are_served() {
     let node = Setup::new("oversized").start();
     let mut bad = node.raw();
     let mut good = node.client();
-    bad.write_all(&(DEFAULT_MAX_FRAME + 1).to_be_bytes()).unwrap();
+    bad.write_all(&(DEFAULT_MAX_FRAME + 1).to_be_bytes())
+        .unwrap();
     let mut reader = Reader::new(bad.try_clone().unwrap());
     let reply = reader.next().unwrap();
     assert_eq!(error_kind(&reply), Some(Kind::FrameTooLarge));
@@ -173,7 +198,11 @@ fn an_oversized_length_gets_an_error_and_a_close_while_others_are_served() {
 fn garbage_gets_malformed_and_a_close_while_others_are_served() {
     let node = Setup::new("garbage").start();
     let mut good = node.client();
-    for body in [&b""[..], &[0xff, 0xff, 0xff, 0xff, 0x0f][..], b"\x12\x03abc"] {
+    for body in [
+        &b""[..],
+        &[0xff, 0xff, 0xff, 0xff, 0x0f][..],
+        b"\x12\x03abc",
+    ] {
         let mut bad = node.raw();
         write_frame(&mut bad, body);
         let mut reader = Reader::new(bad.try_clone().unwrap());
@@ -200,12 +229,18 @@ fn unknown_codes_and_bad_payloads_are_refused_and_the_connection_stays() {
     let mut reader = Reader::new(stream.try_clone().unwrap());
     let cases = [
         request(Code::Ack, Some("u:1"), None),
-        Message { code: 99, correlation_id: Some("u:2".into()), payload: None },
+        Message {
+            code: 99,
+            correlation_id: Some("u:2".into()),
+            payload: None,
+        },
         request(Code::TraceRequest, Some("u:3"), None),
         request(
             Code::Introduce,
             Some("u:4"),
-            Some(Payload::NodeInfoRequest(NodeInfoRequest { details: Some(true) })),
+            Some(Payload::NodeInfoRequest(NodeInfoRequest {
+                details: Some(true),
+            })),
         ),
         request(Code::NodeInfoResponse, Some("u:5"), None),
     ];
@@ -242,15 +277,31 @@ fn a_duplicate_in_flight_id_is_refused_and_the_first_is_answered() {
     let mut bytes = Vec::new();
     // Both frames in one write are decoded in one pass, before the first
     // can be answered: the second finds the first in flight.
-    encode_frame(&request(Code::NodeInfoRequest, Some("d:1"), None), &mut bytes);
-    encode_frame(&request(Code::NodeInfoRequest, Some("d:1"), None), &mut bytes);
+    encode_frame(
+        &request(Code::NodeInfoRequest, Some("d:1"), None),
+        &mut bytes,
+    );
+    encode_frame(
+        &request(Code::NodeInfoRequest, Some("d:1"), None),
+        &mut bytes,
+    );
     stream.write_all(&bytes).unwrap();
     let mut reader = Reader::new(stream);
     let replies = [reader.next().unwrap(), reader.next().unwrap()];
-    let duplicate = replies.iter().filter(|r| error_kind(r) == Some(Kind::DuplicateCorrelation)).count();
-    let answered = replies.iter().filter(|r| r.code == Code::NodeInfoResponse as i32).count();
+    let duplicate = replies
+        .iter()
+        .filter(|r| error_kind(r) == Some(Kind::DuplicateCorrelation))
+        .count();
+    let answered = replies
+        .iter()
+        .filter(|r| r.code == Code::NodeInfoResponse as i32)
+        .count();
     assert_eq!((duplicate, answered), (1, 1), "{replies:?}");
-    assert!(replies.iter().all(|r| r.correlation_id.as_deref() == Some("d:1")));
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.correlation_id.as_deref() == Some("d:1"))
+    );
 }
 
 #[test]
@@ -259,7 +310,10 @@ fn the_trace_of_node_info_shows_its_hops_in_order() {
     let mut client = node.client();
     let mut stream = node.raw();
     let mut bytes = Vec::new();
-    encode_frame(&request(Code::NodeInfoRequest, Some("t:1"), None), &mut bytes);
+    encode_frame(
+        &request(Code::NodeInfoRequest, Some("t:1"), None),
+        &mut bytes,
+    );
     stream.write_all(&bytes).unwrap();
     Reader::new(stream).next().unwrap();
     let trace = wait_for("the request to be done", || {
@@ -269,7 +323,14 @@ fn the_trace_of_node_info_shows_its_hops_in_order() {
     let hops: Vec<(String, String, String, String)> = trace
         .hops
         .iter()
-        .map(|h| (h.from_role.clone(), h.to_role.clone(), h.protocol.clone(), h.code.clone()))
+        .map(|h| {
+            (
+                h.from_role.clone(),
+                h.to_role.clone(),
+                h.protocol.clone(),
+                h.code.clone(),
+            )
+        })
         .collect();
     let expected = [
         ("client", "io", "public", "NodeInfoRequest"),
@@ -282,7 +343,12 @@ fn the_trace_of_node_info_shows_its_hops_in_order() {
         .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
         .collect();
     assert_eq!(hops, expected);
-    assert!(trace.hops.windows(2).all(|w| w[0].at_unix_us <= w[1].at_unix_us));
+    assert!(
+        trace
+            .hops
+            .windows(2)
+            .all(|w| w[0].at_unix_us <= w[1].at_unix_us)
+    );
     assert_eq!(client.trace("never-sent").unwrap().state, "unknown");
 }
 
@@ -314,12 +380,20 @@ fn sigterm_ends_the_node_in_order() {
 fn a_second_node_on_a_live_socket_fails_clearly() {
     let node = Setup::new("live").start();
     let log = node.setup.dir.0.join("second.log");
-    let status = common::node_command(&node.setup.conf(), &log, &[]).status().unwrap();
+    let status = common::node_command(&node.setup.conf(), &log, &[])
+        .status()
+        .unwrap();
     assert_eq!(status.code(), Some(1));
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains(&node.socket().display().to_string()), "{text}");
+    assert!(
+        text.contains(&node.socket().display().to_string()),
+        "{text}"
+    );
     assert!(text.contains("already listening"), "{text}");
-    assert!(node.client().node_info(false).is_ok(), "first node unaffected");
+    assert!(
+        node.client().node_info(false).is_ok(),
+        "first node unaffected"
+    );
 }
 
 #[test]
@@ -335,21 +409,32 @@ fn a_stale_socket_file_is_replaced() {
 fn a_panicking_role_shuts_the_node_down_with_a_failure_code() {
     for role in ["manager", "spawner", "io"] {
         let setup = Setup::new("panic");
-        std::fs::write(setup.conf().join("node.toml"), format!(
-            "socket = \"{}\"\nstate_dir = \"{}\"\nlog_dir = \"{}\"\n",
-            setup.socket().display(),
-            setup.dir.0.join("state").display(),
-            setup.log_dir().display()
-        )).unwrap();
+        std::fs::write(
+            setup.conf().join("node.toml"),
+            format!(
+                "socket = \"{}\"\nstate_dir = \"{}\"\nlog_dir = \"{}\"\n",
+                setup.socket().display(),
+                setup.dir.0.join("state").display(),
+                setup.log_dir().display()
+            ),
+        )
+        .unwrap();
         let log = setup.dir.0.join("panic.log");
-        let mut child = common::node_command(&setup.conf(), &log, &[("SNOW_FOX_INJECT_PANIC", role)])
-            .spawn()
-            .unwrap();
+        let mut child =
+            common::node_command(&setup.conf(), &log, &[("SNOW_FOX_INJECT_PANIC", role)])
+                .spawn()
+                .unwrap();
         let status = wait_for("the node to exit", || child.try_wait().unwrap());
         let text = std::fs::read_to_string(&log).unwrap();
         assert_eq!(status.code(), Some(3), "{role}: {text}");
-        assert!(text.contains(&format!("{role} panicked: injected")), "{text}");
-        assert!(!setup.socket().exists(), "socket removed after a {role} panic");
+        assert!(
+            text.contains(&format!("{role} panicked: injected")),
+            "{text}"
+        );
+        assert!(
+            !setup.socket().exists(),
+            "socket removed after a {role} panic"
+        );
     }
 }
 
@@ -369,10 +454,19 @@ fn a_snowfox_client_using_extensions_gets_byte_compatible_answers() {
     let mut reply = vec![0u8; u32::from_be_bytes(header) as usize];
     stream.read_exact(&mut reply).unwrap();
     // Field 1 varint 3 (NodeInfoResponse), field 2 the id, then field 51.
-    assert_eq!(&reply[..8], &[0x08, 0x03, 0x12, 0x04, b's', b'f', b':', b'1']);
-    assert_eq!(&reply[8..10], &[0x9a, 0x03], "payload at field 51, length-delimited");
+    assert_eq!(
+        &reply[..8],
+        &[0x08, 0x03, 0x12, 0x04, b's', b'f', b':', b'1']
+    );
+    assert_eq!(
+        &reply[8..10],
+        &[0x9a, 0x03],
+        "payload at field 51, length-delimited"
+    );
     let decoded = public_api::Message::decode(&reply[..]).unwrap();
-    let Some(Payload::NodeInfoResponse(info)) = decoded.payload else { panic!("{decoded:?}") };
+    let Some(Payload::NodeInfoResponse(info)) = decoded.payload else {
+        panic!("{decoded:?}")
+    };
     assert_eq!(info.details.len(), 5);
 }
 
@@ -383,7 +477,10 @@ fn client_errors_name_the_socket() {
     match snow_fox::client::Client::connect(&path) {
         Err(error @ ClientError::Connect { .. }) => {
             let text = error.to_string();
-            assert!(text.contains(&path.display().to_string()) && text.contains("is the node running?"), "{text}");
+            assert!(
+                text.contains(&path.display().to_string()) && text.contains("is the node running?"),
+                "{text}"
+            );
         }
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("connected to nothing"),

@@ -22,7 +22,11 @@ fn states(client: &mut Client, id: &str) -> Vec<String> {
     instances(client, id).into_iter().map(|i| i.state).collect()
 }
 
-fn wait_states(client: &mut Client, id: &str, want: &[&str]) -> Vec<service_status_response::Instance> {
+fn wait_states(
+    client: &mut Client,
+    id: &str,
+    want: &[&str],
+) -> Vec<service_status_response::Instance> {
     wait_for(&format!("{id} to be {want:?}"), || {
         let now = instances(client, id);
         let states: Vec<&str> = now.iter().map(|i| i.state.as_str()).collect();
@@ -33,14 +37,19 @@ fn wait_states(client: &mut Client, id: &str, want: &[&str]) -> Vec<service_stat
 fn pid_alive(pid: u32) -> bool {
     // A zombie still has /proc/<pid>; only a reaped process is gone.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
 
 fn node_error(result: Result<impl std::fmt::Debug, ClientError>) -> (Kind, String) {
     match result {
-        Err(ClientError::Node { kind, reason }) => (Kind::try_from(kind).unwrap(), reason),
+        Err(ClientError::Node { kind, reason, .. }) => (Kind::try_from(kind).unwrap(), reason),
         other => panic!("expected an error from the node, got {other:?}"),
     }
 }
@@ -51,7 +60,12 @@ fn zombies_of(parent: i32) -> Vec<String> {
         .unwrap()
         .filter_map(|entry| fs::read_to_string(entry.ok()?.path().join("stat")).ok())
         .filter(|stat| {
-            let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
             fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
         })
         .collect()
@@ -70,10 +84,17 @@ fn start_stop_restart_and_status_of_a_long_running_service() {
     assert_eq!(first.state, "running");
     let pid = first.pid.unwrap();
     assert!(pid_alive(pid));
-    assert_eq!(started.services[0].status.colour, StatusColour::Green as i32);
+    assert_eq!(
+        started.services[0].status.colour,
+        StatusColour::Green as i32
+    );
 
     let again = client.start("sleeper").unwrap();
-    assert_eq!(again.services[0].instances[0].pid, Some(pid), "starting a running service is a no-op");
+    assert_eq!(
+        again.services[0].instances[0].pid,
+        Some(pid),
+        "starting a running service is a no-op"
+    );
 
     let restarted = client.restart("sleeper").unwrap();
     let second = &restarted.services[0].instances[0];
@@ -126,7 +147,10 @@ fn a_failing_service_backs_off_with_growing_delays_then_gives_up() {
     }
     assert_eq!(starts.len(), 4, "four failed starts, then failed");
     let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps[1] > gaps[0] && gaps[2] > gaps[1], "delays grow: {gaps:?}");
+    assert!(
+        gaps[1] > gaps[0] && gaps[2] > gaps[1],
+        "delays grow: {gaps:?}"
+    );
     let mut other = node.client();
     let status = other.status(Some("flaky")).unwrap();
     assert_eq!(status.services[0].status.colour, StatusColour::Red as i32);
@@ -140,7 +164,10 @@ fn a_failing_service_backs_off_with_growing_delays_then_gives_up() {
 #[test]
 fn restart_never_stays_exited_with_its_code() {
     let node = Setup::new("never")
-        .service("job", "command = [\"/bin/sh\", \"-c\", \"exit 7\"]\nrestart = \"never\"\n")
+        .service(
+            "job",
+            "command = [\"/bin/sh\", \"-c\", \"exit 7\"]\nrestart = \"never\"\n",
+        )
         .start();
     let mut client = node.client();
     let done = wait_states(&mut client, "job", &["exited"]);
@@ -176,16 +203,31 @@ fn output_lands_in_log_files_and_rotates() {
     let node = setup.start();
     let out = log_dir.join("talker.0.stdout.log");
     let err = log_dir.join("talker.0.stderr.log");
-    wait_for("rotated stdout", || log_dir.join("talker.0.stdout.log.1").exists().then_some(()));
-    wait_for("rotated stderr", || log_dir.join("talker.0.stderr.log.1").exists().then_some(()));
-    let all_out = [out.with_extension("log.2"), out.with_extension("log.1"), out.clone()]
-        .iter()
-        .filter_map(|p| fs::read_to_string(p).ok())
-        .collect::<String>();
+    wait_for("rotated stdout", || {
+        log_dir.join("talker.0.stdout.log.1").exists().then_some(())
+    });
+    wait_for("rotated stderr", || {
+        log_dir.join("talker.0.stderr.log.1").exists().then_some(())
+    });
+    let all_out = [
+        out.with_extension("log.2"),
+        out.with_extension("log.1"),
+        out.clone(),
+    ]
+    .iter()
+    .filter_map(|p| fs::read_to_string(p).ok())
+    .collect::<String>();
     assert!(all_out.contains("out-line-"), "{all_out}");
     assert!(!all_out.contains("err-line"));
-    assert!(fs::read_to_string(log_dir.join("talker.0.stderr.log.1")).unwrap().contains("err-line-"));
-    assert!(!log_dir.join("talker.0.stdout.log.3").exists(), "only log_keep files kept");
+    assert!(
+        fs::read_to_string(log_dir.join("talker.0.stderr.log.1"))
+            .unwrap()
+            .contains("err-line-")
+    );
+    assert!(
+        !log_dir.join("talker.0.stdout.log.3").exists(),
+        "only log_keep files kept"
+    );
     let _ = (err, node);
 }
 
@@ -198,8 +240,16 @@ fn env_work_dir_user_and_group_take_effect() {
     let identity = if as_root { "user = \"nobody\"\n" } else { "" };
     if as_root {
         // nobody must be able to write the work dir and the log dir.
-        std::process::Command::new("chmod").arg("777").arg(&work).status().unwrap();
-        std::process::Command::new("chmod").arg("777").arg(&setup.dir.0).status().unwrap();
+        std::process::Command::new("chmod")
+            .arg("777")
+            .arg(&work)
+            .status()
+            .unwrap();
+        std::process::Command::new("chmod")
+            .arg("777")
+            .arg(&setup.dir.0)
+            .status()
+            .unwrap();
     }
     let setup = setup.service(
         "envy",
@@ -210,12 +260,25 @@ fn env_work_dir_user_and_group_take_effect() {
     );
     let node = setup.start();
     let text = wait_for("the service's output", || {
-        fs::read_to_string(work.join("out.txt")).ok().filter(|t| t.ends_with('\n'))
+        fs::read_to_string(work.join("out.txt"))
+            .ok()
+            .filter(|t| t.ends_with('\n'))
     });
     let fields: Vec<&str> = text.split_whitespace().collect();
     assert_eq!(fields[0], "hello");
-    assert_eq!(fields.len(), 3 + usize::from(fields.len() == 4), "HOME is not inherited: {text}");
-    assert_eq!(*fields.last().unwrap(), if as_root { "65534" } else { fields.last().unwrap() });
+    assert_eq!(
+        fields.len(),
+        3 + usize::from(fields.len() == 4),
+        "HOME is not inherited: {text}"
+    );
+    assert_eq!(
+        *fields.last().unwrap(),
+        if as_root {
+            "65534"
+        } else {
+            fields.last().unwrap()
+        }
+    );
     assert!(text.contains(&work.display().to_string()), "{text}");
     drop(node);
 }
@@ -228,7 +291,10 @@ fn unsafe_free_euid() -> u32 {
 #[test]
 fn a_command_that_does_not_exist_fails_to_spawn_and_the_node_stays_healthy() {
     let node = Setup::new("nope")
-        .service("nope", "command = [\"/usr/bin/nope-not-here\"]\nautostart = false\n")
+        .service(
+            "nope",
+            "command = [\"/usr/bin/nope-not-here\"]\nautostart = false\n",
+        )
         .start();
     let mut client = node.client();
     let (kind, reason) = node_error(client.start("nope"));
@@ -253,11 +319,16 @@ fn reload_adds_removes_and_changes_services_and_refuses_an_invalid_config() {
     let node = setup.start();
     let mut client = node.client();
     let keep_pid = wait_states(&mut client, "keep", &["running"])[0].pid;
-    let drop_pid = wait_states(&mut client, "drop", &["running"])[0].pid.unwrap();
-    let change_pid = wait_states(&mut client, "change", &["running"])[0].pid.unwrap();
+    let drop_pid = wait_states(&mut client, "drop", &["running"])[0]
+        .pid
+        .unwrap();
+    let change_pid = wait_states(&mut client, "change", &["running"])[0]
+        .pid
+        .unwrap();
 
     fs::remove_file(node.setup.conf().join("services/drop.toml")).unwrap();
-    node.setup.write_service("change", &format!("{SLEEPER}instances = 2\n"));
+    node.setup
+        .write_service("change", &format!("{SLEEPER}instances = 2\n"));
     node.setup.write_service("add", SLEEPER);
     client.reload().unwrap();
 
@@ -269,12 +340,20 @@ fn reload_adds_removes_and_changes_services_and_refuses_an_invalid_config() {
         (!all.services.iter().any(|s| s.id == "drop")).then_some(())
     });
     assert!(!pid_alive(drop_pid));
-    assert_eq!(instances(&mut client, "keep")[0].pid, keep_pid, "unchanged service untouched");
+    assert_eq!(
+        instances(&mut client, "keep")[0].pid,
+        keep_pid,
+        "unchanged service untouched"
+    );
 
-    node.setup.write_service("broken", "command = \"not an array\"\n");
+    node.setup
+        .write_service("broken", "command = \"not an array\"\n");
     let (kind, reason) = node_error(client.reload());
     assert_eq!(kind, Kind::ConfigInvalid);
-    assert!(reason.contains("broken.toml") && reason.contains("command"), "{reason}");
+    assert!(
+        reason.contains("broken.toml") && reason.contains("command"),
+        "{reason}"
+    );
     assert_eq!(instances(&mut client, "keep")[0].pid, keep_pid);
     let info = client.node_info(true).unwrap();
     let config = info.details.iter().find(|d| d.name == "config").unwrap();
@@ -321,7 +400,7 @@ fn the_trace_of_a_start_crosses_every_role() {
         .start();
     let mut client = node.client();
     client.start("traced").unwrap();
-    let id = client.last_correlation_id().to_owned();
+    let id = client.last_correlation_id();
     let trace = wait_for("the start to be done", || {
         let trace = client.trace(&id).unwrap();
         (trace.state == "done").then_some(trace)
@@ -351,8 +430,12 @@ fn shutdown_stops_services_unless_they_are_kept() {
         .service("kept", &format!("{SLEEPER}on_node_exit = \"keep\"\n"))
         .start();
     let mut client = node.client();
-    let stops = wait_states(&mut client, "stops", &["running"])[0].pid.unwrap();
-    let kept = wait_states(&mut client, "kept", &["running"])[0].pid.unwrap();
+    let stops = wait_states(&mut client, "stops", &["running"])[0]
+        .pid
+        .unwrap();
+    let kept = wait_states(&mut client, "kept", &["running"])[0]
+        .pid
+        .unwrap();
     client.shutdown().unwrap();
     assert_eq!(node.wait_exit().code(), Some(0), "{}", node.log_text());
     assert!(!pid_alive(stops));
@@ -361,18 +444,28 @@ fn shutdown_stops_services_unless_they_are_kept() {
 }
 
 fn unsafe_free_kill(pid: u32) {
-    std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status().unwrap();
+    std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
 }
 
 #[test]
 fn an_invalid_configuration_refuses_to_start_naming_file_line_and_key() {
-    let setup = Setup::new("invalid").service("bad", "command = [\"/bin/true\"]\ninstances = \"x\"\n");
+    let setup =
+        Setup::new("invalid").service("bad", "command = [\"/bin/true\"]\ninstances = \"x\"\n");
     std::fs::write(setup.conf().join("node.toml"), "").unwrap();
     let log = setup.dir.0.join("invalid.log");
-    let status = common::node_command(&setup.conf(), &log, &[]).status().unwrap();
+    let status = common::node_command(&setup.conf(), &log, &[])
+        .status()
+        .unwrap();
     assert_eq!(status.code(), Some(1));
     let text = fs::read_to_string(log).unwrap();
-    assert!(text.contains("bad.toml:2") && text.contains("instances"), "{text}");
+    assert!(
+        text.contains("bad.toml:2") && text.contains("instances"),
+        "{text}"
+    );
 }
 
 #[test]

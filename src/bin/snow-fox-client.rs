@@ -12,7 +12,6 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread;
@@ -21,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use lexopt::ValueExt;
 use snow_fox::client::json::{self, JsonObject};
 use snow_fox::client::{Client, ClientError, render};
+use snow_fox::conf::paths;
 use snow_fox::wire::proto::public_api::ServiceStatusResponse;
 
 const USAGE: &str = "\
@@ -381,10 +381,6 @@ enum CliError {
         total: usize,
         failures: Vec<(String, ClientError)>,
     },
-    /// The default paths depend on who runs the client.
-    UserId(io::Error),
-    /// No `--log-dir`, and no environment to derive one from.
-    NoLogDir,
     /// None of the log files asked for exists.
     NoLogs { paths: Vec<PathBuf> },
     /// A log file exists but cannot be read.
@@ -430,15 +426,11 @@ impl fmt::Display for CliError {
                 }
                 Ok(())
             }
-            CliError::UserId(source) => write!(
-                f,
-                "cannot find out the user id from /proc/self: {source} (pass --socket or --log-dir)"
-            ),
-            CliError::NoLogDir => f.write_str(
-                "cannot find the log directory: neither XDG_STATE_HOME nor HOME is set (pass --log-dir)",
-            ),
             CliError::NoLogs { paths } => {
-                let paths: Vec<String> = paths.iter().map(|path| path.display().to_string()).collect();
+                let paths: Vec<String> = paths
+                    .iter()
+                    .map(|path| path.display().to_string())
+                    .collect();
                 write!(
                     f,
                     "no log file found at {} (is the service id, --instance or --log-dir wrong?)",
@@ -469,7 +461,7 @@ fn run(invocation: Invocation) -> Result<(), CliError> {
         Command::Node(command) => {
             let socket = match invocation.socket {
                 Some(socket) => socket,
-                None => default_socket_path()?,
+                None => paths::default_socket_path(),
             };
             let mut client = Client::connect(&socket)?;
             let mut printer = Printer {
@@ -596,7 +588,7 @@ fn now_unix_ms() -> u64 {
 fn show_logs(options: &LogsOptions, out: &mut dyn Write) -> Result<(), CliError> {
     let log_dir = match &options.log_dir {
         Some(dir) => dir.clone(),
-        None => default_log_dir()?,
+        None => paths::default_log_dir(),
     };
     let mut tail = LogTail {
         files: options
@@ -604,10 +596,7 @@ fn show_logs(options: &LogsOptions, out: &mut dyn Write) -> Result<(), CliError>
             .names()
             .iter()
             .map(|stream| LogFile {
-                path: log_dir.join(format!(
-                    "{}.{}.{stream}.log",
-                    options.service, options.instance
-                )),
+                path: paths::log_file(&log_dir, &options.service, options.instance, stream),
                 file: None,
                 shown: 0,
             })
@@ -718,57 +707,6 @@ fn read_error(path: &Path) -> impl Fn(io::Error) -> CliError + '_ {
         path: path.to_owned(),
         source,
     }
-}
-
-/// Who runs the client: the owner of `/proc/self` is the effective uid.
-/// (std has no `geteuid`, and `unsafe` belongs in the library's `sys`.)
-fn effective_uid() -> Result<u32, CliError> {
-    std::fs::metadata("/proc/self")
-        .map(|metadata| metadata.uid())
-        .map_err(CliError::UserId)
-}
-
-/// The node's socket, found by the node's own rule; replaced by conf::paths at merge.
-fn default_socket_path() -> Result<PathBuf, CliError> {
-    Ok(socket_path_rule(
-        effective_uid()?,
-        env::var_os("XDG_RUNTIME_DIR"),
-    ))
-}
-
-/// Root: `/run/snow-fox/`; else `$XDG_RUNTIME_DIR` if set and non-empty,
-/// else `/tmp/snow-fox-$UID/`; replaced by conf::paths at merge.
-fn socket_path_rule(uid: u32, runtime_dir: Option<OsString>) -> PathBuf {
-    if uid == 0 {
-        return PathBuf::from("/run/snow-fox/snow-fox.sock");
-    }
-    match runtime_dir.filter(|dir| !dir.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("snow-fox.sock"),
-        None => PathBuf::from(format!("/tmp/snow-fox-{uid}/snow-fox.sock")),
-    }
-}
-
-/// The node's log directory by the node's own rule; replaced by conf::paths at merge.
-fn default_log_dir() -> Result<PathBuf, CliError> {
-    log_dir_rule(
-        effective_uid()?,
-        env::var_os("XDG_STATE_HOME"),
-        env::var_os("HOME"),
-    )
-    .ok_or(CliError::NoLogDir)
-}
-
-/// Root: `/var/log/snow-fox`; else `$XDG_STATE_HOME/snow-fox/log`, else
-/// `$HOME/.local/state/snow-fox/log`; replaced by conf::paths at merge.
-fn log_dir_rule(uid: u32, state_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
-    if uid == 0 {
-        return Some(PathBuf::from("/var/log/snow-fox"));
-    }
-    if let Some(state_home) = state_home.filter(|dir| !dir.is_empty()) {
-        return Some(PathBuf::from(state_home).join("snow-fox/log"));
-    }
-    home.filter(|dir| !dir.is_empty())
-        .map(|home| PathBuf::from(home).join(".local/state/snow-fox/log"))
 }
 
 #[cfg(test)]
@@ -916,43 +854,6 @@ mod tests {
                 .starts_with("--instance needs an instance number"),
         );
         assert!(usage_error(&["--socket"]).contains("missing argument"));
-    }
-
-    #[test]
-    fn socket_path_follows_the_node_rule() {
-        assert_eq!(
-            socket_path_rule(0, Some("/run/user/0".into())),
-            PathBuf::from("/run/snow-fox/snow-fox.sock")
-        );
-        assert_eq!(
-            socket_path_rule(1000, Some("/run/user/1000".into())),
-            PathBuf::from("/run/user/1000/snow-fox.sock")
-        );
-        assert_eq!(
-            socket_path_rule(1000, Some("".into())),
-            PathBuf::from("/tmp/snow-fox-1000/snow-fox.sock")
-        );
-        assert_eq!(
-            socket_path_rule(1000, None),
-            PathBuf::from("/tmp/snow-fox-1000/snow-fox.sock")
-        );
-    }
-
-    #[test]
-    fn log_dir_follows_the_node_rule() {
-        assert_eq!(
-            log_dir_rule(0, None, Some("/root".into())),
-            Some(PathBuf::from("/var/log/snow-fox"))
-        );
-        assert_eq!(
-            log_dir_rule(1000, Some("/state".into()), Some("/home/u".into())),
-            Some(PathBuf::from("/state/snow-fox/log"))
-        );
-        assert_eq!(
-            log_dir_rule(1000, Some("".into()), Some("/home/u".into())),
-            Some(PathBuf::from("/home/u/.local/state/snow-fox/log"))
-        );
-        assert_eq!(log_dir_rule(1000, None, None), None);
     }
 
     #[test]

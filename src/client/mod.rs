@@ -100,6 +100,11 @@ impl Client {
         format!("{}:{}", self.client_id, self.counter)
     }
 
+    /// The correlation id of the last request this client built.
+    pub fn last_correlation_id(&self) -> String {
+        format!("{}:{}", self.client_id, self.counter)
+    }
+
     /// Sends one message as one frame, without waiting for anything.
     pub fn send(&mut self, message: &public_api::Message) -> Result<(), ClientError> {
         self.write_buf.clear();

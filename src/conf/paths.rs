@@ -10,9 +10,16 @@
 //! made it first.
 
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::sys;
+
+/// The default log file of stream `stream` (`stdout` or `stderr`) of
+/// instance `index` of service `id`: `<log_dir>/<id>.<index>.<stream>.log`.
+/// The node writes it and `snow-fox-client logs` reads it.
+pub fn log_file(log_dir: &Path, id: &str, index: u32, stream: &str) -> PathBuf {
+    log_dir.join(format!("{id}.{index}.{stream}.log"))
+}
 
 /// The listening socket's default path.
 pub fn default_socket_path() -> PathBuf {

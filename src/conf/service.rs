@@ -133,7 +133,7 @@ impl ServiceConfig {
         log_dir: &Path,
     ) -> Option<PathBuf> {
         match output {
-            Output::LogDir => Some(log_dir.join(format!("{}.{index}.{stream}.log", self.id))),
+            Output::LogDir => Some(super::paths::log_file(log_dir, &self.id, index, stream)),
             Output::Path(path) => Some(log_dir.join(path)),
             Output::Null | Output::Inherit => None,
         }

@@ -131,6 +131,10 @@ struct Links {
 
 /// Runs the node until it shuts down.
 pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
+    // First of all, so that a signal sent once the socket answers is
+    // never met by the default action; signals wait in its pipe.
+    let mut signal_source =
+        Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD]).map_err(DaemonError::Signals)?;
     let mut config = Config::load(&options.conf_dir).map_err(DaemonError::Config)?;
     if let Some(name) = options.name {
         config.node.name = name;
@@ -178,8 +182,6 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     let (io, to_io) =
         Io::new(socket, settings, io_to_manager, tracer.clone()).map_err(DaemonError::Io)?;
 
-    let mut signal_source =
-        Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD]).map_err(DaemonError::Signals)?;
     let signal_handle = signal_source.handle();
     let signal_thread = std::thread::Builder::new()
         .name("sf-signals".into())
@@ -319,7 +321,13 @@ fn shutdown(
             tracer.record(Role::Daemon, Role::Manager, &manager_order);
             links.to_manager.send(manager_order).is_ok()
         }
-        && await_ack(roles, &links.from_manager, Role::Manager, correlation, manager_wait);
+        && await_ack(
+            roles,
+            &links.from_manager,
+            Role::Manager,
+            correlation,
+            manager_wait,
+        );
     if manager_acked {
         log::info!("[{correlation}] manager acknowledged shutdown");
     } else {
@@ -335,7 +343,13 @@ fn shutdown(
             tracer.record(Role::Daemon, Role::Spawner, &spawner_order);
             links.to_spawner.send(spawner_order).is_ok()
         }
-        && await_ack(roles, &links.from_spawner, Role::Spawner, correlation, ROLE_WAIT);
+        && await_ack(
+            roles,
+            &links.from_spawner,
+            Role::Spawner,
+            correlation,
+            ROLE_WAIT,
+        );
     if spawner_acked {
         log::info!("[{correlation}] spawner acknowledged shutdown");
     } else {
@@ -365,11 +379,13 @@ fn await_ack<M: crate::wire::Envelope>(
     wait: Duration,
 ) -> bool {
     let deadline = Instant::now() + wait;
+    let is_ack =
+        |message: &M| message.code_name() == "Ack" && message.correlation() == Some(correlation);
     loop {
         let ended = roles.ended().clone();
         select! {
             recv(acks) -> message => match message {
-                Ok(message) if message.code_name() == "Ack" && message.correlation() == Some(correlation) => return true,
+                Ok(message) if is_ack(&message) => return true,
                 Ok(_) => {}
                 Err(_) => return false,
             },
@@ -377,7 +393,8 @@ fn await_ack<M: crate::wire::Envelope>(
                 if let Ok(ended) = ended {
                     roles.note(&ended);
                     if ended.role == role {
-                        return false;
+                        // A role acks, then ends: both may be ready at once.
+                        return acks.try_iter().any(|message| is_ack(&message));
                     }
                 }
             }

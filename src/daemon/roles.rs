@@ -86,7 +86,8 @@ impl RoleThreads {
             Some(failure) => log::error!("{} {failure}", ended.role.as_str()),
             None => log::debug!("{} ended", ended.role.as_str()),
         }
-        self.ended.insert(ended.role.as_str(), ended.failure.clone());
+        self.ended
+            .insert(ended.role.as_str(), ended.failure.clone());
     }
 
     /// Whether `role` has not ended.

@@ -8,8 +8,8 @@ use std::time::Instant;
 use mio::net::UnixStream;
 
 use crate::wire::link::ConnectionId;
-use crate::wire::{FrameDecoder, encode_frame};
 use crate::wire::proto::public_api;
+use crate::wire::{FrameDecoder, encode_frame};
 
 /// What a read pass ended with.
 #[derive(Debug, PartialEq, Eq)]

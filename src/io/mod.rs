@@ -228,8 +228,11 @@ impl Io {
             };
             let token = Token(self.next_token);
             self.next_token += 1;
-            let mut connection =
-                Connection::new(ConnectionId(token.0 as u64), stream, self.settings.max_frame);
+            let mut connection = Connection::new(
+                ConnectionId(token.0 as u64),
+                stream,
+                self.settings.max_frame,
+            );
             if let Err(error) =
                 self.poll
                     .registry()
@@ -468,7 +471,11 @@ fn take_frames(
             Ok(Some(body)) => body,
             Ok(None) => return None,
             Err(error @ FrameError::TooLarge { .. }) => {
-                return Some((None, public_api::error::Kind::FrameTooLarge, error.to_string()));
+                return Some((
+                    None,
+                    public_api::error::Kind::FrameTooLarge,
+                    error.to_string(),
+                ));
             }
         };
         let mut message = match decode_envelope::<public_api::Message>(body) {
@@ -505,7 +512,10 @@ fn take_frames(
                 });
             }
             Err(BeginError::Duplicate) => {
-                log::warn!("connection {}: duplicate correlation id {id}", connection.id.0);
+                log::warn!(
+                    "connection {}: duplicate correlation id {id}",
+                    connection.id.0
+                );
                 let reason = format!("correlation id {id} is already in flight");
                 connection.queue(&error_reply(
                     Some(id),

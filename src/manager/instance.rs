@@ -266,9 +266,9 @@ impl Instance {
     fn exited(&mut self, status: ExitStatus, now: Instant, config: &ServiceConfig) -> Vec<Effect> {
         self.last_exit = Some(status);
         self.pid = None;
-        let ran = self
-            .started_at
-            .map_or(Duration::ZERO, |started| now.saturating_duration_since(started));
+        let ran = self.started_at.map_or(Duration::ZERO, |started| {
+            now.saturating_duration_since(started)
+        });
         let succeeded = status == ExitStatus::Code(0);
         let restart = self.wanted
             && match config.restart {
@@ -301,8 +301,7 @@ impl Instance {
         {
             self.recent_failures.pop_front();
         }
-        if config.give_up_after > 0 && self.recent_failures.len() >= config.give_up_after as usize
-        {
+        if config.give_up_after > 0 && self.recent_failures.len() >= config.give_up_after as usize {
             self.wanted = false;
             self.enter(State::Failed, now);
             return Vec::new();
@@ -361,7 +360,11 @@ mod tests {
     fn running(config: &ServiceConfig, pid: u32, at: Instant) -> Instance {
         let mut instance = Instance::new(0, at);
         assert_eq!(instance.on_event(Event::Start, at, config), [Effect::Spawn]);
-        assert!(instance.on_event(Event::Started { pid }, at, config).is_empty());
+        assert!(
+            instance
+                .on_event(Event::Started { pid }, at, config)
+                .is_empty()
+        );
         assert_eq!(instance.state, State::Running);
         instance
     }
@@ -381,16 +384,28 @@ mod tests {
             assert_eq!(instance.state, State::Backoff);
             let at = instance.timer.unwrap();
             delays.push(at - now);
-            assert!(instance.on_event(Event::TimerFired, now, &config).is_empty(), "not yet");
+            assert!(
+                instance
+                    .on_event(Event::TimerFired, now, &config)
+                    .is_empty(),
+                "not yet"
+            );
             now = at;
-            assert_eq!(instance.on_event(Event::TimerFired, now, &config), [Effect::Spawn]);
+            assert_eq!(
+                instance.on_event(Event::TimerFired, now, &config),
+                [Effect::Spawn]
+            );
             instance.on_event(Event::Started { pid }, now, &config);
         }
         let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, [100, 200, 350], "doubling, capped at backoff_max");
         assert_eq!(instance.restarts, 3);
         assert!(!instance.wanted);
-        assert_eq!(instance.on_event(Event::Start, now, &config), [Effect::Spawn], "a user may start it again");
+        assert_eq!(
+            instance.on_event(Event::Start, now, &config),
+            [Effect::Spawn],
+            "a user may start it again"
+        );
     }
 
     #[test]
@@ -433,12 +448,24 @@ mod tests {
         let now = Instant::now();
         let mut instance = running(&config, 42, now);
         let effects = instance.on_event(Event::Stop, now, &config);
-        assert_eq!(effects, [Effect::Signal { pid: 42, signal: libc::SIGTERM }]);
+        assert_eq!(
+            effects,
+            [Effect::Signal {
+                pid: 42,
+                signal: libc::SIGTERM
+            }]
+        );
         assert_eq!(instance.state, State::Stopping);
         let kill_at = instance.timer.unwrap();
         assert_eq!(kill_at - now, config.stop_timeout);
         let effects = instance.on_event(Event::TimerFired, kill_at, &config);
-        assert_eq!(effects, [Effect::Signal { pid: 42, signal: libc::SIGKILL }]);
+        assert_eq!(
+            effects,
+            [Effect::Signal {
+                pid: 42,
+                signal: libc::SIGKILL
+            }]
+        );
         instance.on_event(Event::Exited(ExitStatus::Signal(9)), kill_at, &config);
         assert_eq!(instance.state, State::Stopped);
         assert_eq!(instance.pid, None);
@@ -452,7 +479,13 @@ mod tests {
         instance.on_event(Event::Start, now, &config);
         assert!(instance.on_event(Event::Stop, now, &config).is_empty());
         let effects = instance.on_event(Event::Started { pid: 7 }, now, &config);
-        assert_eq!(effects, [Effect::Signal { pid: 7, signal: libc::SIGTERM }]);
+        assert_eq!(
+            effects,
+            [Effect::Signal {
+                pid: 7,
+                signal: libc::SIGTERM
+            }]
+        );
     }
 
     #[test]
@@ -462,7 +495,10 @@ mod tests {
         let mut instance = running(&config, 5, now);
         assert_eq!(
             instance.on_event(Event::Restart, now, &config),
-            [Effect::Signal { pid: 5, signal: libc::SIGTERM }]
+            [Effect::Signal {
+                pid: 5,
+                signal: libc::SIGTERM
+            }]
         );
         let effects = instance.on_event(Event::Exited(ExitStatus::Signal(15)), now, &config);
         assert_eq!(effects, [Effect::Spawn]);

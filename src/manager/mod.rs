@@ -314,8 +314,10 @@ impl Manager {
                 }
             }
             IoEvent::Closed(connection) => {
-                self.subscribers.retain(|(subscriber, _)| *subscriber != connection);
-                self.waiters.retain(|waiter| waiter.connection != connection);
+                self.subscribers
+                    .retain(|(subscriber, _)| *subscriber != connection);
+                self.waiters
+                    .retain(|waiter| waiter.connection != connection);
             }
         }
     }
@@ -339,10 +341,7 @@ impl Manager {
         now: Instant,
     ) -> Answer {
         let code = Code::try_from(message.code).map_err(|_| {
-            RequestError::new(
-                Kind::BadRequest,
-                format!("unknown code {}", message.code),
-            )
+            RequestError::new(Kind::BadRequest, format!("unknown code {}", message.code))
         })?;
         check_payload(code, message.payload.as_ref())?;
         if self.shutdown.is_some() {
@@ -362,7 +361,8 @@ impl Manager {
                 })),
             ))),
             (Code::NodeInfoRequest, payload) => {
-                let details = matches!(payload, Some(Payload::NodeInfoRequest(request)) if request.details());
+                let details =
+                    matches!(payload, Some(Payload::NodeInfoRequest(request)) if request.details());
                 Ok(Some((
                     Code::NodeInfoResponse,
                     Some(Payload::NodeInfoResponse(self.node_info(details))),
@@ -404,8 +404,7 @@ impl Manager {
                 )))
             }
             (Code::ServiceStart, Some(Payload::ServiceStart(request))) => {
-                if !request.version.is_empty() && request.version != self.config.effective_version
-                {
+                if !request.version.is_empty() && request.version != self.config.effective_version {
                     return Err(RequestError::new(
                         Kind::VersionMismatch,
                         format!(
@@ -414,17 +413,31 @@ impl Manager {
                         ),
                     ));
                 }
-                self.act(connection, correlation, &request.service_id, Event::Start, now)
+                self.act(
+                    connection,
+                    correlation,
+                    &request.service_id,
+                    Event::Start,
+                    now,
+                )
             }
-            (Code::ServiceStop, Some(Payload::ServiceStop(request))) => {
-                self.act(connection, correlation, &request.service_id, Event::Stop, now)
-            }
-            (Code::ServiceRestart, Some(Payload::ServiceRestart(request))) => {
-                self.act(connection, correlation, &request.service_id, Event::Restart, now)
-            }
-            (Code::ConfigReload, _) => self.reload(correlation, now).map(|status| {
-                Some((Code::Ack, Some(Payload::ServiceStatusResponse(status))))
-            }),
+            (Code::ServiceStop, Some(Payload::ServiceStop(request))) => self.act(
+                connection,
+                correlation,
+                &request.service_id,
+                Event::Stop,
+                now,
+            ),
+            (Code::ServiceRestart, Some(Payload::ServiceRestart(request))) => self.act(
+                connection,
+                correlation,
+                &request.service_id,
+                Event::Restart,
+                now,
+            ),
+            (Code::ConfigReload, _) => self
+                .reload(correlation, now)
+                .map(|status| Some((Code::Ack, Some(Payload::ServiceStatusResponse(status))))),
             (Code::Subscribe, _) => {
                 self.subscribers.push((connection, correlation.to_owned()));
                 Ok(Some((Code::Ack, None)))
@@ -463,7 +476,11 @@ impl Manager {
                 "the spawner is gone; no process can be started",
             ));
         }
-        let goal = if event == Event::Stop { Goal::Down } else { Goal::Up };
+        let goal = if event == Event::Stop {
+            Goal::Down
+        } else {
+            Goal::Up
+        };
         let stop_timeout = self.services[id].config.stop_timeout;
         self.drive(id, event, correlation, now);
         let deadline = now
@@ -485,7 +502,10 @@ impl Manager {
 
     /// Applies `event` to every instance of service `id`.
     fn drive(&mut self, id: &str, event: Event, correlation: &str, now: Instant) {
-        let count = self.services.get(id).map_or(0, |service| service.instances.len());
+        let count = self
+            .services
+            .get(id)
+            .map_or(0, |service| service.instances.len());
         for index in 0..count {
             self.apply(id, index, event.clone(), Some(correlation), now);
         }
@@ -639,10 +659,19 @@ impl Manager {
         let now = Instant::now();
         let code = ms::message::Code::try_from(message.code);
         match (code, message.payload) {
-            (Ok(ms::message::Code::ProcessStarted), Some(ms::message::Payload::ProcessStarted(started))) => {
+            (
+                Ok(ms::message::Code::ProcessStarted),
+                Some(ms::message::Payload::ProcessStarted(started)),
+            ) => {
                 if let Some(Asked::Start { service, index }) = self.asked.pop_front() {
                     log::info!("{service}.{index} started as pid {}", started.pid);
-                    self.apply(&service, index as usize, Event::Started { pid: started.pid }, None, now);
+                    self.apply(
+                        &service,
+                        index as usize,
+                        Event::Started { pid: started.pid },
+                        None,
+                        now,
+                    );
                 }
             }
             (Ok(ms::message::Code::Error), payload) => {
@@ -661,14 +690,21 @@ impl Manager {
             (Ok(ms::message::Code::Ack), _) => {
                 self.asked.pop_front();
             }
-            (Ok(ms::message::Code::ProcessExited), Some(ms::message::Payload::ProcessExited(exited))) => {
+            (
+                Ok(ms::message::Code::ProcessExited),
+                Some(ms::message::Payload::ProcessExited(exited)),
+            ) => {
                 let status = match (exited.exit_code, exited.exit_signal) {
                     (_, Some(signal)) => ExitStatus::Signal(signal),
                     (Some(code), None) => ExitStatus::Code(code),
                     (None, None) => ExitStatus::Code(-1),
                 };
                 if let Some((service, index)) = self.pids.get(&exited.pid).cloned() {
-                    log::info!("{service}.{index} (pid {}) exited: {}", exited.pid, describe_exit(status));
+                    log::info!(
+                        "{service}.{index} (pid {}) exited: {}",
+                        exited.pid,
+                        describe_exit(status)
+                    );
                     self.apply(&service, index as usize, Event::Exited(status), None, now);
                 }
             }
@@ -835,8 +871,16 @@ impl Manager {
             return;
         };
         let (exit_code, exit_signal) = match instance.last_exit {
-            Some(ExitStatus::Code(code)) if instance.state.is_down() || instance.state == State::Backoff => (Some(code), None),
-            Some(ExitStatus::Signal(signal)) if instance.state.is_down() || instance.state == State::Backoff => (None, Some(signal)),
+            Some(ExitStatus::Code(code))
+                if instance.state.is_down() || instance.state == State::Backoff =>
+            {
+                (Some(code), None)
+            }
+            Some(ExitStatus::Signal(signal))
+                if instance.state.is_down() || instance.state == State::Backoff =>
+            {
+                (None, Some(signal))
+            }
             _ => (None, None),
         };
         let event = public_api::Event {
@@ -901,16 +945,25 @@ impl Manager {
             name: name.to_owned(),
             status,
         };
-        let green = |reason: &str| system_status(StatusColour::Green, StatusCode::Ok, reason.to_owned());
+        let green =
+            |reason: &str| system_status(StatusColour::Green, StatusCode::Ok, reason.to_owned());
         let daemon = if self.shutdown.is_some() {
-            system_status(StatusColour::Yellow, StatusCode::ShuttingDown, "shutting down".to_owned())
+            system_status(
+                StatusColour::Yellow,
+                StatusCode::ShuttingDown,
+                "shutting down".to_owned(),
+            )
         } else {
             green("running")
         };
         let spawner = if self.spawner_alive {
             green("running")
         } else {
-            system_status(StatusColour::Red, StatusCode::RoleDown, "the spawner is gone".to_owned())
+            system_status(
+                StatusColour::Red,
+                StatusCode::RoleDown,
+                "the spawner is gone".to_owned(),
+            )
         };
         let config = match &self.reload_error {
             None => green(&format!(
@@ -922,7 +975,10 @@ impl Manager {
             Some(error) => system_status(
                 StatusColour::Red,
                 StatusCode::ConfigInvalid,
-                format!("the last reload failed, {} still runs: {error}", self.config.effective_version),
+                format!(
+                    "the last reload failed, {} still runs: {error}",
+                    self.config.effective_version
+                ),
             ),
         };
         let mut details = vec![
@@ -967,7 +1023,11 @@ impl Manager {
     /// ones autostart, removed ones stop and go, changed ones are stopped
     /// and started again under their new definition, unchanged ones are
     /// left alone. An invalid configuration changes nothing.
-    fn reload(&mut self, correlation: &str, now: Instant) -> Result<ServiceStatusResponse, RequestError> {
+    fn reload(
+        &mut self,
+        correlation: &str,
+        now: Instant,
+    ) -> Result<ServiceStatusResponse, RequestError> {
         let loaded = match Config::load(&self.config.dir) {
             Ok(loaded) => loaded,
             Err(error) => {
@@ -978,12 +1038,16 @@ impl Manager {
         };
         self.reload_error = None;
         if loaded.node != self.config.node {
-            log::warn!("[{correlation}] node.toml changed: its new settings take effect when the node restarts");
+            log::warn!(
+                "[{correlation}] node.toml changed: its new settings take effect when the node restarts"
+            );
         }
         for (id, service) in &mut self.services {
             service.replacement = match loaded.services.get(id) {
                 None => Some(Replacement::Remove),
-                Some(new) if *new != service.config => Some(Replacement::With(Box::new(new.clone()))),
+                Some(new) if *new != service.config => {
+                    Some(Replacement::With(Box::new(new.clone())))
+                }
                 Some(_) => None,
             };
         }
@@ -1046,7 +1110,13 @@ impl Manager {
             }
             Some(Replacement::With(config)) => {
                 let start = config.autostart || service.instances.iter().any(|i| i.wanted);
-                let correlation = service.operations.iter().flatten().next().cloned().unwrap_or_default();
+                let correlation = service
+                    .operations
+                    .iter()
+                    .flatten()
+                    .next()
+                    .cloned()
+                    .unwrap_or_default();
                 *service = Service::new(*config, now);
                 log::info!("{id} now runs its new definition");
                 if start {
@@ -1065,7 +1135,9 @@ impl Service {
     fn new(config: ServiceConfig, now: Instant) -> Self {
         let count = config.instances as usize;
         Service {
-            instances: (0..config.instances).map(|index| Instance::new(index, now)).collect(),
+            instances: (0..config.instances)
+                .map(|index| Instance::new(index, now))
+                .collect(),
             operations: vec![None; count],
             spawn_errors: vec![None; count],
             replacement: None,
@@ -1079,21 +1151,36 @@ impl Service {
 fn waiter_outcome(service: &Service, goal: Goal) -> Option<Result<(), RequestError>> {
     let instances = &service.instances;
     match goal {
-        Goal::Down => instances.iter().all(|i| i.state.is_down()).then_some(Ok(())),
+        Goal::Down => instances
+            .iter()
+            .all(|i| i.state.is_down())
+            .then_some(Ok(())),
         Goal::Up => {
-            let failed = instances.iter().zip(&service.spawn_errors).find(|(i, error)| {
-                i.state == State::Failed || (i.state == State::Backoff && error.is_some())
-            });
+            let failed = instances
+                .iter()
+                .zip(&service.spawn_errors)
+                .find(|(i, error)| {
+                    i.state == State::Failed || (i.state == State::Backoff && error.is_some())
+                });
             if let Some((instance, error)) = failed {
                 let reason = match error {
-                    Some(reason) => format!("cannot start {}.{}: {reason}", service.config.id, instance.index),
-                    None => format!("{}.{} failed to start and gave up", service.config.id, instance.index),
+                    Some(reason) => format!(
+                        "cannot start {}.{}: {reason}",
+                        service.config.id, instance.index
+                    ),
+                    None => format!(
+                        "{}.{} failed to start and gave up",
+                        service.config.id, instance.index
+                    ),
                 };
                 return Some(Err(RequestError::new(Kind::SpawnFailed, reason)));
             }
-            let settled = instances
-                .iter()
-                .all(|i| matches!(i.state, State::Running | State::Exited | State::Backoff | State::Failed));
+            let settled = instances.iter().all(|i| {
+                matches!(
+                    i.state,
+                    State::Running | State::Exited | State::Backoff | State::Failed
+                )
+            });
             settled.then_some(Ok(()))
         }
     }
@@ -1104,13 +1191,20 @@ fn waiter_outcome(service: &Service, goal: Goal) -> Option<Result<(), RequestErr
 fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestError> {
     let (required, fits) = match (code, payload) {
         (Code::NodeInfoRequest, None | Some(Payload::NodeInfoRequest(_))) => (false, true),
-        (Code::ServiceStatusRequest, None | Some(Payload::ServiceStatusRequest(_))) => (false, true),
-        (Code::Introduce | Code::Shutdown | Code::ConfigReload | Code::Subscribe, None) => (false, true),
+        (Code::ServiceStatusRequest, None | Some(Payload::ServiceStatusRequest(_))) => {
+            (false, true)
+        }
+        (Code::Introduce | Code::Shutdown | Code::ConfigReload | Code::Subscribe, None) => {
+            (false, true)
+        }
         (Code::ServiceStart, Some(Payload::ServiceStart(_)))
         | (Code::ServiceStop, Some(Payload::ServiceStop(_)))
         | (Code::ServiceRestart, Some(Payload::ServiceRestart(_)))
         | (Code::TraceRequest, Some(Payload::TraceRequest(_))) => (true, true),
-        (Code::ServiceStart | Code::ServiceStop | Code::ServiceRestart | Code::TraceRequest, None) => (true, false),
+        (
+            Code::ServiceStart | Code::ServiceStop | Code::ServiceRestart | Code::TraceRequest,
+            None,
+        ) => (true, false),
         (
             Code::Ack
             | Code::NodeInfoResponse
@@ -1127,7 +1221,10 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
     }
     let reason = match payload {
         None if required => format!("{} requires its payload", code.as_str_name()),
-        _ => format!("{} does not take the payload it was sent", code.as_str_name()),
+        _ => format!(
+            "{} does not take the payload it was sent",
+            code.as_str_name()
+        ),
     };
     Err(RequestError::new(Kind::BadRequest, reason))
 }

@@ -127,8 +127,7 @@ impl IoReceiver {
     /// Takes every queued command. Clears the pending flag first, so a
     /// command sent while draining wakes the loop again.
     pub fn drain(&self, into: &mut Vec<IoCommand>) {
-        self.pending
-            .store(false, Ordering::Release);
+        self.pending.store(false, Ordering::Release);
         into.extend(self.commands.try_iter());
     }
 }
