@@ -126,11 +126,12 @@ fn a_failing_service_backs_off_with_growing_delays_then_gives_up() {
     let node = Setup::new("backoff")
         .service(
             "flaky",
-            "command = [\"/bin/sh\", \"-c\", \"exit 1\"]\nrestart = \"always\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"1s\"\ngive_up_after = 4\ngive_up_window = \"60s\"\n",
+            "command = [\"/bin/sh\", \"-c\", \"exit 1\"]\nrestart = \"always\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"1s\"\ngive_up_after = 4\ngive_up_window = \"60s\"\nautostart = false\n",
         )
         .start();
     let mut client = node.client();
     client.subscribe().unwrap();
+    node.client().start("flaky").unwrap();
     let mut starts = Vec::new();
     let deadline = Instant::now() + common::DEADLINE;
     loop {
