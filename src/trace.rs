@@ -136,17 +136,7 @@ impl CorrelationTable {
             }
             self.entries.remove(id);
         }
-        self.make_room()?;
-        let generation = self.take_generation();
-        self.entries.insert(
-            id.to_owned(),
-            Entry {
-                state: RequestState::InFlight,
-                generation,
-                hops: Vec::new(),
-            },
-        );
-        Ok(())
+        self.insert(id, Vec::new())
     }
 
     /// Appends a hop to the entry of `id`, creating an in-flight entry for
@@ -159,18 +149,23 @@ impl CorrelationTable {
             }
             return;
         }
-        if self.make_room().is_err() {
-            return;
-        }
+        // A full table of in-flight requests keeps no internal sequence.
+        let _ = self.insert(id, vec![hop]);
+    }
+
+    /// Enters `id` as in flight with `hops`, evicting if needed.
+    fn insert(&mut self, id: &str, hops: Vec<Hop>) -> Result<(), BeginError> {
+        self.make_room()?;
         let generation = self.take_generation();
         self.entries.insert(
             id.to_owned(),
             Entry {
                 state: RequestState::InFlight,
                 generation,
-                hops: vec![hop],
+                hops,
             },
         );
+        Ok(())
     }
 
     /// Records that `message` went from `from` to `to`. Every hop of every
