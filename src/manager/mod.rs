@@ -267,18 +267,25 @@ impl Manager {
         }
     }
 
+    /// Hands the pass's replies to io in one command, recording their hops
+    /// under one lock.
     fn flush_replies(&mut self) {
         if self.outgoing.is_empty() {
             return;
         }
         let replies = std::mem::take(&mut self.outgoing);
+        {
+            let mut table = self.tracer.lock();
+            for reply in &replies {
+                table.record_message(Role::Manager, Role::Io, &reply.message);
+            }
+        }
         if let Err(error) = self.links.to_io.send(IoCommand::Replies(replies)) {
             log::warn!("cannot hand replies to io: {error}");
         }
     }
 
     fn reply(&mut self, connection: ConnectionId, message: public_api::Message, last: bool) {
-        self.tracer.record(Role::Manager, Role::Io, &message);
         self.outgoing.push(ClientReply {
             connection,
             message,
