@@ -79,7 +79,7 @@ pub(super) fn launch(request: &ms::StartProcess) -> Result<Launched, LaunchError
 }
 
 /// An optional string field, with "" meaning absent.
-fn present(field: Option<&str>) -> Option<&str> {
+pub(super) fn present(field: Option<&str>) -> Option<&str> {
     field.filter(|value| !value.is_empty())
 }
 
