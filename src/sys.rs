@@ -99,6 +99,28 @@ pub fn reap_any() -> io::Result<Option<(u32, ExitStatusKind)>> {
     }
 }
 
+/// `waitpid(pid, 0)`: waits for child `pid` to end and reaps it.
+pub fn wait_for_child(pid: u32) -> io::Result<ExitStatusKind> {
+    let pid = i32::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ECHILD))?;
+    loop {
+        let mut status: c_int = 0;
+        // SAFETY: `status` is a live, writable c_int for the whole call.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } == -1 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(ExitStatusKind::Code(libc::WEXITSTATUS(status)));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(ExitStatusKind::Signal(libc::WTERMSIG(status)));
+        }
+    }
+}
+
 /// Marks this process a child subreaper: orphans of its descendants (the
 /// grandchildren of a service that double-forks) are re-parented to it
 /// rather than to init, so the spawner reaps them and none stays a zombie.

@@ -56,7 +56,7 @@ use signal_hook::iterator::Signals;
 use crate::conf::{Config, ConfigError, paths};
 use crate::io::{BoundSocket, Io, IoError, IoSettings, ListenError};
 use crate::manager::{Manager, ManagerLinks, NodeIdentity, service_table};
-use crate::spawner::{Spawner, SpawnerLinks};
+use crate::spawner::{Spawner, SpawnerLinks, UserError};
 use crate::sys;
 use crate::trace::{Role, Tracer};
 use crate::wire::link::{IoCommand, IoSender};
@@ -118,27 +118,12 @@ pub enum DaemonError {
         /// The OS error.
         source: io::Error,
     },
-    /// The node's `user` or `group` cannot be looked up.
-    Lookup {
-        /// What was looked up, e.g. "user `snow-fox`".
-        what: String,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// The node's `user` names no user.
-    UnknownUser {
-        /// The configured name.
-        user: String,
-    },
-    /// The node's `group` names no group.
-    UnknownGroup {
-        /// The configured name.
-        group: String,
-    },
-    /// The node's numeric `user` has no passwd entry, so no primary group.
-    NoPrimaryGroup {
+    /// The node's `user` or `group` cannot be resolved.
+    NodeUser {
         /// The configured user.
         user: String,
+        /// Why.
+        source: UserError,
     },
     /// The node's `user` is root, which would separate nothing.
     RootNodeUser {
@@ -182,20 +167,9 @@ impl fmt::Display for DaemonError {
             DaemonError::Thread { role, source } => {
                 write!(f, "cannot start the {} thread: {source}", role.as_str())
             }
-            DaemonError::Lookup { what, source } => write!(f, "cannot look up {what}: {source}"),
-            DaemonError::UnknownUser { user } => {
-                write!(
-                    f,
-                    "node.toml: `user = \"{user}\"` names no user (create it first)"
-                )
+            DaemonError::NodeUser { user, source } => {
+                write!(f, "node.toml: cannot run the node as `{user}`: {source}")
             }
-            DaemonError::UnknownGroup { group } => {
-                write!(f, "node.toml: `group = \"{group}\"` names no group")
-            }
-            DaemonError::NoPrimaryGroup { user } => write!(
-                f,
-                "node.toml: user {user} has no passwd entry, so no primary group: set `group`"
-            ),
             DaemonError::RootNodeUser { user } => write!(
                 f,
                 "node.toml: `user = \"{user}\"` is root; name an unprivileged user for the node"
@@ -229,14 +203,11 @@ impl std::error::Error for DaemonError {
             DaemonError::Io(error) => Some(error),
             DaemonError::Signals(error)
             | DaemonError::Thread { source: error, .. }
-            | DaemonError::Lookup { source: error, .. }
             | DaemonError::NodeDir { source: error, .. }
             | DaemonError::Split { source: error, .. }
             | DaemonError::DropPrivileges { source: error, .. } => Some(error),
-            DaemonError::UnknownUser { .. }
-            | DaemonError::UnknownGroup { .. }
-            | DaemonError::NoPrimaryGroup { .. }
-            | DaemonError::RootNodeUser { .. } => None,
+            DaemonError::NodeUser { source, .. } => Some(source),
+            DaemonError::RootNodeUser { .. } => None,
         }
     }
 }
@@ -357,6 +328,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     to_spawner
         .try_send(table)
         .expect("no spawner runs yet, and the new channel holding its receiver has room");
+    let spawner_pid = spawner_process.as_ref().map(|process| process.pid);
     let mut roles = RoleThreads::new();
     let spawner_links = SpawnerLinks {
         from_manager: spawner_from_manager,
@@ -404,6 +376,16 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         StopReason::RoleEnded => log::error!("[{correlation}] a role ended: shutting down"),
     }
     let clean = shutdown(&links, &mut roles, &tracer, &correlation, shutdown_wait);
+    // Its link is closed, so it is exiting: reap it rather than leave a
+    // zombie for init. A spawner process still holding its link is left.
+    if let Some(pid) = spawner_pid
+        && !roles.is_running(Role::Spawner)
+    {
+        match sys::wait_for_child(pid) {
+            Ok(status) => log::info!("[{correlation}] spawner process {pid} ended: {status:?}"),
+            Err(error) => log::warn!("[{correlation}] cannot reap spawner process {pid}: {error}"),
+        }
+    }
     signal_handle.close();
     if signal_thread.join().is_err() {
         log::error!("the signal thread panicked");

@@ -29,8 +29,8 @@ use signal_hook::iterator::Signals;
 use super::bridge::{spawn_reader, spawn_writer};
 use super::{DAEMON_LINK, DaemonError, MANAGER_SPAWNER};
 use crate::conf::Config;
-use crate::spawner::{Spawner, SpawnerError, SpawnerLinks};
-use crate::sys::{self, Forked};
+use crate::spawner::{self, Spawner, SpawnerError, SpawnerLinks};
+use crate::sys::{self, Forked, UserIds};
 use crate::trace::Tracer;
 
 /// The node's side of a split: the spawner process and its two links.
@@ -42,13 +42,6 @@ pub(super) struct SpawnerProcess {
     pub(super) manager_link: UnixStream,
     /// The `daemon_spawner` socket.
     pub(super) daemon_link: UnixStream,
-}
-
-/// Who the node process runs as once it has dropped root.
-#[derive(Debug, Clone, Copy)]
-struct NodeIds {
-    uid: u32,
-    gid: u32,
 }
 
 /// Splits off the spawner process when this process is root and
@@ -69,7 +62,17 @@ pub(super) fn split(
         );
         return Ok(None);
     }
-    let ids = resolve_node_ids(user, config.node.group.as_deref())?;
+    let ids = spawner::resolve_user(user, config.node.group.as_deref()).map_err(|source| {
+        DaemonError::NodeUser {
+            user: user.to_owned(),
+            source,
+        }
+    })?;
+    if ids.uid == 0 {
+        return Err(DaemonError::RootNodeUser {
+            user: user.to_owned(),
+        });
+    }
     if let Some(dir) = socket_path
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())
@@ -116,49 +119,11 @@ pub(super) fn split(
     }))
 }
 
-/// The node's user and group: a name or a number each; without a group,
-/// the user's primary group.
-fn resolve_node_ids(user: &str, group: Option<&str>) -> Result<NodeIds, DaemonError> {
-    let lookup_failed = |what: String| {
-        move |source| DaemonError::Lookup {
-            what: what.clone(),
-            source,
-        }
-    };
-    let entry = sys::lookup_user(user).map_err(lookup_failed(format!("user `{user}`")))?;
-    let (uid, primary_gid) = match entry {
-        Some(ids) => (ids.uid, Some(ids.gid)),
-        None => {
-            let uid: u32 = user.parse().map_err(|_| DaemonError::UnknownUser {
-                user: user.to_owned(),
-            })?;
-            let entry = sys::lookup_uid(uid).map_err(lookup_failed(format!("uid {uid}")))?;
-            (uid, entry.map(|ids| ids.gid))
-        }
-    };
-    let gid = match group {
-        Some(group) => sys::lookup_group(group)
-            .map_err(lookup_failed(format!("group `{group}`")))?
-            .or_else(|| group.parse().ok())
-            .ok_or_else(|| DaemonError::UnknownGroup {
-                group: group.to_owned(),
-            })?,
-        None => primary_gid.ok_or_else(|| DaemonError::NoPrimaryGroup {
-            user: user.to_owned(),
-        })?,
-    };
-    if uid == 0 {
-        return Err(DaemonError::RootNodeUser {
-            user: user.to_owned(),
-        });
-    }
-    Ok(NodeIds { uid, gid })
-}
-
 /// Creates `dir` (mode 0700) owned by the node's user, for the node to
-/// work in. An existing directory is left as it is: it may be shared
-/// (`/tmp`), and its owner chose its rights.
-fn create_node_dir(dir: &Path, ids: NodeIds) -> Result<(), DaemonError> {
+/// work in; missing parents are created as usual (0755, root's). An
+/// existing directory is left as it is: it may be shared (`/tmp`), and its
+/// owner chose its rights.
+fn create_node_dir(dir: &Path, ids: UserIds) -> Result<(), DaemonError> {
     if dir.exists() {
         return Ok(());
     }
@@ -166,8 +131,10 @@ fn create_node_dir(dir: &Path, ids: NodeIds) -> Result<(), DaemonError> {
         path: dir.to_owned(),
         source,
     };
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).map_err(failed)?;
+    }
     fs::DirBuilder::new()
-        .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(failed)?;

@@ -442,6 +442,30 @@ impl Spawner {
     }
 }
 
+/// Resolves `user` (a name or uid) and `group` (a name or gid; without
+/// it, the user's primary group) exactly as a service's are resolved. The
+/// daemon drops the node process to these ids.
+pub fn resolve_user(user: &str, group: Option<&str>) -> Result<sys::UserIds, UserError> {
+    launch::resolve_account(user, group).map_err(UserError)
+}
+
+/// Why [`resolve_user`] failed: the user or group does not exist, or the
+/// database could not be read.
+#[derive(Debug)]
+pub struct UserError(launch::LaunchError);
+
+impl fmt::Display for UserError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for UserError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 /// Whether a table field and a request field say the same, "" meaning
 /// absent in both.
 fn same(allowed: &Option<String>, requested: &Option<String>) -> bool {
@@ -525,4 +549,4 @@ impl std::error::Error for SpawnerError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -5,6 +5,7 @@
 //! the spawner reaps with `waitpid(-1)`, which takes any exited child of
 //! the test process, so two spawners running at once (tests run in
 //! parallel threads of one process) would steal each other's exits.
+//! Tests elsewhere that run a spawner take the same lock.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,9 @@ use super::*;
 use crate::trace::Hop;
 use ms::output::Kind;
 
-static PROCESS_TESTS: Mutex<()> = Mutex::new(());
+/// Held by every test that runs a spawner, here or in another module (the
+/// daemon's link tests).
+pub(crate) static PROCESS_TESTS: Mutex<()> = Mutex::new(());
 
 /// How long anything a test waits for may take.
 const DEADLINE: Duration = Duration::from_secs(10);
