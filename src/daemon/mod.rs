@@ -14,8 +14,8 @@
 //! # Two modes
 //!
 //! - **Thread** (not root, or no `user` in node.toml): every role is a
-//!   thread of one process, as credentials are shared, the spawner thread
-//!   is no privilege boundary.
+//!   thread of one process. Threads share credentials, so the spawner
+//!   thread is no privilege boundary.
 //! - **Process** (root with `user`): before any thread starts, the process
 //!   splits (`privsep.rs`). The **parent is the node process** (daemon, io,
 //!   manager), which drops to `user`; the **child is the spawner process**,
