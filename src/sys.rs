@@ -1,7 +1,8 @@
 //! The process calls std does not offer, behind safe helpers.
 //!
-//! This is the crate's only `unsafe` code: sessions, signals, reaping and
-//! user/group lookups, each a small block with its `// SAFETY:` reason.
+//! This is the crate's only `unsafe` code: sessions, signals, reaping,
+//! user/group lookups, and the fork and privilege drop of privilege
+//! separation, each a small block with its `// SAFETY:` reason.
 //! Every helper returns `io::Result` (or a plain value where the call
 //! cannot fail). It owns no state, threads or channels; the spawner is the
 //! only role that calls the process helpers.
@@ -98,6 +99,28 @@ pub fn reap_any() -> io::Result<Option<(u32, ExitStatusKind)>> {
     }
 }
 
+/// `waitpid(pid, 0)`: waits for child `pid` to end and reaps it.
+pub fn wait_for_child(pid: u32) -> io::Result<ExitStatusKind> {
+    let pid = i32::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ECHILD))?;
+    loop {
+        let mut status: c_int = 0;
+        // SAFETY: `status` is a live, writable c_int for the whole call.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } == -1 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(ExitStatusKind::Code(libc::WEXITSTATUS(status)));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(ExitStatusKind::Signal(libc::WTERMSIG(status)));
+        }
+    }
+}
+
 /// Marks this process a child subreaper: orphans of its descendants (the
 /// grandchildren of a service that double-forks) are re-parented to it
 /// rather than to init, so the spawner reaps them and none stays a zombie.
@@ -114,6 +137,82 @@ pub fn become_child_subreaper() -> io::Result<()> {
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid takes no arguments and always succeeds.
     unsafe { libc::geteuid() }
+}
+
+/// Which side of a [`fork_single_threaded`] this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// The new process.
+    Child,
+    /// The calling process; the child has this pid.
+    Parent {
+        /// The child's pid.
+        child: u32,
+    },
+}
+
+/// `fork(2)`, refused unless this process has exactly one thread: a
+/// child forked from a threaded process may find a lock held by a thread
+/// that no longer exists, so only a single-threaded process may go on
+/// running Rust code after the fork.
+pub fn fork_single_threaded() -> io::Result<Forked> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "refusing to fork a process that runs {threads} threads"
+        )));
+    }
+    // SAFETY: the process has one thread (checked above; nothing else
+    // could have started one since, as only this thread runs), so the
+    // child inherits no lock held by another thread and may go on like
+    // the parent.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent {
+            child: pid.unsigned_abs(),
+        }),
+    }
+}
+
+/// Drops this process's privileges for good: supplementary groups
+/// cleared, then `setgid(gid)`, then `setuid(uid)` (real, effective and
+/// saved ids all change for a root caller), then checks that `setuid(0)`
+/// now fails. Call it while the process has one thread: glibc changes
+/// every thread's ids, but a thread started before could be mid-call.
+pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: setgroups with a zero count reads no memory (the null list
+    // is never dereferenced).
+    if unsafe { libc::setgroups(0, ptr::null()) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: setgid takes one integer and touches no memory of ours.
+    if unsafe { libc::setgid(gid) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: setuid takes one integer and touches no memory of ours.
+    if unsafe { libc::setuid(uid) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; this call must fail, which is what is checked.
+    if uid != 0 && unsafe { libc::setuid(0) } != -1 {
+        return Err(io::Error::other(format!(
+            "root was regained after dropping to uid {uid}"
+        )));
+    }
+    Ok(())
+}
+
+/// Names this process (its `comm`, as `ps` shows it) `name`, cut to 15
+/// bytes by the kernel.
+pub fn set_process_name(name: &str) -> io::Result<()> {
+    let name = c_name(name, "process")?;
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string, which `name` is
+    // and which outlives the call; the kernel copies at most 16 bytes.
+    if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Looks `name` up in the passwd database (`getpwnam_r`).

@@ -52,6 +52,13 @@ pub struct NodeConfig {
     pub allow_users: Vec<String>,
     /// `allow_groups`: groups whose members may connect.
     pub allow_groups: Vec<String>,
+    /// `user`: the unprivileged user (name or uid) the node process runs
+    /// as when started as root; the spawner then runs as a separate root
+    /// process (default: none, the spawner is a thread).
+    pub user: Option<String>,
+    /// `group`: the node process's group (name or gid) with `user`
+    /// (default: the user's primary group).
+    pub group: Option<String>,
 }
 
 /// Reads `text`, the content of `file` (empty when the file is missing),
@@ -101,6 +108,8 @@ pub(super) fn parse(
         idle_timeout: doc.positive_duration("idle_timeout"),
         allow_users: doc.text_list("allow_users", names).unwrap_or_default(),
         allow_groups: doc.text_list("allow_groups", names).unwrap_or_default(),
+        user: doc.text("user"),
+        group: doc.text("group"),
     };
     problems.extend(doc.finish());
     Some(node)
@@ -149,6 +158,8 @@ mod tests {
                 idle_timeout: None,
                 allow_users: Vec::new(),
                 allow_groups: Vec::new(),
+                user: None,
+                group: None,
             }
         );
         assert!(!host_name().is_empty());
@@ -173,6 +184,8 @@ shutdown_timeout = 5
 idle_timeout = "1h"
 allow_users = ["alice", "1001"]
 allow_groups = ["wheel"]
+user = "snow-fox"
+group = "65534"
 "#,
         );
         assert_eq!(problems, []);
@@ -192,6 +205,8 @@ allow_groups = ["wheel"]
         assert_eq!(node.idle_timeout, Some(Duration::from_secs(3600)));
         assert_eq!(node.allow_users, ["alice", "1001"]);
         assert_eq!(node.allow_groups, ["wheel"]);
+        assert_eq!(node.user.as_deref(), Some("snow-fox"));
+        assert_eq!(node.group.as_deref(), Some("65534"));
     }
 
     /// Each key with a bad value, on line 2 after a comment: the problem

@@ -4,11 +4,44 @@
 //! reloads, SIGCHLD goes to the spawner), notices a role that ended, and
 //! runs the ordered shutdown of `protocol.md` §5: `Shutdown` to the manager
 //! and wait for its `Ack` (or its end), then `Shutdown` to the spawner and
-//! wait likewise, then stop io. Each wait is bounded.
+//! wait likewise, then stop io. Each wait is bounded. Before any role
+//! starts it sends the spawner the service table (`ServiceTable`), the
+//! first thing the spawner reads; reloaded tables are the manager's to send.
 //!
 //! It is the only module that knows every role, because it joins them.
 //! It runs on the main thread; if it dies, the process ends.
+//!
+//! # Two modes
+//!
+//! - **Thread** (not root, or no `user` in node.toml): every role is a
+//!   thread of one process. Threads share credentials, so the spawner
+//!   thread is no privilege boundary.
+//! - **Process** (root with `user`): before any thread starts, the process
+//!   splits (`privsep.rs`). The **parent is the node process** (daemon, io,
+//!   manager), which drops to `user`; the **child is the spawner process**,
+//!   which keeps root and is its services' parent and child subreaper. The
+//!   node keeps the pid its supervisor started: that pid gets SIGTERM and
+//!   SIGHUP, and its exit code is the node's outcome, so nothing changes
+//!   for whoever runs it; the root process is the one that cannot be
+//!   signalled by the unprivileged one. `ps` shows an unprivileged
+//!   `snow-fox` and its root child `sf-spawner`. The manager_spawner and
+//!   daemon_spawner links are then two socketpairs, one per protocol, each
+//!   carrying only that protocol's frames, bridged to the same channels
+//!   (`bridge.rs`); the node-side readers record in the correlation table
+//!   the hops the spawner process sent. If the spawner process dies, the
+//!   daemon link reaches EOF, which ends the spawner role as a dead thread
+//!   would: ordered shutdown, exit code 3. If the node process dies, the
+//!   spawner process sees EOF, leaves its services running and exits.
+//!
+//! Directories: the node process binds the socket after dropping root, so
+//! the socket's directory and the state directory, when they do not exist
+//! yet, are created by the root process before the split (mode 0700,
+//! owned by the node's user); existing ones are left as they are. The log
+//! directory stays root's: service output files are opened by the
+//! spawner process.
 
+mod bridge;
+mod privsep;
 mod roles;
 
 use std::fmt;
@@ -22,8 +55,8 @@ use signal_hook::iterator::Signals;
 
 use crate::conf::{Config, ConfigError, paths};
 use crate::io::{BoundSocket, Io, IoError, IoSettings, ListenError};
-use crate::manager::{Manager, ManagerLinks, NodeIdentity};
-use crate::spawner::{Spawner, SpawnerLinks};
+use crate::manager::{Manager, ManagerLinks, NodeIdentity, service_table};
+use crate::spawner::{Spawner, SpawnerLinks, UserError};
 use crate::sys;
 use crate::trace::{Role, Tracer};
 use crate::wire::link::{IoCommand, IoSender};
@@ -85,6 +118,43 @@ pub enum DaemonError {
         /// The OS error.
         source: io::Error,
     },
+    /// The node's `user` or `group` cannot be resolved.
+    NodeUser {
+        /// The configured user.
+        user: String,
+        /// Why.
+        source: UserError,
+    },
+    /// The node's `user` is root, which would separate nothing.
+    RootNodeUser {
+        /// The configured user.
+        user: String,
+    },
+    /// A directory the node process works in cannot be created for it.
+    NodeDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The spawner process cannot be split off.
+    Split {
+        /// What failed, e.g. "fork the spawner process".
+        doing: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The node process cannot drop to its user.
+    DropPrivileges {
+        /// The configured user.
+        user: String,
+        /// Its uid.
+        uid: u32,
+        /// The group id.
+        gid: u32,
+        /// The OS error.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for DaemonError {
@@ -97,6 +167,30 @@ impl fmt::Display for DaemonError {
             DaemonError::Thread { role, source } => {
                 write!(f, "cannot start the {} thread: {source}", role.as_str())
             }
+            DaemonError::NodeUser { user, source } => {
+                write!(f, "node.toml: cannot run the node as `{user}`: {source}")
+            }
+            DaemonError::RootNodeUser { user } => write!(
+                f,
+                "node.toml: `user = \"{user}\"` is root; name an unprivileged user for the node"
+            ),
+            DaemonError::NodeDir { path, source } => write!(
+                f,
+                "cannot create {} for the node's user: {source}",
+                path.display()
+            ),
+            DaemonError::Split { doing, source } => {
+                write!(f, "privilege separation: cannot {doing}: {source}")
+            }
+            DaemonError::DropPrivileges {
+                user,
+                uid,
+                gid,
+                source,
+            } => write!(
+                f,
+                "cannot drop the node process to user {user} (uid {uid}, gid {gid}): {source}"
+            ),
         }
     }
 }
@@ -107,7 +201,13 @@ impl std::error::Error for DaemonError {
             DaemonError::Config(error) => Some(error),
             DaemonError::Listen(error) => Some(error),
             DaemonError::Io(error) => Some(error),
-            DaemonError::Signals(error) | DaemonError::Thread { source: error, .. } => Some(error),
+            DaemonError::Signals(error)
+            | DaemonError::Thread { source: error, .. }
+            | DaemonError::NodeDir { source: error, .. }
+            | DaemonError::Split { source: error, .. }
+            | DaemonError::DropPrivileges { source: error, .. } => Some(error),
+            DaemonError::NodeUser { source, .. } => Some(source),
+            DaemonError::RootNodeUser { .. } => None,
         }
     }
 }
@@ -131,10 +231,6 @@ struct Links {
 
 /// Runs the node until it shuts down.
 pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
-    // First of all, so that a signal sent once the socket answers is
-    // never met by the default action; signals wait in its pipe.
-    let mut signal_source =
-        Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD]).map_err(DaemonError::Signals)?;
     let mut config = Config::load(&options.conf_dir).map_err(DaemonError::Config)?;
     if let Some(name) = options.name {
         config.node.name = name;
@@ -143,6 +239,12 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         .socket
         .or_else(|| config.node.socket.clone())
         .unwrap_or_else(paths::default_socket_path);
+    // Before any thread starts: only a single-threaded process may fork.
+    let spawner_process = privsep::split(&config, &socket_path)?;
+    // Before the socket binds, so that a signal sent once the socket
+    // answers is never met by the default action; signals wait in its pipe.
+    let mut signal_source =
+        Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD]).map_err(DaemonError::Signals)?;
     let socket = BoundSocket::bind(&socket_path).map_err(DaemonError::Listen)?;
     log::info!(
         "node {} starting: configuration {} ({}), {} services",
@@ -151,7 +253,9 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         config.node.label,
         config.services.len()
     );
-    if let Err(error) = sys::become_child_subreaper() {
+    if spawner_process.is_none()
+        && let Err(error) = sys::become_child_subreaper()
+    {
         log::warn!("cannot become a child subreaper; orphans of services go to init: {error}");
     }
     let tracer = Tracer::new(config.node.trace_capacity);
@@ -189,7 +293,8 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
             for signal in signal_source.forever() {
                 if signal == SIGCHLD {
                     // A full channel already holds a notice; the spawner
-                    // reaps everything on each one.
+                    // reaps everything on each one. Without a spawner
+                    // thread nobody listens, and nothing needs to.
                     let _ = child_exited_tx.try_send(());
                 } else if signal_tx.send(signal).is_err() {
                     return;
@@ -198,24 +303,47 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         })
         .map_err(DaemonError::Signals)?;
 
+    let effective_uid = sys::effective_uid();
     let identity = NodeIdentity {
         name: config.node.name.clone(),
         commit: env!("SNOW_FOX_GIT_COMMIT").to_owned(),
         taint: env!("SNOW_FOX_GIT_TAINT").to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
-    let mut roles = RoleThreads::new();
-    let spawner = Spawner::new(
-        SpawnerLinks {
-            from_manager: spawner_from_manager,
-            to_manager: spawner_to_manager,
-            from_daemon: spawner_from_daemon,
-            to_daemon: spawner_to_daemon,
-            child_exited,
+        spawner_mode: spawner_process.as_ref().map_or_else(
+            || "thread".to_owned(),
+            |process| format!("process, pid {}", process.pid),
+        ),
+        user: match (&spawner_process, &config.node.user) {
+            (Some(_), Some(name)) => format!("{name} (uid {effective_uid})"),
+            _ => format!("uid {effective_uid}"),
         },
-        tracer.clone(),
-    );
-    roles.spawn(Role::Spawner, move || spawner.run())?;
+    };
+    // The first thing the spawner reads, before any request it checks.
+    let table = ds::Message {
+        code: ds::message::Code::ServiceTable as i32,
+        correlation_id: None,
+        payload: Some(ds::message::Payload::ServiceTable(service_table(&config))),
+    };
+    tracer.record(Role::Daemon, Role::Spawner, &table);
+    to_spawner
+        .try_send(table)
+        .expect("no spawner runs yet, and the new channel holding its receiver has room");
+    let spawner_pid = spawner_process.as_ref().map(|process| process.pid);
+    let mut roles = RoleThreads::new();
+    let spawner_links = SpawnerLinks {
+        from_manager: spawner_from_manager,
+        to_manager: spawner_to_manager,
+        from_daemon: spawner_from_daemon,
+        to_daemon: spawner_to_daemon,
+        child_exited,
+    };
+    match spawner_process {
+        None => {
+            let spawner = Spawner::new(spawner_links, tracer.clone());
+            roles.spawn(Role::Spawner, move || spawner.run())?;
+        }
+        Some(process) => bridge_spawner_process(process, spawner_links, &tracer, &mut roles)?,
+    }
     let manager = Manager::new(
         ManagerLinks {
             from_io: manager_from_io,
@@ -248,6 +376,16 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         StopReason::RoleEnded => log::error!("[{correlation}] a role ended: shutting down"),
     }
     let clean = shutdown(&links, &mut roles, &tracer, &correlation, shutdown_wait);
+    // Its link is closed, so it is exiting: reap it rather than leave a
+    // zombie for init. A spawner process still holding its link is left.
+    if let Some(pid) = spawner_pid
+        && !roles.is_running(Role::Spawner)
+    {
+        match sys::wait_for_child(pid) {
+            Ok(status) => log::info!("[{correlation}] spawner process {pid} ended: {status:?}"),
+            Err(error) => log::warn!("[{correlation}] cannot reap spawner process {pid}: {error}"),
+        }
+    }
     signal_handle.close();
     if signal_thread.join().is_err() {
         log::error!("the signal thread panicked");
@@ -259,6 +397,47 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     };
     log::info!("[{correlation}] node stopped");
     Ok(outcome)
+}
+
+/// Puts the spawner process where the spawner thread would be: its ends of
+/// the channels are bridged to the two link sockets. The daemon link's
+/// reader stands for the spawner role: it ends when the spawner process
+/// closes the link (EOF), exits or dies.
+fn bridge_spawner_process(
+    process: privsep::SpawnerProcess,
+    links: SpawnerLinks,
+    tracer: &Tracer,
+    roles: &mut RoleThreads,
+) -> Result<(), DaemonError> {
+    let link_thread = |source| DaemonError::Thread {
+        role: Role::Spawner,
+        source,
+    };
+    let recorder = |to| bridge::Recorder {
+        tracer: tracer.clone(),
+        from: Role::Spawner,
+        to,
+    };
+    let manager_reader = process.manager_link.try_clone().map_err(link_thread)?;
+    let daemon_reader = process.daemon_link.try_clone().map_err(link_thread)?;
+    bridge::spawn_writer("sf-link-ms-out", links.from_manager, process.manager_link)
+        .map_err(link_thread)?;
+    bridge::spawn_reader(
+        "sf-link-ms-in",
+        manager_reader,
+        links.to_manager,
+        Some(recorder(Role::Manager)),
+    )
+    .map_err(link_thread)?;
+    bridge::spawn_writer("sf-link-ds-out", links.from_daemon, process.daemon_link)
+        .map_err(link_thread)?;
+    let recorder = recorder(Role::Daemon);
+    let pid = process.pid;
+    roles.spawn(Role::Spawner, move || {
+        bridge::read_frames(daemon_reader, &links.to_daemon, Some(&recorder))?;
+        log::info!("the spawner process (pid {pid}) closed its link");
+        Ok::<(), bridge::LinkError>(())
+    })
 }
 
 /// Serves until something asks for a shutdown; returns why, with the
@@ -337,6 +516,7 @@ fn shutdown(
     let spawner_order = ds::Message {
         code: ds::message::Code::Shutdown as i32,
         correlation_id: Some(correlation.to_owned()),
+        payload: None,
     };
     let spawner_acked = roles.is_running(Role::Spawner)
         && {

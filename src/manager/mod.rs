@@ -12,7 +12,10 @@
 //!
 //! The spawner answers requests in the order it gets them, exactly once
 //! each (`ProcessStarted`, `Ack` or `Error`), so the manager matches
-//! answers to requests with a FIFO of what it asked.
+//! answers to requests with a FIFO of what it asked. The one message it
+//! does not answer is the reloaded `ServiceTable`, which the manager sends
+//! on this link (not through the daemon) so that it reaches the spawner
+//! before the starts it allows.
 //!
 //! If it dies, the daemon notices and shuts the node down; services are
 //! then left as they are.
@@ -34,7 +37,7 @@ use crate::wire::proto::public_api::{
     TraceResponse, error::Kind, message::Code, message::Payload, node_info_response,
     service_status_response, trace_response,
 };
-use crate::wire::proto::{daemon_manager as dm, manager_spawner as ms};
+use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds, manager_spawner as ms};
 use crate::wire::{PROTOCOL_VERSION, error_reply};
 use instance::{Effect, Event, ExitStatus, Instance, State};
 use status::{Clock, instance_status, overall, service_status, system_status};
@@ -53,6 +56,10 @@ pub struct NodeIdentity {
     pub taint: String,
     /// The crate's SemVer.
     pub version: String,
+    /// Where the spawner runs: `thread`, or `process, pid N`.
+    pub spawner_mode: String,
+    /// Who the node runs as, e.g. `uid 65534 (nobody)`.
+    pub user: String,
 }
 
 /// The manager's channel ends.
@@ -600,6 +607,21 @@ impl Manager {
         }
     }
 
+    /// Queues the reloaded service table for the spawner, ahead of the
+    /// starts it allows. It is not answered, so nothing is asked.
+    fn send_service_table(&mut self, correlation: &str) {
+        let message = spawner_message(
+            ms::message::Code::ServiceTable,
+            Some(correlation.to_owned()),
+            ms::message::Payload::ServiceTable(service_table(&self.config)),
+        );
+        self.tracer.record(Role::Manager, Role::Spawner, &message);
+        if self.spawner_alive {
+            self.to_spawner.push_back(message);
+            self.send_to_spawner();
+        }
+    }
+
     /// Hands queued requests to the spawner without waiting: the spawner
     /// waits when the manager's inbox is full (exit notices are never
     /// dropped), so the manager must never wait on it in turn. What does
@@ -650,10 +672,7 @@ impl Manager {
                 .collect(),
             group_name: config.group.clone(),
             user_name: config.user.clone(),
-            work_dir: config
-                .work_dir
-                .as_ref()
-                .map(|dir| dir.to_string_lossy().into_owned()),
+            work_dir: work_dir_text(config),
             command: config.command.clone(),
             stdout: Some(output(&config.stdout, "stdout")),
             stderr: Some(output(&config.stderr, "stderr")),
@@ -961,15 +980,15 @@ impl Manager {
                 "shutting down".to_owned(),
             )
         } else {
-            green("running")
+            green(&format!("running as {}", self.identity.user))
         };
         let spawner = if self.spawner_alive {
-            green("running")
+            green(&format!("running ({})", self.identity.spawner_mode))
         } else {
             system_status(
                 StatusColour::Red,
                 StatusCode::RoleDown,
-                "the spawner is gone".to_owned(),
+                format!("the spawner ({}) is gone", self.identity.spawner_mode),
             )
         };
         let config = match &self.reload_error {
@@ -1066,6 +1085,7 @@ impl Manager {
             .collect();
         self.config.services = loaded.services.clone();
         self.config.effective_version = loaded.effective_version.clone();
+        self.send_service_table(correlation);
         let replaced: Vec<String> = self
             .services
             .iter()
@@ -1234,6 +1254,32 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
         ),
     };
     Err(RequestError::new(Kind::BadRequest, reason))
+}
+
+/// What the spawner may start for `config`'s services: each one's command,
+/// user, group and work dir exactly as [`Manager`] puts them in its
+/// `StartProcess`.
+pub fn service_table(config: &Config) -> ds::ServiceTable {
+    ds::ServiceTable {
+        services: config
+            .services
+            .values()
+            .map(|service| ds::service_table::Service {
+                id: service.id.clone(),
+                command: service.command.clone(),
+                user: service.user.clone(),
+                group: service.group.clone(),
+                work_dir: work_dir_text(service),
+            })
+            .collect(),
+    }
+}
+
+fn work_dir_text(config: &ServiceConfig) -> Option<String> {
+    config
+        .work_dir
+        .as_ref()
+        .map(|dir| dir.to_string_lossy().into_owned())
 }
 
 fn spawner_message(

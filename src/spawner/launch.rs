@@ -79,7 +79,7 @@ pub(super) fn launch(request: &ms::StartProcess) -> Result<Launched, LaunchError
 }
 
 /// An optional string field, with "" meaning absent.
-fn present(field: Option<&str>) -> Option<&str> {
+pub(super) fn present(field: Option<&str>) -> Option<&str> {
     field.filter(|value| !value.is_empty())
 }
 
@@ -93,20 +93,31 @@ fn resolve_credentials(
     user: Option<&str>,
     group: Option<&str>,
 ) -> Result<Option<sys::UserIds>, LaunchError> {
+    match user {
+        Some(user) => resolve_account(user, group).map(Some),
+        None => Ok(group
+            .map(resolve_group)
+            .transpose()?
+            .map(|gid| sys::UserIds {
+                uid: sys::effective_uid(),
+                gid,
+            })),
+    }
+}
+
+/// A user and its group: `group` if given, else the user's primary group.
+pub(super) fn resolve_account(
+    user: &str,
+    group: Option<&str>,
+) -> Result<sys::UserIds, LaunchError> {
     let group_id = group.map(resolve_group).transpose()?;
-    let Some(user) = user else {
-        return Ok(group_id.map(|gid| sys::UserIds {
-            uid: sys::effective_uid(),
-            gid,
-        }));
-    };
     let (uid, primary_gid) = resolve_user(user)?;
     let gid = group_id
         .or(primary_gid)
         .ok_or_else(|| LaunchError::NoPrimaryGroup {
             user: user.to_owned(),
         })?;
-    Ok(Some(sys::UserIds { uid, gid }))
+    Ok(sys::UserIds { uid, gid })
 }
 
 /// A user name, or a numeric uid (which need not have a passwd entry; then

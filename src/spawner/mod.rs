@@ -1,13 +1,23 @@
 //! The spawner role: the only role that creates, signals and reaps
 //! processes.
 //!
-//! It owns the pid → service instance map of its own children and the
-//! rotation of their output files. It reads `manager_spawner` requests
-//! (`StartProcess`, `SignalProcess`) from the manager and answers each with
-//! its correlation id (`ProcessStarted`, `Ack` or `Error`); it reports every
-//! reaped child as `ProcessExited` and notable events as `LogMessage`. It
-//! reads the daemon's `Shutdown` (answered with `Ack`), and one `()` notice
-//! per SIGCHLD from the daemon's signal thread.
+//! It owns the pid → service instance map of its own children, the
+//! rotation of their output files and the service table. It reads
+//! `manager_spawner` requests (`StartProcess`, `SignalProcess`) from the
+//! manager and answers each with its correlation id (`ProcessStarted`,
+//! `Ack` or `Error`); it reports every reaped child as `ProcessExited` and
+//! notable events as `LogMessage`. It reads the daemon's `Shutdown`
+//! (answered with `Ack`), and one `()` notice per SIGCHLD from the daemon's
+//! signal thread (or its own, as a process).
+//!
+//! It trusts nothing it is told. Before anything else it waits for the
+//! daemon's `ServiceTable`; the manager sends the reloaded one on its own
+//! link, in order with the starts it allows. A `StartProcess` whose
+//! command, user, group or work dir differs from what the table says for
+//! its `service_id` is refused, as is a signal for a pid it did not
+//! start; a refusal is answered with `Error` and logged here too (a
+//! compromised node would not log it). Environment and output paths are
+//! not checked against the table.
 //!
 //! Children are started with argv (never a shell), a cleared environment
 //! plus a base `PATH` and the service's variables, stdin from /dev/null,
@@ -29,8 +39,11 @@
 //!
 //! The spawner *thread* is no privilege boundary: threads share
 //! credentials, so every role of a node running as root is root. The
-//! spawner *process* mode (privilege separation: this role alone keeps
-//! root, speaking the same frames over a socketpair) comes later.
+//! spawner *process* (privilege separation, set up by the daemon) is: it
+//! alone keeps root while the node process drops to an unprivileged user,
+//! and this same role runs there, its channels fed by the daemon's link
+//! bridges from a socketpair. It cannot tell the two apart, and the table
+//! checks run in both.
 //!
 //! Sends to the manager wait while its channel is full, because an exit
 //! notice must never be dropped; so the manager must never block on its
@@ -56,7 +69,6 @@ use crossbeam_channel::{Receiver, RecvError, Sender, never, select};
 
 use crate::sys::{self, ExitStatusKind};
 use crate::trace::{Role, Tracer, now_unix_us};
-use crate::wire::Envelope;
 use crate::wire::proto::{daemon_spawner as ds, manager_spawner as ms};
 use ms::message::{Code, Payload};
 
@@ -103,6 +115,8 @@ pub struct Spawner {
     tracer: Tracer,
     children: HashMap<u32, OwnChild>,
     rotation: rotation::Rotation,
+    /// What each service may be started as, by service id.
+    table: HashMap<String, ds::service_table::Service>,
 }
 
 /// What woke the loop.
@@ -130,12 +144,27 @@ impl Spawner {
             tracer,
             children: HashMap::new(),
             rotation: rotation::Rotation::default(),
+            table: HashMap::new(),
         }
     }
 
-    /// Serves requests, SIGCHLD notices and rotation until the daemon's
-    /// `Shutdown`, which it answers before returning `Ok`.
+    /// Waits for the daemon's service table, then serves requests, SIGCHLD
+    /// notices and rotation until the daemon's `Shutdown`, which it answers
+    /// before returning `Ok`.
     pub fn run(mut self) -> Result<(), SpawnerError> {
+        loop {
+            let message = self
+                .from_daemon
+                .recv()
+                .map_err(|source| SpawnerError::DaemonChannelClosed { source })?;
+            let table_given = message.code == ds::message::Code::ServiceTable as i32;
+            if self.on_daemon_message(message)? {
+                return Ok(());
+            }
+            if table_given {
+                break;
+            }
+        }
         loop {
             let rotation_tick = self
                 .rotation
@@ -184,10 +213,14 @@ impl Spawner {
                 self.signal(correlation_id, request);
                 Ok(())
             }
+            (Ok(Code::ServiceTable), Some(Payload::ServiceTable(table))) => {
+                self.set_table(table);
+                Ok(())
+            }
             (Ok(Code::Ack), _) => Ok(()),
             (code, _) => {
                 let reason = match code {
-                    Ok(code @ (Code::StartProcess | Code::SignalProcess)) => {
+                    Ok(code @ (Code::StartProcess | Code::SignalProcess | Code::ServiceTable)) => {
                         format!("{} without its payload", code.as_str_name())
                     }
                     Ok(code) => format!("the spawner does not take {}", code.as_str_name()),
@@ -202,6 +235,11 @@ impl Spawner {
     fn start(&mut self, correlation_id: Option<String>, request: &ms::StartProcess) {
         let service_id = request.service_id.clone().unwrap_or_default();
         let instance = request.instance.unwrap_or_default();
+        if let Err(reason) = self.allow(&service_id, request) {
+            log::warn!("spawner: refused to start {service_id}#{instance}: {reason}");
+            self.send_to_manager(error_reply(correlation_id, reason));
+            return;
+        }
         let launched = match launch::launch(request) {
             Ok(launched) => launched,
             Err(error) => {
@@ -236,13 +274,46 @@ impl Spawner {
         ));
     }
 
+    /// Puts `table` in place of the service table.
+    fn set_table(&mut self, table: ds::ServiceTable) {
+        self.table = table
+            .services
+            .into_iter()
+            .map(|service| (service.id.clone(), service))
+            .collect();
+        log::debug!("spawner: {} services in the table", self.table.len());
+    }
+
+    /// Whether the table lets `request` start; the reason when not.
+    fn allow(&self, service_id: &str, request: &ms::StartProcess) -> Result<(), String> {
+        let service = self
+            .table
+            .get(service_id)
+            .ok_or_else(|| format!("service `{service_id}` is not in the service table"))?;
+        let differing = [
+            ("command", service.command != request.command),
+            ("user", !same(&service.user, &request.user_name)),
+            ("group", !same(&service.group, &request.group_name)),
+            ("work_dir", !same(&service.work_dir, &request.work_dir)),
+        ];
+        match differing.iter().find(|(_, differs)| *differs) {
+            Some((field, _)) => Err(format!(
+                "its {field} is not the one the service table gives `{service_id}`"
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn signal(&mut self, correlation_id: Option<String>, request: ms::SignalProcess) {
         if let Some(child) = self.children.get_mut(&request.pid) {
             child.last_request.clone_from(&correlation_id);
         }
         let reply = match self.send_signal(request) {
             Ok(()) => message(Code::Ack, correlation_id, None),
-            Err(reason) => error_reply(correlation_id, reason),
+            Err(reason) => {
+                log::warn!("spawner: signal refused: {reason}");
+                error_reply(correlation_id, reason)
+            }
         };
         self.send_to_manager(reply);
     }
@@ -306,19 +377,30 @@ impl Spawner {
         }
     }
 
-    /// Handles a daemon order; true when the spawner should end.
+    /// Handles a daemon message; true when the spawner should end.
     fn on_daemon_message(&mut self, message: ds::Message) -> Result<bool, SpawnerError> {
-        if ds::message::Code::try_from(message.code) != Ok(ds::message::Code::Shutdown) {
-            log::warn!(
-                "spawner: ignoring daemon message {} it has no use for",
-                message.code_name()
-            );
-            return Ok(false);
+        match (ds::message::Code::try_from(message.code), message.payload) {
+            (Ok(ds::message::Code::Shutdown), _) => {}
+            (
+                Ok(ds::message::Code::ServiceTable),
+                Some(ds::message::Payload::ServiceTable(table)),
+            ) => {
+                self.set_table(table);
+                return Ok(false);
+            }
+            (code, _) => {
+                log::warn!(
+                    "spawner: ignoring daemon message {} it has no use for",
+                    code.map_or("?", |code| code.as_str_name())
+                );
+                return Ok(false);
+            }
         }
         self.reap_exited()?;
         let ack = ds::Message {
             code: ds::message::Code::Ack as i32,
             correlation_id: message.correlation_id,
+            payload: None,
         };
         self.tracer.record(Role::Spawner, Role::Daemon, &ack);
         self.to_daemon
@@ -358,6 +440,36 @@ impl Spawner {
             log::info!("spawner: the manager is gone; not sent: {:?}", unsent.0);
         }
     }
+}
+
+/// Resolves `user` (a name or uid) and `group` (a name or gid; without
+/// it, the user's primary group) exactly as a service's are resolved. The
+/// daemon drops the node process to these ids.
+pub fn resolve_user(user: &str, group: Option<&str>) -> Result<sys::UserIds, UserError> {
+    launch::resolve_account(user, group).map_err(UserError)
+}
+
+/// Why [`resolve_user`] failed: the user or group does not exist, or the
+/// database could not be read.
+#[derive(Debug)]
+pub struct UserError(launch::LaunchError);
+
+impl fmt::Display for UserError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for UserError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Whether a table field and a request field say the same, "" meaning
+/// absent in both.
+fn same(allowed: &Option<String>, requested: &Option<String>) -> bool {
+    launch::present(allowed.as_deref()) == launch::present(requested.as_deref())
 }
 
 fn message(code: Code, correlation_id: Option<String>, payload: Option<Payload>) -> ms::Message {
@@ -437,4 +549,4 @@ impl std::error::Error for SpawnerError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -5,6 +5,7 @@
 //! the spawner reaps with `waitpid(-1)`, which takes any exited child of
 //! the test process, so two spawners running at once (tests run in
 //! parallel threads of one process) would steal each other's exits.
+//! Tests elsewhere that run a spawner take the same lock.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,9 @@ use super::*;
 use crate::trace::Hop;
 use ms::output::Kind;
 
-static PROCESS_TESTS: Mutex<()> = Mutex::new(());
+/// Held by every test that runs a spawner, here or in another module (the
+/// daemon's link tests).
+pub(crate) static PROCESS_TESTS: Mutex<()> = Mutex::new(());
 
 /// How long anything a test waits for may take.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -70,6 +73,15 @@ impl Harness {
             .spawn(move || spawner.run())
             .unwrap();
         let thread = Some(thread);
+        daemon_to_spawner
+            .send(ds::Message {
+                code: ds::message::Code::ServiceTable as i32,
+                correlation_id: None,
+                payload: Some(ds::message::Payload::ServiceTable(
+                    ds::ServiceTable::default(),
+                )),
+            })
+            .unwrap();
         Harness {
             to_spawner,
             from_spawner,
@@ -133,7 +145,22 @@ impl Harness {
         }
     }
 
+    /// Sends the manager's table of `services`, in order with requests.
+    fn set_table(&mut self, services: Vec<ds::service_table::Service>) {
+        let table = Payload::ServiceTable(ds::ServiceTable { services });
+        self.to_spawner
+            .send(message(Code::ServiceTable, None, Some(table)))
+            .unwrap();
+    }
+
+    /// Starts `request` after a table that allows it.
     fn start(&mut self, request: ms::StartProcess) -> ms::Message {
+        self.set_table(vec![allowing(&request)]);
+        self.start_as_is(request)
+    }
+
+    /// Starts `request` under whatever table the spawner has.
+    fn start_as_is(&mut self, request: ms::StartProcess) -> ms::Message {
         let id = self.request(Code::StartProcess, Payload::StartProcess(request));
         let reply = self.reply_to(&id);
         if let Some(Payload::ProcessStarted(started)) = &reply.payload {
@@ -183,6 +210,7 @@ impl Harness {
         let order = ds::Message {
             code: ds::message::Code::Shutdown as i32,
             correlation_id: Some("test:shutdown".into()),
+            payload: None,
         };
         self.daemon_to_spawner.send(order).unwrap();
         let ack = self.spawner_to_daemon.recv_timeout(DEADLINE).unwrap();
@@ -213,6 +241,17 @@ fn command(argv: &[&str]) -> ms::StartProcess {
         service_id: Some("test".into()),
         instance: Some(0),
         ..Default::default()
+    }
+}
+
+/// The table entry that lets `request` start.
+fn allowing(request: &ms::StartProcess) -> ds::service_table::Service {
+    ds::service_table::Service {
+        id: request.service_id.clone().unwrap_or_default(),
+        command: request.command.clone(),
+        user: request.user_name.clone(),
+        group: request.group_name.clone(),
+        work_dir: request.work_dir.clone(),
     }
 }
 
@@ -447,4 +486,39 @@ fn a_closed_daemon_channel_ends_the_run_with_an_error() {
         matches!(error, SpawnerError::DaemonChannelClosed { .. }),
         "{error}"
     );
+}
+
+#[test]
+fn starts_the_service_table_does_not_allow_are_refused() {
+    let mut harness = Harness::new();
+    let allowed = command(&["/bin/sleep", "30"]);
+    harness.set_table(vec![allowing(&allowed)]);
+    let mut other_user = allowed.clone();
+    other_user.user_name = Some("root".into());
+    let mut other_dir = allowed.clone();
+    other_dir.work_dir = Some("/".into());
+    let mut unknown = command(&["/bin/sh", "-c", "id"]);
+    unknown.service_id = Some("forged".into());
+    let cases = [
+        (
+            command(&["/bin/sh", "-c", "id"]),
+            "its command is not the one",
+        ),
+        (other_user, "its user is not the one"),
+        (other_dir, "its work_dir is not the one"),
+        (unknown, "service `forged` is not in the service table"),
+    ];
+    for (request, expected) in cases {
+        match harness.start_as_is(request).payload {
+            Some(Payload::Error(error)) => assert!(error.reason.contains(expected), "{error:?}"),
+            other => panic!("a start outside the table was not refused: {other:?}"),
+        }
+    }
+    let pid = match harness.start_as_is(allowed).payload {
+        Some(Payload::ProcessStarted(started)) => started.pid,
+        other => panic!("the allowed start failed: {other:?}"),
+    };
+    harness.running.push(pid);
+    harness.signal(pid, SIGTERM);
+    harness.exit_of(pid);
 }
