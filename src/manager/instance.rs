@@ -138,7 +138,8 @@ pub struct Instance {
     pub since: Instant,
     /// Its process, while it has one.
     pub pid: Option<u32>,
-    /// Restarts since the node loaded it.
+    /// Restarts since the node loaded it; an adopted instance keeps the
+    /// count of the node before.
     pub restarts: u32,
     /// How its last process ended.
     pub last_exit: Option<ExitStatus>,

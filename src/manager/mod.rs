@@ -310,7 +310,16 @@ impl Manager {
                     }
                 }
                 recv(from_spawner) -> message => match message {
-                    Ok(message) => self.on_spawner(message),
+                    Ok(message) => {
+                        self.on_spawner(message);
+                        // A burst of starts or exits is one pass, so one
+                        // write of the state record, not one per process.
+                        let more: Vec<ms::Message> =
+                            self.links.from_spawner.try_iter().take(64).collect();
+                        for message in more {
+                            self.on_spawner(message);
+                        }
+                    }
                     Err(_) => {
                         if self.spawner_alive {
                             log::error!("the spawner's link closed");

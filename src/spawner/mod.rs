@@ -3,9 +3,10 @@
 //!
 //! It owns the pid → service instance map of its own children and the
 //! rotation of their output files. It reads `manager_spawner` requests
-//! (`StartProcess`, `SignalProcess`) from the manager and answers each with
-//! its correlation id (`ProcessStarted`, `Ack` or `Error`); it reports every
-//! reaped child as `ProcessExited` and notable events as `LogMessage`. It
+//! (`StartProcess`, `SignalProcess`, `AdoptProcess`) from the manager and
+//! answers each with its correlation id (`ProcessStarted`, `Ack` or
+//! `Error`); it reports every reaped child as `ProcessExited` and notable
+//! events as `LogMessage`. It
 //! reads the daemon's `Shutdown` (answered with `Ack`), and one `()` notice
 //! per SIGCHLD from the daemon's signal thread.
 //!
@@ -20,7 +21,8 @@
 //! `ProcessExited` without exit code or signal: its real parent collects
 //! those. Signals to an adopted process go out only after a check that its
 //! pidfd has not turned readable, so a pid freed by its end is not
-//! signalled.
+//! signalled. An adopted process's output files are not rotated: the
+//! spawner did not open them and does not know them.
 //!
 //! Children are started with argv (never a shell), a cleared environment
 //! plus a base `PATH` and the service's variables, stdin from /dev/null,
@@ -34,7 +36,8 @@
 //! Reaping is `waitpid(-1, WNOHANG)` until nothing is left, on each SIGCHLD
 //! notice, after each start and on each rotation tick. A pid stays in the
 //! map until it is reaped, so a pid the spawner signals can never have been
-//! reused by a stranger; pids that are not its children are refused.
+//! reused by a stranger; pids that are neither its children nor adopted
+//! (above) are refused.
 //! Processes that are not its own children (orphans re-parented to a
 //! subreaper node) are reaped with only a debug log. `Child` handles are
 //! dropped unwaited: waiting on them would race this loop for the same
@@ -122,6 +125,9 @@ pub struct Spawner {
     children: HashMap<u32, OwnChild>,
     /// Processes adopted from a previous node, with their pidfds.
     adopted: HashMap<u32, (OwnChild, OwnedFd)>,
+    /// When their pidfds are next checked: a deadline, not a timeout, so
+    /// that frequent other wake-ups cannot put the check off.
+    adopted_check_at: Instant,
     rotation: rotation::Rotation,
 }
 
@@ -151,6 +157,7 @@ impl Spawner {
             tracer,
             children: HashMap::new(),
             adopted: HashMap::new(),
+            adopted_check_at: Instant::now(),
             rotation: rotation::Rotation::default(),
         }
     }
@@ -166,7 +173,7 @@ impl Spawner {
             let adopted_tick = if self.adopted.is_empty() {
                 never()
             } else {
-                crossbeam_channel::after(ADOPTED_POLL)
+                crossbeam_channel::at(self.adopted_check_at)
             };
             let wake = select! {
                 recv(self.from_manager) -> message => Wake::Manager(message.ok()),
@@ -197,7 +204,10 @@ impl Spawner {
                     self.reap_exited()?;
                     self.rotate_outputs();
                 }
-                Wake::AdoptedCheckDue => self.check_adopted(),
+                Wake::AdoptedCheckDue => {
+                    self.check_adopted();
+                    self.adopted_check_at = Instant::now() + ADOPTED_POLL;
+                }
             }
         }
     }
