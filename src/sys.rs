@@ -1,15 +1,17 @@
 //! The process calls std does not offer, behind safe helpers.
 //!
 //! This is the crate's only `unsafe` code: sessions, signals, reaping,
-//! user/group lookups, and the fork and privilege drop of privilege
-//! separation, each a small block with its `// SAFETY:` reason.
+//! pidfds, user/group lookups, and the fork and privilege drop of
+//! privilege separation, each a small block with its `// SAFETY:` reason.
 //! Every helper returns `io::Result` (or a plain value where the call
 //! cannot fail). It owns no state, threads or channels; the spawner is the
 //! only role that calls the process helpers.
 
 use std::ffi::{CString, c_char, c_int};
+use std::fs;
 use std::io;
 use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::ptr;
@@ -131,6 +133,78 @@ pub fn become_child_subreaper() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The start time of process `pid`: field 22 of `/proc/<pid>/stat`, in
+/// clock ticks after boot. A pid is recycled; a pid with its start time
+/// names one process for good. `NotFound` when there is no such process.
+pub fn process_start_time(pid: u32) -> io::Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_start_time(&stat).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat has no start time field"),
+        )
+    })
+}
+
+/// Field 22 of a `/proc/<pid>/stat` line. The command name (field 2) is in
+/// parentheses and may hold spaces and parentheses itself, so fields are
+/// counted from the last `)`, which ends it: field 3 comes right after.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// `pidfd_open(2)`: a file descriptor that names process `pid` (not its
+/// number, which may be recycled) and becomes readable when it ends. Works
+/// for processes that are not our children.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("pid {pid} out of range"),
+        )
+    })?;
+    // SAFETY: pidfd_open takes a pid and a flags word and touches no memory
+    // of ours; it returns a new file descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = c_int::try_from(fd)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "pidfd_open returned a bad fd"))?;
+    // SAFETY: the kernel just returned `fd` as a new descriptor that nothing
+    // else owns, so the OwnedFd is its only owner and closes it once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Which of `pidfds` name processes that have ended (their pidfd is
+/// readable), without waiting: `poll(2)` with a zero timeout.
+pub fn ended_pidfds(pidfds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
+    let mut polled: Vec<libc::pollfd> = pidfds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let count = libc::nfds_t::try_from(polled.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many pidfds to poll"))?;
+    loop {
+        // SAFETY: `polled` is a live, writable array of `count` pollfds for
+        // the whole call, and a zero timeout never blocks.
+        let ready = unsafe { libc::poll(polled.as_mut_ptr(), count, 0) };
+        if ready >= 0 {
+            break;
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINTR) {
+            return Err(error);
+        }
+    }
+    Ok(polled.iter().map(|fd| fd.revents != 0).collect())
 }
 
 /// The effective user id of this process.
@@ -310,6 +384,8 @@ fn lookup<E, T>(
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+
     use super::*;
 
     #[test]
@@ -325,6 +401,31 @@ mod tests {
         assert_eq!(lookup_user("sf-no-such-user").unwrap(), None);
         assert_eq!(lookup_group("sf-no-such-group").unwrap(), None);
         assert!(lookup_user("a\0b").is_err());
+    }
+
+    #[test]
+    fn start_time_is_counted_from_the_end_of_the_command_name() {
+        let stat = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_start_time(stat), Some(987_654));
+        assert_eq!(parse_start_time("42 (truncated"), None);
+        let own = process_start_time(std::process::id()).unwrap();
+        assert_eq!(process_start_time(std::process::id()).unwrap(), own);
+    }
+
+    #[test]
+    fn a_pidfd_turns_readable_when_its_process_ends() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pidfd = pidfd_open(child.id()).unwrap();
+        assert_eq!(ended_pidfds(&[pidfd.as_fd()]).unwrap(), [false]);
+        child.kill().unwrap();
+        // Readable once it ends, reaped or not; the spawner's tests in this
+        // process reap any child, so `child.wait()` could find it gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ended_pidfds(&[pidfd.as_fd()]).unwrap() != [true] {
+            assert!(std::time::Instant::now() < deadline, "never readable");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let _ = child.wait();
     }
 
     #[test]

@@ -105,7 +105,10 @@ fn node_info_is_green_with_and_without_details() {
 
     let detailed = client.node_info(true).unwrap();
     let names: Vec<&str> = detailed.details.iter().map(|d| d.name.as_str()).collect();
-    assert_eq!(names, ["daemon", "manager", "spawner", "io", "config"]);
+    assert_eq!(
+        names,
+        ["daemon", "manager", "spawner", "io", "config", "state"]
+    );
     for sub in &detailed.details {
         assert_eq!(
             sub.status.colour,
@@ -467,7 +470,7 @@ fn a_snowfox_client_using_extensions_gets_byte_compatible_answers() {
     let Some(Payload::NodeInfoResponse(info)) = decoded.payload else {
         panic!("{decoded:?}")
     };
-    assert_eq!(info.details.len(), 5);
+    assert_eq!(info.details.len(), 6);
 }
 
 #[test]

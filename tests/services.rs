@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use snow_fox::client::{Client, ClientError};
 use snow_fox::wire::proto::public_api::{StatusColour, error::Kind, service_status_response};
 
-use common::{Setup, wait_for};
+use common::{Setup, pid_alive, wait_for, zombies_of};
 
 const SLEEPER: &str = "command = [\"/bin/sleep\", \"300\"]\nstop_timeout = \"5s\"\n";
 
@@ -34,41 +34,11 @@ fn wait_states(
     })
 }
 
-fn pid_alive(pid: u32) -> bool {
-    // A zombie still has /proc/<pid>; only a reaped process is gone.
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
-}
-
 fn node_error(result: Result<impl std::fmt::Debug, ClientError>) -> (Kind, String) {
     match result {
         Err(ClientError::Node { kind, reason, .. }) => (Kind::try_from(kind).unwrap(), reason),
         other => panic!("expected an error from the node, got {other:?}"),
     }
-}
-
-/// Zombie children of `parent`, from /proc.
-fn zombies_of(parent: i32) -> Vec<String> {
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|entry| fs::read_to_string(entry.ok()?.path().join("stat")).ok())
-        .filter(|stat| {
-            let fields: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
-        })
-        .collect()
 }
 
 #[test]

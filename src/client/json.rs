@@ -188,6 +188,7 @@ pub fn service_status(status: &ServiceStatusResponse) -> String {
                                 .optional_int("restarts", instance.restarts)
                                 .optional_int("last_exit_code", instance.last_exit_code)
                                 .optional_int("last_exit_signal", instance.last_exit_signal)
+                                .bool("adopted", instance.adopted())
                         }),
                     )
             }),
@@ -312,12 +313,13 @@ mod tests {
                     restarts: Some(0),
                     last_exit_code: None,
                     last_exit_signal: Some(15),
+                    adopted: None,
                 }],
             }],
         };
         assert_eq!(
             service_status(&status),
-            r#"{"services":[{"id":"web","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15}]}]}"#
+            r#"{"services":[{"id":"web","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false}]}]}"#
         );
     }
 

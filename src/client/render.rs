@@ -315,6 +315,7 @@ mod tests {
                         restarts: Some(0),
                         last_exit_code: None,
                         last_exit_signal: None,
+                        adopted: None,
                     },
                     Instance {
                         index: 1,
@@ -324,6 +325,7 @@ mod tests {
                         restarts: Some(3),
                         last_exit_code: None,
                         last_exit_signal: Some(9),
+                        adopted: None,
                     },
                 ],
             },

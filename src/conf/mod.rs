@@ -40,6 +40,11 @@ pub struct Config {
     /// the conf dir and its content, `node.toml` first, then
     /// `services/*.toml` in name order.
     pub effective_version: String,
+    /// Each service's own version, by id: FNV-1a 64 over its file's path
+    /// relative to the conf dir and its content, as in `effective_version`.
+    /// The state record keeps it to tell whether a process still running
+    /// from before the node restarted was started from today's definition.
+    pub service_versions: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -79,6 +84,7 @@ impl Config {
         );
 
         let mut services = BTreeMap::new();
+        let mut service_versions = BTreeMap::new();
         for relative in service_files(dir, &mut problems) {
             let file = dir.join(&relative);
             let id = relative
@@ -93,6 +99,9 @@ impl Config {
                 continue;
             };
             version.add(&relative, &text);
+            let mut service_version = VersionHash::new();
+            service_version.add(&relative, &text);
+            service_versions.insert(id.clone(), service_version.finish());
             if let Some(service) = service::parse(id, &file, &text, &conf_dir, &mut problems) {
                 services.insert(service.id.clone(), service);
             }
@@ -104,6 +113,7 @@ impl Config {
                 node,
                 services,
                 effective_version: version.finish(),
+                service_versions,
             }),
             _ => Err(ConfigError { problems }),
         }
@@ -472,6 +482,22 @@ mod tests {
             first,
             "the file name counts"
         );
+    }
+
+    #[test]
+    fn each_service_has_a_version_of_its_own_file() {
+        let conf = TempConf::new(&[
+            ("services/web.toml", "command = [\"/bin/true\"]\n"),
+            ("services/db.toml", "command = [\"/bin/true\"]\n"),
+        ]);
+        let first = conf.load().unwrap().service_versions;
+        assert_eq!(first.len(), 2);
+        assert_ne!(first["web"], first["db"], "the path counts");
+        conf.write("services/web.toml", "command = [\"/bin/false\"]\n");
+        conf.write("node.toml", "label = \"b\"\n");
+        let changed = conf.load().unwrap().service_versions;
+        assert_ne!(changed["web"], first["web"]);
+        assert_eq!(changed["db"], first["db"], "other files do not count");
     }
 
     #[test]

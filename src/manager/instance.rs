@@ -8,6 +8,7 @@
 //! | backoff    | `Start`, restart timer         | starting   | spawn                    |
 //! | backoff    | `Stop`                         | stopped    |                          |
 //! | starting   | `Started(pid)`                 | running    | (signal, if a stop came) |
+//! | stopped    | `Adopted(pid)` (found running at node start) | running | watch |
 //! | starting   | `SpawnFailed`                  | backoff or failed (give-up limit) |  |
 //! | running    | `Stop`                         | stopping   | stop signal, kill timer  |
 //! | running    | `Exited`, policy says restart, ran `stable_after` | starting | spawn |
@@ -19,6 +20,10 @@
 //! Back-off doubles from `backoff_initial` to `backoff_max` with each quick
 //! failure and resets after a run of `stable_after`. `give_up_after` failed
 //! starts within `give_up_window` end in `failed` until a user starts it.
+//!
+//! An adopted process is not the node's child, so how it ended is
+//! [`ExitStatus::Unknown`], which the `on-failure` policy counts as a
+//! failure. Its run is counted from its adoption for `stable_after`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -71,6 +76,9 @@ pub enum ExitStatus {
     Code(i32),
     /// A signal killed it.
     Signal(i32),
+    /// It was not the node's child (an adopted process): it ended, but how
+    /// is not known.
+    Unknown,
 }
 
 /// What happens to an instance.
@@ -87,6 +95,11 @@ pub enum Event {
         /// The process id.
         pid: u32,
     },
+    /// At node start, its process from before was found still running.
+    Adopted {
+        /// The process id.
+        pid: u32,
+    },
     /// The spawner could not start it.
     SpawnFailed,
     /// Its process ended.
@@ -100,6 +113,11 @@ pub enum Event {
 pub enum Effect {
     /// Ask the spawner to start its process.
     Spawn,
+    /// Ask the spawner to watch an adopted process, which is not its child.
+    Watch {
+        /// The adopted process.
+        pid: u32,
+    },
     /// Ask the spawner to signal its process group.
     Signal {
         /// The process group leader.
@@ -120,7 +138,8 @@ pub struct Instance {
     pub since: Instant,
     /// Its process, while it has one.
     pub pid: Option<u32>,
-    /// Restarts since the node loaded it.
+    /// Restarts since the node loaded it; an adopted instance keeps the
+    /// count of the node before.
     pub restarts: u32,
     /// How its last process ended.
     pub last_exit: Option<ExitStatus>,
@@ -128,6 +147,8 @@ pub struct Instance {
     pub timer: Option<Instant>,
     /// Whether a user or the configuration wants it running.
     pub wanted: bool,
+    /// Whether its process was adopted at node start rather than spawned.
+    pub adopted: bool,
     started_at: Option<Instant>,
     quick_failures: u32,
     recent_failures: VecDeque<Instant>,
@@ -145,6 +166,7 @@ impl Instance {
             last_exit: None,
             timer: None,
             wanted: false,
+            adopted: false,
             started_at: None,
             quick_failures: 0,
             recent_failures: VecDeque::new(),
@@ -198,6 +220,14 @@ impl Instance {
                     self.signal_stop(now, config)
                 }
             }
+            (State::Stopped, Event::Adopted { pid }) => {
+                self.pid = Some(pid);
+                self.adopted = true;
+                self.wanted = true;
+                self.started_at = Some(now);
+                self.enter(State::Running, now);
+                vec![Effect::Watch { pid }]
+            }
             (State::Starting, Event::SpawnFailed) => {
                 self.last_exit = None;
                 self.failed_quickly(now, config)
@@ -247,6 +277,7 @@ impl Instance {
 
     fn spawn(&mut self, now: Instant) -> Vec<Effect> {
         self.pid = None;
+        self.adopted = false;
         self.enter(State::Starting, now);
         vec![Effect::Spawn]
     }
@@ -406,6 +437,54 @@ mod tests {
             [Effect::Spawn],
             "a user may start it again"
         );
+    }
+
+    #[test]
+    fn an_adopted_process_runs_and_its_unknown_end_is_a_failure() {
+        let config = config(RestartPolicy::OnFailure);
+        let now = Instant::now();
+        let mut instance = Instance::new(0, now);
+        assert_eq!(
+            instance.on_event(Event::Adopted { pid: 7 }, now, &config),
+            [Effect::Watch { pid: 7 }]
+        );
+        assert_eq!(
+            (
+                instance.state,
+                instance.pid,
+                instance.adopted,
+                instance.wanted
+            ),
+            (State::Running, Some(7), true, true)
+        );
+        let later = now + Duration::from_secs(6);
+        let effects = instance.on_event(Event::Exited(ExitStatus::Unknown), later, &config);
+        assert_eq!(effects, [Effect::Spawn], "restarted by on-failure");
+        assert_eq!(instance.last_exit, Some(ExitStatus::Unknown));
+        assert!(!instance.adopted, "its next process is a child");
+        assert!(
+            instance
+                .on_event(Event::Adopted { pid: 8 }, later, &config)
+                .is_empty()
+        );
+        assert_eq!(instance.state, State::Starting, "only a stopped one adopts");
+    }
+
+    #[test]
+    fn stopping_an_adopted_process_signals_its_group() {
+        let config = config(RestartPolicy::Always);
+        let now = Instant::now();
+        let mut instance = Instance::new(0, now);
+        instance.on_event(Event::Adopted { pid: 7 }, now, &config);
+        assert_eq!(
+            instance.on_event(Event::Stop, now, &config),
+            [Effect::Signal {
+                pid: 7,
+                signal: libc::SIGTERM
+            }]
+        );
+        instance.on_event(Event::Exited(ExitStatus::Unknown), now, &config);
+        assert_eq!(instance.state, State::Stopped);
     }
 
     #[test]

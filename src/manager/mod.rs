@@ -17,19 +17,36 @@
 //! on this link (not through the daemon) so that it reaches the spawner
 //! before the starts it allows.
 //!
+//! It keeps the state record (`record.rs`) in the node's state dir: the
+//! instances with a process and what users asked of each service, written
+//! at most once per pass of its loop when something in it changed. At
+//! start, before anything autostarts, it re-adopts the recorded processes
+//! that still run (same pid and start time, service still configured):
+//! they are `running`, marked adopted, and watched by the spawner through a
+//! pidfd. One started from an older definition of its service is restarted
+//! under the current one. A recorded process that is gone, or whose pid now
+//! names another process, is logged and left alone (never signalled); its
+//! instance is then started or not like any other, by the service's
+//! desired state. A service a user started or stopped stays so across node
+//! restarts until the user says otherwise or its definition changes;
+//! without such a wish, `autostart` decides.
+//!
 //! If it dies, the daemon notices and shuts the node down; services are
-//! then left as they are.
+//! then left as they are, and stay in the record.
 
 pub mod instance;
+mod record;
 mod status;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::io;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
 use crate::conf::{Config, OnNodeExit, Output, ServiceConfig};
+use crate::sys;
 use crate::trace::{Role, Tracer};
 use crate::wire::link::{ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoSender};
 use crate::wire::proto::public_api::{
@@ -40,6 +57,7 @@ use crate::wire::proto::public_api::{
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds, manager_spawner as ms};
 use crate::wire::{PROTOCOL_VERSION, error_reply};
 use instance::{Effect, Event, ExitStatus, Instance, State};
+use record::{Desired, Record, RecordedInstance};
 use status::{Clock, instance_status, overall, service_status, system_status};
 
 /// Replies gathered before they are handed to io in one command.
@@ -122,13 +140,22 @@ impl RequestError {
 enum Asked {
     Start { service: String, index: u32 },
     Signal,
+    Watch { pid: u32 },
 }
 
 /// A service and its instances.
 #[derive(Debug)]
 struct Service {
     config: ServiceConfig,
+    /// The version of its file (`Config::service_versions`) that `config`
+    /// was read from.
+    version: String,
+    /// What a user last asked it to be, up or down; `None` follows
+    /// `autostart`.
+    desired: Option<bool>,
     instances: Vec<Instance>,
+    /// The start time of each instance's process, while it has one.
+    start_times: Vec<Option<u64>>,
     /// The correlation id of what drives each instance now.
     operations: Vec<Option<String>>,
     /// The spawner's reason for each instance's last failed start.
@@ -159,6 +186,17 @@ enum Goal {
     Down,
 }
 
+/// How the state record fares, shown as the `state` subsystem.
+#[derive(Debug, Default)]
+struct RecordHealth {
+    /// Why the record found at start was ignored.
+    unreadable_at_start: Option<String>,
+    /// Instances adopted at start.
+    adopted: usize,
+    /// Why the last write failed, until one succeeds.
+    write_error: Option<String>,
+}
+
 /// The manager role.
 #[derive(Debug)]
 pub struct Manager {
@@ -181,6 +219,9 @@ pub struct Manager {
     spawner_alive: bool,
     /// Set once the daemon ordered the shutdown: its correlation id.
     shutdown: Option<String>,
+    /// Something the state record holds changed since it was written.
+    record_changed: bool,
+    record_health: RecordHealth,
 }
 
 impl Manager {
@@ -195,7 +236,13 @@ impl Manager {
         let services = config
             .services
             .values()
-            .map(|service| (service.id.clone(), Service::new(service.clone(), now)))
+            .map(|service| {
+                let version = config.service_versions.get(&service.id).cloned();
+                (
+                    service.id.clone(),
+                    Service::new(service.clone(), version.unwrap_or_default(), now),
+                )
+            })
             .collect();
         Manager {
             links,
@@ -214,22 +261,36 @@ impl Manager {
             reload_error: None,
             spawner_alive: true,
             shutdown: None,
+            record_changed: false,
+            record_health: RecordHealth::default(),
         }
     }
 
-    /// Starts the autostart services, then serves until the daemon's
-    /// `Shutdown` has been carried out.
+    /// Re-adopts what the state record says still runs, brings every
+    /// service to its desired state (or its `autostart`), then serves until
+    /// the daemon's `Shutdown` has been carried out.
     pub fn run(mut self) -> Result<(), ManagerError> {
         let now = Instant::now();
-        let autostart: Vec<String> = self
-            .services
-            .values()
-            .filter(|service| service.config.autostart)
-            .map(|service| service.config.id.clone())
-            .collect();
-        for id in autostart {
+        let outdated = self.readopt(now);
+        let ids: Vec<String> = self.services.keys().cloned().collect();
+        for id in ids {
+            let service = &self.services[&id];
+            let event = match (service.desired, service.config.autostart) {
+                (Some(false), _) => Event::Stop,
+                (Some(true), _) | (None, true) => Event::Start,
+                (None, false) => continue,
+            };
             let correlation = format!("autostart:{id}:{}", uuid::Uuid::new_v4().simple());
-            self.drive(&id, Event::Start, &correlation, now);
+            self.drive(&id, event, &correlation, now);
+        }
+        for (id, index) in outdated {
+            if self.services[&id].desired != Some(false) {
+                log::info!(
+                    "{id}.{index} was started from an older definition of {id}: restarting it"
+                );
+                let correlation = format!("readopt:{id}:{}", uuid::Uuid::new_v4().simple());
+                self.apply(&id, index, Event::Restart, Some(&correlation), now);
+            }
         }
         loop {
             self.send_to_spawner();
@@ -237,6 +298,7 @@ impl Manager {
             if self.shutdown.is_some() && self.all_stopping_done() {
                 return self.finish_shutdown();
             }
+            self.save_record();
             let timeout = self
                 .next_deadline()
                 .map(|at| at.saturating_duration_since(Instant::now()));
@@ -255,7 +317,16 @@ impl Manager {
                     }
                 }
                 recv(from_spawner) -> message => match message {
-                    Ok(message) => self.on_spawner(message),
+                    Ok(message) => {
+                        self.on_spawner(message);
+                        // A burst of starts or exits is one pass, so one
+                        // write of the state record, not one per process.
+                        let more: Vec<ms::Message> =
+                            self.links.from_spawner.try_iter().take(64).collect();
+                        for message in more {
+                            self.on_spawner(message);
+                        }
+                    }
                     Err(_) => {
                         if self.spawner_alive {
                             log::error!("the spawner's link closed");
@@ -495,6 +566,10 @@ impl Manager {
         } else {
             Goal::Up
         };
+        if let Some(service) = self.services.get_mut(id) {
+            service.desired = Some(event != Event::Stop);
+            self.record_changed = true;
+        }
         let stop_timeout = self.services[id].config.stop_timeout;
         self.drive(id, event, correlation, now);
         let deadline = now
@@ -549,6 +624,7 @@ impl Manager {
         let effects = instance.on_event(event, now, &service.config);
         let after = (instance.state, instance.pid);
         if old_pid != instance.pid {
+            self.record_changed = true;
             if let Some(pid) = old_pid {
                 self.pids.remove(&pid);
             }
@@ -572,6 +648,19 @@ impl Manager {
         };
         let correlation = service.operations[index].clone();
         let (message, asked) = match effect {
+            Effect::Watch { pid } => (
+                spawner_message(
+                    ms::message::Code::AdoptProcess,
+                    correlation,
+                    ms::message::Payload::AdoptProcess(ms::AdoptProcess {
+                        pid,
+                        start_time: service.start_times[index].unwrap_or_default(),
+                        service_id: Some(id.to_owned()),
+                        instance: Some(index as u32),
+                    }),
+                ),
+                Asked::Watch { pid },
+            ),
             Effect::Spawn => (
                 spawner_message(
                     ms::message::Code::StartProcess,
@@ -601,9 +690,17 @@ impl Manager {
             self.asked.push_back(asked);
             self.to_spawner.push_back(message);
             self.send_to_spawner();
-        } else if let Asked::Start { service, index } = asked {
-            log::error!("cannot start {service}.{index}: the spawner is gone");
-            self.spawn_failed(&service, index as usize, "the spawner is gone".to_owned());
+        } else {
+            match asked {
+                Asked::Start { service, index } => {
+                    log::error!("cannot start {service}.{index}: the spawner is gone");
+                    self.spawn_failed(&service, index as usize, "the spawner is gone".to_owned());
+                }
+                Asked::Watch { pid } => {
+                    self.lost_adopted(pid, "the spawner is gone, so nothing watches it");
+                }
+                Asked::Signal => {}
+            }
         }
     }
 
@@ -691,6 +788,13 @@ impl Manager {
             ) => {
                 if let Some(Asked::Start { service, index }) = self.asked.pop_front() {
                     log::info!("{service}.{index} started as pid {}", started.pid);
+                    if let Some(slot) = self
+                        .services
+                        .get_mut(&service)
+                        .and_then(|s| s.start_times.get_mut(index as usize))
+                    {
+                        *slot = started.start_time;
+                    }
                     self.apply(
                         &service,
                         index as usize,
@@ -710,6 +814,7 @@ impl Manager {
                         log::warn!("cannot start {service}.{index}: {reason}");
                         self.spawn_failed(&service, index as usize, reason);
                     }
+                    Some(Asked::Watch { pid }) => self.lost_adopted(pid, &reason),
                     _ => log::warn!("the spawner refused a signal: {reason}"),
                 }
             }
@@ -723,7 +828,7 @@ impl Manager {
                 let status = match (exited.exit_code, exited.exit_signal) {
                     (_, Some(signal)) => ExitStatus::Signal(signal),
                     (Some(code), None) => ExitStatus::Code(code),
-                    (None, None) => ExitStatus::Code(-1),
+                    (None, None) => ExitStatus::Unknown,
                 };
                 if let Some((service, index)) = self.pids.get(&exited.pid).cloned() {
                     log::info!(
@@ -748,6 +853,22 @@ impl Manager {
                 "ignoring a malformed message from the spawner (code {:?})",
                 code.map(|code| code.as_str_name())
             ),
+        }
+    }
+
+    /// An adopted process the spawner cannot watch: as good as ended, with
+    /// its status unknown.
+    fn lost_adopted(&mut self, pid: u32, reason: &str) {
+        if let Some((service, index)) = self.pids.get(&pid).cloned() {
+            log::warn!("{service}.{index} (adopted pid {pid}) is lost: {reason}");
+            let now = Instant::now();
+            self.apply(
+                &service,
+                index as usize,
+                Event::Exited(ExitStatus::Unknown),
+                None,
+                now,
+            );
         }
     }
 
@@ -817,6 +938,7 @@ impl Manager {
     fn finish_shutdown(mut self) -> Result<(), ManagerError> {
         let correlation = self.shutdown.clone().unwrap_or_default();
         self.flush_replies();
+        self.save_record();
         log::info!("[{correlation}] manager: services stopped, acknowledging shutdown");
         self.ack_daemon(&correlation);
         Ok(())
@@ -1013,6 +1135,7 @@ impl Manager {
             sub("spawner", spawner),
             sub("io", green("running")),
             sub("config", config),
+            sub("state", self.state_status()),
         ];
         details.extend(
             self.services
@@ -1020,6 +1143,189 @@ impl Manager {
                 .map(|service| sub(&service.config.id, service_status(&service.instances))),
         );
         details
+    }
+
+    /// The `state` subsystem: red while the record cannot be written,
+    /// yellow when the one found at start was ignored.
+    fn state_status(&self) -> public_api::node_info_response::SystemStatus {
+        let health = &self.record_health;
+        let dir = self.config.node.state_dir.display();
+        match (&health.write_error, &health.unreadable_at_start) {
+            (Some(error), _) => system_status(
+                StatusColour::Red,
+                StatusCode::Failed,
+                format!("{error}; a node crash now forgets what changed since the last write"),
+            ),
+            (None, Some(error)) => system_status(
+                StatusColour::Yellow,
+                StatusCode::Failed,
+                format!("ignored at start, nothing adopted: {error}"),
+            ),
+            (None, None) => system_status(
+                StatusColour::Green,
+                StatusCode::Ok,
+                format!(
+                    "record in {dir}; {} instances adopted at start",
+                    health.adopted
+                ),
+            ),
+        }
+    }
+
+    /// Reads the state record: adopts each recorded process that still
+    /// runs and whose service still has its instance, and takes up the
+    /// users' wishes for services whose definition has not changed. Returns
+    /// the adopted instances started from an older definition.
+    fn readopt(&mut self, now: Instant) -> Vec<(String, usize)> {
+        let record = match Record::load(&self.config.node.state_dir) {
+            Ok(record) => record.unwrap_or_default(),
+            Err(error) => {
+                log::error!("{error}; starting without it: nothing is adopted");
+                self.record_health.unreadable_at_start = Some(error.to_string());
+                return Vec::new();
+            }
+        };
+        for (id, Desired { up, version }) in record.desired {
+            match self.services.get_mut(&id) {
+                Some(service) if service.version == version => service.desired = Some(up),
+                _ => {
+                    log::info!("{id} changed or is gone: its recorded desired state is dropped");
+                    self.record_changed = true;
+                }
+            }
+        }
+        let mut outdated = Vec::new();
+        for recorded in record.instances {
+            if self.adopt(&recorded, now) {
+                self.record_health.adopted += 1;
+                if self.services[&recorded.service].version != recorded.version {
+                    outdated.push((recorded.service, recorded.index as usize));
+                }
+            } else {
+                self.record_changed = true;
+            }
+        }
+        if self.record_health.adopted > 0 {
+            log::info!(
+                "adopted {} instances still running from before",
+                self.record_health.adopted
+            );
+        }
+        outdated
+    }
+
+    /// Adopts one recorded process if it still runs and its instance is
+    /// free; says why not in the log otherwise. Whether it was adopted.
+    fn adopt(&mut self, recorded: &RecordedInstance, now: Instant) -> bool {
+        let RecordedInstance {
+            service: id,
+            index,
+            pid,
+            start_time,
+            ..
+        } = recorded;
+        let name = format!("{id}.{index} (pid {pid})");
+        let free = self
+            .services
+            .get(id)
+            .and_then(|service| service.instances.get(*index as usize))
+            .is_some_and(|instance| instance.state == State::Stopped);
+        match sys::process_start_time(*pid) {
+            Ok(found) if found == *start_time && free => {}
+            Ok(found) if found == *start_time => {
+                log::warn!(
+                    "{name} still runs but its service or instance is no longer configured: \
+                     left running, not managed"
+                );
+                return false;
+            }
+            Ok(_) => {
+                log::warn!(
+                    "{name} is gone: its pid now names another process, which is left alone"
+                );
+                return false;
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                log::warn!("{name} is gone: it ended while the node was down");
+                return false;
+            }
+            Err(error) => {
+                log::warn!("{name} is not adopted: cannot read its start time: {error}");
+                return false;
+            }
+        }
+        let index = *index as usize;
+        if let Some(service) = self.services.get_mut(id) {
+            service.start_times[index] = Some(*start_time);
+            service.instances[index].restarts = recorded.restarts;
+        }
+        log::info!("{name} adopted: it ran on while the node was down");
+        let correlation = format!("readopt:{id}:{}", uuid::Uuid::new_v4().simple());
+        self.apply(
+            id,
+            index,
+            Event::Adopted { pid: *pid },
+            Some(&correlation),
+            now,
+        );
+        true
+    }
+
+    /// What the state record must hold now.
+    fn record(&self) -> Record {
+        let desired = self
+            .services
+            .values()
+            .filter_map(|service| {
+                let up = service.desired?;
+                let version = service.version.clone();
+                Some((service.config.id.clone(), Desired { up, version }))
+            })
+            .collect();
+        let instances = self
+            .services
+            .values()
+            .flat_map(|service| {
+                service
+                    .instances
+                    .iter()
+                    .zip(&service.start_times)
+                    .filter_map(|(instance, start_time)| {
+                        Some(RecordedInstance {
+                            service: service.config.id.clone(),
+                            index: instance.index,
+                            pid: instance.pid?,
+                            start_time: (*start_time)?,
+                            version: service.version.clone(),
+                            restarts: instance.restarts,
+                        })
+                    })
+            })
+            .collect();
+        Record { desired, instances }
+    }
+
+    /// Writes the state record if it changed. A failed write is logged
+    /// once and shown in node info; the next change tries again.
+    fn save_record(&mut self) {
+        if !self.record_changed {
+            return;
+        }
+        self.record_changed = false;
+        match self.record().save(&self.config.node.state_dir) {
+            Ok(()) => {
+                if self.record_health.write_error.take().is_some() {
+                    log::info!("the state record is written again");
+                }
+            }
+            Err(error) => {
+                let error = error.to_string();
+                if self.record_health.write_error.as_ref() != Some(&error) {
+                    log::error!("{error}");
+                }
+                self.record_health.write_error = Some(error);
+            }
+        }
     }
 
     fn trace(&self, correlation: &str) -> TraceResponse {
@@ -1074,9 +1380,17 @@ impl Manager {
                 Some(new) if *new != service.config => {
                     Some(Replacement::With(Box::new(new.clone())))
                 }
-                Some(_) => None,
+                Some(_) => {
+                    // Same definition, maybe other text (a comment): what
+                    // runs is current under the new file's version.
+                    if let Some(version) = loaded.service_versions.get(id) {
+                        service.version.clone_from(version);
+                    }
+                    None
+                }
             };
         }
+        self.record_changed = true;
         let added: Vec<ServiceConfig> = loaded
             .services
             .values()
@@ -1085,6 +1399,7 @@ impl Manager {
             .collect();
         self.config.services = loaded.services.clone();
         self.config.effective_version = loaded.effective_version.clone();
+        self.config.service_versions = loaded.service_versions.clone();
         self.send_service_table(correlation);
         let replaced: Vec<String> = self
             .services
@@ -1101,7 +1416,9 @@ impl Manager {
             let id = config.id.clone();
             let autostart = config.autostart;
             log::info!("[{correlation}] {id} added");
-            self.services.insert(id.clone(), Service::new(config, now));
+            let version = self.service_version(&id);
+            self.services
+                .insert(id.clone(), Service::new(config, version, now));
             if autostart {
                 self.drive(&id, Event::Start, correlation, now);
             }
@@ -1109,10 +1426,20 @@ impl Manager {
         Ok(self.status_of(self.services.keys().map(String::as_str)))
     }
 
+    /// The version of service `id`'s file in the loaded configuration.
+    fn service_version(&self, id: &str) -> String {
+        self.config
+            .service_versions
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Once every instance of a changed or removed service is down, removes
     /// it or puts its new definition in place (started if it was wanted or
-    /// autostarts).
+    /// autostarts). A new definition forgets what users asked of the old.
     fn apply_replacement(&mut self, id: &str, now: Instant) {
+        let version = self.service_version(id);
         let Some(service) = self.services.get_mut(id) else {
             return;
         };
@@ -1144,7 +1471,8 @@ impl Manager {
                     .next()
                     .cloned()
                     .unwrap_or_default();
-                *service = Service::new(*config, now);
+                *service = Service::new(*config, version, now);
+                self.record_changed = true;
                 log::info!("{id} now runs its new definition");
                 if start {
                     self.drive(id, Event::Start, &correlation, now);
@@ -1159,9 +1487,12 @@ impl Manager {
 type Answer = Result<Option<(Code, Option<Payload>)>, RequestError>;
 
 impl Service {
-    fn new(config: ServiceConfig, now: Instant) -> Self {
+    fn new(config: ServiceConfig, version: String, now: Instant) -> Self {
         let count = config.instances as usize;
         Service {
+            version,
+            desired: None,
+            start_times: vec![None; count],
             instances: (0..config.instances)
                 .map(|index| Instance::new(index, now))
                 .collect(),
@@ -1298,5 +1629,6 @@ fn describe_exit(status: ExitStatus) -> String {
     match status {
         ExitStatus::Code(code) => format!("code {code}"),
         ExitStatus::Signal(signal) => format!("signal {signal}"),
+        ExitStatus::Unknown => "status unknown (an adopted process)".to_owned(),
     }
 }

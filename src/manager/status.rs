@@ -151,7 +151,7 @@ pub fn instance_status(instance: &Instance, clock: &Clock) -> service_status_res
     let (last_exit_code, last_exit_signal) = match instance.last_exit {
         Some(ExitStatus::Code(code)) => (Some(code), None),
         Some(ExitStatus::Signal(signal)) => (None, Some(signal)),
-        None => (None, None),
+        Some(ExitStatus::Unknown) | None => (None, None),
     };
     service_status_response::Instance {
         index: instance.index,
@@ -161,5 +161,6 @@ pub fn instance_status(instance: &Instance, clock: &Clock) -> service_status_res
         restarts: Some(instance.restarts),
         last_exit_code,
         last_exit_signal,
+        adopted: instance.adopted.then_some(true),
     }
 }

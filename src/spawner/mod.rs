@@ -3,7 +3,7 @@
 //!
 //! It owns the pid → service instance map of its own children, the
 //! rotation of their output files and the service table. It reads
-//! `manager_spawner` requests (`StartProcess`, `SignalProcess`) from the
+//! `manager_spawner` requests (`StartProcess`, `SignalProcess`, `AdoptProcess`) from the
 //! manager and answers each with its correlation id (`ProcessStarted`,
 //! `Ack` or `Error`); it reports every reaped child as `ProcessExited` and
 //! notable events as `LogMessage`. It reads the daemon's `Shutdown`
@@ -19,6 +19,20 @@
 //! compromised node would not log it). Environment and output paths are
 //! not checked against the table.
 //!
+//! `AdoptProcess` hands it a process a previous node started (found alive
+//! in the state record): not its child, so it cannot be reaped. The
+//! spawner opens a pidfd for it, then checks the pid's start time, so the
+//! pidfd surely names that process and not a stranger that got its pid.
+//! While it watches adopted processes it polls their pidfds every
+//! [`ADOPTED_POLL`] (one `poll(2)` with no wait; a blocking watcher thread
+//! would need a second wake-up path into this loop for no real gain), so an
+//! adopted process's end is reported up to that much later, as
+//! `ProcessExited` without exit code or signal: its real parent collects
+//! those. Signals to an adopted process go out only after a check that its
+//! pidfd has not turned readable, so a pid freed by its end is not
+//! signalled. An adopted process's output files are not rotated: the
+//! spawner did not open them and does not know them.
+//!
 //! Children are started with argv (never a shell), a cleared environment
 //! plus a base `PATH` and the service's variables, stdin from /dev/null,
 //! and each in its own session and process group, so that a signal to the
@@ -31,7 +45,8 @@
 //! Reaping is `waitpid(-1, WNOHANG)` until nothing is left, on each SIGCHLD
 //! notice, after each start and on each rotation tick. A pid stays in the
 //! map until it is reaped, so a pid the spawner signals can never have been
-//! reused by a stranger; pids that are not its children are refused.
+//! reused by a stranger; pids that are neither its children nor adopted
+//! (above) are refused.
 //! Processes that are not its own children (orphans re-parented to a
 //! subreaper node) are reaped with only a debug log. `Child` handles are
 //! dropped unwaited: waiting on them would race this loop for the same
@@ -63,7 +78,8 @@ mod rotation;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::time::Instant;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvError, Sender, never, select};
 
@@ -90,7 +106,11 @@ pub struct SpawnerLinks {
     pub child_exited: Receiver<()>,
 }
 
-/// One of the spawner's own children, until it is reaped.
+/// How often the pidfds of adopted processes are checked.
+pub const ADOPTED_POLL: Duration = Duration::from_millis(200);
+
+/// One of the spawner's own children, until it is reaped; or an adopted
+/// process, until it ends.
 #[derive(Debug)]
 struct OwnChild {
     service_id: String,
@@ -114,6 +134,11 @@ pub struct Spawner {
     child_exited: Receiver<()>,
     tracer: Tracer,
     children: HashMap<u32, OwnChild>,
+    /// Processes adopted from a previous node, with their pidfds.
+    adopted: HashMap<u32, (OwnChild, OwnedFd)>,
+    /// When their pidfds are next checked: a deadline, not a timeout, so
+    /// that frequent other wake-ups cannot put the check off.
+    adopted_check_at: Instant,
     rotation: rotation::Rotation,
     /// What each service may be started as, by service id.
     table: HashMap<String, ds::service_table::Service>,
@@ -129,6 +154,7 @@ enum Wake {
     Daemon(Result<ds::Message, RecvError>),
     ChildExited(Result<(), RecvError>),
     RotationDue,
+    AdoptedCheckDue,
 }
 
 impl Spawner {
@@ -143,6 +169,8 @@ impl Spawner {
             child_exited: links.child_exited,
             tracer,
             children: HashMap::new(),
+            adopted: HashMap::new(),
+            adopted_check_at: Instant::now(),
             rotation: rotation::Rotation::default(),
             table: HashMap::new(),
         }
@@ -170,11 +198,17 @@ impl Spawner {
                 .rotation
                 .next_check()
                 .map_or_else(never, crossbeam_channel::at);
+            let adopted_tick = if self.adopted.is_empty() {
+                never()
+            } else {
+                crossbeam_channel::at(self.adopted_check_at)
+            };
             let wake = select! {
                 recv(self.from_manager) -> message => Wake::Manager(message.ok()),
                 recv(self.from_daemon) -> message => Wake::Daemon(message),
                 recv(self.child_exited) -> notice => Wake::ChildExited(notice),
                 recv(rotation_tick) -> _ => Wake::RotationDue,
+                recv(adopted_tick) -> _ => Wake::AdoptedCheckDue,
             };
             match wake {
                 Wake::Manager(Some(message)) => self.on_manager_message(message)?,
@@ -198,6 +232,10 @@ impl Spawner {
                     self.reap_exited()?;
                     self.rotate_outputs();
                 }
+                Wake::AdoptedCheckDue => {
+                    self.check_adopted();
+                    self.adopted_check_at = Instant::now() + ADOPTED_POLL;
+                }
             }
         }
     }
@@ -217,10 +255,19 @@ impl Spawner {
                 self.set_table(table);
                 Ok(())
             }
+            (Ok(Code::AdoptProcess), Some(Payload::AdoptProcess(request))) => {
+                self.adopt(correlation_id, request);
+                Ok(())
+            }
             (Ok(Code::Ack), _) => Ok(()),
             (code, _) => {
                 let reason = match code {
-                    Ok(code @ (Code::StartProcess | Code::SignalProcess | Code::ServiceTable)) => {
+                    Ok(
+                        code @ (Code::StartProcess
+                        | Code::SignalProcess
+                        | Code::ServiceTable
+                        | Code::AdoptProcess),
+                    ) => {
                         format!("{} without its payload", code.as_str_name())
                     }
                     Ok(code) => format!("the spawner does not take {}", code.as_str_name()),
@@ -255,6 +302,15 @@ impl Spawner {
         };
         let pid = launched.pid;
         log::debug!("spawner: started {service_id}#{instance} as pid {pid}");
+        // Not reaped yet, so the pid is surely still this child's.
+        let start_time = sys::process_start_time(pid)
+            .inspect_err(|error| {
+                log::warn!(
+                    "spawner: no start time for {service_id}#{instance} (pid {pid}), \
+                     so it cannot be re-adopted after a crash: {error}"
+                );
+            })
+            .ok();
         self.rotation.track(pid, launched.rotating, Instant::now());
         self.children.insert(
             pid,
@@ -270,6 +326,7 @@ impl Spawner {
             Some(Payload::ProcessStarted(ms::ProcessStarted {
                 pid,
                 started_at_unix_ms: now_unix_ms(),
+                start_time,
             })),
         ));
     }
@@ -304,9 +361,66 @@ impl Spawner {
         }
     }
 
+    /// Watches a process a previous node started, if its pid still names
+    /// it; answers `Ack`, or `Error` when it cannot.
+    fn adopt(&mut self, correlation_id: Option<String>, request: ms::AdoptProcess) {
+        let pid = request.pid;
+        let reply = match watch(&request) {
+            Ok(pidfd) => {
+                let process = OwnChild {
+                    service_id: request.service_id.unwrap_or_default(),
+                    instance: request.instance.unwrap_or_default(),
+                    last_request: correlation_id.clone(),
+                };
+                log::debug!(
+                    "spawner: adopted {}#{} (pid {pid})",
+                    process.service_id,
+                    process.instance
+                );
+                self.adopted.insert(pid, (process, pidfd));
+                message(Code::Ack, correlation_id, None)
+            }
+            Err(reason) => error_reply(correlation_id, reason),
+        };
+        self.send_to_manager(reply);
+    }
+
+    /// Reports every adopted process whose pidfd says it ended.
+    fn check_adopted(&mut self) {
+        let pids: Vec<u32> = self.adopted.keys().copied().collect();
+        let pidfds: Vec<_> = pids.iter().map(|pid| self.adopted[pid].1.as_fd()).collect();
+        let ended = match sys::ended_pidfds(&pidfds) {
+            Ok(ended) => ended,
+            Err(error) => {
+                log::warn!("spawner: cannot poll the pidfds of adopted processes: {error}");
+                return;
+            }
+        };
+        for (pid, _) in pids.into_iter().zip(ended).filter(|(_, ended)| *ended) {
+            if let Some((process, _)) = self.adopted.remove(&pid) {
+                log::debug!(
+                    "spawner: adopted {}#{} (pid {pid}) ended",
+                    process.service_id,
+                    process.instance
+                );
+                self.report_exit(pid, process.last_request, None, None);
+            }
+        }
+    }
+
     fn signal(&mut self, correlation_id: Option<String>, request: ms::SignalProcess) {
-        if let Some(child) = self.children.get_mut(&request.pid) {
-            child.last_request.clone_from(&correlation_id);
+        if self.adopted.contains_key(&request.pid) {
+            // An ended process's pid may be anyone's by now: report the end
+            // first, and the signal is refused below.
+            self.check_adopted();
+        }
+        let own = self.children.get_mut(&request.pid);
+        let adopted = self
+            .adopted
+            .get_mut(&request.pid)
+            .map(|(process, _)| process);
+        if let Some(process) = own.or(adopted) {
+            process.last_request.clone_from(&correlation_id);
         }
         let reply = match self.send_signal(request) {
             Ok(()) => message(Code::Ack, correlation_id, None),
@@ -318,13 +432,13 @@ impl Spawner {
         self.send_to_manager(reply);
     }
 
-    /// Signals one of its own children (or its process group); the reason
-    /// when it cannot.
+    /// Signals one of its own children or adopted processes (or its
+    /// process group); the reason when it cannot.
     fn send_signal(&self, request: ms::SignalProcess) -> Result<(), String> {
         let pid = request.pid;
         let target = i32::try_from(pid)
             .ok()
-            .filter(|_| self.children.contains_key(&pid))
+            .filter(|_| self.children.contains_key(&pid) || self.adopted.contains_key(&pid))
             .ok_or_else(|| format!("pid {pid} is not a live child of the spawner"))?;
         let (target, what) = if request.group() {
             (-target, "process group")
@@ -355,20 +469,32 @@ impl Spawner {
                 ExitStatusKind::Code(code) => (Some(code), None),
                 ExitStatusKind::Signal(signal) => (None, Some(signal)),
             };
-            let exited = message(
-                Code::ProcessExited,
-                child.last_request,
-                Some(Payload::ProcessExited(ms::ProcessExited {
-                    pid,
-                    exit_code,
-                    exit_signal,
-                    at_unix_ms: now_unix_ms(),
-                })),
-            );
-            self.tracer.record(Role::Process, Role::Spawner, &exited);
-            self.send_to_manager(exited);
+            self.report_exit(pid, child.last_request, exit_code, exit_signal);
         }
         Ok(())
+    }
+
+    /// Tells the manager that process `pid` ended, under the correlation
+    /// id of the last request about it.
+    fn report_exit(
+        &mut self,
+        pid: u32,
+        last_request: Option<String>,
+        exit_code: Option<i32>,
+        exit_signal: Option<i32>,
+    ) {
+        let exited = message(
+            Code::ProcessExited,
+            last_request,
+            Some(Payload::ProcessExited(ms::ProcessExited {
+                pid,
+                exit_code,
+                exit_signal,
+                at_unix_ms: now_unix_ms(),
+            })),
+        );
+        self.tracer.record(Role::Process, Role::Spawner, &exited);
+        self.send_to_manager(exited);
     }
 
     fn rotate_outputs(&mut self) {
@@ -407,8 +533,9 @@ impl Spawner {
             .send(ack)
             .map_err(|_| SpawnerError::ShutdownAckUndelivered)?;
         log::debug!(
-            "spawner: shut down, leaving {} running children",
-            self.children.len()
+            "spawner: shut down, leaving {} running children and {} adopted processes",
+            self.children.len(),
+            self.adopted.len()
         );
         Ok(true)
     }
@@ -470,6 +597,21 @@ impl std::error::Error for UserError {
 /// absent in both.
 fn same(allowed: &Option<String>, requested: &Option<String>) -> bool {
     launch::present(allowed.as_deref()) == launch::present(requested.as_deref())
+}
+
+/// A pidfd of the process `request` names: opened first, then the pid's
+/// start time checked, so a pid recycled before the open is caught (after
+/// it, the pidfd holds on to the process it names). The reason otherwise.
+fn watch(request: &ms::AdoptProcess) -> Result<OwnedFd, String> {
+    let pid = request.pid;
+    let pidfd = sys::pidfd_open(pid).map_err(|error| format!("cannot watch pid {pid}: {error}"))?;
+    match sys::process_start_time(pid) {
+        Ok(start_time) if start_time == request.start_time => Ok(pidfd),
+        Ok(_) => Err(format!(
+            "pid {pid} now names another process (its start time differs); not adopted"
+        )),
+        Err(error) => Err(format!("cannot read the start time of pid {pid}: {error}")),
+    }
 }
 
 fn message(code: Code, correlation_id: Option<String>, payload: Option<Payload>) -> ms::Message {

@@ -522,3 +522,47 @@ fn starts_the_service_table_does_not_allow_are_refused() {
     harness.signal(pid, SIGTERM);
     harness.exit_of(pid);
 }
+
+#[test]
+fn an_adopted_process_is_checked_signalled_and_its_end_reported_without_status() {
+    let mut harness = Harness::new();
+    // Not started by this spawner, as a process from a previous node, and
+    // like it the leader of its own session and process group.
+    let mut sleeper = std::process::Command::new("sleep");
+    sleeper.arg("30");
+    // The spawner reaps it with waitpid(-1); waiting on it here would race.
+    #[expect(clippy::zombie_processes, reason = "reaped by the spawner under test")]
+    let stranger = sys::start_in_new_session(&mut sleeper).spawn().unwrap();
+    let pid = stranger.id();
+    harness.running.push(pid);
+    let start_time = sys::process_start_time(pid).unwrap();
+    let adopt = |harness: &mut Harness, pid, start_time| {
+        let request = ms::AdoptProcess {
+            pid,
+            start_time,
+            service_id: Some("old".into()),
+            instance: Some(0),
+        };
+        let id = harness.request(Code::AdoptProcess, Payload::AdoptProcess(request));
+        harness.reply_to(&id)
+    };
+
+    let recycled = adopt(&mut harness, pid, start_time + 1);
+    match recycled.payload {
+        Some(Payload::Error(error)) => {
+            assert!(
+                error.reason.contains("now names another process"),
+                "{}",
+                error.reason
+            );
+        }
+        other => panic!("expected Error, got {other:?}"),
+    }
+    assert_eq!(adopt(&mut harness, pid, start_time).code, Code::Ack as i32);
+    assert_eq!(harness.signal(pid, SIGTERM).code, Code::Ack as i32);
+    let exited = harness.exit_of(pid);
+    assert_eq!((exited.exit_code, exited.exit_signal), (None, None));
+    let gone = adopt(&mut harness, pid, start_time);
+    assert_eq!(gone.code, Code::Error as i32, "{gone:?}");
+    harness.shutdown().1.unwrap();
+}

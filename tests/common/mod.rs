@@ -120,14 +120,38 @@ impl Node {
         let log = setup.dir.0.join(format!("node-{}.log", unique()));
         let child = node_command(&setup.conf(), &log, env).spawn().unwrap();
         let mut node = Node { setup, child, log };
-        let socket = node.setup.socket();
+        node.await_socket();
+        node
+    }
+
+    fn await_socket(&mut self) {
+        let socket = self.setup.socket();
         wait_for("the node's socket", || {
-            if let Ok(Some(status)) = node.child.try_wait() {
-                panic!("node exited early with {status}: {}", node.log_text());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("node exited early with {status}: {}", self.log_text());
             }
             UnixStream::connect(&socket).ok()
         });
-        node
+    }
+
+    /// Kills the node with SIGKILL, as a crash would, and waits for it.
+    pub fn crash(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts a new node process on the same directories, once this one
+    /// has exited (crashed or shut down); its log goes to a new file.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_some(),
+            "the node still runs"
+        );
+        self.log = self.setup.dir.0.join(format!("node-{}.log", unique()));
+        self.child = node_command(&self.setup.conf(), &self.log, &[])
+            .spawn()
+            .unwrap();
+        self.await_socket();
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -201,4 +225,35 @@ pub fn write_frame(stream: &mut UnixStream, body: &[u8]) {
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(body);
     stream.write_all(&frame).unwrap();
+}
+
+/// Whether process `pid` runs (a zombie does not).
+pub fn pid_alive(pid: u32) -> bool {
+    // A zombie still has /proc/<pid>; only a reaped process is gone.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Zombie children of `parent`, from /proc.
+pub fn zombies_of(parent: i32) -> Vec<String> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| fs::read_to_string(entry.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
+        })
+        .collect()
 }
