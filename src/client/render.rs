@@ -47,10 +47,15 @@ pub fn status_table(services: &[Service], now_unix_ms: u64) -> String {
                 }
                 _ => "-".to_owned(),
             };
+            let state = if instance.adopted == Some(true) {
+                format!("{} (adopted)", instance.state)
+            } else {
+                instance.state.clone()
+            };
             table.row(vec![
                 service.id.clone(),
                 instance.index.to_string(),
-                instance.state.clone(),
+                state,
                 or_dash(instance.pid),
                 uptime,
                 or_dash(instance.restarts),
