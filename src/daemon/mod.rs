@@ -63,10 +63,14 @@ use crate::wire::link::{IoCommand, IoSender};
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds};
 use roles::RoleThreads;
 
-/// Capacity of the io → manager channel, in batches.
-const IO_TO_MANAGER: usize = 1024;
-/// Capacity of each manager ↔ spawner channel, in messages.
-const MANAGER_SPAWNER: usize = 4096;
+/// Capacity of the io → manager channel, in batches (each a whole read
+/// pass's requests, so a few suffice; io keeps a backlog beyond it).
+const IO_TO_MANAGER: usize = 64;
+/// Capacity of each manager ↔ spawner channel, in messages. Bounded
+/// channels allocate every slot up front (a `StartProcess` slot is a few
+/// hundred bytes), so this is resident memory; the manager queues beyond it
+/// and the spawner waits for room.
+const MANAGER_SPAWNER: usize = 256;
 /// Capacity of each daemon link, in messages.
 const DAEMON_LINK: usize = 16;
 

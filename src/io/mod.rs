@@ -56,7 +56,7 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Commands the manager and daemon may queue before they wait.
-const COMMAND_CAPACITY: usize = 1024;
+const COMMAND_CAPACITY: usize = 256;
 
 /// The io thread's limits, from `node.toml`.
 #[derive(Debug, Clone)]
