@@ -26,10 +26,10 @@ use snow_fox::wire::{DEFAULT_MAX_FRAME, Envelope, FrameDecoder, decode_envelope,
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Measuring time of each load run, after its warm-up.
-pub const RUN: Duration = Duration::from_secs(2);
+pub const RUN: Duration = Duration::from_secs(1);
 
 /// Warm-up of each load run.
-pub const WARMUP: Duration = Duration::from_millis(500);
+pub const WARMUP: Duration = Duration::from_millis(300);
 
 /// The release node binary cargo built for this bench.
 pub fn node_binary() -> PathBuf {
@@ -138,16 +138,21 @@ impl BenchNode {
         proc_status_kib(self.pid(), "VmRSS:")
     }
 
-    /// CPU time used so far, in clock ticks (utime + stime of
-    /// /proc/<pid>/stat; 100 ticks a second on Linux).
+    /// CPU time used so far by all its threads, in clock ticks.
     pub fn cpu_ticks(&self) -> u64 {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // The command name is in parentheses and may hold spaces; the
-        // fields after it are fixed: utime and stime are the 12th and 13th.
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+        stat_cpu_ticks(&format!("/proc/{}/stat", self.pid()))
     }
+}
+
+/// utime + stime of a /proc `stat` file, in clock ticks (100 a second on
+/// Linux).
+pub fn stat_cpu_ticks(path: &str) -> u64 {
+    let stat = fs::read_to_string(path).unwrap();
+    // The command name is in parentheses and may hold spaces; the fields
+    // after it are fixed: utime and stime are the 12th and 13th.
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 impl Drop for BenchNode {
@@ -346,6 +351,19 @@ impl HopServer {
 
     pub fn socket(&self) -> PathBuf {
         self.dir.0.join("hop.sock")
+    }
+
+    /// CPU time its two threads used so far, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|task| {
+                fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|name| name.starts_with("hop-"))
+            })
+            .map(|task| stat_cpu_ticks(&task.path().join("stat").to_string_lossy()))
+            .sum()
     }
 }
 
