@@ -364,7 +364,8 @@ fn bucket_upper_bound(bucket: usize) -> u64 {
     (((bucket + 1) as f64) / STEPS_PER_DOUBLING).exp2().ceil() as u64
 }
 
-/// Why a bench could not run to its end.
+/// Why a bench could not run to its end. As with [`ClientError`](super::ClientError),
+/// the Display text already includes the cause, so `source` is left empty.
 #[derive(Debug)]
 pub enum BenchError {
     /// A connection to the node could not be made.
@@ -473,17 +474,7 @@ impl fmt::Display for BenchError {
     }
 }
 
-impl std::error::Error for BenchError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BenchError::Connect { source, .. }
-            | BenchError::Poll { source, .. }
-            | BenchError::Io { source, .. } => Some(source),
-            BenchError::Frame { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+impl std::error::Error for BenchError {}
 
 /// Just the envelope's code and id: a bench has no use for the payload of
 /// a good reply, and skipping it keeps the client cheap for big replies.
