@@ -10,7 +10,7 @@
 //! Every failure comes back as a [`ClientError`]; after one that is not
 //! [`ClientError::Node`] the connection is in an unknown state and is best
 //! dropped. [`render`] and [`json`] turn replies into the text the binary
-//! prints; [`bench`] is the many-connection load generator of `bench`.
+//! prints; [`bench`](mod@bench) is the many-connection load generator of `bench`.
 
 use std::fmt;
 use std::io::{self, Read, Write};
