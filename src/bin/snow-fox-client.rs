@@ -18,9 +18,10 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lexopt::ValueExt;
+use snow_fox::client::bench::{self, BenchError, BenchOptions, Progress, RequestKind, Until};
 use snow_fox::client::json::{self, JsonObject};
 use snow_fox::client::{Client, ClientError, render};
-use snow_fox::conf::paths;
+use snow_fox::conf::{parse_duration, paths};
 use snow_fox::wire::proto::public_api::ServiceStatusResponse;
 
 const USAGE: &str = "\
@@ -42,6 +43,12 @@ commands:
                            $XDG_STATE_HOME/snow-fox/log or ~/.local/state/snow-fox/log
   trace CORRELATION_ID     the messages a request caused, in order, and its state
   shutdown                 ask the node to shut down
+  bench [--clients N] [--inflight K] [--duration D | --requests N] [--warmup D]
+        [--request nodeinfo|status|introduce] [--service ID]
+                           load the node from N connections (default 1), each keeping K
+                           requests out (default 1); D like 500ms, 10s, 2m (default 10s,
+                           warm-up 1s); prints requests/s and latency quantiles, with a
+                           progress line on stderr each second; --service: status of one
 
 options:
   --socket PATH            the node's socket; default /run/snow-fox/snow-fox.sock for root,
@@ -101,6 +108,30 @@ enum Command {
     Node(NodeCommand),
     /// Reads log files; needs no node.
     Logs(LogsOptions),
+    /// Loads the node with many connections.
+    Bench(BenchPlan),
+}
+
+/// `bench`'s options; the socket comes from the global options.
+#[derive(Debug, PartialEq)]
+struct BenchPlan {
+    clients: usize,
+    inflight: usize,
+    until: Until,
+    warmup: Duration,
+    request: RequestKind,
+}
+
+impl Default for BenchPlan {
+    fn default() -> Self {
+        BenchPlan {
+            clients: 1,
+            inflight: 1,
+            until: Until::Elapsed(Duration::from_secs(10)),
+            warmup: Duration::from_secs(1),
+            request: RequestKind::NodeInfo,
+        }
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -282,6 +313,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Pa
             Command::Node(NodeCommand::Trace { correlation_id })
         }
         "logs" => Command::Logs(parse_logs(&mut args)?),
+        "bench" => Command::Bench(parse_bench(&mut args)?),
         _ => return Err(usage(format!("unknown command `{name}`"))),
     };
     Ok(Invocation {
@@ -318,6 +350,64 @@ fn parse_logs(args: &mut Args) -> Result<LogsOptions, ParseExit> {
         streams,
         follow,
         log_dir,
+    })
+}
+
+fn parse_bench(args: &mut Args) -> Result<BenchPlan, ParseExit> {
+    let mut plan = BenchPlan::default();
+    let mut request = "nodeinfo".to_owned();
+    let mut service = None;
+    let words = rest(args, "bench", |option, args| {
+        match option {
+            "--clients" => plan.clients = positive(option, args)?,
+            "--inflight" => plan.inflight = positive(option, args)?,
+            "--requests" => plan.until = Until::Sent(positive(option, args)?),
+            "--duration" => plan.until = Until::Elapsed(duration(option, args)?),
+            "--warmup" => plan.warmup = duration(option, args)?,
+            "--request" => request = args.value()?.string()?,
+            "--service" => service = Some(args.value()?.string()?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    no_words("bench", words)?;
+    plan.request = match (request.as_str(), service) {
+        ("nodeinfo", None) => RequestKind::NodeInfo,
+        ("introduce", None) => RequestKind::Introduce,
+        ("status", service) => RequestKind::Status { service },
+        ("nodeinfo" | "introduce", Some(_)) => {
+            return Err(usage("--service goes with --request status".to_owned()));
+        }
+        (other, _) => {
+            return Err(usage(format!(
+                "--request takes nodeinfo, status or introduce, not `{other}`"
+            )));
+        }
+    };
+    Ok(plan)
+}
+
+/// The value of `option` as a whole number of at least 1.
+fn positive<T: std::str::FromStr + PartialEq + From<u8>>(
+    option: &str,
+    args: &mut Args,
+) -> Result<T, ParseExit> {
+    let text = args.value()?.string()?;
+    match text.parse::<T>() {
+        Ok(number) if number != T::from(0) => Ok(number),
+        _ => Err(usage(format!(
+            "{option} needs a whole number of at least 1, not `{text}`"
+        ))),
+    }
+}
+
+/// The value of `option` as a duration such as `500ms` or `10s`.
+fn duration(option: &str, args: &mut Args) -> Result<Duration, ParseExit> {
+    let text = args.value()?.string()?;
+    parse_duration(&text).ok_or_else(|| {
+        usage(format!(
+            "{option} needs a duration such as 500ms, 10s or 2m, not `{text}`"
+        ))
     })
 }
 
@@ -385,6 +475,8 @@ enum CliError {
     NoLogs { paths: Vec<PathBuf> },
     /// A log file exists but cannot be read.
     ReadLog { path: PathBuf, source: io::Error },
+    /// `bench` could not run to its end.
+    Bench(BenchError),
     /// Standard output cannot be written.
     Output(io::Error),
 }
@@ -440,6 +532,7 @@ impl fmt::Display for CliError {
             CliError::ReadLog { path, source } => {
                 write!(f, "cannot read log file {}: {source}", path.display())
             }
+            CliError::Bench(error) => write!(f, "bench failed: {error}"),
             CliError::Output(source) => write!(f, "cannot write to standard output: {source}"),
         }
     }
@@ -458,6 +551,17 @@ fn run(invocation: Invocation) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     let outcome = match invocation.command {
         Command::Logs(options) => show_logs(&options, &mut out),
+        Command::Bench(plan) => {
+            let options = BenchOptions {
+                socket: invocation.socket.unwrap_or_else(paths::default_socket_path),
+                clients: plan.clients,
+                inflight: plan.inflight,
+                until: plan.until,
+                warmup: plan.warmup,
+                request: plan.request,
+            };
+            run_bench(&options, invocation.json, &mut out)
+        }
         Command::Node(command) => {
             let socket = match invocation.socket {
                 Some(socket) => socket,
@@ -472,6 +576,33 @@ fn run(invocation: Invocation) -> Result<(), CliError> {
         }
     };
     outcome.and(out.flush().map_err(CliError::Output))
+}
+
+/// Runs a bench, a progress line a second on stderr, then the report.
+fn run_bench(options: &BenchOptions, as_json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let report = bench::run(options, print_progress).map_err(CliError::Bench)?;
+    let text = if as_json {
+        report.to_json()
+    } else {
+        report.to_text()
+    };
+    writeln!(out, "{text}").map_err(CliError::Output)
+}
+
+fn print_progress(progress: &Progress) {
+    let phase = if progress.warming_up {
+        " (warm-up)"
+    } else {
+        ""
+    };
+    eprintln!(
+        "bench: {:>4.0} s{phase}  {:>9.0} req/s  {} answered  {} errors  {} in flight",
+        progress.elapsed.as_secs_f64(),
+        progress.recent_rate,
+        progress.answered,
+        progress.errors,
+        progress.in_flight
+    );
 }
 
 /// Prints replies, as JSON or as text.
@@ -720,8 +851,90 @@ mod tests {
     fn node_command(args: &[&str]) -> NodeCommand {
         match parse(args).unwrap().command {
             Command::Node(command) => command,
-            Command::Logs(options) => panic!("{args:?} parsed as logs: {options:?}"),
+            other => panic!("{args:?} parsed as {other:?}"),
         }
+    }
+
+    fn bench_plan(args: &[&str]) -> BenchPlan {
+        match parse(args).unwrap().command {
+            Command::Bench(plan) => plan,
+            other => panic!("{args:?} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_options_and_their_defaults() {
+        assert_eq!(bench_plan(&["bench"]), BenchPlan::default());
+        assert_eq!(
+            bench_plan(&[
+                "bench",
+                "--clients",
+                "64",
+                "--inflight=8",
+                "--duration",
+                "500ms",
+                "--warmup",
+                "0s",
+                "--request",
+                "introduce",
+                "--json",
+            ]),
+            BenchPlan {
+                clients: 64,
+                inflight: 8,
+                until: Until::Elapsed(Duration::from_millis(500)),
+                warmup: Duration::ZERO,
+                request: RequestKind::Introduce,
+            }
+        );
+        let plan = bench_plan(&[
+            "bench",
+            "--requests",
+            "1000",
+            "--request",
+            "status",
+            "--service",
+            "web",
+        ]);
+        assert_eq!(plan.until, Until::Sent(1000));
+        assert_eq!(
+            plan.request,
+            RequestKind::Status {
+                service: Some("web".into())
+            }
+        );
+    }
+
+    #[test]
+    fn bad_bench_options_are_one_clear_message() {
+        assert_eq!(
+            usage_error(&["bench", "--clients", "0"]),
+            "--clients needs a whole number of at least 1, not `0`"
+        );
+        assert_eq!(
+            usage_error(&["bench", "--inflight", "many"]),
+            "--inflight needs a whole number of at least 1, not `many`"
+        );
+        assert_eq!(
+            usage_error(&["bench", "--duration", "10"]),
+            "--duration needs a duration such as 500ms, 10s or 2m, not `10`"
+        );
+        assert_eq!(
+            usage_error(&["bench", "--request", "trace"]),
+            "--request takes nodeinfo, status or introduce, not `trace`"
+        );
+        assert_eq!(
+            usage_error(&["bench", "--service", "web"]),
+            "--service goes with --request status"
+        );
+        assert_eq!(
+            usage_error(&["bench", "--details"]),
+            "`bench` has no option --details"
+        );
+        assert_eq!(
+            usage_error(&["bench", "now"]),
+            "unexpected argument `now` for `bench`"
+        );
     }
 
     fn usage_error(args: &[&str]) -> String {

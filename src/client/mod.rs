@@ -10,7 +10,7 @@
 //! Every failure comes back as a [`ClientError`]; after one that is not
 //! [`ClientError::Node`] the connection is in an unknown state and is best
 //! dropped. [`render`] and [`json`] turn replies into the text the binary
-//! prints.
+//! prints; [`bench`](mod@bench) is the many-connection load generator of `bench`.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -26,6 +26,7 @@ use crate::wire::proto::public_api::{
 };
 use crate::wire::{DecodeError, Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame};
 
+pub mod bench;
 pub mod json;
 pub mod render;
 

@@ -1,0 +1,251 @@
+//! Service work through a real release node, each against a baseline of
+//! the same run:
+//! - start 100 and 1,000 `/bin/sleep 3600` services until all are reported
+//!   running, against spawning the same processes with
+//!   `std::process::Command` (then killed);
+//! - status of all 100 services and of one, from one client, ping-pong;
+//!   the one-service figure against the hop baseline's ping-pong;
+//! - restart after `kill -9` of a service that ran stably, timed by the
+//!   `Event` that reports it running with a new pid;
+//! - stop of all 100 until all are reported stopped.
+//!
+//! `cargo build --release && cargo bench --bench services`
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use snow_fox::client::Client;
+use snow_fox::client::bench::{RequestKind, format_ns};
+use snow_fox::sys;
+use snow_fox::wire::proto::public_api::message::{Code, Payload};
+use snow_fox::wire::proto::public_api::{
+    Message, ServiceStart, ServiceStatusResponse, ServiceStop,
+};
+
+use common::{BenchNode, HopServer, Table, load, median, ms, ratio, sleep_services, wait_for};
+
+/// Restarts timed after `kill -9`.
+const KILLS: usize = 5;
+
+fn main() {
+    let mut table = Table::new(&["what", "snow-fox", "baseline", "ratio", "target"]);
+
+    let node = BenchNode::start("services-100", &sleep_services(100, false));
+    start_row(&mut table, &node, 100, "<= 2x, and < s6 155 ms");
+    status_rows(&mut table, &node);
+    restart_row(&mut table, &node);
+    stop_row(&mut table, &node, 100);
+    drop(node);
+
+    let node = BenchNode::start("services-1000", &sleep_services(1000, false));
+    start_row(&mut table, &node, 1000, "<= 3x");
+    stop_row(&mut table, &node, 1000);
+    drop(node);
+
+    println!("services: /bin/sleep 3600 services (stdout/stderr null), one client");
+    table.print();
+}
+
+/// Every service id of a node's `sleep_services`.
+fn ids(count: usize) -> Vec<String> {
+    (0..count).map(|index| format!("s{index:04}")).collect()
+}
+
+/// Sends one request per service, all pipelined on one connection, and
+/// waits for every reply; returns the time and checks each is an `Ack`.
+fn pipelined(client: &mut Client, requests: Vec<(Code, Payload)>) -> Duration {
+    let started = Instant::now();
+    let count = requests.len();
+    for (code, payload) in requests {
+        let correlation_id = client.next_correlation_id();
+        client
+            .send(&Message {
+                code: code as i32,
+                correlation_id: Some(correlation_id),
+                payload: Some(payload),
+            })
+            .unwrap();
+    }
+    for _ in 0..count {
+        let reply = client.receive().unwrap();
+        assert_eq!(reply.code, Code::Ack as i32, "{reply:?}");
+    }
+    started.elapsed()
+}
+
+fn all_in_state(status: &ServiceStatusResponse, state: &str) -> bool {
+    status
+        .services
+        .iter()
+        .flat_map(|service| &service.instances)
+        .all(|instance| instance.state == state)
+}
+
+fn start_row(table: &mut Table, node: &BenchNode, count: usize, target: &str) {
+    let direct = spawn_directly(count);
+    let mut client = node.client();
+    let starts = ids(count)
+        .into_iter()
+        .map(|service_id| {
+            (
+                Code::ServiceStart,
+                Payload::ServiceStart(ServiceStart {
+                    service_id,
+                    version: String::new(),
+                }),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let acked = pipelined(&mut client, starts);
+    // Each start is answered once its service runs; the status confirms it.
+    wait_for("every service running", || {
+        all_in_state(&client.status(None).unwrap(), "running").then_some(())
+    });
+    let confirmed = started.elapsed();
+    table.row(vec![
+        format!(
+            "start {count} services until all running (last Ack; status confirms at {})",
+            ms(confirmed)
+        ),
+        ms(acked),
+        format!("{} (Command::spawn)", ms(direct)),
+        ratio(acked.as_secs_f64(), direct.as_secs_f64()),
+        target.to_owned(),
+    ]);
+}
+
+/// Spawns `count` sleeps with `std::process::Command`, timing the spawns,
+/// then kills and reaps them.
+fn spawn_directly(count: usize) -> Duration {
+    let started = Instant::now();
+    let mut children: Vec<Child> = (0..count)
+        .map(|_| {
+            Command::new("/bin/sleep")
+                .arg("3600")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let took = started.elapsed();
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    took
+}
+
+fn status_rows(table: &mut Table, node: &BenchNode) {
+    let all = load(&node.socket(), 1, 1, RequestKind::Status { service: None });
+    table.row(vec![
+        "status of all 100, median latency".to_owned(),
+        format_ns(all.latency.quantile(0.5)),
+        "-".to_owned(),
+        "-".to_owned(),
+        "< 0.1 ms".to_owned(),
+    ]);
+    table.row(vec![
+        "status of all 100, queries/s (1 client)".to_owned(),
+        format!("{:.0}", all.requests_per_second()),
+        "-".to_owned(),
+        "-".to_owned(),
+        "> 10,000/s".to_owned(),
+    ]);
+    let one = load(
+        &node.socket(),
+        1,
+        1,
+        RequestKind::Status {
+            service: Some("s0000".to_owned()),
+        },
+    );
+    let hop = HopServer::start();
+    let floor = load(&hop.socket(), 1, 1, RequestKind::NodeInfo);
+    table.row(vec![
+        "status of one service, queries/s (median)".to_owned(),
+        format!(
+            "{:.0} ({})",
+            one.requests_per_second(),
+            format_ns(one.latency.quantile(0.5))
+        ),
+        format!(
+            "{:.0} ({}) (hop ping-pong)",
+            floor.requests_per_second(),
+            format_ns(floor.latency.quantile(0.5))
+        ),
+        ratio(one.requests_per_second(), floor.requests_per_second()),
+        ">= 0.50x".to_owned(),
+    ]);
+}
+
+fn pid_of(client: &mut Client, service: &str) -> Option<u32> {
+    let status = client.status(Some(service)).unwrap();
+    let instance = &status.services[0].instances[0];
+    (instance.state == "running")
+        .then_some(instance.pid)
+        .flatten()
+}
+
+fn restart_row(table: &mut Table, node: &BenchNode) {
+    let mut client = node.client();
+    let mut watcher = node.client();
+    watcher.subscribe().unwrap();
+    let mut times = Vec::new();
+    for _ in 0..KILLS {
+        let old = wait_for("s0000 running", || pid_of(&mut client, "s0000"));
+        // The service must count as stable (stable_after = 1s), or the
+        // restart waits out a back-off: that is the case measured.
+        thread::sleep(Duration::from_millis(1100));
+        let killed = Instant::now();
+        sys::kill(old as i32, libc::SIGKILL).unwrap();
+        loop {
+            let event = watcher.next_event().unwrap();
+            if event.service_id == "s0000"
+                && event.state == "running"
+                && event.pid.is_some_and(|pid| pid != old)
+            {
+                times.push(killed.elapsed());
+                break;
+            }
+        }
+    }
+    let worst = times.iter().max().copied().unwrap_or_default();
+    table.row(vec![
+        format!(
+            "restart after kill -9 of a stable service, median of {KILLS} (max {})",
+            ms(worst)
+        ),
+        ms(median(times)),
+        "-".to_owned(),
+        "-".to_owned(),
+        "<= 10 ms".to_owned(),
+    ]);
+}
+
+fn stop_row(table: &mut Table, node: &BenchNode, count: usize) {
+    let mut client = node.client();
+    let stops = ids(count)
+        .into_iter()
+        .map(|service_id| {
+            (
+                Code::ServiceStop,
+                Payload::ServiceStop(ServiceStop { service_id }),
+            )
+        })
+        .collect();
+    let took = pipelined(&mut client, stops);
+    assert!(all_in_state(&client.status(None).unwrap(), "stopped"));
+    table.row(vec![
+        format!("stop all {count} until all stopped (last Ack)"),
+        ms(took),
+        "-".to_owned(),
+        "-".to_owned(),
+        if count == 100 { "<= 30 ms" } else { "-" }.to_owned(),
+    ]);
+}
