@@ -118,6 +118,7 @@ fn services(count: usize) -> ServiceStatusResponse {
                     restarts: Some(0),
                     last_exit_code: None,
                     last_exit_signal: None,
+                    adopted: None,
                 }],
             })
             .collect(),
