@@ -143,7 +143,8 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         .socket
         .or_else(|| config.node.socket.clone())
         .unwrap_or_else(paths::default_socket_path);
-    let socket = BoundSocket::bind(&socket_path).map_err(DaemonError::Listen)?;
+    let settings = IoSettings::from_node(&config.node).map_err(DaemonError::Io)?;
+    let socket = BoundSocket::bind(&socket_path, &settings.access).map_err(DaemonError::Listen)?;
     log::info!(
         "node {} starting: configuration {} ({}), {} services",
         config.node.name,
@@ -173,12 +174,6 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     let (child_exited_tx, child_exited) = bounded(1);
     let (signal_tx, signals) = bounded(16);
 
-    let settings = IoSettings {
-        max_frame: config.node.max_frame,
-        max_connections: config.node.max_connections,
-        max_inflight_per_connection: config.node.max_inflight_per_connection,
-        max_outbound_bytes: config.node.max_outbound_bytes,
-    };
     let (io, to_io) =
         Io::new(socket, settings, io_to_manager, tracer.clone()).map_err(DaemonError::Io)?;
 
