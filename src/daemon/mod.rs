@@ -6,9 +6,12 @@
 //! and wait for its `Ack` (or its end), then `Shutdown` to the spawner and
 //! wait likewise, then stop io. Each wait is bounded.
 //!
-//! It is the only module that knows every role, because it joins them.
+//! It is the only module that knows every role, because it joins them;
+//! [`Loopback`] joins io's per-connection state to a manager without
+//! sockets or threads, for fuzzers and property tests.
 //! It runs on the main thread; if it dies, the process ends.
 
+mod loopback;
 mod roles;
 
 use std::fmt;
@@ -28,6 +31,7 @@ use crate::sys;
 use crate::trace::{Role, Tracer};
 use crate::wire::link::{IoCommand, IoSender};
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds};
+pub use loopback::Loopback;
 use roles::RoleThreads;
 
 /// Capacity of the io → manager channel, in batches.
@@ -193,12 +197,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         })
         .map_err(DaemonError::Signals)?;
 
-    let identity = NodeIdentity {
-        name: config.node.name.clone(),
-        commit: env!("SNOW_FOX_GIT_COMMIT").to_owned(),
-        taint: env!("SNOW_FOX_GIT_TAINT").to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
+    let identity = identity(&config);
     let mut roles = RoleThreads::new();
     let spawner = Spawner::new(
         SpawnerLinks {
@@ -395,6 +394,16 @@ fn await_ack<M: crate::wire::Envelope>(
             }
             recv(crossbeam_channel::at(deadline)) -> _ => return false,
         }
+    }
+}
+
+/// What the node says about itself: its name and this build.
+fn identity(config: &Config) -> NodeIdentity {
+    NodeIdentity {
+        name: config.node.name.clone(),
+        commit: env!("SNOW_FOX_GIT_COMMIT").to_owned(),
+        taint: env!("SNOW_FOX_GIT_TAINT").to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
     }
 }
 
