@@ -1,8 +1,9 @@
 //! The process calls std does not offer, behind safe helpers.
 //!
 //! This is the crate's only `unsafe` code: sessions, signals, reaping,
-//! pidfds, user/group lookups, and the fork and privilege drop of
-//! privilege separation, each a small block with its `// SAFETY:` reason.
+//! pidfds, user/group lookups, socket peer credentials, and the fork and
+//! privilege drop of privilege separation, each a small block with its
+//! `// SAFETY:` reason.
 //! Every helper returns `io::Result` (or a plain value where the call
 //! cannot fail). It owns no state, threads or channels; the spawner is the
 //! only role that calls the process helpers.
@@ -10,8 +11,8 @@
 use std::ffi::{CString, c_char, c_int};
 use std::fs;
 use std::io;
-use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::mem::{MaybeUninit, size_of};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::ptr;
@@ -32,6 +33,101 @@ pub struct UserIds {
     pub uid: u32,
     /// The user's primary group id.
     pub gid: u32,
+}
+
+/// Who is at the other end of a UNIX socket, as the kernel recorded it
+/// when the peer connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// The peer's process id at connect time.
+    pub pid: i32,
+    /// The peer's effective user id.
+    pub uid: u32,
+    /// The peer's effective group id.
+    pub gid: u32,
+    /// The peer's supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// The credentials of a connected UNIX socket's peer: `SO_PEERCRED` for
+/// pid, uid and gid, `SO_PEERGROUPS` for the supplementary groups. Both
+/// are the kernel's snapshot from `connect()`, so they cannot be swapped
+/// by a peer that exits and has its pid reused, as reading
+/// `/proc/<pid>/status` could be; and they are what the peer really held,
+/// not what the group database says it might.
+pub fn peer_credentials(socket: &impl AsFd) -> io::Result<PeerCredentials> {
+    let fd = socket.as_fd().as_raw_fd();
+    let mut credentials = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = socklen_of::<libc::ucred>();
+    // SAFETY: `credentials` is a live, writable ucred and `len` holds its
+    // size, as SO_PEERCRED requires; the kernel writes at most `len` bytes.
+    let code = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut credentials).cast(),
+            &mut len,
+        )
+    };
+    if code == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(PeerCredentials {
+        pid: credentials.pid,
+        uid: credentials.uid,
+        gid: credentials.gid,
+        groups: peer_groups(fd)?,
+    })
+}
+
+/// The most supplementary groups Linux lets a process hold.
+const MAX_GROUPS: usize = 65_536;
+
+fn peer_groups(fd: i32) -> io::Result<Vec<u32>> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = socklen_for(groups.len() * size_of::<libc::gid_t>());
+        // SAFETY: `groups` is a live, writable buffer of `len` bytes; the
+        // kernel writes at most `len` bytes and sets `len` to what it wrote
+        // (or, on ERANGE, to what it needs).
+        let code = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let needed = len as usize / size_of::<libc::gid_t>();
+        if code == 0 {
+            groups.truncate(needed);
+            return Ok(groups);
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ERANGE)
+            && needed > groups.len()
+            && needed <= MAX_GROUPS
+        {
+            groups.resize(needed, 0);
+            continue;
+        }
+        return Err(error);
+    }
+}
+
+fn socklen_of<T>() -> libc::socklen_t {
+    socklen_for(size_of::<T>())
+}
+
+fn socklen_for(bytes: usize) -> libc::socklen_t {
+    // Both buffers are far below 4 GiB: a ucred, or MAX_GROUPS gids.
+    libc::socklen_t::try_from(bytes).unwrap_or(libc::socklen_t::MAX)
 }
 
 /// Makes `command`'s child call `setsid()` between fork and exec, so it
@@ -426,6 +522,16 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let _ = child.wait();
+    }
+
+    #[test]
+    fn a_socket_pair_peer_is_this_process() {
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let peer = peer_credentials(&ours).unwrap();
+        assert_eq!(peer.pid, std::process::id() as i32);
+        assert_eq!(peer.uid, effective_uid());
+        // SAFETY: getegid takes no arguments and always succeeds.
+        assert_eq!(peer.gid, unsafe { libc::getegid() });
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! starts it sends the spawner the service table (`ServiceTable`), the
 //! first thing the spawner reads; reloaded tables are the manager's to send.
 //!
-//! It is the only module that knows every role, because it joins them.
+//! It is the only module that knows every role, because it joins them;
+//! [`Loopback`] joins io's per-connection state to a manager without
+//! sockets or threads, for fuzzers and property tests.
 //! It runs on the main thread; if it dies, the process ends.
 //!
 //! # Two modes
@@ -41,6 +43,7 @@
 //! spawner process.
 
 mod bridge;
+mod loopback;
 mod privsep;
 mod roles;
 
@@ -61,6 +64,7 @@ use crate::sys;
 use crate::trace::{Role, Tracer};
 use crate::wire::link::{IoCommand, IoSender};
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds};
+pub use loopback::Loopback;
 use roles::RoleThreads;
 
 /// Capacity of the io → manager channel, in batches (each a whole read
@@ -249,7 +253,8 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     // answers is never met by the default action; signals wait in its pipe.
     let mut signal_source =
         Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD]).map_err(DaemonError::Signals)?;
-    let socket = BoundSocket::bind(&socket_path).map_err(DaemonError::Listen)?;
+    let settings = IoSettings::from_node(&config.node).map_err(DaemonError::Io)?;
+    let socket = BoundSocket::bind(&socket_path, &settings.access).map_err(DaemonError::Listen)?;
     log::info!(
         "node {} starting: configuration {} ({}), {} services",
         config.node.name,
@@ -281,12 +286,6 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     let (child_exited_tx, child_exited) = bounded(1);
     let (signal_tx, signals) = bounded(16);
 
-    let settings = IoSettings {
-        max_frame: config.node.max_frame,
-        max_connections: config.node.max_connections,
-        max_inflight_per_connection: config.node.max_inflight_per_connection,
-        max_outbound_bytes: config.node.max_outbound_bytes,
-    };
     let (io, to_io) =
         Io::new(socket, settings, io_to_manager, tracer.clone()).map_err(DaemonError::Io)?;
 
@@ -307,21 +306,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         })
         .map_err(DaemonError::Signals)?;
 
-    let effective_uid = sys::effective_uid();
-    let identity = NodeIdentity {
-        name: config.node.name.clone(),
-        commit: env!("SNOW_FOX_GIT_COMMIT").to_owned(),
-        taint: env!("SNOW_FOX_GIT_TAINT").to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        spawner_mode: spawner_process.as_ref().map_or_else(
-            || "thread".to_owned(),
-            |process| format!("process, pid {}", process.pid),
-        ),
-        user: match (&spawner_process, &config.node.user) {
-            (Some(_), Some(name)) => format!("{name} (uid {effective_uid})"),
-            _ => format!("uid {effective_uid}"),
-        },
-    };
+    let identity = identity(&config, spawner_process.as_ref().map(|process| process.pid));
     // The first thing the spawner reads, before any request it checks.
     let table = ds::Message {
         code: ds::message::Code::ServiceTable as i32,
@@ -584,6 +569,25 @@ fn await_ack<M: crate::wire::Envelope>(
             }
             recv(crossbeam_channel::at(deadline)) -> _ => return false,
         }
+    }
+}
+
+/// What the node says about itself: its name and this build.
+/// What the node says about itself; `spawner_pid` is the spawner process's
+/// in process mode.
+fn identity(config: &Config, spawner_pid: Option<u32>) -> NodeIdentity {
+    let effective_uid = sys::effective_uid();
+    NodeIdentity {
+        name: config.node.name.clone(),
+        commit: env!("SNOW_FOX_GIT_COMMIT").to_owned(),
+        taint: env!("SNOW_FOX_GIT_TAINT").to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        spawner_mode: spawner_pid
+            .map_or_else(|| "thread".to_owned(), |pid| format!("process, pid {pid}")),
+        user: match (spawner_pid, &config.node.user) {
+            (Some(_), Some(name)) => format!("{name} (uid {effective_uid})"),
+            _ => format!("uid {effective_uid}"),
+        },
     }
 }
 

@@ -1,5 +1,6 @@
-//! One client connection: its frame decoder, its outbound buffer and the
-//! counters that decide when to stop reading it.
+//! One client connection: its socket, its [`Exchange`] (frames, requests
+//! in flight, unsent replies) and the flags that decide when to read,
+//! write or close it.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -7,9 +8,8 @@ use std::time::Instant;
 
 use mio::net::UnixStream;
 
+use super::exchange::Exchange;
 use crate::wire::link::ConnectionId;
-use crate::wire::proto::public_api;
-use crate::wire::{FrameDecoder, encode_frame};
 
 /// What a read pass ended with.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,12 +22,8 @@ pub(super) enum ReadEnd {
 
 #[derive(Debug)]
 pub(super) struct Connection {
-    pub(super) id: ConnectionId,
     pub(super) stream: UnixStream,
-    pub(super) decoder: FrameDecoder,
-    outbound: Vec<u8>,
-    /// Requests decoded and not yet finally answered.
-    pub(super) in_flight: usize,
+    pub(super) exchange: Exchange,
     /// Set after a protocol error: input is discarded until this instant,
     /// so the peer reads the `Error` rather than a reset.
     pub(super) closing_until: Option<Instant>,
@@ -35,57 +31,44 @@ pub(super) struct Connection {
     /// Reading stopped for back-pressure; resumed when replies drain.
     pub(super) read_paused: bool,
     pub(super) watching_writable: bool,
+    /// When the last request arrived (or the connection was accepted).
+    pub(super) last_request: Instant,
 }
 
 impl Connection {
     pub(super) fn new(id: ConnectionId, stream: UnixStream, max_frame: u32) -> Self {
         Connection {
-            id,
             stream,
-            decoder: FrameDecoder::new(max_frame),
-            outbound: Vec::new(),
-            in_flight: 0,
+            exchange: Exchange::new(id, max_frame),
             closing_until: None,
             write_shut: false,
             read_paused: false,
             watching_writable: false,
+            last_request: Instant::now(),
         }
     }
 
-    /// Bytes of replies not yet written.
-    pub(super) fn unsent(&self) -> usize {
-        self.outbound.len()
-    }
-
-    /// Appends one message to the outbound buffer (nothing after closing
-    /// has flushed: the write side is shut).
-    pub(super) fn queue(&mut self, message: &public_api::Message) {
-        if !self.write_shut {
-            encode_frame(message, &mut self.outbound);
-        }
-    }
-
-    /// Reads into the decoder until the socket would block, the peer is
+    /// Reads into the exchange until the socket would block, the peer is
     /// gone, or `take` says to stop. `take` is called before each read to
     /// consume what is buffered, so a resumed connection first works off the
     /// frames it already holds. A closing connection's input is dropped.
     pub(super) fn read(
         &mut self,
         scratch: &mut [u8],
-        mut take: impl FnMut(&mut Connection) -> bool,
+        mut take: impl FnMut(&mut Exchange) -> bool,
     ) -> ReadEnd {
         loop {
-            if self.closing_until.is_none() && !take(self) {
+            if self.closing_until.is_none() && !take(&mut self.exchange) {
                 return ReadEnd::Idle;
             }
             match self.stream.read(scratch) {
                 Ok(0) => return ReadEnd::Gone,
-                Ok(n) if self.closing_until.is_none() => self.decoder.extend(&scratch[..n]),
+                Ok(n) if self.closing_until.is_none() => self.exchange.receive(&scratch[..n]),
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Idle,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    log::debug!("connection {}: read failed: {error}", self.id.0);
+                    log::debug!("connection {}: read failed: {error}", self.exchange.id().0);
                     return ReadEnd::Gone;
                 }
             }
@@ -95,8 +78,9 @@ impl Connection {
     /// Writes what the socket takes. `Ok(true)` when everything is out.
     pub(super) fn flush(&mut self) -> io::Result<bool> {
         let mut written = 0;
-        while written < self.outbound.len() {
-            match self.stream.write(&self.outbound[written..]) {
+        let unsent = self.exchange.unsent();
+        while written < unsent.len() {
+            match self.stream.write(&unsent[written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => written += n,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
@@ -104,8 +88,8 @@ impl Connection {
                 Err(error) => return Err(error),
             }
         }
-        self.outbound.drain(..written);
-        let done = self.outbound.is_empty();
+        self.exchange.sent(written);
+        let done = self.exchange.unsent().is_empty();
         if done && self.closing_until.is_some() && !self.write_shut {
             self.write_shut = true;
             // The peer may already be gone; it then reads nothing anyway.

@@ -1,5 +1,9 @@
 //! The node's UNIX socket: bound once at start, a stale file replaced, a
-//! live one refused, the file removed when the node ends.
+//! live one refused, the file removed when the node ends. Its mode follows
+//! the [`Access`] list: 0600 when only root and the node's user may
+//! connect, 0660 owned by the first `allow_groups` group, or 0666 when only
+//! `allow_users` widen it (file modes cannot name a list of users; peer
+//! credentials decide).
 
 use std::fmt;
 use std::fs;
@@ -8,6 +12,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use mio::net::UnixListener;
+
+use super::Access;
 
 /// Why the node's socket could not be bound.
 #[derive(Debug)]
@@ -64,10 +70,11 @@ pub struct BoundSocket {
 }
 
 impl BoundSocket {
-    /// Binds `path` with mode 0600, creating its directory (0700) if
-    /// needed. A socket file nobody answers on is replaced; a live one is
-    /// [`ListenError::InUse`].
-    pub fn bind(path: &Path) -> Result<BoundSocket, ListenError> {
+    /// Binds `path` with the mode `access` calls for, creating its
+    /// directory if needed (0700, or 0711 when others are allowed, so they
+    /// can reach the socket). A socket file nobody answers on is replaced;
+    /// a live one is [`ListenError::InUse`].
+    pub fn bind(path: &Path, access: &Access) -> Result<BoundSocket, ListenError> {
         let io_error = |doing, source| ListenError::Io {
             doing,
             path: path.to_owned(),
@@ -76,7 +83,7 @@ impl BoundSocket {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o700)
+                .mode(if access.admits_others() { 0o711 } else { 0o700 })
                 .create(dir)
                 .map_err(|source| ListenError::Io {
                     doing: "create the socket directory",
@@ -100,7 +107,16 @@ impl BoundSocket {
             }
         }
         let listener = UnixListener::bind(path).map_err(|source| io_error("bind", source))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        let mode = match access.socket_group() {
+            Some(group) => {
+                std::os::unix::fs::chown(path, None, Some(group))
+                    .map_err(|source| io_error("give the allowed group", source))?;
+                0o660
+            }
+            None if access.admits_others() => 0o666,
+            None => 0o600,
+        };
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
             .map_err(|source| io_error("set the mode of", source))?;
         let metadata = fs::metadata(path).map_err(|source| io_error("inspect", source))?;
         Ok(BoundSocket {

@@ -8,6 +8,11 @@
 //! queues them on their connections and writes them out, watching
 //! WRITABLE only while output is pending.
 //!
+//! Access: each accepted connection's peer credentials are checked against
+//! the [`Access`] list; a refused peer is told `Error{PERMISSION_DENIED}`.
+//! One connection over `max_connections` is told `Error{BUSY}`. Both are
+//! then closed like a protocol error.
+//!
 //! Back-pressure: a connection with `max_inflight_per_connection` requests
 //! unanswered, or more than a quarter of `max_outbound_bytes` unsent, is not
 //! read until that drains; past `max_outbound_bytes` it is closed. The io
@@ -18,11 +23,17 @@
 //! are answered with `Error`, the write side is shut and input is discarded
 //! for [`CLOSE_LINGER`] before the connection closes.
 //!
+//! With `idle_timeout` set, a connection that has sent no request, has
+//! none in flight and was sent nothing for that long is closed; this is
+//! checked at most once per [`IDLE_CHECK`], not on every pass.
+//!
 //! If it dies, clients lose their connections; the daemon notices the
 //! thread's end and shuts the node down. The socket file is removed when
 //! the [`BoundSocket`] drops.
 
+mod access;
 mod connection;
+mod exchange;
 mod listener;
 
 use std::collections::{HashMap, VecDeque};
@@ -33,13 +44,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::trace::{BeginError, RequestState, Role, Tracer};
+use crate::conf::NodeConfig;
+use crate::sys;
+use crate::trace::Tracer;
 use crate::wire::link::{
     ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoReceiver, IoSender, io_channel,
 };
-use crate::wire::proto::public_api::{self, message::Code, message::Payload};
-use crate::wire::{Envelope, FrameError, decode_envelope, error_reply};
+use crate::wire::proto::public_api;
+pub use access::Access;
 use connection::{Connection, ReadEnd};
+pub use exchange::{Exchange, ProtocolError, record_replies};
 pub use listener::{BoundSocket, ListenError};
 
 const LISTENER: Token = Token(0);
@@ -48,6 +62,9 @@ const FIRST_CONNECTION: usize = 2;
 
 /// How long a connection closed for a protocol error keeps draining input.
 pub const CLOSE_LINGER: Duration = Duration::from_millis(250);
+
+/// The longest an idle connection outlives `idle_timeout`.
+pub const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// How often a backlog the manager could not take yet is retried.
 const BACKLOG_RETRY: Duration = Duration::from_millis(1);
@@ -69,6 +86,24 @@ pub struct IoSettings {
     pub max_inflight_per_connection: usize,
     /// Unsent reply bytes past which a connection is closed.
     pub max_outbound_bytes: usize,
+    /// How long a connection may be idle before it is closed, if at all.
+    pub idle_timeout: Option<Duration>,
+    /// Who may connect.
+    pub access: Access,
+}
+
+impl IoSettings {
+    /// The settings `node` asks for, its allow-lists resolved to ids.
+    pub fn from_node(node: &NodeConfig) -> Result<IoSettings, IoError> {
+        Ok(IoSettings {
+            max_frame: node.max_frame,
+            max_connections: node.max_connections,
+            max_inflight_per_connection: node.max_inflight_per_connection,
+            max_outbound_bytes: node.max_outbound_bytes,
+            idle_timeout: node.idle_timeout,
+            access: Access::resolve(&node.allow_users, &node.allow_groups)?,
+        })
+    }
 }
 
 /// Why the io thread stopped.
@@ -81,12 +116,35 @@ pub enum IoError {
         /// The OS error.
         source: io::Error,
     },
+    /// A name in `allow_users` or `allow_groups` is not a known user or
+    /// group, nor a number.
+    Allow {
+        /// `allow_users` or `allow_groups`.
+        key: &'static str,
+        /// The name.
+        name: String,
+        /// The lookup's error, if it failed rather than found nothing.
+        source: Option<io::Error>,
+    },
 }
 
 impl fmt::Display for IoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IoError::Poll { doing, source } => write!(f, "io thread cannot {doing}: {source}"),
+            IoError::Allow {
+                key,
+                name,
+                source: Some(source),
+            } => write!(f, "cannot look up `{name}` of {key} in node.toml: {source}"),
+            IoError::Allow {
+                key,
+                name,
+                source: None,
+            } => write!(
+                f,
+                "`{name}` of {key} in node.toml is neither a known name nor a number"
+            ),
         }
     }
 }
@@ -95,6 +153,9 @@ impl std::error::Error for IoError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             IoError::Poll { source, .. } => Some(source),
+            IoError::Allow { source, .. } => source
+                .as_ref()
+                .map(|source| source as &(dyn std::error::Error + 'static)),
         }
     }
 }
@@ -114,6 +175,8 @@ pub struct Io {
     batch: Vec<ClientRequest>,
     /// Events the manager's channel had no room for yet.
     backlog: VecDeque<IoEvent>,
+    /// When idle connections are next looked for (with `idle_timeout`).
+    next_idle_check: Option<Instant>,
 }
 
 impl Io {
@@ -151,6 +214,7 @@ impl Io {
             next_token: FIRST_CONNECTION,
             batch: Vec::new(),
             backlog: VecDeque::new(),
+            next_idle_check: None,
         };
         Ok((io, sender))
     }
@@ -197,6 +261,7 @@ impl Io {
                 }
             }
             self.end_lingering();
+            self.end_idle();
             self.send_to_manager();
         }
     }
@@ -209,6 +274,7 @@ impl Io {
         self.connections
             .values()
             .filter_map(|connection| connection.closing_until)
+            .chain(self.next_idle_check)
             .min()
             .map(|until| until.saturating_duration_since(now))
     }
@@ -246,8 +312,13 @@ impl Io {
                 .values()
                 .filter(|connection| connection.closing_until.is_none())
                 .count();
+            let peer = sys::peer_credentials(&connection.stream);
             self.connections.insert(token, connection);
-            if open >= self.settings.max_connections {
+            if let Some(reason) = self.refusal(&peer) {
+                log::warn!("refusing connection {}: {reason}", token.0);
+                let kind = public_api::error::Kind::PermissionDenied;
+                self.refuse(token, None, kind, reason);
+            } else if open >= self.settings.max_connections {
                 log::warn!(
                     "refusing connection {}: {open} connections open (max_connections = {})",
                     token.0,
@@ -258,7 +329,23 @@ impl Io {
                     self.settings.max_connections
                 );
                 self.refuse(token, None, public_api::error::Kind::Busy, reason);
+            } else if let Some(idle_timeout) = self.settings.idle_timeout
+                && self.next_idle_check.is_none()
+            {
+                self.next_idle_check = Some(Instant::now() + IDLE_CHECK.min(idle_timeout));
             }
+        }
+    }
+
+    /// Why a peer may not connect, if it may not.
+    fn refusal(&self, peer: &io::Result<sys::PeerCredentials>) -> Option<String> {
+        match peer {
+            Ok(peer) if self.settings.access.allows(peer) => None,
+            Ok(peer) => Some(format!(
+                "uid {} (pid {}) is not allowed to use this node (allow_users, allow_groups)",
+                peer.uid, peer.pid
+            )),
+            Err(error) => Some(format!("cannot read the peer's credentials: {error}")),
         }
     }
 
@@ -271,7 +358,11 @@ impl Io {
         reason: String,
     ) {
         if let Some(connection) = self.connections.get_mut(&token) {
-            connection.queue(&error_reply(correlation_id, kind, reason));
+            connection.exchange.refuse(ProtocolError {
+                correlation_id,
+                kind,
+                reason,
+            });
             connection.closing_until = Some(Instant::now() + CLOSE_LINGER);
         }
         self.flush(token);
@@ -282,16 +373,21 @@ impl Io {
             return;
         };
         let limits = &self.settings;
-        let mut protocol_error = None;
-        let end = connection.read(scratch, |connection| {
-            protocol_error = take_frames(connection, limits, &self.tracer, &mut self.batch);
-            connection.read_paused = is_saturated(connection, limits);
-            protocol_error.is_none() && !connection.read_paused
+        let batch = &mut self.batch;
+        let taken_before = batch.len();
+        let mut outcome = Ok(());
+        let end = connection.read(scratch, |exchange| {
+            outcome = exchange.take_requests(limits, &self.tracer, batch);
+            outcome.is_ok() && !exchange.is_saturated(limits)
         });
-        let pending_replies = connection.unsent() > 0;
-        if let Some((correlation_id, kind, reason)) = protocol_error {
-            log::warn!("connection {}: {reason}; closing it", token.0);
-            self.refuse(token, correlation_id, kind, reason);
+        connection.read_paused = connection.exchange.is_saturated(limits);
+        if batch.len() > taken_before {
+            connection.last_request = Instant::now();
+        }
+        let pending_replies = !connection.exchange.unsent().is_empty();
+        if let Err(error) = outcome {
+            log::warn!("connection {}: {}; closing it", token.0, error.reason);
+            self.refuse(token, error.correlation_id, error.kind, error.reason);
         } else if pending_replies {
             self.flush(token);
         }
@@ -304,28 +400,15 @@ impl Io {
     /// reading connections whose back-pressure has eased.
     fn deliver(&mut self, replies: Vec<ClientReply>, scratch: &mut [u8]) {
         let mut touched = Vec::new();
-        {
-            let mut table = self.tracer.lock();
-            for reply in &replies {
-                table.record_message(Role::Io, Role::Client, &reply.message);
-                if reply.last
-                    && let Some(id) = reply.message.correlation()
-                {
-                    table.finish(id, final_state(&reply.message));
-                }
-            }
-        }
+        record_replies(&self.tracer, &replies);
+        let now = Instant::now();
         for reply in replies {
             let token = Token(reply.connection.0 as usize);
             let Some(connection) = self.connections.get_mut(&token) else {
                 continue;
             };
-            if reply.last {
-                connection.in_flight = connection.in_flight.saturating_sub(1);
-            }
-            if connection.closing_until.is_none() {
-                connection.queue(&reply.message);
-            }
+            connection.exchange.deliver(&reply);
+            connection.last_request = now;
             if touched.last() != Some(&token) {
                 touched.push(token);
             }
@@ -337,7 +420,7 @@ impl Io {
             let resumable = self.connections.get(&token).is_some_and(|connection| {
                 connection.read_paused
                     && connection.closing_until.is_none()
-                    && !is_saturated(connection, &self.settings)
+                    && !connection.exchange.is_saturated(&self.settings)
             });
             // Edge-triggered polling will not report data that arrived
             // while reading was paused: read now.
@@ -359,11 +442,11 @@ impl Io {
                 return;
             }
         };
-        if connection.unsent() > self.settings.max_outbound_bytes {
+        if connection.exchange.unsent().len() > self.settings.max_outbound_bytes {
             log::warn!(
                 "connection {}: {} bytes of replies unread (max_outbound_bytes = {}); closing it",
                 token.0,
-                connection.unsent(),
+                connection.exchange.unsent().len(),
                 self.settings.max_outbound_bytes
             );
             self.close(token);
@@ -396,7 +479,8 @@ impl Io {
         // Deregistering a socket that is about to be closed cannot matter.
         let _ = self.poll.registry().deregister(&mut connection.stream);
         log::debug!("connection {} closed", token.0);
-        self.backlog.push_back(IoEvent::Closed(connection.id));
+        self.backlog
+            .push_back(IoEvent::Closed(connection.exchange.id()));
     }
 
     /// Closes connections whose post-error linger has run out.
@@ -411,6 +495,40 @@ impl Io {
         for token in expired {
             self.close(token);
         }
+    }
+
+    /// Closes connections idle for `idle_timeout`, at most once per
+    /// [`IDLE_CHECK`]; the check stops while no connection is open.
+    fn end_idle(&mut self) {
+        let (Some(idle_timeout), Some(check_at)) =
+            (self.settings.idle_timeout, self.next_idle_check)
+        else {
+            return;
+        };
+        let now = Instant::now();
+        if now < check_at {
+            return;
+        }
+        let idle: Vec<Token> = self
+            .connections
+            .iter()
+            .filter(|(_, connection)| {
+                connection.closing_until.is_none()
+                    && connection.exchange.in_flight() == 0
+                    && connection.exchange.unsent().is_empty()
+                    && now.saturating_duration_since(connection.last_request) >= idle_timeout
+            })
+            .map(|(token, _)| *token)
+            .collect();
+        for token in idle {
+            log::debug!(
+                "connection {}: idle for {idle_timeout:?} (idle_timeout); closing it",
+                token.0
+            );
+            self.close(token);
+        }
+        self.next_idle_check =
+            (!self.connections.is_empty()).then(|| now + IDLE_CHECK.min(idle_timeout));
     }
 
     /// Sends this pass's batch and any backlog, without ever waiting.
@@ -446,104 +564,5 @@ impl Io {
         }
         self.connections.clear();
         log::info!("stopped listening on {}", self.socket.path().display());
-    }
-}
-
-fn is_saturated(connection: &Connection, limits: &IoSettings) -> bool {
-    connection.in_flight >= limits.max_inflight_per_connection
-        || connection.unsent() > limits.max_outbound_bytes / 4
-}
-
-/// A protocol error: the correlation id if known, the kind and the reason.
-type ProtocolError = (Option<String>, public_api::error::Kind, String);
-
-/// Decodes the connection's buffered frames into `batch` until none is
-/// whole or the connection is saturated. Request errors (a duplicate id, a
-/// full table) are answered here; a protocol error is returned.
-fn take_frames(
-    connection: &mut Connection,
-    limits: &IoSettings,
-    tracer: &Tracer,
-    batch: &mut Vec<ClientRequest>,
-) -> Option<ProtocolError> {
-    while !is_saturated(connection, limits) {
-        let body = match connection.decoder.next_frame() {
-            Ok(Some(body)) => body,
-            Ok(None) => return None,
-            Err(error @ FrameError::TooLarge { .. }) => {
-                return Some((
-                    None,
-                    public_api::error::Kind::FrameTooLarge,
-                    error.to_string(),
-                ));
-            }
-        };
-        let mut message = match decode_envelope::<public_api::Message>(body) {
-            Ok(message) => message,
-            Err(error) => {
-                return Some((
-                    error.correlation_id,
-                    public_api::error::Kind::Malformed,
-                    error.reason,
-                ));
-            }
-        };
-        let id = match message.correlation() {
-            Some(id) => id.to_owned(),
-            None => {
-                let id = uuid::Uuid::new_v4().to_string();
-                message.correlation_id = Some(id.clone());
-                id
-            }
-        };
-        let begun = {
-            let mut table = tracer.lock();
-            table.begin(&id).inspect(|()| {
-                table.record_message(Role::Client, Role::Io, &message);
-                table.record_message(Role::Io, Role::Manager, &message);
-            })
-        };
-        match begun {
-            Ok(()) => {
-                connection.in_flight += 1;
-                batch.push(ClientRequest {
-                    connection: connection.id,
-                    message,
-                });
-            }
-            Err(BeginError::Duplicate) => {
-                log::warn!(
-                    "connection {}: duplicate correlation id {id}",
-                    connection.id.0
-                );
-                let reason = format!("correlation id {id} is already in flight");
-                connection.queue(&error_reply(
-                    Some(id),
-                    public_api::error::Kind::DuplicateCorrelation,
-                    reason,
-                ));
-            }
-            Err(BeginError::Full) => {
-                log::warn!("connection {}: correlation table full", connection.id.0);
-                let reason = "the node has too many requests in flight; retry later".to_owned();
-                connection.queue(&error_reply(
-                    Some(id),
-                    public_api::error::Kind::Busy,
-                    reason,
-                ));
-            }
-        }
-    }
-    None
-}
-
-/// How a final reply ends its request in the correlation table.
-fn final_state(reply: &public_api::Message) -> RequestState {
-    match &reply.payload {
-        Some(Payload::Error(error)) if error.kind == public_api::error::Kind::Timeout as i32 => {
-            RequestState::TimedOut
-        }
-        _ if reply.code == Code::Error as i32 => RequestState::Failed,
-        _ => RequestState::Done,
     }
 }

@@ -345,6 +345,16 @@ impl Manager {
         }
     }
 
+    /// Handles one event from io and hands the replies it has at once to
+    /// io: what a turn of [`Manager::run`] does with that event, for
+    /// harnesses (fuzzers, property tests) that drive the manager's request
+    /// path without its thread.
+    pub fn handle_io(&mut self, event: IoEvent) {
+        self.on_io(event);
+        self.send_to_spawner();
+        self.flush_replies();
+    }
+
     /// Hands the pass's replies to io in one command, recording their hops
     /// under one lock.
     fn flush_replies(&mut self) {

@@ -1,0 +1,202 @@
+//! A connection's protocol state without its socket: the frame decoder, the
+//! requests in flight and the reply bytes not yet written. Pure — bytes in,
+//! requests and reply bytes out — so that the io loop drives it with what
+//! it reads from a socket, and fuzzers and property tests drive the very
+//! same code with arbitrary byte streams.
+
+use crate::trace::{BeginError, RequestState, Role, Tracer};
+use crate::wire::link::{ClientReply, ClientRequest, ConnectionId};
+use crate::wire::proto::public_api::{self, message::Code, message::Payload};
+use crate::wire::{Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame, error_reply};
+
+use super::IoSettings;
+
+/// A protocol error: the connection must be answered with `Error` and
+/// closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    /// The offending body's correlation id, where it could be read.
+    pub correlation_id: Option<String>,
+    /// `FRAME_TOO_LARGE` or `MALFORMED`.
+    pub kind: public_api::error::Kind,
+    /// What was wrong, for the reply and the log.
+    pub reason: String,
+}
+
+/// One connection's frames, requests in flight and unsent replies.
+#[derive(Debug)]
+pub struct Exchange {
+    id: ConnectionId,
+    decoder: FrameDecoder,
+    outbound: Vec<u8>,
+    in_flight: usize,
+    /// Set once a protocol error's `Error` is queued: nothing follows it.
+    sealed: bool,
+}
+
+impl Exchange {
+    /// The state of a new connection `id` that accepts bodies of up to
+    /// `max_frame` bytes.
+    pub fn new(id: ConnectionId, max_frame: u32) -> Exchange {
+        Exchange {
+            id,
+            decoder: FrameDecoder::new(max_frame),
+            outbound: Vec::new(),
+            in_flight: 0,
+            sealed: false,
+        }
+    }
+
+    /// The connection this state belongs to.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// Appends bytes read from the peer.
+    pub fn receive(&mut self, bytes: &[u8]) {
+        self.decoder.extend(bytes);
+    }
+
+    /// Requests taken and not yet finally answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Whether the connection has as many requests in flight or as many
+    /// reply bytes unsent as it may: it is then not read until they drain.
+    pub fn is_saturated(&self, limits: &IoSettings) -> bool {
+        self.in_flight >= limits.max_inflight_per_connection
+            || self.outbound.len() > limits.max_outbound_bytes / 4
+    }
+
+    /// Cuts the buffered bytes into requests for the manager, appended to
+    /// `batch`, until no frame is whole or the connection is saturated.
+    /// Each request is entered in the correlation table; request errors
+    /// there (a duplicate id, a full table) are answered here. A protocol
+    /// error stops the cutting and is returned: the caller refuses the
+    /// connection.
+    pub fn take_requests(
+        &mut self,
+        limits: &IoSettings,
+        tracer: &Tracer,
+        batch: &mut Vec<ClientRequest>,
+    ) -> Result<(), ProtocolError> {
+        while !self.is_saturated(limits) {
+            let body = match self.decoder.next_frame() {
+                Ok(Some(body)) => body,
+                Ok(None) => return Ok(()),
+                Err(error @ FrameError::TooLarge { .. }) => {
+                    return Err(ProtocolError {
+                        correlation_id: None,
+                        kind: public_api::error::Kind::FrameTooLarge,
+                        reason: error.to_string(),
+                    });
+                }
+            };
+            let mut message =
+                decode_envelope::<public_api::Message>(body).map_err(|error| ProtocolError {
+                    correlation_id: error.correlation_id,
+                    kind: public_api::error::Kind::Malformed,
+                    reason: error.reason,
+                })?;
+            let id = match message.correlation() {
+                Some(id) => id.to_owned(),
+                None => {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    message.correlation_id = Some(id.clone());
+                    id
+                }
+            };
+            let begun = {
+                let mut table = tracer.lock();
+                table.begin(&id).inspect(|()| {
+                    table.record_message(Role::Client, Role::Io, &message);
+                    table.record_message(Role::Io, Role::Manager, &message);
+                })
+            };
+            match begun {
+                Ok(()) => {
+                    self.in_flight += 1;
+                    batch.push(ClientRequest {
+                        connection: self.id,
+                        message,
+                    });
+                }
+                Err(BeginError::Duplicate) => {
+                    log::warn!("connection {}: duplicate correlation id {id}", self.id.0);
+                    let reason = format!("correlation id {id} is already in flight");
+                    self.queue(&error_reply(
+                        Some(id),
+                        public_api::error::Kind::DuplicateCorrelation,
+                        reason,
+                    ));
+                }
+                Err(BeginError::Full) => {
+                    log::warn!("connection {}: correlation table full", self.id.0);
+                    let reason = "the node has too many requests in flight; retry later".to_owned();
+                    self.queue(&error_reply(
+                        Some(id),
+                        public_api::error::Kind::Busy,
+                        reason,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a reply from the manager; a final one ends its request.
+    pub fn deliver(&mut self, reply: &ClientReply) {
+        if reply.last {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        self.queue(&reply.message);
+    }
+
+    /// Queues the `Error` that ends the connection; nothing follows it.
+    pub fn refuse(&mut self, error: ProtocolError) {
+        self.queue(&error_reply(error.correlation_id, error.kind, error.reason));
+        self.sealed = true;
+    }
+
+    /// Reply bytes not yet written, oldest first.
+    pub fn unsent(&self) -> &[u8] {
+        &self.outbound
+    }
+
+    /// Drops the first `written` unsent bytes, which the peer now has.
+    pub fn sent(&mut self, written: usize) {
+        self.outbound.drain(..written.min(self.outbound.len()));
+    }
+
+    fn queue(&mut self, message: &public_api::Message) {
+        if !self.sealed {
+            encode_frame(message, &mut self.outbound);
+        }
+    }
+}
+
+/// Enters replies in the correlation table, under one lock: each hop, and
+/// the end of each request a final reply answers.
+pub fn record_replies(tracer: &Tracer, replies: &[ClientReply]) {
+    let mut table = tracer.lock();
+    for reply in replies {
+        table.record_message(Role::Io, Role::Client, &reply.message);
+        if reply.last
+            && let Some(id) = reply.message.correlation()
+        {
+            table.finish(id, final_state(&reply.message));
+        }
+    }
+}
+
+/// How a final reply ends its request in the correlation table.
+fn final_state(reply: &public_api::Message) -> RequestState {
+    match &reply.payload {
+        Some(Payload::Error(error)) if error.kind == public_api::error::Kind::Timeout as i32 => {
+            RequestState::TimedOut
+        }
+        _ if reply.code == Code::Error as i32 => RequestState::Failed,
+        _ => RequestState::Done,
+    }
+}
