@@ -359,7 +359,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::conf::{OnNodeExit, Output};
+    use crate::conf::{OnNodeExit, Output, Readiness};
 
     fn config(restart: RestartPolicy) -> ServiceConfig {
         ServiceConfig {
@@ -384,6 +384,10 @@ mod tests {
             log_max_bytes: 0,
             log_keep: 0,
             on_node_exit: OnNodeExit::Stop,
+            requires: Vec::new(),
+            after: Vec::new(),
+            ready: Readiness::default(),
+            health: None,
         }
     }
 
