@@ -252,6 +252,7 @@ fn allowing(request: &ms::StartProcess) -> ds::service_table::Service {
         user: request.user_name.clone(),
         group: request.group_name.clone(),
         work_dir: request.work_dir.clone(),
+        checks: Vec::new(),
     }
 }
 
