@@ -70,6 +70,20 @@ pub fn pass_fd(command: &mut Command, fd: BorrowedFd<'_>, target: c_int) {
     }
 }
 
+/// `pipe2(2)` with `O_CLOEXEC`: (read end, write end). (std's
+/// `io::pipe` is newer than the crate's minimum Rust version.)
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds: [c_int; 2] = [-1, -1];
+    // SAFETY: `fds` is a live, writable array of two ints, which pipe2
+    // fills with two new descriptors on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 just returned both descriptors as new and owned by
+    // nothing else, so each OwnedFd is its only owner.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// `setsid(2)`: async-signal-safe, for the pre-exec hook above.
 fn setsid() -> io::Result<()> {
     // SAFETY: setsid takes no arguments and touches no memory of ours.

@@ -171,7 +171,7 @@ fn fd_readiness_delays_the_reply_and_the_dependent_waits_yellow() {
     let waiting = wait_for("app to wait for db", || {
         let status = client.status(Some("app")).unwrap();
         let colour = &status.services[0].status;
-        (colour.reason == "waiting for db").then(|| colour.colour)
+        (colour.reason == "waiting for db").then_some(colour.colour)
     });
     assert_eq!(waiting, StatusColour::Yellow as i32);
     assert_eq!(state_and_pid(&mut client, "db").0, "starting");

@@ -10,8 +10,8 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, PipeReader, PipeWriter};
-use std::os::fd::AsFd;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -38,7 +38,7 @@ pub(super) struct Launched {
     /// Its output files that rotate.
     pub(super) rotating: Vec<RotatingFile>,
     /// The read end of its readiness pipe, when it was given one.
-    pub(super) ready_pipe: Option<PipeReader>,
+    pub(super) ready_pipe: Option<File>,
 }
 
 /// Starts the process `request` describes, in its own session.
@@ -90,14 +90,14 @@ pub(super) fn launch(request: &ms::StartProcess) -> Result<Launched, LaunchError
 
 /// A pipe whose write end the child gets as `fd`; both ends close on exec
 /// in every other child.
-fn ready_pipe(command: &mut Command, fd: u32) -> Result<(PipeReader, PipeWriter), LaunchError> {
+fn ready_pipe(command: &mut Command, fd: u32) -> Result<(File, OwnedFd), LaunchError> {
     let target = i32::try_from(fd)
         .ok()
         .filter(|fd| *fd > 2)
         .ok_or(LaunchError::BadReadyFd { fd })?;
-    let (reader, writer) = io::pipe().map_err(|source| LaunchError::ReadyPipe { source })?;
+    let (reader, writer) = sys::pipe().map_err(|source| LaunchError::ReadyPipe { source })?;
     sys::pass_fd(command, writer.as_fd(), target);
-    Ok((reader, writer))
+    Ok((File::from(reader), writer))
 }
 
 /// An optional string field, with "" meaning absent.

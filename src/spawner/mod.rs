@@ -77,7 +77,8 @@ mod rotation;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, PipeReader, Read};
+use std::fs::File;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -145,7 +146,7 @@ pub struct Spawner {
     adopted_check_at: Instant,
     rotation: rotation::Rotation,
     /// The read ends of the readiness pipes of children not yet ready.
-    ready_pipes: HashMap<u32, PipeReader>,
+    ready_pipes: HashMap<u32, File>,
     /// When they are next read (a deadline, as for adopted processes).
     ready_check_at: Instant,
     /// What each service may be started as, by service id.
@@ -471,7 +472,7 @@ impl Spawner {
     /// Reads what child `pid` wrote to its readiness pipe, which must not
     /// block (it is readable); reports `ProcessReady` at a newline. Gives
     /// the pipe back while the child may still say it is ready.
-    fn read_ready(&mut self, pid: u32, mut pipe: PipeReader) -> Option<PipeReader> {
+    fn read_ready(&mut self, pid: u32, mut pipe: File) -> Option<File> {
         let mut buffer = [0u8; 512];
         match pipe.read(&mut buffer) {
             Ok(0) => {
