@@ -342,7 +342,9 @@ mod tests {
         assert_eq!(config.node.label, "example-1");
         assert_eq!(config.node.socket, None);
         let ids: Vec<_> = config.services.keys().map(String::as_str).collect();
-        assert_eq!(ids, ["manual", "oneshot", "pair", "ticker"]);
+        assert_eq!(ids, ["app", "db", "manual", "oneshot", "pair", "ticker"]);
+        assert_eq!(config.services["app"].requires, ["db"]);
+        assert_eq!(config.services["db"].ready.signal, ReadySignal::Fd(3));
         assert_eq!(config.services["oneshot"].restart, RestartPolicy::Never);
         assert!(!config.services["manual"].autostart);
         assert_eq!(config.services["pair"].instances, 2);

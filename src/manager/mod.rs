@@ -31,6 +31,14 @@
 //! restarts until the user says otherwise or its definition changes;
 //! without such a wish, `autostart` decides.
 //!
+//! Services start after what they require and stop before it
+//! (`deps.rs`: held starts and stops, the pull-in, stopping dependents);
+//! an instance is `starting` until its readiness fd or check says it is
+//! ready, and a running one with a health check is restarted when the
+//! check fails too often (`checks.rs`, which owns the `sf-checks` thread
+//! for TCP checks and reads its results in this loop's `select!`). A
+//! `ServiceStart` is answered once the service is ready (or failed).
+//!
 //! If it dies, the daemon notices and shuts the node down; services are
 //! then left as they are, and stay in the record.
 

@@ -2,7 +2,8 @@
 //! processes.
 //!
 //! It owns the pid → service instance map of its own children, the
-//! rotation of their output files and the service table. It reads
+//! rotation of their output files, their readiness pipes and the service
+//! table. It reads
 //! `manager_spawner` requests (`StartProcess`, `SignalProcess`, `AdoptProcess`) from the
 //! manager and answers each with its correlation id (`ProcessStarted`,
 //! `Ack` or `Error`); it reports every reaped child as `ProcessExited` and
@@ -32,6 +33,20 @@
 //! pidfd has not turned readable, so a pid freed by its end is not
 //! signalled. An adopted process's output files are not rotated: the
 //! spawner did not open them and does not know them.
+//!
+//! Readiness and health checks add two things. A `StartProcess` with
+//! `check` set runs one of its service's check commands (the table lists
+//! them; a check may run nothing else), as the service's user, and ends as
+//! any child does, with `ProcessExited`: the manager tells checks from
+//! services by pid. A `StartProcess` with `ready_fd` hands the child the
+//! write end of a pipe as that fd (s6/dinit readiness notification); the
+//! spawner keeps the read end and, while any such pipe is open, reads
+//! them every [`READY_POLL`] (a `poll(2)` with no wait, then a read that
+//! cannot block), so a notification is seen up to that much later. A
+//! newline is reported as `ProcessReady`; a child that writes it and ends
+//! at once is reported ready before its end, as the pipe is read before
+//! the end is reported. The pipe is dropped at the newline, at EOF, or
+//! when the child is reaped.
 //!
 //! Children are started with argv (never a shell), a cleared environment
 //! plus a base `PATH` and the service's variables, stdin from /dev/null,
