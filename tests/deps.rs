@@ -20,7 +20,7 @@ fn recorder(id: &str, order: &Path, extra: &str) -> String {
     format!(
         "command = [\"/bin/sh\", \"-c\", \"echo start {id} >> {order}; echo >&3; \
          trap 'echo stop {id} >> {order}; exit 0' TERM; while :; do sleep 0.05; done\"]\n\
-         ready = {{ fd = 3 }}\nautostart = false\nstop_timeout = \"5s\"\n{extra}"
+         ready = {{ fd = 3 }}\nstop_timeout = \"5s\"\n{extra}"
     )
 }
 
@@ -43,9 +43,15 @@ fn a_chain_starts_in_order_and_stops_in_reverse() {
     let setup = Setup::new("chain");
     let order = setup.dir.0.join("order");
     let node = setup
-        .service("a", &recorder("a", &order, "requires = [\"b\"]\n"))
-        .service("b", &recorder("b", &order, "requires = [\"c\"]\n"))
-        .service("c", &recorder("c", &order, ""))
+        .service(
+            "a",
+            &recorder("a", &order, "requires = [\"b\"]\nautostart = false\n"),
+        )
+        .service(
+            "b",
+            &recorder("b", &order, "requires = [\"c\"]\nautostart = false\n"),
+        )
+        .service("c", &recorder("c", &order, "autostart = false\n"))
         .start();
     let mut client = node.client();
 
@@ -85,6 +91,28 @@ fn a_chain_starts_in_order_and_stops_in_reverse() {
         ["stop a", "stop b", "stop c"],
         "dependents stop first"
     );
+}
+
+#[test]
+fn after_orders_autostarts_without_coupling_failures() {
+    let setup = Setup::new("after");
+    let order = setup.dir.0.join("order");
+    let node = setup
+        .service("early", &recorder("early", &order, "restart = \"never\"\n"))
+        .service("late", &recorder("late", &order, "after = [\"early\"]\n"))
+        .start();
+    let mut client = node.client();
+    let early = wait_for("both to run", || {
+        let (early_state, early) = state_and_pid(&mut client, "early");
+        let (late_state, _) = state_and_pid(&mut client, "late");
+        (early_state == "running" && late_state == "running").then_some(early)
+    });
+    assert_eq!(lines(&order), ["start early", "start late"]);
+    kill_process(early.unwrap());
+    wait_for("early to exit", || {
+        (state_and_pid(&mut client, "early").0 == "exited").then_some(())
+    });
+    assert_eq!(state_and_pid(&mut client, "late").0, "running");
 }
 
 #[test]
@@ -165,7 +193,9 @@ fn fd_readiness_delays_the_reply_and_the_dependent_waits_yellow() {
         let mut client = Client::connect(&socket).unwrap();
         let began = Instant::now();
         let reply = client.start("app").unwrap();
-        (began.elapsed(), reply)
+        let took = began.elapsed();
+        let trace = client.trace(&client.last_correlation_id()).unwrap();
+        (took, reply, trace)
     });
     let mut client = node.client();
     let waiting = wait_for("app to wait for db", || {
@@ -176,8 +206,13 @@ fn fd_readiness_delays_the_reply_and_the_dependent_waits_yellow() {
     assert_eq!(waiting, StatusColour::Yellow as i32);
     assert_eq!(state_and_pid(&mut client, "db").0, "starting");
 
-    let (took, reply) = starter.join().unwrap();
+    let (took, reply, trace) = starter.join().unwrap();
     assert!(took >= Duration::from_secs(1), "replied after {took:?}");
+    assert!(
+        trace.hops.iter().any(|hop| hop.code == "ProcessReady"),
+        "the start's trace shows db getting ready: {:?}",
+        trace.hops
+    );
     assert_eq!(reply.services[0].instances[0].state, "running");
     assert_eq!(state_and_pid(&mut client, "db").0, "running");
 }

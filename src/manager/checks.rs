@@ -388,7 +388,13 @@ impl Manager {
                 request.ready_fd = None;
                 request.stdout = Some(null.clone());
                 request.stderr = Some(null);
-                let correlation = service.operations[*index as usize].clone();
+                // A readiness check is part of the start that asked for
+                // it; health checks belong to no request, so they do not
+                // grow that start's trace for as long as the service runs.
+                let correlation = match stage {
+                    Stage::Ready => service.operations[*index as usize].clone(),
+                    Stage::Health => None,
+                };
                 let message = spawner_message(
                     ms::message::Code::StartProcess,
                     correlation,

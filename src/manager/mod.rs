@@ -602,16 +602,17 @@ impl Manager {
             self.record_changed = true;
         }
         let deadline = now + self.patience(id, goal);
-        let along = match event {
-            Event::Start => {
-                self.start_with_requirements(id, correlation, now);
-                Vec::new()
-            }
-            Event::Stop => self.stop_with_dependents(id, correlation, now),
-            _ => {
-                self.drive(id, event, correlation, now);
-                Vec::new()
-            }
+        // A restart of a service waiting for what it requires is a start:
+        // it still waits.
+        let held = self.services[id].hold.is_some();
+        let along = if event == Event::Start || (event == Event::Restart && held) {
+            self.start_with_requirements(id, correlation, now);
+            Vec::new()
+        } else if event == Event::Stop {
+            self.stop_with_dependents(id, correlation, now)
+        } else {
+            self.drive(id, event, correlation, now);
+            Vec::new()
         };
         self.waiters.push(Waiter {
             connection,
