@@ -4,6 +4,7 @@ mod common;
 
 use std::fs;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -325,4 +326,36 @@ fn status_answers_promptly_while_a_slow_readiness_check_runs() {
     assert_eq!(state_and_pid(&mut client, "slow").0, "starting");
     let reply = starter.join().unwrap().unwrap();
     assert_eq!(reply.services[0].instances[0].state, "running");
+}
+
+#[test]
+fn readiness_and_checks_work_across_privilege_separation() {
+    if !fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(2) == Some("0"))
+    {
+        eprintln!("skipped: privilege separation needs root");
+        return;
+    }
+    let setup = Setup::new("separated")
+        .node("user = \"nobody\"")
+        .service(
+            "db",
+            "command = [\"/bin/sh\", \"-c\", \"echo >&3; exec sleep 300\"]\n\
+             ready = { fd = 3 }\nautostart = false\n",
+        )
+        .service(
+            "web",
+            "command = [\"/bin/sleep\", \"300\"]\nautostart = false\nuser = \"nobody\"\n\
+             requires = [\"db\"]\nready = { command = [\"/bin/true\"] }\n\
+             health = { command = [\"/bin/true\"], interval = \"50ms\" }\n",
+        );
+    // nobody's node process binds its socket in the temp dir.
+    fs::set_permissions(&setup.dir.0, fs::Permissions::from_mode(0o777)).unwrap();
+    let node = setup.start();
+    let mut client = node.client();
+    let reply = client.start("web").unwrap();
+    assert_eq!(reply.services[0].instances[0].state, "running");
+    assert_eq!(state_and_pid(&mut client, "db").0, "running");
 }
