@@ -120,6 +120,10 @@ impl Manager {
             service.hold = Some(Hold::Stop {
                 correlation: correlation.to_owned(),
             });
+            // The user's stop reaches it too, and outlives a node restart
+            // like the user's own stops.
+            service.desired = Some(false);
+            self.record_changed = true;
             stopped.push(dependent);
         }
         self.hold_stop(id, correlation);

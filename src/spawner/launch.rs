@@ -89,7 +89,11 @@ pub(super) fn launch(request: &ms::StartProcess) -> Result<Launched, LaunchError
 }
 
 /// A pipe whose write end the child gets as `fd`; both ends close on exec
-/// in every other child.
+/// in every other child. Whatever the child had at `fd` is replaced: the
+/// node opens everything close-on-exec, so nothing the program needs. (Were
+/// `fd` free in the node, std's own exec-error pipe could land there and an
+/// exec failure would look like a start and an exit; a running node holds
+/// its low fds, so the readiness fds used in practice, 3 and up, are taken.)
 fn ready_pipe(command: &mut Command, fd: u32) -> Result<(File, OwnedFd), LaunchError> {
     let target = i32::try_from(fd)
         .ok()
