@@ -140,6 +140,46 @@ pub fn start_in_new_session(command: &mut Command) -> &mut Command {
     unsafe { command.pre_exec(setsid) }
 }
 
+/// Makes `command`'s child get `fd` (open in the parent until the spawn
+/// returns) as file descriptor `target`, without `FD_CLOEXEC`, so the
+/// program it execs holds it: a readiness pipe's write end.
+pub fn pass_fd(command: &mut Command, fd: BorrowedFd<'_>, target: c_int) {
+    let source = fd.as_raw_fd();
+    // SAFETY: the hook runs in the forked child, where only
+    // async-signal-safe calls are allowed: `dup2` and `fcntl` are, and the
+    // hook allocates nothing. `source` is open in the child, a copy of the
+    // parent's descriptor, which the caller keeps open until the spawn
+    // returns. When `source` already is `target`, `dup2` would do nothing
+    // and leave `FD_CLOEXEC` set, so the flag is cleared instead.
+    unsafe {
+        command.pre_exec(move || {
+            let result = if source == target {
+                libc::fcntl(target, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(source, target)
+            };
+            if result == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `pipe2(2)` with `O_CLOEXEC`: (read end, write end). (std's
+/// `io::pipe` is newer than the crate's minimum Rust version.)
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds: [c_int; 2] = [-1, -1];
+    // SAFETY: `fds` is a live, writable array of two ints, which pipe2
+    // fills with two new descriptors on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 just returned both descriptors as new and owned by
+    // nothing else, so each OwnedFd is its only owner.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// `setsid(2)`: async-signal-safe, for the pre-exec hook above.
 fn setsid() -> io::Result<()> {
     // SAFETY: setsid takes no arguments and touches no memory of ours.
@@ -275,10 +315,11 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Which of `pidfds` name processes that have ended (their pidfd is
-/// readable), without waiting: `poll(2)` with a zero timeout.
-pub fn ended_pidfds(pidfds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
-    let mut polled: Vec<libc::pollfd> = pidfds
+/// Which of `fds` are readable, without waiting: `poll(2)` with a zero
+/// timeout. A pidfd is readable once its process ended; a pipe's read end
+/// once it holds data or its write ends are all closed.
+pub fn readable_fds(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
+    let mut polled: Vec<libc::pollfd> = fds
         .iter()
         .map(|fd| libc::pollfd {
             fd: fd.as_raw_fd(),
@@ -287,7 +328,7 @@ pub fn ended_pidfds(pidfds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
         })
         .collect();
     let count = libc::nfds_t::try_from(polled.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many pidfds to poll"))?;
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many fds to poll"))?;
     loop {
         // SAFETY: `polled` is a live, writable array of `count` pollfds for
         // the whole call, and a zero timeout never blocks.
@@ -512,12 +553,12 @@ mod tests {
     fn a_pidfd_turns_readable_when_its_process_ends() {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         let pidfd = pidfd_open(child.id()).unwrap();
-        assert_eq!(ended_pidfds(&[pidfd.as_fd()]).unwrap(), [false]);
+        assert_eq!(readable_fds(&[pidfd.as_fd()]).unwrap(), [false]);
         child.kill().unwrap();
         // Readable once it ends, reaped or not; the spawner's tests in this
         // process reap any child, so `child.wait()` could find it gone.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while ended_pidfds(&[pidfd.as_fd()]).unwrap() != [true] {
+        while readable_fds(&[pidfd.as_fd()]).unwrap() != [true] {
             assert!(std::time::Instant::now() < deadline, "never readable");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

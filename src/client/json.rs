@@ -224,6 +224,7 @@ pub fn event(event: &Event) -> String {
         .int("at_unix_ms", event.at_unix_ms)
         .optional_int("exit_code", event.exit_code)
         .optional_int("exit_signal", event.exit_signal)
+        .optional_string("reason", event.reason.as_deref())
         .finish()
 }
 
@@ -347,10 +348,11 @@ mod tests {
             at_unix_ms: 9,
             exit_code: Some(3),
             exit_signal: None,
+            reason: None,
         };
         assert_eq!(
             event(&change),
-            r#"{"service_id":"web","index":1,"state":"exited","pid":null,"at_unix_ms":9,"exit_code":3,"exit_signal":null}"#
+            r#"{"service_id":"web","index":1,"state":"exited","pid":null,"at_unix_ms":9,"exit_code":3,"exit_signal":null,"reason":null}"#
         );
     }
 }

@@ -133,9 +133,10 @@ pub fn trace(trace: &TraceResponse) -> String {
     text
 }
 
-/// One line for a state change: time, service, instance, state, pid, exit.
+/// One line for a state change: time, service, instance, state, pid, exit,
+/// and why, when the node says.
 pub fn event_line(event: &Event) -> String {
-    format!(
+    let line = format!(
         "{}  {}  {}  {:<8}  pid {}  exit {}",
         utc_time(event.at_unix_ms),
         event.service_id,
@@ -143,7 +144,11 @@ pub fn event_line(event: &Event) -> String {
         event.state,
         or_dash(event.pid),
         last_exit(event.exit_code, event.exit_signal)
-    )
+    );
+    match &event.reason {
+        Some(reason) => format!("{line}  ({reason})"),
+        None => line,
+    }
 }
 
 fn system_status(status: &SystemStatus) -> String {
@@ -423,10 +428,16 @@ state: done";
             at_unix_ms: 0,
             exit_code: Some(1),
             exit_signal: None,
+            reason: None,
         };
         assert_eq!(
             event_line(&event),
             "1970-01-01T00:00:00.000Z  web  2  exited    pid 77  exit code 1"
         );
+        let event = Event {
+            reason: Some("db went down; waiting for it".into()),
+            ..event
+        };
+        assert!(event_line(&event).ends_with("exit code 1  (db went down; waiting for it)"));
     }
 }

@@ -64,6 +64,7 @@ fn event(correlation_id: &str, state: &str) -> public_api::Message {
             at_unix_ms: 1,
             exit_code: None,
             exit_signal: None,
+            reason: None,
         })),
     )
 }

@@ -121,6 +121,19 @@ impl<'t> Document<'t> {
             .any(|problem| problem.key.as_deref() == Some(key))
     }
 
+    /// Whether a problem has been recorded for `key` or one of its
+    /// sub-keys (`key.name`).
+    pub(super) fn has_problem_under(&self, key: &str) -> bool {
+        self.problems.iter().any(|problem| {
+            problem.key.as_deref().is_some_and(|found| {
+                found == key
+                    || found
+                        .strip_prefix(key)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+        })
+    }
+
     /// The line of `key`, if the file sets it and it has been asked for.
     pub(super) fn line_of(&self, key: &str) -> Option<usize> {
         self.asked
@@ -262,19 +275,32 @@ impl<'t> Document<'t> {
     /// A table's entries as (name, entry), in name order.
     pub(super) fn table(&mut self, key: &'static str) -> Option<Vec<(String, Entry<'t>)>> {
         let entry = self.take(key)?;
-        let DeValue::Table(table) = entry.value.into_inner() else {
-            let message = format!("expected a table, e.g. {key} = {{ NAME = \"value\" }}");
-            self.report(Some(entry.line), key, message);
-            return None;
+        match self.entries(entry.value.into_inner()) {
+            Ok(entries) => Some(entries),
+            Err(_) => {
+                let message = format!("expected a table, e.g. {key} = {{ NAME = \"value\" }}");
+                self.report(Some(entry.line), key, message);
+                None
+            }
+        }
+    }
+
+    /// A table value's entries as (name, entry), in name order; the value
+    /// back when it is not a table.
+    pub(super) fn entries(
+        &self,
+        value: DeValue<'t>,
+    ) -> Result<Vec<(String, Entry<'t>)>, DeValue<'t>> {
+        let DeValue::Table(table) = value else {
+            return Err(value);
         };
-        let entries = table
+        Ok(table
             .into_iter()
             .map(|(name, value)| {
                 let line = line_at(self.text.as_bytes(), name.span().start);
                 (name.into_inner().into_owned(), Entry { line, value })
             })
-            .collect();
-        Some(entries)
+            .collect())
     }
 
     /// Reports every key no getter asked for, and returns all of the file's
@@ -326,7 +352,8 @@ pub(super) fn whole_number(value: &DeValue<'_>) -> Option<u64> {
     u64::from_str_radix(integer.as_str(), integer.radix()).ok()
 }
 
-fn to_duration(value: &DeValue<'_>) -> Result<Duration, String> {
+/// A duration: a string such as "1s", or whole seconds.
+pub(super) fn to_duration(value: &DeValue<'_>) -> Result<Duration, String> {
     let duration = match value {
         DeValue::String(text) => parse_duration(text),
         _ => whole_number(value).and_then(|seconds| within_limit(Duration::from_secs(seconds))),

@@ -11,6 +11,7 @@
 //! reload, and hands the result to the roles. A failed load changes
 //! nothing, so a reload that fails keeps the running configuration.
 
+pub mod deps;
 mod document;
 mod error;
 mod node;
@@ -25,7 +26,9 @@ use std::path::{Path, PathBuf};
 pub use document::{MAX_DURATION, parse_duration};
 pub use error::{ConfigError, ConfigProblem};
 pub use node::NodeConfig;
-pub use service::{OnNodeExit, Output, RestartPolicy, ServiceConfig};
+pub use service::{
+    Health, OnNodeExit, Output, Probe, Readiness, ReadySignal, RestartPolicy, ServiceConfig,
+};
 
 /// A loaded, valid configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +88,7 @@ impl Config {
 
         let mut services = BTreeMap::new();
         let mut service_versions = BTreeMap::new();
+        let mut dependency_lines = BTreeMap::new();
         for relative in service_files(dir, &mut problems) {
             let file = dir.join(&relative);
             let id = relative
@@ -102,10 +106,14 @@ impl Config {
             let mut service_version = VersionHash::new();
             service_version.add(&relative, &text);
             service_versions.insert(id.clone(), service_version.finish());
-            if let Some(service) = service::parse(id, &file, &text, &conf_dir, &mut problems) {
+            if let Some((service, lines)) =
+                service::parse(id, &file, &text, &conf_dir, &mut problems)
+            {
+                dependency_lines.insert(service.id.clone(), (file, lines));
                 services.insert(service.id.clone(), service);
             }
         }
+        check_dependencies(&services, &dependency_lines, &mut problems);
 
         match node {
             Some(node) if problems.is_empty() => Ok(Config {
@@ -118,6 +126,63 @@ impl Config {
             _ => Err(ConfigError { problems }),
         }
     }
+}
+
+/// Reports each `requires` or `after` naming no configured service, and a
+/// dependency cycle, naming the services on it, against the file of the
+/// first of them.
+fn check_dependencies(
+    services: &BTreeMap<String, ServiceConfig>,
+    lines: &BTreeMap<String, (PathBuf, service::DependencyLines)>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let mut unknown = false;
+    for service in services.values() {
+        let Some((file, lines)) = lines.get(&service.id) else {
+            continue;
+        };
+        for (key, ids, line) in [
+            ("requires", &service.requires, lines.requires),
+            ("after", &service.after, lines.after),
+        ] {
+            for (index, id) in ids.iter().enumerate() {
+                if services.contains_key(id) {
+                    continue;
+                }
+                unknown = true;
+                problems.push(ConfigProblem {
+                    file: file.clone(),
+                    line,
+                    key: Some(format!("{key}[{index}]")),
+                    message: format!(
+                        "expected the id of a configured service, found `{id}`, which has no file services/{id}.toml"
+                    ),
+                });
+            }
+        }
+    }
+    if unknown {
+        return;
+    }
+    let Some(cycle) = deps::Graph::new(services).cycle() else {
+        return;
+    };
+    let first = &cycle[0];
+    let (file, lines) = &lines[first];
+    let (key, line) = if services[first].requires.contains(&cycle[1]) {
+        ("requires", lines.requires)
+    } else {
+        ("after", lines.after)
+    };
+    problems.push(ConfigProblem {
+        file: file.clone(),
+        line,
+        key: Some(key.to_owned()),
+        message: format!(
+            "dependency cycle: {}; expected services that can start one after another",
+            cycle.join(" → ")
+        ),
+    });
 }
 
 /// A file's text; `None` when it does not exist (no problem) or cannot be
@@ -277,11 +342,48 @@ mod tests {
         assert_eq!(config.node.label, "example-1");
         assert_eq!(config.node.socket, None);
         let ids: Vec<_> = config.services.keys().map(String::as_str).collect();
-        assert_eq!(ids, ["manual", "oneshot", "pair", "ticker"]);
+        assert_eq!(ids, ["app", "db", "manual", "oneshot", "pair", "ticker"]);
+        assert_eq!(config.services["app"].requires, ["db"]);
+        assert_eq!(config.services["db"].ready.signal, ReadySignal::Fd(3));
         assert_eq!(config.services["oneshot"].restart, RestartPolicy::Never);
         assert!(!config.services["manual"].autostart);
         assert_eq!(config.services["pair"].instances, 2);
         assert_eq!(config.services["ticker"].command[0], "/bin/sh");
+    }
+
+    #[test]
+    fn a_dependency_cycle_is_named_and_unknown_ids_are_refused() {
+        let command = "command = [\"/bin/true\"]\n";
+        let conf = TempConf::new(&[
+            ("services/a.toml", &format!("{command}requires = [\"b\"]\n")),
+            ("services/b.toml", &format!("{command}after = [\"c\"]\n")),
+            (
+                "services/c.toml",
+                &format!("{command}\nrequires = [\"a\"]\n"),
+            ),
+        ]);
+        assert_eq!(
+            conf.problems(),
+            [
+                "services/a.toml:2: key `requires`: dependency cycle: a → b → c → a; \
+                 expected services that can start one after another"
+            ]
+        );
+        conf.write(
+            "services/c.toml",
+            &format!("{command}after = [\"x\", \"a\"]\n"),
+        );
+        conf.write("services/a.toml", command);
+        assert_eq!(
+            conf.problems(),
+            [
+                "services/c.toml:2: key `after[0]`: expected the id of a configured service, \
+                 found `x`, which has no file services/x.toml"
+            ]
+        );
+        conf.write("services/c.toml", &format!("{command}after = [\"a\"]\n"));
+        let config = conf.load().unwrap();
+        assert_eq!(config.services["b"].after, ["c"]);
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! file's stem.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::de::DeValue;
 
 use super::ConfigProblem;
-use super::document::{Document, expected, to_text, whole_number};
+use super::document::{Document, Entry, expected, to_duration, to_text, whole_number};
 
 /// Names the node uses for its own parts in status and requests, so no
 /// service may take them.
@@ -35,6 +36,16 @@ const SIGNAL_FORM: &str = "a signal name (\"TERM\", \"INT\", \"HUP\", \"QUIT\", 
 const OUTPUT_FORM: &str = "\"log\" (a file in the log dir), \"null\", \"inherit\" or a file path (relative to the log dir)";
 
 const MIB: u64 = 1024 * 1024;
+
+const IDS_FORM: &str = "an array of service ids, e.g. [\"db\"]";
+const READY_FORM: &str = "\"started\", or a table with one of fd, command or tcp, e.g. { fd = 3 }, { command = [\"/bin/check\"] }, { tcp = \"127.0.0.1:8080\" }";
+const HEALTH_FORM: &str =
+    "a table with one of command or tcp, e.g. { tcp = \"127.0.0.1:8080\", interval = \"10s\" }";
+const TCP_FORM: &str = "an IP address and port, e.g. \"127.0.0.1:8080\"";
+/// The lowest readiness fd: 0 to 2 are the child's stdio.
+const LOWEST_READY_FD: u64 = 3;
+/// The highest readiness fd: the smallest `RLIMIT_NOFILE` in common use.
+const HIGHEST_READY_FD: u64 = 1023;
 
 /// One service: what to run, how many, as whom, and how to restart and stop it.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +96,97 @@ pub struct ServiceConfig {
     pub log_keep: u32,
     /// `on_node_exit`: what happens to it when the node exits (default stop).
     pub on_node_exit: OnNodeExit,
+    /// `requires`: services that must be ready before it starts; when one
+    /// fails or stops, it is stopped, and started again when it is back.
+    pub requires: Vec<String>,
+    /// `after`: services it starts after (and stops before) when they start
+    /// (stop) together, with no failure coupling.
+    pub after: Vec<String>,
+    /// `ready`: when a started instance counts as ready (default: once its
+    /// process runs).
+    pub ready: Readiness,
+    /// `health`: a liveness check that restarts the instance when it fails
+    /// too often in a row (default: none).
+    pub health: Option<Health>,
+}
+
+/// When a started instance counts as ready: `ready = "started"` or
+/// `ready = { fd | command | tcp, interval, timeout }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    /// What says it is ready.
+    pub signal: ReadySignal,
+    /// `interval`: how often a check is tried until one passes (default
+    /// 250ms).
+    pub interval: Duration,
+    /// `timeout`: how long it may take to become ready before its start
+    /// counts as failed (default 30s).
+    pub timeout: Duration,
+}
+
+/// What tells that an instance is ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadySignal {
+    /// `"started"`: its process runs.
+    Started,
+    /// `{ fd = N }`: it writes a newline to fd N (s6 and dinit's
+    /// notification).
+    Fd(u32),
+    /// `{ command = [...] }` or `{ tcp = "..." }`: a check passes.
+    Check(Probe),
+}
+
+/// A check of a running service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// `command`: an argv run as the service (same user, group, work dir
+    /// and environment) that passes when it exits 0.
+    Command(Vec<String>),
+    /// `tcp`: passes when a TCP connection to the address is accepted.
+    Tcp(SocketAddr),
+}
+
+/// `health = { command | tcp, interval, timeout, failures }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// The check.
+    pub probe: Probe,
+    /// `interval`: the time between checks (default 10s).
+    pub interval: Duration,
+    /// `timeout`: how long one check may take before it counts as failed
+    /// (default 5s).
+    pub timeout: Duration,
+    /// `failures`: failed checks in a row that restart the instance
+    /// (default 3).
+    pub failures: u32,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            signal: ReadySignal::Started,
+            interval: Duration::from_millis(250),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// The check commands it may run, for the spawner's service table.
+    pub fn check_commands(&self) -> Vec<&[String]> {
+        let ready = match &self.ready.signal {
+            ReadySignal::Check(Probe::Command(argv)) => Some(argv.as_slice()),
+            _ => None,
+        };
+        let health = match &self.health {
+            Some(Health {
+                probe: Probe::Command(argv),
+                ..
+            }) => Some(argv.as_slice()),
+            _ => None,
+        };
+        ready.into_iter().chain(health).collect()
+    }
 }
 
 /// When an exited instance is started again.
@@ -160,6 +262,16 @@ pub(super) fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Where a service file names other services, for problems found once all
+/// services are known.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct DependencyLines {
+    /// The line of `requires`.
+    pub(super) requires: Option<usize>,
+    /// The line of `after`.
+    pub(super) after: Option<usize>,
+}
+
 /// Reads service `id` from `text`, the content of `file`, adding every
 /// problem to `problems`. `None` only when the file is not valid TOML; a
 /// returned service is complete only if no problem was added.
@@ -169,7 +281,7 @@ pub(super) fn parse(
     text: &str,
     conf_dir: &Path,
     problems: &mut Vec<ConfigProblem>,
-) -> Option<ServiceConfig> {
+) -> Option<(ServiceConfig, DependencyLines)> {
     let mut doc = match Document::parse(file, text) {
         Ok(doc) => doc,
         Err(syntax) => {
@@ -227,10 +339,18 @@ pub(super) fn parse(
                 &[("stop", OnNodeExit::Stop), ("keep", OnNodeExit::Keep)],
             )
             .unwrap_or(OnNodeExit::Stop),
+        requires: doc.text_list("requires", IDS_FORM).unwrap_or_default(),
+        after: doc.text_list("after", IDS_FORM).unwrap_or_default(),
+        ready: readiness(&mut doc),
+        health: health(&mut doc),
     };
     check_backoff(&mut doc, &service);
+    let lines = DependencyLines {
+        requires: doc.line_of("requires"),
+        after: doc.line_of("after"),
+    };
     problems.extend(doc.finish());
-    Some(service)
+    Some((service, lines))
 }
 
 /// The required, non-empty argv; empty (with a problem recorded) otherwise.
@@ -270,6 +390,187 @@ fn environment(doc: &mut Document<'_>) -> BTreeMap<String, String> {
         }
     }
     env
+}
+
+/// `ready`: "started" or a table naming one kind of signal.
+fn readiness(doc: &mut Document<'_>) -> Readiness {
+    let default = Readiness::default();
+    let Some(entry) = doc.take("ready") else {
+        return default;
+    };
+    let line = entry.line;
+    let value = entry.value.into_inner();
+    if value.as_str() == Some("started") {
+        return default;
+    }
+    let entries = match doc.entries(value) {
+        Ok(entries) => entries,
+        Err(value) => {
+            doc.report(Some(line), "ready", expected(READY_FORM, &value));
+            return default;
+        }
+    };
+    let mut table = SubTable::new(doc, "ready", line, entries);
+    let fd = table.value("fd", |value| {
+        whole_number(value)
+            .filter(|fd| (LOWEST_READY_FD..=HIGHEST_READY_FD).contains(fd))
+            .and_then(|fd| u32::try_from(fd).ok())
+            .ok_or_else(|| {
+                expected(
+                    &format!("a file descriptor from {LOWEST_READY_FD} to {HIGHEST_READY_FD}"),
+                    value,
+                )
+            })
+    });
+    let probe = table.probe();
+    let interval = table.value("interval", positive_duration);
+    let timeout = table.value("timeout", positive_duration);
+    let signal = match (fd, probe) {
+        (Some(fd), None) => Some(ReadySignal::Fd(fd)),
+        (None, Some(probe)) => Some(ReadySignal::Check(probe)),
+        _ => None,
+    };
+    let found = table.finish(READY_FORM);
+    Readiness {
+        signal: signal
+            .filter(|_| found == 1)
+            .unwrap_or(ReadySignal::Started),
+        interval: interval.unwrap_or(default.interval),
+        timeout: timeout.unwrap_or(default.timeout),
+    }
+}
+
+/// `health`: a table naming one check, with its interval, timeout and
+/// failure threshold.
+fn health(doc: &mut Document<'_>) -> Option<Health> {
+    let entry = doc.take("health")?;
+    let line = entry.line;
+    let entries = match doc.entries(entry.value.into_inner()) {
+        Ok(entries) => entries,
+        Err(value) => {
+            doc.report(Some(line), "health", expected(HEALTH_FORM, &value));
+            return None;
+        }
+    };
+    let mut table = SubTable::new(doc, "health", line, entries);
+    let probe = table.probe();
+    let interval = table.value("interval", positive_duration);
+    let timeout = table.value("timeout", positive_duration);
+    let failures = table.value("failures", |value| {
+        whole_number(value)
+            .filter(|count| *count >= 1)
+            .and_then(|count| u32::try_from(count).ok())
+            .ok_or_else(|| expected("a whole number from 1 to 4294967295", value))
+    });
+    let found = table.finish(HEALTH_FORM);
+    Some(Health {
+        probe: probe.filter(|_| found == 1)?,
+        interval: interval.unwrap_or(Duration::from_secs(10)),
+        timeout: timeout.unwrap_or(Duration::from_secs(5)),
+        failures: failures.unwrap_or(3),
+    })
+}
+
+fn positive_duration(value: &DeValue<'_>) -> Result<Duration, String> {
+    match to_duration(value)? {
+        Duration::ZERO => Err(expected("a duration longer than zero", value)),
+        duration => Ok(duration),
+    }
+}
+
+/// The keys of an inline table such as `ready = { ... }`, read one by one;
+/// problems name them `table.key`.
+struct SubTable<'d, 'r, 't> {
+    doc: &'d mut Document<'r>,
+    name: &'static str,
+    line: usize,
+    entries: Vec<(String, Entry<'t>)>,
+    asked: Vec<&'static str>,
+    /// How many of the check kinds (fd, command, tcp) it names.
+    kinds: usize,
+}
+
+impl<'d, 'r, 't> SubTable<'d, 'r, 't> {
+    fn new(
+        doc: &'d mut Document<'r>,
+        name: &'static str,
+        line: usize,
+        entries: Vec<(String, Entry<'t>)>,
+    ) -> Self {
+        SubTable {
+            doc,
+            name,
+            line,
+            entries,
+            asked: Vec::new(),
+            kinds: 0,
+        }
+    }
+
+    /// The value of `key` converted by `convert`; its problem is reported.
+    fn value<T>(
+        &mut self,
+        key: &'static str,
+        convert: impl FnOnce(&DeValue<'_>) -> Result<T, String>,
+    ) -> Option<T> {
+        self.asked.push(key);
+        let position = self.entries.iter().position(|(name, _)| name == key)?;
+        let (_, entry) = self.entries.remove(position);
+        if matches!(key, "fd" | "command" | "tcp") {
+            self.kinds += 1;
+        }
+        match convert(entry.value.get_ref()) {
+            Ok(value) => Some(value),
+            Err(message) => {
+                let name = format!("{}.{key}", self.name);
+                self.doc.report(Some(entry.line), name, message);
+                None
+            }
+        }
+    }
+
+    /// `command = [...]` or `tcp = "address"`.
+    fn probe(&mut self) -> Option<Probe> {
+        let command = self.value("command", |value| {
+            let form = "a non-empty array of strings; no shell is used";
+            let DeValue::Array(items) = value else {
+                return Err(expected(form, value));
+            };
+            let argv = items
+                .iter()
+                .map(|item| to_text(item.get_ref()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| expected(form, value))?;
+            if argv.is_empty() {
+                return Err(expected(form, value));
+            }
+            Ok(Probe::Command(argv))
+        });
+        let tcp = self.value("tcp", |value| {
+            value
+                .as_str()
+                .and_then(|text| text.parse().ok())
+                .map(Probe::Tcp)
+                .ok_or_else(|| expected(TCP_FORM, value))
+        });
+        command.or(tcp)
+    }
+
+    /// Reports unknown keys and a count of check kinds other than one;
+    /// returns that count.
+    fn finish(self, form: &str) -> usize {
+        let known = self.asked.join(", ");
+        for (key, entry) in self.entries {
+            let message = format!("unknown key; expected one of: {known}");
+            self.doc
+                .report(Some(entry.line), format!("{}.{key}", self.name), message);
+        }
+        if self.kinds != 1 && !self.doc.has_problem_under(self.name) {
+            let message = format!("expected {form}, found {} check kinds", self.kinds);
+            self.doc.report(Some(self.line), self.name, message);
+        }
+        self.kinds
+    }
 }
 
 /// A back-off that starts above its own ceiling is a mistake, not a policy.
@@ -328,10 +629,17 @@ fn to_output(value: &DeValue<'_>) -> Result<Output, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     const FILE: &str = "conf/services/web.toml";
+
+    /// Service `id` with every key at its default.
+    pub(in crate::conf) fn minimal(id: &str) -> ServiceConfig {
+        let mut service = valid("command = [\"/bin/true\"]\n");
+        service.id = id.to_owned();
+        service
+    }
 
     fn parse_service(text: &str) -> (Option<ServiceConfig>, Vec<ConfigProblem>) {
         let mut problems = Vec::new();
@@ -342,7 +650,7 @@ mod tests {
             Path::new("/srv/conf"),
             &mut problems,
         );
-        (service, problems)
+        (service.map(|(service, _)| service), problems)
     }
 
     fn valid(text: &str) -> ServiceConfig {
@@ -378,6 +686,14 @@ mod tests {
                 log_max_bytes: MIB,
                 log_keep: 3,
                 on_node_exit: OnNodeExit::Stop,
+                requires: Vec::new(),
+                after: Vec::new(),
+                ready: Readiness {
+                    signal: ReadySignal::Started,
+                    interval: Duration::from_millis(250),
+                    timeout: Duration::from_secs(30),
+                },
+                health: None,
             }
         );
     }
@@ -586,6 +902,84 @@ on_node_exit = "keep"
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn readiness_and_health_take_one_check_each() {
+        let command = "command = [\"/bin/true\"]\n";
+        let service = valid(&format!(
+            "{command}ready = {{ fd = 3, timeout = \"5s\" }}\n"
+        ));
+        assert_eq!(service.ready.signal, ReadySignal::Fd(3));
+        assert_eq!(service.ready.timeout, Duration::from_secs(5));
+        let service = valid(&format!(
+            "{command}ready = {{ tcp = \"127.0.0.1:8080\", interval = \"100ms\" }}\n\
+             health = {{ command = [\"/bin/check\", \"-q\"], failures = 2 }}\n"
+        ));
+        assert_eq!(
+            service.ready.signal,
+            ReadySignal::Check(Probe::Tcp("127.0.0.1:8080".parse().unwrap()))
+        );
+        assert_eq!(service.ready.interval, Duration::from_millis(100));
+        let health = service.health.clone().unwrap();
+        assert_eq!(
+            health.probe,
+            Probe::Command(vec!["/bin/check".into(), "-q".into()])
+        );
+        assert_eq!(
+            (health.interval, health.timeout, health.failures),
+            (Duration::from_secs(10), Duration::from_secs(5), 2)
+        );
+        assert_eq!(service.check_commands(), [&["/bin/check", "-q"][..]]);
+        assert_eq!(
+            valid(&format!("{command}ready = \"started\"\n")).ready,
+            Readiness::default()
+        );
+        for (value, key, message) in [
+            ("\"soon\"", "ready", "expected \"started\", or a table"),
+            (
+                "{ fd = 1 }",
+                "ready.fd",
+                "expected a file descriptor from 3 to 1023, found 1",
+            ),
+            (
+                "{ tcp = \"localhost\" }",
+                "ready.tcp",
+                "expected an IP address and port",
+            ),
+            (
+                "{ fd = 3, tcp = \"127.0.0.1:1\" }",
+                "ready",
+                "found 2 check kinds",
+            ),
+            ("{ timeout = \"1s\" }", "ready", "found 0 check kinds"),
+            (
+                "{ fd = 3, every = 1 }",
+                "ready.every",
+                "unknown key; expected one of: fd, command, tcp, interval, timeout",
+            ),
+            (
+                "{ command = [] }",
+                "ready.command",
+                "expected a non-empty array of strings",
+            ),
+        ] {
+            let (_, problems) = parse_service(&format!("{command}ready = {value}\n"));
+            assert_eq!(problems.len(), 1, "{value}: {problems:?}");
+            assert_eq!(problems[0].line, Some(2), "{value}");
+            assert_eq!(problems[0].key.as_deref(), Some(key), "{value}");
+            assert!(
+                problems[0].message.contains(message),
+                "{value}: {}",
+                problems[0].message
+            );
+        }
+        let (_, problems) = parse_service(&format!("{command}health = {{ fd = 3 }}\n"));
+        assert_eq!(problems[0].key.as_deref(), Some("health.fd"));
+        let (_, problems) = parse_service(&format!(
+            "{command}health = {{ tcp = \"127.0.0.1:1\", failures = 0 }}\n"
+        ));
+        assert_eq!(problems[0].key.as_deref(), Some("health.failures"));
     }
 
     #[test]

@@ -7,7 +7,13 @@
 //! | stopped, exited, failed | `Start`           | starting   | spawn                    |
 //! | backoff    | `Start`, restart timer         | starting   | spawn                    |
 //! | backoff    | `Stop`                         | stopped    |                          |
-//! | starting   | `Started(pid)`                 | running    | (signal, if a stop came) |
+//! | starting   | `Started(pid)`, `ready = "started"` | running | (signal, if a stop came) |
+//! | starting   | `Started(pid)`, other `ready`  | starting (with a pid) | ready timer |
+//! | starting with a pid | `Ready`               | running    |                          |
+//! | starting with a pid | ready timer           | stopping   | stop signal, kill timer; its end is a failed start |
+//! | starting with a pid | `Stop`                | stopping   | stop signal, kill timer  |
+//! | starting with a pid | `Exited`              | as from running |                     |
+//! | running    | `Unhealthy`                    | stopping   | stop signal, kill timer; its end is judged by the policy |
 //! | stopped    | `Adopted(pid)` (found running at node start) | running | watch |
 //! | starting   | `SpawnFailed`                  | backoff or failed (give-up limit) |  |
 //! | running    | `Stop`                         | stopping   | stop signal, kill timer  |
@@ -16,7 +22,13 @@
 //! | running    | `Exited`, policy says no       | exited     |                          |
 //! | stopping   | kill timer                     | stopping   | SIGKILL                  |
 //! | stopping   | `Exited`                       | stopped, or starting on a restart | (spawn) |
+//! | stopping after a ready timeout | `Exited`   | backoff or failed |                |
+//! | stopping after `Unhealthy` | `Exited`       | as from running, by the policy |       |
 //!
+//! `starting` lasts until the instance is ready: at once for `ready =
+//! "started"`, else until the manager reports `Ready` (its readiness fd
+//! or check said so) or the `ready.timeout` runs out, which counts as a
+//! failed start for back-off and give-up.
 //! Back-off doubles from `backoff_initial` to `backoff_max` with each quick
 //! failure and resets after a run of `stable_after`. `give_up_after` failed
 //! starts within `give_up_window` end in `failed` until a user starts it.
@@ -28,7 +40,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::conf::{RestartPolicy, ServiceConfig};
+use crate::conf::{ReadySignal, RestartPolicy, ServiceConfig};
 
 /// Where an instance stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +118,19 @@ pub enum Event {
     Exited(ExitStatus),
     /// Its timer ran out.
     TimerFired,
+    /// Its readiness fd or check says it is ready.
+    Ready,
+    /// Its health check failed `failures` times in a row.
+    Unhealthy,
+}
+
+/// Why a wanted instance is being stopped by the node itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// It did not become ready within `ready.timeout`.
+    NotReady,
+    /// Its health check failed too often.
+    Unhealthy,
 }
 
 /// What the manager must do for an instance.
@@ -149,6 +174,8 @@ pub struct Instance {
     pub wanted: bool,
     /// Whether its process was adopted at node start rather than spawned.
     pub adopted: bool,
+    /// Why the node itself stops it, while it does.
+    pub stop_cause: Option<StopCause>,
     started_at: Option<Instant>,
     quick_failures: u32,
     recent_failures: VecDeque<Instant>,
@@ -167,6 +194,7 @@ impl Instance {
             timer: None,
             wanted: false,
             adopted: false,
+            stop_cause: None,
             started_at: None,
             quick_failures: 0,
             recent_failures: VecDeque::new(),
@@ -184,6 +212,10 @@ impl Instance {
                 }
                 self.wanted = true;
                 self.spawn(now)
+            }
+            (State::Starting, Event::Stop) if self.pid.is_some() => {
+                self.wanted = false;
+                self.signal_stop(now, config)
             }
             (State::Starting | State::Running | State::Stopping, Event::Start) => {
                 self.wanted = true;
@@ -210,15 +242,36 @@ impl Instance {
                 self.wanted = false;
                 Vec::new()
             }
-            (State::Starting, Event::Started { pid }) => {
+            (State::Starting, Event::Started { pid }) if self.pid.is_none() => {
                 self.pid = Some(pid);
                 self.started_at = Some(now);
-                self.enter(State::Running, now);
+                if config.ready.signal == ReadySignal::Started {
+                    self.enter(State::Running, now);
+                } else {
+                    self.timer = Some(now + config.ready.timeout);
+                }
                 if self.wanted {
                     Vec::new()
                 } else {
                     self.signal_stop(now, config)
                 }
+            }
+            (State::Starting, Event::Ready) if self.pid.is_some() => {
+                self.enter(State::Running, now);
+                Vec::new()
+            }
+            (State::Starting, Event::TimerFired)
+                if self.pid.is_some() && self.timer.is_some_and(|at| at <= now) =>
+            {
+                self.stop_cause = Some(StopCause::NotReady);
+                self.signal_stop(now, config)
+            }
+            (State::Starting, Event::Exited(status)) if self.pid.is_some() => {
+                self.exited(status, now, config)
+            }
+            (State::Running, Event::Unhealthy) => {
+                self.stop_cause = Some(StopCause::Unhealthy);
+                self.signal_stop(now, config)
             }
             (State::Stopped, Event::Adopted { pid }) => {
                 self.pid = Some(pid);
@@ -237,6 +290,15 @@ impl Instance {
                 self.last_exit = Some(status);
                 self.pid = None;
                 self.timer = None;
+                match self.stop_cause.take() {
+                    Some(StopCause::NotReady) if self.wanted => {
+                        return self.failed_quickly(now, config);
+                    }
+                    Some(StopCause::Unhealthy) if self.wanted => {
+                        return self.exited_as(status, false, now, config);
+                    }
+                    _ => {}
+                }
                 if self.wanted {
                     self.restarts += 1;
                     self.spawn(now)
@@ -278,6 +340,7 @@ impl Instance {
     fn spawn(&mut self, now: Instant) -> Vec<Effect> {
         self.pid = None;
         self.adopted = false;
+        self.stop_cause = None;
         self.enter(State::Starting, now);
         vec![Effect::Spawn]
     }
@@ -295,12 +358,24 @@ impl Instance {
     }
 
     fn exited(&mut self, status: ExitStatus, now: Instant, config: &ServiceConfig) -> Vec<Effect> {
+        self.exited_as(status, status == ExitStatus::Code(0), now, config)
+    }
+
+    /// Its process ended with `status`, a success or not (an unhealthy
+    /// instance's end is a failure whatever its status): restart it or
+    /// not by the policy.
+    fn exited_as(
+        &mut self,
+        status: ExitStatus,
+        succeeded: bool,
+        now: Instant,
+        config: &ServiceConfig,
+    ) -> Vec<Effect> {
         self.last_exit = Some(status);
         self.pid = None;
         let ran = self.started_at.map_or(Duration::ZERO, |started| {
             now.saturating_duration_since(started)
         });
-        let succeeded = status == ExitStatus::Code(0);
         let restart = self.wanted
             && match config.restart {
                 RestartPolicy::Always => true,
@@ -359,7 +434,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::conf::{OnNodeExit, Output};
+    use crate::conf::{OnNodeExit, Output, Readiness};
 
     fn config(restart: RestartPolicy) -> ServiceConfig {
         ServiceConfig {
@@ -384,6 +459,10 @@ mod tests {
             log_max_bytes: 0,
             log_keep: 0,
             on_node_exit: OnNodeExit::Stop,
+            requires: Vec::new(),
+            after: Vec::new(),
+            ready: Readiness::default(),
+            health: None,
         }
     }
 
@@ -582,6 +661,107 @@ mod tests {
         let effects = instance.on_event(Event::Exited(ExitStatus::Signal(15)), now, &config);
         assert_eq!(effects, [Effect::Spawn]);
         assert_eq!(instance.restarts, 1);
+    }
+
+    fn checked(restart: RestartPolicy) -> ServiceConfig {
+        let mut config = config(restart);
+        config.ready = Readiness {
+            signal: ReadySignal::Fd(3),
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(1),
+        };
+        config
+    }
+
+    #[test]
+    fn an_instance_is_starting_until_it_is_ready() {
+        let config = checked(RestartPolicy::Always);
+        let now = Instant::now();
+        let mut instance = Instance::new(0, now);
+        instance.on_event(Event::Start, now, &config);
+        assert!(
+            instance
+                .on_event(Event::Started { pid: 7 }, now, &config)
+                .is_empty()
+        );
+        assert_eq!((instance.state, instance.pid), (State::Starting, Some(7)));
+        assert_eq!(instance.timer, Some(now + Duration::from_secs(1)));
+        let later = now + Duration::from_millis(300);
+        assert!(
+            instance
+                .on_event(Event::TimerFired, later, &config)
+                .is_empty()
+        );
+        instance.on_event(Event::Ready, later, &config);
+        assert_eq!((instance.state, instance.timer), (State::Running, None));
+    }
+
+    #[test]
+    fn a_readiness_timeout_stops_the_instance_and_backs_off() {
+        let config = checked(RestartPolicy::Always);
+        let now = Instant::now();
+        let mut instance = Instance::new(0, now);
+        instance.on_event(Event::Start, now, &config);
+        instance.on_event(Event::Started { pid: 7 }, now, &config);
+        let due = now + Duration::from_secs(1);
+        assert_eq!(
+            instance.on_event(Event::TimerFired, due, &config),
+            [Effect::Signal {
+                pid: 7,
+                signal: libc::SIGTERM
+            }]
+        );
+        assert_eq!(instance.state, State::Stopping);
+        assert_eq!(instance.stop_cause, Some(StopCause::NotReady));
+        instance.on_event(Event::Exited(ExitStatus::Signal(15)), due, &config);
+        assert_eq!(instance.state, State::Backoff, "a failed start");
+        assert!(instance.wanted);
+        assert_eq!(instance.timer, Some(due + config.backoff_initial));
+    }
+
+    #[test]
+    fn a_stop_or_an_end_before_ready_is_handled_like_a_running_one() {
+        let config = checked(RestartPolicy::Never);
+        let now = Instant::now();
+        let mut instance = Instance::new(0, now);
+        instance.on_event(Event::Start, now, &config);
+        instance.on_event(Event::Started { pid: 7 }, now, &config);
+        assert_eq!(
+            instance.on_event(Event::Stop, now, &config),
+            [Effect::Signal {
+                pid: 7,
+                signal: libc::SIGTERM
+            }]
+        );
+        instance.on_event(Event::Exited(ExitStatus::Signal(15)), now, &config);
+        assert_eq!(instance.state, State::Stopped);
+        instance.on_event(Event::Start, now, &config);
+        instance.on_event(Event::Started { pid: 8 }, now, &config);
+        instance.on_event(Event::Exited(ExitStatus::Code(3)), now, &config);
+        assert_eq!(instance.state, State::Exited);
+    }
+
+    #[test]
+    fn an_unhealthy_instance_is_restarted_as_a_failure() {
+        let config = config(RestartPolicy::OnFailure);
+        let now = Instant::now();
+        let mut instance = running(&config, 5, now);
+        assert_eq!(
+            instance.on_event(Event::Unhealthy, now, &config),
+            [Effect::Signal {
+                pid: 5,
+                signal: libc::SIGTERM
+            }]
+        );
+        let later = now + Duration::from_secs(10);
+        let effects = instance.on_event(Event::Exited(ExitStatus::Code(0)), later, &config);
+        assert_eq!(
+            effects,
+            [Effect::Spawn],
+            "a clean exit after SIGTERM still failed"
+        );
+        assert_eq!(instance.restarts, 1);
+        assert_eq!(instance.stop_cause, None);
     }
 
     #[test]

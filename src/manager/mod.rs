@@ -31,9 +31,19 @@
 //! restarts until the user says otherwise or its definition changes;
 //! without such a wish, `autostart` decides.
 //!
+//! Services start after what they require and stop before it
+//! (`deps.rs`: held starts and stops, the pull-in, stopping dependents);
+//! an instance is `starting` until its readiness fd or check says it is
+//! ready, and a running one with a health check is restarted when the
+//! check fails too often (`checks.rs`, which owns the `sf-checks` thread
+//! for TCP checks and reads its results in this loop's `select!`). A
+//! `ServiceStart` is answered once the service is ready (or failed).
+//!
 //! If it dies, the daemon notices and shuts the node down; services are
 //! then left as they are, and stay in the record.
 
+mod checks;
+mod deps;
 pub mod instance;
 mod record;
 mod status;
@@ -45,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
-use crate::conf::{Config, OnNodeExit, Output, ServiceConfig};
+use crate::conf::{Config, OnNodeExit, Output, ReadySignal, ServiceConfig};
 use crate::sys;
 use crate::trace::{Role, Tracer};
 use crate::wire::link::{ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoSender};
@@ -56,9 +66,11 @@ use crate::wire::proto::public_api::{
 };
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds, manager_spawner as ms};
 use crate::wire::{PROTOCOL_VERSION, error_reply};
+use checks::{CheckKey, Checks};
+use deps::Hold;
 use instance::{Effect, Event, ExitStatus, Instance, State};
 use record::{Desired, Record, RecordedInstance};
-use status::{Clock, instance_status, overall, service_status, system_status};
+use status::{Clock, instance_status, overall, system_status};
 
 /// Replies gathered before they are handed to io in one command.
 const REPLY_BATCH: usize = 4096;
@@ -141,6 +153,7 @@ enum Asked {
     Start { service: String, index: u32 },
     Signal,
     Watch { pid: u32 },
+    Check { key: CheckKey },
 }
 
 /// A service and its instances.
@@ -162,6 +175,10 @@ struct Service {
     spawn_errors: Vec<Option<String>>,
     /// A reload changed or removed it: applied once every instance is down.
     replacement: Option<Replacement>,
+    /// A start or stop waiting for other services.
+    hold: Option<Hold>,
+    /// Why the node itself moves each instance, for its next event.
+    notes: Vec<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -178,6 +195,8 @@ struct Waiter {
     service: String,
     goal: Goal,
     deadline: Instant,
+    /// Services stopped along with it, shown in the reply.
+    along: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +241,7 @@ pub struct Manager {
     /// Something the state record holds changed since it was written.
     record_changed: bool,
     record_health: RecordHealth,
+    checks: Checks,
 }
 
 impl Manager {
@@ -263,6 +283,7 @@ impl Manager {
             shutdown: None,
             record_changed: false,
             record_health: RecordHealth::default(),
+            checks: Checks::new(),
         }
     }
 
@@ -281,7 +302,11 @@ impl Manager {
                 (None, false) => continue,
             };
             let correlation = format!("autostart:{id}:{}", uuid::Uuid::new_v4().simple());
-            self.drive(&id, event, &correlation, now);
+            if event == Event::Start {
+                self.start_with_requirements(&id, &correlation, now);
+            } else {
+                self.drive(&id, event, &correlation, now);
+            }
         }
         for (id, index) in outdated {
             if self.services[&id].desired != Some(false) {
@@ -293,6 +318,7 @@ impl Manager {
             }
         }
         loop {
+            self.advance_holds(Instant::now());
             self.send_to_spawner();
             self.flush_replies();
             if self.shutdown.is_some() && self.all_stopping_done() {
@@ -305,6 +331,7 @@ impl Manager {
             let from_io = &self.links.from_io;
             let from_spawner = &self.links.from_spawner;
             let from_daemon = &self.links.from_daemon;
+            let tcp_results = &self.checks.tcp_results;
             let never = crossbeam_channel::never();
             let ticker = timeout.map_or(never, crossbeam_channel::after);
             select! {
@@ -339,6 +366,10 @@ impl Manager {
                     let message = message.map_err(|_| ManagerError::LinkClosed { role: Role::Daemon })?;
                     self.on_daemon(message);
                 }
+                recv(tcp_results) -> result => match result {
+                    Ok(result) => self.tcp_checked(result),
+                    Err(_) => self.checks.tcp_thread_gone(),
+                },
                 recv(ticker) -> _ => {}
             }
             self.on_timers(Instant::now());
@@ -580,23 +611,57 @@ impl Manager {
             service.desired = Some(event != Event::Stop);
             self.record_changed = true;
         }
-        let stop_timeout = self.services[id].config.stop_timeout;
-        self.drive(id, event, correlation, now);
-        let deadline = now
-            + self
-                .config
-                .node
-                .request_timeout
-                .max(stop_timeout + Duration::from_secs(1));
+        let deadline = now + self.patience(id, goal);
+        // A restart of a service waiting for what it requires is a start:
+        // it still waits.
+        let held = self.services[id].hold.is_some();
+        let along = if event == Event::Start || (event == Event::Restart && held) {
+            self.start_with_requirements(id, correlation, now);
+            Vec::new()
+        } else if event == Event::Stop {
+            self.stop_with_dependents(id, correlation, now)
+        } else {
+            self.drive(id, event, correlation, now);
+            Vec::new()
+        };
         self.waiters.push(Waiter {
             connection,
             correlation: correlation.to_owned(),
             service: id.to_owned(),
             goal,
             deadline,
+            along,
         });
         self.settle_waiters(id);
         Ok(None)
+    }
+
+    /// How long a request to bring `id` up or down may take: the request
+    /// timeout, or more when stopping it (and its dependents) or waiting
+    /// for it and what it requires to become ready may take longer.
+    fn patience(&self, id: &str, goal: Goal) -> Duration {
+        let graph = crate::conf::deps::Graph::new(&self.config.services);
+        let chain = match goal {
+            Goal::Up => graph.requirements(id),
+            Goal::Down => {
+                let mut chain = graph.dependents(id);
+                chain.push(id.to_owned());
+                chain
+            }
+        };
+        let needed: Duration = chain
+            .iter()
+            .filter_map(|id| self.config.services.get(id))
+            .map(|service| match goal {
+                Goal::Up if service.ready.signal == ReadySignal::Started => Duration::ZERO,
+                Goal::Up => service.ready.timeout,
+                Goal::Down => service.stop_timeout,
+            })
+            .sum();
+        self.config
+            .node
+            .request_timeout
+            .max(needed + Duration::from_secs(1))
     }
 
     /// Applies `event` to every instance of service `id`.
@@ -620,6 +685,7 @@ impl Manager {
         correlation: Option<&str>,
         now: Instant,
     ) {
+        let was_up = self.service_is_up(id);
         let Some(service) = self.services.get_mut(id) else {
             return;
         };
@@ -646,8 +712,15 @@ impl Manager {
             self.carry_out(id, index, effect);
         }
         if before != after {
+            self.sync_checks(id, index, now);
             self.publish(id, index);
+            if was_up && !self.service_is_up(id) {
+                self.requirement_lost(id, now);
+            }
             self.settle_waiters(id);
+            for dependent in crate::conf::deps::Graph::new(&self.config.services).dependents(id) {
+                self.settle_waiters(&dependent);
+            }
             self.apply_replacement(id, now);
         }
     }
@@ -695,22 +768,23 @@ impl Manager {
                 Asked::Signal,
             ),
         };
-        self.tracer.record(Role::Manager, Role::Spawner, &message);
-        if self.spawner_alive {
-            self.asked.push_back(asked);
-            self.to_spawner.push_back(message);
-            self.send_to_spawner();
-        } else {
-            match asked {
-                Asked::Start { service, index } => {
-                    log::error!("cannot start {service}.{index}: the spawner is gone");
-                    self.spawn_failed(&service, index as usize, "the spawner is gone".to_owned());
-                }
-                Asked::Watch { pid } => {
-                    self.lost_adopted(pid, "the spawner is gone, so nothing watches it");
-                }
-                Asked::Signal => {}
+        self.ask_spawner(message, asked);
+    }
+
+    /// What was asked of a spawner that is gone fails at once.
+    fn spawner_gone(&mut self, asked: Asked) {
+        match asked {
+            Asked::Start { service, index } => {
+                log::error!("cannot start {service}.{index}: the spawner is gone");
+                self.spawn_failed(&service, index as usize, "the spawner is gone".to_owned());
             }
+            Asked::Watch { pid } => {
+                self.lost_adopted(pid, "the spawner is gone, so nothing watches it");
+            }
+            Asked::Check { key } => {
+                self.check_not_started(&key, "the spawner is gone".to_owned());
+            }
+            Asked::Signal => {}
         }
     }
 
@@ -785,6 +859,11 @@ impl Manager {
             stderr: Some(output(&config.stderr, "stderr")),
             service_id: Some(config.id.clone()),
             instance: Some(index as u32),
+            check: None,
+            ready_fd: match config.ready.signal {
+                ReadySignal::Fd(fd) => Some(fd),
+                _ => None,
+            },
         }
     }
 
@@ -796,7 +875,10 @@ impl Manager {
                 Ok(ms::message::Code::ProcessStarted),
                 Some(ms::message::Payload::ProcessStarted(started)),
             ) => {
-                if let Some(Asked::Start { service, index }) = self.asked.pop_front() {
+                let asked = self.asked.pop_front();
+                if let Some(Asked::Check { key }) = asked {
+                    self.check_started(key, started.pid);
+                } else if let Some(Asked::Start { service, index }) = asked {
                     log::info!("{service}.{index} started as pid {}", started.pid);
                     if let Some(slot) = self
                         .services
@@ -825,6 +907,10 @@ impl Manager {
                         self.spawn_failed(&service, index as usize, reason);
                     }
                     Some(Asked::Watch { pid }) => self.lost_adopted(pid, &reason),
+                    Some(Asked::Check { key }) => {
+                        log::warn!("cannot start a check of {}.{}: {reason}", key.0, key.1);
+                        self.check_not_started(&key, reason);
+                    }
                     _ => log::warn!("the spawner refused a signal: {reason}"),
                 }
             }
@@ -840,6 +926,9 @@ impl Manager {
                     (Some(code), None) => ExitStatus::Code(code),
                     (None, None) => ExitStatus::Unknown,
                 };
+                if self.check_exited(exited.pid, exited.exit_code) {
+                    return;
+                }
                 if let Some((service, index)) = self.pids.get(&exited.pid).cloned() {
                     log::info!(
                         "{service}.{index} (pid {}) exited: {}",
@@ -847,6 +936,20 @@ impl Manager {
                         describe_exit(status)
                     );
                     self.apply(&service, index as usize, Event::Exited(status), None, now);
+                }
+            }
+            (
+                Ok(ms::message::Code::ProcessReady),
+                Some(ms::message::Payload::ProcessReady(ready)),
+            ) => {
+                if let Some((service, index)) = self.pids.get(&ready.pid).cloned() {
+                    log::info!("{service}.{index} (pid {}) is ready", ready.pid);
+                    let fd = match self.config.services.get(&service).map(|s| &s.ready.signal) {
+                        Some(ReadySignal::Fd(fd)) => *fd,
+                        _ => 0,
+                    };
+                    self.note(&service, index, format!("ready: it wrote to fd {fd}"));
+                    self.apply(&service, index as usize, Event::Ready, None, now);
                 }
             }
             (Ok(ms::message::Code::LogMessage), Some(ms::message::Payload::LogMessage(entry))) => {
@@ -908,9 +1011,13 @@ impl Manager {
                     .filter(|service| service.config.on_node_exit == OnNodeExit::Stop)
                     .map(|service| service.config.id.clone())
                     .collect();
-                for id in stopping {
-                    self.drive(&id, Event::Stop, &correlation, now);
+                for service in self.services.values_mut() {
+                    service.hold = None;
                 }
+                for id in stopping {
+                    self.hold_stop(&id, &correlation);
+                }
+                self.advance_holds(now);
             }
             Ok(dm::message::Code::Reload) => {
                 let now = Instant::now();
@@ -960,7 +1067,10 @@ impl Manager {
             .values()
             .flat_map(|service| service.instances.iter().filter_map(|i| i.timer));
         let deadlines = self.waiters.iter().map(|waiter| waiter.deadline);
-        timers.chain(deadlines).min()
+        timers
+            .chain(deadlines)
+            .chain(self.checks.next_deadline())
+            .min()
     }
 
     fn on_timers(&mut self, now: Instant) {
@@ -979,6 +1089,7 @@ impl Manager {
         for (id, index) in due {
             self.apply(&id, index, Event::TimerFired, None, now);
         }
+        self.run_checks(now);
         let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
             .into_iter()
             .partition(|waiter| waiter.deadline <= now);
@@ -997,24 +1108,39 @@ impl Manager {
         let Some(service) = self.services.get(id) else {
             return;
         };
+        let blocked = self.blocked_start(id);
+        let held = service.hold.is_some();
         let mut settled = Vec::new();
         self.waiters.retain(|waiter| {
             if waiter.service != id {
                 return true;
             }
-            match waiter_outcome(service, waiter.goal) {
+            let outcome = match (&blocked, waiter.goal) {
+                (Some(reason), Goal::Up) => {
+                    Some(Err(RequestError::new(Kind::SpawnFailed, reason.clone())))
+                }
+                _ if held => None,
+                _ => waiter_outcome(service, waiter.goal),
+            };
+            match outcome {
                 Some(outcome) => {
-                    settled.push((waiter.connection, waiter.correlation.clone(), outcome));
+                    settled.push((
+                        waiter.connection,
+                        waiter.correlation.clone(),
+                        waiter.along.clone(),
+                        outcome,
+                    ));
                     false
                 }
                 None => true,
             }
         });
-        for (connection, correlation, outcome) in settled {
+        for (connection, correlation, along, outcome) in settled {
             let result = outcome.map(|()| {
+                let ids = std::iter::once(id).chain(along.iter().map(String::as_str));
                 Some((
                     Code::Ack,
-                    Some(Payload::ServiceStatusResponse(self.status_of([id]))),
+                    Some(Payload::ServiceStatusResponse(self.status_of(ids))),
                 ))
             });
             self.answer(connection, &correlation, result);
@@ -1049,7 +1175,14 @@ impl Manager {
             at_unix_ms: self.clock.unix_ms(instance.since),
             exit_code,
             exit_signal,
+            reason: None,
         };
+        let mut event = event;
+        event.reason = self
+            .services
+            .get_mut(id)
+            .and_then(|service| service.notes.get_mut(index))
+            .and_then(Option::take);
         for (connection, correlation) in self.subscribers.clone() {
             let message = public_api::Message {
                 code: Code::Event as i32,
@@ -1067,7 +1200,7 @@ impl Manager {
                 .filter_map(|id| self.services.get(id))
                 .map(|service| service_status_response::Service {
                     id: service.config.id.clone(),
-                    status: service_status(&service.instances),
+                    status: self.colour_of(service),
                     instances: service
                         .instances
                         .iter()
@@ -1150,7 +1283,7 @@ impl Manager {
         details.extend(
             self.services
                 .values()
-                .map(|service| sub(&service.config.id, service_status(&service.instances))),
+                .map(|service| sub(&service.config.id, self.colour_of(service))),
         );
         details
     }
@@ -1430,7 +1563,7 @@ impl Manager {
             self.services
                 .insert(id.clone(), Service::new(config, version, now));
             if autostart {
-                self.drive(&id, Event::Start, correlation, now);
+                self.start_with_requirements(&id, correlation, now);
             }
         }
         Ok(self.status_of(self.services.keys().map(String::as_str)))
@@ -1485,7 +1618,7 @@ impl Manager {
                 self.record_changed = true;
                 log::info!("{id} now runs its new definition");
                 if start {
-                    self.drive(id, Event::Start, &correlation, now);
+                    self.start_with_requirements(id, &correlation, now);
                 }
             }
             None => {}
@@ -1509,6 +1642,8 @@ impl Service {
             operations: vec![None; count],
             spawn_errors: vec![None; count],
             replacement: None,
+            hold: None,
+            notes: vec![None; count],
             config,
         }
     }
@@ -1611,6 +1746,13 @@ pub fn service_table(config: &Config) -> ds::ServiceTable {
                 user: service.user.clone(),
                 group: service.group.clone(),
                 work_dir: work_dir_text(service),
+                checks: service
+                    .check_commands()
+                    .into_iter()
+                    .map(|command| ds::service_table::CheckCommand {
+                        command: command.to_vec(),
+                    })
+                    .collect(),
             })
             .collect(),
     }

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,8 @@ pub(super) struct Launched {
     pub(super) pid: u32,
     /// Its output files that rotate.
     pub(super) rotating: Vec<RotatingFile>,
+    /// The read end of its readiness pipe, when it was given one.
+    pub(super) ready_pipe: Option<File>,
 }
 
 /// Starts the process `request` describes, in its own session.
@@ -68,14 +71,37 @@ pub(super) fn launch(request: &ms::StartProcess) -> Result<Launched, LaunchError
     let (stderr, rotate_stderr) = open_output(Stream::Stderr, request.stderr.as_ref())?;
     command.stdout(stdout).stderr(stderr);
     sys::start_in_new_session(&mut command);
+    let ready_pipe = match request.ready_fd {
+        Some(fd) => Some(ready_pipe(&mut command, fd)?),
+        None => None,
+    };
     let child = command.spawn().map_err(|source| LaunchError::Exec {
         program: program.clone(),
         source,
     })?;
+    // Dropping the write end (the child holds its own copy) lets the read
+    // end see EOF once the child closes it or ends.
     Ok(Launched {
         pid: child.id(),
         rotating: rotate_stdout.into_iter().chain(rotate_stderr).collect(),
+        ready_pipe: ready_pipe.map(|(reader, _writer)| reader),
     })
+}
+
+/// A pipe whose write end the child gets as `fd`; both ends close on exec
+/// in every other child. Whatever the child had at `fd` is replaced: the
+/// node opens everything close-on-exec, so nothing the program needs. (Were
+/// `fd` free in the node, std's own exec-error pipe could land there and an
+/// exec failure would look like a start and an exit; a running node holds
+/// its low fds, so the readiness fds used in practice, 3 and up, are taken.)
+fn ready_pipe(command: &mut Command, fd: u32) -> Result<(File, OwnedFd), LaunchError> {
+    let target = i32::try_from(fd)
+        .ok()
+        .filter(|fd| *fd > 2)
+        .ok_or(LaunchError::BadReadyFd { fd })?;
+    let (reader, writer) = sys::pipe().map_err(|source| LaunchError::ReadyPipe { source })?;
+    sys::pass_fd(command, writer.as_fd(), target);
+    Ok((File::from(reader), writer))
 }
 
 /// An optional string field, with "" meaning absent.
@@ -275,6 +301,11 @@ pub(super) enum LaunchError {
     },
     /// fork, the child's setup, or exec failed.
     Exec { program: String, source: io::Error },
+    /// A readiness fd that would replace the child's stdin, stdout or
+    /// stderr.
+    BadReadyFd { fd: u32 },
+    /// Creating the readiness pipe.
+    ReadyPipe { source: io::Error },
 }
 
 impl fmt::Display for LaunchError {
@@ -312,6 +343,13 @@ impl fmt::Display for LaunchError {
                 source,
             } => write!(f, "opening {stream} file {}: {source}", path.display()),
             LaunchError::Exec { program, source } => write!(f, "exec {program}: {source}"),
+            LaunchError::BadReadyFd { fd } => write!(
+                f,
+                "readiness fd {fd} would replace the child's stdin, stdout or stderr; expected 3 or more"
+            ),
+            LaunchError::ReadyPipe { source } => {
+                write!(f, "creating the readiness pipe: {source}")
+            }
         }
     }
 }
@@ -323,14 +361,16 @@ impl std::error::Error for LaunchError {
             | LaunchError::GroupLookup { source, .. }
             | LaunchError::WorkDir { source, .. }
             | LaunchError::OutputFile { source, .. }
-            | LaunchError::Exec { source, .. } => Some(source),
+            | LaunchError::Exec { source, .. }
+            | LaunchError::ReadyPipe { source } => Some(source),
             LaunchError::EmptyCommand
             | LaunchError::UnknownUser { .. }
             | LaunchError::NoPrimaryGroup { .. }
             | LaunchError::UnknownGroup { .. }
             | LaunchError::BadEnvName { .. }
             | LaunchError::OutputWithoutPath { .. }
-            | LaunchError::UnknownOutputKind { .. } => None,
+            | LaunchError::UnknownOutputKind { .. }
+            | LaunchError::BadReadyFd { .. } => None,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! processes.
 //!
 //! It owns the pid → service instance map of its own children, the
-//! rotation of their output files and the service table. It reads
+//! rotation of their output files, their readiness pipes and the service
+//! table. It reads
 //! `manager_spawner` requests (`StartProcess`, `SignalProcess`, `AdoptProcess`) from the
 //! manager and answers each with its correlation id (`ProcessStarted`,
 //! `Ack` or `Error`); it reports every reaped child as `ProcessExited` and
@@ -32,6 +33,20 @@
 //! pidfd has not turned readable, so a pid freed by its end is not
 //! signalled. An adopted process's output files are not rotated: the
 //! spawner did not open them and does not know them.
+//!
+//! Readiness and health checks add two things. A `StartProcess` with
+//! `check` set runs one of its service's check commands (the table lists
+//! them; a check may run nothing else), as the service's user, and ends as
+//! any child does, with `ProcessExited`: the manager tells checks from
+//! services by pid. A `StartProcess` with `ready_fd` hands the child the
+//! write end of a pipe as that fd (s6/dinit readiness notification); the
+//! spawner keeps the read end and, while any such pipe is open, reads
+//! them every [`READY_POLL`] (a `poll(2)` with no wait, then a read that
+//! cannot block), so a notification is seen up to that much later. A
+//! newline is reported as `ProcessReady`; a child that writes it and ends
+//! at once is reported ready before its end, as the pipe is read before
+//! the end is reported. The pipe is dropped at the newline, at EOF, or
+//! when the child is reaped.
 //!
 //! Children are started with argv (never a shell), a cleared environment
 //! plus a base `PATH` and the service's variables, stdin from /dev/null,
@@ -77,7 +92,8 @@ mod rotation;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -108,6 +124,10 @@ pub struct SpawnerLinks {
 
 /// How often the pidfds of adopted processes are checked.
 pub const ADOPTED_POLL: Duration = Duration::from_millis(200);
+
+/// How often open readiness pipes are read while any is open: the most a
+/// readiness notification waits before it is seen.
+pub const READY_POLL: Duration = Duration::from_millis(50);
 
 /// One of the spawner's own children, until it is reaped; or an adopted
 /// process, until it ends.
@@ -140,6 +160,10 @@ pub struct Spawner {
     /// that frequent other wake-ups cannot put the check off.
     adopted_check_at: Instant,
     rotation: rotation::Rotation,
+    /// The read ends of the readiness pipes of children not yet ready.
+    ready_pipes: HashMap<u32, File>,
+    /// When they are next read (a deadline, as for adopted processes).
+    ready_check_at: Instant,
     /// What each service may be started as, by service id.
     table: HashMap<String, ds::service_table::Service>,
 }
@@ -155,6 +179,7 @@ enum Wake {
     ChildExited(Result<(), RecvError>),
     RotationDue,
     AdoptedCheckDue,
+    ReadyCheckDue,
 }
 
 impl Spawner {
@@ -172,6 +197,8 @@ impl Spawner {
             adopted: HashMap::new(),
             adopted_check_at: Instant::now(),
             rotation: rotation::Rotation::default(),
+            ready_pipes: HashMap::new(),
+            ready_check_at: Instant::now(),
             table: HashMap::new(),
         }
     }
@@ -203,12 +230,18 @@ impl Spawner {
             } else {
                 crossbeam_channel::at(self.adopted_check_at)
             };
+            let ready_tick = if self.ready_pipes.is_empty() {
+                never()
+            } else {
+                crossbeam_channel::at(self.ready_check_at)
+            };
             let wake = select! {
                 recv(self.from_manager) -> message => Wake::Manager(message.ok()),
                 recv(self.from_daemon) -> message => Wake::Daemon(message),
                 recv(self.child_exited) -> notice => Wake::ChildExited(notice),
                 recv(rotation_tick) -> _ => Wake::RotationDue,
                 recv(adopted_tick) -> _ => Wake::AdoptedCheckDue,
+                recv(ready_tick) -> _ => Wake::ReadyCheckDue,
             };
             match wake {
                 Wake::Manager(Some(message)) => self.on_manager_message(message)?,
@@ -235,6 +268,10 @@ impl Spawner {
                 Wake::AdoptedCheckDue => {
                     self.check_adopted();
                     self.adopted_check_at = Instant::now() + ADOPTED_POLL;
+                }
+                Wake::ReadyCheckDue => {
+                    self.check_ready_pipes();
+                    self.ready_check_at = Instant::now() + READY_POLL;
                 }
             }
         }
@@ -312,6 +349,12 @@ impl Spawner {
             })
             .ok();
         self.rotation.track(pid, launched.rotating, Instant::now());
+        if let Some(pipe) = launched.ready_pipe {
+            if self.ready_pipes.is_empty() {
+                self.ready_check_at = Instant::now() + READY_POLL;
+            }
+            self.ready_pipes.insert(pid, pipe);
+        }
         self.children.insert(
             pid,
             OwnChild {
@@ -341,14 +384,24 @@ impl Spawner {
         log::debug!("spawner: {} services in the table", self.table.len());
     }
 
-    /// Whether the table lets `request` start; the reason when not.
+    /// Whether the table lets `request` start; the reason when not. A
+    /// check may run one of its service's check commands instead of the
+    /// service's own.
     fn allow(&self, service_id: &str, request: &ms::StartProcess) -> Result<(), String> {
         let service = self
             .table
             .get(service_id)
             .ok_or_else(|| format!("service `{service_id}` is not in the service table"))?;
+        let command_differs = if request.check.is_some() {
+            !service
+                .checks
+                .iter()
+                .any(|check| check.command == request.command)
+        } else {
+            service.command != request.command
+        };
         let differing = [
-            ("command", service.command != request.command),
+            ("command", command_differs),
             ("user", !same(&service.user, &request.user_name)),
             ("group", !same(&service.group, &request.group_name)),
             ("work_dir", !same(&service.work_dir, &request.work_dir)),
@@ -389,7 +442,7 @@ impl Spawner {
     fn check_adopted(&mut self) {
         let pids: Vec<u32> = self.adopted.keys().copied().collect();
         let pidfds: Vec<_> = pids.iter().map(|pid| self.adopted[pid].1.as_fd()).collect();
-        let ended = match sys::ended_pidfds(&pidfds) {
+        let ended = match sys::readable_fds(&pidfds) {
             Ok(ended) => ended,
             Err(error) => {
                 log::warn!("spawner: cannot poll the pidfds of adopted processes: {error}");
@@ -404,6 +457,60 @@ impl Spawner {
                     process.instance
                 );
                 self.report_exit(pid, process.last_request, None, None);
+            }
+        }
+    }
+
+    /// Reads every readiness pipe that has something to say.
+    fn check_ready_pipes(&mut self) {
+        let pids: Vec<u32> = self.ready_pipes.keys().copied().collect();
+        let fds: Vec<_> = pids
+            .iter()
+            .map(|pid| self.ready_pipes[pid].as_fd())
+            .collect();
+        let readable = match sys::readable_fds(&fds) {
+            Ok(readable) => readable,
+            Err(error) => {
+                log::warn!("spawner: cannot poll readiness pipes: {error}");
+                return;
+            }
+        };
+        for (pid, _) in pids.into_iter().zip(readable).filter(|(_, r)| *r) {
+            if let Some(pipe) = self.ready_pipes.remove(&pid)
+                && let Some(pipe) = self.read_ready(pid, pipe)
+            {
+                self.ready_pipes.insert(pid, pipe);
+            }
+        }
+    }
+
+    /// Reads what child `pid` wrote to its readiness pipe, which must not
+    /// block (it is readable); reports `ProcessReady` at a newline. Gives
+    /// the pipe back while the child may still say it is ready.
+    fn read_ready(&mut self, pid: u32, mut pipe: File) -> Option<File> {
+        let mut buffer = [0u8; 512];
+        match pipe.read(&mut buffer) {
+            Ok(0) => {
+                log::debug!("spawner: pid {pid} closed its readiness fd without a newline");
+                None
+            }
+            Ok(count) if buffer[..count].contains(&b'\n') => {
+                let correlation_id = self
+                    .children
+                    .get(&pid)
+                    .and_then(|child| child.last_request.clone());
+                self.send_to_manager(message(
+                    Code::ProcessReady,
+                    correlation_id,
+                    Some(Payload::ProcessReady(ms::ProcessReady { pid })),
+                ));
+                None
+            }
+            Ok(_) => Some(pipe),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => Some(pipe),
+            Err(error) => {
+                log::warn!("spawner: reading the readiness pipe of pid {pid}: {error}");
+                None
             }
         }
     }
@@ -459,6 +566,14 @@ impl Spawner {
                 continue;
             };
             self.rotation.forget(pid);
+            if let Some(pipe) = self.ready_pipes.remove(&pid) {
+                // A child may say it is ready and end at once: the
+                // newline is still in the pipe, and comes before its end.
+                let readable = sys::readable_fds(&[pipe.as_fd()]).unwrap_or_default();
+                if readable == [true] {
+                    self.read_ready(pid, pipe);
+                }
+            }
             log::debug!(
                 "spawner: {}#{} (pid {pid}, last request {}) ended: {status:?}",
                 child.service_id,

@@ -252,6 +252,7 @@ fn allowing(request: &ms::StartProcess) -> ds::service_table::Service {
         user: request.user_name.clone(),
         group: request.group_name.clone(),
         work_dir: request.work_dir.clone(),
+        checks: Vec::new(),
     }
 }
 
@@ -565,4 +566,72 @@ fn an_adopted_process_is_checked_signalled_and_its_end_reported_without_status()
     let gone = adopt(&mut harness, pid, start_time);
     assert_eq!(gone.code, Code::Error as i32, "{gone:?}");
     harness.shutdown().1.unwrap();
+}
+
+#[test]
+fn a_newline_on_the_readiness_fd_is_reported_before_the_end() {
+    let mut harness = Harness::new();
+    let mut request = command(&["/bin/sh", "-c", "sleep 0.2; echo >&3; exec sleep 30"]);
+    request.ready_fd = Some(3);
+    let pid = harness.start_ok(request);
+    let ready = harness.next_message();
+    assert_eq!(
+        ready.payload,
+        Some(Payload::ProcessReady(ms::ProcessReady { pid }))
+    );
+    harness.signal(pid, SIGTERM);
+    harness.exit_of(pid);
+
+    // Ready and gone at once: the newline still counts, and comes first.
+    let mut request = command(&["/bin/sh", "-c", "echo >&7"]);
+    request.ready_fd = Some(7);
+    let pid = harness.start_ok(request);
+    let ready = harness.next_message();
+    assert_eq!(
+        ready.payload,
+        Some(Payload::ProcessReady(ms::ProcessReady { pid }))
+    );
+    assert_eq!(harness.exit_of(pid).exit_code, Some(0));
+
+    let mut request = command(&["/bin/true"]);
+    request.ready_fd = Some(1);
+    assert!(
+        harness
+            .start_refused(request)
+            .contains("would replace the child's stdin, stdout or stderr")
+    );
+}
+
+#[test]
+fn a_check_may_run_only_its_services_check_commands() {
+    let mut harness = Harness::new();
+    let service = command(&["/bin/sleep", "30"]);
+    let mut entry = allowing(&service);
+    entry.checks = vec![ds::service_table::CheckCommand {
+        command: vec!["/bin/true".into()],
+    }];
+    harness.set_table(vec![entry]);
+    let mut check = service.clone();
+    check.command = vec!["/bin/true".into()];
+    check.check = Some("health".into());
+    let mut forged = check.clone();
+    forged.command = vec!["/bin/sh".into(), "-c".into(), "id".into()];
+    let mut unmarked = check.clone();
+    unmarked.check = None;
+    for request in [forged, unmarked] {
+        match harness.start_as_is(request).payload {
+            Some(Payload::Error(error)) => {
+                assert!(
+                    error.reason.contains("its command is not the one"),
+                    "{error:?}"
+                );
+            }
+            other => panic!("a check outside the table was not refused: {other:?}"),
+        }
+    }
+    let pid = match harness.start_as_is(check).payload {
+        Some(Payload::ProcessStarted(started)) => started.pid,
+        other => panic!("the allowed check failed: {other:?}"),
+    };
+    assert_eq!(harness.exit_of(pid).exit_code, Some(0));
 }
