@@ -295,6 +295,7 @@ fn messages() -> Vec<(String, Message)> {
                     at_unix_ms: 1_764_000_000_000,
                     exit_code: None,
                     exit_signal: None,
+                    reason: None,
                 })),
             ),
         ),
