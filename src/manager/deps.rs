@@ -233,13 +233,7 @@ impl Manager {
             if !wanted || matches!(service.hold, Some(Hold::Stop { .. })) {
                 continue;
             }
-            let correlation = service
-                .operations
-                .iter()
-                .flatten()
-                .next()
-                .cloned()
-                .unwrap_or_default();
+            let correlation = service.current_operation();
             log::info!("[{correlation}] stopping {dependent}: {id}, which it requires, went down");
             let reason = format!("{id} went down; waiting for it");
             for note in &mut service.notes {

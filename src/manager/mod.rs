@@ -1607,13 +1607,7 @@ impl Manager {
             }
             Some(Replacement::With(config)) => {
                 let start = config.autostart || service.instances.iter().any(|i| i.wanted);
-                let correlation = service
-                    .operations
-                    .iter()
-                    .flatten()
-                    .next()
-                    .cloned()
-                    .unwrap_or_default();
+                let correlation = service.current_operation();
                 *service = Service::new(*config, version, now);
                 self.record_changed = true;
                 log::info!("{id} now runs its new definition");
@@ -1630,6 +1624,17 @@ impl Manager {
 type Answer = Result<Option<(Code, Option<Payload>)>, RequestError>;
 
 impl Service {
+    /// The correlation id of what drives its instances now ("" if none),
+    /// for work the node does on their behalf.
+    fn current_operation(&self) -> String {
+        self.operations
+            .iter()
+            .flatten()
+            .next()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     fn new(config: ServiceConfig, version: String, now: Instant) -> Self {
         let count = config.instances as usize;
         Service {
