@@ -57,7 +57,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
 use crate::conf::{Config, OnNodeExit, Output, ReadySignal, ServiceConfig};
 use crate::sys;
-use crate::trace::{Role, Tracer};
+use crate::trace::{Role, Tracer, now_unix_us};
 use crate::wire::link::{ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoSender};
 use crate::wire::proto::public_api::{
     self, ClientIntroduce, NodeInfoResponse, ServiceStatusResponse, StatusCode, StatusColour,
@@ -386,18 +386,17 @@ impl Manager {
         self.flush_replies();
     }
 
-    /// Hands the pass's replies to io in one command, recording their hops
-    /// under one lock.
+    /// Hands the pass's replies to io in one command, stamped with the time
+    /// they leave: io records this hop with its own (the manager does not
+    /// take the correlation table's lock for replies).
     fn flush_replies(&mut self) {
         if self.outgoing.is_empty() {
             return;
         }
-        let replies = std::mem::take(&mut self.outgoing);
-        {
-            let mut table = self.tracer.lock();
-            for reply in &replies {
-                table.record_message(Role::Manager, Role::Io, &reply.message);
-            }
+        let mut replies = std::mem::take(&mut self.outgoing);
+        let now = now_unix_us();
+        for reply in &mut replies {
+            reply.sent_unix_us = now;
         }
         if let Err(error) = self.links.to_io.send(IoCommand::Replies(replies)) {
             log::warn!("cannot hand replies to io: {error}");
@@ -409,6 +408,7 @@ impl Manager {
             connection,
             message,
             last,
+            sent_unix_us: 0,
         });
         if self.outgoing.len() >= REPLY_BATCH {
             self.flush_replies();
