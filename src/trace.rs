@@ -1,14 +1,35 @@
 //! The correlation table: for each request, the ordered messages it caused.
 //!
 //! Every hop between roles (and between a client and the io thread) passes
-//! [`Tracer::record`], the one place that writes the table. The table is
-//! the only mutable state the role threads share: hops happen on every
-//! thread, and a mutex held for a few field writes is cheaper and simpler
-//! than shipping each hop to an owner thread. Nothing blocks while holding
-//! it, and a poisoned lock is recovered (the table holds no invariant that a
-//! panic half-way through a write could break beyond one entry).
+//! [`Tracer::record`] or one of the table's batch methods, the only places
+//! that write the table. The table is the only mutable state the role
+//! threads share: hops happen on every thread, and a mutex held for a few
+//! field writes is cheaper and simpler than shipping each hop to an owner
+//! thread. The request path takes it twice per io pass, not per request:
+//! io begins a pass's requests under one lock ([`CorrelationTable::begin`])
+//! and records the replies of a batch under one lock
+//! ([`CorrelationTable::finish`], which also records the manager's hop,
+//! stamped when the manager sent it). Nothing blocks while holding it, and
+//! a poisoned lock is recovered (the table holds no invariant that a panic
+//! half-way through a write could break beyond one entry).
+//!
+//! Bounds: `capacity` bounds the *answered* entries kept for `TraceRequest`,
+//! evicted oldest first. Requests in flight are never evicted and never
+//! refused for room: io bounds them already (`max_connections` ×
+//! `max_inflight_per_connection`). Entries for internal sequences (an
+//! autostart, a signal's shutdown) or for late hops of an evicted request
+//! are created on their first hop and are evictable at once, so nothing
+//! grows the table without bound.
+//!
+//! Keys are the clients' correlation ids, so the table's hasher is keyed
+//! with a random seed drawn at start ([`IdHashState`]: a folded-multiply
+//! hash, far cheaper than SipHash on these short strings). It is not a
+//! cryptographic PRF; a client that could still craft colliding ids would
+//! only slow lookups among the entries the bounds above allow.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -61,6 +82,18 @@ pub struct Hop {
     pub code: &'static str,
 }
 
+impl Hop {
+    fn of<M: Envelope>(from: Role, to: Role, message: &M, at_unix_us: u64) -> Hop {
+        Hop {
+            at_unix_us,
+            from,
+            to,
+            protocol: M::PROTOCOL,
+            code: message.code_name(),
+        }
+    }
+}
+
 /// Where a request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestState {
@@ -86,114 +119,187 @@ impl RequestState {
     }
 }
 
-/// Why a request could not be entered in the table.
+/// A request could not be entered in the table: one with the same
+/// correlation id is in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BeginError {
-    /// A request with this correlation id is in flight.
-    Duplicate,
-    /// Every entry is in flight and the table is at its capacity.
-    Full,
-}
+pub struct DuplicateId;
 
 #[derive(Debug)]
 struct Entry {
+    /// The map's key, shared with eviction notices.
+    key: Arc<str>,
     state: RequestState,
     /// Tells a reused id's entry from the one an eviction notice was for.
     generation: u64,
+    /// Whether an eviction notice for this generation is queued.
+    evictable: bool,
     hops: Vec<Hop>,
 }
 
-/// The bounded table. Entries beyond the capacity are evicted oldest
-/// completed first; in-flight entries are never evicted.
+/// The bounded table. Answered entries beyond the capacity are evicted
+/// oldest first; in-flight entries are never evicted.
 #[derive(Debug)]
 pub struct CorrelationTable {
-    entries: HashMap<String, Entry>,
-    completed: VecDeque<(String, u64)>,
+    entries: HashMap<Arc<str>, Entry, IdHashState>,
+    /// Eviction notices, oldest first; a notice whose generation no longer
+    /// matches its entry's is stale and skipped.
+    evictions: VecDeque<(Arc<str>, u64)>,
+    /// Entries with a current notice in `evictions`.
+    evictable: usize,
     capacity: usize,
     next_generation: u64,
+    /// Hop lists of evicted entries, reused by new ones.
+    spare_hops: Vec<Vec<Hop>>,
 }
 
 /// Most hops one entry keeps: a long-lived subscription must not grow it.
 const MAX_HOPS_PER_ENTRY: usize = 256;
 
+/// Hops a request usually has (client → io → manager → io → client): room
+/// for them is allocated once.
+const USUAL_HOPS: usize = 4;
+
+/// Evicted hop lists kept for reuse.
+const SPARE_HOP_LISTS: usize = 64;
+
 impl CorrelationTable {
-    /// An empty table holding at most `capacity` requests.
+    /// An empty table keeping at most `capacity` answered requests.
     pub fn new(capacity: usize) -> Self {
         CorrelationTable {
-            entries: HashMap::new(),
-            completed: VecDeque::new(),
+            entries: HashMap::with_hasher(IdHashState::random()),
+            evictions: VecDeque::new(),
+            evictable: 0,
             capacity: capacity.max(1),
             next_generation: 0,
+            spare_hops: Vec::new(),
         }
     }
 
-    /// Enters a new request as in flight. A done request with the same id
-    /// is replaced (a trace shows the latest request with that id).
-    pub fn begin(&mut self, id: &str) -> Result<(), BeginError> {
-        if let Some(entry) = self.entries.get(id) {
-            if entry.state == RequestState::InFlight {
-                return Err(BeginError::Duplicate);
+    /// Enters `message` (a request whose correlation id is set) as in
+    /// flight, with one hop for each `(from, to)` of `path`. An answered
+    /// request with the same id is replaced (a trace shows the latest
+    /// request with that id). A message without an id is only logged.
+    pub fn begin<M: Envelope>(
+        &mut self,
+        message: &M,
+        path: &[(Role, Role)],
+    ) -> Result<(), DuplicateId> {
+        let Some(id) = message.correlation() else {
+            for (from, to) in path {
+                log_hop(*from, *to, message);
             }
-            self.entries.remove(id);
-        }
-        self.insert(id, Vec::new())
-    }
-
-    /// Appends a hop to the entry of `id`, creating an in-flight entry for
-    /// an internal sequence (a signal's shutdown, an autostart) that no
-    /// client began. Hops beyond the entry's limit are not kept.
-    fn record(&mut self, id: &str, hop: Hop) {
-        if let Some(entry) = self.entries.get_mut(id) {
-            if entry.hops.len() < MAX_HOPS_PER_ENTRY {
-                entry.hops.push(hop);
-            }
-            return;
-        }
-        // A full table of in-flight requests keeps no internal sequence.
-        let _ = self.insert(id, vec![hop]);
-    }
-
-    /// Enters `id` as in flight with `hops`, evicting if needed.
-    fn insert(&mut self, id: &str, hops: Vec<Hop>) -> Result<(), BeginError> {
-        self.make_room()?;
+            return Ok(());
+        };
+        let at_unix_us = now_unix_us();
+        let hops = path.iter().map(|&(from, to)| {
+            log_hop(from, to, message);
+            Hop::of(from, to, message, at_unix_us)
+        });
         let generation = self.take_generation();
+        if let Some(entry) = self.entries.get_mut(id) {
+            if entry.state == RequestState::InFlight {
+                return Err(DuplicateId);
+            }
+            if entry.evictable {
+                self.evictable -= 1;
+            }
+            entry.state = RequestState::InFlight;
+            entry.generation = generation;
+            entry.evictable = false;
+            entry.hops.clear();
+            entry.hops.extend(hops);
+            return Ok(());
+        }
+        let mut list = self.spare_hops.pop().unwrap_or_default();
+        list.reserve(USUAL_HOPS);
+        list.extend(hops);
+        let key: Arc<str> = Arc::from(id);
         self.entries.insert(
-            id.to_owned(),
+            key.clone(),
             Entry {
+                key,
                 state: RequestState::InFlight,
                 generation,
-                hops,
+                evictable: false,
+                hops: list,
             },
         );
         Ok(())
     }
 
     /// Records that `message` went from `from` to `to`. Every hop of every
-    /// protocol passes here (directly, or through [`Tracer::record`]);
-    /// messages without a correlation id belong to no request and are only
-    /// logged.
+    /// protocol passes here (directly, or through [`Tracer::record`]),
+    /// except the request path's own, which [`CorrelationTable::begin`]
+    /// and [`CorrelationTable::finish`] record in bulk; messages without a
+    /// correlation id belong to no request and are only logged.
     pub fn record_message<M: Envelope>(&mut self, from: Role, to: Role, message: &M) {
         log_hop(from, to, message);
-        let Some(id) = message.correlation() else {
-            return;
-        };
-        let hop = Hop {
-            at_unix_us: now_unix_us(),
-            from,
-            to,
-            protocol: M::PROTOCOL,
-            code: message.code_name(),
-        };
-        self.record(id, hop);
+        if let Some(id) = message.correlation() {
+            let hop = Hop::of(from, to, message, now_unix_us());
+            self.push_hops(id, [hop], None);
+        }
     }
 
-    /// Marks the request of `id` as answered; it becomes evictable.
-    pub fn finish(&mut self, id: &str, state: RequestState) {
-        if let Some(entry) = self.entries.get_mut(id) {
-            if entry.state == RequestState::InFlight {
-                self.completed.push_back((id.to_owned(), entry.generation));
+    /// Records the hops of a reply: from the manager to io, sent at
+    /// `sent_unix_us`, then from io to the client now. A final reply ends
+    /// its request in `last`, which makes it evictable.
+    pub fn finish<M: Envelope>(
+        &mut self,
+        message: &M,
+        sent_unix_us: u64,
+        last: Option<RequestState>,
+    ) {
+        log_hop(Role::Manager, Role::Io, message);
+        log_hop(Role::Io, Role::Client, message);
+        if let Some(id) = message.correlation() {
+            let hops = [
+                Hop::of(Role::Manager, Role::Io, message, sent_unix_us),
+                Hop::of(Role::Io, Role::Client, message, now_unix_us()),
+            ];
+            self.push_hops(id, hops, last);
+        }
+    }
+
+    /// Appends `hops` to the entry of `id` (hops beyond the entry's limit
+    /// are not kept) and ends it in `last`, if given. An id no client began
+    /// (an internal sequence, or a late hop of an evicted request) gets a
+    /// new entry, evictable at once.
+    fn push_hops<const N: usize>(&mut self, id: &str, hops: [Hop; N], last: Option<RequestState>) {
+        match self.entries.get_mut(id) {
+            Some(entry) => {
+                let room = MAX_HOPS_PER_ENTRY.saturating_sub(entry.hops.len());
+                entry.hops.extend(hops.into_iter().take(room));
+                let Some(state) = last else {
+                    return;
+                };
+                entry.state = state;
+                if !entry.evictable {
+                    entry.evictable = true;
+                    self.evictions
+                        .push_back((entry.key.clone(), entry.generation));
+                    self.evictable += 1;
+                    self.evict();
+                }
             }
-            entry.state = state;
+            None => {
+                let key: Arc<str> = Arc::from(id);
+                let generation = self.take_generation();
+                let mut list = self.spare_hops.pop().unwrap_or_default();
+                list.extend(hops);
+                self.entries.insert(
+                    key.clone(),
+                    Entry {
+                        key: key.clone(),
+                        state: last.unwrap_or(RequestState::InFlight),
+                        generation,
+                        evictable: true,
+                        hops: list,
+                    },
+                );
+                self.evictions.push_back((key, generation));
+                self.evictable += 1;
+                self.evict();
+            }
         }
     }
 
@@ -209,20 +315,112 @@ impl CorrelationTable {
         self.next_generation
     }
 
-    /// Evicts the oldest completed entries until one more fits.
-    fn make_room(&mut self) -> Result<(), BeginError> {
-        while self.entries.len() >= self.capacity {
-            let (id, generation) = self.completed.pop_front().ok_or(BeginError::Full)?;
+    /// Evicts the oldest evictable entries beyond the capacity, and drops
+    /// stale notices once they outnumber the live ones, so that ids reused
+    /// forever do not grow the queue.
+    fn evict(&mut self) {
+        while self.evictable > self.capacity {
+            let Some((id, generation)) = self.evictions.pop_front() else {
+                break;
+            };
             let current = self
                 .entries
                 .get(&id)
-                .is_some_and(|entry| entry.generation == generation);
-            if current {
-                self.entries.remove(&id);
+                .is_some_and(|entry| entry.evictable && entry.generation == generation);
+            if current && let Some(entry) = self.entries.remove(&id) {
+                self.evictable -= 1;
+                if self.spare_hops.len() < SPARE_HOP_LISTS {
+                    let mut hops = entry.hops;
+                    hops.clear();
+                    self.spare_hops.push(hops);
+                }
             }
         }
-        Ok(())
+        if self.evictions.len() > 2 * self.capacity + 16 {
+            let entries = &self.entries;
+            self.evictions.retain(|(id, generation)| {
+                entries
+                    .get(id)
+                    .is_some_and(|entry| entry.evictable && entry.generation == *generation)
+            });
+        }
     }
+}
+
+/// The table's hasher factory: a folded-multiply hash keyed with 128 random
+/// bits drawn when the table is made (from std's `RandomState`, which the
+/// OS seeds).
+#[derive(Debug, Clone, Copy)]
+pub struct IdHashState {
+    seed: u64,
+    key: u64,
+}
+
+impl IdHashState {
+    /// A state with fresh random keys.
+    pub fn random() -> Self {
+        let random = RandomState::new();
+        IdHashState {
+            seed: random.hash_one(0x736e_6f77_u64),
+            // An odd multiplier keeps every bit of the input in the product.
+            key: random.hash_one(0x0066_6f78_u64) | 1,
+        }
+    }
+}
+
+impl BuildHasher for IdHashState {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher {
+            state: self.seed,
+            key: self.key,
+        }
+    }
+}
+
+/// The hasher of [`IdHashState`]: eight bytes per multiply.
+#[derive(Debug, Clone)]
+pub struct IdHasher {
+    state: u64,
+    key: u64,
+}
+
+impl IdHasher {
+    fn mix(&mut self, word: u64) {
+        self.state = folded_multiply(self.state ^ word, self.key);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // The length makes a short tail padded with zeros differ from the
+        // same bytes followed by real zeros.
+        self.state = self.state.wrapping_add(bytes.len() as u64);
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            let mut word = [0u8; 8];
+            word[..tail.len()].copy_from_slice(tail);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        folded_multiply(self.state, self.key.rotate_left(32))
+    }
+}
+
+/// The 128-bit product of `a` and `b`, its halves xored: every input bit
+/// reaches every output bit.
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
 }
 
 /// A shared handle on the node's correlation table.
@@ -277,48 +475,122 @@ pub fn now_unix_us() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::proto::public_api::{Message, message::Code};
 
-    fn hop(code: &'static str) -> Hop {
-        Hop {
-            at_unix_us: 1,
-            from: Role::Client,
-            to: Role::Io,
-            protocol: Protocol::Public,
-            code,
+    const PATH: [(Role, Role); 2] = [(Role::Client, Role::Io), (Role::Io, Role::Manager)];
+
+    fn request(id: &str) -> Message {
+        Message {
+            code: Code::NodeInfoRequest as i32,
+            correlation_id: Some(id.to_owned()),
+            payload: None,
         }
     }
 
+    fn answer(table: &mut CorrelationTable, id: &str) {
+        let reply = Message {
+            code: Code::NodeInfoResponse as i32,
+            ..request(id)
+        };
+        table.finish(&reply, 1, Some(RequestState::Done));
+    }
+
     #[test]
-    fn in_flight_duplicates_are_refused_and_done_ids_reused() {
+    fn in_flight_duplicates_are_refused_and_answered_ids_reused() {
         let mut table = CorrelationTable::new(8);
-        table.begin("a").unwrap();
-        assert_eq!(table.begin("a"), Err(BeginError::Duplicate));
-        table.record("a", hop("NodeInfoRequest"));
-        table.finish("a", RequestState::Done);
-        table.begin("a").unwrap();
+        table.begin(&request("a"), &PATH).unwrap();
+        assert_eq!(table.begin(&request("a"), &PATH), Err(DuplicateId));
+        answer(&mut table, "a");
+        let (state, hops) = table.get("a").unwrap();
+        assert_eq!(state, RequestState::Done);
+        let path: Vec<_> = hops.iter().map(|hop| (hop.from, hop.to)).collect();
+        assert_eq!(
+            path,
+            [
+                (Role::Client, Role::Io),
+                (Role::Io, Role::Manager),
+                (Role::Manager, Role::Io),
+                (Role::Io, Role::Client)
+            ]
+        );
+        table.begin(&request("a"), &[]).unwrap();
         assert_eq!(table.get("a").unwrap().1.len(), 0);
     }
 
     #[test]
-    fn oldest_completed_entries_are_evicted_first() {
+    fn oldest_answered_entries_are_evicted_first_and_in_flight_ones_never() {
         let mut table = CorrelationTable::new(2);
-        table.begin("old").unwrap();
-        table.begin("live").unwrap();
-        table.finish("old", RequestState::Done);
-        table.begin("new").unwrap();
+        for id in ["old", "live", "new", "newer"] {
+            table.begin(&request(id), &PATH).unwrap();
+        }
+        answer(&mut table, "old");
+        answer(&mut table, "new");
+        answer(&mut table, "newer");
         assert!(table.get("old").is_none());
-        assert!(table.get("live").is_some());
-        assert_eq!(table.begin("more"), Err(BeginError::Full));
+        assert!(table.get("new").is_some());
+        assert!(table.get("newer").is_some());
+        assert_eq!(table.get("live").unwrap().0, RequestState::InFlight);
+    }
+
+    #[test]
+    fn a_full_table_of_requests_in_flight_takes_more() {
+        let mut table = CorrelationTable::new(2);
+        for n in 0..10 {
+            table.begin(&request(&format!("r{n}")), &PATH).unwrap();
+        }
+        assert!((0..10).all(|n| table.get(&format!("r{n}")).is_some()));
     }
 
     #[test]
     fn a_reused_id_is_not_evicted_by_its_predecessors_notice() {
-        let mut table = CorrelationTable::new(2);
-        table.begin("x").unwrap();
-        table.finish("x", RequestState::Done);
-        table.begin("x").unwrap();
-        table.begin("y").unwrap();
-        assert_eq!(table.begin("z"), Err(BeginError::Full));
+        let mut table = CorrelationTable::new(1);
+        table.begin(&request("x"), &PATH).unwrap();
+        answer(&mut table, "x");
+        table.begin(&request("x"), &PATH).unwrap();
+        table.begin(&request("y"), &PATH).unwrap();
+        answer(&mut table, "y");
+        table.begin(&request("z"), &PATH).unwrap();
+        answer(&mut table, "z");
         assert_eq!(table.get("x").unwrap().0, RequestState::InFlight);
+        assert!(table.get("y").is_none());
+    }
+
+    #[test]
+    fn internal_sequences_are_bounded_by_the_capacity() {
+        let mut table = CorrelationTable::new(3);
+        for n in 0..100 {
+            table.record_message(Role::Manager, Role::Spawner, &request(&format!("i{n}")));
+        }
+        assert_eq!(table.entries.len(), 3);
+        assert!(table.get("i99").is_some());
+    }
+
+    #[test]
+    fn ids_reused_forever_do_not_grow_the_eviction_queue() {
+        let mut table = CorrelationTable::new(4);
+        for _ in 0..1000 {
+            table.begin(&request("same"), &PATH).unwrap();
+            answer(&mut table, "same");
+        }
+        assert!(table.evictions.len() <= 2 * 4 + 16 + 1);
+        assert_eq!(table.get("same").unwrap().0, RequestState::Done);
+    }
+
+    #[test]
+    fn the_id_hash_depends_on_every_byte_and_the_length() {
+        let state = IdHashState::random();
+        let ids = [
+            "",
+            "a",
+            "a\0",
+            "ab",
+            "abcdefgh",
+            "abcdefgh\0",
+            "abcdefgi",
+            "bbcdefgh",
+        ];
+        let hashes: std::collections::HashSet<u64> =
+            ids.iter().map(|id| state.hash_one(id)).collect();
+        assert_eq!(hashes.len(), ids.len());
     }
 }

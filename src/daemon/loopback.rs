@@ -16,7 +16,7 @@ use mio::{Poll, Token, Waker};
 
 use super::{DaemonError, identity};
 use crate::conf::Config;
-use crate::io::{Exchange, IoError, IoSettings, ProtocolError, record_replies};
+use crate::io::{Exchange, IoError, IoSettings, ProtocolError, begin_requests, record_replies};
 use crate::manager::{Manager, ManagerLinks};
 use crate::trace::Tracer;
 use crate::wire::link::{ConnectionId, IoCommand, IoEvent, IoReceiver, io_channel};
@@ -94,17 +94,19 @@ impl Loopback {
         let mut commands = Vec::new();
         loop {
             let mut batch = Vec::new();
-            let taken = self
-                .exchange
-                .take_requests(&self.settings, &self.tracer, &mut batch);
+            let taken = self.exchange.take_requests(&self.settings, &mut batch);
             let idle = batch.is_empty();
-            if !idle {
+            let exchange = &mut self.exchange;
+            begin_requests(&mut self.tracer.lock(), &mut batch, |request| {
+                exchange.refuse_duplicate(request)
+            });
+            if !batch.is_empty() {
                 self.manager.handle_io(IoEvent::Requests(batch));
             }
             self.replies.drain(&mut commands);
             for command in commands.drain(..) {
                 if let IoCommand::Replies(replies) = command {
-                    record_replies(&self.tracer, &replies);
+                    record_replies(&mut self.tracer.lock(), &replies);
                     for reply in &replies {
                         self.exchange.deliver(reply);
                     }

@@ -3,8 +3,12 @@
 //! requests and reply bytes out — so that the io loop drives it with what
 //! it reads from a socket, and fuzzers and property tests drive the very
 //! same code with arbitrary byte streams.
+//!
+//! The correlation table is not touched per frame: the caller enters a
+//! whole pass's requests with [`begin_requests`] and its replies with
+//! [`record_replies`], under one lock each.
 
-use crate::trace::{BeginError, RequestState, Role, Tracer};
+use crate::trace::{CorrelationTable, RequestState, Role};
 use crate::wire::link::{ClientReply, ClientRequest, ConnectionId};
 use crate::wire::proto::public_api::{self, message::Code, message::Payload};
 use crate::wire::{Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame, error_reply};
@@ -70,15 +74,14 @@ impl Exchange {
     }
 
     /// Cuts the buffered bytes into requests for the manager, appended to
-    /// `batch`, until no frame is whole or the connection is saturated.
-    /// Each request is entered in the correlation table; request errors
-    /// there (a duplicate id, a full table) are answered here. A protocol
-    /// error stops the cutting and is returned: the caller refuses the
-    /// connection.
+    /// `batch`, until no frame is whole or the connection is saturated. A
+    /// request without a correlation id is given one. A protocol error
+    /// stops the cutting and is returned: the caller refuses the
+    /// connection. The requests still have to be entered in the
+    /// correlation table ([`begin_requests`]).
     pub fn take_requests(
         &mut self,
         limits: &IoSettings,
-        tracer: &Tracer,
         batch: &mut Vec<ClientRequest>,
     ) -> Result<(), ProtocolError> {
         while !self.is_saturated(limits) {
@@ -99,50 +102,30 @@ impl Exchange {
                     kind: public_api::error::Kind::Malformed,
                     reason: error.reason,
                 })?;
-            let id = match message.correlation() {
-                Some(id) => id.to_owned(),
-                None => {
-                    let id = uuid::Uuid::new_v4().to_string();
-                    message.correlation_id = Some(id.clone());
-                    id
-                }
-            };
-            let begun = {
-                let mut table = tracer.lock();
-                table.begin(&id).inspect(|()| {
-                    table.record_message(Role::Client, Role::Io, &message);
-                    table.record_message(Role::Io, Role::Manager, &message);
-                })
-            };
-            match begun {
-                Ok(()) => {
-                    self.in_flight += 1;
-                    batch.push(ClientRequest {
-                        connection: self.id,
-                        message,
-                    });
-                }
-                Err(BeginError::Duplicate) => {
-                    log::warn!("connection {}: duplicate correlation id {id}", self.id.0);
-                    let reason = format!("correlation id {id} is already in flight");
-                    self.queue(&error_reply(
-                        Some(id),
-                        public_api::error::Kind::DuplicateCorrelation,
-                        reason,
-                    ));
-                }
-                Err(BeginError::Full) => {
-                    log::warn!("connection {}: correlation table full", self.id.0);
-                    let reason = "the node has too many requests in flight; retry later".to_owned();
-                    self.queue(&error_reply(
-                        Some(id),
-                        public_api::error::Kind::Busy,
-                        reason,
-                    ));
-                }
+            if message.correlation().is_none() {
+                message.correlation_id = Some(uuid::Uuid::new_v4().to_string());
             }
+            self.in_flight += 1;
+            batch.push(ClientRequest {
+                connection: self.id,
+                message,
+            });
         }
         Ok(())
+    }
+
+    /// Answers a request [`begin_requests`] found to be a duplicate of one
+    /// in flight; it is no longer this connection's to wait for.
+    pub fn refuse_duplicate(&mut self, request: ClientRequest) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let id = request.message.correlation_id.unwrap_or_default();
+        log::warn!("connection {}: duplicate correlation id {id}", self.id.0);
+        let reason = format!("correlation id {id} is already in flight");
+        self.queue(&error_reply(
+            Some(id),
+            public_api::error::Kind::DuplicateCorrelation,
+            reason,
+        ));
     }
 
     /// Queues a reply from the manager; a final one ends its request.
@@ -176,17 +159,34 @@ impl Exchange {
     }
 }
 
-/// Enters replies in the correlation table, under one lock: each hop, and
-/// the end of each request a final reply answers.
-pub fn record_replies(tracer: &Tracer, replies: &[ClientReply]) {
-    let mut table = tracer.lock();
-    for reply in replies {
-        table.record_message(Role::Io, Role::Client, &reply.message);
-        if reply.last
-            && let Some(id) = reply.message.correlation()
-        {
-            table.finish(id, final_state(&reply.message));
+/// Enters a pass's requests in the correlation table, in order: each
+/// with its hops from the client to io and from io to the manager. A
+/// request whose id is already in flight (on any connection, or earlier in
+/// the batch) is taken out of `batch` and handed to `duplicate`.
+pub fn begin_requests(
+    table: &mut CorrelationTable,
+    batch: &mut Vec<ClientRequest>,
+    mut duplicate: impl FnMut(ClientRequest),
+) {
+    const PATH: [(Role, Role); 2] = [(Role::Client, Role::Io), (Role::Io, Role::Manager)];
+    let mut begun = 0;
+    for index in 0..batch.len() {
+        if table.begin(&batch[index].message, &PATH).is_ok() {
+            batch.swap(begun, index);
+            begun += 1;
         }
+    }
+    for request in batch.drain(begun..) {
+        duplicate(request);
+    }
+}
+
+/// Enters replies in the correlation table, under one lock: the manager's
+/// hop and io's, and the end of each request a final reply answers.
+pub fn record_replies(table: &mut CorrelationTable, replies: &[ClientReply]) {
+    for reply in replies {
+        let last = reply.last.then(|| final_state(&reply.message));
+        table.finish(&reply.message, reply.sent_unix_us, last);
     }
 }
 

@@ -1,9 +1,12 @@
 //! The io role: one thread, one `mio::Poll`, the listening socket and every
 //! client connection. Only this module touches client sockets.
 //!
-//! It reads each readable connection until `WouldBlock`, cuts frames,
-//! decodes them, enters each request in the correlation table and sends the
-//! pass's requests to the manager as one [`IoEvent::Requests`] batch. It
+//! It reads each readable connection until `WouldBlock`, cuts frames and
+//! decodes them; at the end of the pass it enters all the pass's requests
+//! in the correlation table under one lock (answering duplicate ids there)
+//! and sends them to the manager as one [`IoEvent::Requests`] batch. A
+//! correlation table full of requests in flight refuses none: they are
+//! bounded by `max_connections` × `max_inflight_per_connection`. It
 //! takes replies from the [`IoReceiver`] (woken through the poll's waker),
 //! queues them on their connections and writes them out, watching
 //! WRITABLE only while output is pending.
@@ -53,7 +56,7 @@ use crate::wire::link::{
 use crate::wire::proto::public_api;
 pub use access::Access;
 use connection::{Connection, ReadEnd};
-pub use exchange::{Exchange, ProtocolError, record_replies};
+pub use exchange::{Exchange, ProtocolError, begin_requests, record_replies};
 pub use listener::{BoundSocket, ListenError};
 
 const LISTENER: Token = Token(0);
@@ -262,7 +265,7 @@ impl Io {
             }
             self.end_lingering();
             self.end_idle();
-            self.send_to_manager();
+            self.send_to_manager(&mut scratch);
         }
     }
 
@@ -377,7 +380,7 @@ impl Io {
         let taken_before = batch.len();
         let mut outcome = Ok(());
         let end = connection.read(scratch, |exchange| {
-            outcome = exchange.take_requests(limits, &self.tracer, batch);
+            outcome = exchange.take_requests(limits, batch);
             outcome.is_ok() && !exchange.is_saturated(limits)
         });
         connection.read_paused = connection.exchange.is_saturated(limits);
@@ -400,7 +403,7 @@ impl Io {
     /// reading connections whose back-pressure has eased.
     fn deliver(&mut self, replies: Vec<ClientReply>, scratch: &mut [u8]) {
         let mut touched = Vec::new();
-        record_replies(&self.tracer, &replies);
+        record_replies(&mut self.tracer.lock(), &replies);
         let now = Instant::now();
         for reply in replies {
             let token = Token(reply.connection.0 as usize);
@@ -417,16 +420,21 @@ impl Io {
         touched.dedup();
         for token in touched {
             self.flush(token);
-            let resumable = self.connections.get(&token).is_some_and(|connection| {
-                connection.read_paused
-                    && connection.closing_until.is_none()
-                    && !connection.exchange.is_saturated(&self.settings)
-            });
-            // Edge-triggered polling will not report data that arrived
-            // while reading was paused: read now.
-            if resumable {
-                self.read(token, scratch);
-            }
+            self.resume(token, scratch);
+        }
+    }
+
+    /// Reads a connection paused for back-pressure that has eased:
+    /// edge-triggered polling will not report data that arrived while
+    /// reading was paused.
+    fn resume(&mut self, token: Token, scratch: &mut [u8]) {
+        let resumable = self.connections.get(&token).is_some_and(|connection| {
+            connection.read_paused
+                && connection.closing_until.is_none()
+                && !connection.exchange.is_saturated(&self.settings)
+        });
+        if resumable {
+            self.read(token, scratch);
         }
     }
 
@@ -531,11 +539,29 @@ impl Io {
             (!self.connections.is_empty()).then(|| now + IDLE_CHECK.min(idle_timeout));
     }
 
-    /// Sends this pass's batch and any backlog, without ever waiting.
-    fn send_to_manager(&mut self) {
-        if !self.batch.is_empty() {
-            let batch = std::mem::take(&mut self.batch);
-            self.backlog.push_back(IoEvent::Requests(batch));
+    /// Enters this pass's requests in the correlation table under one
+    /// lock, answers duplicates, and sends the rest and any backlog without
+    /// ever waiting.
+    fn send_to_manager(&mut self, scratch: &mut [u8]) {
+        // Answering a duplicate may resume a saturated connection, whose
+        // reads add to the batch again.
+        while !self.batch.is_empty() {
+            let mut batch = std::mem::take(&mut self.batch);
+            let mut duplicates = Vec::new();
+            begin_requests(&mut self.tracer.lock(), &mut batch, |request| {
+                duplicates.push(request)
+            });
+            for request in duplicates {
+                let token = Token(request.connection.0 as usize);
+                if let Some(connection) = self.connections.get_mut(&token) {
+                    connection.exchange.refuse_duplicate(request);
+                    self.flush(token);
+                    self.resume(token, scratch);
+                }
+            }
+            if !batch.is_empty() {
+                self.backlog.push_back(IoEvent::Requests(batch));
+            }
         }
         while let Some(event) = self.backlog.pop_front() {
             match self.to_manager.try_send(event) {

@@ -30,7 +30,7 @@ use crate::wire::proto::public_api::node_info_response::SystemStatus;
 use crate::wire::proto::public_api::{StatusCode, StatusColour};
 
 use super::instance::{Event, ExitStatus, State};
-use super::status::{service_status, system_status};
+use super::status::{Tally, service_status, system_status};
 use super::{Manager, Service};
 
 /// A start or stop waiting for other services.
@@ -267,5 +267,13 @@ impl Manager {
             }
         }
         service_status(&service.instances)
+    }
+
+    /// Whether [`Manager::colour_of`] is green, without its text.
+    pub(super) fn is_green(&self, service: &Service) -> bool {
+        if matches!(service.hold, Some(Hold::Start { .. })) {
+            return self.colour_of(service).colour == StatusColour::Green as i32;
+        }
+        Tally::of(&service.instances).colour() == StatusColour::Green
     }
 }

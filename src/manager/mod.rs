@@ -48,7 +48,7 @@ pub mod instance;
 mod record;
 mod status;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
@@ -57,7 +57,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
 use crate::conf::{Config, OnNodeExit, Output, ReadySignal, ServiceConfig};
 use crate::sys;
-use crate::trace::{Role, Tracer};
+use crate::trace::{Role, Tracer, now_unix_us};
 use crate::wire::link::{ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoSender};
 use crate::wire::proto::public_api::{
     self, ClientIntroduce, NodeInfoResponse, ServiceStatusResponse, StatusCode, StatusColour,
@@ -226,6 +226,11 @@ pub struct Manager {
     client_prefix: String,
     clock: Clock,
     services: BTreeMap<String, Service>,
+    /// Every instance timer by deadline, kept by [`Manager::apply`], the
+    /// one place instances change, so that a loop pass does not walk every
+    /// instance to find the next one. Entries of replaced services may
+    /// linger until due; they are then skipped.
+    timers: BTreeSet<(Instant, String, usize)>,
     pids: HashMap<u32, (String, u32)>,
     asked: VecDeque<Asked>,
     /// Requests for the spawner that its channel had no room for yet.
@@ -272,6 +277,7 @@ impl Manager {
             client_prefix: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
             clock: Clock::new(),
             services,
+            timers: BTreeSet::new(),
             pids: HashMap::new(),
             asked: VecDeque::new(),
             to_spawner: VecDeque::new(),
@@ -386,18 +392,17 @@ impl Manager {
         self.flush_replies();
     }
 
-    /// Hands the pass's replies to io in one command, recording their hops
-    /// under one lock.
+    /// Hands the pass's replies to io in one command, stamped with the time
+    /// they leave: io records this hop with its own (the manager does not
+    /// take the correlation table's lock for replies).
     fn flush_replies(&mut self) {
         if self.outgoing.is_empty() {
             return;
         }
-        let replies = std::mem::take(&mut self.outgoing);
-        {
-            let mut table = self.tracer.lock();
-            for reply in &replies {
-                table.record_message(Role::Manager, Role::Io, &reply.message);
-            }
+        let mut replies = std::mem::take(&mut self.outgoing);
+        let now = now_unix_us();
+        for reply in &mut replies {
+            reply.sent_unix_us = now;
         }
         if let Err(error) = self.links.to_io.send(IoCommand::Replies(replies)) {
             log::warn!("cannot hand replies to io: {error}");
@@ -409,23 +414,24 @@ impl Manager {
             connection,
             message,
             last,
+            sent_unix_us: 0,
         });
         if self.outgoing.len() >= REPLY_BATCH {
             self.flush_replies();
         }
     }
 
-    fn answer(&mut self, connection: ConnectionId, correlation: &str, result: Answer) {
+    fn answer(&mut self, connection: ConnectionId, correlation: String, result: Answer) {
         let message = match result {
             Ok(Some((code, payload))) => public_api::Message {
                 code: code as i32,
-                correlation_id: Some(correlation.to_owned()),
+                correlation_id: Some(correlation),
                 payload,
             },
             Ok(None) => return,
             Err(error) => {
                 log::info!("[{correlation}] request refused: {}", error.reason);
-                error_reply(Some(correlation.to_owned()), error.kind, error.reason)
+                error_reply(Some(correlation), error.kind, error.reason)
             }
         };
         self.reply(connection, message, true);
@@ -451,11 +457,11 @@ impl Manager {
     fn on_request(&mut self, request: ClientRequest, now: Instant) {
         let ClientRequest {
             connection,
-            message,
+            mut message,
         } = request;
-        let correlation = message.correlation_id.clone().unwrap_or_default();
+        let correlation = message.correlation_id.take().unwrap_or_default();
         let result = self.dispatch(connection, &correlation, message, now);
-        self.answer(connection, &correlation, result);
+        self.answer(connection, correlation, result);
     }
 
     /// Works out a request's answer: `Ok(None)` when it comes later.
@@ -697,8 +703,17 @@ impl Manager {
         }
         let before = (instance.state, instance.pid);
         let old_pid = instance.pid;
+        let old_timer = instance.timer;
         let effects = instance.on_event(event, now, &service.config);
         let after = (instance.state, instance.pid);
+        if old_timer != instance.timer {
+            if let Some(at) = old_timer {
+                self.timers.remove(&(at, id.to_owned(), index));
+            }
+            if let Some(at) = instance.timer {
+                self.timers.insert((at, id.to_owned(), index));
+            }
+        }
         if old_pid != instance.pid {
             self.record_changed = true;
             if let Some(pid) = old_pid {
@@ -1003,7 +1018,7 @@ impl Manager {
                 let now = Instant::now();
                 for waiter in std::mem::take(&mut self.waiters) {
                     let error = RequestError::new(Kind::ShuttingDown, "the node is shutting down");
-                    self.answer(waiter.connection, &waiter.correlation, Err(error));
+                    self.answer(waiter.connection, waiter.correlation, Err(error));
                 }
                 let stopping: Vec<String> = self
                     .services
@@ -1062,30 +1077,34 @@ impl Manager {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let timers = self
-            .services
-            .values()
-            .flat_map(|service| service.instances.iter().filter_map(|i| i.timer));
+        let timer = self.timers.first().map(|(at, _, _)| *at);
         let deadlines = self.waiters.iter().map(|waiter| waiter.deadline);
-        timers
+        timer
+            .into_iter()
             .chain(deadlines)
             .chain(self.checks.next_deadline())
             .min()
     }
 
     fn on_timers(&mut self, now: Instant) {
-        let due: Vec<(String, usize)> = self
-            .services
-            .values()
-            .flat_map(|service| {
-                service
-                    .instances
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, i)| i.timer.is_some_and(|at| at <= now))
-                    .map(|(index, _)| (service.config.id.clone(), index))
-            })
-            .collect();
+        let mut due = Vec::new();
+        while let Some(entry) = self.timers.first()
+            && entry.0 <= now
+        {
+            let Some((_, id, index)) = self.timers.pop_first() else {
+                break;
+            };
+            // An entry outlives its instance when a reload replaces the
+            // service: only a timer the instance still has is due.
+            let still_set = self
+                .services
+                .get(&id)
+                .and_then(|service| service.instances.get(index))
+                .is_some_and(|instance| instance.timer.is_some_and(|at| at <= now));
+            if still_set {
+                due.push((id, index));
+            }
+        }
         for (id, index) in due {
             self.apply(&id, index, Event::TimerFired, None, now);
         }
@@ -1099,7 +1118,7 @@ impl Manager {
                 Kind::Timeout,
                 format!("service `{}` did not get there in time", waiter.service),
             );
-            self.answer(waiter.connection, &waiter.correlation, Err(error));
+            self.answer(waiter.connection, waiter.correlation, Err(error));
         }
     }
 
@@ -1143,7 +1162,7 @@ impl Manager {
                     Some(Payload::ServiceStatusResponse(self.status_of(ids))),
                 ))
             });
-            self.answer(connection, &correlation, result);
+            self.answer(connection, correlation, result);
         }
     }
 
@@ -1212,7 +1231,7 @@ impl Manager {
     }
 
     fn node_info(&self, details: bool) -> NodeInfoResponse {
-        let subsystems = self.subsystems();
+        let subsystems = self.subsystems(details);
         NodeInfoResponse {
             node: Some(node_info_response::NodeInfo {
                 name: self.identity.name.clone(),
@@ -1231,13 +1250,24 @@ impl Manager {
         }
     }
 
-    fn subsystems(&self) -> Vec<node_info_response::SubSystem> {
-        let sub = |name: &str, status| node_info_response::SubSystem {
-            name: name.to_owned(),
-            status,
+    /// The node's subsystems, or without `details` only those that are
+    /// not green: all that the overall status needs, so that a plain node
+    /// info formats no text for what is well.
+    fn subsystems(&self, details: bool) -> Vec<node_info_response::SubSystem> {
+        let mut subsystems = Vec::new();
+        let mut add = |name: &str, status: node_info_response::SystemStatus| {
+            if details || status.colour != StatusColour::Green as i32 {
+                subsystems.push(node_info_response::SubSystem {
+                    name: name.to_owned(),
+                    status,
+                });
+            }
         };
-        let green =
-            |reason: &str| system_status(StatusColour::Green, StatusCode::Ok, reason.to_owned());
+        // Green reasons are only read in details.
+        let green = |reason: &dyn Fn() -> String| {
+            let reason = if details { reason() } else { String::new() };
+            system_status(StatusColour::Green, StatusCode::Ok, reason)
+        };
         let daemon = if self.shutdown.is_some() {
             system_status(
                 StatusColour::Yellow,
@@ -1245,10 +1275,10 @@ impl Manager {
                 "shutting down".to_owned(),
             )
         } else {
-            green(&format!("running as {}", self.identity.user))
+            green(&|| format!("running as {}", self.identity.user))
         };
         let spawner = if self.spawner_alive {
-            green(&format!("running ({})", self.identity.spawner_mode))
+            green(&|| format!("running ({})", self.identity.spawner_mode))
         } else {
             system_status(
                 StatusColour::Red,
@@ -1257,12 +1287,14 @@ impl Manager {
             )
         };
         let config = match &self.reload_error {
-            None => green(&format!(
-                "loaded {} ({}) from {}",
-                self.config.effective_version,
-                self.config.node.label,
-                self.config.dir.display()
-            )),
+            None => green(&|| {
+                format!(
+                    "loaded {} ({}) from {}",
+                    self.config.effective_version,
+                    self.config.node.label,
+                    self.config.dir.display()
+                )
+            }),
             Some(error) => system_status(
                 StatusColour::Red,
                 StatusCode::ConfigInvalid,
@@ -1272,25 +1304,23 @@ impl Manager {
                 ),
             ),
         };
-        let mut details = vec![
-            sub("daemon", daemon),
-            sub("manager", green("running")),
-            sub("spawner", spawner),
-            sub("io", green("running")),
-            sub("config", config),
-            sub("state", self.state_status()),
-        ];
-        details.extend(
-            self.services
-                .values()
-                .map(|service| sub(&service.config.id, self.colour_of(service))),
-        );
-        details
+        add("daemon", daemon);
+        add("manager", green(&|| "running".to_owned()));
+        add("spawner", spawner);
+        add("io", green(&|| "running".to_owned()));
+        add("config", config);
+        add("state", self.state_status(details));
+        for service in self.services.values() {
+            if details || !self.is_green(service) {
+                add(&service.config.id, self.colour_of(service));
+            }
+        }
+        subsystems
     }
 
     /// The `state` subsystem: red while the record cannot be written,
     /// yellow when the one found at start was ignored.
-    fn state_status(&self) -> public_api::node_info_response::SystemStatus {
+    fn state_status(&self, details: bool) -> public_api::node_info_response::SystemStatus {
         let health = &self.record_health;
         let dir = self.config.node.state_dir.display();
         match (&health.write_error, &health.unreadable_at_start) {
@@ -1304,6 +1334,9 @@ impl Manager {
                 StatusCode::Failed,
                 format!("ignored at start, nothing adopted: {error}"),
             ),
+            (None, None) if !details => {
+                system_status(StatusColour::Green, StatusCode::Ok, String::new())
+            }
             (None, None) => system_status(
                 StatusColour::Green,
                 StatusCode::Ok,
@@ -1602,7 +1635,7 @@ impl Manager {
                         Kind::UnknownService,
                         format!("service `{id}` was removed by a reload"),
                     );
-                    self.answer(waiter.connection, &waiter.correlation, Err(error));
+                    self.answer(waiter.connection, waiter.correlation, Err(error));
                 }
             }
             Some(Replacement::With(config)) => {

@@ -60,18 +60,78 @@ pub fn overall(details: &[SubSystem]) -> SystemStatus {
     system_status(worst, code, not_green.join("; "))
 }
 
+/// How a service's instances stand, counted once: its colour without any
+/// text, for node info's overall status, which names only what is not
+/// green.
+#[derive(Debug, Clone, Copy)]
+pub struct Tally {
+    total: usize,
+    failed: usize,
+    bad_exit: usize,
+    converging: usize,
+    backoff: usize,
+    running: usize,
+    exited: usize,
+}
+
+impl Tally {
+    /// Counts `instances` by state.
+    pub fn of(instances: &[Instance]) -> Tally {
+        let mut tally = Tally {
+            total: instances.len(),
+            failed: 0,
+            bad_exit: 0,
+            converging: 0,
+            backoff: 0,
+            running: 0,
+            exited: 0,
+        };
+        for instance in instances {
+            match instance.state {
+                State::Failed => tally.failed += 1,
+                State::Starting | State::Stopping => tally.converging += 1,
+                State::Backoff => {
+                    tally.converging += 1;
+                    tally.backoff += 1;
+                }
+                State::Running => tally.running += 1,
+                State::Exited => {
+                    tally.exited += 1;
+                    if instance.last_exit != Some(ExitStatus::Code(0)) {
+                        tally.bad_exit += 1;
+                    }
+                }
+                State::Stopped => {}
+            }
+        }
+        tally
+    }
+
+    /// Red when an instance failed or exited unsuccessfully, yellow while
+    /// converging, else green.
+    pub fn colour(&self) -> StatusColour {
+        if self.failed > 0 || self.bad_exit > 0 {
+            StatusColour::Red
+        } else if self.converging > 0 {
+            StatusColour::Yellow
+        } else {
+            StatusColour::Green
+        }
+    }
+}
+
 /// The colour of a service from its instances: green when each is where it
 /// is wanted, yellow while converging, red when one failed.
 pub fn service_status(instances: &[Instance]) -> SystemStatus {
-    let count = |state: State| instances.iter().filter(|i| i.state == state).count();
-    let total = instances.len();
-    let failed = count(State::Failed);
-    let converging = count(State::Starting) + count(State::Stopping) + count(State::Backoff);
-    let bad_exit = instances
-        .iter()
-        .filter(|i| i.state == State::Exited && i.last_exit != Some(ExitStatus::Code(0)))
-        .count();
-    let running = count(State::Running);
+    let Tally {
+        total,
+        failed,
+        bad_exit,
+        converging,
+        backoff,
+        running,
+        exited,
+    } = Tally::of(instances);
     if failed > 0 {
         return system_status(
             StatusColour::Red,
@@ -87,7 +147,7 @@ pub fn service_status(instances: &[Instance]) -> SystemStatus {
         );
     }
     if converging > 0 {
-        let code = if count(State::Backoff) > 0 {
+        let code = if backoff > 0 {
             StatusCode::Backoff
         } else {
             StatusCode::Starting
@@ -105,7 +165,7 @@ pub fn service_status(instances: &[Instance]) -> SystemStatus {
             format!("{running} of {total} running"),
         );
     }
-    let (code, what) = if count(State::Exited) > 0 {
+    let (code, what) = if exited > 0 {
         (StatusCode::Exited, "exited")
     } else {
         (StatusCode::Stopped, "stopped")

@@ -42,6 +42,10 @@ pub struct ClientReply {
     pub message: public_api::Message,
     /// Whether this is the request's final reply (an `Event` is not).
     pub last: bool,
+    /// When the manager handed it to io, microseconds since the Unix
+    /// epoch: io records the manager's hop with the reply's own, under
+    /// the lock it takes anyway.
+    pub sent_unix_us: u64,
 }
 
 /// manager or daemon → io.
