@@ -14,7 +14,7 @@ use snow_fox::wire::proto::public_api::{
 };
 use snow_fox::wire::{DEFAULT_MAX_FRAME, FrameDecoder, decode_envelope, encode_frame};
 
-use common::{Node, Setup, wait_for, write_frame};
+use common::{Node, Setup, finished_trace, wait_for, write_frame};
 
 fn request(code: Code, id: Option<&str>, payload: Option<Payload>) -> Message {
     Message {
@@ -319,10 +319,7 @@ fn the_trace_of_node_info_shows_its_hops_in_order() {
     );
     stream.write_all(&bytes).unwrap();
     Reader::new(stream).next().unwrap();
-    let trace = wait_for("the request to be done", || {
-        let trace = client.trace("t:1").unwrap();
-        (trace.state == "done").then_some(trace)
-    });
+    let trace = finished_trace(&mut client, "t:1");
     let hops: Vec<(String, String, String, String)> = trace
         .hops
         .iter()

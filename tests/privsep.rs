@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use common::{Node, Setup, node_command, wait_for};
+use common::{Node, Setup, finished_trace, node_command, wait_for};
 
 /// nobody's uid on the Linux distributions CI runs.
 const NOBODY: &str = "65534";
@@ -150,10 +150,7 @@ fn a_trace_of_a_service_start_shows_the_hops_across_the_process_boundary() {
     let mut client = node.client();
     client.start("manual").unwrap();
     let id = client.last_correlation_id();
-    let trace = wait_for("the start to be done", || {
-        let trace = client.trace(&id).unwrap();
-        (trace.state == "done").then_some(trace)
-    });
+    let trace = finished_trace(&mut client, &id);
     let hops: Vec<(&str, &str, &str, &str)> = trace
         .hops
         .iter()

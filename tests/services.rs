@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use snow_fox::client::{Client, ClientError};
 use snow_fox::wire::proto::public_api::{StatusColour, error::Kind, service_status_response};
 
-use common::{Setup, pid_alive, wait_for, zombies_of};
+use common::{Setup, finished_hops, pid_alive, wait_for, zombies_of};
 
 const SLEEPER: &str = "command = [\"/bin/sleep\", \"300\"]\nstop_timeout = \"5s\"\n";
 
@@ -363,15 +363,7 @@ fn the_trace_of_a_start_crosses_every_role() {
     let mut client = node.client();
     client.start("traced").unwrap();
     let id = client.last_correlation_id();
-    let trace = wait_for("the start to be done", || {
-        let trace = client.trace(&id).unwrap();
-        (trace.state == "done").then_some(trace)
-    });
-    let hops: Vec<String> = trace
-        .hops
-        .iter()
-        .map(|h| format!("{}>{}:{}", h.from_role, h.to_role, h.code))
-        .collect();
+    let hops = finished_hops(&mut client, &id);
     assert_eq!(
         hops,
         [
@@ -386,15 +378,7 @@ fn the_trace_of_a_start_crosses_every_role() {
 
     client.stop("traced").unwrap();
     let id = client.last_correlation_id();
-    let trace = wait_for("the stop to be done", || {
-        let trace = client.trace(&id).unwrap();
-        (trace.state == "done").then_some(trace)
-    });
-    let hops: Vec<String> = trace
-        .hops
-        .iter()
-        .map(|h| format!("{}>{}:{}", h.from_role, h.to_role, h.code))
-        .collect();
+    let hops = finished_hops(&mut client, &id);
     assert_eq!(
         hops,
         [

@@ -10,46 +10,19 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use snow_fox::client::Client;
+
+mod scratch;
+pub use scratch::{TempDir, poll_until};
 
 /// How long anything in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(label: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "sf-test-{label}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Polls `check` until it returns `Some`, failing the test at the deadline.
-pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+pub fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    poll_until(what, DEADLINE, Duration::from_millis(5), check)
 }
 
 /// A node's configuration directory under construction.
@@ -255,5 +228,25 @@ pub fn zombies_of(parent: i32) -> Vec<String> {
                 .collect();
             fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
         })
+        .collect()
+}
+
+/// The trace of `id` once its request is done.
+pub fn finished_trace(
+    client: &mut Client,
+    id: &str,
+) -> snow_fox::wire::proto::public_api::TraceResponse {
+    wait_for(&format!("request {id} to be done"), || {
+        let trace = client.trace(id).unwrap();
+        (trace.state == "done").then_some(trace)
+    })
+}
+
+/// The hops of `id`'s finished request as `from>to:code`.
+pub fn finished_hops(client: &mut Client, id: &str) -> Vec<String> {
+    finished_trace(client, id)
+        .hops
+        .iter()
+        .map(|h| format!("{}>{}:{}", h.from_role, h.to_role, h.code))
         .collect()
 }
