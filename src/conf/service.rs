@@ -222,20 +222,15 @@ pub enum Output {
     Inherit,
 }
 
-impl ServiceConfig {
-    /// Where stream `stream` ("stdout" or "stderr") of instance `index` goes:
-    /// LogDir resolves to `<log_dir>/<id>.<index>.<stream>.log`, a relative
-    /// Path to `<log_dir>/<path>`; None for Null/Inherit. (A `Path` is shared
-    /// by all instances.)
-    pub fn log_path(
-        &self,
-        output: &Output,
-        stream: &str,
-        index: u32,
-        log_dir: &Path,
-    ) -> Option<PathBuf> {
-        match output {
-            Output::LogDir => Some(super::paths::log_file(log_dir, &self.id, index, stream)),
+impl Output {
+    /// Where stream `stream` ("stdout" or "stderr") of instance `index` of
+    /// service `id` goes: LogDir resolves to `<log_dir>/<id>.<index>.<stream>.log`,
+    /// a relative Path to `<log_dir>/<path>`; None for Null/Inherit. (A
+    /// `Path` is shared by all instances.) The manager puts this path in its
+    /// `StartProcess` and the spawner checks it with this same function.
+    pub fn path(&self, id: &str, stream: &str, index: u32, log_dir: &Path) -> Option<PathBuf> {
+        match self {
+            Output::LogDir => Some(super::paths::log_file(log_dir, id, index, stream)),
             Output::Path(path) => Some(log_dir.join(path)),
             Output::Null | Output::Inherit => None,
         }
@@ -1070,34 +1065,20 @@ on_node_exit = "keep"
 
     #[test]
     fn log_paths() {
-        let service = valid("command = [\"/bin/true\"]\n");
         let log_dir = Path::new("/var/log/snow-fox");
         assert_eq!(
-            service.log_path(&Output::LogDir, "stdout", 2, log_dir),
+            Output::LogDir.path("web", "stdout", 2, log_dir),
             Some(PathBuf::from("/var/log/snow-fox/web.2.stdout.log"))
         );
         assert_eq!(
-            service.log_path(
-                &Output::Path(PathBuf::from("web.out")),
-                "stderr",
-                0,
-                log_dir
-            ),
+            Output::Path(PathBuf::from("web.out")).path("web", "stderr", 0, log_dir),
             Some(PathBuf::from("/var/log/snow-fox/web.out"))
         );
         assert_eq!(
-            service.log_path(
-                &Output::Path(PathBuf::from("/tmp/web.out")),
-                "stderr",
-                0,
-                log_dir
-            ),
+            Output::Path(PathBuf::from("/tmp/web.out")).path("web", "stderr", 0, log_dir),
             Some(PathBuf::from("/tmp/web.out"))
         );
-        assert_eq!(service.log_path(&Output::Null, "stdout", 0, log_dir), None);
-        assert_eq!(
-            service.log_path(&Output::Inherit, "stdout", 0, log_dir),
-            None
-        );
+        assert_eq!(Output::Null.path("web", "stdout", 0, log_dir), None);
+        assert_eq!(Output::Inherit.path("web", "stdout", 0, log_dir), None);
     }
 }

@@ -313,6 +313,7 @@ mod tests {
                 command: vec!["/bin/true".into()],
                 ..Default::default()
             }],
+            log_dir: None,
         };
         send(
             &mut node_ds,

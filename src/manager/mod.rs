@@ -68,6 +68,7 @@ use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds, manager_spa
 use crate::wire::{PROTOCOL_VERSION, error_reply};
 use checks::{CheckKey, Checks};
 use deps::Hold;
+use ds::service_table::output as table_output;
 use instance::{Effect, Event, ExitStatus, Instance, State};
 use record::{Desired, Record, RecordedInstance};
 use status::{Clock, instance_status, overall, system_status};
@@ -850,8 +851,8 @@ impl Manager {
             };
             ms::Output {
                 kind: kind as i32,
-                path: config
-                    .log_path(target, stream, index as u32, log_dir)
+                path: target
+                    .path(&config.id, stream, index as u32, log_dir)
                     .map(|path| path.to_string_lossy().into_owned()),
                 rotate_bytes: Some(config.log_max_bytes),
                 keep: Some(config.log_keep),
@@ -1771,9 +1772,25 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
 }
 
 /// What the spawner may start for `config`'s services: each one's command,
-/// user, group and work dir exactly as [`Manager`] puts them in its
-/// `StartProcess`.
+/// user, group, work dir, environment and outputs exactly as [`Manager`]
+/// puts them in its `StartProcess`, the outputs as configured, to be
+/// resolved per instance under the table's log dir.
 pub fn service_table(config: &Config) -> ds::ServiceTable {
+    let output = |target: &Output| {
+        let (kind, path) = match target {
+            Output::LogDir => (table_output::Kind::Log, None),
+            Output::Path(path) => (
+                table_output::Kind::Path,
+                Some(path.to_string_lossy().into_owned()),
+            ),
+            Output::Null => (table_output::Kind::Null, None),
+            Output::Inherit => (table_output::Kind::Inherit, None),
+        };
+        ds::service_table::Output {
+            kind: kind as i32,
+            path,
+        }
+    };
     ds::ServiceTable {
         services: config
             .services
@@ -1791,8 +1808,19 @@ pub fn service_table(config: &Config) -> ds::ServiceTable {
                         command: command.to_vec(),
                     })
                     .collect(),
+                environment: service
+                    .env
+                    .iter()
+                    .map(|(name, value)| ds::service_table::EnvItem {
+                        name: Some(name.clone()),
+                        value: Some(value.clone()),
+                    })
+                    .collect(),
+                stdout: Some(output(&service.stdout)),
+                stderr: Some(output(&service.stderr)),
             })
             .collect(),
+        log_dir: Some(config.node.log_dir.to_string_lossy().into_owned()),
     }
 }
 

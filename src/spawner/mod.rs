@@ -14,11 +14,15 @@
 //! It trusts nothing it is told. Before anything else it waits for the
 //! daemon's `ServiceTable`; the manager sends the reloaded one on its own
 //! link, in order with the starts it allows. A `StartProcess` whose
-//! command, user, group or work dir differs from what the table says for
-//! its `service_id` is refused, as is a signal for a pid it did not
-//! start; a refusal is answered with `Error` and logged here too (a
-//! compromised node would not log it). Environment and output paths are
-//! not checked against the table.
+//! command, user, group, work dir, environment (as a set of name=value)
+//! or outputs differ from what the table says for its `service_id` is
+//! refused, as is a signal for a pid it did not start; a refusal is
+//! answered with `Error` and logged here too (a compromised node would
+//! not log it). The table gives each service's outputs as configured and
+//! the node's log dir; the spawner resolves the file a stream of instance
+//! N may go to with the node's own function (`conf::Output::path`), so the
+//! two sides cannot disagree on the rule. Rotation sizes are not checked:
+//! rotation only renames within the allowed file's own `.N` siblings.
 //!
 //! `AdoptProcess` hands it a process a previous node started (found alive
 //! in the state record): not its child, so it cannot be reaped. The
@@ -36,7 +40,9 @@
 //!
 //! Readiness and health checks add two things. A `StartProcess` with
 //! `check` set runs one of its service's check commands (the table lists
-//! them; a check may run nothing else), as the service's user, and ends as
+//! them; a check may run nothing else), as the service's user and with its
+//! environment, with both outputs to /dev/null (so a check cannot write
+//! where its service does not), and ends as
 //! any child does, with `ProcessExited`: the manager tells checks from
 //! services by pid. A `StartProcess` with `ready_fd` hands the child the
 //! write end of a pipe as that fd (s6/dinit readiness notification); the
@@ -73,7 +79,8 @@
 //! alone keeps root while the node process drops to an unprivileged user,
 //! and this same role runs there, its channels fed by the daemon's link
 //! bridges from a socketpair. It cannot tell the two apart, and the table
-//! checks run in both.
+//! checks run in both. The table itself comes over those links, from the
+//! node, so the checks bind a node only until it sends a forged one.
 //!
 //! Sends to the manager wait while its channel is full, because an exit
 //! notice must never be dropped; so the manager must never block on its
@@ -90,18 +97,21 @@
 mod launch;
 mod rotation;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvError, Sender, never, select};
 
+use crate::conf;
 use crate::sys::{self, ExitStatusKind};
 use crate::trace::{Role, Tracer, now_unix_us};
 use crate::wire::proto::{daemon_spawner as ds, manager_spawner as ms};
+use ds::service_table::output as table_output;
 use ms::message::{Code, Payload};
 
 /// The spawner's channel ends, created by the daemon.
@@ -166,6 +176,8 @@ pub struct Spawner {
     ready_check_at: Instant,
     /// What each service may be started as, by service id.
     table: HashMap<String, ds::service_table::Service>,
+    /// The table's log dir, under which its services' log outputs are.
+    log_dir: PathBuf,
 }
 
 /// What woke the loop.
@@ -200,6 +212,7 @@ impl Spawner {
             ready_pipes: HashMap::new(),
             ready_check_at: Instant::now(),
             table: HashMap::new(),
+            log_dir: PathBuf::new(),
         }
     }
 
@@ -376,6 +389,7 @@ impl Spawner {
 
     /// Puts `table` in place of the service table.
     fn set_table(&mut self, table: ds::ServiceTable) {
+        self.log_dir = PathBuf::from(table.log_dir.unwrap_or_default());
         self.table = table
             .services
             .into_iter()
@@ -386,25 +400,53 @@ impl Spawner {
 
     /// Whether the table lets `request` start; the reason when not. A
     /// check may run one of its service's check commands instead of the
-    /// service's own.
+    /// service's own, with the service's environment, and must send both
+    /// outputs to /dev/null, so that it cannot write where the service
+    /// does not.
     fn allow(&self, service_id: &str, request: &ms::StartProcess) -> Result<(), String> {
         let service = self
             .table
             .get(service_id)
             .ok_or_else(|| format!("service `{service_id}` is not in the service table"))?;
-        let command_differs = if request.check.is_some() {
-            !service
+        let instance = request.instance.unwrap_or_default();
+        let (command_differs, stdout, stderr) = if request.check.is_some() {
+            let differs = !service
                 .checks
                 .iter()
-                .any(|check| check.command == request.command)
+                .any(|check| check.command == request.command);
+            (differs, Destination::Null, Destination::Null)
         } else {
-            service.command != request.command
+            (
+                service.command != request.command,
+                self.allowed_destination(service, service.stdout.as_ref(), "stdout", instance),
+                self.allowed_destination(service, service.stderr.as_ref(), "stderr", instance),
+            )
         };
+        let allowed_environment = service
+            .environment
+            .iter()
+            .map(|item| (item.name.as_deref(), item.value.as_deref()));
+        let requested_environment = request
+            .environment
+            .iter()
+            .map(|item| (item.name.as_deref(), item.value.as_deref()));
         let differing = [
             ("command", command_differs),
             ("user", !same(&service.user, &request.user_name)),
             ("group", !same(&service.group, &request.group_name)),
             ("work_dir", !same(&service.work_dir, &request.work_dir)),
+            (
+                "environment",
+                env_set(allowed_environment) != env_set(requested_environment),
+            ),
+            (
+                "stdout",
+                requested_destination(request.stdout.as_ref()) != Some(stdout),
+            ),
+            (
+                "stderr",
+                requested_destination(request.stderr.as_ref()) != Some(stderr),
+            ),
         ];
         match differing.iter().find(|(_, differs)| *differs) {
             Some((field, _)) => Err(format!(
@@ -412,6 +454,35 @@ impl Spawner {
             )),
             None => Ok(()),
         }
+    }
+
+    /// Where the table lets stream `stream` of instance `instance` of
+    /// `service` go: its configured output resolved as the node resolves
+    /// it ([`conf::Output::path`]). An output the table does not give is
+    /// inherited, as in a `StartProcess`; one of an unknown kind allows
+    /// nothing.
+    fn allowed_destination(
+        &self,
+        service: &ds::service_table::Service,
+        output: Option<&ds::service_table::Output>,
+        stream: &str,
+        instance: u32,
+    ) -> Destination {
+        let Some(output) = output else {
+            return Destination::Inherit;
+        };
+        let configured = match table_output::Kind::try_from(output.kind) {
+            Ok(table_output::Kind::Log) => conf::Output::LogDir,
+            Ok(table_output::Kind::Path) => {
+                conf::Output::Path(PathBuf::from(output.path.clone().unwrap_or_default()))
+            }
+            Ok(table_output::Kind::Null) => return Destination::Null,
+            Ok(table_output::Kind::Inherit) => return Destination::Inherit,
+            Err(_) => return Destination::Unknown,
+        };
+        configured
+            .path(&service.id, stream, instance, &self.log_dir)
+            .map_or(Destination::Unknown, Destination::File)
     }
 
     /// Watches a process a previous node started, if its pid still names
@@ -706,6 +777,45 @@ impl std::error::Error for UserError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source()
     }
+}
+
+/// Where a child's output stream goes, as the table check compares it.
+#[derive(Debug, PartialEq, Eq)]
+enum Destination {
+    /// The node's (and spawner's) own stream.
+    Inherit,
+    /// /dev/null.
+    Null,
+    /// Appended to this file.
+    File(PathBuf),
+    /// Nothing a request can match: a table output the spawner cannot
+    /// read.
+    Unknown,
+}
+
+/// Where a `StartProcess` sends a stream (absent: inherited, as
+/// `launch` does); None for an output kind `launch` would refuse.
+fn requested_destination(output: Option<&ms::Output>) -> Option<Destination> {
+    let Some(output) = output else {
+        return Some(Destination::Inherit);
+    };
+    match ms::output::Kind::try_from(output.kind).ok()? {
+        ms::output::Kind::File => Some(Destination::File(PathBuf::from(
+            output.path.as_deref().unwrap_or_default(),
+        ))),
+        ms::output::Kind::Null => Some(Destination::Null),
+        ms::output::Kind::Inherit => Some(Destination::Inherit),
+    }
+}
+
+/// Environment items as a set of (name, value), absent meaning "": the
+/// order of items does not matter, and a repeated item changes nothing.
+fn env_set<'a>(
+    items: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> BTreeSet<(&'a str, &'a str)> {
+    items
+        .map(|(name, value)| (name.unwrap_or_default(), value.unwrap_or_default()))
+        .collect()
 }
 
 /// Whether a table field and a request field say the same, "" meaning

@@ -147,7 +147,15 @@ impl Harness {
 
     /// Sends the manager's table of `services`, in order with requests.
     fn set_table(&mut self, services: Vec<ds::service_table::Service>) {
-        let table = Payload::ServiceTable(ds::ServiceTable { services });
+        self.send_table(ds::ServiceTable {
+            services,
+            log_dir: None,
+        });
+    }
+
+    /// Sends the manager's `table`, in order with requests.
+    fn send_table(&mut self, table: ds::ServiceTable) {
+        let table = Payload::ServiceTable(table);
         self.to_spawner
             .send(message(Code::ServiceTable, None, Some(table)))
             .unwrap();
@@ -253,6 +261,29 @@ fn allowing(request: &ms::StartProcess) -> ds::service_table::Service {
         group: request.group_name.clone(),
         work_dir: request.work_dir.clone(),
         checks: Vec::new(),
+        environment: request
+            .environment
+            .iter()
+            .map(|item| ds::service_table::EnvItem {
+                name: item.name.clone(),
+                value: item.value.clone(),
+            })
+            .collect(),
+        stdout: request.stdout.as_ref().map(configured_as),
+        stderr: request.stderr.as_ref().map(configured_as),
+    }
+}
+
+/// The table output that allows `output` (a file as an absolute path).
+fn configured_as(output: &ms::Output) -> ds::service_table::Output {
+    let kind = match Kind::try_from(output.kind).unwrap() {
+        Kind::File => table_output::Kind::Path,
+        Kind::Null => table_output::Kind::Null,
+        Kind::Inherit => table_output::Kind::Inherit,
+    };
+    ds::service_table::Output {
+        kind: kind as i32,
+        path: output.path.clone(),
     }
 }
 
@@ -614,6 +645,12 @@ fn a_check_may_run_only_its_services_check_commands() {
     let mut check = service.clone();
     check.command = vec!["/bin/true".into()];
     check.check = Some("health".into());
+    let null = Some(ms::Output {
+        kind: Kind::Null as i32,
+        ..Default::default()
+    });
+    check.stdout.clone_from(&null);
+    check.stderr = null;
     let mut forged = check.clone();
     forged.command = vec!["/bin/sh".into(), "-c".into(), "id".into()];
     let mut unmarked = check.clone();
@@ -634,4 +671,95 @@ fn a_check_may_run_only_its_services_check_commands() {
         other => panic!("the allowed check failed: {other:?}"),
     };
     assert_eq!(harness.exit_of(pid).exit_code, Some(0));
+}
+
+#[test]
+fn outputs_and_environment_the_service_table_does_not_allow_are_refused() {
+    let mut harness = Harness::new();
+    let log_dir = temp_dir();
+    let env = |name: &str, value: &str| ms::start_process::EnvItem {
+        name: Some(name.into()),
+        value: Some(value.into()),
+    };
+    let mut genuine = command(&["/bin/sh", "-c", "echo \"$A$B\"; echo err >&2"]);
+    genuine.instance = Some(2);
+    genuine.environment = vec![env("A", "1"), env("B", "2")];
+    genuine.stdout = file_output(&log_dir.join("test.2.stdout.log"), None, None);
+    genuine.stderr = file_output(&log_dir.join("test.err"), None, None);
+    let mut entry = allowing(&genuine);
+    entry.environment.reverse();
+    entry.stdout = Some(ds::service_table::Output {
+        kind: table_output::Kind::Log as i32,
+        path: None,
+    });
+    entry.stderr = Some(ds::service_table::Output {
+        kind: table_output::Kind::Path as i32,
+        path: Some("test.err".into()),
+    });
+    entry.checks = vec![ds::service_table::CheckCommand {
+        command: vec!["/bin/true".into()],
+    }];
+    harness.send_table(ds::ServiceTable {
+        services: vec![entry],
+        log_dir: Some(log_dir.display().to_string()),
+    });
+
+    let mut forged_path = genuine.clone();
+    forged_path.stdout = file_output(&log_dir.join("passwd"), None, None);
+    let mut other_instance = genuine.clone();
+    other_instance.instance = Some(1);
+    let mut inherited = genuine.clone();
+    inherited.stderr = None;
+    let mut preload = genuine.clone();
+    preload.environment.push(env("LD_PRELOAD", "/tmp/evil.so"));
+    let mut changed_value = genuine.clone();
+    changed_value.environment[1] = env("B", "3");
+    let mut missing = genuine.clone();
+    missing.environment.pop();
+    let mut check_to_file = genuine.clone();
+    check_to_file.command = vec!["/bin/true".into()];
+    check_to_file.check = Some("health".into());
+    let null = Some(ms::Output {
+        kind: Kind::Null as i32,
+        ..Default::default()
+    });
+    let mut check = check_to_file.clone();
+    check.stdout.clone_from(&null);
+    check.stderr.clone_from(&null);
+    let mut check_with_env = check.clone();
+    check_with_env
+        .environment
+        .push(env("LD_PRELOAD", "/tmp/evil.so"));
+    let cases = [
+        (forged_path, "its stdout is not the one"),
+        (other_instance, "its stdout is not the one"),
+        (inherited, "its stderr is not the one"),
+        (preload, "its environment is not the one"),
+        (changed_value, "its environment is not the one"),
+        (missing, "its environment is not the one"),
+        (check_to_file, "its stdout is not the one"),
+        (check_with_env, "its environment is not the one"),
+    ];
+    for (request, expected) in cases {
+        match harness.start_as_is(request).payload {
+            Some(Payload::Error(error)) => assert!(error.reason.contains(expected), "{error:?}"),
+            other => panic!("a start outside the table was not refused: {other:?}"),
+        }
+    }
+    assert!(!log_dir.join("passwd").exists());
+
+    let pid = match harness.start_as_is(genuine).payload {
+        Some(Payload::ProcessStarted(started)) => started.pid,
+        other => panic!("the genuine start failed: {other:?}"),
+    };
+    assert_eq!(harness.exit_of(pid).exit_code, Some(0));
+    let read = |name: &str| fs::read_to_string(log_dir.join(name)).unwrap();
+    assert_eq!(read("test.2.stdout.log"), "12\n");
+    assert_eq!(read("test.err"), "err\n");
+    let pid = match harness.start_as_is(check).payload {
+        Some(Payload::ProcessStarted(started)) => started.pid,
+        other => panic!("the genuine check failed: {other:?}"),
+    };
+    assert_eq!(harness.exit_of(pid).exit_code, Some(0));
+    fs::remove_dir_all(log_dir).unwrap();
 }
