@@ -261,7 +261,7 @@ mod tests {
     /// frames as a compromised node could send them.
     #[test]
     fn forged_requests_over_the_link_are_refused_by_the_spawner() {
-        use crate::spawner::{Spawner, SpawnerLinks, tests::PROCESS_TESTS};
+        use crate::spawner::{Spawner, SpawnerLinks, TableSource, tests::PROCESS_TESTS};
         use crate::wire::proto::daemon_spawner as ds;
         use std::sync::PoisonError;
         use std::time::Duration;
@@ -304,6 +304,7 @@ mod tests {
                 child_exited,
             },
             Tracer::new(1),
+            TableSource::FromLinks,
         );
         let run = thread::spawn(move || spawner.run());
 

@@ -7,6 +7,8 @@
 //! wait likewise, then stop io. Each wait is bounded. Before any role
 //! starts it sends the spawner the service table (`ServiceTable`), the
 //! first thing the spawner reads; reloaded tables are the manager's to send.
+//! A spawner process ignores both and builds its table itself (see
+//! `privsep.rs`).
 //!
 //! It is the only module that knows every role, because it joins them;
 //! [`Loopback`] joins io's per-connection state to a manager without
@@ -59,7 +61,7 @@ use signal_hook::iterator::Signals;
 use crate::conf::{Config, ConfigError, paths};
 use crate::io::{BoundSocket, Io, IoError, IoSettings, ListenError};
 use crate::manager::{Manager, ManagerLinks, NodeIdentity, service_table};
-use crate::spawner::{Spawner, SpawnerLinks, UserError};
+use crate::spawner::{Spawner, SpawnerLinks, TableSource, UserError};
 use crate::sys;
 use crate::trace::{Role, Tracer};
 use crate::wire::link::{IoCommand, IoSender};
@@ -328,7 +330,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     };
     match spawner_process {
         None => {
-            let spawner = Spawner::new(spawner_links, tracer.clone());
+            let spawner = Spawner::new(spawner_links, tracer.clone(), TableSource::FromLinks);
             roles.spawn(Role::Spawner, move || spawner.run())?;
         }
         Some(process) => bridge_spawner_process(process, spawner_links, &tracer, &mut roles)?,

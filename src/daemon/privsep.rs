@@ -8,7 +8,11 @@
 //! is the spawner process, which keeps root, runs the spawner role on its
 //! main thread with its channels bridged to the sockets (`bridge.rs`),
 //! and exits when the role ends. What it logs goes to the stderr both
-//! processes share.
+//! processes share. Its service table is its own
+//! ([`TableSource::OwnConfig`]): built from the configuration the fork
+//! copied, and read again from the conf dir as root on each reload, never
+//! taken from the node, which a compromise of the unprivileged side could
+//! otherwise turn into "allow anything".
 //!
 //! When the node process dies, both links reach EOF: the spawner role
 //! sees its daemon channel close, leaves its services running and the
@@ -29,7 +33,8 @@ use signal_hook::iterator::Signals;
 use super::bridge::{spawn_reader, spawn_writer};
 use super::{DAEMON_LINK, DaemonError, MANAGER_SPAWNER};
 use crate::conf::Config;
-use crate::spawner::{self, Spawner, SpawnerError, SpawnerLinks};
+use crate::manager::service_table;
+use crate::spawner::{self, Spawner, SpawnerError, SpawnerLinks, TableSource};
 use crate::sys::{self, Forked, UserIds};
 use crate::trace::Tracer;
 
@@ -95,7 +100,7 @@ pub(super) fn split(
     let pid = match forked {
         Forked::Child => {
             drop((manager_link, daemon_link));
-            run_spawner_process(spawner_manager_link, spawner_daemon_link)
+            run_spawner_process(spawner_manager_link, spawner_daemon_link, config.clone())
         }
         Forked::Parent { child } => child,
     };
@@ -141,10 +146,10 @@ fn create_node_dir(dir: &Path, ids: UserIds) -> Result<(), DaemonError> {
     std::os::unix::fs::chown(dir, Some(ids.uid), Some(ids.gid)).map_err(failed)
 }
 
-/// The spawner process: runs the spawner role over the two links until
-/// it ends, then exits.
-fn run_spawner_process(manager_link: UnixStream, daemon_link: UnixStream) -> ! {
-    let code = match serve_spawner(manager_link, daemon_link) {
+/// The spawner process: runs the spawner role over the two links, with
+/// its service table built from `config`, until it ends, then exits.
+fn run_spawner_process(manager_link: UnixStream, daemon_link: UnixStream, config: Config) -> ! {
+    let code = match serve_spawner(manager_link, daemon_link, config) {
         Ok(()) => 0,
         Err(ServeError::Setup(error)) => {
             log::error!("spawner process: {error}");
@@ -170,7 +175,11 @@ enum ServeError {
     Role(SpawnerError),
 }
 
-fn serve_spawner(manager_link: UnixStream, daemon_link: UnixStream) -> Result<(), ServeError> {
+fn serve_spawner(
+    manager_link: UnixStream,
+    daemon_link: UnixStream,
+    config: Config,
+) -> Result<(), ServeError> {
     if let Err(error) = sys::set_process_name("sf-spawner") {
         log::warn!("spawner process: cannot name itself: {error}");
     }
@@ -234,6 +243,10 @@ fn serve_spawner(manager_link: UnixStream, daemon_link: UnixStream) -> Result<()
             child_exited,
         },
         Tracer::new(1),
+        TableSource::OwnConfig {
+            config: Box::new(config),
+            build_table: service_table,
+        },
     );
     let result = spawner.run();
     // The role's senders are gone with it: the writers send what is

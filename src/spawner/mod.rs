@@ -11,9 +11,25 @@
 //! (answered with `Ack`), and one `()` notice per SIGCHLD from the daemon's
 //! signal thread (or its own, as a process).
 //!
-//! It trusts nothing it is told. Before anything else it waits for the
-//! daemon's `ServiceTable`; the manager sends the reloaded one on its own
-//! link, in order with the starts it allows. A `StartProcess` whose
+//! It trusts nothing it is told. Where its service table comes from is
+//! fixed at construction ([`TableSource`]). As a thread
+//! ([`TableSource::FromLinks`]) it takes the table it is sent: before
+//! anything else it waits for the daemon's `ServiceTable`, and the manager
+//! sends the reloaded one on its own link, in order with the starts it
+//! allows; the sender shares its process and credentials, so there is no
+//! one to guard against. As the root spawner process
+//! ([`TableSource::OwnConfig`]) it builds the table itself from the
+//! configuration loaded before the split, with the node's own function for
+//! it, and the content of every `ServiceTable` it is sent is ignored: the
+//! node process that sends them runs unprivileged and may be compromised,
+//! and a table it chose would allow anything. The manager's reloaded table
+//! then only says "re-read": the spawner loads the conf dir from disk
+//! itself, as root, and puts the table built from it in place. The node's
+//! settings (`node.toml`, hence the log dir) stay those loaded at start, as
+//! they do in the manager. If the re-read configuration is invalid, the old
+//! table stays (the node refused the same one); if the files changed
+//! between the node's read and the spawner's, starts that differ are
+//! refused until the next reload. A `StartProcess` whose
 //! command, user, group, work dir, environment (as a set of name=value)
 //! or outputs differ from what the table says for its `service_id` is
 //! refused, as is a signal for a pid it did not start; a refusal is
@@ -78,9 +94,9 @@
 //! spawner *process* (privilege separation, set up by the daemon) is: it
 //! alone keeps root while the node process drops to an unprivileged user,
 //! and this same role runs there, its channels fed by the daemon's link
-//! bridges from a socketpair. It cannot tell the two apart, and the table
-//! checks run in both. The table itself comes over those links, from the
-//! node, so the checks bind a node only until it sends a forged one.
+//! bridges from a socketpair. The table checks run in both; only in the
+//! process does the table come from the spawner's own reading of the
+//! configuration, so that there they bind even a compromised node.
 //!
 //! Sends to the manager wait while its channel is full, because an exit
 //! notice must never be dropped; so the manager must never block on its
@@ -132,6 +148,27 @@ pub struct SpawnerLinks {
     pub child_exited: Receiver<()>,
 }
 
+/// Where the spawner's service table comes from.
+#[derive(Debug)]
+pub enum TableSource {
+    /// The `ServiceTable`s sent on its links: the daemon's at start, the
+    /// manager's after each reload. For the spawner thread, whose senders
+    /// share its process and credentials.
+    FromLinks,
+    /// Its own reading of the configuration: `config` (loaded before the
+    /// split) at start, `config.dir` read again from disk when the manager
+    /// sends a reloaded table, whose content is ignored. For the root
+    /// spawner process, which must not trust the unprivileged node.
+    OwnConfig {
+        /// The configuration loaded at start.
+        config: Box<conf::Config>,
+        /// Builds the table from a configuration: the function the node
+        /// uses for the tables it sends, handed in by the daemon because
+        /// roles do not import each other.
+        build_table: fn(&conf::Config) -> ds::ServiceTable,
+    },
+}
+
 /// How often the pidfds of adopted processes are checked.
 pub const ADOPTED_POLL: Duration = Duration::from_millis(200);
 
@@ -178,6 +215,8 @@ pub struct Spawner {
     table: HashMap<String, ds::service_table::Service>,
     /// The table's log dir, under which its services' log outputs are.
     log_dir: PathBuf,
+    /// Where `table` comes from.
+    table_source: TableSource,
 }
 
 /// What woke the loop.
@@ -195,9 +234,10 @@ enum Wake {
 }
 
 impl Spawner {
-    /// A spawner over its links, recording every message it sends.
-    pub fn new(links: SpawnerLinks, tracer: Tracer) -> Spawner {
-        Spawner {
+    /// A spawner over its links, recording every message it sends, taking
+    /// its service table from `table_source`.
+    pub fn new(links: SpawnerLinks, tracer: Tracer, table_source: TableSource) -> Spawner {
+        let mut spawner = Spawner {
             from_manager: links.from_manager,
             to_manager: links.to_manager,
             manager_listening: true,
@@ -213,24 +253,33 @@ impl Spawner {
             ready_check_at: Instant::now(),
             table: HashMap::new(),
             log_dir: PathBuf::new(),
+            table_source,
+        };
+        if let TableSource::OwnConfig {
+            config,
+            build_table,
+        } = &spawner.table_source
+        {
+            let table = build_table(config);
+            spawner.set_table(table);
         }
+        spawner
     }
 
-    /// Waits for the daemon's service table, then serves requests, SIGCHLD
-    /// notices and rotation until the daemon's `Shutdown`, which it answers
-    /// before returning `Ok`.
+    /// Waits for the daemon's service table (when it takes it from its
+    /// links), then serves requests, SIGCHLD notices and rotation until
+    /// the daemon's `Shutdown`, which it answers before returning `Ok`.
     pub fn run(mut self) -> Result<(), SpawnerError> {
-        loop {
+        // A spawner reading its own configuration built its table already.
+        let mut waiting_for_table = matches!(self.table_source, TableSource::FromLinks);
+        while waiting_for_table {
             let message = self
                 .from_daemon
                 .recv()
                 .map_err(|source| SpawnerError::DaemonChannelClosed { source })?;
-            let table_given = message.code == ds::message::Code::ServiceTable as i32;
+            waiting_for_table = message.code != ds::message::Code::ServiceTable as i32;
             if self.on_daemon_message(message)? {
                 return Ok(());
-            }
-            if table_given {
-                break;
             }
         }
         loop {
@@ -302,7 +351,7 @@ impl Spawner {
                 Ok(())
             }
             (Ok(Code::ServiceTable), Some(Payload::ServiceTable(table))) => {
-                self.set_table(table);
+                self.on_reloaded_table(table);
                 Ok(())
             }
             (Ok(Code::AdoptProcess), Some(Payload::AdoptProcess(request))) => {
@@ -385,6 +434,39 @@ impl Spawner {
                 start_time,
             })),
         ));
+    }
+
+    /// Takes the manager's table after a reload: as it is, or (reading
+    /// its own configuration) as the signal to read the conf dir again.
+    /// An invalid configuration leaves the table as it was.
+    fn on_reloaded_table(&mut self, sent: ds::ServiceTable) {
+        let TableSource::OwnConfig {
+            config,
+            build_table,
+        } = &mut self.table_source
+        else {
+            self.set_table(sent);
+            return;
+        };
+        log::debug!(
+            "spawner: ignoring the content of the manager's service table ({} services): \
+             reading {} again instead",
+            sent.services.len(),
+            config.dir.display()
+        );
+        match conf::Config::load(&config.dir) {
+            Ok(loaded) => {
+                config.services = loaded.services;
+                let table = build_table(config);
+                self.set_table(table);
+            }
+            Err(error) => log::error!(
+                "spawner: keeping the service table: the configuration in {} read again \
+                 is invalid: {}",
+                config.dir.display(),
+                error.to_string().lines().collect::<Vec<_>>().join("; ")
+            ),
+        }
     }
 
     /// Puts `table` in place of the service table.
@@ -697,7 +779,14 @@ impl Spawner {
                 Ok(ds::message::Code::ServiceTable),
                 Some(ds::message::Payload::ServiceTable(table)),
             ) => {
-                self.set_table(table);
+                match self.table_source {
+                    TableSource::FromLinks => self.set_table(table),
+                    TableSource::OwnConfig { .. } => log::debug!(
+                        "spawner: ignoring the daemon's service table ({} services): \
+                         the table comes from the configuration read before the split",
+                        table.services.len()
+                    ),
+                }
                 return Ok(false);
             }
             (code, _) => {

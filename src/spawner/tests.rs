@@ -51,6 +51,12 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_table_source(TableSource::FromLinks)
+    }
+
+    /// A spawner taking its table from `table_source`, sent the daemon's
+    /// (empty) table first, as the daemon does in both modes.
+    fn with_table_source(table_source: TableSource) -> Harness {
         let serial = PROCESS_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
         let (to_spawner, from_manager) = bounded(16);
         let (to_manager, from_spawner) = bounded(16);
@@ -67,6 +73,7 @@ impl Harness {
                 child_exited: notices,
             },
             tracer.clone(),
+            table_source,
         );
         let thread = thread::Builder::new()
             .name("sf-spawner-test".into())
@@ -762,4 +769,93 @@ fn outputs_and_environment_the_service_table_does_not_allow_are_refused() {
     };
     assert_eq!(harness.exit_of(pid).exit_code, Some(0));
     fs::remove_dir_all(log_dir).unwrap();
+}
+
+/// Issue 7: as the root spawner process, the spawner's table is its own
+/// reading of the configuration. A table a compromised node sends changes
+/// nothing; the manager's reloaded table only makes it read the conf dir
+/// again, and an invalid conf dir leaves the table as it was.
+#[test]
+fn a_spawner_reading_its_own_configuration_ignores_the_tables_it_is_sent() {
+    let conf_dir = temp_dir();
+    let service_file = conf_dir.join("services/app.toml");
+    fs::create_dir_all(service_file.parent().unwrap()).unwrap();
+    let write_service = |command: &str| {
+        let text = format!("command = {command}\nstdout = \"null\"\nstderr = \"null\"\n");
+        fs::write(&service_file, text).unwrap();
+    };
+    write_service(r#"["/bin/true"]"#);
+    let config = conf::Config::load(&conf_dir).unwrap();
+    let mut harness = Harness::with_table_source(TableSource::OwnConfig {
+        config: Box::new(config),
+        build_table: crate::manager::service_table,
+    });
+    let app = |argv: &[&str]| {
+        let null = Some(ms::Output {
+            kind: Kind::Null as i32,
+            ..Default::default()
+        });
+        ms::StartProcess {
+            service_id: Some("app".into()),
+            stdout: null.clone(),
+            stderr: null,
+            ..command(argv)
+        }
+    };
+    let shell = app(&["/bin/sh", "-c", "exit 0"]);
+    let assert_refused = |harness: &mut Harness, request: &ms::StartProcess| match harness
+        .start_as_is(request.clone())
+        .payload
+    {
+        Some(Payload::Error(error)) => assert_eq!(
+            error.reason,
+            "its command is not the one the service table gives `app`"
+        ),
+        other => panic!("{:?} was not refused: {other:?}", request.command),
+    };
+    let assert_started = |harness: &mut Harness, request: &ms::StartProcess| match harness
+        .start_as_is(request.clone())
+        .payload
+    {
+        Some(Payload::ProcessStarted(started)) => {
+            harness.exit_of(started.pid);
+        }
+        other => panic!("{:?} was not started: {other:?}", request.command),
+    };
+
+    assert_started(&mut harness, &app(&["/bin/true"]));
+    let forged = || ds::ServiceTable {
+        services: vec![allowing(&shell)],
+        log_dir: None,
+    };
+    harness
+        .daemon_to_spawner
+        .send(ds::Message {
+            code: ds::message::Code::ServiceTable as i32,
+            correlation_id: None,
+            payload: Some(ds::message::Payload::ServiceTable(forged())),
+        })
+        .unwrap();
+    // Taken off the channel, so handled before any request sent after.
+    poll_until("the spawner to take the daemon's table", || {
+        harness.daemon_to_spawner.is_empty()
+    });
+    assert_refused(&mut harness, &shell);
+    harness.send_table(forged());
+    assert_refused(&mut harness, &shell);
+    assert_started(&mut harness, &app(&["/bin/true"]));
+
+    write_service(r#"["/bin/sh", "-c", "exit 0"]"#);
+    harness.send_table(ds::ServiceTable::default());
+    assert_started(&mut harness, &shell);
+    assert_refused(&mut harness, &app(&["/bin/true"]));
+
+    fs::write(&service_file, "command = 7\n").unwrap();
+    harness.send_table(forged());
+    assert_started(&mut harness, &shell);
+
+    let (ack, result, _) = harness.shutdown();
+    assert_eq!(ack.code, ds::message::Code::Ack as i32);
+    result.unwrap();
+    fs::remove_dir_all(conf_dir).unwrap();
 }
