@@ -51,6 +51,7 @@ mod status;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
@@ -60,9 +61,8 @@ use crate::sys;
 use crate::trace::{Role, Tracer, now_unix_us};
 use crate::wire::link::{ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoSender};
 use crate::wire::proto::public_api::{
-    self, ClientIntroduce, NodeInfoResponse, ServiceStatusResponse, StatusCode, StatusColour,
-    TraceResponse, error::Kind, message::Code, message::Payload, node_info_response,
-    service_status_response, trace_response,
+    self, ClientIntroduce, NodeInfoResponse, StatusCode, StatusColour, TraceResponse, error::Kind,
+    message::Code, message::Payload, node_info_response, service_status_response, trace_response,
 };
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds, manager_spawner as ms};
 use crate::wire::{PROTOCOL_VERSION, error_reply};
@@ -70,10 +70,14 @@ use checks::{CheckKey, Checks};
 use deps::Hold;
 use instance::{Effect, Event, ExitStatus, Instance, State};
 use record::{Desired, Record, RecordedInstance};
-use status::{Clock, instance_status, overall, system_status};
+use status::{Clock, EntryCache, instance_status, overall, system_status};
 
 /// Replies gathered before they are handed to io in one command.
 const REPLY_BATCH: usize = 4096;
+
+/// The field number in `Message.payload` (`public_api.proto`) of the
+/// reply the manager keeps encoded.
+const PAYLOAD_SERVICE_STATUS_RESPONSE: u32 = 57;
 
 /// What the node says about itself in node info.
 #[derive(Debug, Clone)]
@@ -179,6 +183,8 @@ struct Service {
     hold: Option<Hold>,
     /// Why the node itself moves each instance, for its next event.
     notes: Vec<Option<String>>,
+    /// Its status entry, encoded.
+    status_entry: EntryCache,
 }
 
 #[derive(Debug)]
@@ -410,9 +416,21 @@ impl Manager {
     }
 
     fn reply(&mut self, connection: ConnectionId, message: public_api::Message, last: bool) {
+        self.reply_encoded(connection, message, None, last);
+    }
+
+    /// Queues a reply whose payload, if `payload_bytes`, is encoded already.
+    fn reply_encoded(
+        &mut self,
+        connection: ConnectionId,
+        message: public_api::Message,
+        payload_bytes: Option<Arc<[u8]>>,
+        last: bool,
+    ) {
         self.outgoing.push(ClientReply {
             connection,
             message,
+            payload_bytes,
             last,
             sent_unix_us: 0,
         });
@@ -422,19 +440,29 @@ impl Manager {
     }
 
     fn answer(&mut self, connection: ConnectionId, correlation: String, result: Answer) {
-        let message = match result {
-            Ok(Some((code, payload))) => public_api::Message {
-                code: code as i32,
-                correlation_id: Some(correlation),
-                payload,
-            },
+        let (message, payload_bytes) = match result {
+            Ok(Some((code, body))) => {
+                let (payload, payload_bytes) = match body {
+                    Body::Message(payload) => (payload, None),
+                    Body::Encoded(bytes) => (None, Some(bytes)),
+                };
+                let message = public_api::Message {
+                    code: code as i32,
+                    correlation_id: Some(correlation),
+                    payload,
+                };
+                (message, payload_bytes)
+            }
             Ok(None) => return,
             Err(error) => {
                 log::info!("[{correlation}] request refused: {}", error.reason);
-                error_reply(Some(correlation), error.kind, error.reason)
+                (
+                    error_reply(Some(correlation), error.kind, error.reason),
+                    None,
+                )
             }
         };
-        self.reply(connection, message, true);
+        self.reply_encoded(connection, message, payload_bytes, true);
     }
 
     fn on_io(&mut self, event: IoEvent) {
@@ -485,24 +513,23 @@ impl Manager {
         match (code, message.payload) {
             (Code::Introduce, _) => Ok(Some((
                 Code::Introduce,
-                Some(Payload::ClientIntroduce(ClientIntroduce {
+                Body::Message(Some(Payload::ClientIntroduce(ClientIntroduce {
                     client_id: format!("{}-{}", self.client_prefix, connection.0),
                     node_name: self.identity.name.clone(),
                     protocol_version: Some(PROTOCOL_VERSION),
                     max_frame: Some(self.config.node.max_frame),
-                })),
+                }))),
             ))),
             (Code::NodeInfoRequest, payload) => {
                 let details =
                     matches!(payload, Some(Payload::NodeInfoRequest(request)) if request.details());
-                Ok(Some((
-                    Code::NodeInfoResponse,
-                    Some(Payload::NodeInfoResponse(self.node_info(details))),
-                )))
+                Ok(Some((Code::NodeInfoResponse, self.node_info(details))))
             }
             (Code::TraceRequest, Some(Payload::TraceRequest(request))) => Ok(Some((
                 Code::TraceResponse,
-                Some(Payload::TraceResponse(self.trace(&request.correlation_id))),
+                Body::Message(Some(Payload::TraceResponse(
+                    self.trace(&request.correlation_id),
+                ))),
             ))),
             (Code::Shutdown, _) => {
                 let order = dm::Message {
@@ -514,7 +541,7 @@ impl Manager {
                     .to_daemon
                     .send(order)
                     .map_err(|_| RequestError::new(Kind::Internal, "the daemon is gone"))?;
-                Ok(Some((Code::Ack, None)))
+                Ok(Some((Code::Ack, Body::Message(None))))
             }
             (Code::ServiceStatusRequest, payload) => {
                 let wanted = match payload {
@@ -530,10 +557,7 @@ impl Manager {
                     }
                     None => self.status_of(self.services.keys().map(String::as_str)),
                 };
-                Ok(Some((
-                    Code::ServiceStatusResponse,
-                    Some(Payload::ServiceStatusResponse(status)),
-                )))
+                Ok(Some((Code::ServiceStatusResponse, Body::Encoded(status))))
             }
             (Code::ServiceStart, Some(Payload::ServiceStart(request))) => {
                 if !request.version.is_empty() && request.version != self.config.effective_version {
@@ -569,10 +593,10 @@ impl Manager {
             ),
             (Code::ConfigReload, _) => self
                 .reload(correlation, now)
-                .map(|status| Some((Code::Ack, Some(Payload::ServiceStatusResponse(status))))),
+                .map(|status| Some((Code::Ack, Body::Encoded(status)))),
             (Code::Subscribe, _) => {
                 self.subscribers.push((connection, correlation.to_owned()));
-                Ok(Some((Code::Ack, None)))
+                Ok(Some((Code::Ack, Body::Message(None))))
             }
             (code, _) => Err(RequestError::new(
                 Kind::BadRequest,
@@ -1157,10 +1181,7 @@ impl Manager {
         for (connection, correlation, along, outcome) in settled {
             let result = outcome.map(|()| {
                 let ids = std::iter::once(id).chain(along.iter().map(String::as_str));
-                Some((
-                    Code::Ack,
-                    Some(Payload::ServiceStatusResponse(self.status_of(ids))),
-                ))
+                Some((Code::Ack, Body::Encoded(self.status_of(ids))))
             });
             self.answer(connection, correlation, result);
         }
@@ -1212,26 +1233,59 @@ impl Manager {
         }
     }
 
-    fn status_of<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> ServiceStatusResponse {
-        ServiceStatusResponse {
-            services: ids
-                .into_iter()
-                .filter_map(|id| self.services.get(id))
-                .map(|service| service_status_response::Service {
-                    id: service.config.id.clone(),
-                    status: self.colour_of(service),
-                    instances: service
-                        .instances
-                        .iter()
-                        .map(|i| instance_status(i, &self.clock))
-                        .collect(),
-                })
+    /// The `ServiceStatusResponse` payload for services `ids`, encoded:
+    /// each service's entry is kept encoded until its instances change.
+    fn status_of<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Arc<[u8]> {
+        const SERVICES: u32 = 1;
+        let mut entries = Vec::new();
+        for service in ids.into_iter().filter_map(|id| self.services.get(id)) {
+            let encode = |out: &mut Vec<u8>| {
+                prost::encoding::message::encode(SERVICES, &self.status_entry(service), out);
+            };
+            // A service waiting for others shows what it waits for, which
+            // its instances alone do not tell.
+            if matches!(service.hold, Some(Hold::Start { .. })) {
+                encode(&mut entries);
+            } else {
+                service
+                    .status_entry
+                    .append(&service.instances, encode, &mut entries);
+            }
+        }
+        let mut payload = Vec::with_capacity(entries.len() + 8);
+        prost::encoding::encode_key(
+            PAYLOAD_SERVICE_STATUS_RESPONSE,
+            prost::encoding::WireType::LengthDelimited,
+            &mut payload,
+        );
+        prost::encoding::encode_varint(entries.len() as u64, &mut payload);
+        payload.extend_from_slice(&entries);
+        Arc::from(payload)
+    }
+
+    fn status_entry(&self, service: &Service) -> service_status_response::Service {
+        service_status_response::Service {
+            id: service.config.id.clone(),
+            status: self.colour_of(service),
+            instances: service
+                .instances
+                .iter()
+                .map(|i| instance_status(i, &self.clock))
                 .collect(),
         }
     }
 
-    fn node_info(&self, details: bool) -> NodeInfoResponse {
+    fn node_info(&self, details: bool) -> Body {
         let subsystems = self.subsystems(details);
+        let response = self.node_info_response(subsystems, details);
+        Body::Message(Some(Payload::NodeInfoResponse(response)))
+    }
+
+    fn node_info_response(
+        &self,
+        subsystems: Vec<node_info_response::SubSystem>,
+        details: bool,
+    ) -> NodeInfoResponse {
         NodeInfoResponse {
             node: Some(node_info_response::NodeInfo {
                 name: self.identity.name.clone(),
@@ -1531,11 +1585,7 @@ impl Manager {
     /// ones autostart, removed ones stop and go, changed ones are stopped
     /// and started again under their new definition, unchanged ones are
     /// left alone. An invalid configuration changes nothing.
-    fn reload(
-        &mut self,
-        correlation: &str,
-        now: Instant,
-    ) -> Result<ServiceStatusResponse, RequestError> {
+    fn reload(&mut self, correlation: &str, now: Instant) -> Result<Arc<[u8]>, RequestError> {
         let loaded = match Config::load(&self.config.dir) {
             Ok(loaded) => loaded,
             Err(error) => {
@@ -1654,7 +1704,15 @@ impl Manager {
 }
 
 /// A request's answer: a code and payload now, nothing yet, or an error.
-type Answer = Result<Option<(Code, Option<Payload>)>, RequestError>;
+type Answer = Result<Option<(Code, Body)>, RequestError>;
+
+/// A reply's payload: as a message, or encoded already (field key
+/// included), for replies the manager keeps encoded.
+#[derive(Debug)]
+enum Body {
+    Message(Option<Payload>),
+    Encoded(Arc<[u8]>),
+}
 
 impl Service {
     /// The correlation id of what drives its instances now ("" if none),
@@ -1682,6 +1740,7 @@ impl Service {
             replacement: None,
             hold: None,
             notes: vec![None; count],
+            status_entry: EntryCache::default(),
             config,
         }
     }
