@@ -48,6 +48,7 @@ pub mod instance;
 mod record;
 mod status;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::io;
@@ -75,8 +76,9 @@ use status::{Clock, EntryCache, instance_status, overall, system_status};
 /// Replies gathered before they are handed to io in one command.
 const REPLY_BATCH: usize = 4096;
 
-/// The field number in `Message.payload` (`public_api.proto`) of the
-/// reply the manager keeps encoded.
+/// Field numbers in `Message.payload` (`public_api.proto`) of the replies
+/// the manager keeps encoded.
+const PAYLOAD_NODE_INFO_RESPONSE: u32 = 51;
 const PAYLOAD_SERVICE_STATUS_RESPONSE: u32 = 57;
 
 /// What the node says about itself in node info.
@@ -222,6 +224,15 @@ struct RecordHealth {
     write_error: Option<String>,
 }
 
+/// The node info payload while all is green, encoded, and the
+/// configuration versions it shows.
+#[derive(Debug)]
+struct GreenNodeInfo {
+    effective: String,
+    symbolic: String,
+    payload: Arc<[u8]>,
+}
+
 /// The manager role.
 #[derive(Debug)]
 pub struct Manager {
@@ -253,6 +264,8 @@ pub struct Manager {
     record_changed: bool,
     record_health: RecordHealth,
     checks: Checks,
+    /// Node info's reply while all is green, kept encoded.
+    green_node_info: RefCell<Option<GreenNodeInfo>>,
 }
 
 impl Manager {
@@ -296,6 +309,7 @@ impl Manager {
             record_changed: false,
             record_health: RecordHealth::default(),
             checks: Checks::new(),
+            green_node_info: RefCell::new(None),
         }
     }
 
@@ -1275,10 +1289,41 @@ impl Manager {
         }
     }
 
+    /// Node info. Without details and with everything green, its payload
+    /// is kept encoded: only the configuration's versions in it can
+    /// change, and they are checked on each use.
     fn node_info(&self, details: bool) -> Body {
         let subsystems = self.subsystems(details);
-        let response = self.node_info_response(subsystems, details);
-        Body::Message(Some(Payload::NodeInfoResponse(response)))
+        if details || !subsystems.is_empty() {
+            let response = self.node_info_response(subsystems, details);
+            return Body::Message(Some(Payload::NodeInfoResponse(response)));
+        }
+        let encode = || {
+            let mut payload = Vec::new();
+            let response = self.node_info_response(Vec::new(), false);
+            prost::encoding::message::encode(PAYLOAD_NODE_INFO_RESPONSE, &response, &mut payload);
+            Arc::<[u8]>::from(payload)
+        };
+        let mut cache = self.green_node_info.borrow_mut();
+        let (effective, symbolic) = (&self.config.effective_version, &self.config.node.label);
+        match &*cache {
+            Some(green) if green.effective == *effective && green.symbolic == *symbolic => {
+                debug_assert!(
+                    green.payload == encode(),
+                    "the cached node info no longer matches the node"
+                );
+                Body::Encoded(green.payload.clone())
+            }
+            _ => {
+                let payload = encode();
+                *cache = Some(GreenNodeInfo {
+                    effective: effective.clone(),
+                    symbolic: symbolic.clone(),
+                    payload: payload.clone(),
+                });
+                Body::Encoded(payload)
+            }
+        }
     }
 
     fn node_info_response(
