@@ -567,9 +567,9 @@ impl Manager {
                 let status = match wanted {
                     Some(id) => {
                         self.known(&id)?;
-                        self.status_of([id.as_str()])
+                        self.status_of(self.services.get(&id))
                     }
-                    None => self.status_of(self.services.keys().map(String::as_str)),
+                    None => self.status_of(self.services.values()),
                 };
                 Ok(Some((Code::ServiceStatusResponse, Body::Encoded(status))))
             }
@@ -1195,7 +1195,8 @@ impl Manager {
         for (connection, correlation, along, outcome) in settled {
             let result = outcome.map(|()| {
                 let ids = std::iter::once(id).chain(along.iter().map(String::as_str));
-                Some((Code::Ack, Body::Encoded(self.status_of(ids))))
+                let services = ids.filter_map(|id| self.services.get(id));
+                Some((Code::Ack, Body::Encoded(self.status_of(services))))
             });
             self.answer(connection, correlation, result);
         }
@@ -1247,12 +1248,12 @@ impl Manager {
         }
     }
 
-    /// The `ServiceStatusResponse` payload for services `ids`, encoded:
-    /// each service's entry is kept encoded until its instances change.
-    fn status_of<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Arc<[u8]> {
+    /// The `ServiceStatusResponse` payload for `services`, encoded: each
+    /// service's entry is kept encoded until its instances change.
+    fn status_of<'a>(&self, services: impl IntoIterator<Item = &'a Service>) -> Arc<[u8]> {
         const SERVICES: u32 = 1;
         let mut entries = Vec::new();
-        for service in ids.into_iter().filter_map(|id| self.services.get(id)) {
+        for service in services {
             let encode = |out: &mut Vec<u8>| {
                 prost::encoding::message::encode(SERVICES, &self.status_entry(service), out);
             };
@@ -1694,7 +1695,7 @@ impl Manager {
                 self.start_with_requirements(&id, correlation, now);
             }
         }
-        Ok(self.status_of(self.services.keys().map(String::as_str)))
+        Ok(self.status_of(self.services.values()))
     }
 
     /// The version of service `id`'s file in the loaded configuration.
