@@ -460,3 +460,85 @@ fn two_hundred_services_start_and_all_report_running_without_zombies() {
     assert_eq!(node.wait_exit().code(), Some(0));
     assert!(zombies_of(node.pid()).is_empty());
 }
+
+/// The node keeps each service's status entry encoded and re-encodes it
+/// when its instances change; in a debug build (as under test) it checks
+/// every cached entry it sends against a freshly built one, so a stale
+/// entry fails the request. This walks each kind of change: start, stop,
+/// restart, exit, back-off, giving up and reload, reading full and
+/// one-service status after each.
+#[test]
+fn status_follows_every_change_of_state() {
+    let node = Setup::new("status-cache")
+        .service("sleeper", &format!("{SLEEPER}autostart = false\n"))
+        .service(
+            "job",
+            "command = [\"/bin/sh\", \"-c\", \"exit 7\"]\nrestart = \"never\"\n",
+        )
+        .service(
+            "flaky",
+            "command = [\"/bin/sh\", \"-c\", \"exit 1\"]\nrestart = \"always\"\nbackoff_initial = \"50ms\"\nbackoff_max = \"100ms\"\ngive_up_after = 3\ngive_up_window = \"60s\"\nautostart = false\n",
+        )
+        .start();
+    let mut client = node.client();
+    // The entry in a full status, and, while `id` stands still, the same
+    // as its one-service status.
+    let mut entry = |id: &str, still: bool| {
+        let all = client.status(None).unwrap();
+        let entry = all.services.into_iter().find(|s| s.id == id).unwrap();
+        if still {
+            let one = client.status(Some(id)).unwrap();
+            assert_eq!(
+                one.services,
+                std::slice::from_ref(&entry),
+                "full and one-service status agree"
+            );
+        }
+        entry
+    };
+    assert_eq!(entry("sleeper", true).instances[0].state, "stopped");
+
+    let started = node.client().start("sleeper").unwrap();
+    let shown = entry("sleeper", true);
+    assert_eq!(shown, started.services[0]);
+    assert_eq!(shown.instances[0].state, "running");
+    let pid = shown.instances[0].pid;
+
+    node.client().restart("sleeper").unwrap();
+    let shown = entry("sleeper", true);
+    assert_eq!(shown.instances[0].state, "running");
+    assert_ne!(shown.instances[0].pid, pid);
+
+    node.client().stop("sleeper").unwrap();
+    let shown = entry("sleeper", true);
+    assert_eq!(shown.instances[0].state, "stopped");
+    assert_eq!(shown.instances[0].pid, None);
+
+    let exited = wait_for("job to exit", || {
+        let shown = entry("job", false);
+        (shown.instances[0].state == "exited").then_some(shown)
+    });
+    assert_eq!(exited.instances[0].last_exit_code, Some(7));
+    assert_eq!(exited.status.colour, StatusColour::Red as i32);
+
+    node.client().start("flaky").unwrap();
+    let failed = wait_for("flaky to give up", || {
+        let shown = entry("flaky", false);
+        (shown.instances[0].state == "failed").then_some(shown)
+    });
+    assert_eq!(failed.status.colour, StatusColour::Red as i32);
+    assert_eq!(failed.instances[0].last_exit_code, Some(1));
+
+    node.setup.write_service(
+        "sleeper",
+        &format!("{SLEEPER}autostart = false\ninstances = 2\n"),
+    );
+    node.client().reload().unwrap();
+    let shown = wait_for("sleeper to have two instances", || {
+        let shown = entry("sleeper", true);
+        (shown.instances.len() == 2).then_some(shown)
+    });
+    assert!(shown.instances.iter().all(|i| i.state == "stopped"));
+    let info = node.client().node_info(false).unwrap();
+    assert_eq!(info.overall.unwrap().colour, StatusColour::Red as i32);
+}

@@ -11,7 +11,9 @@
 use crate::trace::{CorrelationTable, RequestState, Role};
 use crate::wire::link::{ClientReply, ClientRequest, ConnectionId};
 use crate::wire::proto::public_api::{self, message::Code, message::Payload};
-use crate::wire::{Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame, error_reply};
+use crate::wire::{
+    Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame_with, error_reply,
+};
 
 use super::IoSettings;
 
@@ -121,11 +123,14 @@ impl Exchange {
         let id = request.message.correlation_id.unwrap_or_default();
         log::warn!("connection {}: duplicate correlation id {id}", self.id.0);
         let reason = format!("correlation id {id} is already in flight");
-        self.queue(&error_reply(
-            Some(id),
-            public_api::error::Kind::DuplicateCorrelation,
-            reason,
-        ));
+        self.queue(
+            &error_reply(
+                Some(id),
+                public_api::error::Kind::DuplicateCorrelation,
+                reason,
+            ),
+            &[],
+        );
     }
 
     /// Queues a reply from the manager; a final one ends its request.
@@ -133,12 +138,18 @@ impl Exchange {
         if reply.last {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
-        self.queue(&reply.message);
+        self.queue(
+            &reply.message,
+            reply.payload_bytes.as_deref().unwrap_or_default(),
+        );
     }
 
     /// Queues the `Error` that ends the connection; nothing follows it.
     pub fn refuse(&mut self, error: ProtocolError) {
-        self.queue(&error_reply(error.correlation_id, error.kind, error.reason));
+        self.queue(
+            &error_reply(error.correlation_id, error.kind, error.reason),
+            &[],
+        );
         self.sealed = true;
     }
 
@@ -152,9 +163,11 @@ impl Exchange {
         self.outbound.drain(..written.min(self.outbound.len()));
     }
 
-    fn queue(&mut self, message: &public_api::Message) {
+    /// Queues `message`'s frame, `payload_bytes` its encoded payload
+    /// when it carries none itself.
+    fn queue(&mut self, message: &public_api::Message, payload_bytes: &[u8]) {
         if !self.sealed {
-            encode_frame(message, &mut self.outbound);
+            encode_frame_with(message, payload_bytes, &mut self.outbound);
         }
     }
 }

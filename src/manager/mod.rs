@@ -48,9 +48,11 @@ pub mod instance;
 mod record;
 mod status;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
@@ -60,9 +62,8 @@ use crate::sys;
 use crate::trace::{Role, Tracer, now_unix_us};
 use crate::wire::link::{ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoSender};
 use crate::wire::proto::public_api::{
-    self, ClientIntroduce, NodeInfoResponse, ServiceStatusResponse, StatusCode, StatusColour,
-    TraceResponse, error::Kind, message::Code, message::Payload, node_info_response,
-    service_status_response, trace_response,
+    self, ClientIntroduce, NodeInfoResponse, StatusCode, StatusColour, TraceResponse, error::Kind,
+    message::Code, message::Payload, node_info_response, service_status_response, trace_response,
 };
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds, manager_spawner as ms};
 use crate::wire::{PROTOCOL_VERSION, error_reply};
@@ -71,10 +72,15 @@ use deps::Hold;
 use ds::service_table::output as table_output;
 use instance::{Effect, Event, ExitStatus, Instance, State};
 use record::{Desired, Record, RecordedInstance};
-use status::{Clock, instance_status, overall, system_status};
+use status::{Clock, EntryCache, instance_status, overall, system_status};
 
 /// Replies gathered before they are handed to io in one command.
 const REPLY_BATCH: usize = 4096;
+
+/// Field numbers in `Message.payload` (`public_api.proto`) of the replies
+/// the manager keeps encoded.
+const PAYLOAD_NODE_INFO_RESPONSE: u32 = 51;
+const PAYLOAD_SERVICE_STATUS_RESPONSE: u32 = 57;
 
 /// What the node says about itself in node info.
 #[derive(Debug, Clone)]
@@ -180,6 +186,8 @@ struct Service {
     hold: Option<Hold>,
     /// Why the node itself moves each instance, for its next event.
     notes: Vec<Option<String>>,
+    /// Its status entry, encoded.
+    status_entry: EntryCache,
 }
 
 #[derive(Debug)]
@@ -217,6 +225,15 @@ struct RecordHealth {
     write_error: Option<String>,
 }
 
+/// The node info payload while all is green, encoded, and the
+/// configuration versions it shows.
+#[derive(Debug)]
+struct GreenNodeInfo {
+    effective: String,
+    symbolic: String,
+    payload: Arc<[u8]>,
+}
+
 /// The manager role.
 #[derive(Debug)]
 pub struct Manager {
@@ -248,6 +265,8 @@ pub struct Manager {
     record_changed: bool,
     record_health: RecordHealth,
     checks: Checks,
+    /// Node info's reply while all is green, kept encoded.
+    green_node_info: RefCell<Option<GreenNodeInfo>>,
 }
 
 impl Manager {
@@ -291,6 +310,7 @@ impl Manager {
             record_changed: false,
             record_health: RecordHealth::default(),
             checks: Checks::new(),
+            green_node_info: RefCell::new(None),
         }
     }
 
@@ -411,9 +431,21 @@ impl Manager {
     }
 
     fn reply(&mut self, connection: ConnectionId, message: public_api::Message, last: bool) {
+        self.reply_encoded(connection, message, None, last);
+    }
+
+    /// Queues a reply whose payload, if `payload_bytes`, is encoded already.
+    fn reply_encoded(
+        &mut self,
+        connection: ConnectionId,
+        message: public_api::Message,
+        payload_bytes: Option<Arc<[u8]>>,
+        last: bool,
+    ) {
         self.outgoing.push(ClientReply {
             connection,
             message,
+            payload_bytes,
             last,
             sent_unix_us: 0,
         });
@@ -423,19 +455,29 @@ impl Manager {
     }
 
     fn answer(&mut self, connection: ConnectionId, correlation: String, result: Answer) {
-        let message = match result {
-            Ok(Some((code, payload))) => public_api::Message {
-                code: code as i32,
-                correlation_id: Some(correlation),
-                payload,
-            },
+        let (message, payload_bytes) = match result {
+            Ok(Some((code, body))) => {
+                let (payload, payload_bytes) = match body {
+                    Body::Message(payload) => (payload, None),
+                    Body::Encoded(bytes) => (None, Some(bytes)),
+                };
+                let message = public_api::Message {
+                    code: code as i32,
+                    correlation_id: Some(correlation),
+                    payload,
+                };
+                (message, payload_bytes)
+            }
             Ok(None) => return,
             Err(error) => {
                 log::info!("[{correlation}] request refused: {}", error.reason);
-                error_reply(Some(correlation), error.kind, error.reason)
+                (
+                    error_reply(Some(correlation), error.kind, error.reason),
+                    None,
+                )
             }
         };
-        self.reply(connection, message, true);
+        self.reply_encoded(connection, message, payload_bytes, true);
     }
 
     fn on_io(&mut self, event: IoEvent) {
@@ -486,24 +528,23 @@ impl Manager {
         match (code, message.payload) {
             (Code::Introduce, _) => Ok(Some((
                 Code::Introduce,
-                Some(Payload::ClientIntroduce(ClientIntroduce {
+                Body::Message(Some(Payload::ClientIntroduce(ClientIntroduce {
                     client_id: format!("{}-{}", self.client_prefix, connection.0),
                     node_name: self.identity.name.clone(),
                     protocol_version: Some(PROTOCOL_VERSION),
                     max_frame: Some(self.config.node.max_frame),
-                })),
+                }))),
             ))),
             (Code::NodeInfoRequest, payload) => {
                 let details =
                     matches!(payload, Some(Payload::NodeInfoRequest(request)) if request.details());
-                Ok(Some((
-                    Code::NodeInfoResponse,
-                    Some(Payload::NodeInfoResponse(self.node_info(details))),
-                )))
+                Ok(Some((Code::NodeInfoResponse, self.node_info(details))))
             }
             (Code::TraceRequest, Some(Payload::TraceRequest(request))) => Ok(Some((
                 Code::TraceResponse,
-                Some(Payload::TraceResponse(self.trace(&request.correlation_id))),
+                Body::Message(Some(Payload::TraceResponse(
+                    self.trace(&request.correlation_id),
+                ))),
             ))),
             (Code::Shutdown, _) => {
                 let order = dm::Message {
@@ -515,7 +556,7 @@ impl Manager {
                     .to_daemon
                     .send(order)
                     .map_err(|_| RequestError::new(Kind::Internal, "the daemon is gone"))?;
-                Ok(Some((Code::Ack, None)))
+                Ok(Some((Code::Ack, Body::Message(None))))
             }
             (Code::ServiceStatusRequest, payload) => {
                 let wanted = match payload {
@@ -527,14 +568,11 @@ impl Manager {
                 let status = match wanted {
                     Some(id) => {
                         self.known(&id)?;
-                        self.status_of([id.as_str()])
+                        self.status_of(self.services.get(&id))
                     }
-                    None => self.status_of(self.services.keys().map(String::as_str)),
+                    None => self.status_of(self.services.values()),
                 };
-                Ok(Some((
-                    Code::ServiceStatusResponse,
-                    Some(Payload::ServiceStatusResponse(status)),
-                )))
+                Ok(Some((Code::ServiceStatusResponse, Body::Encoded(status))))
             }
             (Code::ServiceStart, Some(Payload::ServiceStart(request))) => {
                 if !request.version.is_empty() && request.version != self.config.effective_version {
@@ -570,10 +608,10 @@ impl Manager {
             ),
             (Code::ConfigReload, _) => self
                 .reload(correlation, now)
-                .map(|status| Some((Code::Ack, Some(Payload::ServiceStatusResponse(status))))),
+                .map(|status| Some((Code::Ack, Body::Encoded(status)))),
             (Code::Subscribe, _) => {
                 self.subscribers.push((connection, correlation.to_owned()));
-                Ok(Some((Code::Ack, None)))
+                Ok(Some((Code::Ack, Body::Message(None))))
             }
             (code, _) => Err(RequestError::new(
                 Kind::BadRequest,
@@ -1158,10 +1196,8 @@ impl Manager {
         for (connection, correlation, along, outcome) in settled {
             let result = outcome.map(|()| {
                 let ids = std::iter::once(id).chain(along.iter().map(String::as_str));
-                Some((
-                    Code::Ack,
-                    Some(Payload::ServiceStatusResponse(self.status_of(ids))),
-                ))
+                let services = ids.filter_map(|id| self.services.get(id));
+                Some((Code::Ack, Body::Encoded(self.status_of(services))))
             });
             self.answer(connection, correlation, result);
         }
@@ -1213,26 +1249,90 @@ impl Manager {
         }
     }
 
-    fn status_of<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> ServiceStatusResponse {
-        ServiceStatusResponse {
-            services: ids
-                .into_iter()
-                .filter_map(|id| self.services.get(id))
-                .map(|service| service_status_response::Service {
-                    id: service.config.id.clone(),
-                    status: self.colour_of(service),
-                    instances: service
-                        .instances
-                        .iter()
-                        .map(|i| instance_status(i, &self.clock))
-                        .collect(),
-                })
+    /// The `ServiceStatusResponse` payload for `services`, encoded: each
+    /// service's entry is kept encoded until its instances change.
+    fn status_of<'a>(&self, services: impl IntoIterator<Item = &'a Service>) -> Arc<[u8]> {
+        const SERVICES: u32 = 1;
+        let mut entries = Vec::new();
+        for service in services {
+            let encode = |out: &mut Vec<u8>| {
+                prost::encoding::message::encode(SERVICES, &self.status_entry(service), out);
+            };
+            // A service waiting for others shows what it waits for, which
+            // its instances alone do not tell.
+            if matches!(service.hold, Some(Hold::Start { .. })) {
+                encode(&mut entries);
+            } else {
+                service
+                    .status_entry
+                    .append(&service.instances, encode, &mut entries);
+            }
+        }
+        let mut payload = Vec::with_capacity(entries.len() + 8);
+        prost::encoding::encode_key(
+            PAYLOAD_SERVICE_STATUS_RESPONSE,
+            prost::encoding::WireType::LengthDelimited,
+            &mut payload,
+        );
+        prost::encoding::encode_varint(entries.len() as u64, &mut payload);
+        payload.extend_from_slice(&entries);
+        Arc::from(payload)
+    }
+
+    fn status_entry(&self, service: &Service) -> service_status_response::Service {
+        service_status_response::Service {
+            id: service.config.id.clone(),
+            status: self.colour_of(service),
+            instances: service
+                .instances
+                .iter()
+                .map(|i| instance_status(i, &self.clock))
                 .collect(),
         }
     }
 
-    fn node_info(&self, details: bool) -> NodeInfoResponse {
+    /// Node info. Without details and with everything green, its payload
+    /// is kept encoded: only the configuration's versions in it can
+    /// change, and they are checked on each use.
+    fn node_info(&self, details: bool) -> Body {
         let subsystems = self.subsystems(details);
+        if details || !subsystems.is_empty() {
+            let response = self.node_info_response(subsystems, details);
+            return Body::Message(Some(Payload::NodeInfoResponse(response)));
+        }
+        let encode = || {
+            let mut payload = Vec::new();
+            let response = self.node_info_response(Vec::new(), false);
+            prost::encoding::message::encode(PAYLOAD_NODE_INFO_RESPONSE, &response, &mut payload);
+            Arc::<[u8]>::from(payload)
+        };
+        let mut cache = self.green_node_info.borrow_mut();
+        let (effective, symbolic) = (&self.config.effective_version, &self.config.node.label);
+        match &*cache {
+            Some(green) if green.effective == *effective && green.symbolic == *symbolic => {
+                debug_assert!(
+                    green.payload == encode(),
+                    "the cached node info no longer matches the node"
+                );
+                Body::Encoded(green.payload.clone())
+            }
+            _ => {
+                let payload = encode();
+                *cache = Some(GreenNodeInfo {
+                    effective: effective.clone(),
+                    symbolic: symbolic.clone(),
+                    payload: payload.clone(),
+                });
+                Body::Encoded(payload)
+            }
+        }
+    }
+
+    fn node_info_response(
+        &self,
+        subsystems: Vec<node_info_response::SubSystem>,
+        details: bool,
+    ) -> NodeInfoResponse {
         NodeInfoResponse {
             node: Some(node_info_response::NodeInfo {
                 name: self.identity.name.clone(),
@@ -1532,11 +1632,7 @@ impl Manager {
     /// ones autostart, removed ones stop and go, changed ones are stopped
     /// and started again under their new definition, unchanged ones are
     /// left alone. An invalid configuration changes nothing.
-    fn reload(
-        &mut self,
-        correlation: &str,
-        now: Instant,
-    ) -> Result<ServiceStatusResponse, RequestError> {
+    fn reload(&mut self, correlation: &str, now: Instant) -> Result<Arc<[u8]>, RequestError> {
         let loaded = match Config::load(&self.config.dir) {
             Ok(loaded) => loaded,
             Err(error) => {
@@ -1600,7 +1696,7 @@ impl Manager {
                 self.start_with_requirements(&id, correlation, now);
             }
         }
-        Ok(self.status_of(self.services.keys().map(String::as_str)))
+        Ok(self.status_of(self.services.values()))
     }
 
     /// The version of service `id`'s file in the loaded configuration.
@@ -1655,7 +1751,15 @@ impl Manager {
 }
 
 /// A request's answer: a code and payload now, nothing yet, or an error.
-type Answer = Result<Option<(Code, Option<Payload>)>, RequestError>;
+type Answer = Result<Option<(Code, Body)>, RequestError>;
+
+/// A reply's payload: as a message, or encoded already (field key
+/// included), for replies the manager keeps encoded.
+#[derive(Debug)]
+enum Body {
+    Message(Option<Payload>),
+    Encoded(Arc<[u8]>),
+}
 
 impl Service {
     /// The correlation id of what drives its instances now ("" if none),
@@ -1683,6 +1787,7 @@ impl Service {
             replacement: None,
             hold: None,
             notes: vec![None; count],
+            status_entry: EntryCache::default(),
             config,
         }
     }

@@ -1,6 +1,7 @@
 //! Colours and status messages: how the manager reports services, roles and
 //! the node in `NodeInfoResponse` and `ServiceStatusResponse`.
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::wire::proto::public_api::node_info_response::{SubSystem, SystemStatus};
@@ -222,5 +223,77 @@ pub fn instance_status(instance: &Instance, clock: &Clock) -> service_status_res
         last_exit_code,
         last_exit_signal,
         adopted: instance.adopted.then_some(true),
+    }
+}
+
+/// What an instance's `ServiceStatusResponse` entry is built from, to tell
+/// whether a cached encoding still shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InstanceShown {
+    index: u32,
+    state: State,
+    pid: Option<u32>,
+    since: Instant,
+    restarts: u32,
+    last_exit: Option<ExitStatus>,
+    adopted: bool,
+}
+
+impl InstanceShown {
+    fn of(instance: &Instance) -> InstanceShown {
+        InstanceShown {
+            index: instance.index,
+            state: instance.state,
+            pid: instance.pid,
+            since: instance.since,
+            restarts: instance.restarts,
+            last_exit: instance.last_exit,
+            adopted: instance.adopted,
+        }
+    }
+}
+
+/// A service's encoded `ServiceStatusResponse.services` entry (field key
+/// included; entries of a repeated field concatenate on the wire), kept
+/// with the instance fields it shows: a status query copies it instead of
+/// formatting and encoding every service again.
+///
+/// It checks itself on each use rather than being invalidated where
+/// instances change, so no change can leave it stale: an entry's text and
+/// colour follow from its instances alone (the caller does not use it
+/// while the service's colour depends on other services).
+#[derive(Debug, Default)]
+pub struct EntryCache {
+    entry: RefCell<Option<(Vec<InstanceShown>, Vec<u8>)>>,
+}
+
+impl EntryCache {
+    /// Appends the entry for `instances` to `out`, encoding it with
+    /// `encode` only when an instance changed since it was last encoded.
+    pub fn append(&self, instances: &[Instance], encode: impl Fn(&mut Vec<u8>), out: &mut Vec<u8>) {
+        let mut entry = self.entry.borrow_mut();
+        let stale = !entry.as_ref().is_some_and(|(shown, _)| {
+            shown.len() == instances.len()
+                && shown
+                    .iter()
+                    .zip(instances)
+                    .all(|(shown, instance)| *shown == InstanceShown::of(instance))
+        });
+        if stale {
+            let mut bytes = Vec::new();
+            encode(&mut bytes);
+            *entry = Some((instances.iter().map(InstanceShown::of).collect(), bytes));
+        }
+        if let Some((_, bytes)) = entry.as_ref() {
+            debug_assert!(
+                stale || {
+                    let mut fresh = Vec::new();
+                    encode(&mut fresh);
+                    *bytes == fresh
+                },
+                "a cached status entry no longer matches its service"
+            );
+            out.extend_from_slice(bytes);
+        }
     }
 }

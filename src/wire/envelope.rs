@@ -144,13 +144,22 @@ pub fn error_reply(
 
 /// Appends `message` to `out` as one frame.
 pub fn encode_frame<M: prost::Message>(message: &M, out: &mut Vec<u8>) {
-    let len = message.encoded_len();
+    encode_frame_with(message, &[], out);
+}
+
+/// Appends one frame to `out`: `message` followed by `tail`, fields
+/// already encoded whose numbers follow all of `message`'s (prost writes
+/// fields in number order, so the body is what encoding them together
+/// would give).
+pub fn encode_frame_with<M: prost::Message>(message: &M, tail: &[u8], out: &mut Vec<u8>) {
+    let len = message.encoded_len() + tail.len();
     out.reserve(FRAME_HEADER_LEN + len);
     // A body over 4 GiB cannot be built from the node's bounded state.
     out.extend_from_slice(&(len as u32).to_be_bytes());
     message
         .encode(out)
         .expect("a Vec<u8> grows to hold any message");
+    out.extend_from_slice(tail);
 }
 
 #[cfg(test)]

@@ -40,6 +40,11 @@ pub struct ClientReply {
     pub connection: ConnectionId,
     /// The reply or event.
     pub message: public_api::Message,
+    /// The payload already encoded, field key included, for a `message`
+    /// without one: the manager keeps replies that rarely change encoded,
+    /// and the payload is the envelope's last field, so the frame is
+    /// `message`'s bytes followed by these.
+    pub payload_bytes: Option<Arc<[u8]>>,
     /// Whether this is the request's final reply (an `Event` is not).
     pub last: bool,
     /// When the manager handed it to io, microseconds since the Unix

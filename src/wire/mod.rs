@@ -8,7 +8,9 @@ mod envelope;
 mod frame;
 pub mod link;
 
-pub use envelope::{DecodeError, Envelope, Protocol, decode_envelope, encode_frame, error_reply};
+pub use envelope::{
+    DecodeError, Envelope, Protocol, decode_envelope, encode_frame, encode_frame_with, error_reply,
+};
 pub use frame::{DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, FrameDecoder, FrameError};
 
 /// The generated protobuf types, one module per protocol package.
