@@ -164,11 +164,77 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The pids of the node's service processes that it reports, when it
+    /// still answers.
+    fn reported_pids(&self) -> Vec<u32> {
+        let Ok(mut client) = Client::connect(&self.socket()) else {
+            return Vec::new();
+        };
+        if client.set_timeout(Some(Duration::from_secs(2))).is_err() {
+            return Vec::new();
+        }
+        client.status(None).map_or_else(
+            |_| Vec::new(),
+            |status| {
+                status
+                    .services
+                    .iter()
+                    .flat_map(|service| service.instances.iter().filter_map(|i| i.pid))
+                    .collect()
+            },
+        )
+    }
+}
+
+/// The pids the node's state record lists.
+fn recorded_pids(state_dir: &Path) -> Vec<u32> {
+    fs::read_to_string(state_dir.join("node.record"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                ["instance", _, _, pid, ..] => pid.parse().ok(),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// Whether `pid` leads its own session, as every service process does:
+/// only such a process group is killed when a test ends.
+fn leads_a_session(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(3))
+            == Some(pid.to_string().as_str())
+    })
+}
+
 impl Drop for Node {
+    /// Services outlive their node by design (they run in their own
+    /// sessions), so a test's services are killed with it: the process
+    /// groups of every pid the node reports or recorded.
     fn drop(&mut self) {
+        let mut pids = self.reported_pids();
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        pids.extend(recorded_pids(&self.setup.dir.0.join("state")));
+        let groups: Vec<String> = pids
+            .into_iter()
+            .filter(|pid| leads_a_session(*pid))
+            .map(|pid| format!("-{pid}"))
+            .collect();
+        if !groups.is_empty() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg("--")
+                .args(&groups)
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
