@@ -486,3 +486,34 @@ fn client_errors_name_the_socket() {
         Ok(_) => panic!("connected to nothing"),
     }
 }
+
+#[test]
+fn a_socket_directory_owned_by_another_user_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        return; // Needs root to give the directory to someone else.
+    }
+    let setup = Setup::new("foreign");
+    let foreign = setup.dir.0.join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+    let socket = foreign.join("sf.sock");
+    std::fs::write(
+        setup.conf().join("node.toml"),
+        format!(
+            "socket = \"{}\"\nstate_dir = \"{}\"\nlog_dir = \"{}\"\n",
+            socket.display(),
+            setup.dir.0.join("state").display(),
+            setup.log_dir().display()
+        ),
+    )
+    .unwrap();
+    let log = setup.dir.0.join("foreign.log");
+    let status = common::node_command(&setup.conf(), &log, &[])
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("belongs to uid 65534"), "{text}");
+    assert!(!socket.exists());
+}

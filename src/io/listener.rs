@@ -23,6 +23,14 @@ pub enum ListenError {
         /// The socket path.
         path: PathBuf,
     },
+    /// The socket's directory belongs to another user (neither root nor
+    /// this one).
+    ForeignDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+    },
     /// A filesystem or socket call failed.
     Io {
         /// What was being done.
@@ -42,6 +50,12 @@ impl fmt::Display for ListenError {
                 "another node is already listening on {} (stop it, or give this one --socket)",
                 path.display()
             ),
+            ListenError::ForeignDirectory { path, owner } => write!(
+                f,
+                "the socket directory {} belongs to uid {owner}, not to this user or root; \
+                 remove it or choose another --socket",
+                path.display()
+            ),
             ListenError::Io {
                 doing,
                 path,
@@ -54,7 +68,7 @@ impl fmt::Display for ListenError {
 impl std::error::Error for ListenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ListenError::InUse { .. } => None,
+            ListenError::InUse { .. } | ListenError::ForeignDirectory { .. } => None,
             ListenError::Io { source, .. } => Some(source),
         }
     }
@@ -90,6 +104,7 @@ impl BoundSocket {
                     path: dir.to_owned(),
                     source,
                 })?;
+            check_owner(dir)?;
         }
         if path.exists() {
             match std::os::unix::net::UnixStream::connect(path) {
@@ -130,6 +145,27 @@ impl BoundSocket {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Refuses a socket directory that another user owns: in a shared
+/// directory such as `/tmp`, someone else could have created
+/// `/tmp/snow-fox-$UID` first and would then control the socket's name.
+fn check_owner(dir: &Path) -> Result<(), ListenError> {
+    let owner = fs::metadata(dir)
+        .map_err(|source| ListenError::Io {
+            doing: "inspect the socket directory",
+            path: dir.to_owned(),
+            source,
+        })?
+        .uid();
+    let us = crate::sys::effective_uid();
+    if owner == us || owner == 0 {
+        return Ok(());
+    }
+    Err(ListenError::ForeignDirectory {
+        path: dir.to_owned(),
+        owner,
+    })
 }
 
 impl Drop for BoundSocket {
