@@ -1,0 +1,192 @@
+//! Reloading the configuration: diffing services, replacing changed
+//! ones once they are down, and the service table the spawner checks
+//! starts against.
+
+use super::*;
+
+impl Manager {
+    /// Loads the configuration again and moves the services to it: added
+    /// ones autostart, removed ones stop and go, changed ones are stopped
+    /// and started again under their new definition, unchanged ones are
+    /// left alone. An invalid configuration changes nothing.
+    pub(super) fn reload(
+        &mut self,
+        correlation: &str,
+        now: Instant,
+    ) -> Result<Arc<[u8]>, RequestError> {
+        let loaded = match Config::load(&self.config.dir) {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                let reason = error.to_string().lines().collect::<Vec<_>>().join("; ");
+                self.reload_error = Some(reason.clone());
+                return Err(RequestError::new(Kind::ConfigInvalid, reason));
+            }
+        };
+        self.reload_error = None;
+        if loaded.node != self.config.node {
+            log::warn!(
+                "[{correlation}] node.toml changed: its new settings take effect when the node restarts"
+            );
+        }
+        for (id, service) in &mut self.services {
+            service.replacement = match loaded.services.get(id) {
+                None => Some(Replacement::Remove),
+                Some(new) if *new != service.config => {
+                    Some(Replacement::With(Box::new(new.clone())))
+                }
+                Some(_) => {
+                    // Same definition, maybe other text (a comment): what
+                    // runs is current under the new file's version.
+                    if let Some(version) = loaded.service_versions.get(id) {
+                        service.version.clone_from(version);
+                    }
+                    None
+                }
+            };
+        }
+        self.record_changed = true;
+        let added: Vec<ServiceConfig> = loaded
+            .services
+            .values()
+            .filter(|service| !self.services.contains_key(&service.id))
+            .cloned()
+            .collect();
+        self.config.services = loaded.services.clone();
+        self.config.effective_version = loaded.effective_version.clone();
+        self.config.service_versions = loaded.service_versions.clone();
+        self.send_service_table(correlation);
+        let replaced: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, service)| service.replacement.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in replaced {
+            log::info!("[{correlation}] {id} changed or removed: stopping it");
+            self.drive(&id, Event::Stop, correlation, now);
+            self.apply_replacement(&id, now);
+        }
+        for config in added {
+            let id = config.id.clone();
+            let autostart = config.autostart;
+            log::info!("[{correlation}] {id} added");
+            let version = self.service_version(&id);
+            self.services
+                .insert(id.clone(), Service::new(config, version, now));
+            if autostart {
+                self.start_with_requirements(&id, correlation, now);
+            }
+        }
+        Ok(self.status_of(self.services.values()))
+    }
+
+    /// The version of service `id`'s file in the loaded configuration.
+    pub(super) fn service_version(&self, id: &str) -> String {
+        self.config
+            .service_versions
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Once every instance of a changed or removed service is down, removes
+    /// it or puts its new definition in place (started if it was wanted or
+    /// autostarts). A new definition forgets what users asked of the old.
+    pub(super) fn apply_replacement(&mut self, id: &str, now: Instant) {
+        let version = self.service_version(id);
+        let Some(service) = self.services.get_mut(id) else {
+            return;
+        };
+        if service.replacement.is_none() || !service.instances.iter().all(|i| i.state.is_down()) {
+            return;
+        }
+        match service.replacement.take() {
+            Some(Replacement::Remove) => {
+                log::info!("{id} removed");
+                self.services.remove(id);
+                let (gone, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+                    .into_iter()
+                    .partition(|waiter| waiter.service == id);
+                self.waiters = waiting;
+                for waiter in gone {
+                    let error = RequestError::new(
+                        Kind::UnknownService,
+                        format!("service `{id}` was removed by a reload"),
+                    );
+                    self.answer(waiter.connection, waiter.correlation, Err(error));
+                }
+            }
+            Some(Replacement::With(config)) => {
+                let start = config.autostart || service.instances.iter().any(|i| i.wanted);
+                let correlation = service.current_operation();
+                *service = Service::new(*config, version, now);
+                self.record_changed = true;
+                log::info!("{id} now runs its new definition");
+                if start {
+                    self.start_with_requirements(id, &correlation, now);
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// What the spawner may start for `config`'s services: each one's command,
+/// user, group, work dir, environment and outputs exactly as [`Manager`]
+/// puts them in its `StartProcess`, the outputs as configured, to be
+/// resolved per instance under the table's log dir.
+pub fn service_table(config: &Config) -> ds::ServiceTable {
+    let output = |target: &Output| {
+        let (kind, path) = match target {
+            Output::LogDir => (table_output::Kind::Log, None),
+            Output::Path(path) => (
+                table_output::Kind::Path,
+                Some(path.to_string_lossy().into_owned()),
+            ),
+            Output::Null => (table_output::Kind::Null, None),
+            Output::Inherit => (table_output::Kind::Inherit, None),
+        };
+        ds::service_table::Output {
+            kind: kind as i32,
+            path,
+        }
+    };
+    ds::ServiceTable {
+        services: config
+            .services
+            .values()
+            .map(|service| ds::service_table::Service {
+                id: service.id.clone(),
+                command: service.command.clone(),
+                user: service.user.clone(),
+                group: service.group.clone(),
+                work_dir: work_dir_text(service),
+                checks: service
+                    .check_commands()
+                    .into_iter()
+                    .map(|command| ds::service_table::CheckCommand {
+                        command: command.to_vec(),
+                    })
+                    .collect(),
+                environment: service
+                    .env
+                    .iter()
+                    .map(|(name, value)| ds::service_table::EnvItem {
+                        name: Some(name.clone()),
+                        value: Some(value.clone()),
+                    })
+                    .collect(),
+                stdout: Some(output(&service.stdout)),
+                stderr: Some(output(&service.stderr)),
+            })
+            .collect(),
+        log_dir: Some(config.node.log_dir.to_string_lossy().into_owned()),
+    }
+}
+
+pub(super) fn work_dir_text(config: &ServiceConfig) -> Option<String> {
+    config
+        .work_dir
+        .as_ref()
+        .map(|dir| dir.to_string_lossy().into_owned())
+}

@@ -1,0 +1,490 @@
+//! The manager's public side: checking, dispatching and answering client
+//! requests, and building node info, status and trace replies.
+
+use super::*;
+
+impl Manager {
+    pub(super) fn on_request(&mut self, request: ClientRequest, now: Instant) {
+        let ClientRequest {
+            connection,
+            mut message,
+        } = request;
+        let correlation = message.correlation_id.take().unwrap_or_default();
+        let result = self.dispatch(connection, &correlation, message, now);
+        self.answer(connection, correlation, result);
+    }
+
+    /// Works out a request's answer: `Ok(None)` when it comes later.
+    pub(super) fn dispatch(
+        &mut self,
+        connection: ConnectionId,
+        correlation: &str,
+        message: public_api::Message,
+        now: Instant,
+    ) -> Answer {
+        let code = Code::try_from(message.code).map_err(|_| {
+            RequestError::new(Kind::BadRequest, format!("unknown code {}", message.code))
+        })?;
+        check_payload(code, message.payload.as_ref())?;
+        if self.shutdown.is_some() {
+            return Err(RequestError::new(
+                Kind::ShuttingDown,
+                "the node is shutting down",
+            ));
+        }
+        match (code, message.payload) {
+            (Code::Introduce, _) => Ok(Some((
+                Code::Introduce,
+                Body::Message(Some(Payload::ClientIntroduce(ClientIntroduce {
+                    client_id: format!("{}-{}", self.client_prefix, connection.0),
+                    node_name: self.identity.name.clone(),
+                    protocol_version: Some(PROTOCOL_VERSION),
+                    max_frame: Some(self.config.node.max_frame),
+                }))),
+            ))),
+            (Code::NodeInfoRequest, payload) => {
+                let details =
+                    matches!(payload, Some(Payload::NodeInfoRequest(request)) if request.details());
+                Ok(Some((Code::NodeInfoResponse, self.node_info(details))))
+            }
+            (Code::TraceRequest, Some(Payload::TraceRequest(request))) => Ok(Some((
+                Code::TraceResponse,
+                Body::Message(Some(Payload::TraceResponse(
+                    self.trace(&request.correlation_id),
+                ))),
+            ))),
+            (Code::Shutdown, _) => {
+                let order = dm::Message {
+                    code: dm::message::Code::Shutdown as i32,
+                    correlation_id: Some(correlation.to_owned()),
+                };
+                self.tracer.record(Role::Manager, Role::Daemon, &order);
+                self.links
+                    .to_daemon
+                    .send(order)
+                    .map_err(|_| RequestError::new(Kind::Internal, "the daemon is gone"))?;
+                Ok(Some((Code::Ack, Body::Message(None))))
+            }
+            (Code::ServiceStatusRequest, payload) => {
+                let wanted = match payload {
+                    Some(Payload::ServiceStatusRequest(request)) => {
+                        request.service_id.filter(|id| !id.is_empty())
+                    }
+                    _ => None,
+                };
+                let status = match wanted {
+                    Some(id) => {
+                        self.known(&id)?;
+                        self.status_of(self.services.get(&id))
+                    }
+                    None => self.status_of(self.services.values()),
+                };
+                Ok(Some((Code::ServiceStatusResponse, Body::Encoded(status))))
+            }
+            (Code::ServiceStart, Some(Payload::ServiceStart(request))) => {
+                if !request.version.is_empty() && request.version != self.config.effective_version {
+                    return Err(RequestError::new(
+                        Kind::VersionMismatch,
+                        format!(
+                            "version {} is not the loaded configuration's {}",
+                            request.version, self.config.effective_version
+                        ),
+                    ));
+                }
+                self.act(
+                    connection,
+                    correlation,
+                    &request.service_id,
+                    Event::Start,
+                    now,
+                )
+            }
+            (Code::ServiceStop, Some(Payload::ServiceStop(request))) => self.act(
+                connection,
+                correlation,
+                &request.service_id,
+                Event::Stop,
+                now,
+            ),
+            (Code::ServiceRestart, Some(Payload::ServiceRestart(request))) => self.act(
+                connection,
+                correlation,
+                &request.service_id,
+                Event::Restart,
+                now,
+            ),
+            (Code::ConfigReload, _) => self
+                .reload(correlation, now)
+                .map(|status| Some((Code::Ack, Body::Encoded(status)))),
+            (Code::Subscribe, _) => {
+                self.subscribers.push((connection, correlation.to_owned()));
+                Ok(Some((Code::Ack, Body::Message(None))))
+            }
+            (code, _) => Err(RequestError::new(
+                Kind::BadRequest,
+                format!("{} is a reply, not a request", code.as_str_name()),
+            )),
+        }
+    }
+
+    pub(super) fn known(&self, id: &str) -> Result<(), RequestError> {
+        if self.services.contains_key(id) {
+            Ok(())
+        } else {
+            Err(RequestError::new(
+                Kind::UnknownService,
+                format!("no service named `{id}` in the configuration"),
+            ))
+        }
+    }
+
+    /// Starts, stops or restarts a service; answered when it gets there.
+    pub(super) fn act(
+        &mut self,
+        connection: ConnectionId,
+        correlation: &str,
+        id: &str,
+        event: Event,
+        now: Instant,
+    ) -> Answer {
+        self.known(id)?;
+        if event != Event::Stop && !self.spawner_alive {
+            return Err(RequestError::new(
+                Kind::Internal,
+                "the spawner is gone; no process can be started",
+            ));
+        }
+        let goal = if event == Event::Stop {
+            Goal::Down
+        } else {
+            Goal::Up
+        };
+        if let Some(service) = self.services.get_mut(id) {
+            service.desired = Some(event != Event::Stop);
+            self.record_changed = true;
+        }
+        let deadline = now + self.patience(id, goal);
+        // A restart of a service waiting for what it requires is a start:
+        // it still waits.
+        let held = self.services[id].hold.is_some();
+        let along = if event == Event::Start || (event == Event::Restart && held) {
+            self.start_with_requirements(id, correlation, now);
+            Vec::new()
+        } else if event == Event::Stop {
+            self.stop_with_dependents(id, correlation, now)
+        } else {
+            self.drive(id, event, correlation, now);
+            Vec::new()
+        };
+        self.waiters.push(Waiter {
+            connection,
+            correlation: correlation.to_owned(),
+            service: id.to_owned(),
+            goal,
+            deadline,
+            along,
+        });
+        self.settle_waiters(id);
+        Ok(None)
+    }
+
+    /// How long a request to bring `id` up or down may take: the request
+    /// timeout, or more when stopping it (and its dependents) or waiting
+    /// for it and what it requires to become ready may take longer.
+    pub(super) fn patience(&self, id: &str, goal: Goal) -> Duration {
+        let graph = crate::conf::deps::Graph::new(&self.config.services);
+        let chain = match goal {
+            Goal::Up => graph.requirements(id),
+            Goal::Down => {
+                let mut chain = graph.dependents(id);
+                chain.push(id.to_owned());
+                chain
+            }
+        };
+        let needed: Duration = chain
+            .iter()
+            .filter_map(|id| self.config.services.get(id))
+            .map(|service| match goal {
+                Goal::Up if service.ready.signal == ReadySignal::Started => Duration::ZERO,
+                Goal::Up => service.ready.timeout,
+                Goal::Down => service.stop_timeout,
+            })
+            .sum();
+        self.config
+            .node
+            .request_timeout
+            .max(needed + Duration::from_secs(1))
+    }
+
+    /// The `ServiceStatusResponse` payload for `services`, encoded: each
+    /// service's entry is kept encoded until its instances change.
+    pub(super) fn status_of<'a>(
+        &self,
+        services: impl IntoIterator<Item = &'a Service>,
+    ) -> Arc<[u8]> {
+        const SERVICES: u32 = 1;
+        let mut entries = Vec::new();
+        for service in services {
+            let encode = |out: &mut Vec<u8>| {
+                prost::encoding::message::encode(SERVICES, &self.status_entry(service), out);
+            };
+            // A service waiting for others shows what it waits for, which
+            // its instances alone do not tell.
+            if matches!(service.hold, Some(Hold::Start { .. })) {
+                encode(&mut entries);
+            } else {
+                service
+                    .status_entry
+                    .append(&service.instances, encode, &mut entries);
+            }
+        }
+        let mut payload = Vec::with_capacity(entries.len() + 8);
+        prost::encoding::encode_key(
+            PAYLOAD_SERVICE_STATUS_RESPONSE,
+            prost::encoding::WireType::LengthDelimited,
+            &mut payload,
+        );
+        prost::encoding::encode_varint(entries.len() as u64, &mut payload);
+        payload.extend_from_slice(&entries);
+        Arc::from(payload)
+    }
+
+    pub(super) fn status_entry(&self, service: &Service) -> service_status_response::Service {
+        service_status_response::Service {
+            id: service.config.id.clone(),
+            status: self.colour_of(service),
+            instances: service
+                .instances
+                .iter()
+                .map(|i| instance_status(i, &self.clock))
+                .collect(),
+        }
+    }
+
+    /// Node info. Without details and with everything green, its payload
+    /// is kept encoded: only the configuration's versions in it can
+    /// change, and they are checked on each use.
+    pub(super) fn node_info(&self, details: bool) -> Body {
+        let subsystems = self.subsystems(details);
+        if details || !subsystems.is_empty() {
+            let response = self.node_info_response(subsystems, details);
+            return Body::Message(Some(Payload::NodeInfoResponse(response)));
+        }
+        let encode = || {
+            let mut payload = Vec::new();
+            let response = self.node_info_response(Vec::new(), false);
+            prost::encoding::message::encode(PAYLOAD_NODE_INFO_RESPONSE, &response, &mut payload);
+            Arc::<[u8]>::from(payload)
+        };
+        let mut cache = self.green_node_info.borrow_mut();
+        let (effective, symbolic) = (&self.config.effective_version, &self.config.node.label);
+        match &*cache {
+            Some(green) if green.effective == *effective && green.symbolic == *symbolic => {
+                debug_assert!(
+                    green.payload == encode(),
+                    "the cached node info no longer matches the node"
+                );
+                Body::Encoded(green.payload.clone())
+            }
+            _ => {
+                let payload = encode();
+                *cache = Some(GreenNodeInfo {
+                    effective: effective.clone(),
+                    symbolic: symbolic.clone(),
+                    payload: payload.clone(),
+                });
+                Body::Encoded(payload)
+            }
+        }
+    }
+
+    pub(super) fn node_info_response(
+        &self,
+        subsystems: Vec<node_info_response::SubSystem>,
+        details: bool,
+    ) -> NodeInfoResponse {
+        NodeInfoResponse {
+            node: Some(node_info_response::NodeInfo {
+                name: self.identity.name.clone(),
+                version: node_info_response::NodeVersion {
+                    commit: self.identity.commit.clone(),
+                    taint: Some(self.identity.taint.clone()),
+                    version: Some(self.identity.version.clone()),
+                },
+                config: Some(node_info_response::ConfigVersion {
+                    effective: self.config.effective_version.clone(),
+                    symbolic: self.config.node.label.clone(),
+                }),
+            }),
+            overall: Some(overall(&subsystems)),
+            details: if details { subsystems } else { Vec::new() },
+        }
+    }
+
+    /// The node's subsystems, or without `details` only those that are
+    /// not green: all that the overall status needs, so that a plain node
+    /// info formats no text for what is well.
+    pub(super) fn subsystems(&self, details: bool) -> Vec<node_info_response::SubSystem> {
+        let mut subsystems = Vec::new();
+        let mut add = |name: &str, status: node_info_response::SystemStatus| {
+            if details || status.colour != StatusColour::Green as i32 {
+                subsystems.push(node_info_response::SubSystem {
+                    name: name.to_owned(),
+                    status,
+                });
+            }
+        };
+        // Green reasons are only read in details.
+        let green = |reason: &dyn Fn() -> String| {
+            let reason = if details { reason() } else { String::new() };
+            system_status(StatusColour::Green, StatusCode::Ok, reason)
+        };
+        let daemon = if self.shutdown.is_some() {
+            system_status(
+                StatusColour::Yellow,
+                StatusCode::ShuttingDown,
+                "shutting down".to_owned(),
+            )
+        } else {
+            green(&|| format!("running as {}", self.identity.user))
+        };
+        let spawner = if self.spawner_alive {
+            green(&|| format!("running ({})", self.identity.spawner_mode))
+        } else {
+            system_status(
+                StatusColour::Red,
+                StatusCode::RoleDown,
+                format!("the spawner ({}) is gone", self.identity.spawner_mode),
+            )
+        };
+        let config = match &self.reload_error {
+            None => green(&|| {
+                format!(
+                    "loaded {} ({}) from {}",
+                    self.config.effective_version,
+                    self.config.node.label,
+                    self.config.dir.display()
+                )
+            }),
+            Some(error) => system_status(
+                StatusColour::Red,
+                StatusCode::ConfigInvalid,
+                format!(
+                    "the last reload failed, {} still runs: {error}",
+                    self.config.effective_version
+                ),
+            ),
+        };
+        add("daemon", daemon);
+        add("manager", green(&|| "running".to_owned()));
+        add("spawner", spawner);
+        add("io", green(&|| "running".to_owned()));
+        add("config", config);
+        add("state", self.state_status(details));
+        for service in self.services.values() {
+            if details || !self.is_green(service) {
+                add(&service.config.id, self.colour_of(service));
+            }
+        }
+        subsystems
+    }
+
+    /// The `state` subsystem: red while the record cannot be written,
+    /// yellow when the one found at start was ignored.
+    pub(super) fn state_status(
+        &self,
+        details: bool,
+    ) -> public_api::node_info_response::SystemStatus {
+        let health = &self.record_health;
+        let dir = self.config.node.state_dir.display();
+        match (&health.write_error, &health.unreadable_at_start) {
+            (Some(error), _) => system_status(
+                StatusColour::Red,
+                StatusCode::Failed,
+                format!("{error}; a node crash now forgets what changed since the last write"),
+            ),
+            (None, Some(error)) => system_status(
+                StatusColour::Yellow,
+                StatusCode::Failed,
+                format!("ignored at start, nothing adopted: {error}"),
+            ),
+            (None, None) if !details => {
+                system_status(StatusColour::Green, StatusCode::Ok, String::new())
+            }
+            (None, None) => system_status(
+                StatusColour::Green,
+                StatusCode::Ok,
+                format!(
+                    "record in {dir}; {} instances adopted at start",
+                    health.adopted
+                ),
+            ),
+        }
+    }
+
+    pub(super) fn trace(&self, correlation: &str) -> TraceResponse {
+        let table = self.tracer.lock();
+        match table.get(correlation) {
+            Some((state, hops)) => TraceResponse {
+                state: state.as_str().to_owned(),
+                hops: hops
+                    .iter()
+                    .map(|hop| trace_response::Hop {
+                        at_unix_us: hop.at_unix_us,
+                        from_role: hop.from.as_str().to_owned(),
+                        to_role: hop.to.as_str().to_owned(),
+                        protocol: hop.protocol.as_str().to_owned(),
+                        code: hop.code.to_owned(),
+                    })
+                    .collect(),
+            },
+            None => TraceResponse {
+                state: "unknown".to_owned(),
+                hops: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Checks that a request carries the payload its code requires, and no
+/// other.
+fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestError> {
+    let (required, fits) = match (code, payload) {
+        (Code::NodeInfoRequest, None | Some(Payload::NodeInfoRequest(_))) => (false, true),
+        (Code::ServiceStatusRequest, None | Some(Payload::ServiceStatusRequest(_))) => {
+            (false, true)
+        }
+        (Code::Introduce | Code::Shutdown | Code::ConfigReload | Code::Subscribe, None) => {
+            (false, true)
+        }
+        (Code::ServiceStart, Some(Payload::ServiceStart(_)))
+        | (Code::ServiceStop, Some(Payload::ServiceStop(_)))
+        | (Code::ServiceRestart, Some(Payload::ServiceRestart(_)))
+        | (Code::TraceRequest, Some(Payload::TraceRequest(_))) => (true, true),
+        (
+            Code::ServiceStart | Code::ServiceStop | Code::ServiceRestart | Code::TraceRequest,
+            None,
+        ) => (true, false),
+        (
+            Code::Ack
+            | Code::NodeInfoResponse
+            | Code::ServiceStatusResponse
+            | Code::TraceResponse
+            | Code::Error
+            | Code::Event,
+            _,
+        ) => (false, true),
+        _ => (false, false),
+    };
+    if fits {
+        return Ok(());
+    }
+    let reason = match payload {
+        None if required => format!("{} requires its payload", code.as_str_name()),
+        _ => format!(
+            "{} does not take the payload it was sent",
+            code.as_str_name()
+        ),
+    };
+    Err(RequestError::new(Kind::BadRequest, reason))
+}
