@@ -472,6 +472,11 @@ pub fn now_unix_us() -> u64 {
         .map_or(0, |elapsed| elapsed.as_micros() as u64)
 }
 
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn now_unix_ms() -> u64 {
+    now_unix_us() / 1000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

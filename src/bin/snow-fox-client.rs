@@ -15,13 +15,14 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lexopt::ValueExt;
 use snow_fox::client::bench::{self, BenchError, BenchOptions, Progress, RequestKind, Until};
 use snow_fox::client::json::{self, JsonObject};
 use snow_fox::client::{Client, ClientError, render};
 use snow_fox::conf::{parse_duration, paths};
+use snow_fox::trace::now_unix_ms;
 use snow_fox::wire::proto::public_api::ServiceStatusResponse;
 
 const USAGE: &str = "\
@@ -706,14 +707,6 @@ fn watch(client: &mut Client, printer: &mut Printer) -> Result<(), CliError> {
     loop {
         printer.reply(&client.next_event()?, json::event, render::event_line)?;
     }
-}
-
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
 }
 
 fn show_logs(options: &LogsOptions, out: &mut dyn Write) -> Result<(), CliError> {

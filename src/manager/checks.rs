@@ -39,7 +39,7 @@ use crate::trace::Role;
 use crate::wire::proto::manager_spawner as ms;
 
 use super::instance::{Event, State};
-use super::{Asked, Manager, spawner_message};
+use super::{Asked, Manager};
 
 /// TCP checks waiting for the `sf-checks` thread, at most.
 const TCP_QUEUE: usize = 256;
@@ -291,7 +291,7 @@ impl Manager {
 
     /// Kills a check command's process group; its end is then ignored.
     fn kill_check(&mut self, pid: u32) {
-        let message = spawner_message(
+        let message = ms::Message::new(
             ms::message::Code::SignalProcess,
             None,
             ms::message::Payload::SignalProcess(ms::SignalProcess {
@@ -395,7 +395,7 @@ impl Manager {
                     Stage::Ready => service.operations[*index as usize].clone(),
                     Stage::Health => None,
                 };
-                let message = spawner_message(
+                let message = ms::Message::new(
                     ms::message::Code::StartProcess,
                     correlation,
                     ms::message::Payload::StartProcess(request),

@@ -585,7 +585,7 @@ impl Manager {
         let correlation = service.operations[index].clone();
         let (message, asked) = match effect {
             Effect::Watch { pid } => (
-                spawner_message(
+                ms::Message::new(
                     ms::message::Code::AdoptProcess,
                     correlation,
                     ms::message::Payload::AdoptProcess(ms::AdoptProcess {
@@ -598,7 +598,7 @@ impl Manager {
                 Asked::Watch { pid },
             ),
             Effect::Spawn => (
-                spawner_message(
+                ms::Message::new(
                     ms::message::Code::StartProcess,
                     correlation,
                     ms::message::Payload::StartProcess(self.start_process(&service.config, index)),
@@ -609,7 +609,7 @@ impl Manager {
                 },
             ),
             Effect::Signal { pid, signal } => (
-                spawner_message(
+                ms::Message::new(
                     ms::message::Code::SignalProcess,
                     correlation,
                     ms::message::Payload::SignalProcess(ms::SignalProcess {
@@ -644,7 +644,7 @@ impl Manager {
     /// Queues the reloaded service table for the spawner, ahead of the
     /// starts it allows. It is not answered, so nothing is asked.
     fn send_service_table(&mut self, correlation: &str) {
-        let message = spawner_message(
+        let message = ms::Message::new(
             ms::message::Code::ServiceTable,
             Some(correlation.to_owned()),
             ms::message::Payload::ServiceTable(service_table(&self.config)),
@@ -1129,18 +1129,6 @@ fn waiter_outcome(service: &Service, goal: Goal) -> Option<Result<(), RequestErr
             });
             settled.then_some(Ok(()))
         }
-    }
-}
-
-fn spawner_message(
-    code: ms::message::Code,
-    correlation_id: Option<String>,
-    payload: ms::message::Payload,
-) -> ms::Message {
-    ms::Message {
-        code: code as i32,
-        correlation_id,
-        payload: Some(payload),
     }
 }
 

@@ -125,7 +125,7 @@ use crossbeam_channel::{Receiver, RecvError, Sender, never, select};
 
 use crate::conf;
 use crate::sys::{self, ExitStatusKind};
-use crate::trace::{Role, Tracer, now_unix_us};
+use crate::trace::{Role, Tracer, now_unix_ms};
 use crate::wire::proto::{daemon_spawner as ds, manager_spawner as ms};
 use ds::service_table::output as table_output;
 use ms::message::{Code, Payload};
@@ -372,7 +372,7 @@ impl Spawner {
                     Ok(code) => format!("the spawner does not take {}", code.as_str_name()),
                     Err(_) => format!("unknown manager_spawner code {}", message.code),
                 };
-                self.send_to_manager(error_reply(correlation_id, reason));
+                self.send_to_manager(ms::Message::error(correlation_id, reason));
                 Ok(())
             }
         }
@@ -383,7 +383,7 @@ impl Spawner {
         let instance = request.instance.unwrap_or_default();
         if let Err(reason) = self.allow(&service_id, request) {
             log::warn!("spawner: refused to start {service_id}#{instance}: {reason}");
-            self.send_to_manager(error_reply(correlation_id, reason));
+            self.send_to_manager(ms::Message::error(correlation_id, reason));
             return;
         }
         let launched = match launch::launch(request) {
@@ -395,7 +395,7 @@ impl Spawner {
                     correlation_id.clone(),
                     format!("start of {service_id}#{instance} refused: {reason}"),
                 );
-                self.send_to_manager(error_reply(correlation_id, reason));
+                self.send_to_manager(ms::Message::error(correlation_id, reason));
                 return;
             }
         };
@@ -425,7 +425,7 @@ impl Spawner {
                 last_request: correlation_id.clone(),
             },
         );
-        self.send_to_manager(message(
+        self.send_to_manager(ms::Message::new(
             Code::ProcessStarted,
             correlation_id,
             Some(Payload::ProcessStarted(ms::ProcessStarted {
@@ -584,9 +584,9 @@ impl Spawner {
                     process.instance
                 );
                 self.adopted.insert(pid, (process, pidfd));
-                message(Code::Ack, correlation_id, None)
+                ms::Message::new(Code::Ack, correlation_id, None)
             }
-            Err(reason) => error_reply(correlation_id, reason),
+            Err(reason) => ms::Message::error(correlation_id, reason),
         };
         self.send_to_manager(reply);
     }
@@ -652,7 +652,7 @@ impl Spawner {
                     .children
                     .get(&pid)
                     .and_then(|child| child.last_request.clone());
-                self.send_to_manager(message(
+                self.send_to_manager(ms::Message::new(
                     Code::ProcessReady,
                     correlation_id,
                     Some(Payload::ProcessReady(ms::ProcessReady { pid })),
@@ -683,10 +683,10 @@ impl Spawner {
             process.last_request.clone_from(&correlation_id);
         }
         let reply = match self.send_signal(request) {
-            Ok(()) => message(Code::Ack, correlation_id, None),
+            Ok(()) => ms::Message::new(Code::Ack, correlation_id, None),
             Err(reason) => {
                 log::warn!("spawner: signal refused: {reason}");
-                error_reply(correlation_id, reason)
+                ms::Message::error(correlation_id, reason)
             }
         };
         self.send_to_manager(reply);
@@ -751,7 +751,7 @@ impl Spawner {
         exit_code: Option<i32>,
         exit_signal: Option<i32>,
     ) {
-        let exited = message(
+        let exited = ms::Message::new(
             Code::ProcessExited,
             last_request,
             Some(Payload::ProcessExited(ms::ProcessExited {
@@ -818,7 +818,7 @@ impl Spawner {
     /// Sends a `LogMessage`; its `level` is `log::Level`'s number
     /// (1 error, 2 warn, 3 info, 4 debug, 5 trace).
     fn log_to_manager(&mut self, level: log::Level, correlation_id: Option<String>, text: String) {
-        self.send_to_manager(message(
+        self.send_to_manager(ms::Message::new(
             Code::LogMessage,
             correlation_id,
             Some(Payload::LogMessage(ms::LogMessage {
@@ -926,27 +926,6 @@ fn watch(request: &ms::AdoptProcess) -> Result<OwnedFd, String> {
         )),
         Err(error) => Err(format!("cannot read the start time of pid {pid}: {error}")),
     }
-}
-
-fn message(code: Code, correlation_id: Option<String>, payload: Option<Payload>) -> ms::Message {
-    ms::Message {
-        code: code as i32,
-        correlation_id,
-        payload,
-    }
-}
-
-fn error_reply(correlation_id: Option<String>, reason: String) -> ms::Message {
-    message(
-        Code::Error,
-        correlation_id,
-        Some(Payload::Error(ms::Error { reason })),
-    )
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_unix_ms() -> u64 {
-    now_unix_us() / 1000
 }
 
 /// Why the spawner ended other than by the daemon's `Shutdown`.

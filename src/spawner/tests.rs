@@ -109,7 +109,7 @@ impl Harness {
         self.next_id += 1;
         let id = format!("test:{}", self.next_id);
         self.to_spawner
-            .send(message(code, Some(id.clone()), Some(payload)))
+            .send(ms::Message::new(code, Some(id.clone()), Some(payload)))
             .unwrap();
         id
     }
@@ -164,7 +164,7 @@ impl Harness {
     fn send_table(&mut self, table: ds::ServiceTable) {
         let table = Payload::ServiceTable(table);
         self.to_spawner
-            .send(message(Code::ServiceTable, None, Some(table)))
+            .send(ms::Message::new(Code::ServiceTable, None, Some(table)))
             .unwrap();
     }
 

@@ -142,6 +142,31 @@ pub fn error_reply(
     }
 }
 
+impl manager_spawner::Message {
+    /// A message of `code` under `correlation_id`, with `payload` (a
+    /// payload or `None`).
+    pub fn new(
+        code: manager_spawner::message::Code,
+        correlation_id: Option<String>,
+        payload: impl Into<Option<manager_spawner::message::Payload>>,
+    ) -> Self {
+        manager_spawner::Message {
+            code: code as i32,
+            correlation_id,
+            payload: payload.into(),
+        }
+    }
+
+    /// An `Error` answer whose reason says what was refused or failed.
+    pub fn error(correlation_id: Option<String>, reason: String) -> Self {
+        Self::new(
+            manager_spawner::message::Code::Error,
+            correlation_id,
+            manager_spawner::message::Payload::Error(manager_spawner::Error { reason }),
+        )
+    }
+}
+
 /// Appends `message` to `out` as one frame.
 pub fn encode_frame<M: prost::Message>(message: &M, out: &mut Vec<u8>) {
     encode_frame_with(message, &[], out);
