@@ -12,14 +12,6 @@ use common::{Node, Setup, finished_trace, node_command, wait_for};
 /// nobody's uid on the Linux distributions CI runs.
 const NOBODY: &str = "65534";
 
-fn is_root() -> bool {
-    let root = status_field(std::process::id(), "Uid:").is_some_and(|ids| ids[1] == "0");
-    if !root {
-        eprintln!("skipped: privilege separation needs root");
-    }
-    root
-}
-
 /// A node running as nobody, with a root service and a nobody service.
 /// Its temp dir is opened to everyone so that nobody can bind its socket
 /// there (the socket is created by the node process, after it drops
@@ -92,10 +84,8 @@ fn kill(pids: &[u32]) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_unprivileged_node_and_a_root_spawner_start_services_as_configured() {
-    if !is_root() {
-        return;
-    }
     let mut node = start_separated("privsep-ids");
     let node_pid = node.pid() as u32;
     let spawner = spawner_pid(&node);
@@ -142,10 +132,8 @@ fn an_unprivileged_node_and_a_root_spawner_start_services_as_configured() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_trace_of_a_service_start_shows_the_hops_across_the_process_boundary() {
-    if !is_root() {
-        return;
-    }
     let mut node = start_separated("privsep-trace");
     let mut client = node.client();
     client.start("manual").unwrap();
@@ -173,10 +161,8 @@ fn a_trace_of_a_service_start_shows_the_hops_across_the_process_boundary() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn killing_the_spawner_process_shuts_the_node_down_with_a_failure_code() {
-    if !is_root() {
-        return;
-    }
     let mut node = start_separated("privsep-kill-spawner");
     let services = [
         service_pid(&node, "as_root"),
@@ -199,10 +185,8 @@ fn killing_the_spawner_process_shuts_the_node_down_with_a_failure_code() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn killing_the_node_process_leaves_services_running_and_the_spawner_exits() {
-    if !is_root() {
-        return;
-    }
     let mut node = start_separated("privsep-kill-node");
     let services = [
         service_pid(&node, "as_root"),
@@ -222,10 +206,8 @@ fn killing_the_node_process_leaves_services_running_and_the_spawner_exits() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_service_added_by_a_reload_is_allowed_by_the_spawner_process() {
-    if !is_root() {
-        return;
-    }
     let mut node = start_separated("privsep-reload");
     node.setup
         .write_service("added", "command = [\"/bin/sleep\", \"303\"]\n");
@@ -240,10 +222,8 @@ fn a_service_added_by_a_reload_is_allowed_by_the_spawner_process() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_unknown_node_user_stops_the_start_clearly() {
-    if !is_root() {
-        return;
-    }
     let setup = Setup::new("privsep-no-user");
     let conf = setup.conf();
     let node_toml = format!(
