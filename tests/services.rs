@@ -101,7 +101,8 @@ fn a_failing_service_backs_off_with_growing_delays_then_gives_up() {
         .start();
     let mut client = node.client();
     client.subscribe().unwrap();
-    node.client().start("flaky").unwrap();
+    let error = node.client().start("flaky").unwrap_err();
+    assert_eq!(error.node_kind(), Some(Kind::StartFailed), "{error}");
     let mut starts = Vec::new();
     let deadline = Instant::now() + common::DEADLINE;
     loop {
@@ -111,13 +112,13 @@ fn a_failing_service_backs_off_with_growing_delays_then_gives_up() {
             continue;
         }
         match event.state.as_str() {
-            "starting" => starts.push(Instant::now()),
+            "starting" => starts.push(event.at_unix_ms),
             "failed" => break,
             _ => {}
         }
     }
     assert_eq!(starts.len(), 4, "four failed starts, then failed");
-    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    let gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(
         gaps[1] > gaps[0] && gaps[2] > gaps[1],
         "delays grow: {gaps:?}"
@@ -260,7 +261,7 @@ fn a_command_that_does_not_exist_fails_to_spawn_and_the_node_stays_healthy() {
         .start();
     let mut client = node.client();
     let (kind, reason) = node_error(client.start("nope"));
-    assert_eq!(kind, Kind::SpawnFailed);
+    assert_eq!(kind, Kind::StartFailed);
     assert!(reason.contains("/usr/bin/nope-not-here"), "{reason}");
     let info = client.node_info(true).unwrap();
     let spawner = info.details.iter().find(|d| d.name == "spawner").unwrap();
@@ -521,7 +522,8 @@ fn status_follows_every_change_of_state() {
     assert_eq!(exited.instances[0].last_exit_code, Some(7));
     assert_eq!(exited.status.colour, StatusColour::Red as i32);
 
-    node.client().start("flaky").unwrap();
+    let error = node.client().start("flaky").unwrap_err();
+    assert_eq!(error.node_kind(), Some(Kind::StartFailed), "{error}");
     let failed = wait_for("flaky to give up", || {
         let shown = entry("flaky", false);
         (shown.instances[0].state == "failed").then_some(shown)

@@ -68,6 +68,28 @@ impl JsonObject {
         self
     }
 
+    /// Adds `true`, `false` or `null`.
+    pub fn optional_bool(self, key: &str, value: Option<bool>) -> JsonObject {
+        match value {
+            Some(value) => self.bool(key, value),
+            None => self.null(key),
+        }
+    }
+
+    /// Adds an array of strings.
+    pub fn strings(mut self, key: &str, values: &[String]) -> JsonObject {
+        self.key(key);
+        self.text.push('[');
+        for (position, value) in values.iter().enumerate() {
+            if position > 0 {
+                self.text.push(',');
+            }
+            push_string(&mut self.text, value);
+        }
+        self.text.push(']');
+        self
+    }
+
     /// Adds a nested object.
     pub fn object(mut self, key: &str, value: JsonObject) -> JsonObject {
         self.key(key);
@@ -176,6 +198,9 @@ pub fn service_status(status: &ServiceStatusResponse) -> String {
             status.services.iter().map(|service| {
                 JsonObject::new()
                     .string("id", &service.id)
+                    .optional_string("description", service.description.as_deref())
+                    .optional_bool("enabled", service.enabled)
+                    .optional_string("desired", service.desired.as_deref())
                     .object("status", system_status(&service.status))
                     .array(
                         "instances",
@@ -189,10 +214,15 @@ pub fn service_status(status: &ServiceStatusResponse) -> String {
                                 .optional_int("last_exit_code", instance.last_exit_code)
                                 .optional_int("last_exit_signal", instance.last_exit_signal)
                                 .bool("adopted", instance.adopted())
+                                .optional_string("reason", instance.reason.as_deref())
                         }),
                     )
             }),
         )
+        .strings("added", &status.added)
+        .strings("changed", &status.changed)
+        .strings("removed", &status.removed)
+        .strings("unchanged", &status.unchanged)
         .finish()
 }
 
@@ -315,12 +345,17 @@ mod tests {
                     last_exit_code: None,
                     last_exit_signal: Some(15),
                     adopted: None,
+                    reason: Some("started as pid 12".into()),
                 }],
+                description: None,
+                enabled: Some(true),
+                desired: Some("auto".into()),
             }],
+            ..ServiceStatusResponse::default()
         };
         assert_eq!(
             service_status(&status),
-            r#"{"services":[{"id":"web","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false}]}]}"#
+            r#"{"services":[{"id":"web","description":null,"enabled":true,"desired":"auto","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false,"reason":"started as pid 12"}]}],"added":[],"changed":[],"removed":[],"unchanged":[]}"#
         );
     }
 

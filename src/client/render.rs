@@ -22,7 +22,7 @@ pub fn colour_word(colour: i32) -> &'static str {
 /// The status table, one row per instance, like `supervisorctl status`.
 /// `now_unix_ms` is the clock the uptimes are measured against.
 pub fn status_table(services: &[Service], now_unix_ms: u64) -> String {
-    const HEADER: [&str; 7] = [
+    const HEADER: [&str; 8] = [
         "SERVICE",
         "INSTANCE",
         "STATE",
@@ -30,6 +30,7 @@ pub fn status_table(services: &[Service], now_unix_ms: u64) -> String {
         "UPTIME",
         "RESTARTS",
         "LAST EXIT",
+        "REASON",
     ];
     let mut table = Table::with_header(&HEADER);
     for service in services {
@@ -60,6 +61,7 @@ pub fn status_table(services: &[Service], now_unix_ms: u64) -> String {
                 uptime,
                 or_dash(instance.restarts),
                 last_exit(instance.last_exit_code, instance.last_exit_signal),
+                instance.reason.clone().unwrap_or_else(|| "-".to_owned()),
             ]);
         }
     }
@@ -326,6 +328,7 @@ mod tests {
                         last_exit_code: None,
                         last_exit_signal: None,
                         adopted: None,
+                        reason: Some("started as pid 4242".into()),
                     },
                     Instance {
                         index: 1,
@@ -336,20 +339,23 @@ mod tests {
                         last_exit_code: None,
                         last_exit_signal: Some(9),
                         adopted: None,
+                        reason: Some("backoff 2s (signal 9 (KILL), 3rd failure)".into()),
                     },
                 ],
+                ..Service::default()
             },
             Service {
                 id: "database".into(),
                 status: green("stopped"),
                 instances: Vec::new(),
+                ..Service::default()
             },
         ];
         let expected = "\
-SERVICE   INSTANCE  STATE    PID   UPTIME   RESTARTS  LAST EXIT
-web       0         running  4242  0:01:23  0         -
-web       1         backoff  -     -        3         signal 9
-database  -         -        -     -        -         -";
+SERVICE   INSTANCE  STATE    PID   UPTIME   RESTARTS  LAST EXIT  REASON
+web       0         running  4242  0:01:23  0         -          started as pid 4242
+web       1         backoff  -     -        3         signal 9   backoff 2s (signal 9 (KILL), 3rd failure)
+database  -         -        -     -        -         -          -";
         assert_eq!(status_table(&services, now), expected);
     }
 

@@ -28,6 +28,7 @@ pub use error::{ConfigError, ConfigProblem};
 pub use node::NodeConfig;
 pub use service::{
     Health, OnNodeExit, Output, Probe, Readiness, ReadySignal, RestartPolicy, ServiceConfig,
+    signal_by_name, signal_name,
 };
 
 /// A loaded, valid configuration.

@@ -20,7 +20,7 @@ const MAX_ID_LEN: usize = 64;
 
 const COMMAND_FORM: &str = "an array of strings, e.g. [\"/bin/sleep\", \"60\"]; no shell is used";
 
-const SIGNALS: [(&str, i32); 7] = [
+const SIGNALS: [(&str, i32); 15] = [
     ("TERM", libc::SIGTERM),
     ("INT", libc::SIGINT),
     ("HUP", libc::SIGHUP),
@@ -28,14 +28,25 @@ const SIGNALS: [(&str, i32); 7] = [
     ("KILL", libc::SIGKILL),
     ("USR1", libc::SIGUSR1),
     ("USR2", libc::SIGUSR2),
+    ("ABRT", libc::SIGABRT),
+    ("ALRM", libc::SIGALRM),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("WINCH", libc::SIGWINCH),
+    ("SEGV", libc::SIGSEGV),
+    ("PIPE", libc::SIGPIPE),
 ];
 /// SIGRTMAX on Linux.
 const HIGHEST_SIGNAL: i32 = 64;
-const SIGNAL_FORM: &str = "a signal name (\"TERM\", \"INT\", \"HUP\", \"QUIT\", \"KILL\", \"USR1\", \"USR2\", with or without \"SIG\") or a number from 1 to 64";
+const SIGNAL_FORM: &str = "a signal name (\"TERM\", \"INT\", \"HUP\", \"QUIT\", \"KILL\", \"USR1\", \"USR2\", ..., with or without \"SIG\") or a number from 1 to 64";
 
 const OUTPUT_FORM: &str = "\"log\" (a file in the log dir), \"null\", \"inherit\" or a file path (relative to the log dir)";
 
 const MIB: u64 = 1024 * 1024;
+
+/// `start_grace` when not given.
+const DEFAULT_START_GRACE: Duration = Duration::from_millis(300);
 
 const IDS_FORM: &str = "an array of service ids, e.g. [\"db\"]";
 const READY_FORM: &str = "\"started\", or a table with one of fd, command or tcp, e.g. { fd = 3 }, { command = [\"/bin/check\"] }, { tcp = \"127.0.0.1:8080\" }";
@@ -108,6 +119,12 @@ pub struct ServiceConfig {
     /// `health`: a liveness check that restarts the instance when it fails
     /// too often in a row (default: none).
     pub health: Option<Health>,
+    /// `start_grace`: with `ready = "started"`, how long an instance must
+    /// run before a `start` counts it as started (default 300ms), so that
+    /// a program that exits at once fails its start.
+    pub start_grace: Duration,
+    /// `description`: a line about it for people (default: none).
+    pub description: Option<String>,
 }
 
 /// When a started instance counts as ready: `ready = "started"` or
@@ -338,7 +355,14 @@ pub(super) fn parse(
         after: doc.text_list("after", IDS_FORM).unwrap_or_default(),
         ready: readiness(&mut doc),
         health: health(&mut doc),
+        start_grace: doc.duration("start_grace").unwrap_or(DEFAULT_START_GRACE),
+        description: doc.text("description"),
     };
+    let mut service = service;
+    if let Some(env_file) = doc.path("env_file", conf_dir) {
+        let line = doc.line_of("env_file");
+        read_env_file(&env_file, file, line, &mut service.env, problems);
+    }
     check_backoff(&mut doc, &service);
     let lines = DependencyLines {
         requires: doc.line_of("requires"),
@@ -346,6 +370,60 @@ pub(super) fn parse(
     };
     problems.extend(doc.finish());
     Some((service, lines))
+}
+
+/// Adds the variables of `env_file` (`KEY=VALUE` lines; blank lines and
+/// lines starting with `#` are skipped; no quotes, no expansion, no
+/// shell) to `env`, where `env` does not set them already: the service
+/// file's own `env` wins. Problems name the env file and its line; one
+/// reading it names the service `file`'s `env_file` line.
+fn read_env_file(
+    env_file: &Path,
+    file: &Path,
+    line: Option<usize>,
+    env: &mut BTreeMap<String, String>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let text = match std::fs::read_to_string(env_file) {
+        Ok(text) => text,
+        Err(error) => {
+            problems.push(ConfigProblem {
+                file: file.to_owned(),
+                line,
+                key: Some("env_file".to_owned()),
+                message: format!("cannot read {}: {error}", env_file.display()),
+            });
+            return;
+        }
+    };
+    for (at, content) in text.lines().enumerate() {
+        let trimmed = content.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let problem = |message: String, key: Option<String>| ConfigProblem {
+            file: env_file.to_owned(),
+            line: Some(at + 1),
+            key,
+            message,
+        };
+        match trimmed.split_once('=') {
+            Some((name, value)) if !name.is_empty() && !name.contains(['\0', ' ', '\t']) => {
+                if value.contains('\0') {
+                    problems.push(problem(
+                        "a value may not hold a NUL character".to_owned(),
+                        Some(name.to_owned()),
+                    ));
+                } else if !env.contains_key(name) {
+                    env.insert(name.to_owned(), value.to_owned());
+                }
+            }
+            _ => problems.push(problem(
+                format!("expected KEY=VALUE, found `{}`", content.trim()),
+                None,
+            )),
+        }
+    }
 }
 
 /// The required, non-empty argv; empty (with a problem recorded) otherwise.
@@ -595,16 +673,33 @@ fn to_env_value(value: &DeValue<'_>) -> Result<String, String> {
     }
 }
 
+/// The number of signal `text`: a name such as "TERM", "sigterm" or
+/// "SIGTERM", or a number from 1 to 64.
+pub fn signal_by_name(text: &str) -> Option<i32> {
+    let name = text.to_ascii_uppercase();
+    let short = name.strip_prefix("SIG").unwrap_or(&name);
+    SIGNALS
+        .iter()
+        .find(|(known, _)| *known == short)
+        .map(|(_, signal)| *signal)
+        .or_else(|| {
+            text.parse::<i32>()
+                .ok()
+                .filter(|number| (1..=HIGHEST_SIGNAL).contains(number))
+        })
+}
+
+/// The short name ("TERM") of signal `signal`, where it has one here.
+pub fn signal_name(signal: i32) -> Option<&'static str> {
+    SIGNALS
+        .iter()
+        .find(|(_, known)| *known == signal)
+        .map(|(name, _)| *name)
+}
+
 fn to_signal(value: &DeValue<'_>) -> Result<i32, String> {
     let signal = match value {
-        DeValue::String(name) => {
-            let name = name.to_ascii_uppercase();
-            let short = name.strip_prefix("SIG").unwrap_or(&name);
-            SIGNALS
-                .iter()
-                .find(|(known, _)| *known == short)
-                .map(|(_, signal)| *signal)
-        }
+        DeValue::String(name) => signal_by_name(name).filter(|_| name.parse::<i32>().is_err()),
         _ => whole_number(value)
             .and_then(|number| i32::try_from(number).ok())
             .filter(|number| (1..=HIGHEST_SIGNAL).contains(number)),
@@ -689,6 +784,8 @@ pub(super) mod tests {
                     timeout: Duration::from_secs(30),
                 },
                 health: None,
+                start_grace: Duration::from_millis(300),
+                description: None,
             }
         );
     }

@@ -470,6 +470,13 @@ impl Manager {
             }
             (Stage::Ready, Err(reason)) => {
                 log::debug!("{id}.{index} (pid {pid}) not ready yet: {what}: {reason}");
+                if let Some(instance) = self
+                    .services
+                    .get_mut(id)
+                    .and_then(|service| service.instances.get_mut(*index as usize))
+                {
+                    instance.not_ready_detail = Some(format!("{what}: {reason}"));
+                }
             }
             (Stage::Health, Ok(())) => {
                 if checking.failures > 0 {

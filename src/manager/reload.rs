@@ -74,7 +74,7 @@ impl Manager {
             self.services
                 .insert(id.clone(), Service::new(config, version, now));
             if autostart {
-                self.start_with_requirements(&id, correlation, now);
+                self.start_with_requirements(&id, correlation, false, now);
             }
         }
         Ok(self.status_of(self.services.values()))
@@ -123,7 +123,7 @@ impl Manager {
                 self.record_changed = true;
                 log::info!("{id} now runs its new definition");
                 if start {
-                    self.start_with_requirements(id, &correlation, now);
+                    self.start_with_requirements(id, &correlation, false, now);
                 }
             }
             None => {}

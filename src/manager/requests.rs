@@ -159,8 +159,10 @@ impl Manager {
         } else {
             Goal::Up
         };
-        if let Some(service) = self.services.get_mut(id) {
-            service.desired = Some(event != Event::Stop);
+        if event == Event::Stop
+            && let Some(service) = self.services.get_mut(id)
+        {
+            service.desired = Some(Wish::Down);
             self.record_changed = true;
         }
         let deadline = now + self.patience(id, goal);
@@ -168,11 +170,15 @@ impl Manager {
         // it still waits.
         let held = self.services[id].hold.is_some();
         let along = if event == Event::Start || (event == Event::Restart && held) {
-            self.start_with_requirements(id, correlation, now);
+            self.start_with_requirements(id, correlation, true, now);
             Vec::new()
         } else if event == Event::Stop {
             self.stop_with_dependents(id, correlation, now)
         } else {
+            if let Some(service) = self.services.get_mut(id) {
+                service.desired = Some(Wish::Up);
+                self.record_changed = true;
+            }
             self.drive(id, event, correlation, now);
             Vec::new()
         };
@@ -183,6 +189,7 @@ impl Manager {
             goal,
             deadline,
             along,
+            recheck: None,
         });
         self.settle_waiters(id);
         Ok(None)
@@ -233,9 +240,10 @@ impl Manager {
             if matches!(service.hold, Some(Hold::Start { .. })) {
                 encode(&mut entries);
             } else {
+                let shown = (service.desired.map(Wish::as_str), service.is_enabled());
                 service
                     .status_entry
-                    .append(&service.instances, encode, &mut entries);
+                    .append(shown, &service.instances, encode, &mut entries);
             }
         }
         let mut payload = Vec::with_capacity(entries.len() + 8);
@@ -250,14 +258,30 @@ impl Manager {
     }
 
     pub(super) fn status_entry(&self, service: &Service) -> service_status_response::Service {
+        let waiting = match service.hold {
+            Some(Hold::Start { .. }) => {
+                let waiting = self.waiting_for(&service.config.id);
+                (!waiting.is_empty()).then(|| format!("waiting for {}", waiting.join(", ")))
+            }
+            _ => None,
+        };
         service_status_response::Service {
             id: service.config.id.clone(),
             status: self.colour_of(service),
             instances: service
                 .instances
                 .iter()
-                .map(|i| instance_status(i, &self.clock))
+                .map(|i| {
+                    let mut shown = instance_status(i, &self.clock);
+                    if waiting.is_some() && i.state.is_down() {
+                        shown.reason.clone_from(&waiting);
+                    }
+                    shown
+                })
                 .collect(),
+            description: service.config.description.clone(),
+            enabled: Some(service.is_enabled()),
+            desired: Some(service.desired.map_or("auto", Wish::as_str).to_owned()),
         }
     }
 

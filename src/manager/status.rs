@@ -2,6 +2,10 @@
 //! the node in `NodeInfoResponse` and `ServiceStatusResponse`.
 
 use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::wire::proto::public_api::node_info_response::{SubSystem, SystemStatus};
@@ -223,13 +227,15 @@ pub fn instance_status(instance: &Instance, clock: &Clock) -> service_status_res
         last_exit_code,
         last_exit_signal,
         adopted: instance.adopted.then_some(true),
+        reason: Some(instance.reason.clone()),
     }
 }
 
 /// What an instance's `ServiceStatusResponse` entry is built from, to tell
 /// whether a cached encoding still shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct InstanceShown {
+    reason: String,
     index: u32,
     state: State,
     pid: Option<u32>,
@@ -242,6 +248,7 @@ struct InstanceShown {
 impl InstanceShown {
     fn of(instance: &Instance) -> InstanceShown {
         InstanceShown {
+            reason: instance.reason.clone(),
             index: instance.index,
             state: instance.state,
             pid: instance.pid,
@@ -264,16 +271,28 @@ impl InstanceShown {
 /// while the service's colour depends on other services).
 #[derive(Debug, Default)]
 pub struct EntryCache {
-    entry: RefCell<Option<(Vec<InstanceShown>, Vec<u8>)>>,
+    entry: RefCell<Option<(ServiceShown, Vec<InstanceShown>, Vec<u8>)>>,
 }
 
+/// What a service's entry shows besides its instances: its desired state
+/// and whether it is enabled.
+pub type ServiceShown = (Option<&'static str>, bool);
+
 impl EntryCache {
-    /// Appends the entry for `instances` to `out`, encoding it with
-    /// `encode` only when an instance changed since it was last encoded.
-    pub fn append(&self, instances: &[Instance], encode: impl Fn(&mut Vec<u8>), out: &mut Vec<u8>) {
+    /// Appends the entry for a service shown as `service` with
+    /// `instances` to `out`, encoding it with `encode` only when something
+    /// it shows changed since it was last encoded.
+    pub fn append(
+        &self,
+        service: ServiceShown,
+        instances: &[Instance],
+        encode: impl Fn(&mut Vec<u8>),
+        out: &mut Vec<u8>,
+    ) {
         let mut entry = self.entry.borrow_mut();
-        let stale = !entry.as_ref().is_some_and(|(shown, _)| {
-            shown.len() == instances.len()
+        let stale = !entry.as_ref().is_some_and(|(shown_service, shown, _)| {
+            *shown_service == service
+                && shown.len() == instances.len()
                 && shown
                     .iter()
                     .zip(instances)
@@ -282,9 +301,13 @@ impl EntryCache {
         if stale {
             let mut bytes = Vec::new();
             encode(&mut bytes);
-            *entry = Some((instances.iter().map(InstanceShown::of).collect(), bytes));
+            *entry = Some((
+                service,
+                instances.iter().map(InstanceShown::of).collect(),
+                bytes,
+            ));
         }
-        if let Some((_, bytes)) = entry.as_ref() {
+        if let Some((_, _, bytes)) = entry.as_ref() {
             debug_assert!(
                 stale || {
                     let mut fresh = Vec::new();
@@ -296,4 +319,42 @@ impl EntryCache {
             out.extend_from_slice(bytes);
         }
     }
+}
+
+/// How much of the end of an output file [`file_tail`] reads.
+const TAIL_BYTES: u64 = 4096;
+/// How many of its last lines [`file_tail`] keeps, and how long each.
+const TAIL_LINES: usize = 3;
+const TAIL_LINE_CHARS: usize = 200;
+
+/// The last few non-empty lines of the output file at `path`, joined by
+/// " | ", for the reason of a failed start; `None` when there is no such
+/// regular file or it is empty. It is opened without following a symlink
+/// and without blocking (a FIFO put in its place would hang the manager),
+/// and only its last few KiB are read.
+pub fn file_tail(path: &Path) -> Option<String> {
+    let mut file: File = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let metadata = file.metadata().ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    let from = metadata.len().saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(from)).ok()?;
+    let mut bytes = Vec::new();
+    file.take(TAIL_BYTES).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<String> = text
+        .lines()
+        .skip(usize::from(from > 0))
+        .map(str::trim_end)
+        .filter(|line| !line.is_empty())
+        .map(|line| line.chars().take(TAIL_LINE_CHARS).collect())
+        .collect();
+    let keep = lines.len().saturating_sub(TAIL_LINES);
+    lines.drain(..keep);
+    (!lines.is_empty()).then(|| lines.join(" | "))
 }
