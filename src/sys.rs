@@ -457,6 +457,54 @@ pub fn lookup_uid(uid: u32) -> io::Result<Option<UserIds>> {
     )
 }
 
+/// A user's name, home and shell from the passwd database, for the
+/// `USER`, `LOGNAME`, `HOME` and `SHELL` of a service's environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// `pw_name`.
+    pub name: String,
+    /// `pw_dir`.
+    pub home: String,
+    /// `pw_shell`.
+    pub shell: String,
+}
+
+/// Looks user id `uid` up in the passwd database for its name, home and
+/// shell (`getpwuid_r`).
+pub fn lookup_account(uid: u32) -> io::Result<Option<Account>> {
+    lookup(
+        |entry: *mut libc::passwd, buffer, len, result| {
+            // SAFETY: `entry`, `buffer` (of `len` bytes) and `result` are
+            // valid and writable for the call.
+            unsafe { libc::getpwuid_r(uid, entry, buffer, len, result) }
+        },
+        |entry| {
+            let text = |field: *const c_char| {
+                if field.is_null() {
+                    return String::new();
+                }
+                // SAFETY: a non-null passwd string field points to a
+                // NUL-terminated string in the lookup's buffer, which
+                // outlives this read (see `lookup`).
+                unsafe { std::ffi::CStr::from_ptr(field) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            Account {
+                name: text(entry.pw_name),
+                home: text(entry.pw_dir),
+                shell: text(entry.pw_shell),
+            }
+        },
+    )
+}
+
+/// The process's effective group id.
+pub fn effective_gid() -> u32 {
+    // SAFETY: getegid takes no arguments and always succeeds.
+    unsafe { libc::getegid() }
+}
+
 /// Looks `name` up in the group database (`getgrnam_r`); its group id.
 pub fn lookup_group(name: &str) -> io::Result<Option<u32>> {
     let name = c_name(name, "group")?;

@@ -3,19 +3,28 @@
 //! Exit codes: 0 shut down as asked; 1 could not start (configuration,
 //! socket); 2 bad usage; 3 a role died and the node shut down.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use snow_fox::conf::Config;
 use snow_fox::daemon::{self, NodeOptions};
 
 const USAGE: &str = "\
 usage: snow-fox [--conf DIR] [--socket PATH] [--name NAME]
+       snow-fox --check [--conf DIR]
 
 Runs a snow-fox node: supervises the services of DIR/services/*.toml and
 serves the protobuf API on a UNIX socket.
 
 options:
   --conf DIR       configuration directory (default: ./conf)
+  --check          check the configuration and exit: the files' syntax and
+                   values, the dependency graph, and on this host that each
+                   user and group exists, each program exists and is
+                   executable by its service's user, each work dir can be
+                   entered by it and each output file's directory exists;
+                   prints every problem (file:line: key `k`: what) and exits
+                   1, or prints \"configuration OK\" and exits 0
   --socket PATH    socket path (default: node.toml's `socket`, else
                    $XDG_RUNTIME_DIR/snow-fox.sock, /tmp/snow-fox-$UID/snow-fox.sock,
                    or /run/snow-fox/snow-fox.sock as root)
@@ -28,6 +37,7 @@ choose how much (default: info).";
 
 enum Command {
     Run(NodeOptions),
+    Check(PathBuf),
     Help,
     Version,
 }
@@ -40,8 +50,10 @@ fn parse_args() -> Result<Command, lexopt::Error> {
         name: None,
     };
     let mut parser = lexopt::Parser::from_env();
+    let mut check = false;
     while let Some(arg) = parser.next()? {
         match arg {
+            Long("check") => check = true,
             Long("conf") => options.conf_dir = parser.value()?.into(),
             Long("socket") => options.socket = Some(parser.value()?.into()),
             Long("name") => options.name = Some(parser.value()?.string()?),
@@ -50,12 +62,42 @@ fn parse_args() -> Result<Command, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
+    if check {
+        return Ok(Command::Check(options.conf_dir));
+    }
     Ok(Command::Run(options))
+}
+
+/// `--check`: every problem on stdout, one a line; exit 1 if any.
+fn check(conf_dir: &Path) -> ExitCode {
+    match Config::load_checked(conf_dir) {
+        Ok(config) => {
+            println!(
+                "configuration OK: {} services in {} (version {})",
+                config.services.len(),
+                conf_dir.display(),
+                config.effective_version
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            for problem in &error.problems {
+                println!("{problem}");
+            }
+            eprintln!(
+                "snow-fox: {} problems in the configuration in {}",
+                error.problems.len(),
+                conf_dir.display()
+            );
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(Command::Run(options)) => options,
+        Ok(Command::Check(conf_dir)) => return check(&conf_dir),
         Ok(Command::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

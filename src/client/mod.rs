@@ -287,6 +287,56 @@ impl Client {
         )
     }
 
+    /// Sends `signal` (a name such as "HUP" or a number) to the process
+    /// group of each running instance of a service, or of `instance`.
+    pub fn signal(
+        &mut self,
+        service: &str,
+        signal: &str,
+        instance: Option<u32>,
+    ) -> Result<ServiceStatusResponse, ClientError> {
+        let request = Payload::ServiceSignal(public_api::ServiceSignal {
+            service_id: service.to_owned(),
+            signal: signal.to_owned(),
+            instance,
+        });
+        self.service_action(Code::ServiceSignal, request)
+    }
+
+    /// Turns a service's autostart on or off, for good (until its
+    /// definition changes); starts or stops nothing.
+    pub fn enable(
+        &mut self,
+        service: &str,
+        enabled: bool,
+    ) -> Result<ServiceStatusResponse, ClientError> {
+        let request = Payload::ServiceEnable(public_api::ServiceEnable {
+            service_id: service.to_owned(),
+            enabled,
+        });
+        self.service_action(Code::ServiceEnable, request)
+    }
+
+    /// A service's definition as the node loaded it.
+    pub fn definition(
+        &mut self,
+        service: &str,
+    ) -> Result<public_api::ServiceDefinitionResponse, ClientError> {
+        let request = Payload::ServiceDefinitionRequest(public_api::ServiceDefinitionRequest {
+            service_id: service.to_owned(),
+        });
+        let reply = self.request(Code::ServiceDefinitionRequest, Some(request))?;
+        take_payload(
+            reply,
+            Code::ServiceDefinitionResponse,
+            "a ServiceDefinitionResponse",
+            |payload| match payload {
+                Payload::ServiceDefinitionResponse(definition) => Some(definition),
+                _ => None,
+            },
+        )
+    }
+
     /// Subscribes this connection to service state changes; read them with
     /// [`Client::next_event`].
     pub fn subscribe(&mut self) -> Result<(), ClientError> {

@@ -14,6 +14,7 @@
 pub mod deps;
 mod document;
 mod error;
+pub mod host;
 mod node;
 pub mod paths;
 mod service;
@@ -28,7 +29,7 @@ pub use error::{ConfigError, ConfigProblem};
 pub use node::NodeConfig;
 pub use service::{
     Health, OnNodeExit, Output, Probe, Readiness, ReadySignal, RestartPolicy, ServiceConfig,
-    signal_by_name, signal_name,
+    expand, signal_by_name, signal_name,
 };
 
 /// A loaded, valid configuration.
@@ -49,6 +50,17 @@ pub struct Config {
     /// The state record keeps it to tell whether a process still running
     /// from before the node restarted was started from today's definition.
     pub service_versions: BTreeMap<String, String>,
+    /// Each service's file and its text as loaded, by id (`cat`).
+    pub sources: BTreeMap<String, ServiceSource>,
+}
+
+/// A service's file as it was loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSource {
+    /// The file's path, as reached from the conf dir given.
+    pub file: PathBuf,
+    /// Its text.
+    pub text: String,
 }
 
 impl Config {
@@ -90,6 +102,7 @@ impl Config {
         let mut services = BTreeMap::new();
         let mut service_versions = BTreeMap::new();
         let mut dependency_lines = BTreeMap::new();
+        let mut sources = BTreeMap::new();
         for relative in service_files(dir, &mut problems) {
             let file = dir.join(&relative);
             let id = relative
@@ -107,6 +120,13 @@ impl Config {
             let mut service_version = VersionHash::new();
             service_version.add(&relative, &text);
             service_versions.insert(id.clone(), service_version.finish());
+            sources.insert(
+                id.clone(),
+                ServiceSource {
+                    file: file.clone(),
+                    text: text.clone(),
+                },
+            );
             if let Some((service, lines)) =
                 service::parse(id, &file, &text, &conf_dir, &mut problems)
             {
@@ -123,8 +143,25 @@ impl Config {
                 services,
                 effective_version: version.finish(),
                 service_versions,
+                sources,
             }),
             _ => Err(ConfigError { problems }),
+        }
+    }
+}
+
+impl Config {
+    /// [`Config::load`], then the checks against this host
+    /// ([`host::check`]): users and groups exist, programs are executable,
+    /// work dirs can be entered, output directories exist. What the node
+    /// runs at start and on reload, and `snow-fox --check`.
+    pub fn load_checked(dir: &Path) -> Result<Config, ConfigError> {
+        let config = Config::load(dir)?;
+        let problems = host::check(&config);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
         }
     }
 }

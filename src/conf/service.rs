@@ -160,7 +160,41 @@ pub enum Probe {
     /// and environment) that passes when it exits 0.
     Command(Vec<String>),
     /// `tcp`: passes when a TCP connection to the address is accepted.
-    Tcp(SocketAddr),
+    /// As written: it may hold `{instance}` and `{id}` (see
+    /// [`ServiceConfig::for_instance`]); [`Probe::tcp_address`] reads it.
+    Tcp(String),
+}
+
+impl Probe {
+    /// The address of a `tcp` probe, once `{instance}` and `{id}` are
+    /// replaced; `None` for a command, or text that is not an address
+    /// (which a loaded configuration does not hold).
+    pub fn tcp_address(&self) -> Option<SocketAddr> {
+        match self {
+            Probe::Tcp(text) => text.parse().ok(),
+            Probe::Command(_) => None,
+        }
+    }
+
+    /// This probe as instance `index` of service `id` runs it.
+    pub fn for_instance(&self, id: &str, index: u32) -> Probe {
+        match self {
+            Probe::Command(argv) => {
+                Probe::Command(argv.iter().map(|arg| expand(arg, id, index)).collect())
+            }
+            Probe::Tcp(text) => Probe::Tcp(expand(text, id, index)),
+        }
+    }
+}
+
+/// `text` with `{instance}` replaced by the instance's index and `{id}`
+/// by the service's id; any other braces are left as they are.
+pub fn expand(text: &str, id: &str, index: u32) -> String {
+    if !text.contains('{') {
+        return text.to_owned();
+    }
+    text.replace("{instance}", &index.to_string())
+        .replace("{id}", id)
 }
 
 /// `health = { command | tcp, interval, timeout, failures }`.
@@ -189,6 +223,43 @@ impl Default for Readiness {
 }
 
 impl ServiceConfig {
+    /// Instance `index` of it: `{instance}` (the index) and `{id}` replaced
+    /// in `command`, `env` values, `work_dir`, `stdout`/`stderr` paths and
+    /// the readiness and health checks, so that two copies of a server can
+    /// listen on two ports and write two files.
+    pub fn for_instance(&self, index: u32) -> ServiceConfig {
+        let id = &self.id;
+        let text = |value: &String| expand(value, id, index);
+        let path = |path: &Path| PathBuf::from(expand(&path.to_string_lossy(), id, index));
+        let output = |output: &Output| match output {
+            Output::Path(file) => Output::Path(path(file)),
+            other => other.clone(),
+        };
+        let mut instance = self.clone();
+        instance.command = self.command.iter().map(text).collect();
+        instance.env = self
+            .env
+            .iter()
+            .map(|(name, value)| (name.clone(), text(value)))
+            .collect();
+        instance.work_dir = self.work_dir.as_deref().map(path);
+        instance.stdout = output(&self.stdout);
+        instance.stderr = output(&self.stderr);
+        if let ReadySignal::Check(probe) = &self.ready.signal {
+            instance.ready.signal = ReadySignal::Check(probe.for_instance(id, index));
+        }
+        if let Some(health) = &mut instance.health {
+            health.probe = health.probe.for_instance(id, index);
+        }
+        instance
+    }
+
+    /// Whether any of its settings differs between instances: it uses
+    /// `{instance}` somewhere.
+    pub fn is_per_instance(&self) -> bool {
+        self.for_instance(0) != self.for_instance(1)
+    }
+
     /// The check commands it may run, for the spawner's service table.
     pub fn check_commands(&self) -> Vec<&[String]> {
         let ready = match &self.ready.signal {
@@ -248,7 +319,7 @@ impl Output {
     pub fn path(&self, id: &str, stream: &str, index: u32, log_dir: &Path) -> Option<PathBuf> {
         match self {
             Output::LogDir => Some(super::paths::log_file(log_dir, id, index, stream)),
-            Output::Path(path) => Some(log_dir.join(path)),
+            Output::Path(path) => Some(log_dir.join(expand(&path.to_string_lossy(), id, index))),
             Output::Null | Output::Inherit => None,
         }
     }
@@ -364,6 +435,7 @@ pub(super) fn parse(
         read_env_file(&env_file, file, line, &mut service.env, problems);
     }
     check_backoff(&mut doc, &service);
+    check_tcp_per_instance(&mut doc, &service);
     let lines = DependencyLines {
         requires: doc.line_of("requires"),
         after: doc.line_of("after"),
@@ -622,8 +694,8 @@ impl<'d, 'r, 't> SubTable<'d, 'r, 't> {
         let tcp = self.value("tcp", |value| {
             value
                 .as_str()
-                .and_then(|text| text.parse().ok())
-                .map(Probe::Tcp)
+                .filter(|text| expand(text, "id", 0).parse::<SocketAddr>().is_ok())
+                .map(|text| Probe::Tcp(text.to_owned()))
                 .ok_or_else(|| expected(TCP_FORM, value))
         });
         command.or(tcp)
@@ -647,6 +719,40 @@ impl<'d, 'r, 't> SubTable<'d, 'r, 't> {
 }
 
 /// A back-off that starts above its own ceiling is a mistake, not a policy.
+/// Reports a `tcp` check address that is not one for some instance once
+/// `{instance}` is replaced (a port past 65535).
+fn check_tcp_per_instance(doc: &mut Document<'_>, service: &ServiceConfig) {
+    for index in 0..service.instances {
+        let instance = service.for_instance(index);
+        let probes = [
+            (
+                "ready",
+                match &instance.ready.signal {
+                    ReadySignal::Check(probe) => Some(probe),
+                    _ => None,
+                },
+            ),
+            (
+                "health",
+                instance.health.as_ref().map(|health| &health.probe),
+            ),
+        ];
+        for (key, probe) in probes {
+            if let Some(Probe::Tcp(text)) = probe
+                && probe.and_then(Probe::tcp_address).is_none()
+            {
+                let line = doc.line_of(key);
+                doc.report(
+                    line,
+                    format!("{key}.tcp"),
+                    format!("for instance {index} this is `{text}`, not {TCP_FORM}"),
+                );
+                return;
+            }
+        }
+    }
+}
+
 fn check_backoff(doc: &mut Document<'_>, service: &ServiceConfig) {
     if service.backoff_max >= service.backoff_initial
         || doc.has_problem("backoff_initial")
@@ -1010,7 +1116,7 @@ on_node_exit = "keep"
         ));
         assert_eq!(
             service.ready.signal,
-            ReadySignal::Check(Probe::Tcp("127.0.0.1:8080".parse().unwrap()))
+            ReadySignal::Check(Probe::Tcp("127.0.0.1:8080".to_owned()))
         );
         assert_eq!(service.ready.interval, Duration::from_millis(100));
         let health = service.health.clone().unwrap();

@@ -708,7 +708,10 @@ impl Manager {
         }
     }
 
+    /// The `StartProcess` for instance `index` of `config`, its settings
+    /// with `{instance}` and `{id}` replaced.
     fn start_process(&self, config: &ServiceConfig, index: usize) -> ms::StartProcess {
+        let config = &config.for_instance(index as u32);
         let log_dir = &self.config.node.log_dir;
         let output = |target: &Output, stream: &str| {
             let kind = match target {

@@ -8,18 +8,22 @@ impl Manager {
     /// Loads the configuration again and moves the services to it: added
     /// ones autostart, removed ones stop and go, changed ones are stopped
     /// and started again under their new definition, unchanged ones are
-    /// left alone. An invalid configuration changes nothing.
+    /// left alone. An invalid configuration changes nothing. The reply's
+    /// status lists which services were added, changed, removed and left
+    /// alone.
     pub(super) fn reload(
         &mut self,
         correlation: &str,
         now: Instant,
     ) -> Result<Arc<[u8]>, RequestError> {
-        let loaded = match Config::load(&self.config.dir) {
+        let loaded = match Config::load_checked(&self.config.dir) {
             Ok(loaded) => loaded,
             Err(error) => {
-                let reason = error.to_string().lines().collect::<Vec<_>>().join("; ");
-                self.reload_error = Some(reason.clone());
-                return Err(RequestError::new(Kind::ConfigInvalid, reason));
+                let problems: Vec<String> =
+                    error.problems.iter().map(ToString::to_string).collect();
+                self.reload_error = Some(problems.join("; "));
+                // One problem a line, for the client to print as such.
+                return Err(RequestError::new(Kind::ConfigInvalid, problems.join("\n")));
             }
         };
         self.reload_error = None;
@@ -45,6 +49,14 @@ impl Manager {
             };
         }
         self.record_changed = true;
+        let mut diff = ReloadDiff::default();
+        for (id, service) in &self.services {
+            match service.replacement {
+                None => diff.unchanged.push(id.clone()),
+                Some(Replacement::Remove) => diff.removed.push(id.clone()),
+                Some(Replacement::With(_)) => diff.changed.push(id.clone()),
+            }
+        }
         let added: Vec<ServiceConfig> = loaded
             .services
             .values()
@@ -54,6 +66,7 @@ impl Manager {
         self.config.services = loaded.services.clone();
         self.config.effective_version = loaded.effective_version.clone();
         self.config.service_versions = loaded.service_versions.clone();
+        self.config.sources = loaded.sources.clone();
         self.send_service_table(correlation);
         let replaced: Vec<String> = self
             .services
@@ -68,6 +81,7 @@ impl Manager {
         }
         for config in added {
             let id = config.id.clone();
+            diff.added.push(id.clone());
             let autostart = config.autostart;
             log::info!("[{correlation}] {id} added");
             let version = self.service_version(&id);
@@ -77,7 +91,14 @@ impl Manager {
                 self.start_with_requirements(&id, correlation, false, now);
             }
         }
-        Ok(self.status_of(self.services.values()))
+        log::info!(
+            "[{correlation}] reload: added [{}], changed [{}], removed [{}], unchanged [{}]",
+            diff.added.join(", "),
+            diff.changed.join(", "),
+            diff.removed.join(", "),
+            diff.unchanged.join(", ")
+        );
+        Ok(self.status_with(self.services.values(), &diff.encode()))
     }
 
     /// The version of service `id`'s file in the loaded configuration.
@@ -128,6 +149,31 @@ impl Manager {
             }
             None => {}
         }
+    }
+}
+
+/// Which services a reload added, changed, removed and left alone.
+#[derive(Debug, Default)]
+struct ReloadDiff {
+    added: Vec<String>,
+    changed: Vec<String>,
+    removed: Vec<String>,
+    unchanged: Vec<String>,
+}
+
+impl ReloadDiff {
+    /// Its fields of `ServiceStatusResponse` (44 to 47), encoded.
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (field, ids) in [
+            (44, &self.added),
+            (45, &self.changed),
+            (46, &self.removed),
+            (47, &self.unchanged),
+        ] {
+            prost::encoding::string::encode_repeated(field, ids, &mut bytes);
+        }
+        bytes
     }
 }
 

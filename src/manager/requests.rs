@@ -113,6 +113,34 @@ impl Manager {
                 Event::Restart,
                 now,
             ),
+            (Code::ServiceSignal, Some(Payload::ServiceSignal(request))) => self.signal(&request),
+            (Code::ServiceEnable, Some(Payload::ServiceEnable(request))) => {
+                self.known(&request.service_id)?;
+                if let Some(service) = self.services.get_mut(&request.service_id) {
+                    service.enabled = Some(request.enabled);
+                    self.record_changed = true;
+                }
+                log::info!(
+                    "[{correlation}] {} {}",
+                    request.service_id,
+                    if request.enabled {
+                        "enabled: it starts with the node"
+                    } else {
+                        "disabled: it does not start with the node"
+                    }
+                );
+                let status = self.status_of(self.services.get(&request.service_id));
+                Ok(Some((Code::Ack, Body::Encoded(status))))
+            }
+            (Code::ServiceDefinitionRequest, Some(Payload::ServiceDefinitionRequest(request))) => {
+                self.known(&request.service_id)?;
+                Ok(Some((
+                    Code::ServiceDefinitionResponse,
+                    Body::Message(Some(Payload::ServiceDefinitionResponse(
+                        self.definition(&request.service_id),
+                    ))),
+                )))
+            }
             (Code::ConfigReload, _) => self
                 .reload(correlation, now)
                 .map(|status| Some((Code::Ack, Body::Encoded(status)))),
@@ -124,6 +152,100 @@ impl Manager {
                 Kind::BadRequest,
                 format!("{} is a reply, not a request", code.as_str_name()),
             )),
+        }
+    }
+
+    /// Sends a `ServiceSignal`'s signal to the process groups of the
+    /// service's running instances (or of the one it names).
+    fn signal(&mut self, request: &public_api::ServiceSignal) -> Answer {
+        let id = &request.service_id;
+        self.known(id)?;
+        let signal = crate::conf::signal_by_name(&request.signal).ok_or_else(|| {
+            RequestError::new(
+                Kind::BadRequest,
+                format!(
+                    "`{}` is not a signal: expected a name such as HUP or SIGUSR1, or a number from 1 to 64",
+                    request.signal
+                ),
+            )
+        })?;
+        let service = &self.services[id];
+        if let Some(index) = request.instance
+            && index >= service.config.instances
+        {
+            return Err(RequestError::new(
+                Kind::BadRequest,
+                format!(
+                    "{id} has {} instances; there is no instance {index}",
+                    service.config.instances
+                ),
+            ));
+        }
+        let targets: Vec<(u32, u32)> = service
+            .instances
+            .iter()
+            .filter(|i| request.instance.is_none_or(|index| index == i.index))
+            .filter_map(|i| Some((i.index, i.pid?)))
+            .collect();
+        if targets.is_empty() {
+            return Err(RequestError::new(
+                Kind::BadRequest,
+                format!("{id} has no process to signal: no instance of it runs"),
+            ));
+        }
+        for (index, pid) in targets {
+            log::info!("{id}.{index}: sending signal {signal} to pid {pid}'s process group");
+            let correlation = self.services[id].operations[index as usize].clone();
+            let message = ms::Message::new(
+                ms::message::Code::SignalProcess,
+                correlation,
+                ms::message::Payload::SignalProcess(ms::SignalProcess {
+                    pid,
+                    signal,
+                    group: Some(true),
+                }),
+            );
+            self.ask_spawner(message, Asked::Signal);
+        }
+        let status = self.status_of(self.services.get(id));
+        Ok(Some((Code::Ack, Body::Encoded(status))))
+    }
+
+    /// Service `id`'s definition as loaded.
+    fn definition(&self, id: &str) -> public_api::ServiceDefinitionResponse {
+        let config = &self.config.services[id];
+        let source = self.config.sources.get(id);
+        let log_dir = &self.config.node.log_dir;
+        let output = |target: &Output, stream: &str| match target {
+            Output::Null => "null".to_owned(),
+            Output::Inherit => "inherit".to_owned(),
+            Output::LogDir | Output::Path(_) => target
+                .path(id, stream, 0, log_dir)
+                .map_or_else(String::new, |path| path.display().to_string()),
+        };
+        public_api::ServiceDefinitionResponse {
+            service_id: id.to_owned(),
+            file: source.map_or_else(String::new, |source| source.file.display().to_string()),
+            text: source.map_or_else(String::new, |source| source.text.clone()),
+            command: config.command.clone(),
+            user: config.user.clone(),
+            group: config.group.clone(),
+            work_dir: work_dir_text(config),
+            description: config.description.clone(),
+            requires: config.requires.clone(),
+            after: config.after.clone(),
+            ready: Some(match &config.ready.signal {
+                ReadySignal::Started => "started".to_owned(),
+                ReadySignal::Fd(fd) => format!("fd {fd}"),
+                ReadySignal::Check(probe) => checks::describe(probe),
+            }),
+            health: config
+                .health
+                .as_ref()
+                .map(|health| checks::describe(&health.probe)),
+            instances: config.instances,
+            stdout: Some(output(&config.stdout, "stdout")),
+            stderr: Some(output(&config.stderr, "stderr")),
         }
     }
 
@@ -229,6 +351,16 @@ impl Manager {
         &self,
         services: impl IntoIterator<Item = &'a Service>,
     ) -> Arc<[u8]> {
+        self.status_with(services, &[])
+    }
+
+    /// [`Manager::status_of`] with `extra`, other encoded fields of the
+    /// `ServiceStatusResponse`, after its services.
+    pub(super) fn status_with<'a>(
+        &self,
+        services: impl IntoIterator<Item = &'a Service>,
+        extra: &[u8],
+    ) -> Arc<[u8]> {
         const SERVICES: u32 = 1;
         let mut entries = Vec::new();
         for service in services {
@@ -246,6 +378,7 @@ impl Manager {
                     .append(shown, &service.instances, encode, &mut entries);
             }
         }
+        entries.extend_from_slice(extra);
         let mut payload = Vec::with_capacity(entries.len() + 8);
         prost::encoding::encode_key(
             PAYLOAD_SERVICE_STATUS_RESPONSE,
@@ -482,11 +615,20 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             (false, true)
         }
         (Code::ServiceStart, Some(Payload::ServiceStart(_)))
+        | (Code::ServiceSignal, Some(Payload::ServiceSignal(_)))
+        | (Code::ServiceEnable, Some(Payload::ServiceEnable(_)))
+        | (Code::ServiceDefinitionRequest, Some(Payload::ServiceDefinitionRequest(_)))
         | (Code::ServiceStop, Some(Payload::ServiceStop(_)))
         | (Code::ServiceRestart, Some(Payload::ServiceRestart(_)))
         | (Code::TraceRequest, Some(Payload::TraceRequest(_))) => (true, true),
         (
-            Code::ServiceStart | Code::ServiceStop | Code::ServiceRestart | Code::TraceRequest,
+            Code::ServiceStart
+            | Code::ServiceStop
+            | Code::ServiceRestart
+            | Code::TraceRequest
+            | Code::ServiceSignal
+            | Code::ServiceEnable
+            | Code::ServiceDefinitionRequest,
             None,
         ) => (true, false),
         (
@@ -495,6 +637,7 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::ServiceStatusResponse
             | Code::TraceResponse
             | Code::Error
+            | Code::ServiceDefinitionResponse
             | Code::Event,
             _,
         ) => (false, true),

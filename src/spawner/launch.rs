@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::rotation::RotatingFile;
-use crate::sys;
 use crate::wire::proto::manager_spawner::{self as ms, output::Kind};
+use crate::{conf, sys};
 
-/// The environment every child starts from, before its own items.
-pub(super) const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The `PATH` every child starts with, before its own items.
+pub(super) use conf::host::BASE_PATH;
 
 /// The mode of output files the spawner creates.
 const OUTPUT_FILE_MODE: u32 = 0o640;
@@ -57,11 +57,30 @@ pub(super) fn launch(request: &ms::StartProcess) -> Result<Launched, LaunchError
         .env_clear()
         .env("PATH", BASE_PATH)
         .stdin(Stdio::null());
+    // What systemd gives a service, before the service's own variables,
+    // which may replace them.
+    let run_as = conf::host::RunAs {
+        uid: credentials.map_or_else(sys::effective_uid, |ids| ids.uid),
+        gid: credentials.map_or_else(sys::effective_gid, |ids| ids.gid),
+    };
+    if let Ok(Some(account)) = sys::lookup_account(run_as.uid) {
+        command
+            .env("HOME", account.home)
+            .env("USER", &account.name)
+            .env("LOGNAME", &account.name)
+            .env("SHELL", account.shell);
+    }
+    if let Some(service) = present(request.service_id.as_deref()) {
+        command.env("SNOW_FOX_SERVICE", service).env(
+            "SNOW_FOX_INSTANCE",
+            request.instance.unwrap_or(0).to_string(),
+        );
+    }
     for item in &request.environment {
         command.env(env_name(item)?, item.value.as_deref().unwrap_or(""));
     }
     if let Some(dir) = present(request.work_dir.as_deref()) {
-        check_work_dir(Path::new(dir))?;
+        check_work_dir(Path::new(dir), run_as)?;
         command.current_dir(dir);
     }
     if let Some(ids) = credentials {
@@ -186,18 +205,22 @@ fn env_name(item: &ms::start_process::EnvItem) -> Result<&str, LaunchError> {
     Ok(name)
 }
 
-fn check_work_dir(dir: &Path) -> Result<(), LaunchError> {
-    let metadata = fs::metadata(dir).map_err(|source| LaunchError::WorkDir {
+/// Checks that the child, as `run_as`, will be able to enter `dir`: a
+/// `chdir` that fails in the child would be reported as a failed exec of
+/// the program, naming the wrong thing.
+fn check_work_dir(dir: &Path, run_as: conf::host::RunAs) -> Result<(), LaunchError> {
+    let refused = |source| LaunchError::WorkDir {
         path: dir.to_owned(),
         source,
-    })?;
-    if !metadata.is_dir() {
-        return Err(LaunchError::WorkDir {
-            path: dir.to_owned(),
-            source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-        });
+    };
+    match conf::host::enterable(dir, run_as) {
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => Err(refused(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            why,
+        ))),
+        Err(source) => Err(refused(source)),
     }
-    Ok(())
 }
 
 /// A child's output stream.
@@ -329,7 +352,7 @@ impl fmt::Display for LaunchError {
                 "environment variable name {name:?} is empty or contains `=` or NUL"
             ),
             LaunchError::WorkDir { path, source } => {
-                write!(f, "work dir {}: {source}", path.display())
+                write!(f, "chdir to work dir {}: {source}", path.display())
             }
             LaunchError::OutputWithoutPath { stream } => {
                 write!(f, "{stream} goes to a FILE but has no path")

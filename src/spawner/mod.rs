@@ -491,23 +491,34 @@ impl Spawner {
             .get(service_id)
             .ok_or_else(|| format!("service `{service_id}` is not in the service table"))?;
         let instance = request.instance.unwrap_or_default();
+        // The table holds the service's settings as written; a start is
+        // of one instance, with `{instance}` and `{id}` replaced.
+        let expand = |text: &String| conf::expand(text, service_id, instance);
+        let expand_all = |argv: &[String]| argv.iter().map(expand).collect::<Vec<_>>();
         let (command_differs, stdout, stderr) = if request.check.is_some() {
             let differs = !service
                 .checks
                 .iter()
-                .any(|check| check.command == request.command);
+                .any(|check| expand_all(&check.command) == request.command);
             (differs, Destination::Null, Destination::Null)
         } else {
             (
-                service.command != request.command,
+                expand_all(&service.command) != request.command,
                 self.allowed_destination(service, service.stdout.as_ref(), "stdout", instance),
                 self.allowed_destination(service, service.stderr.as_ref(), "stderr", instance),
             )
         };
+        let allowed_values: Vec<Option<String>> = service
+            .environment
+            .iter()
+            .map(|item| item.value.as_ref().map(expand))
+            .collect();
         let allowed_environment = service
             .environment
             .iter()
-            .map(|item| (item.name.as_deref(), item.value.as_deref()));
+            .zip(&allowed_values)
+            .map(|(item, value)| (item.name.as_deref(), value.as_deref()));
+        let allowed_work_dir = service.work_dir.as_ref().map(expand);
         let requested_environment = request
             .environment
             .iter()
@@ -516,7 +527,7 @@ impl Spawner {
             ("command", command_differs),
             ("user", !same(&service.user, &request.user_name)),
             ("group", !same(&service.group, &request.group_name)),
-            ("work_dir", !same(&service.work_dir, &request.work_dir)),
+            ("work_dir", !same(&allowed_work_dir, &request.work_dir)),
             (
                 "environment",
                 env_set(allowed_environment) != env_set(requested_environment),
