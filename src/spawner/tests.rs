@@ -388,7 +388,7 @@ fn refused_starts_name_what_failed() {
     assert!(
         harness
             .start_refused(missing_dir)
-            .starts_with("work dir /nonexistent/sf-dir: ")
+            .starts_with("chdir to work dir /nonexistent/sf-dir: /nonexistent does not exist")
     );
     assert!(harness.start_refused(command(&[])).contains("empty"));
     assert_eq!(harness.logs.len(), 4);
@@ -423,8 +423,13 @@ fn environment_work_dir_and_file_output_are_applied() {
     });
     let pid = harness.start_ok(request);
     assert_eq!(harness.exit_of(pid).exit_code, Some(0));
+    // HOME is the user's, as systemd sets it (issue 13).
+    let home = crate::sys::lookup_account(crate::sys::effective_uid())
+        .unwrap()
+        .map(|account| account.home)
+        .unwrap_or_default();
     let expected = format!(
-        "bar||{}\n{}\n",
+        "bar|{home}|{}\n{}\n",
         launch::BASE_PATH,
         work.canonicalize().unwrap().display()
     );
