@@ -269,10 +269,7 @@ fn a_command_that_does_not_exist_fails_to_spawn_and_the_node_stays_healthy() {
     let node = setup
         .service(
             "nope",
-            &format!(
-                "command = [\"{}\"]\nautostart = false\n",
-                program.display()
-            ),
+            &format!("command = [\"{}\"]\nautostart = false\n", program.display()),
         )
         .start();
     fs::remove_file(&program).unwrap();

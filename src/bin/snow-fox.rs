@@ -1,4 +1,5 @@
-//! `snow-fox`: runs a node on a configuration directory.
+//! `snow-fox`: runs a node on a configuration directory, or checks one
+//! (`--check`). Its help and man page come from [`help::NODE`].
 //!
 //! Exit codes: 0 shut down as asked; 1 could not start (configuration,
 //! socket); 2 bad usage; 3 a role died and the node shut down.
@@ -6,38 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use snow_fox::client::help;
 use snow_fox::conf::Config;
 use snow_fox::daemon::{self, NodeOptions};
-
-const USAGE: &str = "\
-usage: snow-fox [--conf DIR] [--socket PATH] [--name NAME]
-       snow-fox --check [--conf DIR]
-
-Runs a snow-fox node: supervises the services of DIR/services/*.toml and
-serves the protobuf API on a UNIX socket.
-
-options:
-  --conf DIR       configuration directory (default: ./conf)
-  --check          check the configuration and exit: the files' syntax and
-                   values, the dependency graph, and on this host that each
-                   user and group exists, each program exists and is
-                   executable by its service's user, each work dir can be
-                   entered by it and each output file's directory exists;
-                   prints every problem (file:line: key `k`: what) and exits
-                   1, or prints \"configuration OK\" and exits 0
-  --socket PATH    socket path (default: node.toml's `socket`, else
-                   $XDG_RUNTIME_DIR/snow-fox.sock, /tmp/snow-fox-$UID/snow-fox.sock,
-                   or /run/snow-fox/snow-fox.sock as root)
-  --name NAME      node name (default: node.toml's `name`, else the host name)
-  --version        print the version and exit
-  --help           print this help and exit
-
-Logging goes to stderr; set RUST_LOG (error, warn, info, debug, trace) to
-choose how much (default: info).";
 
 enum Command {
     Run(NodeOptions),
     Check(PathBuf),
+    Man,
     Help,
     Version,
 }
@@ -54,6 +31,7 @@ fn parse_args() -> Result<Command, lexopt::Error> {
     while let Some(arg) = parser.next()? {
         match arg {
             Long("check") => check = true,
+            Long("man") => return Ok(Command::Man),
             Long("conf") => options.conf_dir = parser.value()?.into(),
             Long("socket") => options.socket = Some(parser.value()?.into()),
             Long("name") => options.name = Some(parser.value()?.string()?),
@@ -99,7 +77,11 @@ fn main() -> ExitCode {
         Ok(Command::Run(options)) => options,
         Ok(Command::Check(conf_dir)) => return check(&conf_dir),
         Ok(Command::Help) => {
-            println!("{USAGE}");
+            println!("{}", help::NODE.usage());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Man) => {
+            print!("{}", help::NODE.man_page(env!("CARGO_PKG_VERSION")));
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
@@ -112,7 +94,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(error) => {
-            eprintln!("snow-fox: {error}\n\n{USAGE}");
+            eprintln!("snow-fox: {error}\n\n{}", help::NODE.usage());
             return ExitCode::from(2);
         }
     };

@@ -8,7 +8,7 @@
 use super::render::colour_word;
 use crate::wire::proto::public_api::node_info_response::SystemStatus;
 use crate::wire::proto::public_api::{
-    Event, NodeInfoResponse, ServiceStatusResponse, TraceResponse,
+    Event, NodeInfoResponse, ServiceDefinitionResponse, ServiceStatusResponse, TraceResponse,
 };
 
 /// Builds one JSON object, key by key, in the order given.
@@ -223,6 +223,27 @@ pub fn service_status(status: &ServiceStatusResponse) -> String {
         .strings("changed", &status.changed)
         .strings("removed", &status.removed)
         .strings("unchanged", &status.unchanged)
+        .finish()
+}
+
+/// A `ServiceDefinitionResponse`.
+pub fn definition(definition: &ServiceDefinitionResponse) -> String {
+    JsonObject::new()
+        .string("service_id", &definition.service_id)
+        .string("file", &definition.file)
+        .string("text", &definition.text)
+        .strings("command", &definition.command)
+        .optional_string("user", definition.user.as_deref())
+        .optional_string("group", definition.group.as_deref())
+        .optional_string("work_dir", definition.work_dir.as_deref())
+        .optional_string("description", definition.description.as_deref())
+        .strings("requires", &definition.requires)
+        .strings("after", &definition.after)
+        .optional_string("ready", definition.ready.as_deref())
+        .optional_string("health", definition.health.as_deref())
+        .int("instances", definition.instances)
+        .optional_string("stdout", definition.stdout.as_deref())
+        .optional_string("stderr", definition.stderr.as_deref())
         .finish()
 }
 

@@ -27,6 +27,7 @@ use crate::wire::proto::public_api::{
 use crate::wire::{DecodeError, Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame};
 
 pub mod bench;
+pub mod help;
 pub mod json;
 pub mod render;
 
@@ -57,6 +58,7 @@ pub struct Client {
     client_id: String,
     counter: u64,
     timeout: Option<Duration>,
+    verbose: bool,
 }
 
 impl Client {
@@ -76,6 +78,7 @@ impl Client {
             client_id: format!("c{}.{connection}", std::process::id()),
             counter: 0,
             timeout: None,
+            verbose: false,
         };
         client.set_timeout(Some(DEFAULT_TIMEOUT))?;
         Ok(client)
@@ -91,6 +94,12 @@ impl Client {
             .map_err(|source| self.io_error("set the timeout of the connection", source))?;
         self.timeout = timeout;
         Ok(())
+    }
+
+    /// With `verbose`, each request's code and correlation id is written
+    /// to stderr as it is sent (`snow-fox-client --verbose`), for `trace`.
+    pub fn set_verbose(&mut self, verbose: bool) {
+        self.verbose = verbose;
     }
 
     /// A correlation id no earlier request of this client used:
@@ -150,6 +159,9 @@ impl Client {
         payload: Option<Payload>,
     ) -> Result<public_api::Message, ClientError> {
         let correlation_id = self.next_correlation_id();
+        if self.verbose {
+            eprintln!("request {} {correlation_id}", code.as_str_name());
+        }
         self.send(&public_api::Message {
             code: code as i32,
             correlation_id: Some(correlation_id.clone()),

@@ -89,6 +89,10 @@ pub use reload::service_table;
 use reload::work_dir_text;
 use status::{Clock, EntryCache, instance_status, overall, system_status};
 
+/// How many of the last lines of its stderr a failed start's reason
+/// quotes.
+const STDERR_LINES: usize = 3;
+
 /// Replies gathered before they are handed to io in one command.
 const REPLY_BATCH: usize = 4096;
 
@@ -1186,8 +1190,11 @@ fn waiter_outcome(service: &Service, goal: Goal, now: Instant, log_dir: &Path) -
             let stderr = config
                 .stderr
                 .path(&config.id, "stderr", instance.index, log_dir);
-            if let Some(tail) = stderr.as_deref().and_then(status::file_tail) {
-                reason.push_str(&format!("; its stderr ends: {tail}"));
+            if let Some(tail) = stderr
+                .as_deref()
+                .and_then(|path| crate::conf::paths::tail_lines(path, STDERR_LINES))
+            {
+                reason.push_str(&format!("; its stderr ends: {}", tail.join(" | ")));
             }
             return Outcome::Done(Err(RequestError::new(Kind::StartFailed, reason)));
         }

@@ -2,10 +2,6 @@
 //! the node in `NodeInfoResponse` and `ServiceStatusResponse`.
 
 use std::cell::RefCell;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::wire::proto::public_api::node_info_response::{SubSystem, SystemStatus};
@@ -319,42 +315,4 @@ impl EntryCache {
             out.extend_from_slice(bytes);
         }
     }
-}
-
-/// How much of the end of an output file [`file_tail`] reads.
-const TAIL_BYTES: u64 = 4096;
-/// How many of its last lines [`file_tail`] keeps, and how long each.
-const TAIL_LINES: usize = 3;
-const TAIL_LINE_CHARS: usize = 200;
-
-/// The last few non-empty lines of the output file at `path`, joined by
-/// " | ", for the reason of a failed start; `None` when there is no such
-/// regular file or it is empty. It is opened without following a symlink
-/// and without blocking (a FIFO put in its place would hang the manager),
-/// and only its last few KiB are read.
-pub fn file_tail(path: &Path) -> Option<String> {
-    let mut file: File = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    let metadata = file.metadata().ok()?;
-    if !metadata.is_file() {
-        return None;
-    }
-    let from = metadata.len().saturating_sub(TAIL_BYTES);
-    file.seek(SeekFrom::Start(from)).ok()?;
-    let mut bytes = Vec::new();
-    file.take(TAIL_BYTES).read_to_end(&mut bytes).ok()?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut lines: Vec<String> = text
-        .lines()
-        .skip(usize::from(from > 0))
-        .map(str::trim_end)
-        .filter(|line| !line.is_empty())
-        .map(|line| line.chars().take(TAIL_LINE_CHARS).collect())
-        .collect();
-    let keep = lines.len().saturating_sub(TAIL_LINES);
-    lines.drain(..keep);
-    (!lines.is_empty()).then(|| lines.join(" | "))
 }
