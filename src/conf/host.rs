@@ -4,7 +4,7 @@
 //! executable by the user it runs as; its work dir exists and that user
 //! can enter it (every directory on the way searchable with the user's
 //! uid and the one gid the service runs with); an output file's directory
-//! exists (the node never creates it). `snow-fox --check`, the node's start
+//! exists (the node never creates it, but for its own log dir). `snow-fox --check`, the node's start
 //! and every reload run them; any problem refuses the whole configuration.
 //!
 //! No thread, no channel: plain functions over a loaded [`Config`]. A path
@@ -264,7 +264,9 @@ fn check_service(config: &Config, service: &ServiceConfig, problems: &mut Vec<Co
             let Some(target) = output.path(&service.id, key, index, &config.node.log_dir) else {
                 continue;
             };
+            // The log dir is the node's own, made when it first writes.
             if let Some(dir) = target.parent()
+                && dir != config.node.log_dir
                 && let Err(error) = fs::metadata(dir)
                 && error.kind() == io::ErrorKind::NotFound
             {

@@ -456,12 +456,12 @@ impl Instance {
                 RestartPolicy::Never => "never",
             };
             self.reason = if !self.wanted {
-                format!("exited ({}) while not wanted", describe_exit(status))
+                format!("{} while not wanted", describe_exit(status))
             } else if succeeded {
-                format!("exited successfully; restart = \"{policy}\"")
+                format!("done (exit 0); restart = \"{policy}\"")
             } else {
                 format!(
-                    "exited ({}); not restarted: restart = \"{policy}\"",
+                    "{}; not restarted: restart = \"{policy}\"",
                     describe_exit(status)
                 )
             };
