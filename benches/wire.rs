@@ -119,9 +119,14 @@ fn services(count: usize) -> ServiceStatusResponse {
                     last_exit_code: None,
                     last_exit_signal: None,
                     adopted: None,
+                    reason: Some(format!("started as pid {}", 40_000 + index)),
                 }],
+                description: None,
+                enabled: Some(true),
+                desired: Some("auto".to_owned()),
             })
             .collect(),
+        ..ServiceStatusResponse::default()
     }
 }
 

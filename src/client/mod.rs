@@ -343,7 +343,7 @@ impl Client {
             Code::ServiceDefinitionResponse,
             "a ServiceDefinitionResponse",
             |payload| match payload {
-                Payload::ServiceDefinitionResponse(definition) => Some(definition),
+                Payload::ServiceDefinitionResponse(definition) => Some(*definition),
                 _ => None,
             },
         )

@@ -136,9 +136,9 @@ impl Manager {
                 self.known(&request.service_id)?;
                 Ok(Some((
                     Code::ServiceDefinitionResponse,
-                    Body::Message(Some(Payload::ServiceDefinitionResponse(
+                    Body::Message(Some(Payload::ServiceDefinitionResponse(Box::new(
                         self.definition(&request.service_id),
-                    ))),
+                    )))),
                 )))
             }
             (Code::ConfigReload, _) => self

@@ -242,6 +242,19 @@ struct InstanceShown {
 }
 
 impl InstanceShown {
+    /// Whether it still shows `instance` as it is (without copying its
+    /// reason, as [`InstanceShown::of`] would on every status request).
+    fn shows(&self, instance: &Instance) -> bool {
+        self.index == instance.index
+            && self.state == instance.state
+            && self.pid == instance.pid
+            && self.since == instance.since
+            && self.restarts == instance.restarts
+            && self.last_exit == instance.last_exit
+            && self.adopted == instance.adopted
+            && self.reason == instance.reason
+    }
+
     fn of(instance: &Instance) -> InstanceShown {
         InstanceShown {
             reason: instance.reason.clone(),
@@ -267,8 +280,11 @@ impl InstanceShown {
 /// while the service's colour depends on other services).
 #[derive(Debug, Default)]
 pub struct EntryCache {
-    entry: RefCell<Option<(ServiceShown, Vec<InstanceShown>, Vec<u8>)>>,
+    entry: RefCell<Option<CachedEntry>>,
 }
+
+/// What an entry showed when it was encoded, and its bytes.
+type CachedEntry = (ServiceShown, Vec<InstanceShown>, Vec<u8>);
 
 /// What a service's entry shows besides its instances: its desired state
 /// and whether it is enabled.
@@ -292,7 +308,7 @@ impl EntryCache {
                 && shown
                     .iter()
                     .zip(instances)
-                    .all(|(shown, instance)| *shown == InstanceShown::of(instance))
+                    .all(|(shown, instance)| shown.shows(instance))
         });
         if stale {
             let mut bytes = Vec::new();
