@@ -196,16 +196,18 @@ pub fn trace(trace: &TraceResponse) -> String {
     text
 }
 
+/// Ids joined by commas, or "-" for none.
+fn list(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "-".to_owned()
+    } else {
+        ids.join(", ")
+    }
+}
+
 /// What a reload did: one line each for the services it added, changed,
 /// removed and left alone.
 pub fn reload(status: &ServiceStatusResponse) -> String {
-    let list = |ids: &[String]| {
-        if ids.is_empty() {
-            "-".to_owned()
-        } else {
-            ids.join(", ")
-        }
-    };
     format!(
         "added: {}\nchanged: {}\nremoved: {}\nunchanged: {}",
         list(&status.added),
@@ -227,13 +229,6 @@ pub fn service_detail(
     colour: bool,
 ) -> String {
     let dash = |value: Option<&String>| value.map_or("-".to_owned(), Clone::clone);
-    let list = |ids: &[String]| {
-        if ids.is_empty() {
-            "-".to_owned()
-        } else {
-            ids.join(", ")
-        }
-    };
     let title = match &service.description {
         Some(description) => format!("{} - {description}", service.id),
         None => service.id.clone(),

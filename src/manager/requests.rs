@@ -195,17 +195,7 @@ impl Manager {
         }
         for (index, pid) in targets {
             log::info!("{id}.{index}: sending signal {signal} to pid {pid}'s process group");
-            let correlation = self.services[id].operations[index as usize].clone();
-            let message = ms::Message::new(
-                ms::message::Code::SignalProcess,
-                correlation,
-                ms::message::Payload::SignalProcess(ms::SignalProcess {
-                    pid,
-                    signal,
-                    group: Some(true),
-                }),
-            );
-            self.ask_spawner(message, Asked::Signal);
+            self.carry_out(id, index as usize, Effect::Signal { pid, signal });
         }
         let status = self.status_of(self.services.get(id));
         Ok(Some((Code::Ack, Body::Encoded(status))))
