@@ -167,6 +167,10 @@ fn find_program(
                 ));
             }
             Ok(_) => refused = Some(format!("{} is not a file", candidate.display())),
+            // This process may not look; the spawner, as root, will.
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                return Ok(candidate.clone());
+            }
             Err(_) => {}
         }
     }

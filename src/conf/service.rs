@@ -856,6 +856,44 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn instance_and_id_are_replaced_per_instance_and_nothing_else() {
+        let service = valid(
+            "command = [\"srv\", \"--port\", \"80{instance}\", \"{other}\"]\ninstances = 2\n\
+             env = { NAME = \"{id}-{instance}\" }\nwork_dir = \"/w/{instance}\"\n\
+             stdout = \"{id}.{instance}.out\"\nready = { tcp = \"127.0.0.1:80{instance}\" }\n",
+        );
+        assert!(service.is_per_instance());
+        let one = service.for_instance(1);
+        assert_eq!(one.command, ["srv", "--port", "801", "{other}"]);
+        assert_eq!(one.env["NAME"], "web-1");
+        assert_eq!(one.work_dir.as_deref(), Some(Path::new("/w/1")));
+        assert_eq!(
+            one.stdout.path("web", "stdout", 1, Path::new("/log")),
+            Some(PathBuf::from("/log/web.1.out"))
+        );
+        let ReadySignal::Check(probe) = &one.ready.signal else {
+            panic!("{:?}", one.ready);
+        };
+        assert_eq!(probe.tcp_address(), "127.0.0.1:801".parse().ok());
+        assert!(!valid("command = [\"/bin/true\"]\ninstances = 3\n").is_per_instance());
+    }
+
+    #[test]
+    fn a_check_address_must_be_one_for_every_instance() {
+        let (_, problems) = parse_service(
+            "command = [\"srv\"]\ninstances = 12\nready = { tcp = \"127.0.0.1:6553{instance}\" }\n",
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key.as_deref(), Some("ready.tcp"));
+        assert!(
+            problems[0]
+                .message
+                .contains("for instance 6 this is `127.0.0.1:65536`"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn defaults() {
         let service = valid("command = [\"/bin/sleep\", \"60\"]\n");
         assert_eq!(
