@@ -27,14 +27,8 @@ pub const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /// The search (execute) permission bit of a mode's `rwx` triplet.
 const EXECUTE: u32 = 0o1;
 
-/// Who a service runs as: the ids the spawner gives it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunAs {
-    /// Its user id.
-    pub uid: u32,
-    /// Its only group id.
-    pub gid: u32,
-}
+/// Who a service runs as: its user id and its one group id.
+pub use crate::sys::UserIds as RunAs;
 
 /// Resolves a service's `user` and `group` as the spawner does: a name or
 /// a number each; a user without a group runs in its primary group; a group

@@ -128,9 +128,10 @@ pub(super) fn present(field: Option<&str>) -> Option<&str> {
     field.filter(|value| !value.is_empty())
 }
 
-/// Resolves the user and group to run as. A user without a group runs in
-/// the user's primary group; a group without a user runs as the node's
-/// own user. Setting both ids makes std clear the supplementary groups
+/// Resolves the user and group to run as ([`conf::host::run_as`], which
+/// the configuration check uses too). A user without a group runs in the
+/// user's primary group; a group without a user runs as the node's own
+/// user. Setting both ids makes std clear the supplementary groups
 /// (`setgroups(0)`) before `setuid`, so the child's only group is `gid`
 /// (`CommandExt::groups`, which could set the list to `[gid]`, is not
 /// stable). Neither given: the child keeps the node's credentials.
@@ -138,61 +139,12 @@ fn resolve_credentials(
     user: Option<&str>,
     group: Option<&str>,
 ) -> Result<Option<sys::UserIds>, LaunchError> {
-    match user {
-        Some(user) => resolve_account(user, group).map(Some),
-        None => Ok(group
-            .map(resolve_group)
-            .transpose()?
-            .map(|gid| sys::UserIds {
-                uid: sys::effective_uid(),
-                gid,
-            })),
+    if user.is_none() && group.is_none() {
+        return Ok(None);
     }
-}
-
-/// A user and its group: `group` if given, else the user's primary group.
-pub(super) fn resolve_account(
-    user: &str,
-    group: Option<&str>,
-) -> Result<sys::UserIds, LaunchError> {
-    let group_id = group.map(resolve_group).transpose()?;
-    let (uid, primary_gid) = resolve_user(user)?;
-    let gid = group_id
-        .or(primary_gid)
-        .ok_or_else(|| LaunchError::NoPrimaryGroup {
-            user: user.to_owned(),
-        })?;
-    Ok(sys::UserIds { uid, gid })
-}
-
-/// A user name, or a numeric uid (which need not have a passwd entry; then
-/// it has no primary group).
-fn resolve_user(name: &str) -> Result<(u32, Option<u32>), LaunchError> {
-    let lookup_failed = |source| LaunchError::UserLookup {
-        user: name.to_owned(),
-        source,
-    };
-    if let Some(ids) = sys::lookup_user(name).map_err(lookup_failed)? {
-        return Ok((ids.uid, Some(ids.gid)));
-    }
-    let uid = name.parse::<u32>().map_err(|_| LaunchError::UnknownUser {
-        user: name.to_owned(),
-    })?;
-    let entry = sys::lookup_uid(uid).map_err(lookup_failed)?;
-    Ok((uid, entry.map(|ids| ids.gid)))
-}
-
-/// A group name, or a numeric gid.
-fn resolve_group(name: &str) -> Result<u32, LaunchError> {
-    let by_name = sys::lookup_group(name).map_err(|source| LaunchError::GroupLookup {
-        group: name.to_owned(),
-        source,
-    })?;
-    by_name
-        .or_else(|| name.parse().ok())
-        .ok_or_else(|| LaunchError::UnknownGroup {
-            group: name.to_owned(),
-        })
+    conf::host::run_as(user, group)
+        .map(Some)
+        .map_err(|reason| LaunchError::Account { reason })
 }
 
 fn env_name(item: &ms::start_process::EnvItem) -> Result<&str, LaunchError> {
@@ -298,16 +250,9 @@ fn open_append(path: &Path) -> io::Result<File> {
 pub(super) enum LaunchError {
     /// `command` has no program.
     EmptyCommand,
-    /// The passwd database has no such user, and it is not a number.
-    UnknownUser { user: String },
-    /// Reading the passwd database failed.
-    UserLookup { user: String, source: io::Error },
-    /// A numeric user without a passwd entry and no group to run in.
-    NoPrimaryGroup { user: String },
-    /// The group database has no such group, and it is not a number.
-    UnknownGroup { group: String },
-    /// Reading the group database failed.
-    GroupLookup { group: String, source: io::Error },
+    /// The user or group does not exist (and is not a number), a numeric
+    /// user has no primary group, or the databases could not be read.
+    Account { reason: String },
     /// An environment item's name is empty or holds `=` or NUL.
     BadEnvName { name: String },
     /// The work dir is missing, unreadable or not a directory.
@@ -335,18 +280,7 @@ impl fmt::Display for LaunchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LaunchError::EmptyCommand => f.write_str("the command is empty: no program to run"),
-            LaunchError::UnknownUser { user } => write!(f, "user `{user}` does not exist"),
-            LaunchError::UserLookup { user, source } => {
-                write!(f, "looking up user `{user}`: {source}")
-            }
-            LaunchError::NoPrimaryGroup { user } => write!(
-                f,
-                "user id {user} has no passwd entry, so no primary group: give a group"
-            ),
-            LaunchError::UnknownGroup { group } => write!(f, "group `{group}` does not exist"),
-            LaunchError::GroupLookup { group, source } => {
-                write!(f, "looking up group `{group}`: {source}")
-            }
+            LaunchError::Account { reason } => f.write_str(reason),
             LaunchError::BadEnvName { name } => write!(
                 f,
                 "environment variable name {name:?} is empty or contains `=` or NUL"
@@ -380,16 +314,12 @@ impl fmt::Display for LaunchError {
 impl std::error::Error for LaunchError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            LaunchError::UserLookup { source, .. }
-            | LaunchError::GroupLookup { source, .. }
-            | LaunchError::WorkDir { source, .. }
+            LaunchError::WorkDir { source, .. }
             | LaunchError::OutputFile { source, .. }
             | LaunchError::Exec { source, .. }
             | LaunchError::ReadyPipe { source } => Some(source),
             LaunchError::EmptyCommand
-            | LaunchError::UnknownUser { .. }
-            | LaunchError::NoPrimaryGroup { .. }
-            | LaunchError::UnknownGroup { .. }
+            | LaunchError::Account { .. }
             | LaunchError::BadEnvName { .. }
             | LaunchError::OutputWithoutPath { .. }
             | LaunchError::UnknownOutputKind { .. }

@@ -859,7 +859,8 @@ impl Spawner {
 /// it, the user's primary group) exactly as a service's are resolved. The
 /// daemon drops the node process to these ids.
 pub fn resolve_user(user: &str, group: Option<&str>) -> Result<sys::UserIds, UserError> {
-    launch::resolve_account(user, group).map_err(UserError)
+    conf::host::run_as(Some(user), group)
+        .map_err(|reason| UserError(launch::LaunchError::Account { reason }))
 }
 
 /// Why [`resolve_user`] failed: the user or group does not exist, or the
