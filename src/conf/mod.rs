@@ -68,6 +68,23 @@ impl Config {
     /// are resolved against `dir` made absolute, so they do not depend on
     /// the working directory of whoever uses them later.
     pub fn load(dir: &Path) -> Result<Config, ConfigError> {
+        match Config::load_parts(dir) {
+            (Some(config), problems) if problems.is_empty() => Ok(config),
+            (_, problems) => Err(ConfigError { problems }),
+        }
+    }
+
+    /// What [`Config::load`] found: the configuration as far as it could
+    /// be read (`None` when the directory or `node.toml` could not be),
+    /// and every problem. A service with problems may be incomplete.
+    fn load_parts(dir: &Path) -> (Option<Config>, Vec<ConfigProblem>) {
+        match Config::read_parts(dir) {
+            Ok(parts) => parts,
+            Err(error) => (None, error.problems),
+        }
+    }
+
+    fn read_parts(dir: &Path) -> Result<(Option<Config>, Vec<ConfigProblem>), ConfigError> {
         let single = |problem| ConfigError {
             problems: vec![problem],
         };
@@ -136,17 +153,15 @@ impl Config {
         }
         check_dependencies(&services, &dependency_lines, &mut problems);
 
-        match node {
-            Some(node) if problems.is_empty() => Ok(Config {
-                dir: dir.to_owned(),
-                node,
-                services,
-                effective_version: version.finish(),
-                service_versions,
-                sources,
-            }),
-            _ => Err(ConfigError { problems }),
-        }
+        let config = node.map(|node| Config {
+            dir: dir.to_owned(),
+            node,
+            services,
+            effective_version: version.finish(),
+            service_versions,
+            sources,
+        });
+        Ok((config, problems))
     }
 }
 
@@ -155,13 +170,18 @@ impl Config {
     /// ([`host::check`]): users and groups exist, programs are executable,
     /// work dirs can be entered, output directories exist. What the node
     /// runs at start and on reload, and `snow-fox --check`.
+    /// Problems of both kinds come together, by file and line; a file
+    /// that does not parse gets no host checks.
     pub fn load_checked(dir: &Path) -> Result<Config, ConfigError> {
-        let config = Config::load(dir)?;
-        let problems = host::check(&config);
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError { problems })
+        let (config, mut problems) = Config::load_parts(dir);
+        if let Some(config) = &config {
+            problems.extend(host::check(config));
+        }
+        // Stable: a file's problems keep their order within a line.
+        problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(ConfigError { problems }),
         }
     }
 }
