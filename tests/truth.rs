@@ -454,9 +454,19 @@ fn check_reports_every_host_problem_with_file_line_and_key() {
         fs::remove_file(conf.join(format!("services/{id}.toml"))).unwrap();
     }
     setup.write_service("a", "command = [\"/bin/true\"]\nrequires = [\"b\"]\n");
-    setup.write_service("b", "command = [\"/bin/true\"]\nrequires = [\"a\"]\n");
+    setup.write_service(
+        "b",
+        "command = [\"/bin/true\"]\nrequires = [\"a\"]\ngroup = \"sf-no-such-group\"\n",
+    );
     let cycle = check(&conf);
     assert_eq!(cycle.code, 1);
+    assert!(
+        cycle
+            .stdout
+            .contains("b.toml:3: key `group`: group `sf-no-such-group` does not exist"),
+        "both kinds of problem together: {}",
+        cycle.stdout
+    );
     assert!(
         cycle.stdout.contains("dependency cycle"),
         "{}",
