@@ -43,7 +43,8 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     /// 16 lowercase hex digits: FNV-1a 64 over each file's path relative to
     /// the conf dir and its content, `node.toml` first, then
-    /// `services/*.toml` in name order.
+    /// `services/*.toml` in name order, each followed by its `env_file`'s
+    /// path (as resolved) and content.
     pub effective_version: String,
     /// Each service's own version, by id: FNV-1a 64 over its file's path
     /// relative to the conf dir and its content, as in `effective_version`.
@@ -136,7 +137,6 @@ impl Config {
             version.add(&relative, &text);
             let mut service_version = VersionHash::new();
             service_version.add(&relative, &text);
-            service_versions.insert(id.clone(), service_version.finish());
             sources.insert(
                 id.clone(),
                 ServiceSource {
@@ -144,10 +144,18 @@ impl Config {
                     text: text.clone(),
                 },
             );
-            if let Some((service, lines)) =
-                service::parse(id, &file, &text, &conf_dir, &mut problems)
+            let parsed = service::parse(id.clone(), &file, &text, &conf_dir, &mut problems);
+            // An env file's text is part of its service's definition.
+            if let Some((env_file, env_text)) = parsed
+                .as_ref()
+                .and_then(|(_, facts)| facts.env_file.as_ref())
             {
-                dependency_lines.insert(service.id.clone(), (file, lines));
+                version.add(env_file, env_text);
+                service_version.add(env_file, env_text);
+            }
+            service_versions.insert(id, service_version.finish());
+            if let Some((service, facts)) = parsed {
+                dependency_lines.insert(service.id.clone(), (file, facts));
                 services.insert(service.id.clone(), service);
             }
         }
@@ -191,7 +199,7 @@ impl Config {
 /// first of them.
 fn check_dependencies(
     services: &BTreeMap<String, ServiceConfig>,
-    lines: &BTreeMap<String, (PathBuf, service::DependencyLines)>,
+    lines: &BTreeMap<String, (PathBuf, service::ServiceFacts)>,
     problems: &mut Vec<ConfigProblem>,
 ) {
     let mut unknown = false;
@@ -658,6 +666,28 @@ mod tests {
         let changed = conf.load().unwrap().service_versions;
         assert_ne!(changed["web"], first["web"]);
         assert_eq!(changed["db"], first["db"], "other files do not count");
+    }
+
+    #[test]
+    fn an_env_file_is_part_of_its_services_version() {
+        let conf = TempConf::new(&[
+            (
+                "services/web.toml",
+                "command = [\"/bin/true\"]\nenv_file = \"web.env\"\n",
+            ),
+            ("services/db.toml", "command = [\"/bin/true\"]\n"),
+            ("web.env", "A=1\n"),
+        ]);
+        let first = conf.load().unwrap();
+        conf.write("web.env", "A=2\n");
+        let changed = conf.load().unwrap();
+        assert_eq!(changed.services["web"].env["A"], "2");
+        assert_ne!(
+            changed.service_versions["web"],
+            first.service_versions["web"]
+        );
+        assert_eq!(changed.service_versions["db"], first.service_versions["db"]);
+        assert_ne!(changed.effective_version, first.effective_version);
     }
 
     #[test]

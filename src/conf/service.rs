@@ -345,14 +345,17 @@ pub(super) fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Where a service file names other services, for problems found once all
-/// services are known.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct DependencyLines {
+/// What a service file says besides the service: where it names other
+/// services, for problems found once all services are known, and the env
+/// file it read, whose text is part of the service's version.
+#[derive(Debug, Default, Clone)]
+pub(super) struct ServiceFacts {
     /// The line of `requires`.
     pub(super) requires: Option<usize>,
     /// The line of `after`.
     pub(super) after: Option<usize>,
+    /// `env_file` and its text.
+    pub(super) env_file: Option<(PathBuf, String)>,
 }
 
 /// Reads service `id` from `text`, the content of `file`, adding every
@@ -364,7 +367,7 @@ pub(super) fn parse(
     text: &str,
     conf_dir: &Path,
     problems: &mut Vec<ConfigProblem>,
-) -> Option<(ServiceConfig, DependencyLines)> {
+) -> Option<(ServiceConfig, ServiceFacts)> {
     let mut doc = match Document::parse(file, text) {
         Ok(doc) => doc,
         Err(syntax) => {
@@ -430,15 +433,17 @@ pub(super) fn parse(
         description: doc.text("description"),
     };
     let mut service = service;
-    if let Some(env_file) = doc.path("env_file", conf_dir) {
+    let env_file = doc.path("env_file", conf_dir).and_then(|env_file| {
         let line = doc.line_of("env_file");
-        read_env_file(&env_file, file, line, &mut service.env, problems);
-    }
+        let text = read_env_file(&env_file, file, line, &mut service.env, problems)?;
+        Some((env_file, text))
+    });
     check_backoff(&mut doc, &service);
     check_tcp_per_instance(&mut doc, &service);
-    let lines = DependencyLines {
+    let lines = ServiceFacts {
         requires: doc.line_of("requires"),
         after: doc.line_of("after"),
+        env_file,
     };
     problems.extend(doc.finish());
     Some((service, lines))
@@ -448,14 +453,15 @@ pub(super) fn parse(
 /// lines starting with `#` are skipped; no quotes, no expansion, no
 /// shell) to `env`, where `env` does not set them already: the service
 /// file's own `env` wins. Problems name the env file and its line; one
-/// reading it names the service `file`'s `env_file` line.
+/// reading it names the service `file`'s `env_file` line. Its text, once
+/// read.
 fn read_env_file(
     env_file: &Path,
     file: &Path,
     line: Option<usize>,
     env: &mut BTreeMap<String, String>,
     problems: &mut Vec<ConfigProblem>,
-) {
+) -> Option<String> {
     let text = match std::fs::read_to_string(env_file) {
         Ok(text) => text,
         Err(error) => {
@@ -465,7 +471,7 @@ fn read_env_file(
                 key: Some("env_file".to_owned()),
                 message: format!("cannot read {}: {error}", env_file.display()),
             });
-            return;
+            return None;
         }
     };
     for (at, content) in text.lines().enumerate() {
@@ -496,6 +502,7 @@ fn read_env_file(
             )),
         }
     }
+    Some(text)
 }
 
 /// The required, non-empty argv; empty (with a problem recorded) otherwise.
