@@ -203,7 +203,9 @@ impl Manager {
 
     /// Service `id`'s definition as loaded.
     fn definition(&self, id: &str) -> public_api::ServiceDefinitionResponse {
-        let config = &self.config.services[id];
+        // The one it runs: a service a reload removed or changed keeps its
+        // old definition until it is down.
+        let config = &self.services[id].config;
         let source = self.config.sources.get(id);
         let log_dir = &self.config.node.log_dir;
         let output = |target: &Output, stream: &str| match target {
