@@ -855,3 +855,38 @@ fn help_completions_and_man_pages_are_generated_from_one_help_text() {
         assert!(rendered.stdout.contains("is-active"), "{}", rendered.stdout);
     }
 }
+
+#[test]
+fn a_service_a_reload_removed_can_be_shown_while_it_still_stops() {
+    let node = Setup::new("truth-removed")
+        .service(
+            "stubborn",
+            "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; while :; do sleep 0.05; done\"]\n\
+             stop_timeout = \"2s\"\n",
+        )
+        .start();
+    wait_for("stubborn to run", || {
+        (state_of(&node, "stubborn", 0).0 == "running").then_some(())
+    });
+    fs::remove_file(node.setup.conf().join("services/stubborn.toml")).unwrap();
+    let reload = cli(&node, &["reload"]);
+    assert_eq!(reload.code, 0, "{}", reload.stderr);
+    assert!(
+        reload.stdout.contains("removed: stubborn"),
+        "{}",
+        reload.stdout
+    );
+    let shown = cli(&node, &["cat", "stubborn"]);
+    assert!(
+        shown.code == 0 || shown.stderr.contains("UNKNOWN_SERVICE"),
+        "{}",
+        shown.stderr
+    );
+    let detail = cli(&node, &["status", "stubborn"]);
+    assert!(
+        detail.code != 2,
+        "the node still answers: {}",
+        detail.stderr
+    );
+    assert_eq!(cli(&node, &["info"]).code, 0, "the node is alive");
+}
