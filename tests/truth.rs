@@ -96,7 +96,17 @@ fn a_crashing_and_a_never_ready_service_make_start_fail_with_the_reason() {
              ready = { tcp = \"127.0.0.1:1\", interval = \"50ms\", timeout = \"1s\" }\n",
         )
         .service("fine", &format!("{SLEEPER}autostart = false\n"))
+        .service(
+            "nograce",
+            "command = [\"/bin/sh\", \"-c\", \"sleep 0.5; exit 1\"]\nautostart = false\n\
+             restart = \"never\"\nstart_grace = \"0s\"\n",
+        )
         .start();
+
+    // Without a grace, started is running: the later exit is not the
+    // start's (start_grace is what catches a program that exits at once).
+    let quick = cli(&node, &["start", "nograce"]);
+    assert_eq!(quick.code, 0, "{}", quick.stderr);
 
     let crash = cli(&node, &["start", "crash"]);
     assert_eq!(crash.code, 1, "{}", crash.stderr);

@@ -336,7 +336,7 @@ impl Instance {
                         return self.failed_quickly(cause, now, config);
                     }
                     Some(StopCause::Unhealthy) if self.wanted => {
-                        return self.exited_as(status, false, now, config);
+                        return self.exited_as(status, Some("unhealthy"), now, config);
                     }
                     _ => {}
                 }
@@ -425,19 +425,22 @@ impl Instance {
     }
 
     fn exited(&mut self, status: ExitStatus, now: Instant, config: &ServiceConfig) -> Vec<Effect> {
-        self.exited_as(status, status == ExitStatus::Code(0), now, config)
+        let failure = (status != ExitStatus::Code(0)).then_some("");
+        self.exited_as(status, failure, now, config)
     }
 
-    /// Its process ended with `status`, a success or not (an unhealthy
-    /// instance's end is a failure whatever its status): restart it or
-    /// not by the policy.
+    /// Its process ended with `status`: a success (`failure` is `None`)
+    /// or a failure, `Some` of what failed besides the status ("" for
+    /// nothing more; an unhealthy instance's end is a failure whatever its
+    /// status). Restart it or not by the policy.
     fn exited_as(
         &mut self,
         status: ExitStatus,
-        succeeded: bool,
+        failure: Option<&str>,
         now: Instant,
         config: &ServiceConfig,
     ) -> Vec<Effect> {
+        let succeeded = failure.is_none();
         self.last_exit = Some(status);
         self.pid = None;
         let ran = self.started_at.map_or(Duration::ZERO, |started| {
@@ -474,7 +477,11 @@ impl Instance {
             self.restarts += 1;
             return self.spawn(now);
         }
-        self.failed_quickly(describe_exit(status), now, config)
+        let cause = match failure {
+            Some(what) if !what.is_empty() => format!("{what}, {}", describe_exit(status)),
+            _ => describe_exit(status),
+        };
+        self.failed_quickly(cause, now, config)
     }
 
     /// A start that failed or a run that ended too soon: back off, or give
