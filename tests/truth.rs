@@ -835,8 +835,19 @@ fn help_completions_and_man_pages_are_generated_from_one_help_text() {
         let path = dir.0.join(shell);
         fs::write(&path, &script.stdout).unwrap();
         if shell == "bash" {
-            let parsed = Command::new("bash").arg("-n").arg(&path).status().unwrap();
-            assert!(parsed.success(), "bash parses its completion script");
+            let completed = run(Command::new("bash")
+                .arg("-c")
+                .arg(format!(
+                    "source {}; COMP_WORDS=(snow-fox-client sta); COMP_CWORD=1; \
+                     _snow_fox_client; echo \"${{COMPREPLY[@]}}\"; \
+                     COMP_WORDS=(snow-fox-client wait web --st); COMP_CWORD=3; \
+                     _snow_fox_client; echo \"${{COMPREPLY[@]}}\"",
+                    path.display()
+                ))
+                .output()
+                .unwrap());
+            assert_eq!(completed.code, 0, "{}", completed.stderr);
+            assert_eq!(completed.stdout, "status start\n--state\n");
         }
     }
     let client_page = cli_alone(&["man"]);
