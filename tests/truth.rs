@@ -911,3 +911,38 @@ fn a_service_a_reload_removed_can_be_shown_while_it_still_stops() {
     );
     assert_eq!(cli(&node, &["info"]).code, 0, "the node is alive");
 }
+
+/// A node that is not root cannot start a service as another user: the
+/// check says so, instead of a start failing as an `exec` error.
+#[test]
+#[ignore = "needs root"]
+fn a_node_that_is_not_root_is_told_it_cannot_switch_users() {
+    use std::os::unix::process::CommandExt;
+    let setup = Setup::new("truth-switch");
+    let conf = setup.conf();
+    fs::write(conf.join("node.toml"), "").unwrap();
+    setup.write_service("as_root", "command = [\"/bin/true\"]\nuser = \"root\"\n");
+    setup.write_service("as_self", "command = [\"/bin/true\"]\n");
+    let node = setup.dir.0.join("snow-fox");
+    fs::copy(env!("CARGO_BIN_EXE_snow-fox"), &node).unwrap();
+    for path in [&setup.dir.0, &conf, &conf.join("services")] {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let found = run(Command::new(&node)
+        .arg("--check")
+        .arg("--conf")
+        .arg(&conf)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap());
+    assert_eq!(found.code, 1, "{}{}", found.stdout, found.stderr);
+    assert!(
+        found.stdout.contains(
+            "as_root.toml:2: key `user`: the node runs as uid 65534 (gid 65534), not root, so it cannot start a service as uid 0 (gid 0)"
+        ),
+        "{}",
+        found.stdout
+    );
+    assert!(!found.stdout.contains("as_self"), "{}", found.stdout);
+}

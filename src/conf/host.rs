@@ -70,6 +70,18 @@ pub fn run_as(user: Option<&str>, group: Option<&str>) -> Result<RunAs, String> 
     }
 }
 
+/// Why this process cannot start a child as `who`, if it cannot: only
+/// root may change its uid or gid.
+pub fn cannot_switch(who: RunAs) -> Option<String> {
+    let (uid, gid) = (sys::effective_uid(), sys::effective_gid());
+    (uid != 0 && (who.uid != uid || who.gid != gid)).then(|| {
+        format!(
+            "the node runs as uid {uid} (gid {gid}), not root, so it cannot start a service as uid {} (gid {}): run the node as root, or drop `user`/`group`",
+            who.uid, who.gid
+        )
+    })
+}
+
 /// Whether `who` may enter directory `dir`: every directory from the root
 /// to it exists, is a directory and is searchable by `who`. `Ok(None)`
 /// when it may; `Ok(Some(why))` when not; `Err` when this process cannot
@@ -210,6 +222,19 @@ fn check_service(config: &Config, service: &ServiceConfig, problems: &mut Vec<Co
             return;
         }
     };
+    // Without privilege separation the node itself starts services: not
+    // root, it can start them only as itself.
+    if config.node.user.is_none()
+        && let Some(refusal) = cannot_switch(who)
+    {
+        let key = if service.user.is_some() {
+            "user"
+        } else {
+            "group"
+        };
+        report(key, refusal);
+        return;
+    }
     let path = service.env.get("PATH").map_or(BASE_PATH, String::as_str);
     for index in 0..service.instances {
         let instance = service.for_instance(index);

@@ -142,9 +142,12 @@ fn resolve_credentials(
     if user.is_none() && group.is_none() {
         return Ok(None);
     }
-    conf::host::run_as(user, group)
-        .map(Some)
-        .map_err(|reason| LaunchError::Account { reason })
+    let ids = conf::host::run_as(user, group).map_err(|reason| LaunchError::Account { reason })?;
+    // Else the child's setgid would fail and read as a failed exec.
+    if let Some(reason) = conf::host::cannot_switch(ids) {
+        return Err(LaunchError::Account { reason });
+    }
+    Ok(Some(ids))
 }
 
 fn env_name(item: &ms::start_process::EnvItem) -> Result<&str, LaunchError> {
