@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod cluster;
 pub mod conf;
 pub mod daemon;
 pub mod io;

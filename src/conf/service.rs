@@ -13,8 +13,8 @@ use super::document::{Document, Entry, expected, to_duration, to_text, whole_num
 
 /// Names the node uses for its own parts in status and requests, so no
 /// service may take them.
-const RESERVED_IDS: [&str; 7] = [
-    "daemon", "manager", "spawner", "io", "config", "state", "node",
+const RESERVED_IDS: [&str; 8] = [
+    "daemon", "manager", "spawner", "io", "config", "state", "node", "cluster",
 ];
 const MAX_ID_LEN: usize = 64;
 
@@ -284,11 +284,23 @@ pub(super) fn parse(
             return None;
         }
     };
+    let parsed = parse_document(id, &mut doc, conf_dir);
+    problems.extend(doc.finish());
+    Some(parsed)
+}
+
+/// Reads a service's keys from `doc`, recording their problems in it; the
+/// caller finishes the document (a cluster file has more keys).
+pub(super) fn parse_document(
+    id: String,
+    doc: &mut Document<'_>,
+    conf_dir: &Path,
+) -> (ServiceConfig, DependencyLines) {
     let service = ServiceConfig {
         id,
-        command: command(&mut doc),
+        command: command(doc),
         instances: doc.number("instances", 1..=1000).unwrap_or(1),
-        env: environment(&mut doc),
+        env: environment(doc),
         work_dir: doc.path("work_dir", conf_dir),
         user: doc.text("user"),
         group: doc.text("group"),
@@ -336,16 +348,15 @@ pub(super) fn parse(
             .unwrap_or(OnNodeExit::Stop),
         requires: doc.text_list("requires", IDS_FORM).unwrap_or_default(),
         after: doc.text_list("after", IDS_FORM).unwrap_or_default(),
-        ready: readiness(&mut doc),
-        health: health(&mut doc),
+        ready: readiness(doc),
+        health: health(doc),
     };
-    check_backoff(&mut doc, &service);
+    check_backoff(doc, &service);
     let lines = DependencyLines {
         requires: doc.line_of("requires"),
         after: doc.line_of("after"),
     };
-    problems.extend(doc.finish());
-    Some((service, lines))
+    (service, lines)
 }
 
 /// The required, non-empty argv; empty (with a problem recorded) otherwise.
