@@ -509,3 +509,91 @@ fn without_a_cluster_section_cluster_requests_are_refused_and_a_store_away_at_st
     });
     let _ = Client::connect(&away.socket()).unwrap();
 }
+
+#[test]
+fn a_cluster_request_is_traced_through_the_cluster_role() {
+    let etcd = Etcd::start();
+    let a = member("a", &etcd.url(), "zone = \"a\"").start();
+    cluster_colour(&a, "GREEN");
+    let mut client = a.client();
+    client.cluster_status().unwrap();
+    let id = client.last_correlation_id();
+    let hops = common::finished_hops(&mut client, &id);
+    assert_eq!(
+        hops,
+        [
+            "client>io:ClusterStatusRequest",
+            "io>manager:ClusterStatusRequest",
+            "manager>cluster:ClusterRequest",
+            "cluster>manager:ClusterReply",
+            "manager>io:ClusterStatusResponse",
+            "io>client:ClusterStatusResponse",
+        ]
+    );
+}
+
+/// Posts `body` to etcd's gateway at `url` + `path`, as `token` if given.
+fn gateway(url: &str, path: &str, body: &str, token: Option<&str>) -> String {
+    let mut request = ureq::post(&format!("{url}{path}"));
+    if let Some(token) = token {
+        request = request.header("Authorization", token);
+    }
+    request
+        .send(body)
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
+#[test]
+fn a_node_authenticates_with_username_and_password_file() {
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    gateway(&url, "/v3/auth/role/add", r#"{"name":"root"}"#, None);
+    gateway(
+        &url,
+        "/v3/auth/user/add",
+        r#"{"name":"root","password":"s3cret"}"#,
+        None,
+    );
+    gateway(
+        &url,
+        "/v3/auth/user/grant",
+        r#"{"user":"root","role":"root"}"#,
+        None,
+    );
+    gateway(&url, "/v3/auth/enable", "{}", None);
+
+    let with = |password: &str| {
+        let setup = Setup::new("cluster-auth").name("a");
+        let file = setup.dir.0.join("etcd.pw");
+        fs::write(&file, format!("{password}\n")).unwrap();
+        setup
+            .node(&format!(
+                "[cluster]\netcd = [\"{url}\"]\nlease_ttl = \"2s\"\nusername = \"root\"\npassword_file = \"{}\"",
+                file.display()
+            ))
+            .start()
+    };
+    let wrong = with("guess");
+    let reason = cluster_colour(&wrong, "RED");
+    assert!(reason.contains("authenticate"), "{reason}");
+    drop(wrong);
+    let right = with("s3cret");
+    cluster_colour(&right, "GREEN");
+    let mark = marker();
+    apply(
+        &right,
+        "authed",
+        &format!("command = [\"/bin/sleep\", \"{mark}\"]\n"),
+    );
+    all_running(&right, "authed", 1);
+    // Without the token, etcd refuses to show the keys.
+    let anonymous =
+        ureq::post(&format!("{url}/v3/kv/range")).send(r#"{"key":"Lw==","range_end":"MA=="}"#);
+    assert!(
+        matches!(anonymous, Err(ureq::Error::StatusCode(400..=499))),
+        "{anonymous:?}"
+    );
+}

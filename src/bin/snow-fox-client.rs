@@ -1276,4 +1276,3 @@ mod tests {
         assert_eq!(error.exit_code(), 2);
     }
 }
-

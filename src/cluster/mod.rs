@@ -216,7 +216,9 @@ pub fn cached_assignments(state_dir: &Path) -> mc::Assignments {
 /// Where the role stands with the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Standing {
-    /// Not joined yet, or lost the lease: `reason` says why.
+    /// Starting, not yet tried.
+    Joining,
+    /// Not joined, or lost the lease: `reason` says why.
     Away { reason: String },
     /// Joined, but the last renewal failed.
     Reconnecting { reason: String },
@@ -292,9 +294,7 @@ impl Cluster {
             lease: None,
             renewed_at: now,
             fenced: false,
-            standing: Standing::Away {
-                reason: "joining".to_owned(),
-            },
+            standing: Standing::Joining,
             health_sent: None,
             backoff: FIRST_BACKOFF,
             next_tick: now,
@@ -829,6 +829,11 @@ impl Cluster {
                         ""
                     }
                 ),
+            },
+            Standing::Joining => SystemStatus {
+                colour: StatusColour::Yellow as i32,
+                code: Some(StatusCode::Starting as i64),
+                reason: format!("joining via {endpoints}"),
             },
             Standing::Reconnecting { reason } => SystemStatus {
                 colour: StatusColour::Yellow as i32,

@@ -278,3 +278,133 @@ fn labels(doc: &mut Document<'_>, key: &'static str) -> BTreeMap<String, String>
     }
     labels
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(text: &str) -> (Option<ClusterConfig>, Vec<String>) {
+        let mut problems = Vec::new();
+        let node = super::super::node::parse(
+            Path::new("node.toml"),
+            text,
+            Path::new("/srv/conf"),
+            &mut problems,
+        );
+        let problems = problems.iter().map(ToString::to_string).collect();
+        (node.and_then(|node| node.cluster), problems)
+    }
+
+    fn problems_of(text: &str) -> Vec<String> {
+        match parse_cluster_service("web", Path::new("web.toml"), text) {
+            Ok(service) => panic!("accepted: {service:?}"),
+            Err(error) => error.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_cluster_section_takes_its_keys_and_defaults() {
+        let (cluster, problems) = node(
+            "[cluster]\netcd = [\"http://127.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n\
+             labels = { zone = \"a\", role = \"edge\" }\nusername = \"sf\"\npassword_file = \"etcd.pw\"\n",
+        );
+        assert_eq!(problems, Vec::<String>::new());
+        let cluster = cluster.unwrap();
+        assert_eq!(cluster.etcd.len(), 2);
+        assert_eq!(cluster.prefix, "/snow-fox");
+        assert_eq!(cluster.lease_ttl, Duration::from_secs(10));
+        assert_eq!(cluster.labels["role"], "edge");
+        assert_eq!(
+            cluster.password_file,
+            Some(PathBuf::from("/srv/conf/etcd.pw"))
+        );
+        assert_eq!(cluster.fence_margin(), Duration::from_secs(2));
+        // No section: no cluster.
+        assert_eq!(node(""), (None, Vec::new()));
+    }
+
+    #[test]
+    fn a_bad_cluster_section_names_each_key_and_line() {
+        let (_, problems) = node(
+            "name = \"n\"\n[cluster]\netcd = [\"https://e:2379\", \"e:2379/x\"]\nprefix = \"/sf/\"\n\
+             lease_ttl = \"1s\"\nlabels = { \"bad key\" = \"x\", zone = 3 }\nusername = \"u\"\nspeed = 1\n",
+        );
+        let expected = [
+            "node.toml:3: key `cluster.etcd[0]`: expected http://HOST:PORT without a path, found an https:// URL",
+            "node.toml:3: key `cluster.etcd[1]`",
+            "node.toml:4: key `cluster.prefix`",
+            "node.toml:5: key `cluster.lease_ttl`: expected a duration from 2s to 1h, found \"1s\"",
+            "node.toml:6: key `cluster.labels.bad key`",
+            "node.toml:6: key `cluster.labels.zone`",
+            "node.toml:7: key `cluster.password_file`: expected username and password_file together",
+            "node.toml:8: key `cluster.speed`: unknown key",
+        ];
+        assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+        for (problem, expected) in problems.iter().zip(expected) {
+            assert!(
+                problem.starts_with(expected),
+                "{problem} does not start with {expected}"
+            );
+        }
+        let (_, problems) = node("[cluster]\nlease_ttl = \"10s\"\n");
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].contains("key `cluster.etcd`: missing"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_cluster_service_is_a_service_file_plus_placement() {
+        let service = parse_cluster_service(
+            "web",
+            Path::new("web.toml"),
+            "command = [\"/bin/web\"]\nstop_timeout = \"3s\"\n[placement]\ninstances = 3\n\
+             max_per_node = 2\nconstraints = { zone = \"a\" }\nfence = true\n",
+        )
+        .unwrap();
+        assert_eq!(service.service.command, ["/bin/web"]);
+        assert_eq!(service.service.stop_timeout, Duration::from_secs(3));
+        assert_eq!(service.service.instances, 1);
+        assert!(service.service.autostart);
+        assert_eq!(service.placement.instances, 3);
+        assert_eq!(service.placement.max_per_node, 2);
+        assert_eq!(service.placement.constraints["zone"], "a");
+        assert!(service.placement.fence);
+        let again =
+            parse_cluster_service("web", Path::new("x"), "command = [\"/bin/web\"]\n").unwrap();
+        assert_eq!(again.placement.instances, 1);
+        assert_eq!(again.placement.max_per_node, 1);
+        assert_ne!(again.version, service.version);
+    }
+
+    #[test]
+    fn a_bad_cluster_service_names_file_line_and_key() {
+        let problems = problems_of(
+            "command = [\"/bin/web\"]\ninstances = 2\nrequires = [\"db\"]\n[placement]\n\
+             instances = 1001\nmax_per_node = 0\nfence = \"yes\"\nspread = 1\n",
+        );
+        let expected = [
+            "web.toml:2: key `instances`: not for a cluster service",
+            "web.toml:3: key `requires`: not for a cluster service",
+            "web.toml:5: key `placement.instances`",
+            "web.toml:6: key `placement.max_per_node`",
+            "web.toml:7: key `placement.fence`",
+            "web.toml:8: key `placement.spread`: unknown key",
+        ];
+        assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+        for (problem, expected) in problems.iter().zip(expected) {
+            assert!(
+                problem.starts_with(expected),
+                "{problem} does not start with {expected}"
+            );
+        }
+        // Ids that could escape a key or pass for an assigned instance.
+        for id in ["../x", "web@1", "a/b", "cluster", ""] {
+            let refused = parse_cluster_service(id, Path::new("f.toml"), "command = [\"/x\"]\n");
+            assert!(refused.is_err(), "{id:?} accepted");
+        }
+        assert!(!problems_of("placement = 3\ncommand = [\"/x\"]\n").is_empty());
+        assert!(!problems_of("command = [\"/x\"\n").is_empty());
+    }
+}
