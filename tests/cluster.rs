@@ -396,6 +396,18 @@ fn an_invalid_cluster_file_is_refused_naming_file_line_and_key() {
         "{reason}"
     );
     assert!(status(&a).services.is_empty(), "nothing was written");
+    let json = Command::new(env!("CARGO_BIN_EXE_snow-fox-client"))
+        .arg("--socket")
+        .arg(a.socket())
+        .args(["cluster", "status", "--json"])
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&json.stdout);
+    assert!(
+        json.starts_with(r#"{"answered_by":"a","scheduler":"a","nodes":[{"name":"a","alive":true,"labels":{"zone":"a"}"#),
+        "{json}"
+    );
+    assert!(json.trim_end().ends_with(r#""services":[]}"#), "{json}");
     // Unknown ids are refused by name.
     let reason = refused(
         a.client().cluster_change(Code::ClusterStop, "nope"),
