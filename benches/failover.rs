@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use etcd::Etcd;
 use scratch::{TempDir, poll_until};
+
 use snow_fox::client::Client;
 use snow_fox::wire::proto::public_api::ClusterStatus;
 
@@ -129,15 +130,7 @@ fn running_on(status: &ClusterStatus) -> Vec<(u32, String)> {
 
 /// `/bin/sleep <marker>` processes, to kill what a crashed node left.
 fn stale(marker: u32) -> Vec<u32> {
-    let wanted = format!("/bin/sleep\0{marker}\0");
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            (fs::read(entry.path().join("cmdline")).ok()? == wanted.as_bytes()).then_some(pid)
-        })
-        .collect()
+    scratch::processes_running(&["/bin/sleep", &marker.to_string()])
 }
 
 /// utime + stime of `pid`, in clock ticks.

@@ -23,17 +23,12 @@ fn marker() -> u32 {
     base + NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The pids of running `/bin/sleep <marker>` processes.
+/// The pids of running `/bin/sleep <marker>` processes (not zombies).
 fn running(marker: u32) -> Vec<u32> {
-    let wanted = format!("/bin/sleep\0{marker}\0");
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
-            (cmdline == wanted.as_bytes() && common::pid_alive(pid)).then_some(pid)
-        })
+    let marker = marker.to_string();
+    common::scratch::processes_running(&["/bin/sleep", &marker])
+        .into_iter()
+        .filter(|pid| common::pid_alive(*pid))
         .collect()
 }
 
