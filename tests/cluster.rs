@@ -604,3 +604,24 @@ fn a_node_authenticates_with_username_and_password_file() {
         "{anonymous:?}"
     );
 }
+
+#[test]
+fn a_node_restarted_before_its_lease_expired_takes_its_name_back() {
+    let etcd = Etcd::start();
+    let mut a = member("a", &etcd.url(), "zone = \"a\"").start();
+    cluster_colour(&a, "GREEN");
+    let mark = marker();
+    apply(
+        &a,
+        "solo",
+        &format!("command = [\"/bin/sleep\", \"{mark}\"]\n"),
+    );
+    all_running(&a, "solo", 1);
+    a.crash();
+    // At once, well within its 2 s lease: its name is still held.
+    a.restart();
+    cluster_colour(&a, "GREEN");
+    let on = all_running(&a, "solo", 1);
+    assert_eq!(on[&0], "a");
+    assert_eq!(running(mark).len(), 1, "one copy, adopted or replaced");
+}

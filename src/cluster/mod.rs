@@ -67,6 +67,10 @@ const WATCH_NOTICES: usize = 64;
 /// restarted node can re-adopt its cluster instances before the store
 /// answers.
 const CACHE_FILE: &str = "cluster.assigned";
+/// The file in the state dir naming the lease the node last joined with,
+/// so that a node restarted before that lease expired can take its name
+/// back instead of being refused as a twin.
+const LEASE_FILE: &str = "cluster.lease";
 
 /// The cluster role's channel ends.
 #[derive(Debug)]
@@ -314,10 +318,25 @@ impl Cluster {
     }
 
     /// Refuses a name a live node holds; a store that does not answer is
-    /// no refusal (the role retries once running).
+    /// no refusal (the role retries once running). A name held by the
+    /// lease this node's previous run recorded is this node's own: that
+    /// lease is revoked and the name taken back.
     pub fn check_name(&mut self) -> Result<(), ClusterError> {
         let key = self.keys.node(&self.name);
+        let previous: Option<i64> = fs::read_to_string(self.state_dir.join(LEASE_FILE))
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
         match self.etcd.get(&key) {
+            Ok(Some(kv)) if kv.lease != 0 && Some(kv.lease) == previous => {
+                log::info!(
+                    "cluster: {key} is held by this node's previous run (lease {:x}): revoking it",
+                    kv.lease
+                );
+                if let Err(error) = self.etcd.revoke(kv.lease) {
+                    log::warn!("cluster: cannot revoke the previous lease: {error}");
+                }
+                Ok(())
+            }
             Ok(Some(_)) => Err(ClusterError::NameTaken {
                 name: self.name.clone(),
                 key,
@@ -534,6 +553,7 @@ impl Cluster {
             });
         }
         self.lease = Some(lease);
+        self.write_state(LEASE_FILE, &lease.to_string());
         self.renewed(sent);
         log::info!(
             "cluster: joined as {} (lease {lease:x}, ttl {:?})",
@@ -696,9 +716,16 @@ impl Cluster {
             .iter()
             .map(|a| json!({"service_id": a.service_id, "index": a.index, "definition": a.definition}))
             .collect();
-        let path = self.state_dir.join(CACHE_FILE);
-        let temporary = self.state_dir.join(format!("{CACHE_FILE}.tmp"));
-        let written = fs::write(&temporary, Value::Array(entries).to_string())
+        self.write_state(CACHE_FILE, &Value::Array(entries).to_string());
+    }
+
+    /// Replaces `file` in the state dir with `text` (written aside, then
+    /// renamed, so a crash leaves the old or the new, never half).
+    fn write_state(&self, file: &str, text: &str) {
+        let path = self.state_dir.join(file);
+        let temporary = self.state_dir.join(format!("{file}.tmp"));
+        let written = fs::create_dir_all(&self.state_dir)
+            .and_then(|()| fs::write(&temporary, text))
             .and_then(|()| fs::rename(&temporary, &path));
         if let Err(error) = written {
             log::warn!("cluster: cannot write {}: {error}", path.display());
