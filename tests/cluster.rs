@@ -625,3 +625,30 @@ fn a_node_restarted_before_its_lease_expired_takes_its_name_back() {
     assert_eq!(on[&0], "a");
     assert_eq!(running(mark).len(), 1, "one copy, adopted or replaced");
 }
+
+#[test]
+fn most_nodes_vanishing_at_once_holds_their_instances_then_moves_them() {
+    let etcd = Etcd::start();
+    let mut nodes = three(&etcd.url());
+    let mark = marker();
+    apply(
+        &nodes[0],
+        "wide",
+        &format!(
+            "command = [\"/bin/sleep\", \"{mark}\"]\n[placement]\ninstances = 3\nmax_per_node = 3\n"
+        ),
+    );
+    all_running(&nodes[0], "wide", 3);
+    nodes[1].crash();
+    nodes[2].crash();
+    // The survivor (the scheduler) sees two of three vanish at once: it
+    // holds their instances first, says so, and moves them after.
+    wait_for("the hold to be logged", || {
+        nodes[0]
+            .log_text()
+            .contains("2 of 3 nodes vanished at once")
+            .then_some(())
+    });
+    let on = all_running(&nodes[0], "wide", 3);
+    assert!(on.values().all(|node| node == "a"), "{on:?}");
+}

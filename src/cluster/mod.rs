@@ -270,6 +270,9 @@ pub struct Cluster {
     /// Dead nodes still holding assignments, since when the scheduler saw
     /// them dead.
     dead_since: BTreeMap<String, Instant>,
+    /// When the scheduler last saw each node alive, kept for twice the
+    /// lease: who vanished recently.
+    seen: BTreeMap<String, Instant>,
 }
 
 impl Cluster {
@@ -314,6 +317,7 @@ impl Cluster {
             states: BTreeMap::new(),
             published: BTreeMap::new(),
             dead_since: BTreeMap::new(),
+            seen: BTreeMap::new(),
         })
     }
 

@@ -91,22 +91,26 @@ pub fn place(
     placed
 }
 
-/// The dead nodes whose instances stay put now: all of them while they
-/// are more than half of the nodes (live plus dead) and the first of them
-/// vanished less than `grace` ago; none otherwise.
+/// The dead nodes whose instances stay put now. While the nodes `gone`
+/// (vanished recently, or dead and still holding instances) are more than
+/// half of the nodes (live plus gone), each dead node of `dead_since`
+/// keeps its instances until `grace` after it was first seen dead; the
+/// first to vanish, before the others made a majority, moved already.
 pub fn held(
+    gone: &BTreeSet<String>,
     dead_since: &BTreeMap<String, Instant>,
     alive: usize,
     now: Instant,
     grace: Duration,
 ) -> BTreeSet<String> {
-    let dead = dead_since.len();
-    let first = dead_since.values().min().copied();
-    let mass = dead * 2 > alive + dead;
-    match first {
-        Some(first) if mass && now < first + grace => dead_since.keys().cloned().collect(),
-        _ => BTreeSet::new(),
+    if gone.len() * 2 <= alive + gone.len() {
+        return BTreeSet::new();
     }
+    dead_since
+        .iter()
+        .filter(|(_, since)| now < **since + grace)
+        .map(|(node, _)| node.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -210,11 +214,20 @@ mod tests {
     fn most_nodes_vanishing_at_once_is_held_for_the_grace_period() {
         let now = Instant::now();
         let grace = Duration::from_secs(4);
+        let names = |list: &[&str]| {
+            list.iter()
+                .map(|n| (*n).to_owned())
+                .collect::<BTreeSet<_>>()
+        };
         let dead = BTreeMap::from([("b".to_owned(), now), ("c".to_owned(), now)]);
-        assert_eq!(held(&dead, 1, now, grace).len(), 2);
-        assert!(held(&dead, 1, now + grace, grace).is_empty());
+        assert_eq!(held(&names(&["b", "c"]), &dead, 1, now, grace).len(), 2);
+        assert!(held(&names(&["b", "c"]), &dead, 1, now + grace, grace).is_empty());
         // One of three is no mass vanishing: it moves at once.
         let one = BTreeMap::from([("b".to_owned(), now)]);
-        assert!(held(&one, 2, now, grace).is_empty());
+        assert!(held(&names(&["b"]), &one, 2, now, grace).is_empty());
+        // b vanished first and its instances moved; c vanishing next makes
+        // two of three: c's are held.
+        let c = BTreeMap::from([("c".to_owned(), now)]);
+        assert_eq!(held(&names(&["b", "c"]), &c, 1, now, grace), names(&["c"]));
     }
 }

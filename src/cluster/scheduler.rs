@@ -2,7 +2,7 @@
 //! (`placement.rs`), and write the difference in transactions guarded by
 //! holding the scheduler key, so a deposed scheduler writes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Instant;
 
@@ -60,17 +60,28 @@ impl Cluster {
         for node in dead {
             self.dead_since.entry(node).or_insert(now);
         }
-        let grace = self.config.lease_ttl * 2;
-        let held = placement::held(&self.dead_since, alive.len(), now, grace);
+        let window = self.config.lease_ttl * 2;
+        for name in alive.keys() {
+            self.seen.insert(name.clone(), now);
+        }
+        self.seen.retain(|_, at| now.duration_since(*at) <= window);
+        let gone: BTreeSet<String> = self
+            .seen
+            .keys()
+            .filter(|node| !alive.contains_key(*node))
+            .chain(self.dead_since.keys())
+            .cloned()
+            .collect();
+        let held = placement::held(&gone, &self.dead_since, alive.len(), now, window);
         if !held.is_empty() {
             log::warn!(
-                "cluster: {} of {} nodes vanished at once ({}): their instances stay put for up to {grace:?}, \
+                "cluster: {} of {} nodes vanished at once ({}): the instances of {} stay put for up to {window:?}, \
                  the store or the network is more likely at fault",
-                held.len(),
-                held.len() + alive.len(),
+                gone.len(),
+                gone.len() + alive.len(),
+                gone.iter().cloned().collect::<Vec<_>>().join(", "),
                 held.iter().cloned().collect::<Vec<_>>().join(", ")
             );
-            self.schedule_dirty = true;
         }
         let placed = placement::place(&alive, &wanted, &current, &held);
 
