@@ -652,3 +652,49 @@ fn most_nodes_vanishing_at_once_holds_their_instances_then_moves_them() {
     let on = all_running(&nodes[0], "wide", 3);
     assert!(on.values().all(|node| node == "a"), "{on:?}");
 }
+
+#[test]
+fn junk_written_into_the_store_by_hand_is_skipped_not_run() {
+    use base64::Engine as _;
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let etcd = Etcd::start();
+    let url = etcd.url();
+    let a = member("a", &url, "zone = \"a\"").start();
+    cluster_colour(&a, "GREEN");
+    let put = |key: &str, value: &str| {
+        let body = format!(r#"{{"key":"{}","value":"{}"}}"#, b64(key), b64(value));
+        gateway(&url, "/v3/kv/put", &body, None);
+    };
+    // An assignment that is no service file, one whose id could escape,
+    // a service record that is no JSON, and a presence key with junk.
+    put(
+        "/snow-fox/assign/a/evil.0",
+        "command = [\"/bin/sh\", \"-c\"",
+    );
+    put(
+        "/snow-fox/assign/a/../../x.0",
+        "command = [\"/bin/true\"]\n",
+    );
+    put("/snow-fox/services/broken", "{not json");
+    put("/snow-fox/nodes/ghost", "\u{1}\u{2}");
+    let mark = marker();
+    apply(
+        &a,
+        "fine",
+        &format!("command = [\"/bin/sleep\", \"{mark}\"]\n"),
+    );
+    all_running(&a, "fine", 1);
+    let local = a.client().status(None).unwrap();
+    let ids: Vec<&str> = local.services.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["fine@0"], "only the valid assignment runs");
+    assert!(
+        a.log_text().contains("cannot run evil@0"),
+        "{}",
+        a.log_text()
+    );
+    cluster_colour(&a, "GREEN");
+    // The status still lists what it can.
+    let shown = status(&a);
+    assert!(shown.services.iter().any(|s| s.id == "fine"));
+    assert!(shown.services.iter().all(|s| s.id != "broken"));
+}
