@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod client;
+pub mod cluster;
 pub mod conf;
 pub mod daemon;
 pub mod io;

@@ -51,6 +51,8 @@ pub enum Role {
     Spawner,
     /// A service's process.
     Process,
+    /// The cluster role.
+    Cluster,
 }
 
 impl Role {
@@ -63,6 +65,7 @@ impl Role {
             Role::Manager => "manager",
             Role::Spawner => "spawner",
             Role::Process => "process",
+            Role::Cluster => "cluster",
         }
     }
 }

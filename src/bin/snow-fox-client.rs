@@ -24,8 +24,9 @@ use lexopt::ValueExt;
 use snow_fox::client::bench::{self, BenchError, BenchOptions, Progress, RequestKind, Until};
 use snow_fox::client::json::{self, JsonObject};
 use snow_fox::client::{Client, ClientError, help, render};
-use snow_fox::conf::{parse_duration, paths};
+use snow_fox::conf::{parse_cluster_service, parse_duration, paths};
 use snow_fox::trace::now_unix_ms;
+use snow_fox::wire::proto::public_api::message::Code;
 use snow_fox::wire::proto::public_api::{
     ServiceDefinitionResponse, ServiceStatusResponse, StatusColour, error,
 };
@@ -123,6 +124,8 @@ enum Command {
     Bench(BenchPlan),
     /// Prints a completion script or a man page.
     Generate(Generated),
+    /// Asks the node's cluster.
+    Cluster(ClusterCommand),
 }
 
 /// What `completions` and `man` print.
@@ -131,6 +134,14 @@ enum Generated {
     Completions(String),
     ManClient,
     ManNode,
+}
+
+/// `cluster ...`.
+#[derive(Debug, PartialEq)]
+enum ClusterCommand {
+    Status,
+    Apply { files: Vec<PathBuf> },
+    Change { code: Code, id: String },
 }
 
 /// `bench`'s options; the socket comes from the global options.
@@ -461,6 +472,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Pa
             })
         }
         "logs" => Command::Logs(parse_logs(&mut args)?),
+        "cluster" => Command::Cluster(parse_cluster(&mut args)?),
         _ => Command::Bench(parse_bench(&mut args)?),
     };
     Ok(Invocation {
@@ -507,6 +519,42 @@ fn parse_logs(args: &mut Args) -> Result<LogsOptions, ParseExit> {
         streams,
         follow,
         log_dir,
+    })
+}
+
+fn parse_cluster(args: &mut Args) -> Result<ClusterCommand, ParseExit> {
+    let no_options = |_: &str, _: &mut Args| Ok(false);
+    let mut words = rest(args, "cluster", no_options)?.into_iter();
+    let verb = words
+        .next()
+        .ok_or_else(|| usage("`cluster` needs status, apply, remove, start or stop".to_owned()))?;
+    let words: Vec<String> = words.collect();
+    let command = format!("cluster {verb}");
+    Ok(match verb.as_str() {
+        "status" => {
+            no_words(&command, words)?;
+            ClusterCommand::Status
+        }
+        "apply" if words.is_empty() => {
+            return Err(usage("`cluster apply` needs one or more files".to_owned()));
+        }
+        "apply" => ClusterCommand::Apply {
+            files: words.into_iter().map(PathBuf::from).collect(),
+        },
+        "remove" | "start" | "stop" => {
+            let code = match verb.as_str() {
+                "remove" => Code::ClusterRemove,
+                "start" => Code::ClusterStart,
+                _ => Code::ClusterStop,
+            };
+            let id = one_word(&command, words, "a cluster service id")?;
+            ClusterCommand::Change { code, id }
+        }
+        other => {
+            return Err(usage(format!(
+                "unknown cluster command `{other}`: expected status, apply, remove, start or stop"
+            )));
+        }
     })
 }
 
@@ -652,6 +700,8 @@ enum CliError {
     UnknownTrace { correlation_id: String },
     /// `wait` ran out of time or the service failed instead.
     WaitFailed { reason: String },
+    /// A cluster file cannot be read or is not valid: nothing was sent.
+    ClusterFile(String),
 }
 
 impl CliError {
@@ -662,7 +712,8 @@ impl CliError {
             | CliError::NoMatch { .. }
             | CliError::ReloadRefused { .. }
             | CliError::UnknownTrace { .. }
-            | CliError::WaitFailed { .. } => 1,
+            | CliError::WaitFailed { .. }
+            | CliError::ClusterFile(_) => 1,
             CliError::NotGreen { .. } => i32::from(EXIT_NOT_GREEN),
             _ => i32::from(EXIT_TROUBLE),
         }
@@ -738,6 +789,9 @@ impl fmt::Display for CliError {
                 "the node has no trace of `{correlation_id}` (never seen, or evicted)"
             ),
             CliError::WaitFailed { reason } => f.write_str(reason),
+            CliError::ClusterFile(problems) => {
+                write!(f, "nothing was applied:\n{problems}")
+            }
         }
     }
 }
@@ -775,6 +829,15 @@ fn run(invocation: Invocation) -> Result<(), CliError> {
                 request: plan.request,
             };
             run_bench(&options, invocation.json, &mut out)
+        }
+        Command::Cluster(command) => {
+            let socket = invocation.socket.unwrap_or_else(paths::default_socket_path);
+            let mut printer = Printer {
+                out: &mut out,
+                json: invocation.json,
+                colour: invocation.colour.wanted(),
+            };
+            ask_cluster(command, &socket, &mut printer)
         }
         Command::Node(command) => {
             let socket = match invocation.socket {
@@ -1371,6 +1434,83 @@ fn read_error(path: &Path) -> impl Fn(io::Error) -> CliError + '_ {
     |source| CliError::ReadLog {
         path: path.to_owned(),
         source,
+    }
+}
+
+/// Runs a `cluster` command through the node at `socket`. Files are
+/// validated here, as the node will again, before the node is asked.
+fn ask_cluster(
+    command: ClusterCommand,
+    socket: &Path,
+    printer: &mut Printer,
+) -> Result<(), CliError> {
+    let files = match &command {
+        ClusterCommand::Apply { files } => read_cluster_files(files)?,
+        _ => Vec::new(),
+    };
+    let mut client = Client::connect(socket)?;
+    let acknowledged = |what: String| {
+        move |printer: &mut Printer| {
+            printer.reply(
+                &(),
+                |()| {
+                    JsonObject::new()
+                        .bool("acknowledged", true)
+                        .string("done", &what)
+                        .finish()
+                },
+                |()| what.clone(),
+            )
+        }
+    };
+    match command {
+        ClusterCommand::Status => printer.reply(
+            &client.cluster_status()?,
+            snow_fox::client::cluster_status_json,
+            snow_fox::client::cluster_status_text,
+        ),
+        ClusterCommand::Apply { .. } => {
+            client.cluster_apply(&files)?;
+            let ids: Vec<&str> = files.iter().map(|(id, _, _)| id.as_str()).collect();
+            acknowledged(format!("applied {}", ids.join(", ")))(printer)
+        }
+        ClusterCommand::Change { code, id } => {
+            client.cluster_change(code, &id)?;
+            let verb = match code {
+                Code::ClusterRemove => "removed",
+                Code::ClusterStart => "started",
+                _ => "stopped",
+            };
+            acknowledged(format!("{verb} {id}"))(printer)
+        }
+    }
+}
+
+/// Reads and validates cluster service files: `(id, path, text)` each, or
+/// every problem of every file.
+fn read_cluster_files(files: &[PathBuf]) -> Result<Vec<(String, String, String)>, CliError> {
+    let mut read = Vec::new();
+    let mut problems = Vec::new();
+    for path in files {
+        let id = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                if let Err(error) = parse_cluster_service(&id, path, &text) {
+                    problems.push(error.to_string());
+                }
+                read.push((id, path.display().to_string(), text));
+            }
+            Err(error) => problems.push(format!("{}: cannot read: {error}", path.display())),
+        }
+    }
+    if problems.is_empty() {
+        Ok(read)
+    } else {
+        Err(CliError::ClusterFile(problems.join("\n")))
     }
 }
 

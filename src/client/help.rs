@@ -180,6 +180,16 @@ root, else $XDG_STATE_HOME/snow-fox/log or ~/.local/state/snow-fox/log.",
             options: &[],
         },
         CommandHelp {
+            name: "cluster",
+            args: "status | apply FILE... | remove|start|stop ID",
+            summary: "the node's cluster: what runs where, and its cluster services",
+            details: "status: every node of the cluster (name, labels, alive, instances) and every \
+cluster instance (node, state, pid). apply: validate cluster service files (a service file \
+plus [placement]; the id is the file's stem), then store them. remove, start, stop: a \
+cluster service.",
+            options: &[],
+        },
+        CommandHelp {
             name: "bench",
             args: "[--clients N] [--inflight K] [--duration D | --requests N] [--warmup D] [--request KIND] [--service ID]",
             summary: "load the node from N connections, each keeping K requests out",

@@ -198,6 +198,7 @@ pub fn service_status(status: &ServiceStatusResponse) -> String {
             status.services.iter().map(|service| {
                 JsonObject::new()
                     .string("id", &service.id)
+                    .string("origin", service.origin.as_deref().unwrap_or("local"))
                     .optional_string("description", service.description.as_deref())
                     .optional_bool("enabled", service.enabled)
                     .optional_string("desired", service.desired.as_deref())
@@ -352,6 +353,7 @@ mod tests {
         let status = ServiceStatusResponse {
             services: vec![Service {
                 id: "web".into(),
+                origin: None,
                 status: SystemStatus {
                     colour: 0,
                     code: Some(0),
@@ -376,7 +378,7 @@ mod tests {
         };
         assert_eq!(
             service_status(&status),
-            r#"{"services":[{"id":"web","description":null,"enabled":true,"desired":"auto","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false,"reason":"started as pid 12"}]}],"added":[],"changed":[],"removed":[],"unchanged":[]}"#
+            r#"{"services":[{"id":"web","origin":"local","description":null,"enabled":true,"desired":"auto","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false,"reason":"started as pid 12"}]}],"added":[],"changed":[],"removed":[],"unchanged":[]}"#
         );
     }
 

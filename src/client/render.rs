@@ -95,6 +95,10 @@ pub fn status_table(services: &[Service], now_unix_ms: u64, colour: bool) -> Str
             } else {
                 instance.state.clone()
             };
+            let name = match service.origin.as_deref() {
+                Some(origin) if origin != "local" => format!("{} ({origin})", service.id),
+                _ => service.id.clone(),
+            };
             let state_colour = state_paint(
                 &instance.state,
                 instance.last_exit_code,
@@ -102,7 +106,7 @@ pub fn status_table(services: &[Service], now_unix_ms: u64, colour: bool) -> Str
             );
             table.painted_row(
                 vec![
-                    service.id.clone(),
+                    name,
                     instance.index.to_string(),
                     state,
                     or_dash(instance.pid),
@@ -406,21 +410,21 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 /// Rows of cells printed in columns as wide as their widest cell (counted
 /// in characters, so "→" and "µ" are one), two spaces apart.
 #[derive(Default)]
-struct Table {
+pub(super) struct Table {
     rows: Vec<Vec<String>>,
     /// For each row, one cell painted: its column and paint.
     paints: Vec<Option<(usize, &'static str)>>,
 }
 
 impl Table {
-    fn with_header(header: &[&str]) -> Table {
+    pub(super) fn with_header(header: &[&str]) -> Table {
         Table {
             rows: vec![header.iter().map(|cell| (*cell).to_owned()).collect()],
             paints: vec![None],
         }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(super) fn row(&mut self, cells: Vec<String>) {
         self.painted_row(cells, 0, None);
     }
 
@@ -431,7 +435,7 @@ impl Table {
         self.paints.push(with.map(|with| (column, with)));
     }
 
-    fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         let mut widths: Vec<usize> = Vec::new();
         for row in &self.rows {
             for (column, cell) in row.iter().enumerate() {
@@ -521,6 +525,7 @@ mod tests {
         let services = vec![
             Service {
                 id: "web".into(),
+                origin: None,
                 status: green("running"),
                 instances: vec![
                     Instance {
@@ -550,6 +555,7 @@ mod tests {
             },
             Service {
                 id: "database".into(),
+                origin: None,
                 status: green("stopped"),
                 instances: Vec::new(),
                 ..Service::default()

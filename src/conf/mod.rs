@@ -11,6 +11,7 @@
 //! reload, and hands the result to the roles. A failed load changes
 //! nothing, so a reload that fails keeps the running configuration.
 
+mod cluster;
 pub mod deps;
 mod document;
 mod error;
@@ -24,6 +25,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use cluster::{ClusterConfig, ClusterService, MIN_LEASE_TTL, Placement, parse_cluster_service};
 pub use document::{MAX_DURATION, parse_duration};
 pub use error::{ConfigError, ConfigProblem};
 pub use node::NodeConfig;

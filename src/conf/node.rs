@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::ConfigProblem;
+use super::cluster::ClusterConfig;
 use super::document::Document;
 use super::paths;
 
@@ -59,6 +60,9 @@ pub struct NodeConfig {
     /// `group`: the node process's group (name or gid) with `user`
     /// (default: the user's primary group).
     pub group: Option<String>,
+    /// `[cluster]`: the cluster this node joins (default: none, a node on
+    /// its own).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Reads `text`, the content of `file` (empty when the file is missing),
@@ -110,6 +114,7 @@ pub(super) fn parse(
         allow_groups: doc.text_list("allow_groups", names).unwrap_or_default(),
         user: doc.text("user"),
         group: doc.text("group"),
+        cluster: super::cluster::parse_section(&mut doc, conf_dir),
     };
     problems.extend(doc.finish());
     Some(node)
@@ -160,6 +165,7 @@ mod tests {
                 allow_groups: Vec::new(),
                 user: None,
                 group: None,
+                cluster: None,
             }
         );
         assert!(!host_name().is_empty());

@@ -13,8 +13,8 @@ use super::document::{Document, Entry, expected, to_duration, to_text, whole_num
 
 /// Names the node uses for its own parts in status and requests, so no
 /// service may take them.
-const RESERVED_IDS: [&str; 7] = [
-    "daemon", "manager", "spawner", "io", "config", "state", "node",
+const RESERVED_IDS: [&str; 8] = [
+    "daemon", "manager", "spawner", "io", "config", "state", "node", "cluster",
 ];
 const MAX_ID_LEN: usize = 64;
 
@@ -375,11 +375,30 @@ pub(super) fn parse(
             return None;
         }
     };
+    let (mut service, mut facts) = parse_document(id, &mut doc, conf_dir);
+    // Only a file of the conf dir may name an env file (a cluster
+    // definition comes from the store, not from this host).
+    if let Some(env_file) = doc.path("env_file", conf_dir) {
+        let line = doc.line_of("env_file");
+        facts.env_file = read_env_file(&env_file, file, line, &mut service.env, problems)
+            .map(|text| (env_file, text));
+    }
+    problems.extend(doc.finish());
+    Some((service, facts))
+}
+
+/// Reads a service's keys from `doc`, recording their problems in it; the
+/// caller finishes the document (a cluster file has more keys).
+pub(super) fn parse_document(
+    id: String,
+    doc: &mut Document<'_>,
+    conf_dir: &Path,
+) -> (ServiceConfig, ServiceFacts) {
     let service = ServiceConfig {
         id,
-        command: command(&mut doc),
+        command: command(doc),
         instances: doc.number("instances", 1..=1000).unwrap_or(1),
-        env: environment(&mut doc),
+        env: environment(doc),
         work_dir: doc.path("work_dir", conf_dir),
         user: doc.text("user"),
         group: doc.text("group"),
@@ -427,26 +446,19 @@ pub(super) fn parse(
             .unwrap_or(OnNodeExit::Stop),
         requires: doc.text_list("requires", IDS_FORM).unwrap_or_default(),
         after: doc.text_list("after", IDS_FORM).unwrap_or_default(),
-        ready: readiness(&mut doc),
-        health: health(&mut doc),
+        ready: readiness(doc),
+        health: health(doc),
         start_grace: doc.duration("start_grace").unwrap_or(DEFAULT_START_GRACE),
         description: doc.text("description"),
     };
-    let mut service = service;
-    let env_file = doc.path("env_file", conf_dir).and_then(|env_file| {
-        let line = doc.line_of("env_file");
-        let text = read_env_file(&env_file, file, line, &mut service.env, problems)?;
-        Some((env_file, text))
-    });
-    check_backoff(&mut doc, &service);
-    check_tcp_per_instance(&mut doc, &service);
-    let lines = ServiceFacts {
+    check_backoff(doc, &service);
+    check_tcp_per_instance(doc, &service);
+    let facts = ServiceFacts {
         requires: doc.line_of("requires"),
         after: doc.line_of("after"),
-        env_file,
+        env_file: None,
     };
-    problems.extend(doc.finish());
-    Some((service, lines))
+    (service, facts)
 }
 
 /// Adds the variables of `env_file` (`KEY=VALUE` lines; blank lines and

@@ -66,6 +66,7 @@ impl Loopback {
             to_daemon: daemon_sender,
             from_spawner,
             to_spawner: spawner_sender,
+            cluster: None,
         };
         Ok(Loopback {
             manager: Manager::new(links, tracer.clone(), config, identity),

@@ -58,9 +58,10 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::cluster::{Cluster, ClusterError, ClusterLinks, cached_assignments};
 use crate::conf::{Config, ConfigError, paths};
 use crate::io::{BoundSocket, Io, IoError, IoSettings, ListenError};
-use crate::manager::{Manager, ManagerLinks, NodeIdentity, service_table};
+use crate::manager::{ClusterLink, Manager, ManagerLinks, NodeIdentity, service_table};
 use crate::spawner::{Spawner, SpawnerLinks, TableSource, UserError};
 use crate::sys;
 use crate::trace::{Role, Tracer};
@@ -79,6 +80,8 @@ const IO_TO_MANAGER: usize = 64;
 const MANAGER_SPAWNER: usize = 256;
 /// Capacity of each daemon link, in messages.
 const DAEMON_LINK: usize = 16;
+/// Capacity of each manager ↔ cluster channel, in messages.
+const MANAGER_CLUSTER: usize = 64;
 
 /// What the command line asked for.
 #[derive(Debug, Clone)]
@@ -154,6 +157,8 @@ pub enum DaemonError {
         /// The OS error.
         source: io::Error,
     },
+    /// The cluster role cannot start (or the node's name is taken).
+    Cluster(ClusterError),
     /// The node process cannot drop to its user.
     DropPrivileges {
         /// The configured user.
@@ -192,6 +197,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Split { doing, source } => {
                 write!(f, "privilege separation: cannot {doing}: {source}")
             }
+            DaemonError::Cluster(error) => error.fmt(f),
             DaemonError::DropPrivileges {
                 user,
                 uid,
@@ -217,6 +223,7 @@ impl std::error::Error for DaemonError {
             | DaemonError::Split { source: error, .. }
             | DaemonError::DropPrivileges { source: error, .. } => Some(error),
             DaemonError::NodeUser { source, .. } => Some(source),
+            DaemonError::Cluster(error) => error.source(),
             DaemonError::RootNodeUser { .. } => None,
         }
     }
@@ -308,6 +315,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         })
         .map_err(DaemonError::Signals)?;
 
+    let (cluster, cluster_link) = cluster_role(&config, &tracer)?;
     let identity = identity(&config, spawner_process.as_ref().map(|process| process.pid));
     // The first thing the spawner reads, before any request it checks.
     let table = ds::Message {
@@ -343,6 +351,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
             to_daemon: manager_to_daemon,
             from_spawner: manager_from_spawner,
             to_spawner: manager_to_spawner,
+            cluster: cluster_link,
         },
         tracer.clone(),
         config,
@@ -350,6 +359,9 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     );
     roles.spawn(Role::Manager, move || manager.run())?;
     roles.spawn(Role::Io, move || io.run())?;
+    if let Some(cluster) = cluster {
+        roles.spawn(Role::Cluster, move || cluster.run())?;
+    }
 
     let links = Links {
         signals,
@@ -388,6 +400,37 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     };
     log::info!("[{correlation}] node stopped");
     Ok(outcome)
+}
+
+/// The cluster role and the manager's end of its link, for a node with
+/// `[cluster]`; refuses a node name a live node holds.
+fn cluster_role(
+    config: &Config,
+    tracer: &Tracer,
+) -> Result<(Option<Cluster>, Option<ClusterLink>), DaemonError> {
+    let Some(cluster_config) = config.node.cluster.clone() else {
+        return Ok((None, None));
+    };
+    let (to_cluster, from_manager) = bounded(MANAGER_CLUSTER);
+    let (to_manager, from_cluster) = bounded(MANAGER_CLUSTER);
+    let mut cluster = Cluster::new(
+        ClusterLinks {
+            from_manager,
+            to_manager,
+        },
+        tracer.clone(),
+        cluster_config,
+        config.node.name.clone(),
+        config.node.state_dir.clone(),
+    )
+    .map_err(DaemonError::Cluster)?;
+    cluster.check_name().map_err(DaemonError::Cluster)?;
+    let link = ClusterLink {
+        from_cluster,
+        to_cluster,
+        cached: cached_assignments(&config.node.state_dir),
+    };
+    Ok((Some(cluster), Some(link)))
 }
 
 /// Puts the spawner process where the spawner thread would be: its ends of

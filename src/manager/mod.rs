@@ -53,6 +53,7 @@
 
 mod adoption;
 mod checks;
+mod cluster;
 mod deps;
 pub mod instance;
 mod record;
@@ -64,7 +65,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,8 @@ use crate::wire::proto::public_api::{
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds, manager_spawner as ms};
 use crate::wire::{PROTOCOL_VERSION, error_reply};
 use checks::{CheckKey, Checks};
+pub use cluster::ClusterLink;
+use cluster::ClusterSide;
 use deps::Hold;
 use ds::service_table::output as table_output;
 use instance::{Effect, Event, ExitStatus, Instance, State};
@@ -133,6 +136,8 @@ pub struct ManagerLinks {
     pub from_spawner: Receiver<ms::Message>,
     /// Process work for the spawner.
     pub to_spawner: Sender<ms::Message>,
+    /// The cluster role's link, for a node in a cluster.
+    pub cluster: Option<ClusterLink>,
 }
 
 /// Why the manager stopped before the daemon told it to.
@@ -289,17 +294,21 @@ pub struct Manager {
     checks: Checks,
     /// Node info's reply while all is green, kept encoded.
     green_node_info: RefCell<Option<GreenNodeInfo>>,
+    /// The instances the cluster assigns, and requests forwarded to it.
+    cluster: ClusterSide,
+    from_cluster: Receiver<crate::wire::proto::manager_cluster::Message>,
 }
 
 impl Manager {
     /// A manager for `config`; nothing runs until [`Manager::run`].
     pub fn new(
-        links: ManagerLinks,
+        mut links: ManagerLinks,
         tracer: Tracer,
         config: Config,
         identity: NodeIdentity,
     ) -> Manager {
         let now = Instant::now();
+        let (cluster, from_cluster) = ClusterSide::new(links.cluster.take());
         let services = config
             .services
             .values()
@@ -333,6 +342,8 @@ impl Manager {
             record_health: RecordHealth::default(),
             checks: Checks::new(),
             green_node_info: RefCell::new(None),
+            cluster,
+            from_cluster,
         }
     }
 
@@ -341,8 +352,15 @@ impl Manager {
     /// the daemon's `Shutdown` has been carried out.
     pub fn run(mut self) -> Result<(), ManagerError> {
         let now = Instant::now();
+        self.adopt_cached_assignments(now);
         let outdated = self.readopt(now);
-        let ids: Vec<String> = self.services.keys().cloned().collect();
+        // The cluster's instances start when the cluster confirms them.
+        let ids: Vec<String> = self
+            .services
+            .keys()
+            .filter(|id| !self.cluster.has(id))
+            .cloned()
+            .collect();
         // Failed ones first, so that no autostart pulls them in again.
         for id in &ids {
             if self.services[id].desired == Some(Wish::Failed) {
@@ -377,6 +395,7 @@ impl Manager {
         loop {
             self.advance_holds(Instant::now());
             self.send_to_spawner();
+            self.send_cluster_states();
             self.flush_replies();
             if self.shutdown.is_some() && self.all_stopping_done() {
                 return self.finish_shutdown();
@@ -389,6 +408,7 @@ impl Manager {
             let from_spawner = &self.links.from_spawner;
             let from_daemon = &self.links.from_daemon;
             let tcp_results = &self.checks.tcp_results;
+            let from_cluster = &self.from_cluster;
             let never = crossbeam_channel::never();
             let ticker = timeout.map_or(never, crossbeam_channel::after);
             select! {
@@ -423,6 +443,13 @@ impl Manager {
                     let message = message.map_err(|_| ManagerError::LinkClosed { role: Role::Daemon })?;
                     self.on_daemon(message);
                 }
+                recv(from_cluster) -> message => match message {
+                    Ok(message) => self.on_cluster(message),
+                    Err(_) => {
+                        log::error!("the cluster role's link closed");
+                        self.from_cluster = crossbeam_channel::never();
+                    }
+                },
                 recv(tcp_results) -> result => match result {
                     Ok(result) => self.tcp_checked(result),
                     Err(_) => self.checks.tcp_thread_gone(),
@@ -523,6 +550,7 @@ impl Manager {
                     .retain(|(subscriber, _)| *subscriber != connection);
                 self.waiters
                     .retain(|waiter| waiter.connection != connection);
+                self.cluster.closed(connection);
             }
         }
     }
@@ -599,6 +627,7 @@ impl Manager {
             self.carry_out(id, index, effect);
         }
         if before != after {
+            self.cluster.note_change(id);
             self.sync_checks(id, index, now);
             self.publish(id, index);
             if was_up && !self.service_is_up(id) {
@@ -956,6 +985,7 @@ impl Manager {
             .into_iter()
             .chain(deadlines)
             .chain(self.checks.next_deadline())
+            .chain(self.cluster.next_deadline())
             .min()
     }
 
@@ -991,6 +1021,7 @@ impl Manager {
         for id in recheck {
             self.settle_waiters(&id);
         }
+        self.expire_cluster_requests(now);
         let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
             .into_iter()
             .partition(|waiter| waiter.deadline <= now);

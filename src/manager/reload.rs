@@ -32,8 +32,46 @@ impl Manager {
                 "[{correlation}] node.toml changed: its new settings take effect when the node restarts"
             );
         }
+        let (cluster_services, cluster_versions) = self.cluster.services();
+        let mut services = loaded.services;
+        let mut versions = loaded.service_versions;
+        services.extend(cluster_services.clone());
+        versions.extend(cluster_versions.clone());
+        self.config.sources = loaded.sources;
+        let diff = self.move_to(
+            services,
+            versions,
+            loaded.effective_version,
+            correlation,
+            now,
+            true,
+        );
+        log::info!(
+            "[{correlation}] reload: added [{}], changed [{}], removed [{}], unchanged [{}]",
+            diff.added.join(", "),
+            diff.changed.join(", "),
+            diff.removed.join(", "),
+            diff.unchanged.join(", ")
+        );
+        Ok(self.status_with(self.services.values(), &diff.encode()))
+    }
+
+    /// Moves the services to `services` (with their `versions`): added
+    /// ones autostart if `start_added`, removed ones stop and go, changed
+    /// ones are stopped and started again under their new definition,
+    /// unchanged ones are left alone. Stops are asked for before starts.
+    /// Returns which it added, changed, removed and left alone.
+    pub(super) fn move_to(
+        &mut self,
+        services: BTreeMap<String, ServiceConfig>,
+        versions: BTreeMap<String, String>,
+        effective_version: String,
+        correlation: &str,
+        now: Instant,
+        start_added: bool,
+    ) -> ReloadDiff {
         for (id, service) in &mut self.services {
-            service.replacement = match loaded.services.get(id) {
+            service.replacement = match services.get(id) {
                 None => Some(Replacement::Remove),
                 Some(new) if *new != service.config => {
                     Some(Replacement::With(Box::new(new.clone())))
@@ -41,7 +79,7 @@ impl Manager {
                 Some(_) => {
                     // Same definition, maybe other text (a comment): what
                     // runs is current under the new file's version.
-                    if let Some(version) = loaded.service_versions.get(id) {
+                    if let Some(version) = versions.get(id) {
                         service.version.clone_from(version);
                     }
                     None
@@ -57,16 +95,14 @@ impl Manager {
                 Some(Replacement::With(_)) => diff.changed.push(id.clone()),
             }
         }
-        let added: Vec<ServiceConfig> = loaded
-            .services
+        let added: Vec<ServiceConfig> = services
             .values()
             .filter(|service| !self.services.contains_key(&service.id))
             .cloned()
             .collect();
-        self.config.services = loaded.services.clone();
-        self.config.effective_version = loaded.effective_version.clone();
-        self.config.service_versions = loaded.service_versions.clone();
-        self.config.sources = loaded.sources.clone();
+        self.config.services = services;
+        self.config.effective_version = effective_version;
+        self.config.service_versions = versions;
         self.send_service_table(correlation);
         let replaced: Vec<String> = self
             .services
@@ -87,18 +123,11 @@ impl Manager {
             let version = self.service_version(&id);
             self.services
                 .insert(id.clone(), Service::new(config, version, now));
-            if autostart {
+            if autostart && start_added {
                 self.start_with_requirements(&id, correlation, false, now);
             }
         }
-        log::info!(
-            "[{correlation}] reload: added [{}], changed [{}], removed [{}], unchanged [{}]",
-            diff.added.join(", "),
-            diff.changed.join(", "),
-            diff.removed.join(", "),
-            diff.unchanged.join(", ")
-        );
-        Ok(self.status_with(self.services.values(), &diff.encode()))
+        diff
     }
 
     /// The version of service `id`'s file in the loaded configuration.
@@ -152,9 +181,10 @@ impl Manager {
     }
 }
 
-/// Which services a reload added, changed, removed and left alone.
+/// Which services a reload (or a cluster change) added, changed, removed
+/// and left alone.
 #[derive(Debug, Default)]
-struct ReloadDiff {
+pub(super) struct ReloadDiff {
     added: Vec<String>,
     changed: Vec<String>,
     removed: Vec<String>,

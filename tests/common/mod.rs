@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use snow_fox::client::Client;
 
-mod scratch;
+pub mod etcd;
+pub mod scratch;
 pub use scratch::{TempDir, poll_until};
 
 /// How long anything in a test may take before the test fails.
@@ -43,6 +44,14 @@ impl Setup {
         );
         fs::create_dir_all(root.join("conf/services")).unwrap();
         Setup { dir, node_toml }
+    }
+
+    /// Names the node (node.toml's `name`).
+    pub fn name(mut self, name: &str) -> Setup {
+        self.node_toml =
+            self.node_toml
+                .replacen("name = \"test-node\"", &format!("name = \"{name}\""), 1);
+        self
     }
 
     /// Adds lines to node.toml.
@@ -76,8 +85,13 @@ impl Setup {
 
     /// Starts the node and waits until its socket answers.
     pub fn start(self) -> Node {
-        fs::write(self.conf().join("node.toml"), &self.node_toml).unwrap();
+        self.write_node_toml();
         Node::start(self, &[])
+    }
+
+    /// Writes node.toml, for a test that starts the node itself.
+    pub fn write_node_toml(&self) {
+        fs::write(self.conf().join("node.toml"), &self.node_toml).unwrap();
     }
 }
 
