@@ -12,6 +12,7 @@ pub mod client;
 pub mod conf;
 pub mod daemon;
 pub mod io;
+pub mod logging;
 pub mod manager;
 pub mod spawner;
 pub mod sys;

@@ -269,7 +269,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     {
         log::warn!("cannot become a child subreaper; orphans of services go to init: {error}");
     }
-    let tracer = Tracer::new(config.node.trace_capacity);
+    let tracer = Tracer::bounded(config.node.trace_capacity, config.node.trace_memory);
     let shutdown_wait = config.node.shutdown_timeout
         + config
             .services

@@ -8,12 +8,15 @@
 //! whole pass's requests with [`begin_requests`] and its replies with
 //! [`record_replies`], under one lock each.
 
+use crate::conf::MAX_ID_LEN;
 use crate::trace::{CorrelationTable, RequestState, Role};
 use crate::wire::link::{ClientReply, ClientRequest, ConnectionId};
-use crate::wire::proto::public_api::{self, message::Code, message::Payload};
+use crate::wire::proto::public_api::{self, error::Kind, message::Code, message::Payload};
 use crate::wire::{
-    Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame_with, error_reply,
+    Envelope, FRAME_HEADER_LEN, FrameDecoder, FrameError, MAX_CORRELATION_ID, decode_envelope,
+    encode_frame_with, error_reply,
 };
+use prost::Message as _;
 
 use super::IoSettings;
 
@@ -27,6 +30,16 @@ pub struct ProtocolError {
     pub kind: public_api::error::Kind,
     /// What was wrong, for the reply and the log.
     pub reason: String,
+}
+
+/// What became of a reply handed to [`Exchange::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued (or dropped silently: the exchange was sealed already).
+    Queued,
+    /// An event over the subscriber's backlog budget: the exchange now
+    /// ends with `Error{SLOW_SUBSCRIBER}` and must be closed.
+    OverBudget,
 }
 
 /// One connection's frames, requests in flight and unsent replies.
@@ -104,6 +117,16 @@ impl Exchange {
                     kind: public_api::error::Kind::Malformed,
                     reason: error.reason,
                 })?;
+            if let Err(refusal) = check_bounds(&message) {
+                log::debug!(
+                    "connection {}: request refused: {}",
+                    self.id.0,
+                    refusal.reason
+                );
+                let reply = error_reply(refusal.correlation_id, Kind::BadRequest, refusal.reason);
+                self.queue(&reply, &[]);
+                continue;
+            }
             if message.correlation().is_none() {
                 message.correlation_id = Some(uuid::Uuid::new_v4().to_string());
             }
@@ -121,7 +144,6 @@ impl Exchange {
     pub fn refuse_duplicate(&mut self, request: ClientRequest) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let id = request.message.correlation_id.unwrap_or_default();
-        log::warn!("connection {}: duplicate correlation id {id}", self.id.0);
         let reason = format!("correlation id {id} is already in flight");
         self.queue(
             &error_reply(
@@ -133,15 +155,34 @@ impl Exchange {
         );
     }
 
-    /// Queues a reply from the manager; a final one ends its request.
-    pub fn deliver(&mut self, reply: &ClientReply) {
+    /// Queues a reply from the manager; a final one ends its request. An
+    /// `Event` (a reply that is not final) that would take the unsent
+    /// bytes past `max_subscriber_backlog` is not queued: the subscriber
+    /// is sent `Error{SLOW_SUBSCRIBER}` instead and the exchange is
+    /// sealed ([`Delivery::OverBudget`]; the caller closes it).
+    pub fn deliver(&mut self, reply: &ClientReply, limits: &IoSettings) -> Delivery {
         if reply.last {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
-        self.queue(
-            &reply.message,
-            reply.payload_bytes.as_deref().unwrap_or_default(),
-        );
+        let payload = reply.payload_bytes.as_deref().unwrap_or_default();
+        let size = FRAME_HEADER_LEN + reply.message.encoded_len() + payload.len();
+        if !reply.last && !self.sealed && self.outbound.len() + size > limits.max_subscriber_backlog
+        {
+            let reason = format!(
+                "{} bytes of events unread exceed the subscriber limit of {} bytes \
+                 (max_subscriber_backlog); closing the connection",
+                self.outbound.len() + size,
+                limits.max_subscriber_backlog
+            );
+            self.refuse(ProtocolError {
+                correlation_id: reply.message.correlation_id.clone(),
+                kind: Kind::SlowSubscriber,
+                reason,
+            });
+            return Delivery::OverBudget;
+        }
+        self.queue(&reply.message, payload);
+        Delivery::Queued
     }
 
     /// Queues the `Error` that ends the connection; nothing follows it.
@@ -169,6 +210,81 @@ impl Exchange {
         if !self.sealed {
             encode_frame_with(message, payload_bytes, &mut self.outbound);
         }
+    }
+}
+
+/// A request refused for a string over its bound, before it reaches the
+/// correlation table, the manager or the log.
+struct Refusal {
+    /// The request's id when it is within bounds (to match the reply);
+    /// an over-long id is never echoed or copied.
+    correlation_id: Option<String>,
+    /// Names the field, its length and the limit.
+    reason: String,
+}
+
+/// Checks every client-supplied string of `message` against its bound:
+/// correlation ids (the envelope's, a trace's) [`MAX_CORRELATION_ID`],
+/// service ids and versions the longest legal id ([`MAX_ID_LEN`]), none
+/// with control characters. Other payloads carry no strings or are
+/// bounded by `max_frame` alone.
+fn check_bounds(message: &public_api::Message) -> Result<(), Refusal> {
+    let id = message.correlation_id.as_deref().unwrap_or_default();
+    if let Some(reason) = out_of_bounds("correlation_id", id, MAX_CORRELATION_ID) {
+        return Err(Refusal {
+            correlation_id: None,
+            reason,
+        });
+    }
+    let fields: [(&str, &str, usize); 2] = match &message.payload {
+        Some(Payload::ServiceStart(start)) => [
+            ("service_id", &start.service_id, MAX_ID_LEN),
+            ("version", &start.version, MAX_ID_LEN),
+        ],
+        Some(Payload::ServiceStop(stop)) => [("service_id", &stop.service_id, MAX_ID_LEN); 2],
+        Some(Payload::ServiceRestart(restart)) => {
+            [("service_id", &restart.service_id, MAX_ID_LEN); 2]
+        }
+        Some(Payload::ServiceStatusRequest(status)) => {
+            [(
+                "service_id",
+                status.service_id.as_deref().unwrap_or_default(),
+                MAX_ID_LEN,
+            ); 2]
+        }
+        Some(Payload::TraceRequest(trace)) => {
+            [(
+                "TraceRequest.correlation_id",
+                &trace.correlation_id,
+                MAX_CORRELATION_ID,
+            ); 2]
+        }
+        _ => return Ok(()),
+    };
+    for (name, value, max) in fields {
+        if let Some(reason) = out_of_bounds(name, value, max) {
+            return Err(Refusal {
+                correlation_id: message.correlation_id.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Why `value` of field `name` may not enter the node, if it may not:
+/// longer than `max` bytes, or holding a control character (which could
+/// forge lines in the log, where ids are shown).
+fn out_of_bounds(name: &str, value: &str, max: usize) -> Option<String> {
+    if value.len() > max {
+        Some(format!(
+            "{name} of {} bytes exceeds the limit of {max} bytes",
+            value.len()
+        ))
+    } else if value.chars().any(char::is_control) {
+        Some(format!("{name} contains a control character"))
+    } else {
+        None
     }
 }
 

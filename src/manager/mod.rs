@@ -481,7 +481,9 @@ impl Manager {
             }
             Ok(None) => return,
             Err(error) => {
-                log::info!("[{correlation}] request refused: {}", error.reason);
+                // The client reads why; a flood of refusals must not
+                // flood the log at its default level.
+                log::debug!("[{correlation}] request refused: {}", error.reason);
                 (
                     error_reply(Some(correlation), error.kind, error.reason),
                     None,
