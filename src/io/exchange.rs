@@ -48,6 +48,9 @@ pub struct Exchange {
     id: ConnectionId,
     decoder: FrameDecoder,
     outbound: Vec<u8>,
+    /// Bytes of the frame at the head of `outbound` still unsent, when a
+    /// write stopped inside it (0: `outbound` starts with a whole frame).
+    head_left: usize,
     in_flight: usize,
     /// Set once a protocol error's `Error` is queued: nothing follows it.
     sealed: bool,
@@ -61,6 +64,7 @@ impl Exchange {
             id,
             decoder: FrameDecoder::new(max_frame),
             outbound: Vec::new(),
+            head_left: 0,
             in_flight: 0,
             sealed: false,
         }
@@ -159,7 +163,9 @@ impl Exchange {
     /// `Event` (a reply that is not final) that would take the unsent
     /// bytes past `max_subscriber_backlog` is not queued: the subscriber
     /// is sent `Error{SLOW_SUBSCRIBER}` instead and the exchange is
-    /// sealed ([`Delivery::OverBudget`]; the caller closes it).
+    /// sealed ([`Delivery::OverBudget`]; the caller closes it). The events
+    /// not yet written are dropped then: the subscriber reads the ones
+    /// its socket holds, then the `Error`.
     pub fn deliver(&mut self, reply: &ClientReply, limits: &IoSettings) -> Delivery {
         if reply.last {
             self.in_flight = self.in_flight.saturating_sub(1);
@@ -174,6 +180,10 @@ impl Exchange {
                 self.outbound.len() + size,
                 limits.max_subscriber_backlog
             );
+            // The unsent events are dropped (all but the rest of a frame
+            // partly written), so the Error is the next thing the
+            // subscriber reads once it reads again.
+            self.outbound.truncate(self.head_left);
             self.refuse(ProtocolError {
                 correlation_id: reply.message.correlation_id.clone(),
                 kind: Kind::SlowSubscriber,
@@ -201,7 +211,28 @@ impl Exchange {
 
     /// Drops the first `written` unsent bytes, which the peer now has.
     pub fn sent(&mut self, written: usize) {
-        self.outbound.drain(..written.min(self.outbound.len()));
+        let written = written.min(self.outbound.len());
+        if written == self.outbound.len() {
+            self.head_left = 0;
+            self.outbound.clear();
+            return;
+        }
+        // Outbound holds whole frames after the head's rest: walk them to
+        // learn where the write stopped.
+        let (mut at, mut left) = (0, self.head_left);
+        while at < written {
+            if left == 0 {
+                let Some(header) = self.outbound[at..].first_chunk::<FRAME_HEADER_LEN>() else {
+                    break;
+                };
+                left = FRAME_HEADER_LEN + u32::from_be_bytes(*header) as usize;
+            }
+            let step = left.min(written - at);
+            left -= step;
+            at += step;
+        }
+        self.head_left = left;
+        self.outbound.drain(..written);
     }
 
     /// Queues `message`'s frame, `payload_bytes` its encoded payload
@@ -327,5 +358,136 @@ fn final_state(reply: &public_api::Message) -> RequestState {
         }
         _ if reply.code == Code::Error as i32 => RequestState::Failed,
         _ => RequestState::Done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::Access;
+    use crate::wire::DEFAULT_MAX_FRAME;
+
+    fn limits(backlog: usize) -> IoSettings {
+        IoSettings {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_connections: 4,
+            max_inflight_per_connection: 4,
+            max_outbound_bytes: 1 << 20,
+            idle_timeout: None,
+            max_subscriber_backlog: backlog,
+            access: Access::resolve(&[], &[]).unwrap(),
+        }
+    }
+
+    fn event(n: u32) -> ClientReply {
+        ClientReply {
+            connection: ConnectionId(1),
+            message: public_api::Message {
+                code: Code::Event as i32,
+                correlation_id: Some("sub".into()),
+                payload: Some(Payload::Event(public_api::Event {
+                    service_id: "svc".into(),
+                    index: n,
+                    state: "running".into(),
+                    ..Default::default()
+                })),
+            },
+            payload_bytes: None,
+            last: false,
+            sent_unix_us: 0,
+        }
+    }
+
+    /// Cuts `bytes` into messages, expecting whole frames only.
+    fn messages(mut bytes: &[u8]) -> Vec<public_api::Message> {
+        let mut out = Vec::new();
+        while let Some(header) = bytes.first_chunk::<4>() {
+            let len = u32::from_be_bytes(*header) as usize;
+            out.push(decode_envelope(&bytes[4..4 + len]).unwrap());
+            bytes = &bytes[4 + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn a_subscriber_over_its_backlog_reads_the_rest_of_a_partial_frame_then_the_error() {
+        let limits = limits(4096);
+        let mut exchange = Exchange::new(ConnectionId(1), DEFAULT_MAX_FRAME);
+        let mut read = Vec::new();
+        let mut n = 0;
+        while exchange.deliver(&event(n), &limits) == Delivery::Queued {
+            n += 1;
+            // The client reads a few odd-sized pieces now and then.
+            if n % 10 == 0 {
+                let take = exchange.unsent().len().min(37);
+                read.extend_from_slice(&exchange.unsent()[..take]);
+                exchange.sent(take);
+            }
+            assert!(exchange.unsent().len() <= 4096);
+        }
+        assert!(n > 10, "{n} events before the budget ran out");
+        read.extend_from_slice(exchange.unsent());
+        let got = messages(&read);
+        let last = got.last().unwrap();
+        let Some(Payload::Error(error)) = &last.payload else {
+            panic!("the last message is {last:?}");
+        };
+        assert_eq!(error.kind, Kind::SlowSubscriber as i32);
+        assert!(error.reason.contains("4096"), "{}", error.reason);
+        assert_eq!(last.correlation_id.as_deref(), Some("sub"));
+        assert!(got[..got.len() - 1].iter().all(|m| m.code == Code::Event as i32));
+        assert_eq!(exchange.deliver(&event(0), &limits), Delivery::Queued);
+        assert!(exchange.unsent().len() < 512, "nothing follows the Error");
+    }
+
+    #[test]
+    fn over_long_or_control_character_strings_are_refused_with_the_limit() {
+        let limits = limits(4096);
+        let mut exchange = Exchange::new(ConnectionId(1), DEFAULT_MAX_FRAME);
+        let request = |id: String, service: &str| public_api::Message {
+            code: Code::ServiceStop as i32,
+            correlation_id: Some(id),
+            payload: Some(Payload::ServiceStop(public_api::ServiceStop {
+                service_id: service.into(),
+            })),
+        };
+        let cases = [
+            request("x".repeat(129), "svc"),
+            request("a\nb".into(), "svc"),
+            request("ok:1".into(), &"s".repeat(65)),
+            request("x".repeat(128), &"s".repeat(64)),
+        ];
+        for case in &cases {
+            let mut frame = Vec::new();
+            crate::wire::encode_frame(case, &mut frame);
+            exchange.receive(&frame);
+        }
+        let mut batch = Vec::new();
+        exchange.take_requests(&limits, &mut batch).unwrap();
+        assert_eq!(batch.len(), 1, "only the request at the limits is taken");
+        let replies = messages(exchange.unsent());
+        let reasons: Vec<_> = replies
+            .iter()
+            .map(|reply| match &reply.payload {
+                Some(Payload::Error(error)) if error.kind == Kind::BadRequest as i32 => {
+                    (reply.correlation_id.clone(), error.reason.clone())
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (
+                    None,
+                    "correlation_id of 129 bytes exceeds the limit of 128 bytes".to_owned()
+                ),
+                (None, "correlation_id contains a control character".to_owned()),
+                (
+                    Some("ok:1".to_owned()),
+                    "service_id of 65 bytes exceeds the limit of 64 bytes".to_owned()
+                ),
+            ]
+        );
     }
 }
