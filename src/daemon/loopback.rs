@@ -108,7 +108,7 @@ impl Loopback {
                 if let IoCommand::Replies(replies) = command {
                     record_replies(&mut self.tracer.lock(), &replies);
                     for reply in &replies {
-                        self.exchange.deliver(reply, &self.settings);
+                        self.exchange.deliver(reply, &self.settings, || 0);
                     }
                 }
             }

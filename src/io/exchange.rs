@@ -160,24 +160,30 @@ impl Exchange {
     }
 
     /// Queues a reply from the manager; a final one ends its request. An
-    /// `Event` (a reply that is not final) that would take the unsent
-    /// bytes past `max_subscriber_backlog` is not queued: the subscriber
+    /// `Event` (a reply that is not final) that would take the bytes the
+    /// subscriber has not read — unsent here, and `in_socket()` in its
+    /// socket — past `max_subscriber_backlog` is not queued: the subscriber
     /// is sent `Error{SLOW_SUBSCRIBER}` instead and the exchange is
     /// sealed ([`Delivery::OverBudget`]; the caller closes it). The events
     /// not yet written are dropped then: the subscriber reads the ones
     /// its socket holds, then the `Error`.
-    pub fn deliver(&mut self, reply: &ClientReply, limits: &IoSettings) -> Delivery {
+    pub fn deliver(
+        &mut self,
+        reply: &ClientReply,
+        limits: &IoSettings,
+        in_socket: impl FnOnce() -> usize,
+    ) -> Delivery {
         if reply.last {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
         let payload = reply.payload_bytes.as_deref().unwrap_or_default();
         let size = FRAME_HEADER_LEN + reply.message.encoded_len() + payload.len();
-        if !reply.last && !self.sealed && self.outbound.len() + size > limits.max_subscriber_backlog
-        {
+        let unread =
+            (!reply.last && !self.sealed).then(|| self.outbound.len() + size + in_socket());
+        if let Some(unread) = unread.filter(|&unread| unread > limits.max_subscriber_backlog) {
             let reason = format!(
-                "{} bytes of events unread exceed the subscriber limit of {} bytes \
+                "{unread} bytes of events unread exceed the subscriber limit of {} bytes \
                  (max_subscriber_backlog); closing the connection",
-                self.outbound.len() + size,
                 limits.max_subscriber_backlog
             );
             // The unsent events are dropped (all but the rest of a frame
@@ -415,7 +421,7 @@ mod tests {
         let mut exchange = Exchange::new(ConnectionId(1), DEFAULT_MAX_FRAME);
         let mut read = Vec::new();
         let mut n = 0;
-        while exchange.deliver(&event(n), &limits) == Delivery::Queued {
+        while exchange.deliver(&event(n), &limits, || 0) == Delivery::Queued {
             n += 1;
             // The client reads a few odd-sized pieces now and then.
             if n % 10 == 0 {
@@ -435,8 +441,12 @@ mod tests {
         assert_eq!(error.kind, Kind::SlowSubscriber as i32);
         assert!(error.reason.contains("4096"), "{}", error.reason);
         assert_eq!(last.correlation_id.as_deref(), Some("sub"));
-        assert!(got[..got.len() - 1].iter().all(|m| m.code == Code::Event as i32));
-        assert_eq!(exchange.deliver(&event(0), &limits), Delivery::Queued);
+        assert!(
+            got[..got.len() - 1]
+                .iter()
+                .all(|m| m.code == Code::Event as i32)
+        );
+        assert_eq!(exchange.deliver(&event(0), &limits, || 0), Delivery::Queued);
         assert!(exchange.unsent().len() < 512, "nothing follows the Error");
     }
 
@@ -482,7 +492,10 @@ mod tests {
                     None,
                     "correlation_id of 129 bytes exceeds the limit of 128 bytes".to_owned()
                 ),
-                (None, "correlation_id contains a control character".to_owned()),
+                (
+                    None,
+                    "correlation_id contains a control character".to_owned()
+                ),
                 (
                     Some("ok:1".to_owned()),
                     "service_id of 65 bytes exceeds the limit of 64 bytes".to_owned()

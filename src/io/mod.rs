@@ -466,7 +466,15 @@ impl Io {
             let Some(connection) = self.connections.get_mut(&token) else {
                 continue;
             };
-            if connection.exchange.deliver(&reply, &self.settings) == Delivery::OverBudget {
+            // What the subscriber's socket holds unread counts too: the
+            // backlog must run out while the socket still has room for
+            // the Error that says so. Asked only for events.
+            let stream = &connection.stream;
+            let in_socket = || sys::unread_by_peer(stream).unwrap_or(0);
+            let delivery = connection
+                .exchange
+                .deliver(&reply, &self.settings, in_socket);
+            if delivery == Delivery::OverBudget {
                 let (uid, unsent) = (connection.uid, connection.exchange.unsent().len());
                 connection.closing_until = Some(now + CLOSE_LINGER);
                 complain(
