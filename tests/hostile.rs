@@ -509,11 +509,12 @@ fn churn_time() -> Duration {
 #[test]
 fn churn_of_hundreds_of_bad_clients_leaks_nothing_and_stalls_no_one() {
     const CLIENTS: usize = 200;
-    let node = Setup::new("churn").node("trace_capacity = 4000").start();
+    // Default limits: trace_capacity 10000 in trace_memory 2 MiB.
+    let node = Setup::new("churn").start();
     let pid = node.pid();
-    // Warm up: fill the correlation table to its capacity first.
+    // Warm up: fill the correlation table to its bounds first.
     let mut warm = node.client();
-    for _ in 0..4500 {
+    for _ in 0..12_000 {
         warm.node_info(false).unwrap();
     }
     drop(warm);
@@ -577,9 +578,17 @@ fn churn_of_hundreds_of_bad_clients_leaks_nothing_and_stalls_no_one() {
     wait_for("the node's fds to return to the start count", || {
         (client_connections(&node) == 0 && open_fds(pid) == start_fds).then_some(())
     });
-    let grown = rss_kib(pid).saturating_sub(start_rss);
-    eprintln!("churn: RSS {start_rss} KiB before, grew by {grown} KiB");
-    assert!(grown < 8 * 1024, "RSS grew by {grown} KiB");
+    let end_rss = rss_kib(pid);
+    let grown = end_rss.saturating_sub(start_rss);
+    eprintln!("churn: RSS {start_rss} KiB before, {end_rss} KiB after (grew by {grown} KiB)");
+    assert!(grown < 4 * 1024, "RSS grew by {grown} KiB");
+    // 8 MB at default limits (issue 12); a debug build's node is bigger.
+    let limit = if cfg!(debug_assertions) {
+        16_000
+    } else {
+        8_000_000 / 1024
+    };
+    assert!(end_rss <= limit, "RSS {end_rss} KiB after the churn");
     assert_served(&node);
 }
 
@@ -843,7 +852,10 @@ fn subscribers_that_never_read_are_told_and_dropped_and_one_that_reads_is_kept()
             }
         }
     }
-    assert_eq!(told, SILENT, "each silent subscriber reads the Error once it reads");
+    assert_eq!(
+        told, SILENT,
+        "each silent subscriber reads the Error once it reads"
+    );
     let log = node.log_text();
     let lines = log.matches("max_subscriber_backlog = 8192").count();
     assert!(lines >= 1 && lines < SILENT, "{lines} lines: {log}");

@@ -441,10 +441,6 @@ impl Manager {
         }
     }
 
-    fn reply(&mut self, connection: ConnectionId, message: public_api::Message, last: bool) {
-        self.reply_encoded(connection, message, None, last);
-    }
-
     /// Queues a reply whose payload, if `payload_bytes`, is encoded already.
     fn reply_encoded(
         &mut self,
@@ -1040,14 +1036,20 @@ impl Manager {
             .get_mut(id)
             .and_then(|service| service.notes.get_mut(index))
             .and_then(Option::take);
-        for (connection, correlation) in self.subscribers.clone() {
+        // Encoded once for every subscriber (there may be hundreds).
+        let mut encoded = Vec::new();
+        Payload::Event(event).encode(&mut encoded);
+        let encoded: Arc<[u8]> = encoded.into();
+        let subscribers = std::mem::take(&mut self.subscribers);
+        for (connection, correlation) in &subscribers {
             let message = public_api::Message {
                 code: Code::Event as i32,
-                correlation_id: Some(correlation),
-                payload: Some(Payload::Event(event.clone())),
+                correlation_id: Some(correlation.clone()),
+                payload: None,
             };
-            self.reply(connection, message, false);
+            self.reply_encoded(*connection, message, Some(encoded.clone()), false);
         }
+        self.subscribers = subscribers;
     }
 }
 
