@@ -85,6 +85,20 @@ pub fn peer_credentials(socket: &impl AsFd) -> io::Result<PeerCredentials> {
     })
 }
 
+/// Bytes written to a UNIX stream socket that its peer has not read yet,
+/// as the kernel counts them (`SIOCOUTQ`, which is `TIOCOUTQ`: the memory
+/// its queued writes take, their per-write overhead included).
+pub fn unread_by_peer(socket: &impl AsFd) -> io::Result<usize> {
+    let mut queued: c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which points to
+    // `queued`, live and writable for the call.
+    let code = unsafe { libc::ioctl(socket.as_fd().as_raw_fd(), libc::TIOCOUTQ, &raw mut queued) };
+    if code == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(queued).unwrap_or(0))
+}
+
 /// The most supplementary groups Linux lets a process hold.
 const MAX_GROUPS: usize = 65_536;
 

@@ -29,7 +29,8 @@ pub use document::{MAX_DURATION, parse_duration};
 pub use error::{ConfigError, ConfigProblem};
 pub use node::NodeConfig;
 pub use service::{
-    Health, OnNodeExit, Output, Probe, Readiness, ReadySignal, RestartPolicy, ServiceConfig,
+    Health, MAX_ID_LEN, OnNodeExit, Output, Probe, Readiness, ReadySignal, RestartPolicy,
+    ServiceConfig,
 };
 
 /// A loaded, valid configuration.

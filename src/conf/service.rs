@@ -16,7 +16,9 @@ use super::document::{Document, Entry, expected, to_duration, to_text, whole_num
 const RESERVED_IDS: [&str; 8] = [
     "daemon", "manager", "spawner", "io", "config", "state", "node", "cluster",
 ];
-const MAX_ID_LEN: usize = 64;
+/// The longest legal service id, in bytes; the bound on every service id
+/// a client sends.
+pub const MAX_ID_LEN: usize = 64;
 
 const COMMAND_FORM: &str = "an array of strings, e.g. [\"/bin/sleep\", \"60\"]; no shell is used";
 

@@ -276,7 +276,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     {
         log::warn!("cannot become a child subreaper; orphans of services go to init: {error}");
     }
-    let tracer = Tracer::new(config.node.trace_capacity);
+    let tracer = Tracer::bounded(config.node.trace_capacity, config.node.trace_memory);
     let shutdown_wait = config.node.shutdown_timeout
         + config
             .services
@@ -454,13 +454,18 @@ fn bridge_spawner_process(
     };
     let manager_reader = process.manager_link.try_clone().map_err(link_thread)?;
     let daemon_reader = process.daemon_link.try_clone().map_err(link_thread)?;
+    let daemon_sibling = process.daemon_link.try_clone().map_err(link_thread)?;
     bridge::spawn_writer("sf-link-ms-out", links.from_manager, process.manager_link)
         .map_err(link_thread)?;
+    // Without its manager link the spawner process can start and stop
+    // nothing: that link's end ends the daemon link too, which is the
+    // spawner role's end, and the daemon runs the ordered shutdown.
     bridge::spawn_reader(
         "sf-link-ms-in",
         manager_reader,
         links.to_manager,
         Some(recorder(Role::Manager)),
+        Some(daemon_sibling),
     )
     .map_err(link_thread)?;
     bridge::spawn_writer("sf-link-ds-out", links.from_daemon, process.daemon_link)
@@ -468,7 +473,8 @@ fn bridge_spawner_process(
     let recorder = recorder(Role::Daemon);
     let pid = process.pid;
     roles.spawn(Role::Spawner, move || {
-        bridge::read_frames(daemon_reader, &links.to_daemon, Some(&recorder))?;
+        // Either end (EOF, or the daemon gone) is the role's end.
+        let _ended = bridge::read_frames(daemon_reader, &links.to_daemon, Some(&recorder))?;
         log::info!("the spawner process (pid {pid}) closed its link");
         Ok::<(), bridge::LinkError>(())
     })

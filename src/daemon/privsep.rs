@@ -220,10 +220,17 @@ fn serve_spawner(
         clone(&manager_link)?,
         from_manager_tx,
         None,
+        None,
     )
     .map_err(setup("start a link reader"))?;
-    spawn_reader("sf-link-ds-in", clone(&daemon_link)?, from_daemon_tx, None)
-        .map_err(setup("start a link reader"))?;
+    spawn_reader(
+        "sf-link-ds-in",
+        clone(&daemon_link)?,
+        from_daemon_tx,
+        None,
+        None,
+    )
+    .map_err(setup("start a link reader"))?;
     let writers = [
         spawn_writer("sf-link-ms-out", to_manager_rx, manager_link),
         spawn_writer("sf-link-ds-out", to_daemon_rx, daemon_link),

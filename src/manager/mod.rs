@@ -509,7 +509,9 @@ impl Manager {
             }
             Ok(None) => return,
             Err(error) => {
-                log::info!("[{correlation}] request refused: {}", error.reason);
+                // The client reads why; a flood of refusals must not
+                // flood the log at its default level.
+                log::debug!("[{correlation}] request refused: {}", error.reason);
                 (
                     error_reply(Some(correlation), error.kind, error.reason),
                     None,
@@ -1070,14 +1072,20 @@ impl Manager {
             .get_mut(id)
             .and_then(|service| service.notes.get_mut(index))
             .and_then(Option::take);
-        for (connection, correlation) in self.subscribers.clone() {
+        // Encoded once for every subscriber (there may be hundreds).
+        let mut encoded = Vec::new();
+        Payload::Event(event).encode(&mut encoded);
+        let encoded: Arc<[u8]> = encoded.into();
+        let subscribers = std::mem::take(&mut self.subscribers);
+        for (connection, correlation) in &subscribers {
             let message = public_api::Message {
                 code: Code::Event as i32,
-                correlation_id: Some(correlation),
-                payload: Some(Payload::Event(event.clone())),
+                correlation_id: Some(correlation.clone()),
+                payload: None,
             };
-            self.reply(connection, message, false);
+            self.reply_encoded(*connection, message, Some(encoded.clone()), false);
         }
+        self.subscribers = subscribers;
     }
 }
 

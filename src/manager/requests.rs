@@ -128,6 +128,21 @@ impl Manager {
                 self.forward_to_cluster(connection, correlation, message, now)
             }
             (Code::Subscribe, _) => {
+                let limit = self.config.node.max_subscriptions_per_connection;
+                let held = self
+                    .subscribers
+                    .iter()
+                    .filter(|(subscriber, _)| *subscriber == connection)
+                    .count();
+                if held >= limit {
+                    return Err(RequestError::new(
+                        Kind::TooManySubscriptions,
+                        format!(
+                            "this connection holds {held} subscriptions already, the most it may \
+                             (max_subscriptions_per_connection = {limit})"
+                        ),
+                    ));
+                }
                 self.subscribers.push((connection, correlation.to_owned()));
                 Ok(Some((Code::Ack, Body::Message(None))))
             }

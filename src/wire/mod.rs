@@ -55,6 +55,10 @@ pub mod proto {
     }
 }
 
+/// The longest correlation id a request may carry, in bytes (SnowFox's
+/// are 36-byte UUIDs); a longer one is refused where it enters.
+pub const MAX_CORRELATION_ID: usize = 128;
+
 /// The public API's protocol version, told to clients in `ClientIntroduce`;
 /// bumped when codes are added.
 pub const PROTOCOL_VERSION: u32 = 1;
