@@ -96,15 +96,16 @@ pub struct IoSettings {
 }
 
 impl IoSettings {
-    /// The settings `node` asks for, its allow-lists resolved to ids.
-    pub fn from_node(node: &NodeConfig) -> Result<IoSettings, IoError> {
+    /// The settings `node` asks for, its allow-lists resolved to ids, for
+    /// a node process running as `own_uid`.
+    pub fn from_node(node: &NodeConfig, own_uid: u32) -> Result<IoSettings, IoError> {
         Ok(IoSettings {
             max_frame: node.max_frame,
             max_connections: node.max_connections,
             max_inflight_per_connection: node.max_inflight_per_connection,
             max_outbound_bytes: node.max_outbound_bytes,
             idle_timeout: node.idle_timeout,
-            access: Access::resolve(&node.allow_users, &node.allow_groups)?,
+            access: Access::resolve(&node.allow_users, &node.allow_groups, own_uid)?,
         })
     }
 }

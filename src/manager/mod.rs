@@ -329,8 +329,9 @@ impl Manager {
     /// service to its desired state (or its `autostart`), then serves until
     /// the daemon's `Shutdown` has been carried out.
     pub fn run(mut self) -> Result<(), ManagerError> {
+        let known = self.await_known_processes();
         let now = Instant::now();
-        let outdated = self.readopt(now);
+        let outdated = self.readopt(known, now);
         let ids: Vec<String> = self.services.keys().cloned().collect();
         for id in ids {
             let service = &self.services[&id];
@@ -713,10 +714,7 @@ impl Manager {
             service_id: Some(config.id.clone()),
             instance: Some(index as u32),
             check: None,
-            ready_fd: match config.ready.signal {
-                ReadySignal::Fd(fd) => Some(fd),
-                _ => None,
-            },
+            ready_fd: config.ready_fd(),
         }
     }
 

@@ -111,6 +111,7 @@
 //! logged.
 
 mod launch;
+mod record;
 mod rotation;
 
 use std::collections::{BTreeSet, HashMap};
@@ -118,7 +119,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvError, Sender, never, select};
@@ -129,6 +130,13 @@ use crate::trace::{Role, Tracer, now_unix_ms};
 use crate::wire::proto::{daemon_spawner as ds, manager_spawner as ms};
 use ds::service_table::output as table_output;
 use ms::message::{Code, Payload};
+use record::SpawnerRecord;
+pub use record::{RecordError, RecordedProcess};
+
+/// The longest correlation id the spawner takes (`protocol.md` §3).
+const MAX_CORRELATION_ID: usize = 128;
+/// The highest signal number (`SIGRTMAX` on Linux).
+const MAX_SIGNAL: i32 = 64;
 
 /// The spawner's channel ends, created by the daemon.
 #[derive(Debug)]
@@ -146,6 +154,10 @@ pub struct SpawnerLinks {
     /// with try_send: notices coalesce; the spawner reaps until nothing is
     /// left on each).
     pub child_exited: Receiver<()>,
+    /// In the spawner process, the socket its manager link arrives on:
+    /// once the node at its other end is gone, starts still queued are
+    /// not carried out. None for the spawner thread.
+    pub manager_socket: Option<OwnedFd>,
 }
 
 /// Where the spawner's service table comes from.
@@ -217,6 +229,10 @@ pub struct Spawner {
     log_dir: PathBuf,
     /// Where `table` comes from.
     table_source: TableSource,
+    /// Its own record of the processes it started.
+    record: SpawnerRecord,
+    /// See [`SpawnerLinks::manager_socket`].
+    manager_socket: Option<OwnedFd>,
 }
 
 /// What woke the loop.
@@ -235,8 +251,21 @@ enum Wake {
 
 impl Spawner {
     /// A spawner over its links, recording every message it sends, taking
-    /// its service table from `table_source`.
-    pub fn new(links: SpawnerLinks, tracer: Tracer, table_source: TableSource) -> Spawner {
+    /// its service table from `table_source`, keeping its record of the
+    /// processes it starts in `record_dir`. What that record names and
+    /// still runs (same pid, same start time) it watches as adopted from
+    /// the start; the rest it forgets.
+    pub fn new(
+        links: SpawnerLinks,
+        tracer: Tracer,
+        table_source: TableSource,
+        record_dir: &Path,
+    ) -> Result<Spawner, SpawnerError> {
+        let (record, found, problems) =
+            SpawnerRecord::open(record_dir).map_err(SpawnerError::Record)?;
+        for problem in problems {
+            log::warn!("spawner record in {}: {problem}", record_dir.display());
+        }
         let mut spawner = Spawner {
             from_manager: links.from_manager,
             to_manager: links.to_manager,
@@ -254,6 +283,8 @@ impl Spawner {
             table: HashMap::new(),
             log_dir: PathBuf::new(),
             table_source,
+            record,
+            manager_socket: links.manager_socket,
         };
         if let TableSource::OwnConfig {
             config,
@@ -263,13 +294,85 @@ impl Spawner {
             let table = build_table(config);
             spawner.set_table(table);
         }
-        spawner
+        for process in found {
+            spawner.watch_recorded(process);
+        }
+        spawner.save_record();
+        Ok(spawner)
+    }
+
+    /// Watches a process its record names, if it still runs as that very
+    /// process; the record keeps it only then.
+    fn watch_recorded(&mut self, process: RecordedProcess) {
+        let name = format!(
+            "{}#{} (pid {})",
+            process.service_id, process.instance, process.pid
+        );
+        if self.adopted.contains_key(&process.pid) {
+            return;
+        }
+        let request = ms::AdoptProcess {
+            pid: process.pid,
+            start_time: process.start_time,
+            service_id: None,
+            instance: None,
+        };
+        match watch(&request) {
+            Ok(pidfd) => {
+                log::info!("spawner: {name}, which it started, still runs: watching it");
+                let own = OwnChild {
+                    service_id: process.service_id.clone(),
+                    instance: process.instance,
+                    last_request: None,
+                };
+                self.adopted.insert(process.pid, (own, pidfd));
+                self.record.insert(process);
+            }
+            Err(reason) => log::info!("spawner: {name} from its record has ended ({reason})"),
+        }
+    }
+
+    /// Writes its record if it changed. A failed write is logged; the
+    /// intents of the processes it misses stay until the next write.
+    fn save_record(&mut self) {
+        if let Err(error) = self.record.save() {
+            log::error!("{error}");
+        }
+    }
+
+    /// Tells the manager every live process its record holds: the first
+    /// message it sends.
+    fn announce_known_processes(&mut self) {
+        let processes = self
+            .record
+            .processes()
+            .map(|process| ms::known_processes::Process {
+                pid: process.pid,
+                start_time: process.start_time,
+                service_id: process.service_id.clone(),
+                instance: process.instance,
+            })
+            .collect();
+        self.send_to_manager(ms::Message::new(
+            Code::KnownProcesses,
+            None,
+            Some(Payload::KnownProcesses(ms::KnownProcesses { processes })),
+        ));
+    }
+
+    /// Whether the node at the other end of the manager link is gone (the
+    /// spawner process only): then nobody would learn of a start.
+    fn node_gone(&self) -> bool {
+        self.manager_socket
+            .as_ref()
+            .is_some_and(|socket| sys::peer_hung_up(socket.as_fd()).unwrap_or(true))
     }
 
     /// Waits for the daemon's service table (when it takes it from its
     /// links), then serves requests, SIGCHLD notices and rotation until
     /// the daemon's `Shutdown`, which it answers before returning `Ok`.
     pub fn run(mut self) -> Result<(), SpawnerError> {
+        self.announce_known_processes();
         // A spawner reading its own configuration built its table already.
         let mut waiting_for_table = matches!(self.table_source, TableSource::FromLinks);
         while waiting_for_table {
@@ -306,7 +409,14 @@ impl Spawner {
                 recv(ready_tick) -> _ => Wake::ReadyCheckDue,
             };
             match wake {
-                Wake::Manager(Some(message)) => self.on_manager_message(message)?,
+                Wake::Manager(Some(message)) => {
+                    self.on_manager_message(message)?;
+                    // A burst of starts is one write of the record.
+                    let more: Vec<ms::Message> = self.from_manager.try_iter().take(64).collect();
+                    for message in more {
+                        self.on_manager_message(message)?;
+                    }
+                }
                 Wake::Manager(None) => {
                     log::debug!("spawner: the manager's channel closed");
                     self.from_manager = never();
@@ -336,11 +446,25 @@ impl Spawner {
                     self.ready_check_at = Instant::now() + READY_POLL;
                 }
             }
+            self.save_record();
         }
     }
 
     fn on_manager_message(&mut self, message: ms::Message) -> Result<(), SpawnerError> {
         let correlation_id = message.correlation_id;
+        if let Some(length) = correlation_id
+            .as_ref()
+            .map(String::len)
+            .filter(|length| *length > MAX_CORRELATION_ID)
+        {
+            let reason = format!(
+                "a correlation id of {length} bytes is longer than {MAX_CORRELATION_ID}: \
+                 request refused"
+            );
+            log::warn!("spawner: {reason}");
+            self.send_to_manager(ms::Message::error(None, reason));
+            return Ok(());
+        }
         match (Code::try_from(message.code), message.payload) {
             (Ok(Code::StartProcess), Some(Payload::StartProcess(request))) => {
                 self.start(correlation_id, &request);
@@ -381,14 +505,29 @@ impl Spawner {
     fn start(&mut self, correlation_id: Option<String>, request: &ms::StartProcess) {
         let service_id = request.service_id.clone().unwrap_or_default();
         let instance = request.instance.unwrap_or_default();
-        if let Err(reason) = self.allow(&service_id, request) {
+        let allowed = if self.node_gone() {
+            Err("the node's link is closed, so nobody would learn of this start".to_owned())
+        } else {
+            self.allow(&service_id, request)
+        };
+        if let Err(reason) = allowed {
             log::warn!("spawner: refused to start {service_id}#{instance}: {reason}");
             self.send_to_manager(ms::Message::error(correlation_id, reason));
             return;
         }
-        let launched = match launch::launch(request) {
+        let intent = match self.record.intent(&service_id, instance) {
+            Ok(intent) => intent,
+            Err(error) => {
+                let reason = format!("not started, as it could not be recorded: {error}");
+                log::error!("spawner: {service_id}#{instance} {reason}");
+                self.send_to_manager(ms::Message::error(correlation_id, reason));
+                return;
+            }
+        };
+        let launched = match launch::launch(request, intent.file.as_fd()) {
             Ok(launched) => launched,
             Err(error) => {
+                self.record.abandon(intent);
                 let reason = error.to_string();
                 self.log_to_manager(
                     log::Level::Warn,
@@ -410,6 +549,19 @@ impl Spawner {
                 );
             })
             .ok();
+        // Without a start time the intent, which holds the child's own,
+        // stays in its place.
+        if let Some(start_time) = start_time {
+            self.record.started(
+                intent,
+                RecordedProcess {
+                    service_id: service_id.clone(),
+                    instance,
+                    pid,
+                    start_time,
+                },
+            );
+        }
         self.rotation.track(pid, launched.rotating, Instant::now());
         if let Some(pipe) = launched.ready_pipe {
             if self.ready_pipes.is_empty() {
@@ -491,6 +643,22 @@ impl Spawner {
             .get(service_id)
             .ok_or_else(|| format!("service `{service_id}` is not in the service table"))?;
         let instance = request.instance.unwrap_or_default();
+        let instances = service.instances.unwrap_or(1).min(conf::MAX_INSTANCES);
+        if instance >= instances {
+            return Err(format!(
+                "instance {instance} is out of range: `{service_id}` has {instances}"
+            ));
+        }
+        if request.check.is_none() {
+            self.check_rotation(service, request)?;
+            if request.ready_fd != service.ready_fd {
+                return Err(format!(
+                    "its ready_fd is not the one the service table gives `{service_id}`"
+                ));
+            }
+        } else if request.ready_fd.is_some() {
+            return Err("a check gets no ready_fd".to_owned());
+        }
         let (command_differs, stdout, stderr) = if request.check.is_some() {
             let differs = !service
                 .checks
@@ -538,6 +706,37 @@ impl Spawner {
         }
     }
 
+    /// Refuses rotation numbers other than the service's, or beyond the
+    /// bounds of the configuration.
+    fn check_rotation(
+        &self,
+        service: &ds::service_table::Service,
+        request: &ms::StartProcess,
+    ) -> Result<(), String> {
+        for (stream, output) in [("stdout", &request.stdout), ("stderr", &request.stderr)] {
+            let Some(output) = output
+                .as_ref()
+                .filter(|output| output.kind == ms::output::Kind::File as i32)
+            else {
+                continue;
+            };
+            let keep = output.keep.unwrap_or_default();
+            if keep > conf::MAX_LOG_KEEP {
+                return Err(format!(
+                    "its {stream} keeps {keep} rotated files, more than {}",
+                    conf::MAX_LOG_KEEP
+                ));
+            }
+            if output.rotate_bytes != service.log_max_bytes || output.keep != service.log_keep {
+                return Err(format!(
+                    "its {stream} rotation is not the one the service table gives `{}`",
+                    service.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Where the table lets stream `stream` of instance `instance` of
     /// `service` go: its configured output resolved as the node resolves
     /// it ([`conf::Output::path`]). An output the table does not give is
@@ -571,22 +770,34 @@ impl Spawner {
     /// it; answers `Ack`, or `Error` when it cannot.
     fn adopt(&mut self, correlation_id: Option<String>, request: ms::AdoptProcess) {
         let pid = request.pid;
-        let reply = match watch(&request) {
-            Ok(pidfd) => {
-                let process = OwnChild {
-                    service_id: request.service_id.unwrap_or_default(),
-                    instance: request.instance.unwrap_or_default(),
-                    last_request: correlation_id.clone(),
-                };
+        // An ended process is reported, and so not found below.
+        self.check_adopted();
+        let recorded = self.record.get(pid).filter(|recorded| {
+            recorded.start_time == request.start_time
+                && request.service_id.as_deref() == Some(recorded.service_id.as_str())
+                && request.instance == Some(recorded.instance)
+        });
+        let reply = match (recorded, self.adopted.get_mut(&pid)) {
+            (Some(_), Some((process, _))) => {
                 log::debug!(
-                    "spawner: adopted {}#{} (pid {pid})",
+                    "spawner: the manager adopts {}#{} (pid {pid})",
                     process.service_id,
                     process.instance
                 );
-                self.adopted.insert(pid, (process, pidfd));
+                process.last_request.clone_from(&correlation_id);
                 ms::Message::new(Code::Ack, correlation_id, None)
             }
-            Err(reason) => ms::Message::error(correlation_id, reason),
+            _ => {
+                let reason = format!(
+                    "pid {pid} (start time {}) is not a running process the spawner's record \
+                     holds as {}#{}: not adopted",
+                    request.start_time,
+                    request.service_id.as_deref().unwrap_or("?"),
+                    request.instance.unwrap_or_default()
+                );
+                log::warn!("spawner: {reason}");
+                ms::Message::error(correlation_id, reason)
+            }
         };
         self.send_to_manager(reply);
     }
@@ -604,6 +815,7 @@ impl Spawner {
         };
         for (pid, _) in pids.into_iter().zip(ended).filter(|(_, ended)| *ended) {
             if let Some((process, _)) = self.adopted.remove(&pid) {
+                self.record.forget(pid);
                 log::debug!(
                     "spawner: adopted {}#{} (pid {pid}) ended",
                     process.service_id,
@@ -696,6 +908,12 @@ impl Spawner {
     /// process group); the reason when it cannot.
     fn send_signal(&self, request: ms::SignalProcess) -> Result<(), String> {
         let pid = request.pid;
+        if !(1..=MAX_SIGNAL).contains(&request.signal) {
+            return Err(format!(
+                "signal {} to pid {pid} is not a signal number (1 to {MAX_SIGNAL})",
+                request.signal
+            ));
+        }
         let target = i32::try_from(pid)
             .ok()
             .filter(|_| self.children.contains_key(&pid) || self.adopted.contains_key(&pid))
@@ -718,6 +936,7 @@ impl Spawner {
                 log::debug!("spawner: reaped pid {pid}, not a child it started ({status:?})");
                 continue;
             };
+            self.record.forget(pid);
             self.rotation.forget(pid);
             if let Some(pipe) = self.ready_pipes.remove(&pid) {
                 // A child may say it is ready and end at once: the
@@ -948,6 +1167,8 @@ pub enum SpawnerError {
         /// The OS error.
         source: io::Error,
     },
+    /// Its own record cannot be opened: it would not know what it started.
+    Record(RecordError),
 }
 
 impl fmt::Display for SpawnerError {
@@ -968,6 +1189,7 @@ impl fmt::Display for SpawnerError {
             SpawnerError::Reap { source } => {
                 write!(f, "spawner: reaping children with waitpid: {source}")
             }
+            SpawnerError::Record(error) => error.fmt(f),
         }
     }
 }
@@ -979,6 +1201,7 @@ impl std::error::Error for SpawnerError {
             | SpawnerError::ChildExitNoticesClosed { source } => Some(source),
             SpawnerError::ShutdownAckUndelivered => None,
             SpawnerError::Reap { source } => Some(source),
+            SpawnerError::Record(error) => Some(error),
         }
     }
 }
