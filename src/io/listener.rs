@@ -186,8 +186,17 @@ impl Drop for BoundSocket {
     fn drop(&mut self) {
         let ours = fs::metadata(&self.path)
             .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == self.identity);
-        if ours && let Err(error) = fs::remove_file(&self.path) {
-            log::warn!("cannot remove socket {}: {error}", self.path.display());
+        if !ours {
+            return;
+        }
+        match fs::remove_file(&self.path) {
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => log::info!(
+                "socket {} stays (its directory is root's, and the node process is not): \
+                 the next start replaces it",
+                self.path.display()
+            ),
+            Err(error) => log::warn!("cannot remove socket {}: {error}", self.path.display()),
+            Ok(()) => {}
         }
     }
 }

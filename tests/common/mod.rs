@@ -201,6 +201,20 @@ fn recorded_pids(state_dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// The pids the spawner's own record lists.
+pub fn spawner_recorded_pids(dir: &Path) -> Vec<u32> {
+    fs::read_to_string(dir.join("processes"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                ["process", _, _, pid, ..] => pid.parse().ok(),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
 /// Whether `pid` leads its own session, as every service process does:
 /// only such a process group is killed when a test ends.
 fn leads_a_session(pid: u32) -> bool {
@@ -223,6 +237,7 @@ impl Drop for Node {
             let _ = self.child.wait();
         }
         pids.extend(recorded_pids(&self.setup.dir.0.join("state")));
+        pids.extend(spawner_recorded_pids(&self.setup.dir.0.join("state-spawner")));
         let groups: Vec<String> = pids
             .into_iter()
             .filter(|pid| leads_a_session(*pid))
