@@ -44,9 +44,12 @@ impl Manager {
         let record = match Record::load(&self.config.node.state_dir) {
             Ok(record) => record.unwrap_or_default(),
             Err(error) => {
-                log::error!("{error}; starting without it: nothing is adopted");
+                log::error!(
+                    "{error}; starting without it: what the spawner knows runs is adopted, \
+                     users' earlier wishes are forgotten"
+                );
                 self.record_health.unreadable_at_start = Some(error.to_string());
-                return Vec::new();
+                Record::default()
             }
         };
         for (id, Desired { up, version }) in record.desired {
