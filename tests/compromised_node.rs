@@ -145,7 +145,11 @@ impl Spawner {
                 break decode_envelope(body).unwrap();
             }
             let read = self.daemon.read(&mut chunk).unwrap();
-            assert!(read > 0, "the spawner closed the daemon link: {}", self.log_text());
+            assert!(
+                read > 0,
+                "the spawner closed the daemon link: {}",
+                self.log_text()
+            );
             decoder.extend(&chunk[..read]);
         };
         assert_eq!(ack.code, ds::message::Code::Ack as i32);
@@ -476,7 +480,10 @@ fn every_forged_request_is_refused_and_the_victims_are_untouched() {
         }
     };
     assert_eq!(reply.correlation_id, None);
-    reasons.push(("a 100 kB correlation id", Spawner::refused(reply, "long id")));
+    reasons.push((
+        "a 100 kB correlation id",
+        Spawner::refused(reply, "long id"),
+    ));
 
     // The genuine start still works: the refusals were the checks at work.
     let started = spawner.ask(Code::StartProcess, start(base()));
@@ -518,8 +525,14 @@ fn over_long_and_undecodable_frames_end_the_link_and_nothing_else() {
     let (dir, victim_file) = setup("forged-frames");
     let mut victim = Victim::start();
     for (what, bytes) in [
-        ("a 4 GiB length prefix", vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3]),
-        ("a body that is not protobuf", vec![0, 0, 0, 3, 0xff, 0xff, 0xff]),
+        (
+            "a 4 GiB length prefix",
+            vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+        ),
+        (
+            "a body that is not protobuf",
+            vec![0, 0, 0, 3, 0xff, 0xff, 0xff],
+        ),
         ("a message without its code", vec![0, 0, 0, 2, 0x12, 0]),
     ] {
         let mut spawner = Spawner::start(&dir.0);

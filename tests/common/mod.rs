@@ -237,7 +237,9 @@ impl Drop for Node {
             let _ = self.child.wait();
         }
         pids.extend(recorded_pids(&self.setup.dir.0.join("state")));
-        pids.extend(spawner_recorded_pids(&self.setup.dir.0.join("state-spawner")));
+        pids.extend(spawner_recorded_pids(
+            &self.setup.dir.0.join("state-spawner"),
+        ));
         let groups: Vec<String> = pids
             .into_iter()
             .filter(|pid| leads_a_session(*pid))
