@@ -490,6 +490,12 @@ fn every_forged_request_is_refused_and_the_victims_are_untouched() {
     let Some(Payload::ProcessStarted(started)) = started.payload else {
         panic!("the genuine start failed: {started:?}");
     };
+    // Even a genuine start runs an instance once.
+    let again = spawner.ask(Code::StartProcess, start(base()));
+    reasons.push((
+        "a second start of the running instance",
+        Spawner::refused(again, "a second start"),
+    ));
     let signal = ms::SignalProcess {
         pid: started.pid,
         signal: 15,

@@ -42,10 +42,10 @@ pub(super) struct Launched {
 }
 
 /// Starts the process `request` describes, in its own session; the child
-/// appends its own stat line to `intent` before it execs.
+/// appends its own stat line to `intent`, if given, before it execs.
 pub(super) fn launch(
     request: &ms::StartProcess,
-    intent: BorrowedFd<'_>,
+    intent: Option<BorrowedFd<'_>>,
 ) -> Result<Launched, LaunchError> {
     let (program, args) = request
         .command
@@ -75,7 +75,9 @@ pub(super) fn launch(
     let (stderr, rotate_stderr) = open_output(Stream::Stderr, request.stderr.as_ref())?;
     command.stdout(stdout).stderr(stderr);
     sys::start_in_new_session(&mut command);
-    sys::record_own_stat_before_exec(&mut command, intent);
+    if let Some(intent) = intent {
+        sys::record_own_stat_before_exec(&mut command, intent);
+    }
     let ready_pipe = match request.ready_fd {
         Some(fd) => Some(ready_pipe(&mut command, fd)?),
         None => None,

@@ -194,6 +194,8 @@ pub const READY_POLL: Duration = Duration::from_millis(50);
 struct OwnChild {
     service_id: String,
     instance: u32,
+    /// A readiness or health check, not the instance's own process.
+    check: bool,
     /// The correlation id of the last request about it (its start, then
     /// each signal): its exit is reported under it, so the trace of a stop
     /// shows the process ending.
@@ -323,6 +325,7 @@ impl Spawner {
                 let own = OwnChild {
                     service_id: process.service_id.clone(),
                     instance: process.instance,
+                    check: false,
                     last_request: None,
                 };
                 self.adopted.insert(process.pid, (own, pidfd));
@@ -515,19 +518,26 @@ impl Spawner {
             self.send_to_manager(ms::Message::error(correlation_id, reason));
             return;
         }
-        let intent = match self.record.intent(&service_id, instance) {
-            Ok(intent) => intent,
-            Err(error) => {
-                let reason = format!("not started, as it could not be recorded: {error}");
-                log::error!("spawner: {service_id}#{instance} {reason}");
-                self.send_to_manager(ms::Message::error(correlation_id, reason));
-                return;
-            }
+        // Checks are not recorded: they end by themselves, and are no
+        // instance's process for a later node to adopt.
+        let intent = match request.check {
+            Some(_) => None,
+            None => match self.record.intent(&service_id, instance) {
+                Ok(intent) => Some(intent),
+                Err(error) => {
+                    let reason = format!("not started, as it could not be recorded: {error}");
+                    log::error!("spawner: {service_id}#{instance} {reason}");
+                    self.send_to_manager(ms::Message::error(correlation_id, reason));
+                    return;
+                }
+            },
         };
-        let launched = match launch::launch(request, intent.file.as_fd()) {
+        let launched = match launch::launch(request, intent.as_ref().map(|i| i.file.as_fd())) {
             Ok(launched) => launched,
             Err(error) => {
-                self.record.abandon(intent);
+                if let Some(intent) = intent {
+                    self.record.abandon(intent);
+                }
                 let reason = error.to_string();
                 self.log_to_manager(
                     log::Level::Warn,
@@ -551,7 +561,7 @@ impl Spawner {
             .ok();
         // Without a start time the intent, which holds the child's own,
         // stays in its place.
-        if let Some(start_time) = start_time {
+        if let (Some(start_time), Some(intent)) = (start_time, intent) {
             self.record.started(
                 intent,
                 RecordedProcess {
@@ -574,6 +584,7 @@ impl Spawner {
             OwnChild {
                 service_id,
                 instance,
+                check: request.check.is_some(),
                 last_request: correlation_id.clone(),
             },
         );
@@ -650,6 +661,11 @@ impl Spawner {
             ));
         }
         if request.check.is_none() {
+            if let Some(pid) = self.running_as(service_id, instance) {
+                return Err(format!(
+                    "{service_id}#{instance} already runs as pid {pid}: an instance runs once"
+                ));
+            }
             self.check_rotation(service, request)?;
             if request.ready_fd != service.ready_fd {
                 return Err(format!(
@@ -704,6 +720,24 @@ impl Spawner {
             )),
             None => Ok(()),
         }
+    }
+
+    /// The pid of the process (its own child or adopted) that runs as
+    /// instance `instance` of `service_id`, checks aside.
+    fn running_as(&self, service_id: &str, instance: u32) -> Option<u32> {
+        let is_it = |process: &OwnChild| {
+            !process.check && process.instance == instance && process.service_id == service_id
+        };
+        self.children
+            .iter()
+            .find(|(_, child)| is_it(child))
+            .or_else(|| {
+                self.adopted
+                    .iter()
+                    .map(|(pid, (process, _))| (pid, process))
+                    .find(|(_, process)| is_it(process))
+            })
+            .map(|(pid, _)| *pid)
     }
 
     /// Refuses rotation numbers other than the service's, or beyond the
