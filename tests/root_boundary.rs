@@ -205,25 +205,32 @@ fn processes_tagged(tag: &str) -> BTreeMap<String, Vec<u32>> {
     found
 }
 
-/// The pid of every running instance, by service, once all `count` run.
+/// The pid of every running instance, by service, once all `count` run;
+/// on a loaded machine a mass start may take longer than one deadline, so
+/// three are allowed, and a timeout shows where the instances are.
 fn all_running(client: &mut Client, count: usize) -> BTreeMap<String, Vec<u32>> {
-    wait_for(&format!("all {count} services to run"), || {
-        let status = client.status(None).ok()?;
-        let running: BTreeMap<String, Vec<u32>> = status
-            .services
-            .iter()
-            .filter_map(|service| {
-                let pids: Vec<u32> = service
-                    .instances
-                    .iter()
-                    .filter(|instance| instance.state == "running")
-                    .filter_map(|instance| instance.pid)
-                    .collect();
-                (!pids.is_empty()).then(|| (service.id.clone(), pids))
-            })
-            .collect();
-        (running.values().map(Vec::len).sum::<usize>() == count).then_some(running)
-    })
+    let deadline = std::time::Instant::now() + 3 * common::DEADLINE;
+    loop {
+        let status = client.status(None).unwrap();
+        let mut states: BTreeMap<String, usize> = BTreeMap::new();
+        let mut running: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for service in &status.services {
+            for instance in &service.instances {
+                *states.entry(instance.state.clone()).or_default() += 1;
+                if let (Some(pid), "running") = (instance.pid, instance.state.as_str()) {
+                    running.entry(service.id.clone()).or_default().push(pid);
+                }
+            }
+        }
+        if running.values().map(Vec::len).sum::<usize>() == count {
+            return running;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all {count} services run: {states:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Stops every one of the `count` services.

@@ -933,3 +933,31 @@ fn a_spawner_reading_its_own_configuration_ignores_the_tables_it_is_sent() {
     result.unwrap();
     fs::remove_dir_all(conf_dir).unwrap();
 }
+
+/// Issue 11: the child writes its own stat line to its start's intent
+/// between fork and exec, and the program it execs holds no descriptor of
+/// the spawner's record: a service cannot write what the spawner trusts.
+#[test]
+fn a_service_holds_no_descriptor_of_the_spawners_record() {
+    let serial = PROCESS_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = temp_dir();
+    let record_dir = dir.join("spawner");
+    let mut harness = Harness::on_record(TableSource::FromLinks, &record_dir, serial);
+    let out = dir.join("fds.txt");
+    let request = ms::StartProcess {
+        stdout: file_output(&out, None, None),
+        ..command(&[
+            "/bin/sh",
+            "-c",
+            "for fd in /proc/$$/fd/*; do readlink $fd; done; echo done",
+        ])
+    };
+    let pid = harness.start_ok(request);
+    assert_eq!(harness.exit_of(pid).exit_code, Some(0));
+    let fds = fs::read_to_string(&out).unwrap();
+    assert!(fds.ends_with("done\n"), "{fds}");
+    let record = record_dir.display().to_string();
+    assert!(!fds.contains(&record), "the service holds the record's files: {fds}");
+    harness.shutdown().1.unwrap();
+    fs::remove_dir_all(dir).unwrap();
+}
