@@ -32,18 +32,32 @@
 //! refused until the next reload. A `StartProcess` whose
 //! command, user, group, work dir, environment (as a set of name=value)
 //! or outputs differ from what the table says for its `service_id` is
-//! refused, as is a signal for a pid it did not start; a refusal is
+//! refused, as is a signal for a pid it did not start or adopt; a refusal is
 //! answered with `Error` and logged here too (a compromised node would
 //! not log it). The table gives each service's outputs as configured and
 //! the node's log dir; the spawner resolves the file a stream of instance
 //! N may go to with the node's own function (`conf::Output::path`), so the
-//! two sides cannot disagree on the rule. Rotation sizes are not checked:
-//! rotation only renames within the allowed file's own `.N` siblings.
+//! two sides cannot disagree on the rule. Every number a request carries
+//! is bounded by the table too: the instance below the service's
+//! `instances`, a file output's rotation size and count equal to the
+//! service's (and the count at most [`conf::MAX_LOG_KEEP`]), the
+//! readiness fd the service's, a signal number from 1 to 64, a
+//! correlation id at most 128 bytes; and an instance that already runs is
+//! not started again.
 //!
-//! `AdoptProcess` hands it a process a previous node started (found alive
-//! in the state record): not its child, so it cannot be reaped. The
-//! spawner opens a pidfd for it, then checks the pid's start time, so the
-//! pidfd surely names that process and not a stranger that got its pid.
+//! Its own record (`record.rs`, in `spawner_state_dir`) names every
+//! process it started: an intent before each fork, the process after it.
+//! When the spawner starts, each process the record names that still runs
+//! as that very process (a pidfd opened, then the start time checked, so
+//! the pidfd surely names it and not a stranger that got its pid) is
+//! watched as adopted, and the first message to the manager,
+//! `KnownProcesses`, lists them. `AdoptProcess` is then the manager taking
+//! one of these back, answered `Ack` only for a process the record holds
+//! with that pid, start time, service and instance; anything else is
+//! refused and logged. In the spawner process, a start is not carried out
+//! once the node at the other end of its link is gone (`poll` for
+//! `POLLRDHUP` on the link socket before each), as nobody would learn of
+//! it. Adopted processes are not its children, so they cannot be reaped.
 //! While it watches adopted processes it polls their pidfds every
 //! [`ADOPTED_POLL`] (one `poll(2)` with no wait; a blocking watcher thread
 //! would need a second wake-up path into this loop for no real gain), so an

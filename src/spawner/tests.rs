@@ -957,7 +957,10 @@ fn a_service_holds_no_descriptor_of_the_spawners_record() {
     let fds = fs::read_to_string(&out).unwrap();
     assert!(fds.ends_with("done\n"), "{fds}");
     let record = record_dir.display().to_string();
-    assert!(!fds.contains(&record), "the service holds the record's files: {fds}");
+    assert!(
+        !fds.contains(&record),
+        "the service holds the record's files: {fds}"
+    );
     harness.shutdown().1.unwrap();
     fs::remove_dir_all(dir).unwrap();
 }
