@@ -22,7 +22,7 @@ use snow_fox::sys;
 use snow_fox::wire::proto::{daemon_spawner as ds, manager_spawner as ms};
 use snow_fox::wire::{DEFAULT_MAX_FRAME, Envelope, FrameDecoder, decode_envelope, encode_frame};
 
-use common::{DEADLINE, TempDir, pid_alive, wait_for};
+use common::{DEADLINE, TempDir, Victim, wait_for};
 use ms::message::{Code, Payload};
 
 /// The content of the victim file, which no forgery may change.
@@ -165,33 +165,6 @@ impl Drop for Spawner {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A root process in its own session, which no forgery may signal.
-struct Victim(Child);
-
-impl Victim {
-    fn start() -> Victim {
-        let mut command = Command::new("/bin/sleep");
-        command.arg("600");
-        sys::start_in_new_session(&mut command);
-        Victim(command.spawn().unwrap())
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.0.try_wait().unwrap().is_none() && pid_alive(self.pid())
-    }
-}
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -562,7 +535,7 @@ fn over_long_and_undecodable_frames_end_the_link_and_nothing_else() {
         assert_eq!(fs::read_to_string(&victim_file).unwrap(), VICTIM_TEXT);
     }
     assert!(
-        common::spawner_recorded_pids(&dir.0.join("state-spawner")).is_empty(),
+        common::recorded_pids(&dir.0.join("state-spawner/processes"), "process").is_empty(),
         "nothing was started"
     );
 }

@@ -9,12 +9,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command};
 
 use snow_fox::client::Client;
 use snow_fox::sys;
 
-use common::{Node, Setup, TempDir, node_command, pid_alive, wait_for};
+use common::{Node, Setup, TempDir, Victim, node_command, pid_alive, wait_for};
 
 #[derive(Clone, Copy, Debug)]
 enum Mode {
@@ -32,33 +31,6 @@ fn setup(label: &str, mode: Mode) -> Setup {
             fs::set_permissions(&setup.dir.0, fs::Permissions::from_mode(0o755)).unwrap();
             setup.node("user = \"nobody\"")
         }
-    }
-}
-
-/// A root process in its own session that snow-fox never started.
-struct Victim(Child);
-
-impl Victim {
-    fn start() -> Victim {
-        let mut command = Command::new("/bin/sleep");
-        command.arg("600");
-        sys::start_in_new_session(&mut command);
-        Victim(command.spawn().unwrap())
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.0.try_wait().unwrap().is_none() && pid_alive(self.pid())
-    }
-}
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -208,10 +180,25 @@ fn processes_tagged(tag: &str) -> BTreeMap<String, Vec<u32>> {
 /// The pid of every running instance, by service, once all `count` run;
 /// on a loaded machine a mass start may take longer than one deadline, so
 /// three are allowed, and a timeout shows where the instances are.
-fn all_running(client: &mut Client, count: usize) -> BTreeMap<String, Vec<u32>> {
+fn all_running(node: &Node, count: usize) -> BTreeMap<String, Vec<u32>> {
+    let mut client = node.client();
     let deadline = std::time::Instant::now() + 3 * common::DEADLINE;
     loop {
-        let status = client.status(None).unwrap();
+        let status = client.status(None).unwrap_or_else(|error| {
+            let logs: Vec<String> = fs::read_dir(&node.setup.dir.0)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .map(|e| {
+                    format!(
+                        "== {:?}\n{}",
+                        e.path(),
+                        fs::read_to_string(e.path()).unwrap_or_default()
+                    )
+                })
+                .collect();
+            panic!("{error}: {:?} {}", node.log, logs.join("\n"))
+        });
         let mut states: BTreeMap<String, usize> = BTreeMap::new();
         let mut running: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for service in &status.services {
@@ -257,8 +244,7 @@ fn write_services(setup: &Setup, tag: &str, count: usize, seconds: u32) {
 /// After a crash and a restart: each service runs exactly once, and every
 /// process of the test's services is one `status` lists.
 fn assert_each_runs_once(node: &Node, tag: &str, count: usize, moment: &str) {
-    let mut client = node.client();
-    let listed = all_running(&mut client, count);
+    let listed = all_running(node, count);
     // Old processes of a reload may still be stopping: poll until as
     // many run as are configured, and show what runs if that never comes.
     let deadline = std::time::Instant::now() + common::DEADLINE;
@@ -339,7 +325,7 @@ fn crash_after_reload(mode: Mode) {
     let setup = setup(&format!("boundary-reload-{mode:?}"), mode);
     write_services(&setup, &tag, COUNT, 300);
     let mut node = setup.start();
-    all_running(&mut node.client(), COUNT);
+    all_running(&node, COUNT);
     write_services(&node.setup, &tag, COUNT, 301);
     let mut client = node.client();
     client.reload().unwrap();
