@@ -38,42 +38,58 @@ struct Spawner {
     next_id: u32,
 }
 
+/// `snow-fox --spawner-process` on the configuration in `dir`, logging to
+/// `log`, given the far ends of `manager` and `daemon`, the test's ends.
+fn spawner_command(dir: &Path, log: &Path, links: [&UnixStream; 2]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_snow-fox"));
+    command
+        .arg("--spawner-process")
+        .arg("--conf")
+        .arg(dir.join("conf"))
+        .arg("--manager-fd")
+        .arg(links[0].as_raw_fd().to_string())
+        .arg("--daemon-fd")
+        .arg(links[1].as_raw_fd().to_string())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(fs::File::create(log).unwrap());
+    for link in links {
+        sys::pass_fd(&mut command, link.as_fd(), link.as_raw_fd());
+    }
+    command
+}
+
 impl Spawner {
     /// Starts `snow-fox --spawner-process` on the configuration in `dir`.
+    /// Its first message says what its record holds.
     fn start(dir: &Path) -> Spawner {
-        let (manager, spawner_manager) = UnixStream::pair().unwrap();
+        let mut spawner = Spawner::start_after(dir, |_| {});
+        let first = spawner.next();
+        assert_eq!(first.code, Code::KnownProcesses as i32, "{first:?}");
+        spawner
+    }
+
+    /// Starts it once `before` has had the manager link (say, written
+    /// requests into it, then closed it).
+    fn start_after(dir: &Path, before: impl FnOnce(&mut UnixStream)) -> Spawner {
+        let (mut manager, spawner_manager) = UnixStream::pair().unwrap();
         let (daemon, spawner_daemon) = UnixStream::pair().unwrap();
         for link in [&manager, &daemon] {
             link.set_read_timeout(Some(DEADLINE)).unwrap();
         }
+        before(&mut manager);
         let log = dir.join(format!("spawner-{}.log", std::process::id()));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_snow-fox"));
-        command
-            .arg("--spawner-process")
-            .arg("--conf")
-            .arg(dir.join("conf"))
-            .arg("--manager-fd")
-            .arg(spawner_manager.as_raw_fd().to_string())
-            .arg("--daemon-fd")
-            .arg(spawner_daemon.as_raw_fd().to_string())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap());
-        for link in [&spawner_manager, &spawner_daemon] {
-            sys::pass_fd(&mut command, link.as_fd(), link.as_raw_fd());
-        }
-        let child = command.spawn().unwrap();
-        let mut spawner = Spawner {
+        let child = spawner_command(dir, &log, [&spawner_manager, &spawner_daemon])
+            .spawn()
+            .unwrap();
+        Spawner {
             child,
             manager,
             daemon,
             decoder: FrameDecoder::new(DEFAULT_MAX_FRAME),
             log,
             next_id: 0,
-        };
-        let first = spawner.next();
-        assert_eq!(first.code, Code::KnownProcesses as i32, "{first:?}");
-        spawner
+        }
     }
 
     fn send<M: Envelope>(socket: &mut UnixStream, message: &M) {
@@ -552,24 +568,67 @@ fn a_spawner_record_directory_others_can_write_is_refused() {
     let log = dir.0.join("spawner.log");
     let (_manager, spawner_manager) = UnixStream::pair().unwrap();
     let (_daemon, spawner_daemon) = UnixStream::pair().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_snow-fox"));
-    command
-        .arg("--spawner-process")
-        .arg("--conf")
-        .arg(dir.0.join("conf"))
-        .arg("--manager-fd")
-        .arg(spawner_manager.as_raw_fd().to_string())
-        .arg("--daemon-fd")
-        .arg(spawner_daemon.as_raw_fd().to_string())
-        .stderr(fs::File::create(&log).unwrap());
-    for link in [&spawner_manager, &spawner_daemon] {
-        sys::pass_fd(&mut command, link.as_fd(), link.as_raw_fd());
-    }
-    let status = command.status().unwrap();
+    let status = spawner_command(&dir.0, &log, [&spawner_manager, &spawner_daemon])
+        .status()
+        .unwrap();
     let text = fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains("spawner record: refusing") && text.contains("expected uid 0, mode 0700"),
         "{text}"
     );
+}
+
+/// Finding 4's root cause: the node dies with starts queued on its link.
+/// Fifty genuine starts wait in the manager link, and the node's end is
+/// closed, before the spawner process reads anything: it carries out none
+/// of them (nobody would learn of them), and says so for each.
+#[test]
+#[ignore = "needs root"]
+fn starts_queued_by_a_node_that_is_gone_are_not_carried_out() {
+    const COUNT: u32 = 50;
+    let (dir, _) = setup("forged-dead-node");
+    fs::write(
+        dir.0.join("conf/services/many.toml"),
+        format!(
+            "command = [\"/bin/sleep\", \"300\"]\ninstances = {COUNT}\n\
+             stdout = \"null\"\nstderr = \"null\"\n"
+        ),
+    )
+    .unwrap();
+    let null = || {
+        Some(ms::Output {
+            kind: ms::output::Kind::Null as i32,
+            ..Default::default()
+        })
+    };
+    let spawner = Spawner::start_after(&dir.0, |manager| {
+        let mut out = Vec::new();
+        for instance in 0..COUNT {
+            let request = ms::StartProcess {
+                command: vec!["/bin/sleep".into(), "300".into()],
+                stdout: null(),
+                stderr: null(),
+                service_id: Some("many".into()),
+                instance: Some(instance),
+                ..Default::default()
+            };
+            let message = ms::Message::new(
+                Code::StartProcess,
+                Some(format!("queued:{instance}")),
+                Some(start(request)),
+            );
+            encode_frame(&message, &mut out);
+        }
+        manager.write_all(&out).unwrap();
+        manager.shutdown(std::net::Shutdown::Both).unwrap();
+    });
+    wait_for("every queued start to be refused", || {
+        let log = spawner.log_text();
+        let refused = log.matches("the node's link is closed").count();
+        (refused == COUNT as usize).then_some(())
+    });
+    let log = spawner.shutdown();
+    let started = common::recorded_pids(&dir.0.join("state-spawner/processes"), "process");
+    assert!(started.is_empty(), "started {started:?}: {log}");
 }
