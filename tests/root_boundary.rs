@@ -364,6 +364,31 @@ fn a_crash_right_after_a_reload_leaves_no_duplicates_in_process_mode() {
     crash_after_reload(Mode::Process);
 }
 
+/// What runs is what `status` lists, also when the configuration lost a
+/// service while the node was down: its recorded process is stopped, not
+/// left running unlisted.
+#[test]
+#[ignore = "needs root"]
+fn a_process_of_a_service_removed_while_the_node_was_down_is_stopped() {
+    let mut node = setup("boundary-removed", Mode::Process)
+        .service("kept", "command = [\"/bin/sleep\", \"300\"]\n")
+        .service("dropped", "command = [\"/bin/sleep\", \"300\"]\n")
+        .start();
+    let mut client = node.client();
+    let kept = running_pid(&mut client, "kept");
+    let dropped = running_pid(&mut client, "dropped");
+    node.crash();
+    fs::remove_file(node.setup.conf().join("services/dropped.toml")).unwrap();
+    node.restart();
+    let mut client = node.client();
+    assert_eq!(running_pid(&mut client, "kept"), kept);
+    wait_for("the dropped service's process to end", || {
+        (!pid_alive(dropped)).then_some(())
+    });
+    client.shutdown().unwrap();
+    assert_eq!(node.wait_exit().code(), Some(0), "{}", node.log_text());
+}
+
 /// Finding 5: in process mode the socket is bound as root before the
 /// split, so a socket in an existing directory only root can write works,
 /// and the socket is the node user's, mode 0600.

@@ -34,8 +34,10 @@ impl Manager {
     /// (from the node's record) for services whose definition has not
     /// changed. A second process for an instance already adopted (a start
     /// the node's record missed, repeated) is killed, so that each instance
-    /// runs once. Returns the adopted instances started from an older
-    /// definition.
+    /// runs once; one of a service or instance no longer configured gets
+    /// SIGTERM, as at a reload that removed it, so that nothing runs that
+    /// `status` does not list. Returns the adopted instances started from
+    /// an older definition.
     pub(super) fn readopt(
         &mut self,
         known: Vec<ms::known_processes::Process>,
@@ -134,8 +136,9 @@ impl Manager {
             Ok(found) if found == *start_time => {
                 log::warn!(
                     "{name} still runs but its service or instance is no longer configured: \
-                     left running, not managed"
+                     stopping it (SIGTERM to its process group), as a reload removing it would"
                 );
+                self.signal_group(*pid, libc::SIGTERM);
                 return false;
             }
             Ok(_) => {
