@@ -12,18 +12,24 @@
 use super::*;
 
 impl Manager {
-    /// Waits for the spawner's first message, the processes its record
+    /// Waits for the spawner's first messages, the processes its record
     /// holds. A spawner that is gone knows nothing.
     pub(super) fn await_known_processes(&mut self) -> Vec<ms::known_processes::Process> {
+        let mut processes = Vec::new();
         loop {
             let Ok(message) = self.links.from_spawner.recv() else {
                 log::error!("the spawner's link closed before it said what runs");
                 self.spawner_alive = false;
                 self.links.from_spawner = crossbeam_channel::never();
-                return Vec::new();
+                return processes;
             };
             match message.payload {
-                Some(ms::message::Payload::KnownProcesses(known)) => return known.processes,
+                Some(ms::message::Payload::KnownProcesses(known)) => {
+                    processes.extend(known.processes);
+                    if known.more != Some(true) {
+                        return processes;
+                    }
+                }
                 payload => self.on_spawner(ms::Message { payload, ..message }),
             }
         }

@@ -149,6 +149,9 @@ pub use record::{RecordError, RecordedProcess};
 
 /// The longest correlation id the spawner takes (`protocol.md` §3).
 const MAX_CORRELATION_ID: usize = 128;
+/// Processes per `KnownProcesses` message: about 120 kB, well under the
+/// frame limit whatever the record holds.
+const KNOWN_PER_MESSAGE: usize = 4096;
 /// The highest signal number (`SIGRTMAX` on Linux).
 const MAX_SIGNAL: i32 = 64;
 
@@ -358,9 +361,9 @@ impl Spawner {
     }
 
     /// Tells the manager every live process its record holds: the first
-    /// message it sends.
+    /// messages it sends, in pieces, the last without `more`.
     fn announce_known_processes(&mut self) {
-        let processes = self
+        let processes: Vec<ms::known_processes::Process> = self
             .record
             .processes()
             .map(|process| ms::known_processes::Process {
@@ -370,11 +373,13 @@ impl Spawner {
                 instance: process.instance,
             })
             .collect();
-        self.send_to_manager(ms::Message::new(
-            Code::KnownProcesses,
-            None,
-            Some(Payload::KnownProcesses(ms::KnownProcesses { processes })),
-        ));
+        for known in known_pieces(processes) {
+            self.send_to_manager(ms::Message::new(
+                Code::KnownProcesses,
+                None,
+                Some(Payload::KnownProcesses(known)),
+            ));
+        }
     }
 
     /// Whether the node at the other end of the manager link is gone (the
@@ -1109,6 +1114,20 @@ impl Spawner {
             log::info!("spawner: the manager is gone; not sent: {:?}", unsent.0);
         }
     }
+}
+
+/// `processes` as `KnownProcesses` messages of at most
+/// [`KNOWN_PER_MESSAGE`] each, every one but the last saying `more`; one
+/// empty message when there are none.
+fn known_pieces(processes: Vec<ms::known_processes::Process>) -> Vec<ms::KnownProcesses> {
+    let pieces = processes.len().div_ceil(KNOWN_PER_MESSAGE).max(1);
+    let mut chunks = processes.chunks(KNOWN_PER_MESSAGE);
+    (0..pieces)
+        .map(|piece| ms::KnownProcesses {
+            processes: chunks.next().map(<[_]>::to_vec).unwrap_or_default(),
+            more: (piece + 1 < pieces).then_some(true),
+        })
+        .collect()
 }
 
 /// Resolves `user` (a name or uid) and `group` (a name or gid; without

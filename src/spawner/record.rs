@@ -42,8 +42,10 @@
 //! process <service> <instance> <pid> <start time>
 //! ```
 //!
-//! An intent file: `intent <service> <instance>`, then, once the child
-//! wrote it, the child's `/proc/self/stat` line.
+//! An intent file: `intent <service> <instance> boot=<boot id>`, then,
+//! once the child wrote it, the child's `/proc/self/stat` line. An intent
+//! of another boot names nothing: the same pid with the same start time
+//! (clock ticks after boot) may well name another process after a reboot.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -253,7 +255,7 @@ impl SpawnerRecord {
             }
             let path = entry.path();
             match fs::read_to_string(&path) {
-                Ok(text) => match parse_intent(&text) {
+                Ok(text) => match parse_intent(&text, &record.boot_id) {
                     Some(process) => found.push(process),
                     None => log::debug!(
                         "spawner record: {} names no process (its start failed, or its \
@@ -314,7 +316,8 @@ impl SpawnerRecord {
                 path: path.clone(),
                 source,
             })?;
-        file.write_all(format!("intent {service_id} {instance}\n").as_bytes())
+        let line = format!("intent {service_id} {instance} boot={}\n", self.boot_id);
+        file.write_all(line.as_bytes())
             .map_err(|source| RecordError::Io {
                 doing: "write the intent",
                 path: path.clone(),
@@ -427,8 +430,9 @@ fn parse_process(line: &str) -> Option<RecordedProcess> {
     })
 }
 
-/// The process an intent names, once its child wrote its stat line.
-fn parse_intent(text: &str) -> Option<RecordedProcess> {
+/// The process an intent of boot `boot_id` names, once its child wrote
+/// its stat line.
+fn parse_intent(text: &str, boot_id: &str) -> Option<RecordedProcess> {
     let mut lines = text.lines();
     let mut head = lines.next()?.split(' ');
     if head.next()? != "intent" {
@@ -436,6 +440,9 @@ fn parse_intent(text: &str) -> Option<RecordedProcess> {
     }
     let service_id = head.next().filter(|id| !id.is_empty())?.to_owned();
     let instance = head.next()?.parse().ok()?;
+    if !head.any(|field| field.strip_prefix("boot=") == Some(boot_id)) {
+        return None;
+    }
     let stat = lines.next()?;
     let pid = stat.split(' ').next()?.parse().ok()?;
     let start_time = sys::parse_start_time(stat)?;
@@ -571,8 +578,18 @@ mod tests {
             format!("{HEADER}\nboot {boot}\nprocess web 0 1 2 cgroup=/x\nprocess web x\n"),
         )
         .unwrap();
+        let own_stat = fs::read_to_string("/proc/self/stat").unwrap();
+        fs::write(
+            dir.join("intent.7"),
+            format!("intent db 0 boot=another-boot\n{own_stat}"),
+        )
+        .unwrap();
         let (_, found, problems) = SpawnerRecord::open(&dir).unwrap();
         assert_eq!(found.len(), 1, "unknown key=value fields are kept readable");
+        assert_eq!(
+            found[0].service_id, "web",
+            "an intent of another boot names nothing"
+        );
         assert_eq!(problems, ["line 4 is not a process: \"process web x\""]);
         fs::remove_dir_all(base).unwrap();
     }

@@ -964,3 +964,26 @@ fn a_service_holds_no_descriptor_of_the_spawners_record() {
     harness.shutdown().1.unwrap();
     fs::remove_dir_all(dir).unwrap();
 }
+
+/// However many processes the record holds, each announcement stays well
+/// under the frame limit, and the manager knows which is the last.
+#[test]
+fn a_long_list_of_known_processes_comes_in_pieces_under_the_frame_limit() {
+    use prost::Message as _;
+    let processes: Vec<_> = (0..10_000)
+        .map(|pid| ms::known_processes::Process {
+            pid,
+            start_time: u64::MAX,
+            service_id: "a-service-with-a-long-id-of-forty-bytes".into(),
+            instance: 999,
+        })
+        .collect();
+    let pieces = known_pieces(processes);
+    let sizes: Vec<usize> = pieces.iter().map(|p| p.processes.len()).collect();
+    assert_eq!(sizes, [4096, 4096, 1808]);
+    let more: Vec<_> = pieces.iter().map(|p| p.more).collect();
+    assert_eq!(more, [Some(true), Some(true), None]);
+    assert!(pieces.iter().all(|p| p.encoded_len() < 512 * 1024));
+    let none = known_pieces(Vec::new());
+    assert_eq!((none.len(), none[0].more), (1, None));
+}
