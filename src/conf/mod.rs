@@ -29,8 +29,8 @@ pub use document::{MAX_DURATION, parse_duration};
 pub use error::{ConfigError, ConfigProblem};
 pub use node::NodeConfig;
 pub use service::{
-    Health, MAX_ID_LEN, OnNodeExit, Output, Probe, Readiness, ReadySignal, RestartPolicy,
-    ServiceConfig,
+    Health, MAX_ID_LEN, MAX_INSTANCES, MAX_LOG_KEEP, OnNodeExit, Output, Probe, Readiness,
+    ReadySignal, RestartPolicy, ServiceConfig,
 };
 
 /// A loaded, valid configuration.

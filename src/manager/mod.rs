@@ -341,9 +341,10 @@ impl Manager {
     /// service to its desired state (or its `autostart`), then serves until
     /// the daemon's `Shutdown` has been carried out.
     pub fn run(mut self) -> Result<(), ManagerError> {
+        let known = self.await_known_processes();
         let now = Instant::now();
         self.adopt_cached_assignments(now);
-        let outdated = self.readopt(now);
+        let outdated = self.readopt(known, now);
         // The cluster's instances start when the cluster confirms them.
         let ids: Vec<String> = self
             .services
@@ -745,10 +746,7 @@ impl Manager {
             service_id: Some(config.id.clone()),
             instance: Some(index as u32),
             check: None,
-            ready_fd: match config.ready.signal {
-                ReadySignal::Fd(fd) => Some(fd),
-                _ => None,
-            },
+            ready_fd: config.ready_fd(),
         }
     }
 
