@@ -22,12 +22,15 @@ options:
   --name NAME      node name (default: node.toml's `name`, else the host name)
   --version        print the version and exit
   --help           print this help and exit
+  --log-keeper NAME
+                   be the log keeper NAME (the node starts it by itself)
 
 Logging goes to stderr; set RUST_LOG (error, warn, info, debug, trace) to
 choose how much (default: info).";
 
 enum Command {
     Run(NodeOptions),
+    LogKeeper(String),
     Help,
     Version,
 }
@@ -45,6 +48,7 @@ fn parse_args() -> Result<Command, lexopt::Error> {
             Long("conf") => options.conf_dir = parser.value()?.into(),
             Long("socket") => options.socket = Some(parser.value()?.into()),
             Long("name") => options.name = Some(parser.value()?.string()?),
+            Long("log-keeper") => return Ok(Command::LogKeeper(parser.value()?.string()?)),
             Long("help") | Short('h') => return Ok(Command::Help),
             Long("version") | Short('V') => return Ok(Command::Version),
             _ => return Err(arg.unexpected()),
@@ -54,8 +58,23 @@ fn parse_args() -> Result<Command, lexopt::Error> {
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args() {
+    let command = parse_args();
+    if matches!(command, Ok(Command::Run(_) | Command::LogKeeper(_))) {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+            .format_target(false)
+            .init();
+    }
+    let options = match command {
         Ok(Command::Run(options)) => options,
+        Ok(Command::LogKeeper(name)) => {
+            return match snow_fox::spawner::keeper::run_process(&name) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("snow-fox: {error}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         Ok(Command::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -74,9 +93,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
-        .init();
     match daemon::run(options) {
         Ok(outcome) => ExitCode::from(outcome.exit_code() as u8),
         Err(error) => {

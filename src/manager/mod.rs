@@ -684,6 +684,7 @@ impl Manager {
             let kind = match target {
                 Output::Null => ms::output::Kind::Null,
                 Output::Inherit => ms::output::Kind::Inherit,
+                Output::Node => ms::output::Kind::Node,
                 Output::LogDir | Output::Path(_) => ms::output::Kind::File,
             };
             ms::Output {

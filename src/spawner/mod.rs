@@ -1,9 +1,9 @@
 //! The spawner role: the only role that creates, signals and reaps
 //! processes.
 //!
-//! It owns the pid → service instance map of its own children, the
-//! rotation of their output files, their readiness pipes and the service
-//! table. It reads
+//! It owns the pid → service instance map of its own children, the link
+//! to the log keeper that captures their output, their readiness pipes
+//! and the service table. It reads
 //! `manager_spawner` requests (`StartProcess`, `SignalProcess`, `AdoptProcess`) from the
 //! manager and answers each with its correlation id (`ProcessStarted`,
 //! `Ack` or `Error`); it reports every reaped child as `ProcessExited` and
@@ -37,8 +37,10 @@
 //! not log it). The table gives each service's outputs as configured and
 //! the node's log dir; the spawner resolves the file a stream of instance
 //! N may go to with the node's own function (`conf::Output::path`), so the
-//! two sides cannot disagree on the rule. Rotation sizes are not checked:
-//! rotation only renames within the allowed file's own `.N` siblings.
+//! two sides cannot disagree on the rule. Rotation sizes are not checked
+//! here: rotation only renames within the allowed file's own `.N`
+//! siblings, with the rights of the directory's user, and the keeper
+//! bounds the count it keeps.
 //!
 //! `AdoptProcess` hands it a process a previous node started (found alive
 //! in the state record): not its child, so it cannot be reaped. The
@@ -51,8 +53,8 @@
 //! `ProcessExited` without exit code or signal: its real parent collects
 //! those. Signals to an adopted process go out only after a check that its
 //! pidfd has not turned readable, so a pid freed by its end is not
-//! signalled. An adopted process's output files are not rotated: the
-//! spawner did not open them and does not know them.
+//! signalled. An adopted process's output goes on through its pipe to the
+//! log keeper, which outlived the node that started it.
 //!
 //! Readiness and health checks add two things. A `StartProcess` with
 //! `check` set runs one of its service's check commands (the table lists
@@ -75,12 +77,13 @@
 //! and each in its own session and process group, so that a signal to the
 //! group reaches the service's whole tree. Users and groups are resolved
 //! before the fork; after it the child only calls async-signal-safe
-//! functions (see `launch.rs`). Output files are opened by the spawner and
-//! handed to the child, so no pipe ties a service to the node, and
-//! rotated by copy-truncate (see `rotation.rs` for what that costs).
+//! functions (see `launch.rs`). A captured output stream is a pipe whose
+//! read end only the log keeper holds (see `keeper`): a process apart from
+//! the node that timestamps lines, writes and rotates the files with the
+//! rights of whoever owns their directory, and outlives the node.
 //!
 //! Reaping is `waitpid(-1, WNOHANG)` until nothing is left, on each SIGCHLD
-//! notice, after each start and on each rotation tick. A pid stays in the
+//! notice and after each start. A pid stays in the
 //! map until it is reaped, so a pid the spawner signals can never have been
 //! reused by a stranger; pids that are neither its children nor adopted
 //! (above) are refused.
@@ -110,15 +113,15 @@
 //! spawner in an ordered shutdown) is not an error: later exits are only
 //! logged.
 
+pub mod keeper;
 mod launch;
-mod rotation;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvError, Sender, never, select};
@@ -128,6 +131,8 @@ use crate::sys::{self, ExitStatusKind};
 use crate::trace::{Role, Tracer, now_unix_ms};
 use crate::wire::proto::{daemon_spawner as ds, manager_spawner as ms};
 use ds::service_table::output as table_output;
+pub use keeper::link::KeeperLaunch;
+use keeper::link::KeeperLink;
 use ms::message::{Code, Payload};
 
 /// The spawner's channel ends, created by the daemon.
@@ -206,7 +211,7 @@ pub struct Spawner {
     /// When their pidfds are next checked: a deadline, not a timeout, so
     /// that frequent other wake-ups cannot put the check off.
     adopted_check_at: Instant,
-    rotation: rotation::Rotation,
+    keeper: KeeperLink,
     /// The read ends of the readiness pipes of children not yet ready.
     ready_pipes: HashMap<u32, File>,
     /// When they are next read (a deadline, as for adopted processes).
@@ -228,14 +233,14 @@ enum Wake {
     Manager(Option<ms::Message>),
     Daemon(Result<ds::Message, RecvError>),
     ChildExited(Result<(), RecvError>),
-    RotationDue,
     AdoptedCheckDue,
     ReadyCheckDue,
 }
 
 impl Spawner {
     /// A spawner over its links, recording every message it sends, taking
-    /// its service table from `table_source`.
+    /// its service table from `table_source`. It starts log keepers by
+    /// running this program (`--log-keeper`); see [`Spawner::with_keeper`].
     pub fn new(links: SpawnerLinks, tracer: Tracer, table_source: TableSource) -> Spawner {
         let mut spawner = Spawner {
             from_manager: links.from_manager,
@@ -248,7 +253,16 @@ impl Spawner {
             children: HashMap::new(),
             adopted: HashMap::new(),
             adopted_check_at: Instant::now(),
-            rotation: rotation::Rotation::default(),
+            keeper: KeeperLink::new(match std::env::current_exe() {
+                Ok(program) => KeeperLaunch::Exec(program),
+                Err(error) => {
+                    log::warn!(
+                        "spawner: cannot tell which program this is ({error}); \
+                         log keepers run as `snow-fox` from PATH"
+                    );
+                    KeeperLaunch::Exec(PathBuf::from("snow-fox"))
+                }
+            }),
             ready_pipes: HashMap::new(),
             ready_check_at: Instant::now(),
             table: HashMap::new(),
@@ -264,6 +278,13 @@ impl Spawner {
             spawner.set_table(table);
         }
         spawner
+    }
+
+    /// Starts log keepers with `launch` instead.
+    pub fn with_keeper(mut self, launch: KeeperLaunch) -> Spawner {
+        self.keeper = KeeperLink::new(launch);
+        self.keeper.set_log_dir(&self.log_dir);
+        self
     }
 
     /// Waits for the daemon's service table (when it takes it from its
@@ -283,10 +304,6 @@ impl Spawner {
             }
         }
         loop {
-            let rotation_tick = self
-                .rotation
-                .next_check()
-                .map_or_else(never, crossbeam_channel::at);
             let adopted_tick = if self.adopted.is_empty() {
                 never()
             } else {
@@ -301,7 +318,6 @@ impl Spawner {
                 recv(self.from_manager) -> message => Wake::Manager(message.ok()),
                 recv(self.from_daemon) -> message => Wake::Daemon(message),
                 recv(self.child_exited) -> notice => Wake::ChildExited(notice),
-                recv(rotation_tick) -> _ => Wake::RotationDue,
                 recv(adopted_tick) -> _ => Wake::AdoptedCheckDue,
                 recv(ready_tick) -> _ => Wake::ReadyCheckDue,
             };
@@ -322,10 +338,6 @@ impl Spawner {
                 Wake::ChildExited(Ok(())) => self.reap_exited()?,
                 Wake::ChildExited(Err(source)) => {
                     return Err(SpawnerError::ChildExitNoticesClosed { source });
-                }
-                Wake::RotationDue => {
-                    self.reap_exited()?;
-                    self.rotate_outputs();
                 }
                 Wake::AdoptedCheckDue => {
                     self.check_adopted();
@@ -386,7 +398,11 @@ impl Spawner {
             self.send_to_manager(ms::Message::error(correlation_id, reason));
             return;
         }
-        let launched = match launch::launch(request) {
+        let mut capture = launch::Capture {
+            keeper: &mut self.keeper,
+            log_dir: &self.log_dir,
+        };
+        let launched = match launch::launch(request, &mut capture) {
             Ok(launched) => launched,
             Err(error) => {
                 let reason = error.to_string();
@@ -410,7 +426,6 @@ impl Spawner {
                 );
             })
             .ok();
-        self.rotation.track(pid, launched.rotating, Instant::now());
         if let Some(pipe) = launched.ready_pipe {
             if self.ready_pipes.is_empty() {
                 self.ready_check_at = Instant::now() + READY_POLL;
@@ -472,6 +487,8 @@ impl Spawner {
     /// Puts `table` in place of the service table.
     fn set_table(&mut self, table: ds::ServiceTable) {
         self.log_dir = PathBuf::from(table.log_dir.unwrap_or_default());
+        self.keeper.set_log_dir(&self.log_dir);
+        create_log_dir(&self.log_dir);
         self.table = table
             .services
             .into_iter()
@@ -560,6 +577,7 @@ impl Spawner {
             }
             Ok(table_output::Kind::Null) => return Destination::Null,
             Ok(table_output::Kind::Inherit) => return Destination::Inherit,
+            Ok(table_output::Kind::Node) => return Destination::Node,
             Err(_) => return Destination::Unknown,
         };
         configured
@@ -718,7 +736,6 @@ impl Spawner {
                 log::debug!("spawner: reaped pid {pid}, not a child it started ({status:?})");
                 continue;
             };
-            self.rotation.forget(pid);
             if let Some(pipe) = self.ready_pipes.remove(&pid) {
                 // A child may say it is ready and end at once: the
                 // newline is still in the pipe, and comes before its end.
@@ -763,12 +780,6 @@ impl Spawner {
         );
         self.tracer.record(Role::Process, Role::Spawner, &exited);
         self.send_to_manager(exited);
-    }
-
-    fn rotate_outputs(&mut self) {
-        for failure in self.rotation.rotate_due(Instant::now()) {
-            self.log_to_manager(log::Level::Warn, None, failure.to_string());
-        }
     }
 
     /// Handles a daemon message; true when the spawner should end.
@@ -875,6 +886,8 @@ enum Destination {
     Inherit,
     /// /dev/null.
     Null,
+    /// Captured for the node's stderr.
+    Node,
     /// Appended to this file.
     File(PathBuf),
     /// Nothing a request can match: a table output the spawner cannot
@@ -894,6 +907,28 @@ fn requested_destination(output: Option<&ms::Output>) -> Option<Destination> {
         ))),
         ms::output::Kind::Null => Some(Destination::Null),
         ms::output::Kind::Inherit => Some(Destination::Inherit),
+        ms::output::Kind::Node => Some(Destination::Node),
+    }
+}
+
+/// Creates the node's log dir (and its parents) if it is missing: the one
+/// directory of the node's own configuration that output goes to, made
+/// private to the spawner's user (0750) so that its files are the
+/// keeper's to handle. Output paths elsewhere are never created.
+fn create_log_dir(log_dir: &Path) {
+    use std::os::unix::fs::DirBuilderExt;
+    if log_dir.as_os_str().is_empty() || log_dir.is_dir() {
+        return;
+    }
+    if let Err(error) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(log_dir)
+    {
+        log::warn!(
+            "spawner: cannot create the log dir {}: {error}",
+            log_dir.display()
+        );
     }
 }
 

@@ -44,6 +44,11 @@ pub mod proto {
             "/sf.core.protocol.manager_spawner.rs"
         ));
     }
+    /// `sf.core.protocol.log_keeper`: streams handed to the log keeper.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod log_keeper {
+        include!(concat!(env!("OUT_DIR"), "/sf.core.protocol.log_keeper.rs"));
+    }
 }
 
 /// The public API's protocol version, told to clients in `ClientIntroduce`;

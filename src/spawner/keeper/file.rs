@@ -1,0 +1,281 @@
+//! One captured output stream's log file: opened, written and rotated
+//! with the rights of the user whose directory it is in, through a
+//! directory fd, never through a link.
+//!
+//! Where the file goes is a path from the configuration, but the
+//! directory on that path may belong to the service's user, who could put
+//! a link anywhere in it at any moment. So:
+//!
+//! - The directory is opened once, with the service user's file-system
+//!   ids (`setfsuid`): the path is resolved with that user's rights, and a
+//!   directory the user could not reach is not reached. A missing
+//!   directory is an error; no directory is ever created here.
+//! - If it is the node's own log dir (same device and inode) and that is
+//!   owned by the keeper's user and writable by no one else, nobody but
+//!   that user controls its entries: its files are handled with the
+//!   keeper's own rights. Any other directory's files are handled with the
+//!   service user's rights, so the keeper can do there exactly what that
+//!   user could do alone, and no more.
+//! - The file is opened by name in that directory fd with `O_NOFOLLOW`
+//!   (a link is refused, whatever it points at) and must be a regular file.
+//! - Rotation renames names within the directory fd (`path.N` to
+//!   `path.N+1`, ..., `path` to `path.1`; a link at a target is replaced,
+//!   never written through), after checking that `path` still names the
+//!   file the keeper holds, then opens a new `path` as above. Nothing is
+//!   copied or truncated, so no line is lost and no byte is written twice.
+//!
+//! Every file holds at most `max_bytes` (records are cut to fit), so a
+//! stream's files hold at most `max_bytes × (keep + 1)`.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::sys::{self, UserIds};
+
+/// The mode of the log files the keeper creates.
+const FILE_MODE: u32 = 0o640;
+
+/// The most rotated files a stream keeps (also the configuration's bound).
+pub(super) const MAX_KEEP: u32 = 1000;
+
+/// A log file being written, and what it takes to rotate it.
+#[derive(Debug)]
+pub(super) struct LogFile {
+    /// The path, for messages only: nothing is resolved through it again.
+    path: PathBuf,
+    dir: OwnedFd,
+    name: String,
+    /// Whose rights its directory entries are handled with.
+    rights: UserIds,
+    file: File,
+    /// Bytes in `file`, counting `buffer`.
+    size: u64,
+    /// Records not yet written.
+    buffer: Vec<u8>,
+    max_bytes: u64,
+    keep: u32,
+}
+
+/// Where a stream's file goes and how it rotates.
+#[derive(Debug)]
+pub(super) struct FileSpec<'a> {
+    /// The file's absolute path.
+    pub(super) path: &'a Path,
+    /// The service's user and group.
+    pub(super) service: UserIds,
+    /// The node's log dir.
+    pub(super) trusted_dir: Option<&'a Path>,
+    /// Rotate before the file would pass this many bytes; 0 never.
+    pub(super) max_bytes: u64,
+    /// Rotated files to keep.
+    pub(super) keep: u32,
+}
+
+impl LogFile {
+    /// Opens (or creates) the file `spec` describes, as described in the
+    /// module doc; the reason when it must not or cannot.
+    pub(super) fn open(spec: &FileSpec<'_>) -> Result<LogFile, String> {
+        let path = spec.path;
+        if spec.keep > MAX_KEEP {
+            return Err(format!(
+                "{}: log_keep {} is over the limit of {MAX_KEEP}",
+                path.display(),
+                spec.keep
+            ));
+        }
+        let (Some(dir_path), Some(name)) = (
+            path.parent().filter(|_| path.is_absolute()),
+            path.file_name().and_then(|name| name.to_str()),
+        ) else {
+            return Err(format!(
+                "{}: not an absolute path to a file with a UTF-8 name",
+                path.display()
+            ));
+        };
+        let dir = sys::as_file_user(spec.service, || open_dir(dir_path)).map_err(|error| {
+            if error.kind() == io::ErrorKind::NotFound {
+                format!(
+                    "output directory {} does not exist (snow-fox never creates \
+                     directories for output files; create it, owned by the service's user)",
+                    dir_path.display()
+                )
+            } else {
+                format!(
+                    "opening output directory {} as uid {}: {error}",
+                    dir_path.display(),
+                    spec.service.uid
+                )
+            }
+        })?;
+        let rights = if spec
+            .trusted_dir
+            .is_some_and(|trusted| is_trusted(trusted, &dir))
+        {
+            own_ids()
+        } else {
+            spec.service
+        };
+        let (file, size) = open_file(&dir, name, rights)
+            .map_err(|reason| format!("{}: {reason}", path.display()))?;
+        Ok(LogFile {
+            path: path.to_owned(),
+            dir,
+            name: name.to_owned(),
+            rights,
+            file,
+            size,
+            buffer: Vec::new(),
+            max_bytes: spec.max_bytes,
+            keep: spec.keep,
+        })
+    }
+
+    /// The largest record this file takes whole (longer ones are cut by
+    /// the caller), or None when it never rotates.
+    pub(super) fn max_record(&self) -> Option<usize> {
+        (self.max_bytes > 0).then(|| usize::try_from(self.max_bytes).unwrap_or(usize::MAX))
+    }
+
+    /// Adds one record, rotating first if it would take the file past
+    /// `max_bytes`. Rotation failures are returned; the record is kept.
+    pub(super) fn push(&mut self, record: &[u8]) -> Result<(), String> {
+        let len = record.len() as u64;
+        let mut result = Ok(());
+        if self.max_bytes > 0 && self.size > 0 && self.size + len > self.max_bytes {
+            result = self.flush().and_then(|()| self.rotate());
+        }
+        self.buffer.extend_from_slice(record);
+        self.size += len;
+        result
+    }
+
+    /// Writes what is buffered; on failure the buffer is dropped (the
+    /// caller counts what was lost) and the size is what is on disk.
+    pub(super) fn flush(&mut self) -> Result<(), String> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let written = self.file.write_all(&self.buffer);
+        self.buffer.clear();
+        if let Err(error) = written {
+            self.size = self.file.metadata().map_or(0, |metadata| metadata.len());
+            return Err(format!("writing {}: {error}", self.path.display()));
+        }
+        Ok(())
+    }
+
+    /// How many bytes are buffered, not yet written.
+    pub(super) fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Moves the files one number up and starts a new one, within the
+    /// directory fd and with the rights of the directory's user.
+    fn rotate(&mut self) -> Result<(), String> {
+        let name = self.name.as_str();
+        let numbered = |index: u32| format!("{name}.{index}");
+        let held = self
+            .file
+            .metadata()
+            .map(|metadata| (metadata.dev(), metadata.ino()))
+            .ok();
+        let dir = &self.dir;
+        let renamed = sys::as_file_user(self.rights, || {
+            if sys::identity_at(dir, name).ok() != held {
+                // Someone else moved or replaced it: it is not ours to move.
+                return Ok(false);
+            }
+            for index in (1..self.keep).rev() {
+                ignore_missing(sys::rename_at(dir, &numbered(index), &numbered(index + 1)))?;
+            }
+            if self.keep > 0 {
+                sys::rename_at(dir, name, &numbered(1))?;
+            } else {
+                sys::unlink_at(dir, name)?;
+            }
+            for index in self.keep.saturating_add(1)..=MAX_KEEP.saturating_add(1) {
+                match sys::unlink_at(dir, &numbered(index)) {
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => break,
+                    other => other?,
+                }
+            }
+            Ok(true)
+        })
+        .map_err(|error| format!("rotating {}: {error}", self.path.display()))?;
+        let (file, size) = open_file(&self.dir, name, self.rights)
+            .map_err(|reason| format!("rotating {}: {reason}", self.path.display()))?;
+        self.file = file;
+        self.size = size;
+        if renamed {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} was moved or replaced by someone else: not rotated, a new file started",
+                self.path.display()
+            ))
+        }
+    }
+}
+
+fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// The keeper's own effective ids.
+fn own_ids() -> UserIds {
+    UserIds {
+        uid: sys::effective_uid(),
+        gid: sys::effective_gid(),
+    }
+}
+
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(path)
+        .map(OwnedFd::from)
+}
+
+/// Whether `dir` is the directory at `trusted` and only the keeper's user
+/// can change its entries.
+fn is_trusted(trusted: &Path, dir: &OwnedFd) -> bool {
+    let (Ok(trusted), Ok(dir)) = (
+        std::fs::metadata(trusted),
+        dir.try_clone()
+            .map(File::from)
+            .and_then(|dir| dir.metadata()),
+    ) else {
+        return false;
+    };
+    trusted.dev() == dir.dev()
+        && trusted.ino() == dir.ino()
+        && dir.uid() == sys::effective_uid()
+        && dir.mode() & 0o022 == 0
+}
+
+/// Opens `name` in `dir` for appending with `rights`, creating it; refuses
+/// a link or anything but a regular file. The file and its size.
+fn open_file(dir: &OwnedFd, name: &str, rights: UserIds) -> Result<(File, u64), String> {
+    let flags =
+        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let file = sys::as_file_user(rights, || sys::open_at(dir, name, flags, FILE_MODE)).map_err(
+        |error| match error.raw_os_error() {
+            Some(libc::ELOOP) => "is a symbolic link: snow-fox never writes through one".to_owned(),
+            _ => format!("opening it as uid {}: {error}", rights.uid),
+        },
+    )?;
+    let metadata = file
+        .metadata()
+        .map_err(|error| format!("reading what was opened: {error}"))?;
+    if !metadata.file_type().is_file() {
+        return Err("is not a regular file".to_owned());
+    }
+    Ok((file, metadata.len()))
+}
