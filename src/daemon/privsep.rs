@@ -100,7 +100,12 @@ pub(super) fn split(
     let pid = match forked {
         Forked::Child => {
             drop((manager_link, daemon_link));
-            run_spawner_process(spawner_manager_link, spawner_daemon_link, config.clone())
+            run_spawner_process(
+                spawner_manager_link,
+                spawner_daemon_link,
+                config.clone(),
+                ids.gid,
+            )
         }
         Forked::Parent { child } => child,
     };
@@ -148,8 +153,13 @@ fn create_node_dir(dir: &Path, ids: UserIds) -> Result<(), DaemonError> {
 
 /// The spawner process: runs the spawner role over the two links, with
 /// its service table built from `config`, until it ends, then exits.
-fn run_spawner_process(manager_link: UnixStream, daemon_link: UnixStream, config: Config) -> ! {
-    let code = match serve_spawner(manager_link, daemon_link, config) {
+fn run_spawner_process(
+    manager_link: UnixStream,
+    daemon_link: UnixStream,
+    config: Config,
+    node_gid: u32,
+) -> ! {
+    let code = match serve_spawner(manager_link, daemon_link, config, node_gid) {
         Ok(()) => 0,
         Err(ServeError::Setup(error)) => {
             log::error!("spawner process: {error}");
@@ -179,6 +189,7 @@ fn serve_spawner(
     manager_link: UnixStream,
     daemon_link: UnixStream,
     config: Config,
+    node_gid: u32,
 ) -> Result<(), ServeError> {
     if let Err(error) = sys::set_process_name("sf-spawner") {
         log::warn!("spawner process: cannot name itself: {error}");
@@ -247,7 +258,8 @@ fn serve_spawner(
             config: Box::new(config),
             build_table: service_table,
         },
-    );
+    )
+    .with_log_reader(node_gid);
     let result = spawner.run();
     // The role's senders are gone with it: the writers send what is
     // queued (the `Ack` of a shutdown) and end.

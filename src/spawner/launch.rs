@@ -36,6 +36,8 @@ pub(super) struct Capture<'a> {
     pub(super) keeper: &'a mut KeeperLink,
     /// The node's log dir.
     pub(super) log_dir: &'a Path,
+    /// The group that may read the log dir's files (the node process's).
+    pub(super) reader_gid: Option<u32>,
 }
 
 /// A started child.
@@ -285,6 +287,7 @@ fn open_output(
         max_bytes: output.rotate_bytes,
         keep: Some(output.keep.unwrap_or(DEFAULT_KEEP)),
         trusted_dir: Some(capture.log_dir.to_string_lossy().into_owned()),
+        reader_gid: capture.reader_gid,
     };
     capture
         .keeper

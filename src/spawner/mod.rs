@@ -212,6 +212,9 @@ pub struct Spawner {
     /// that frequent other wake-ups cannot put the check off.
     adopted_check_at: Instant,
     keeper: KeeperLink,
+    /// The group of the unprivileged node process, which reads the log
+    /// dir's files to serve `logs`; None in thread mode.
+    log_reader_gid: Option<u32>,
     /// The read ends of the readiness pipes of children not yet ready.
     ready_pipes: HashMap<u32, File>,
     /// When they are next read (a deadline, as for adopted processes).
@@ -263,6 +266,7 @@ impl Spawner {
                     KeeperLaunch::Exec(PathBuf::from("snow-fox"))
                 }
             }),
+            log_reader_gid: None,
             ready_pipes: HashMap::new(),
             ready_check_at: Instant::now(),
             table: HashMap::new(),
@@ -284,6 +288,13 @@ impl Spawner {
     pub fn with_keeper(mut self, launch: KeeperLaunch) -> Spawner {
         self.keeper = KeeperLink::new(launch);
         self.keeper.set_log_dir(&self.log_dir);
+        self
+    }
+
+    /// Lets group `gid` (the unprivileged node process's) read the log
+    /// dir (if the spawner creates it) and the files in it.
+    pub fn with_log_reader(mut self, gid: u32) -> Spawner {
+        self.log_reader_gid = Some(gid);
         self
     }
 
@@ -398,9 +409,11 @@ impl Spawner {
             self.send_to_manager(ms::Message::error(correlation_id, reason));
             return;
         }
+        create_log_dir(&self.log_dir, self.log_reader_gid);
         let mut capture = launch::Capture {
             keeper: &mut self.keeper,
             log_dir: &self.log_dir,
+            reader_gid: self.log_reader_gid,
         };
         let launched = match launch::launch(request, &mut capture) {
             Ok(launched) => launched,
@@ -488,7 +501,6 @@ impl Spawner {
     fn set_table(&mut self, table: ds::ServiceTable) {
         self.log_dir = PathBuf::from(table.log_dir.unwrap_or_default());
         self.keeper.set_log_dir(&self.log_dir);
-        create_log_dir(&self.log_dir);
         self.table = table
             .services
             .into_iter()
@@ -912,19 +924,21 @@ fn requested_destination(output: Option<&ms::Output>) -> Option<Destination> {
 }
 
 /// Creates the node's log dir (and its parents) if it is missing: the one
-/// directory of the node's own configuration that output goes to, made
-/// private to the spawner's user (0750) so that its files are the
-/// keeper's to handle. Output paths elsewhere are never created.
-fn create_log_dir(log_dir: &Path) {
+/// directory of the node's own configuration that output goes to, writable
+/// by the spawner's user only (0750, group `reader_gid` when given) so that
+/// its files are the keeper's to handle. Output paths elsewhere are never
+/// created.
+fn create_log_dir(log_dir: &Path, reader_gid: Option<u32>) {
     use std::os::unix::fs::DirBuilderExt;
     if log_dir.as_os_str().is_empty() || log_dir.is_dir() {
         return;
     }
-    if let Err(error) = std::fs::DirBuilder::new()
+    let created = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o750)
         .create(log_dir)
-    {
+        .and_then(|()| std::os::unix::fs::chown(log_dir, None, reader_gid));
+    if let Err(error) = created {
         log::warn!(
             "spawner: cannot create the log dir {}: {error}",
             log_dir.display()

@@ -6,16 +6,18 @@
 //! directory on that path may belong to the service's user, who could put
 //! a link anywhere in it at any moment. So:
 //!
-//! - The directory is opened once, with the service user's file-system
-//!   ids (`setfsuid`): the path is resolved with that user's rights, and a
-//!   directory the user could not reach is not reached. A missing
-//!   directory is an error; no directory is ever created here.
-//! - If it is the node's own log dir (same device and inode) and that is
-//!   owned by the keeper's user and writable by no one else, nobody but
-//!   that user controls its entries: its files are handled with the
-//!   keeper's own rights. Any other directory's files are handled with the
-//!   service user's rights, so the keeper can do there exactly what that
-//!   user could do alone, and no more.
+//! - The directory is opened once. The node's own log dir (the path
+//!   `node.toml` gives, the file's parent exactly) is opened with the
+//!   keeper's rights; if it is owned by the keeper's user and writable by
+//!   no one else, nobody but that user controls its entries, and its
+//!   files are handled with the keeper's own rights. Any other directory
+//!   is opened with the service user's file-system ids (`setfsuid`): the
+//!   path is resolved with that user's rights (a directory the user could
+//!   not reach is not reached, a link the user planted on the way leads
+//!   only where the user could go), and its files are handled with those
+//!   rights, so the keeper can do there exactly what that user could do
+//!   alone, and no more. A missing directory is an error; no directory is
+//!   ever created here.
 //! - The file is opened by name in that directory fd with `O_NOFOLLOW`
 //!   (a link is refused, whatever it points at) and must be a regular file.
 //! - Rotation renames names within the directory fd (`path.N` to
@@ -50,6 +52,8 @@ pub(super) struct LogFile {
     name: String,
     /// Whose rights its directory entries are handled with.
     rights: UserIds,
+    /// The group its files are given, if any.
+    reader_gid: Option<u32>,
     file: File,
     /// Bytes in `file`, counting `buffer`.
     size: u64,
@@ -72,6 +76,8 @@ pub(super) struct FileSpec<'a> {
     pub(super) max_bytes: u64,
     /// Rotated files to keep.
     pub(super) keep: u32,
+    /// The group given the files in `trusted_dir`, for the node to read.
+    pub(super) reader_gid: Option<u32>,
 }
 
 impl LogFile {
@@ -95,7 +101,12 @@ impl LogFile {
                 path.display()
             ));
         };
-        let dir = sys::as_file_user(spec.service, || open_dir(dir_path)).map_err(|error| {
+        // The node's log dir (named by the node's configuration, so by
+        // root) is opened with the keeper's rights, as the service's user
+        // may not even search it; any other directory with the user's.
+        let in_log_dir = spec.trusted_dir == Some(dir_path);
+        let opener = if in_log_dir { own_ids() } else { spec.service };
+        let dir = sys::as_file_user(opener, || open_dir(dir_path)).map_err(|error| {
             if error.kind() == io::ErrorKind::NotFound {
                 format!(
                     "output directory {} does not exist (snow-fox never creates \
@@ -106,25 +117,32 @@ impl LogFile {
                 format!(
                     "opening output directory {} as uid {}: {error}",
                     dir_path.display(),
-                    spec.service.uid
+                    opener.uid
                 )
             }
         })?;
-        let rights = if spec
-            .trusted_dir
-            .is_some_and(|trusted| is_trusted(trusted, &dir))
-        {
-            own_ids()
+        let trusted = in_log_dir && is_trusted(&dir);
+        if in_log_dir && !trusted {
+            log::warn!(
+                "log keeper: the log dir {} is not owned by uid {} or is writable by others: \
+                 its files are handled with the service's rights",
+                dir_path.display(),
+                sys::effective_uid()
+            );
+        }
+        let (rights, reader_gid) = if trusted {
+            (own_ids(), spec.reader_gid)
         } else {
-            spec.service
+            (spec.service, None)
         };
-        let (file, size) = open_file(&dir, name, rights)
+        let (file, size) = open_file(&dir, name, rights, reader_gid)
             .map_err(|reason| format!("{}: {reason}", path.display()))?;
         Ok(LogFile {
             path: path.to_owned(),
             dir,
             name: name.to_owned(),
             rights,
+            reader_gid,
             file,
             size,
             buffer: Vec::new(),
@@ -205,7 +223,7 @@ impl LogFile {
             Ok(true)
         })
         .map_err(|error| format!("rotating {}: {error}", self.path.display()))?;
-        let (file, size) = open_file(&self.dir, name, self.rights)
+        let (file, size) = open_file(&self.dir, name, self.rights, self.reader_gid)
             .map_err(|reason| format!("rotating {}: {reason}", self.path.display()))?;
         self.file = file;
         self.size = size;
@@ -243,26 +261,23 @@ fn open_dir(path: &Path) -> io::Result<OwnedFd> {
         .map(OwnedFd::from)
 }
 
-/// Whether `dir` is the directory at `trusted` and only the keeper's user
-/// can change its entries.
-fn is_trusted(trusted: &Path, dir: &OwnedFd) -> bool {
-    let (Ok(trusted), Ok(dir)) = (
-        std::fs::metadata(trusted),
-        dir.try_clone()
-            .map(File::from)
-            .and_then(|dir| dir.metadata()),
-    ) else {
-        return false;
-    };
-    trusted.dev() == dir.dev()
-        && trusted.ino() == dir.ino()
-        && dir.uid() == sys::effective_uid()
-        && dir.mode() & 0o022 == 0
+/// Whether only the keeper's user can change `dir`'s entries.
+fn is_trusted(dir: &OwnedFd) -> bool {
+    dir.try_clone()
+        .map(File::from)
+        .and_then(|dir| dir.metadata())
+        .is_ok_and(|dir| dir.uid() == sys::effective_uid() && dir.mode() & 0o022 == 0)
 }
 
 /// Opens `name` in `dir` for appending with `rights`, creating it; refuses
-/// a link or anything but a regular file. The file and its size.
-fn open_file(dir: &OwnedFd, name: &str, rights: UserIds) -> Result<(File, u64), String> {
+/// a link or anything but a regular file; gives it group `reader_gid`.
+/// The file and its size.
+fn open_file(
+    dir: &OwnedFd,
+    name: &str,
+    rights: UserIds,
+    reader_gid: Option<u32>,
+) -> Result<(File, u64), String> {
     let flags =
         libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK;
     let file = sys::as_file_user(rights, || sys::open_at(dir, name, flags, FILE_MODE)).map_err(
@@ -276,6 +291,10 @@ fn open_file(dir: &OwnedFd, name: &str, rights: UserIds) -> Result<(File, u64), 
         .map_err(|error| format!("reading what was opened: {error}"))?;
     if !metadata.file_type().is_file() {
         return Err("is not a regular file".to_owned());
+    }
+    if let Some(gid) = reader_gid.filter(|gid| *gid != metadata.gid()) {
+        std::os::unix::fs::fchown(&file, None, Some(gid))
+            .map_err(|error| format!("giving it to group {gid}: {error}"))?;
     }
     Ok((file, metadata.len()))
 }

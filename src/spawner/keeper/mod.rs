@@ -365,6 +365,7 @@ impl Keeper {
                     trusted_dir: add.trusted_dir.as_deref().map(Path::new),
                     max_bytes: add.max_bytes.unwrap_or_default(),
                     keep: add.keep.unwrap_or_default(),
+                    reader_gid: add.reader_gid,
                 };
                 Sink::File {
                     file: LogFile::open(&spec)?,
