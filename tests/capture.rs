@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use snow_fox::client::{Client, Logs};
 use snow_fox::trace::parse_utc_time;
+use snow_fox::wire::proto::public_api::{LogsRequest, log_lines::Line};
 
 use common::{Node, Setup, wait_for};
 
@@ -58,6 +60,23 @@ fn stream_bytes(base: &Path) -> u64 {
         .sum()
 }
 
+/// That `numbers` is 0, 1, ... `count - 1`: each line once, in order.
+fn assert_each_once(numbers: &[u32], count: u32) {
+    if let Some(position) = (0..count as usize).find(|&i| numbers.get(i) != Some(&(i as u32))) {
+        panic!(
+            "{} lines; the first out of place is at {position}: {:?} (around it: {:?})",
+            numbers.len(),
+            numbers.get(position),
+            &numbers[position.saturating_sub(3)..(position + 3).min(numbers.len())]
+        );
+    }
+    assert_eq!(
+        numbers.len(),
+        count as usize,
+        "lines after the last expected one"
+    );
+}
+
 /// The numbers of lines `prefix N`, in file order.
 fn numbers(lines: &[String], prefix: &str) -> Vec<u32> {
     lines
@@ -91,7 +110,7 @@ fn ten_thousand_lines_across_rotations_are_each_kept_exactly_once() {
                 .unwrap()
         })
         .collect();
-    assert_eq!(counted, (0..10_000).collect::<Vec<_>>());
+    assert_each_once(&counted, 10_000);
     let rotated = (1..=20)
         .filter(|index| Path::new(&format!("{}.{index}", base.display())).exists())
         .count();
@@ -216,10 +235,7 @@ fn kill_9_of_the_node_loses_no_line_written_while_it_was_gone() {
             .is_some_and(|line| line == "done")
             .then_some(())
     });
-    assert_eq!(
-        numbers(&captured_lines(&base, 100), "n "),
-        (0..3000).collect::<Vec<_>>()
-    );
+    assert_each_once(&numbers(&captured_lines(&base, 100), "n "), 3000);
     let instance = &node.client().status(Some("steady")).unwrap().services[0].instances[0];
     assert_eq!(instance.pid, Some(pid), "the same process, adopted");
 }
@@ -484,4 +500,185 @@ fn output_in_a_directory_the_service_user_owns_lands_there_as_that_user() {
         assert!(Path::new(&format!("{}.3", base.display())).exists());
         drop(node);
     }
+}
+
+/// Every line a logs request sends until `done` says the collected lines
+/// are complete (following), or until it is caught up (not following).
+fn collect_logs(
+    client: &mut Client,
+    request: LogsRequest,
+    mut done: impl FnMut(&[Line]) -> bool,
+) -> Vec<Line> {
+    let follow = request.follow();
+    client.set_timeout(Some(common::DEADLINE)).unwrap();
+    client.logs(request).unwrap();
+    let mut lines = Vec::new();
+    loop {
+        match client.next_logs().unwrap() {
+            Logs::Lines(mut more) => lines.append(&mut more),
+            Logs::CaughtUp if !follow => return lines,
+            Logs::CaughtUp => {}
+        }
+        if follow && done(&lines) {
+            return lines;
+        }
+    }
+}
+
+fn texts(lines: &[Line]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|line| format!("{}.{} {}", line.service_id, line.instance, line.text))
+        .collect()
+}
+
+#[test]
+fn logs_of_two_services_come_interleaved_in_the_order_they_arrived() {
+    let writer = |name: &str, first_sleep: &str| {
+        format!(
+            "command = [\"/bin/sh\", \"-c\", \"sleep {first_sleep}; for i in 0 1 2 3; do echo {name} $i; sleep 0.2; done; exec sleep 300\"]\n"
+        )
+    };
+    let setup = Setup::new("logs-interleave")
+        .service("a", &writer("a", "0"))
+        .service("b", &writer("b", "0.1"));
+    let node = setup.start();
+    let mut client = node.client();
+    let lines = collect_logs(
+        &mut client,
+        LogsRequest {
+            service_ids: vec!["a".into(), "b".into()],
+            follow: Some(true),
+            ..Default::default()
+        },
+        |lines| lines.len() >= 8,
+    );
+    assert_eq!(
+        texts(&lines),
+        [
+            "a.0 a 0", "b.0 b 0", "a.0 a 1", "b.0 b 1", "a.0 a 2", "b.0 b 2", "a.0 a 3", "b.0 b 3"
+        ]
+    );
+    assert!(
+        lines
+            .windows(2)
+            .all(|pair| pair[0].at_unix_us <= pair[1].at_unix_us)
+    );
+
+    // The client binary shows the same, prefixed, from the files on disk.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_snow-fox-client"))
+        .arg("--socket")
+        .arg(node.socket())
+        .args(["logs", "all"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (prefix, rest) = line.split_once(" | ").unwrap();
+            let (time, text) = rest.split_once(' ').unwrap();
+            assert!(parse_utc_time(time).is_some(), "{line}");
+            format!("{prefix} {text}")
+        })
+        .collect();
+    assert_eq!(printed, texts(&lines));
+}
+
+#[test]
+fn logs_with_n_and_since_give_the_last_lines_and_the_later_lines() {
+    let setup = Setup::new("logs-n-since").service(
+        "burst",
+        "command = [\"/bin/sh\", \"-c\", \"i=0; while [ $i -lt 100 ]; do echo n $i; [ $i -eq 49 ] && sleep 0.3; i=$((i+1)); done; exec sleep 300\"]\n",
+    );
+    let base = setup.log_dir().join("burst.0.stdout.log");
+    let node = setup.start();
+    wait_for("100 lines", || {
+        (numbers(&captured_lines(&base, 1), "n ").len() == 100).then_some(())
+    });
+    let mut client = node.client();
+    let request = |lines: Option<u32>, since: Option<u64>| LogsRequest {
+        service_ids: vec!["burst".into()],
+        lines,
+        since_unix_us: since,
+        ..Default::default()
+    };
+    let all = collect_logs(&mut client, request(None, None), |_| true);
+    assert_eq!(all.len(), 100);
+    let last = collect_logs(&mut client, request(Some(5), None), |_| true);
+    assert_eq!(
+        texts(&last),
+        [
+            "burst.0 n 95",
+            "burst.0 n 96",
+            "burst.0 n 97",
+            "burst.0 n 98",
+            "burst.0 n 99"
+        ]
+    );
+    let since = all[50].at_unix_us;
+    assert!(all[49].at_unix_us < since, "the sleep separates the halves");
+    let later = collect_logs(&mut client, request(None, Some(since)), |_| true);
+    assert_eq!(texts(&later), texts(&all[50..]));
+    let both = collect_logs(&mut client, request(Some(3), Some(since)), |_| true);
+    assert_eq!(texts(&both), texts(&all[97..]));
+    let error = node
+        .client()
+        .logs(request(None, None))
+        .and_then(|()| Ok(()));
+    assert!(error.is_ok());
+    let unknown = {
+        let mut client = node.client();
+        client
+            .logs(LogsRequest {
+                service_ids: vec!["ghost".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        client.next_logs().unwrap_err().to_string()
+    };
+    assert!(unknown.contains("ghost"), "{unknown}");
+}
+
+#[test]
+fn logs_follow_across_rotations_loses_and_repeats_no_line() {
+    let setup = Setup::new("logs-follow").service(
+        "counter",
+        "command = [\"/bin/sh\", \"-c\", \"i=0; while [ $i -lt 10000 ]; do echo \\\"line $i\\\"; i=$((i+1)); \
+         [ $((i % 250)) -eq 0 ] && sleep 0.05; done; exec sleep 300\"]\n\
+         autostart = false\nlog_max_bytes = 20000\nlog_keep = 100\n",
+    );
+    let base = setup.log_dir().join("counter.0.stdout.log");
+    let node = setup.start();
+    node.client().start("counter").unwrap();
+    // Join while it writes: the backlog, then what follows.
+    wait_for("some rotated lines", || {
+        Path::new(&format!("{}.1", base.display()))
+            .exists()
+            .then_some(())
+    });
+    let mut follower = node.client();
+    let lines = collect_logs(
+        &mut follower,
+        LogsRequest {
+            service_ids: vec!["counter".into()],
+            follow: Some(true),
+            ..Default::default()
+        },
+        |lines| lines.last().is_some_and(|line| line.text == "line 9999"),
+    );
+    let numbers: Vec<u32> = lines
+        .iter()
+        .map(|line| line.text.strip_prefix("line ").unwrap().parse().unwrap())
+        .collect();
+    assert_each_once(&numbers, 10_000);
+    let rotations = (1..=100)
+        .filter(|index| Path::new(&format!("{}.{index}", base.display())).exists())
+        .count();
+    assert!(rotations >= 10, "only {rotations} rotations");
 }

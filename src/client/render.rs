@@ -5,7 +5,8 @@
 
 use crate::wire::proto::public_api::service_status_response::Service;
 use crate::wire::proto::public_api::{
-    Event, NodeInfoResponse, StatusColour, TraceResponse, node_info_response::SystemStatus,
+    Event, NodeInfoResponse, StatusColour, TraceResponse, log_lines,
+    node_info_response::SystemStatus,
 };
 
 /// A status colour as the word both the tables and the JSON use; a colour
@@ -149,6 +150,17 @@ pub fn event_line(event: &Event) -> String {
         Some(reason) => format!("{line}  ({reason})"),
         None => line,
     }
+}
+
+/// One captured line: `id.instance | 2026-12-01T11:07:00.123456Z text`.
+pub fn log_line(line: &log_lines::Line) -> String {
+    format!(
+        "{}.{} | {} {}",
+        line.service_id,
+        line.instance,
+        crate::trace::utc_time(line.at_unix_us, 6),
+        line.text
+    )
 }
 
 fn system_status(status: &SystemStatus) -> String {

@@ -52,6 +52,7 @@ mod adoption;
 mod checks;
 mod deps;
 pub mod instance;
+mod logs;
 mod record;
 mod reload;
 mod requests;
@@ -266,6 +267,8 @@ pub struct Manager {
     to_spawner: VecDeque<ms::Message>,
     waiters: Vec<Waiter>,
     subscribers: Vec<(ConnectionId, String)>,
+    /// The thread that serves `LogsRequest`s.
+    log_reader: logs::LogReader,
     outgoing: Vec<ClientReply>,
     /// The last reload's failure, shown as the `config` subsystem.
     reload_error: Option<String>,
@@ -301,6 +304,7 @@ impl Manager {
             })
             .collect();
         Manager {
+            log_reader: logs::LogReader::new(links.to_io.clone()),
             links,
             tracer,
             config,
@@ -500,6 +504,7 @@ impl Manager {
                 }
             }
             IoEvent::Closed(connection) => {
+                self.log_reader.closed(connection);
                 self.subscribers
                     .retain(|(subscriber, _)| *subscriber != connection);
                 self.waiters
