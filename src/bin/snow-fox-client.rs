@@ -911,7 +911,7 @@ mod tests {
                 stream: LogStream::Stderr,
                 follow: true,
                 lines: 20,
-                since: Some(Since::At(1_764_586_800_000_000)),
+                since: Some(Since::At(1_796_122_800_000_000)),
             }))
         );
         let plain = parse(&["logs", "all", "--since", "10m"]).unwrap();
