@@ -751,7 +751,7 @@ fn set_fs_ids(uid: u32, gid: u32) -> io::Result<()> {
         libc::setfsuid(uid);
         (libc::setfsgid(u32::MAX), libc::setfsuid(u32::MAX))
     };
-    if gid_now.cast_unsigned() != gid || uid_now.cast_unsigned() != uid {
+    if u32::try_from(gid_now).ok() != Some(gid) || u32::try_from(uid_now).ok() != Some(uid) {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!("cannot take file-system ids uid {uid}, gid {gid}"),

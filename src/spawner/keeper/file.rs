@@ -59,6 +59,15 @@ pub(super) struct LogFile {
     size: u64,
     /// Records not yet written.
     buffer: Vec<u8>,
+    /// Whether the last failed write left a record cut short.
+    torn: bool,
+    /// The newline that ends it is in the buffer.
+    torn_end_buffered: bool,
+    /// Records and bytes in `buffer` (the marker not counted).
+    buffered_records: u64,
+    buffered_bytes: u64,
+    /// What failed writes lost since the last that worked.
+    lost: Lost,
     max_bytes: u64,
     keep: u32,
 }
@@ -146,6 +155,11 @@ impl LogFile {
             file,
             size,
             buffer: Vec::new(),
+            torn: false,
+            torn_end_buffered: false,
+            buffered_records: 0,
+            buffered_bytes: 0,
+            lost: Lost::default(),
             max_bytes: spec.max_bytes,
             keep: spec.keep,
         })
@@ -157,37 +171,96 @@ impl LogFile {
         (self.max_bytes > 0).then(|| usize::try_from(self.max_bytes).unwrap_or(usize::MAX))
     }
 
-    /// Adds one record, rotating first if it would take the file past
-    /// `max_bytes`. Rotation failures are returned; the record is kept.
-    pub(super) fn push(&mut self, record: &[u8]) -> Result<(), String> {
+    /// Adds the record `timestamp line`, preceded by a marker line if
+    /// lines were lost since the last write that worked, rotating first
+    /// where a record would take the file past `max_bytes`. Rotation
+    /// failures are returned; the record is kept.
+    pub(super) fn push(&mut self, timestamp: &str, line: &[u8]) -> Result<(), String> {
+        let mut result = Ok(());
+        if self.lost.records > 0 && !self.lost.marker_buffered {
+            let marker = format!(
+                "{timestamp} snow-fox: {} lines ({} bytes) lost: {}\n",
+                self.lost.records, self.lost.bytes, self.lost.reason
+            );
+            result = self.append(marker.as_bytes());
+            self.lost.marker_buffered = true;
+        }
+        let mut record = Vec::with_capacity(timestamp.len() + line.len() + 2);
+        record.extend_from_slice(timestamp.as_bytes());
+        record.push(b' ');
+        record.extend_from_slice(line);
+        record.push(b'\n');
+        let appended = self.append(&record);
+        self.buffered_records += 1;
+        self.buffered_bytes += record.len() as u64;
+        result.and(appended)
+    }
+
+    fn append(&mut self, record: &[u8]) -> Result<(), String> {
         let len = record.len() as u64;
         let mut result = Ok(());
         if self.max_bytes > 0 && self.size > 0 && self.size + len > self.max_bytes {
             result = self.flush().and_then(|()| self.rotate());
+        }
+        if self.torn {
+            // A failed write left part of a record: end it, so the next
+            // record starts a line of its own.
+            self.buffer.push(b'\n');
+            self.size += 1;
+            self.torn = false;
+            self.torn_end_buffered = true;
         }
         self.buffer.extend_from_slice(record);
         self.size += len;
         result
     }
 
-    /// Writes what is buffered; on failure the buffer is dropped (the
-    /// caller counts what was lost) and the size is what is on disk.
+    /// Writes what is buffered. On failure the buffer is dropped, its
+    /// records counted as lost (the next push writes the marker), and the
+    /// size is what is on disk.
     pub(super) fn flush(&mut self) -> Result<(), String> {
         if self.buffer.is_empty() {
             return Ok(());
         }
+        let before = self.size - self.buffer.len() as u64;
         let written = self.file.write_all(&self.buffer);
-        self.buffer.clear();
-        if let Err(error) = written {
-            self.size = self.file.metadata().map_or(0, |metadata| metadata.len());
-            return Err(format!("writing {}: {error}", self.path.display()));
+        let buffer = std::mem::take(&mut self.buffer);
+        let records = std::mem::take(&mut self.buffered_records);
+        let bytes = std::mem::take(&mut self.buffered_bytes);
+        let marker = std::mem::take(&mut self.lost.marker_buffered);
+        let torn_end = std::mem::take(&mut self.torn_end_buffered);
+        let Err(error) = written else {
+            if marker {
+                self.lost = Lost::default();
+            }
+            return Ok(());
+        };
+        // What made it to disk before the failure counts as written.
+        self.size = self
+            .file
+            .metadata()
+            .map_or(before, |metadata| metadata.len());
+        let on_disk = usize::try_from(self.size.saturating_sub(before))
+            .unwrap_or(usize::MAX)
+            .min(buffer.len());
+        self.torn = on_disk > 0 && buffer[on_disk - 1] != b'\n';
+        let mut ends = buffer[..on_disk]
+            .iter()
+            .filter(|byte| **byte == b'\n')
+            .count() as u64;
+        // The newline ending a torn record and the marker come first.
+        if torn_end && ends > 0 {
+            ends -= 1;
         }
-        Ok(())
-    }
-
-    /// How many bytes are buffered, not yet written.
-    pub(super) fn buffered(&self) -> usize {
-        self.buffer.len()
+        if marker && ends > 0 {
+            ends -= 1;
+            self.lost = Lost::default();
+        }
+        let reason = format!("writing {}: {error}", self.path.display());
+        self.lost.records += records.saturating_sub(ends);
+        self.lost.bytes += bytes.saturating_sub(on_disk as u64);
+        self.lost.reason.clone_from(&reason);
+        Err(reason)
     }
 
     /// Moves the files one number up and starts a new one, within the
@@ -236,6 +309,16 @@ impl LogFile {
             ))
         }
     }
+}
+
+/// Lines lost to failed writes, until a marker line saying so is written.
+#[derive(Debug, Default)]
+struct Lost {
+    records: u64,
+    bytes: u64,
+    reason: String,
+    /// The marker is in the buffer.
+    marker_buffered: bool,
 }
 
 fn ignore_missing(result: io::Result<()>) -> io::Result<()> {

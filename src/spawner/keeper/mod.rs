@@ -140,14 +140,7 @@ struct Stream {
 
 #[derive(Debug)]
 enum Sink {
-    File {
-        file: LogFile,
-        /// Records of the current buffer, counted as lost if it fails.
-        buffered_records: u64,
-        lost_records: u64,
-        lost_bytes: u64,
-        lost_reason: String,
-    },
+    File(LogFile),
     Node,
 }
 
@@ -196,11 +189,12 @@ impl Keeper {
     fn run(mut self) -> Result<(), KeeperError> {
         let mut events = Events::with_capacity(256);
         loop {
-            if self.clients.is_empty() && self.streams.is_empty() {
-                if self.ever_connected || self.started.elapsed() >= FIRST_CONNECT {
-                    log::debug!("log keeper: no stream and no spawner left; ending");
-                    return Ok(());
-                }
+            if self.clients.is_empty()
+                && self.streams.is_empty()
+                && (self.ever_connected || self.started.elapsed() >= FIRST_CONNECT)
+            {
+                log::debug!("log keeper: no stream and no spawner left; ending");
+                return Ok(());
             }
             let timeout = if !self.busy.is_empty() {
                 Some(Duration::ZERO)
@@ -367,13 +361,7 @@ impl Keeper {
                     keep: add.keep.unwrap_or_default(),
                     reader_gid: add.reader_gid,
                 };
-                Sink::File {
-                    file: LogFile::open(&spec)?,
-                    buffered_records: 0,
-                    lost_records: 0,
-                    lost_bytes: 0,
-                    lost_reason: String::new(),
-                }
+                Sink::File(LogFile::open(&spec)?)
             }
         };
         sys::set_nonblocking(&pipe)
@@ -473,7 +461,7 @@ impl Stream {
     /// less when a record must fit a smaller file.
     fn longest_piece(&self, timestamp: &str) -> usize {
         let limit = match &self.sink {
-            Sink::File { file, .. } => file.max_record(),
+            Sink::File(file) => file.max_record(),
             Sink::Node => None,
         };
         limit
@@ -494,62 +482,22 @@ impl Stream {
                 line.push(b'\n');
                 let _ = io::stderr().lock().write_all(&line);
             }
-            Sink::File {
-                file,
-                buffered_records,
-                lost_records,
-                lost_bytes,
-                lost_reason,
-            } => {
-                let mut problem = None;
-                if *lost_records > 0 {
-                    let marker = format!(
-                        "{timestamp} snow-fox: {lost_records} lines ({lost_bytes} bytes) lost: \
-                         {lost_reason}\n"
-                    );
-                    problem = file.push(marker.as_bytes()).err();
-                    *buffered_records += 1;
-                    *lost_records = 0;
-                    *lost_bytes = 0;
-                }
-                let mut record = Vec::with_capacity(timestamp.len() + self.pending.len() + 2);
-                record.extend_from_slice(timestamp.as_bytes());
-                record.push(b' ');
-                record.extend_from_slice(&self.pending);
-                record.push(b'\n');
-                if let Err(reason) = file.push(&record) {
-                    problem = Some(reason);
-                }
-                *buffered_records += 1;
-                if let Some(reason) = problem {
-                    self.report(reason);
+            Sink::File(file) => {
+                if let Err(problem) = file.push(timestamp, &self.pending) {
+                    self.report(problem);
                 }
             }
         }
         self.pending.clear();
     }
 
-    /// Writes what is buffered; counts it as lost when that fails.
+    /// Writes what is buffered (what fails to be written is counted).
     fn flush(&mut self) {
-        let Sink::File {
-            file,
-            buffered_records,
-            lost_records,
-            lost_bytes,
-            lost_reason,
-        } = &mut self.sink
-        else {
-            return;
-        };
-        let bytes = file.buffered() as u64;
-        let records = std::mem::take(buffered_records);
-        if let Err(reason) = file.flush() {
-            *lost_records += records;
-            *lost_bytes += bytes;
-            lost_reason.clone_from(&reason);
-            self.report(reason);
-        } else {
-            self.last_problem = None;
+        if let Sink::File(file) = &mut self.sink {
+            match file.flush() {
+                Ok(()) => self.last_problem = None,
+                Err(problem) => self.report(problem),
+            }
         }
     }
 
