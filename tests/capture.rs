@@ -761,3 +761,38 @@ fn a_full_disk_loses_lines_counted_by_a_marker_and_never_blocks_the_service() {
     assert!(lines[lines.len() - 1].ends_with(" after the space came back"));
     drop(node);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn in_process_mode_the_unprivileged_node_serves_the_root_owned_logs() {
+    let setup = Setup::new("logs-privsep")
+        .node("user = \"nobody\"")
+        .service(
+            "talker",
+            "command = [\"/bin/sh\", \"-c\", \"echo said by root; echo also to stderr >&2; exec sleep 300\"]\n",
+        )
+        .service(
+            "shy",
+            "command = [\"/bin/sh\", \"-c\", \"echo said by nobody; exec sleep 300\"]\nuser = \"nobody\"\n",
+        );
+    fs::set_permissions(&setup.dir.0, fs::Permissions::from_mode(0o777)).unwrap();
+    let log_dir = setup.log_dir();
+    let node = setup.start();
+    let mut client = node.client();
+    let lines = collect_logs(
+        &mut client,
+        LogsRequest {
+            follow: Some(true),
+            ..Default::default()
+        },
+        |lines| lines.len() >= 3,
+    );
+    let mut seen = texts(&lines);
+    seen.sort();
+    assert_eq!(seen, ["shy.0 said by nobody", "talker.0 also to stderr", "talker.0 said by root"]);
+    // Root's files in root's log dir, readable by the node's group only.
+    let file = fs::metadata(log_dir.join("talker.0.stdout.log")).unwrap();
+    assert_eq!((file.uid(), file.gid(), file.mode() & 0o777), (0, NOBODY, 0o640));
+    let dir = fs::metadata(&log_dir).unwrap();
+    assert_eq!((dir.uid(), dir.mode() & 0o777), (0, 0o750));
+}
