@@ -428,9 +428,14 @@ pub fn set_process_name(name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Looks `name` up in the passwd database (`getpwnam_r`).
+/// Looks `name` up in the passwd database (`getpwnam_r`, so through NSS;
+/// a static build reads `/etc/passwd` itself, see [`accounts`]).
 pub fn lookup_user(name: &str) -> io::Result<Option<UserIds>> {
+    #[cfg(target_feature = "crt-static")]
+    return accounts::user(|entry_name, _| entry_name == name);
+    #[cfg(not(target_feature = "crt-static"))]
     let name = c_name(name, "user")?;
+    #[cfg(not(target_feature = "crt-static"))]
     lookup(
         |entry: *mut libc::passwd, buffer, len, result| {
             // SAFETY: `name` is NUL-terminated; `entry`, `buffer` (of `len`
@@ -444,8 +449,12 @@ pub fn lookup_user(name: &str) -> io::Result<Option<UserIds>> {
     )
 }
 
-/// Looks user id `uid` up in the passwd database (`getpwuid_r`).
+/// Looks user id `uid` up in the passwd database (`getpwuid_r`; a static
+/// build reads `/etc/passwd`).
 pub fn lookup_uid(uid: u32) -> io::Result<Option<UserIds>> {
+    #[cfg(target_feature = "crt-static")]
+    return accounts::user(|_, entry_uid| entry_uid == uid);
+    #[cfg(not(target_feature = "crt-static"))]
     lookup(
         |entry: *mut libc::passwd, buffer, len, result| {
             // SAFETY: `entry`, `buffer` (of `len` bytes) and `result` are
@@ -459,9 +468,14 @@ pub fn lookup_uid(uid: u32) -> io::Result<Option<UserIds>> {
     )
 }
 
-/// Looks `name` up in the group database (`getgrnam_r`); its group id.
+/// Looks `name` up in the group database (`getgrnam_r`; a static build
+/// reads `/etc/group`); its group id.
 pub fn lookup_group(name: &str) -> io::Result<Option<u32>> {
+    #[cfg(target_feature = "crt-static")]
+    return accounts::group(name);
+    #[cfg(not(target_feature = "crt-static"))]
     let name = c_name(name, "group")?;
+    #[cfg(not(target_feature = "crt-static"))]
     lookup(
         |entry: *mut libc::group, buffer, len, result| {
             // SAFETY: `name` is NUL-terminated; `entry`, `buffer` (of `len`
@@ -861,11 +875,68 @@ fn c_name(name: &str, what: &str) -> io::Result<CString> {
 
 /// Where a `get*_r` buffer starts, and the most it grows to on ERANGE (a
 /// group with many members can need a large one).
+#[cfg(not(target_feature = "crt-static"))]
 const LOOKUP_BUFFER_START: usize = 1024;
+#[cfg(not(target_feature = "crt-static"))]
 const LOOKUP_BUFFER_MAX: usize = 16 << 20;
+
+/// User and group lookups for a static build: glibc's NSS loads its
+/// modules (`libnss_files.so` and kin) at run time, which a static binary
+/// cannot do reliably (they must match the glibc it was linked with), so a
+/// static snow-fox reads `/etc/passwd` and `/etc/group` itself, as musl
+/// does. Users and groups only NSS knows (LDAP, systemd's dynamic users)
+/// are not found by a static build.
+#[cfg(any(test, target_feature = "crt-static"))]
+pub mod accounts {
+    use std::{fs, io};
+
+    use super::UserIds;
+
+    /// The first `/etc/passwd` entry whose name and uid `wanted` accepts.
+    pub fn user(wanted: impl Fn(&str, u32) -> bool) -> io::Result<Option<UserIds>> {
+        Ok(user_in(&read("/etc/passwd")?, wanted))
+    }
+
+    /// The gid of group `name` in `/etc/group`.
+    pub fn group(name: &str) -> io::Result<Option<u32>> {
+        Ok(group_in(&read("/etc/group")?, name))
+    }
+
+    fn read(path: &str) -> io::Result<String> {
+        match fs::read_to_string(path) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+            other => other,
+        }
+    }
+
+    /// The first entry of passwd-format `text` that `wanted` accepts
+    /// (`name:password:uid:gid:...`; malformed lines are skipped).
+    pub fn user_in(text: &str, wanted: impl Fn(&str, u32) -> bool) -> Option<UserIds> {
+        entries(text).find_map(|fields| {
+            let uid = fields.get(2)?.parse().ok()?;
+            let gid = fields.get(3)?.parse().ok()?;
+            wanted(fields[0], uid).then_some(UserIds { uid, gid })
+        })
+    }
+
+    /// The gid of group `name` in group-format `text`
+    /// (`name:password:gid:members`).
+    pub fn group_in(text: &str, name: &str) -> Option<u32> {
+        entries(text)
+            .filter(|fields| fields[0] == name)
+            .find_map(|fields| fields.get(2)?.parse().ok())
+    }
+
+    fn entries(text: &str) -> impl Iterator<Item = Vec<&str>> {
+        text.lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| line.split(':').collect())
+    }
+}
 
 /// Runs one reentrant database query (`getpwnam_r` and kin), growing its
 /// string buffer until the entry fits; `extract` reads the found entry.
+#[cfg(not(target_feature = "crt-static"))]
 fn lookup<E, T>(
     mut query: impl FnMut(*mut E, *mut c_char, usize, *mut *mut E) -> c_int,
     extract: impl Fn(&E) -> T,
@@ -901,6 +972,31 @@ fn lookup<E, T>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn passwd_and_group_files_are_read_as_a_static_build_reads_them() {
+        let passwd = "# comment\nroot:x:0:0:root:/root:/bin/sh\nbroken:x:y:1\n\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n";
+        assert_eq!(
+            accounts::user_in(passwd, |name, _| name == "nobody"),
+            Some(UserIds {
+                uid: 65534,
+                gid: 65534
+            })
+        );
+        assert_eq!(
+            accounts::user_in(passwd, |_, uid| uid == 0),
+            Some(UserIds { uid: 0, gid: 0 })
+        );
+        assert_eq!(accounts::user_in(passwd, |name, _| name == "broken"), None);
+        let group = "root:x:0:\nadm:x:4:syslog,alice\nshort:x\n";
+        assert_eq!(accounts::group_in(group, "adm"), Some(4));
+        assert_eq!(accounts::group_in(group, "short"), None);
+        assert_eq!(accounts::group_in(group, "ghost"), None);
+        assert_eq!(
+            accounts::user(|name, _| name == "root").unwrap(),
+            lookup_user("root").unwrap()
+        );
+    }
+
     use std::os::fd::AsFd;
 
     use super::*;

@@ -566,7 +566,7 @@ fn logs_of_two_services_come_interleaved_in_the_order_they_arrived() {
     );
 
     // The client binary shows the same, prefixed, from the files on disk.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_snow-fox-client"))
+    let output = std::process::Command::new(common::client_binary())
         .arg("--socket")
         .arg(node.socket())
         .args(["logs", "all"])
@@ -789,10 +789,20 @@ fn in_process_mode_the_unprivileged_node_serves_the_root_owned_logs() {
     );
     let mut seen = texts(&lines);
     seen.sort();
-    assert_eq!(seen, ["shy.0 said by nobody", "talker.0 also to stderr", "talker.0 said by root"]);
+    assert_eq!(
+        seen,
+        [
+            "shy.0 said by nobody",
+            "talker.0 also to stderr",
+            "talker.0 said by root"
+        ]
+    );
     // Root's files in root's log dir, readable by the node's group only.
     let file = fs::metadata(log_dir.join("talker.0.stdout.log")).unwrap();
-    assert_eq!((file.uid(), file.gid(), file.mode() & 0o777), (0, NOBODY, 0o640));
+    assert_eq!(
+        (file.uid(), file.gid(), file.mode() & 0o777),
+        (0, NOBODY, 0o640)
+    );
     let dir = fs::metadata(&log_dir).unwrap();
     assert_eq!((dir.uid(), dir.mode() & 0o777), (0, 0o750));
 }
