@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use common::scratch::stream_bytes;
 use common::{BenchNode, Table, TempDir, ratio, stat_cpu_ticks, wait_for};
 
 /// Lines of the data file, each [`LINE`] bytes with its newline.
@@ -138,24 +139,4 @@ fn keeper_of(node: u32) -> Option<u32> {
                 .ok()?;
             (comm == "sf-log-keeper" && parent == node).then_some(pid)
         })
-}
-
-/// The bytes of `base` and its rotated files.
-fn stream_bytes(base: &Path) -> u64 {
-    let name = base.file_name().unwrap().to_str().unwrap();
-    fs::read_dir(base.parent().unwrap())
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|entry| {
-                    entry
-                        .file_name()
-                        .to_str()
-                        .is_some_and(|n| n.starts_with(name))
-                })
-                .filter_map(|entry| entry.metadata().ok())
-                .map(|metadata| metadata.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }

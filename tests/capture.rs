@@ -15,6 +15,7 @@ use snow_fox::client::{Client, Logs};
 use snow_fox::trace::parse_utc_time;
 use snow_fox::wire::proto::public_api::{LogsRequest, log_lines::Line};
 
+use common::scratch::stream_bytes;
 use common::{Node, Setup, wait_for};
 
 /// The lines of a stream's files, oldest first (`base.keep` ... `base.1`,
@@ -40,24 +41,6 @@ fn captured_lines(base: &Path, keep: u32) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
-}
-
-/// The bytes in `base` and its rotated siblings.
-fn stream_bytes(base: &Path) -> u64 {
-    let dir = base.parent().unwrap();
-    let name = base.file_name().unwrap().to_str().unwrap();
-    fs::read_dir(dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(name))
-        })
-        .filter_map(|entry| entry.metadata().ok())
-        .map(|metadata| metadata.len())
-        .sum()
 }
 
 /// That `numbers` is 0, 1, ... `count - 1`: each line once, in order.

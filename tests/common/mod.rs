@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use snow_fox::client::Client;
 
-mod scratch;
+pub mod scratch;
 pub use scratch::{TempDir, poll_until};
 
 /// How long anything in a test may take before the test fails.
