@@ -182,22 +182,19 @@ impl LogFile {
                 "{timestamp} snow-fox: {} lines ({} bytes) lost: {}\n",
                 self.lost.records, self.lost.bytes, self.lost.reason
             );
-            result = self.append(marker.as_bytes());
+            result = self.append(&[marker.as_bytes()]);
             self.lost.marker_buffered = true;
         }
-        let mut record = Vec::with_capacity(timestamp.len() + line.len() + 2);
-        record.extend_from_slice(timestamp.as_bytes());
-        record.push(b' ');
-        record.extend_from_slice(line);
-        record.push(b'\n');
+        let record: [&[u8]; 4] = [timestamp.as_bytes(), b" ", line, b"\n"];
         let appended = self.append(&record);
         self.buffered_records += 1;
-        self.buffered_bytes += record.len() as u64;
+        self.buffered_bytes += (timestamp.len() + line.len() + 2) as u64;
         result.and(appended)
     }
 
-    fn append(&mut self, record: &[u8]) -> Result<(), String> {
-        let len = record.len() as u64;
+    /// Adds one record, given in parts (so that no record is copied twice).
+    fn append(&mut self, parts: &[&[u8]]) -> Result<(), String> {
+        let len: u64 = parts.iter().map(|part| part.len() as u64).sum();
         let mut result = Ok(());
         if self.max_bytes > 0 && self.size > 0 && self.size + len > self.max_bytes {
             result = self.flush().and_then(|()| self.rotate());
@@ -210,7 +207,9 @@ impl LogFile {
             self.torn = false;
             self.torn_end_buffered = true;
         }
-        self.buffer.extend_from_slice(record);
+        for part in parts {
+            self.buffer.extend_from_slice(part);
+        }
         self.size += len;
         result
     }
