@@ -822,7 +822,7 @@ on_node_exit = "keep"
             (
                 "stdout",
                 "true",
-                "expected \"log\" (a file in the log dir), \"null\", \"inherit\" or a file path",
+                "expected \"log\" (a file in the log dir), \"null\", \"inherit\", \"node\" or a file path",
             ),
             (
                 "stderr",
