@@ -517,14 +517,22 @@ fn texts(lines: &[Line]) -> Vec<String> {
 
 #[test]
 fn logs_of_two_services_come_interleaved_in_the_order_they_arrived() {
-    let writer = |name: &str, first_sleep: &str| {
+    // Taking turns through files in the test's dir: each writes its line
+    // 50 ms after the other's, so the keeper reads them in this order.
+    let setup = Setup::new("logs-interleave");
+    let dir = setup.dir.0.clone();
+    let turn = |mine: &str, wait_for_theirs: &str| {
         format!(
-            "command = [\"/bin/sh\", \"-c\", \"sleep {first_sleep}; for i in 0 1 2 3; do echo {name} $i; sleep 0.2; done; exec sleep 300\"]\n"
+            "command = [\"/bin/sh\", \"-c\", \"cd {}; for i in 0 1 2 3; do \
+             while [ ! -e {wait_for_theirs} ]; do sleep 0.01; done; sleep 0.05; \
+             echo {mine} $i; touch {mine}$((i+1)); done; exec sleep 300\"]\n",
+            dir.display()
         )
     };
-    let setup = Setup::new("logs-interleave")
-        .service("a", &writer("a", "0"))
-        .service("b", &writer("b", "0.1"));
+    fs::write(dir.join("b0"), "").unwrap();
+    let setup = setup
+        .service("a", &turn("a", "b$i"))
+        .service("b", &turn("b", "a$((i+1))"));
     let node = setup.start();
     let mut client = node.client();
     let lines = collect_logs(
