@@ -20,7 +20,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use snow_fox::client::Client;
 
 #[path = "../../tests/common/scratch.rs"]
-mod scratch;
+pub mod scratch;
 pub use scratch::{TempDir, poll_until};
 use snow_fox::client::bench::{self, BenchOptions, BenchReport, RequestKind, Until};
 use snow_fox::wire::proto::public_api::{Message, message::Code};

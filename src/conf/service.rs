@@ -42,7 +42,7 @@ const SIGNALS: [(&str, i32); 7] = [
 const HIGHEST_SIGNAL: i32 = 64;
 const SIGNAL_FORM: &str = "a signal name (\"TERM\", \"INT\", \"HUP\", \"QUIT\", \"KILL\", \"USR1\", \"USR2\", with or without \"SIG\") or a number from 1 to 64";
 
-const OUTPUT_FORM: &str = "\"log\" (a file in the log dir), \"null\", \"inherit\" or a file path (relative to the log dir)";
+const OUTPUT_FORM: &str = "\"log\" (a file in the log dir), \"null\", \"inherit\", \"node\" or a file path (relative to the log dir)";
 
 const MIB: u64 = 1024 * 1024;
 
@@ -237,6 +237,9 @@ pub enum Output {
     Null,
     /// `"inherit"`: the node's own stream.
     Inherit,
+    /// `"node"`: captured, each line prefixed `id.index | `, and written
+    /// to the node's stderr (for a node that is a container's main process).
+    Node,
 }
 
 impl Output {
@@ -249,7 +252,7 @@ impl Output {
         match self {
             Output::LogDir => Some(super::paths::log_file(log_dir, id, index, stream)),
             Output::Path(path) => Some(log_dir.join(path)),
-            Output::Null | Output::Inherit => None,
+            Output::Null | Output::Inherit | Output::Node => None,
         }
     }
 }
@@ -647,6 +650,7 @@ fn to_output(value: &DeValue<'_>) -> Result<Output, String> {
         Some("log") => Ok(Output::LogDir),
         Some("null") => Ok(Output::Null),
         Some("inherit") => Ok(Output::Inherit),
+        Some("node") => Ok(Output::Node),
         _ => to_text(value)
             .map(|path| Output::Path(PathBuf::from(path)))
             .map_err(|_| expected(OUTPUT_FORM, value)),
@@ -848,7 +852,7 @@ on_node_exit = "keep"
             (
                 "stdout",
                 "true",
-                "expected \"log\" (a file in the log dir), \"null\", \"inherit\" or a file path",
+                "expected \"log\" (a file in the log dir), \"null\", \"inherit\", \"node\" or a file path",
             ),
             (
                 "stderr",

@@ -53,6 +53,7 @@ mod checks;
 mod cluster;
 mod deps;
 pub mod instance;
+mod logs;
 mod record;
 mod reload;
 mod requests;
@@ -272,6 +273,8 @@ pub struct Manager {
     to_spawner: VecDeque<ms::Message>,
     waiters: Vec<Waiter>,
     subscribers: Vec<(ConnectionId, String)>,
+    /// The thread that serves `LogsRequest`s.
+    log_reader: logs::LogReader,
     outgoing: Vec<ClientReply>,
     /// The last reload's failure, shown as the `config` subsystem.
     reload_error: Option<String>,
@@ -311,6 +314,7 @@ impl Manager {
             })
             .collect();
         Manager {
+            log_reader: logs::LogReader::new(links.to_io.clone()),
             links,
             tracer,
             config,
@@ -531,6 +535,7 @@ impl Manager {
                 }
             }
             IoEvent::Closed(connection) => {
+                self.log_reader.closed(connection);
                 self.subscribers
                     .retain(|(subscriber, _)| *subscriber != connection);
                 self.waiters
@@ -717,6 +722,7 @@ impl Manager {
             let kind = match target {
                 Output::Null => ms::output::Kind::Null,
                 Output::Inherit => ms::output::Kind::Inherit,
+                Output::Node => ms::output::Kind::Node,
                 Output::LogDir | Output::Path(_) => ms::output::Kind::File,
             };
             ms::Output {

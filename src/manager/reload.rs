@@ -172,6 +172,7 @@ pub fn service_table(config: &Config) -> ds::ServiceTable {
             ),
             Output::Null => (table_output::Kind::Null, None),
             Output::Inherit => (table_output::Kind::Inherit, None),
+            Output::Node => (table_output::Kind::Node, None),
         };
         ds::service_table::Output {
             kind: kind as i32,

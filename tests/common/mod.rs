@@ -258,8 +258,25 @@ impl Drop for Node {
     }
 }
 
+/// The node binary the tests run: this build's, or `$SF_NODE_BIN` (CI
+/// points it at the static build).
+pub fn node_binary() -> PathBuf {
+    std::env::var_os("SF_NODE_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_snow-fox")),
+        PathBuf::from,
+    )
+}
+
+/// The client binary the tests run: this build's, or `$SF_CLIENT_BIN`.
+pub fn client_binary() -> PathBuf {
+    std::env::var_os("SF_CLIENT_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_snow-fox-client")),
+        PathBuf::from,
+    )
+}
+
 pub fn node_command(conf: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_snow-fox"));
+    let mut command = Command::new(node_binary());
     command
         .arg("--conf")
         .arg(conf)
