@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod conf;
 pub mod daemon;
 pub mod io;
+pub mod logging;
 pub mod manager;
 pub mod spawner;
 #[allow(unsafe_code)]

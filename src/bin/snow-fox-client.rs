@@ -2,34 +2,31 @@
 //!
 //! Parses its arguments with lexopt, asks the node through
 //! [`snow_fox::client::Client`] and prints each reply as an aligned table
-//! or, with `--json`, as one JSON object per line. `logs` needs no node:
-//! it reads the instance's log files itself. Its help, each command's,
-//! the man pages and the completions come from [`help::CLIENT`]. Exit
-//! status: 0 success, 1 the node answered with an error, 2 it could not
-//! be asked (no connection, bad usage, another local failure), 3 `status`
-//! or `is-active` found something not green or not running; every failure
-//! is one line (a reload's problems, one line each) on stderr.
+//! or, with `--json`, as one JSON object per line. Its help, each
+//! command's, the man pages and the completions come from
+//! [`help::CLIENT`]. Exit status: 0 success, 1 the node answered with an
+//! error, 2 it could not be asked (no connection, bad usage, another local
+//! failure), 3 `status` or `is-active` found something not green or not
+//! running; every failure is one line (a reload's problems, one line each)
+//! on stderr.
 
 use std::env;
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use lexopt::ValueExt;
 use snow_fox::client::bench::{self, BenchError, BenchOptions, Progress, RequestKind, Until};
 use snow_fox::client::json::{self, JsonObject};
-use snow_fox::client::{Client, ClientError, help, render};
+use snow_fox::client::{Client, ClientError, Logs, help, render};
 use snow_fox::conf::{parse_cluster_service, parse_duration, paths};
-use snow_fox::trace::now_unix_ms;
+use snow_fox::trace::{now_unix_ms, now_unix_us, parse_utc_time};
+use snow_fox::wire::proto::public_api::logs_request::Stream as LogStream;
 use snow_fox::wire::proto::public_api::message::Code;
-use snow_fox::wire::proto::public_api::{
-    ServiceDefinitionResponse, ServiceStatusResponse, StatusColour, error,
-};
+use snow_fox::wire::proto::public_api::{LogsRequest, ServiceStatusResponse, StatusColour, error};
 
 /// Exit status when the node could not be asked.
 const EXIT_TROUBLE: u8 = 2;
@@ -41,11 +38,8 @@ const EXIT_NOT_GREEN: u8 = 3;
 /// How long `wait` waits when not told.
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
-/// How many of the last lines of each output file `status ID` shows.
-const OUTPUT_LINES: usize = 10;
-
-/// How often `logs -f` looks for appended bytes: a person is watching.
-const FOLLOW_POLL: Duration = Duration::from_millis(250);
+/// How many of the last lines of its output `status ID` shows.
+const OUTPUT_LINES: u32 = 10;
 
 fn main() -> ExitCode {
     let outcome = match parse_args(env::args_os().skip(1)) {
@@ -118,8 +112,6 @@ impl ColourChoice {
 enum Command {
     /// Commands that ask the node.
     Node(NodeCommand),
-    /// Reads log files; needs no node.
-    Logs(LogsOptions),
     /// Loads the node with many connections.
     Bench(BenchPlan),
     /// Prints a completion script or a man page.
@@ -195,6 +187,7 @@ enum NodeCommand {
         correlation_id: String,
     },
     Shutdown,
+    Logs(LogsOptions),
 }
 
 /// What a command does to each service it names.
@@ -239,29 +232,19 @@ impl Action {
 
 #[derive(Debug, PartialEq)]
 struct LogsOptions {
-    service: String,
-    instance: u32,
-    streams: Streams,
+    services: Vec<String>,
+    instance: Option<u32>,
+    stream: LogStream,
     follow: bool,
-    log_dir: Option<PathBuf>,
+    lines: u32,
+    since: Option<Since>,
 }
 
-/// Which of an instance's log files to show.
+/// `--since`: a time, or a duration before now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Streams {
-    Both,
-    Stdout,
-    Stderr,
-}
-
-impl Streams {
-    fn names(self) -> &'static [&'static str] {
-        match self {
-            Streams::Both => &["stdout", "stderr"],
-            Streams::Stdout => &["stdout"],
-            Streams::Stderr => &["stderr"],
-        }
-    }
+enum Since {
+    At(u64),
+    Ago(Duration),
 }
 
 /// Why the command line does not lead to a run.
@@ -471,7 +454,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Pa
                 }
             })
         }
-        "logs" => Command::Logs(parse_logs(&mut args)?),
+        "logs" => Command::Node(NodeCommand::Logs(parse_logs(&mut args)?)),
         "cluster" => Command::Cluster(parse_cluster(&mut args)?),
         _ => Command::Bench(parse_bench(&mut args)?),
     };
@@ -493,33 +476,53 @@ fn some_words(command: &str, words: Vec<String>, what: &str) -> Result<Vec<Strin
 }
 
 fn parse_logs(args: &mut Args) -> Result<LogsOptions, ParseExit> {
-    let mut instance = 0;
-    let mut streams = Streams::Both;
-    let mut follow = false;
-    let mut log_dir = None;
+    let mut options = LogsOptions {
+        services: Vec::new(),
+        instance: None,
+        stream: LogStream::Both,
+        follow: false,
+        lines: 0,
+        since: None,
+    };
     let words = rest(args, "logs", |option, args| {
         match option {
             "--instance" => {
-                instance = args.value()?.parse().map_err(|error| {
+                options.instance = Some(args.value()?.parse().map_err(|error| {
                     usage(format!("--instance needs an instance number: {error}"))
-                })?;
+                })?);
             }
-            "--stdout" => streams = Streams::Stdout,
-            "--stderr" => streams = Streams::Stderr,
-            "-f" | "--follow" => follow = true,
-            "--log-dir" => log_dir = Some(PathBuf::from(args.value()?)),
+            "-n" | "--lines" => {
+                options.lines = args
+                    .value()?
+                    .parse()
+                    .map_err(|error| usage(format!("-n needs a number of lines: {error}")))?;
+            }
+            "--since" => {
+                let text = args.value()?.string()?;
+                options.since = Some(
+                    parse_utc_time(&text)
+                        .map(Since::At)
+                        .or_else(|| parse_duration(&text).map(Since::Ago))
+                        .ok_or_else(|| {
+                            usage(format!(
+                                "--since needs a UTC time like 2026-12-01T11:00:00Z or a \
+                                 duration like 10m, not `{text}`"
+                            ))
+                        })?,
+                );
+            }
+            "--stdout" => options.stream = LogStream::Stdout,
+            "--stderr" => options.stream = LogStream::Stderr,
+            "-f" | "--follow" => options.follow = true,
             _ => return Ok(false),
         }
         Ok(true)
     })?;
-    let service = one_word("logs", words, "a service id")?;
-    Ok(LogsOptions {
-        service,
-        instance,
-        streams,
-        follow,
-        log_dir,
-    })
+    if words.is_empty() {
+        return Err(usage("`logs` needs service ids or `all`".to_owned()));
+    }
+    options.services = words;
+    Ok(options)
 }
 
 fn parse_cluster(args: &mut Args) -> Result<ClusterCommand, ParseExit> {
@@ -676,10 +679,6 @@ enum CliError {
         total: usize,
         failures: Vec<(String, ClientError)>,
     },
-    /// None of the log files asked for exists.
-    NoLogs { paths: Vec<PathBuf> },
-    /// A log file exists but cannot be read.
-    ReadLog { path: PathBuf, source: io::Error },
     /// `bench` could not run to its end.
     Bench(BenchError),
     /// Standard output cannot be written.
@@ -747,20 +746,6 @@ impl fmt::Display for CliError {
                 }
                 Ok(())
             }
-            CliError::NoLogs { paths } => {
-                let paths: Vec<String> = paths
-                    .iter()
-                    .map(|path| path.display().to_string())
-                    .collect();
-                write!(
-                    f,
-                    "no log file found at {} (is the service id, --instance or --log-dir wrong?)",
-                    paths.join(" or ")
-                )
-            }
-            CliError::ReadLog { path, source } => {
-                write!(f, "cannot read log file {}: {source}", path.display())
-            }
             CliError::Bench(error) => write!(f, "bench failed: {error}"),
             CliError::Output(source) => write!(f, "cannot write to standard output: {source}"),
             CliError::NoMatch { pattern } => write!(f, "no service matches `{pattern}`"),
@@ -808,7 +793,6 @@ fn print_text(text: &str) -> Result<(), CliError> {
 fn run(invocation: Invocation) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     let outcome = match invocation.command {
-        Command::Logs(options) => show_logs(&options, &mut out),
         Command::Generate(generated) => {
             let text = match generated {
                 Generated::Completions(shell) => {
@@ -971,6 +955,7 @@ fn ask_node(
             }
             Ok(())
         }
+        NodeCommand::Logs(options) => show_logs(&options, client, printer),
         NodeCommand::Shutdown => {
             client.shutdown()?;
             printer.reply(
@@ -1071,11 +1056,12 @@ fn status(client: &mut Client, printer: &mut Printer, targets: &[String]) -> Res
             if printer.json {
                 printer.status(&status)?;
             } else if let Some(service) = status.services.first() {
+                let output = last_output(client, one)?;
                 let text = render::service_detail(
                     &definition,
                     service,
                     now_unix_ms(),
-                    &output_tail(&definition),
+                    &output,
                     printer.colour,
                 );
                 printer.line(&text)?;
@@ -1094,22 +1080,29 @@ fn status(client: &mut Client, printer: &mut Printer, targets: &[String]) -> Res
     not_green(&shown)
 }
 
-/// The last lines of a service's instance 0 output files, where this
-/// client can read them: `(path, lines)` for each. (The node keeps no
-/// output of its own to ask for; this reads the files, as `logs` does.)
-fn output_tail(definition: &ServiceDefinitionResponse) -> Vec<(String, Vec<String>)> {
-    let mut tails = Vec::new();
-    for path in [&definition.stdout, &definition.stderr]
-        .into_iter()
-        .flatten()
-    {
-        if path.starts_with('/')
-            && let Some(lines) = paths::tail_lines(Path::new(path), OUTPUT_LINES)
-        {
-            tails.push((path.clone(), lines));
+/// The last lines of `service`'s captured output, all instances and both
+/// streams in the order they arrived, as the node's log keeper has them.
+fn last_output(client: &mut Client, service: &str) -> Result<Vec<String>, CliError> {
+    client.logs(LogsRequest {
+        service_ids: vec![service.to_owned()],
+        instance: None,
+        lines: Some(OUTPUT_LINES),
+        follow: Some(false),
+        since_unix_us: None,
+        stream: Some(LogStream::Both as i32),
+    })?;
+    let mut shown = Vec::new();
+    loop {
+        match client.next_logs()? {
+            Logs::Lines(lines) => shown.extend(lines.iter().map(|line| {
+                format!(
+                    "{}.{} {} | {}",
+                    line.service_id, line.instance, line.stream, line.text
+                )
+            })),
+            Logs::CaughtUp => return Ok(shown),
         }
     }
-    tails
 }
 
 /// Exit 3 when a service of `status` is not green.
@@ -1313,127 +1306,37 @@ fn watch(client: &mut Client, printer: &mut Printer) -> Result<(), CliError> {
     }
 }
 
-fn show_logs(options: &LogsOptions, out: &mut dyn Write) -> Result<(), CliError> {
-    let log_dir = match &options.log_dir {
-        Some(dir) => dir.clone(),
-        None => paths::default_log_dir(),
-    };
-    let mut tail = LogTail {
-        files: options
-            .streams
-            .names()
-            .iter()
-            .map(|stream| LogFile {
-                path: paths::log_file(&log_dir, &options.service, options.instance, stream),
-                file: None,
-                shown: 0,
-            })
-            .collect(),
-        last_shown: None,
-    };
-    tail.show_appended(out)?;
-    if tail.files.iter().all(|log| log.file.is_none()) {
-        return Err(CliError::NoLogs {
-            paths: tail.files.into_iter().map(|log| log.path).collect(),
-        });
-    }
-    if !options.follow {
-        return Ok(());
-    }
+/// Prints the lines the node sends; with `-f`, until the node goes away.
+fn show_logs(
+    options: &LogsOptions,
+    client: &mut Client,
+    printer: &mut Printer,
+) -> Result<(), CliError> {
+    let since_unix_us = options.since.map(|since| match since {
+        Since::At(at) => at,
+        Since::Ago(ago) => {
+            now_unix_us().saturating_sub(u64::try_from(ago.as_micros()).unwrap_or(u64::MAX))
+        }
+    });
+    client.logs(LogsRequest {
+        service_ids: options.services.clone(),
+        instance: options.instance,
+        lines: Some(options.lines),
+        follow: Some(options.follow),
+        since_unix_us,
+        stream: Some(options.stream as i32),
+    })?;
     loop {
-        out.flush().map_err(CliError::Output)?;
-        thread::sleep(FOLLOW_POLL);
-        tail.show_appended(out)?;
-    }
-}
-
-/// The log files of one instance being shown, like `tail` with several
-/// files: a `==> path <==` line marks each switch from one file to another.
-struct LogTail {
-    files: Vec<LogFile>,
-    last_shown: Option<usize>,
-}
-
-impl LogTail {
-    fn show_appended(&mut self, out: &mut dyn Write) -> Result<(), CliError> {
-        let headers = self.files.len() > 1;
-        for (position, log) in self.files.iter_mut().enumerate() {
-            let unshown = log.unshown()?;
-            if unshown == 0 {
-                continue;
+        match client.next_logs()? {
+            Logs::Lines(lines) => {
+                for line in &lines {
+                    printer.reply(line, json::log_line, render::log_line)?;
+                }
+                printer.out.flush().map_err(CliError::Output)?;
             }
-            if headers && self.last_shown != Some(position) {
-                let gap = if self.last_shown.is_some() { "\n" } else { "" };
-                writeln!(out, "{gap}==> {} <==", log.path.display()).map_err(CliError::Output)?;
-                self.last_shown = Some(position);
-            }
-            log.show(unshown, out)?;
+            Logs::CaughtUp if options.follow => client.set_timeout(None)?,
+            Logs::CaughtUp => return Ok(()),
         }
-        Ok(())
-    }
-}
-
-/// One log file: where it is, and how much of it was shown.
-struct LogFile {
-    path: PathBuf,
-    file: Option<File>,
-    shown: u64,
-}
-
-impl LogFile {
-    /// Bytes appended since the last call. A file that does not exist yet
-    /// has none; one that shrank was truncated and is shown again from its
-    /// start.
-    fn unshown(&mut self) -> Result<u64, CliError> {
-        if self.file.is_none() {
-            match File::open(&self.path) {
-                Ok(file) => self.file = Some(file),
-                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
-                Err(source) => return Err(read_error(&self.path)(source)),
-            }
-        }
-        let Some(file) = &self.file else {
-            return Ok(0);
-        };
-        let len = file.metadata().map_err(read_error(&self.path))?.len();
-        if len < self.shown {
-            self.shown = 0;
-        }
-        Ok(len - self.shown)
-    }
-
-    /// Copies the next `count` bytes to `out`, in pieces, so a large log is
-    /// never held in memory.
-    fn show(&mut self, count: u64, out: &mut dyn Write) -> Result<(), CliError> {
-        let Some(file) = self.file.as_mut() else {
-            return Ok(());
-        };
-        let read_error = read_error(&self.path);
-        file.seek(SeekFrom::Start(self.shown))
-            .map_err(&read_error)?;
-        let mut buf = vec![0; 64 * 1024];
-        let mut remaining = count;
-        while remaining > 0 {
-            let want = usize::try_from(remaining).map_or(buf.len(), |left| left.min(buf.len()));
-            let read = match file.read(&mut buf[..want]) {
-                Ok(0) => break,
-                Ok(read) => read,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(read_error(source)),
-            };
-            out.write_all(&buf[..read]).map_err(CliError::Output)?;
-            self.shown += read as u64;
-            remaining -= read as u64;
-        }
-        Ok(())
-    }
-}
-
-/// Makes the error for a failed read of the log file at `path`.
-fn read_error(path: &Path) -> impl Fn(io::Error) -> CliError + '_ {
-    |source| CliError::ReadLog {
-        path: path.to_owned(),
-        source,
     }
 }
 
@@ -1731,35 +1634,42 @@ mod tests {
         let parsed = parse(&[
             "logs",
             "web",
+            "db",
             "--instance",
             "2",
             "-f",
-            "--log-dir",
-            "/l",
+            "-n",
+            "20",
+            "--since",
+            "2026-12-01T11:00:00Z",
             "--stderr",
         ])
         .unwrap();
         assert_eq!(
             parsed.command,
-            Command::Logs(LogsOptions {
-                service: "web".into(),
-                instance: 2,
-                streams: Streams::Stderr,
+            Command::Node(NodeCommand::Logs(LogsOptions {
+                services: vec!["web".into(), "db".into()],
+                instance: Some(2),
+                stream: LogStream::Stderr,
                 follow: true,
-                log_dir: Some(PathBuf::from("/l")),
-            })
+                lines: 20,
+                since: Some(Since::At(1_796_122_800_000_000)),
+            }))
         );
-        let plain = parse(&["logs", "web"]).unwrap();
+        let plain = parse(&["logs", "all", "--since", "10m"]).unwrap();
         assert_eq!(
             plain.command,
-            Command::Logs(LogsOptions {
-                service: "web".into(),
-                instance: 0,
-                streams: Streams::Both,
+            Command::Node(NodeCommand::Logs(LogsOptions {
+                services: vec!["all".into()],
+                instance: None,
+                stream: LogStream::Both,
                 follow: false,
-                log_dir: None,
-            })
+                lines: 0,
+                since: Some(Since::Ago(Duration::from_secs(600))),
+            }))
         );
+        assert!(usage_error(&["logs", "web", "--since", "yesterday"]).contains("--since needs"));
+        assert_eq!(usage_error(&["logs"]), "`logs` needs service ids or `all`");
     }
 
     #[test]
@@ -1806,75 +1716,5 @@ mod tests {
                 .starts_with("--instance needs an instance number"),
         );
         assert!(usage_error(&["--socket"]).contains("missing argument"));
-    }
-
-    #[test]
-    fn logs_show_both_files_with_headers_and_then_only_what_was_appended() {
-        let dir = std::env::temp_dir().join(format!("snow-fox-client-logs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let stdout_path = dir.join("web.1.stdout.log");
-        let stderr_path = dir.join("web.1.stderr.log");
-        std::fs::write(&stdout_path, "out one\n").unwrap();
-        std::fs::write(&stderr_path, "err one\n").unwrap();
-        let mut tail = LogTail {
-            files: [&stdout_path, &stderr_path]
-                .iter()
-                .map(|path| LogFile {
-                    path: path.to_path_buf(),
-                    file: None,
-                    shown: 0,
-                })
-                .collect(),
-            last_shown: None,
-        };
-        let mut out = Vec::new();
-        tail.show_appended(&mut out).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            format!(
-                "==> {} <==\nout one\n\n==> {} <==\nerr one\n",
-                stdout_path.display(),
-                stderr_path.display()
-            )
-        );
-
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&stderr_path)
-            .unwrap()
-            .write_all(b"err two\n")
-            .unwrap();
-        let mut out = Vec::new();
-        tail.show_appended(&mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "err two\n");
-
-        std::fs::write(&stdout_path, "fresh\n").unwrap();
-        let mut out = Vec::new();
-        tail.show_appended(&mut out).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            format!("\n==> {} <==\nfresh\n", stdout_path.display()),
-            "a truncated file is shown again from its start"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn missing_logs_name_every_path_looked_at() {
-        let options = LogsOptions {
-            service: "ghost".into(),
-            instance: 0,
-            streams: Streams::Both,
-            follow: false,
-            log_dir: Some(
-                std::env::temp_dir()
-                    .join(format!("snow-fox-client-no-logs-{}", std::process::id())),
-            ),
-        };
-        let error = show_logs(&options, &mut Vec::new()).unwrap_err();
-        let text = error.to_string();
-        assert!(text.contains("ghost.0.stdout.log or "), "{text}");
-        assert!(text.contains("ghost.0.stderr.log"), "{text}");
-        assert_eq!(error.exit_code(), 2);
     }
 }

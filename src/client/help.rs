@@ -153,16 +153,17 @@ on a line of its own.",
         },
         CommandHelp {
             name: "logs",
-            args: "ID [--instance N] [--stdout|--stderr] [-f] [--log-dir DIR]",
-            summary: "print an instance's log files (both unless one is chosen)",
-            details: "-f keeps printing what is appended. DIR defaults to /var/log/snow-fox for \
-root, else $XDG_STATE_HOME/snow-fox/log or ~/.local/state/snow-fox/log.",
+            args: "ID...|all [-n N] [-f] [--since TIME] [--instance N] [--stdout|--stderr]",
+            summary: "the services' captured output from the node, interleaved in the order it arrived",
+            details: "Each line is `id.instance | time text`. TIME is like 2026-12-01T11:00:00Z \
+(UTC) or 10m, 2h (that long ago).",
             options: &[
-                ("--instance N", "instance N (default 0)"),
+                ("-n N", "only the last N lines"),
+                ("-f", "then follow"),
+                ("--since TIME", "only lines since then"),
+                ("--instance N", "only instance N"),
                 ("--stdout", "only stdout"),
                 ("--stderr", "only stderr"),
-                ("-f", "follow"),
-                ("--log-dir DIR", "where the log files are"),
             ],
         },
         CommandHelp {
@@ -276,6 +277,10 @@ warn, info, debug, trace) to choose how much (default: info).",
         (
             "--check",
             "check the configuration and exit: syntax and values, the dependency graph, and on this host that each user and group exists, each program is executable by its service's user, each work dir can be entered by it and each output file's directory exists; prints every problem (file:line: key `k`: what) and exits 1, or \"configuration OK\" and exits 0",
+        ),
+        (
+            "--log-keeper NAME",
+            "be the log keeper NAME (the node starts it by itself)",
         ),
         ("--man", "print this man page (roff) and exit"),
         ("-V, --version", "print the version and exit"),

@@ -9,6 +9,7 @@ use super::render::colour_word;
 use crate::wire::proto::public_api::node_info_response::SystemStatus;
 use crate::wire::proto::public_api::{
     Event, NodeInfoResponse, ServiceDefinitionResponse, ServiceStatusResponse, TraceResponse,
+    log_lines,
 };
 
 /// Builds one JSON object, key by key, in the order given.
@@ -277,6 +278,17 @@ pub fn event(event: &Event) -> String {
         .optional_int("exit_code", event.exit_code)
         .optional_int("exit_signal", event.exit_signal)
         .optional_string("reason", event.reason.as_deref())
+        .finish()
+}
+
+/// One captured line.
+pub fn log_line(line: &log_lines::Line) -> String {
+    JsonObject::new()
+        .string("service_id", &line.service_id)
+        .int("instance", line.instance)
+        .string("stream", &line.stream)
+        .int("at_unix_us", line.at_unix_us)
+        .string("text", &line.text)
         .finish()
 }
 

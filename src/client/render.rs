@@ -7,7 +7,7 @@
 use crate::wire::proto::public_api::service_status_response::Service;
 use crate::wire::proto::public_api::{
     Event, NodeInfoResponse, ServiceDefinitionResponse, ServiceStatusResponse, StatusColour,
-    TraceResponse, node_info_response::SystemStatus,
+    TraceResponse, log_lines, node_info_response::SystemStatus,
 };
 
 /// ANSI paints.
@@ -223,13 +223,12 @@ pub fn reload(status: &ServiceStatusResponse) -> String {
 
 /// One service in detail, like `systemctl status`: its definition, each
 /// instance's state with reason, since when, pid, uptime, restarts and
-/// last exit, and the last lines of the output files in `output`
-/// (`(path, lines)` each).
+/// last exit, and `output`, the last lines of its captured output.
 pub fn service_detail(
     definition: &ServiceDefinitionResponse,
     service: &Service,
     now_unix_ms: u64,
-    output: &[(String, Vec<String>)],
+    output: &[String],
     colour: bool,
 ) -> String {
     let dash = |value: Option<&String>| value.map_or("-".to_owned(), Clone::clone);
@@ -316,9 +315,9 @@ pub fn service_detail(
     }
     text.push('\n');
     text.push_str(&summary.render());
-    for (path, lines) in output {
-        text.push_str(&format!("\n\nlast lines of {path}:"));
-        for line in lines {
+    if !output.is_empty() {
+        text.push_str("\n\nlast lines of its output:");
+        for line in output {
             text.push_str("\n  ");
             text.push_str(line);
         }
@@ -342,6 +341,17 @@ pub fn event_line(event: &Event) -> String {
         Some(reason) => format!("{line}  ({reason})"),
         None => line,
     }
+}
+
+/// One captured line: `id.instance | 2026-12-01T11:07:00.123456Z text`.
+pub fn log_line(line: &log_lines::Line) -> String {
+    format!(
+        "{}.{} | {} {}",
+        line.service_id,
+        line.instance,
+        crate::trace::utc_time(line.at_unix_us, 6),
+        line.text
+    )
 }
 
 fn system_status(status: &SystemStatus) -> String {
@@ -375,36 +385,7 @@ fn last_exit(code: Option<i32>, signal: Option<i32>) -> String {
 
 /// `2024-05-01T12:03:04.056Z`: UTC, because the client knows no time zones.
 fn utc_time(unix_ms: u64) -> String {
-    let seconds = unix_ms / 1000;
-    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60,
-        unix_ms % 1000
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let shifted = days + 719_468;
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    crate::trace::utc_time(unix_ms.saturating_mul(1000), 3)
 }
 
 /// Rows of cells printed in columns as wide as their widest cell (counted

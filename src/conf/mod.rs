@@ -30,8 +30,8 @@ pub use document::{MAX_DURATION, parse_duration};
 pub use error::{ConfigError, ConfigProblem};
 pub use node::NodeConfig;
 pub use service::{
-    Health, OnNodeExit, Output, Probe, Readiness, ReadySignal, RestartPolicy, ServiceConfig,
-    expand, signal_by_name, signal_name,
+    Health, MAX_ID_LEN, MAX_INSTANCES, MAX_LOG_KEEP, OnNodeExit, Output, Probe, Readiness,
+    ReadySignal, RestartPolicy, ServiceConfig, expand, signal_by_name, signal_name,
 };
 
 /// A loaded, valid configuration.

@@ -9,7 +9,8 @@ use super::cluster::ClusterConfig;
 use super::document::Document;
 use super::paths;
 
-const MIB: u64 = 1024 * 1024;
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
 const FALLBACK_NAME: &str = "snow-fox";
 
 /// The node: its names, where it keeps things, its limits and who may connect.
@@ -25,6 +26,11 @@ pub struct NodeConfig {
     /// `state_dir`: where the node keeps state; relative to the conf dir if
     /// relative (default [`paths::default_state_dir`]).
     pub state_dir: PathBuf,
+    /// `spawner_state_dir`: where the spawner keeps its own record of the
+    /// processes it started, writable by the spawner's user only (default:
+    /// `state_dir` with `-spawner` appended, a sibling: in process mode the
+    /// node's user owns `state_dir` and must not be able to replace it).
+    pub spawner_state_dir: PathBuf,
     /// `log_dir`: where service output goes; relative to the conf dir if
     /// relative (default [`paths::default_log_dir`]).
     pub log_dir: PathBuf,
@@ -36,6 +42,15 @@ pub struct NodeConfig {
     /// `trace_capacity`: how many requests the correlation table keeps
     /// (default 10000; at least 1).
     pub trace_capacity: usize,
+    /// `trace_memory`: the bytes the correlation table may use for
+    /// answered requests (default 2 MiB; at least 64 KiB).
+    pub trace_memory: usize,
+    /// `max_subscriptions_per_connection`: `Subscribe`s one connection may
+    /// hold (default 4).
+    pub max_subscriptions_per_connection: usize,
+    /// `max_subscriber_backlog`: unread event bytes past which a
+    /// subscriber is told so and closed (default 64 KiB; at least 4 KiB).
+    pub max_subscriber_backlog: usize,
     /// `max_connections`: client connections at once (default 1024).
     pub max_connections: usize,
     /// `max_inflight_per_connection`: unanswered requests per connection
@@ -82,13 +97,21 @@ pub(super) fn parse(
         }
     };
     let names = "an array of names, e.g. [\"alice\", \"1001\"]";
+    // In this order, the order of the keys an unknown key's error lists.
+    let name = doc.text("name").unwrap_or_else(host_name);
+    let label = doc.text("label").unwrap_or_else(|| "unlabelled".to_owned());
+    let socket = doc.path("socket", conf_dir);
+    let state_dir = doc
+        .path("state_dir", conf_dir)
+        .unwrap_or_else(paths::default_state_dir);
     let node = NodeConfig {
-        name: doc.text("name").unwrap_or_else(host_name),
-        label: doc.text("label").unwrap_or_else(|| "unlabelled".to_owned()),
-        socket: doc.path("socket", conf_dir),
-        state_dir: doc
-            .path("state_dir", conf_dir)
-            .unwrap_or_else(paths::default_state_dir),
+        name,
+        label,
+        socket,
+        spawner_state_dir: doc
+            .path("spawner_state_dir", conf_dir)
+            .unwrap_or_else(|| paths::spawner_state_dir(&state_dir)),
+        state_dir,
         log_dir: doc
             .path("log_dir", conf_dir)
             .unwrap_or_else(paths::default_log_dir),
@@ -99,6 +122,15 @@ pub(super) fn parse(
             .positive_duration("request_timeout")
             .unwrap_or(Duration::from_secs(30)),
         trace_capacity: doc.number("trace_capacity", 1..=u64::MAX).unwrap_or(10_000),
+        trace_memory: doc
+            .number("trace_memory", 64 * KIB..=u64::MAX)
+            .unwrap_or(2 * 1024 * 1024),
+        max_subscriptions_per_connection: doc
+            .number("max_subscriptions_per_connection", 1..=u64::MAX)
+            .unwrap_or(4),
+        max_subscriber_backlog: doc
+            .number("max_subscriber_backlog", 4 * KIB..=u64::MAX)
+            .unwrap_or(64 * 1024),
         max_connections: doc.number("max_connections", 1..=u64::MAX).unwrap_or(1024),
         max_inflight_per_connection: doc
             .number("max_inflight_per_connection", 1..=u64::MAX)
@@ -152,10 +184,14 @@ mod tests {
                 label: "unlabelled".to_owned(),
                 socket: None,
                 state_dir: paths::default_state_dir(),
+                spawner_state_dir: paths::spawner_state_dir(&paths::default_state_dir()),
                 log_dir: paths::default_log_dir(),
                 max_frame: 1024 * 1024,
                 request_timeout: Duration::from_secs(30),
                 trace_capacity: 10_000,
+                trace_memory: 2 * 1024 * 1024,
+                max_subscriptions_per_connection: 4,
+                max_subscriber_backlog: 64 * 1024,
                 max_connections: 1024,
                 max_inflight_per_connection: 1024,
                 max_outbound_bytes: 4 * 1024 * 1024,
@@ -183,6 +219,9 @@ log_dir = "logs"
 max_frame = 64
 request_timeout = "2m"
 trace_capacity = 1
+trace_memory = 65536
+max_subscriptions_per_connection = 6
+max_subscriber_backlog = 8192
 max_connections = 2
 max_inflight_per_connection = 3
 max_outbound_bytes = 4
@@ -204,6 +243,9 @@ group = "65534"
         assert_eq!(node.max_frame, 64);
         assert_eq!(node.request_timeout, Duration::from_secs(120));
         assert_eq!(node.trace_capacity, 1);
+        assert_eq!(node.trace_memory, 65536);
+        assert_eq!(node.max_subscriptions_per_connection, 6);
+        assert_eq!(node.max_subscriber_backlog, 8192);
         assert_eq!(node.max_connections, 2);
         assert_eq!(node.max_inflight_per_connection, 3);
         assert_eq!(node.max_outbound_bytes, 4);

@@ -9,6 +9,13 @@ use std::time::Duration;
 use toml::de::DeValue;
 
 use super::ConfigProblem;
+
+/// The most rotated log files a service may keep (`log_keep`): a bound
+/// the spawner enforces too, whatever the node sends.
+pub const MAX_LOG_KEEP: u32 = 1000;
+
+/// The most instances a service may have (`instances`).
+pub const MAX_INSTANCES: u32 = 1000;
 use super::document::{Document, Entry, expected, to_duration, to_text, whole_number};
 
 /// Names the node uses for its own parts in status and requests, so no
@@ -16,7 +23,9 @@ use super::document::{Document, Entry, expected, to_duration, to_text, whole_num
 const RESERVED_IDS: [&str; 8] = [
     "daemon", "manager", "spawner", "io", "config", "state", "node", "cluster",
 ];
-const MAX_ID_LEN: usize = 64;
+/// The longest legal service id, in bytes; the bound on every service id
+/// a client sends.
+pub const MAX_ID_LEN: usize = 64;
 
 const COMMAND_FORM: &str = "an array of strings, e.g. [\"/bin/sleep\", \"60\"]; no shell is used";
 
@@ -41,7 +50,7 @@ const SIGNALS: [(&str, i32); 15] = [
 const HIGHEST_SIGNAL: i32 = 64;
 const SIGNAL_FORM: &str = "a signal name (\"TERM\", \"INT\", \"HUP\", \"QUIT\", \"KILL\", \"USR1\", \"USR2\", ..., with or without \"SIG\") or a number from 1 to 64";
 
-const OUTPUT_FORM: &str = "\"log\" (a file in the log dir), \"null\", \"inherit\" or a file path (relative to the log dir)";
+const OUTPUT_FORM: &str = "\"log\" (a file in the log dir), \"null\", \"inherit\", \"node\" or a file path (relative to the log dir)";
 
 const MIB: u64 = 1024 * 1024;
 
@@ -260,6 +269,14 @@ impl ServiceConfig {
         self.for_instance(0) != self.for_instance(1)
     }
 
+    /// The fd its process gets to say it is ready (`ready = { fd = N }`).
+    pub fn ready_fd(&self) -> Option<u32> {
+        match self.ready.signal {
+            ReadySignal::Fd(fd) => Some(fd),
+            _ => None,
+        }
+    }
+
     /// The check commands it may run, for the spawner's service table.
     pub fn check_commands(&self) -> Vec<&[String]> {
         let ready = match &self.ready.signal {
@@ -308,6 +325,9 @@ pub enum Output {
     Null,
     /// `"inherit"`: the node's own stream.
     Inherit,
+    /// `"node"`: captured, each line prefixed `id.index | `, and written
+    /// to the node's stderr (for a node that is a container's main process).
+    Node,
 }
 
 impl Output {
@@ -320,7 +340,7 @@ impl Output {
         match self {
             Output::LogDir => Some(super::paths::log_file(log_dir, id, index, stream)),
             Output::Path(path) => Some(log_dir.join(expand(&path.to_string_lossy(), id, index))),
-            Output::Null | Output::Inherit => None,
+            Output::Null | Output::Inherit | Output::Node => None,
         }
     }
 }
@@ -397,7 +417,9 @@ pub(super) fn parse_document(
     let service = ServiceConfig {
         id,
         command: command(doc),
-        instances: doc.number("instances", 1..=1000).unwrap_or(1),
+        instances: doc
+            .number("instances", 1..=MAX_INSTANCES.into())
+            .unwrap_or(1),
         env: environment(doc),
         work_dir: doc.path("work_dir", conf_dir),
         user: doc.text("user"),
@@ -437,7 +459,7 @@ pub(super) fn parse_document(
         stdout: doc.scalar("stdout", to_output).unwrap_or(Output::LogDir),
         stderr: doc.scalar("stderr", to_output).unwrap_or(Output::LogDir),
         log_max_bytes: doc.number("log_max_bytes", 0..=u64::MAX).unwrap_or(MIB),
-        log_keep: doc.number("log_keep", 0..=u32::MAX.into()).unwrap_or(3),
+        log_keep: doc.number("log_keep", 0..=MAX_LOG_KEEP.into()).unwrap_or(3),
         on_node_exit: doc
             .choice(
                 "on_node_exit",
@@ -837,6 +859,7 @@ fn to_output(value: &DeValue<'_>) -> Result<Output, String> {
         Some("log") => Ok(Output::LogDir),
         Some("null") => Ok(Output::Null),
         Some("inherit") => Ok(Output::Inherit),
+        Some("node") => Ok(Output::Node),
         _ => to_text(value)
             .map(|path| Output::Path(PathBuf::from(path)))
             .map_err(|_| expected(OUTPUT_FORM, value)),
@@ -1078,7 +1101,7 @@ on_node_exit = "keep"
             (
                 "stdout",
                 "true",
-                "expected \"log\" (a file in the log dir), \"null\", \"inherit\" or a file path",
+                "expected \"log\" (a file in the log dir), \"null\", \"inherit\", \"node\" or a file path",
             ),
             (
                 "stderr",
@@ -1092,8 +1115,8 @@ on_node_exit = "keep"
             ),
             (
                 "log_keep",
-                "4294967296",
-                "expected a whole number from 0 to 4294967295, found 4294967296",
+                "4000000000",
+                "expected a whole number from 0 to 1000, found 4000000000",
             ),
             (
                 "on_node_exit",

@@ -45,7 +45,8 @@ impl Loopback {
     /// A manager for the configuration in `conf_dir` and a fresh connection.
     pub fn new(conf_dir: &Path) -> Result<Loopback, DaemonError> {
         let config = Config::load(conf_dir).map_err(DaemonError::Config)?;
-        let settings = IoSettings::from_node(&config.node).map_err(DaemonError::Io)?;
+        let settings = IoSettings::from_node(&config.node, crate::sys::effective_uid())
+            .map_err(DaemonError::Io)?;
         let poll_error = |doing| move |source| DaemonError::Io(IoError::Poll { doing, source });
         let poll = Poll::new().map_err(poll_error("create its poll"))?;
         let waker =
@@ -56,7 +57,7 @@ impl Loopback {
         let (daemon_sender, to_daemon) = bounded(16);
         let (_, from_spawner) = bounded(1);
         let (spawner_sender, to_spawner) = bounded(1024);
-        let tracer = Tracer::new(config.node.trace_capacity);
+        let tracer = Tracer::bounded(config.node.trace_capacity, config.node.trace_memory);
         let identity = identity(&config, None);
         let exchange = Exchange::new(ConnectionId(1), settings.max_frame);
         let links = ManagerLinks {
@@ -109,7 +110,7 @@ impl Loopback {
                 if let IoCommand::Replies(replies) = command {
                     record_replies(&mut self.tracer.lock(), &replies);
                     for reply in &replies {
-                        self.exchange.deliver(reply);
+                        self.exchange.deliver(reply, &self.settings, || 0);
                     }
                 }
             }

@@ -62,12 +62,13 @@ use crate::cluster::{Cluster, ClusterError, ClusterLinks, cached_assignments};
 use crate::conf::{Config, ConfigError, paths};
 use crate::io::{BoundSocket, Io, IoError, IoSettings, ListenError};
 use crate::manager::{ClusterLink, Manager, ManagerLinks, NodeIdentity, service_table};
-use crate::spawner::{Spawner, SpawnerLinks, TableSource, UserError};
+use crate::spawner::{Spawner, SpawnerError, SpawnerLinks, TableSource, UserError};
 use crate::sys;
 use crate::trace::{Role, Tracer};
 use crate::wire::link::{IoCommand, IoSender};
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds};
 pub use loopback::Loopback;
+pub use privsep::{SPAWNER_FLAG, SpawnerProcessOptions, run_spawner_process};
 use roles::RoleThreads;
 
 /// Capacity of the io → manager channel, in batches (each a whole read
@@ -138,6 +139,8 @@ pub enum DaemonError {
         /// Why.
         source: UserError,
     },
+    /// The spawner cannot start (its record cannot be opened).
+    Spawner(SpawnerError),
     /// The node's `user` is root, which would separate nothing.
     RootNodeUser {
         /// The configured user.
@@ -182,6 +185,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Thread { role, source } => {
                 write!(f, "cannot start the {} thread: {source}", role.as_str())
             }
+            DaemonError::Spawner(error) => error.fmt(f),
             DaemonError::NodeUser { user, source } => {
                 write!(f, "node.toml: cannot run the node as `{user}`: {source}")
             }
@@ -224,6 +228,7 @@ impl std::error::Error for DaemonError {
             | DaemonError::DropPrivileges { source: error, .. } => Some(error),
             DaemonError::NodeUser { source, .. } => Some(source),
             DaemonError::Cluster(error) => error.source(),
+            DaemonError::Spawner(error) => Some(error),
             DaemonError::RootNodeUser { .. } => None,
         }
     }
@@ -256,14 +261,27 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         .socket
         .or_else(|| config.node.socket.clone())
         .unwrap_or_else(paths::default_socket_path);
-    // Before any thread starts: only a single-threaded process may fork.
-    let spawner_process = privsep::split(&config, &socket_path)?;
+    let node_user = privsep::node_user(&config)?;
+    let node_ids = node_user.as_ref().map(|(_, ids)| *ids);
     // Before the socket binds, so that a signal sent once the socket
     // answers is never met by the default action; signals wait in its pipe.
     let mut signal_source =
         Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD]).map_err(DaemonError::Signals)?;
-    let settings = IoSettings::from_node(&config.node).map_err(DaemonError::Io)?;
-    let socket = BoundSocket::bind(&socket_path, &settings.access).map_err(DaemonError::Listen)?;
+    let own_uid = node_ids.map_or_else(sys::effective_uid, |ids| ids.uid);
+    let settings = IoSettings::from_node(&config.node, own_uid).map_err(DaemonError::Io)?;
+    if let Some(ids) = node_ids {
+        privsep::prepare_node_dirs(&config, &socket_path, ids)?;
+    }
+    // Still root in process mode: the socket may live where only root
+    // can write; it is then given to the node's user.
+    let socket =
+        BoundSocket::bind(&socket_path, &settings.access, node_ids).map_err(DaemonError::Listen)?;
+    // Before any thread starts, so that the drop to the node's user
+    // covers every thread of the node process.
+    let spawner_process = match &node_user {
+        Some((user, ids)) => Some(privsep::split(&options.conf_dir, user, *ids)?),
+        None => None,
+    };
     log::info!(
         "node {} starting: configuration {} ({}), {} services",
         config.node.name,
@@ -276,7 +294,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     {
         log::warn!("cannot become a child subreaper; orphans of services go to init: {error}");
     }
-    let tracer = Tracer::new(config.node.trace_capacity);
+    let tracer = Tracer::bounded(config.node.trace_capacity, config.node.trace_memory);
     let shutdown_wait = config.node.shutdown_timeout
         + config
             .services
@@ -335,10 +353,17 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         from_daemon: spawner_from_daemon,
         to_daemon: spawner_to_daemon,
         child_exited,
+        manager_socket: None,
     };
     match spawner_process {
         None => {
-            let spawner = Spawner::new(spawner_links, tracer.clone(), TableSource::FromLinks);
+            let spawner = Spawner::new(
+                spawner_links,
+                tracer.clone(),
+                TableSource::FromLinks,
+                &config.node.spawner_state_dir,
+            )
+            .map_err(DaemonError::Spawner)?;
             roles.spawn(Role::Spawner, move || spawner.run())?;
         }
         Some(process) => bridge_spawner_process(process, spawner_links, &tracer, &mut roles)?,
@@ -454,13 +479,18 @@ fn bridge_spawner_process(
     };
     let manager_reader = process.manager_link.try_clone().map_err(link_thread)?;
     let daemon_reader = process.daemon_link.try_clone().map_err(link_thread)?;
+    let daemon_sibling = process.daemon_link.try_clone().map_err(link_thread)?;
     bridge::spawn_writer("sf-link-ms-out", links.from_manager, process.manager_link)
         .map_err(link_thread)?;
+    // Without its manager link the spawner process can start and stop
+    // nothing: that link's end ends the daemon link too, which is the
+    // spawner role's end, and the daemon runs the ordered shutdown.
     bridge::spawn_reader(
         "sf-link-ms-in",
         manager_reader,
         links.to_manager,
         Some(recorder(Role::Manager)),
+        Some(daemon_sibling),
     )
     .map_err(link_thread)?;
     bridge::spawn_writer("sf-link-ds-out", links.from_daemon, process.daemon_link)
@@ -468,7 +498,8 @@ fn bridge_spawner_process(
     let recorder = recorder(Role::Daemon);
     let pid = process.pid;
     roles.spawn(Role::Spawner, move || {
-        bridge::read_frames(daemon_reader, &links.to_daemon, Some(&recorder))?;
+        // Either end (EOF, or the daemon gone) is the role's end.
+        let _ended = bridge::read_frames(daemon_reader, &links.to_daemon, Some(&recorder))?;
         log::info!("the spawner process (pid {pid}) closed its link");
         Ok::<(), bridge::LinkError>(())
     })

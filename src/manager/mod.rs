@@ -56,6 +56,7 @@ mod checks;
 mod cluster;
 mod deps;
 pub mod instance;
+mod logs;
 mod record;
 mod reload;
 mod requests;
@@ -282,6 +283,8 @@ pub struct Manager {
     to_spawner: VecDeque<ms::Message>,
     waiters: Vec<Waiter>,
     subscribers: Vec<(ConnectionId, String)>,
+    /// The thread that serves `LogsRequest`s.
+    log_reader: logs::LogReader,
     outgoing: Vec<ClientReply>,
     /// The last reload's failure, shown as the `config` subsystem.
     reload_error: Option<String>,
@@ -321,6 +324,7 @@ impl Manager {
             })
             .collect();
         Manager {
+            log_reader: logs::LogReader::new(links.to_io.clone()),
             links,
             tracer,
             config,
@@ -351,9 +355,10 @@ impl Manager {
     /// service to its desired state (or its `autostart`), then serves until
     /// the daemon's `Shutdown` has been carried out.
     pub fn run(mut self) -> Result<(), ManagerError> {
+        let known = self.await_known_processes();
         let now = Instant::now();
         self.adopt_cached_assignments(now);
-        let outdated = self.readopt(now);
+        let outdated = self.readopt(known, now);
         // The cluster's instances start when the cluster confirms them.
         let ids: Vec<String> = self
             .services
@@ -527,7 +532,9 @@ impl Manager {
             }
             Ok(None) => return,
             Err(error) => {
-                log::info!("[{correlation}] request refused: {}", error.reason);
+                // The client reads why; a flood of refusals must not
+                // flood the log at its default level.
+                log::debug!("[{correlation}] request refused: {}", error.reason);
                 (
                     error_reply(Some(correlation), error.kind, error.reason),
                     None,
@@ -546,6 +553,7 @@ impl Manager {
                 }
             }
             IoEvent::Closed(connection) => {
+                self.log_reader.closed(connection);
                 self.subscribers
                     .retain(|(subscriber, _)| *subscriber != connection);
                 self.waiters
@@ -750,6 +758,7 @@ impl Manager {
             let kind = match target {
                 Output::Null => ms::output::Kind::Null,
                 Output::Inherit => ms::output::Kind::Inherit,
+                Output::Node => ms::output::Kind::Node,
                 Output::LogDir | Output::Path(_) => ms::output::Kind::File,
             };
             ms::Output {
@@ -779,10 +788,7 @@ impl Manager {
             service_id: Some(config.id.clone()),
             instance: Some(index as u32),
             check: None,
-            ready_fd: match config.ready.signal {
-                ReadySignal::Fd(fd) => Some(fd),
-                _ => None,
-            },
+            ready_fd: config.ready_fd(),
         }
     }
 
@@ -1112,14 +1118,20 @@ impl Manager {
             exit_signal,
             reason: Some(instance.reason.clone()),
         };
-        for (connection, correlation) in self.subscribers.clone() {
+        // Encoded once for every subscriber (there may be hundreds).
+        let mut encoded = Vec::new();
+        Payload::Event(event).encode(&mut encoded);
+        let encoded: Arc<[u8]> = encoded.into();
+        let subscribers = std::mem::take(&mut self.subscribers);
+        for (connection, correlation) in &subscribers {
             let message = public_api::Message {
                 code: Code::Event as i32,
-                correlation_id: Some(correlation),
-                payload: Some(Payload::Event(event.clone())),
+                correlation_id: Some(correlation.clone()),
+                payload: None,
             };
-            self.reply(connection, message, false);
+            self.reply_encoded(*connection, message, Some(encoded.clone()), false);
         }
+        self.subscribers = subscribers;
     }
 }
 

@@ -221,6 +221,7 @@ pub fn service_table(config: &Config) -> ds::ServiceTable {
             ),
             Output::Null => (table_output::Kind::Null, None),
             Output::Inherit => (table_output::Kind::Inherit, None),
+            Output::Node => (table_output::Kind::Node, None),
         };
         ds::service_table::Output {
             kind: kind as i32,
@@ -254,6 +255,10 @@ pub fn service_table(config: &Config) -> ds::ServiceTable {
                     .collect(),
                 stdout: Some(output(&service.stdout)),
                 stderr: Some(output(&service.stderr)),
+                instances: Some(service.instances),
+                log_max_bytes: Some(service.log_max_bytes),
+                log_keep: Some(service.log_keep),
+                ready_fd: service.ready_fd(),
             })
             .collect(),
         log_dir: Some(config.node.log_dir.to_string_lossy().into_owned()),

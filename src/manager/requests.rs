@@ -156,8 +156,26 @@ impl Manager {
                 self.forward_to_cluster(connection, correlation, message, now)
             }
             (Code::Subscribe, _) => {
+                let limit = self.config.node.max_subscriptions_per_connection;
+                let held = self
+                    .subscribers
+                    .iter()
+                    .filter(|(subscriber, _)| *subscriber == connection)
+                    .count();
+                if held >= limit {
+                    return Err(RequestError::new(
+                        Kind::TooManySubscriptions,
+                        format!(
+                            "this connection holds {held} subscriptions already, the most it may \
+                             (max_subscriptions_per_connection = {limit})"
+                        ),
+                    ));
+                }
                 self.subscribers.push((connection, correlation.to_owned()));
                 Ok(Some((Code::Ack, Body::Message(None))))
+            }
+            (Code::LogsRequest, Some(Payload::LogsRequest(request))) => {
+                self.logs(connection, correlation, &request)
             }
             (code, _) => Err(RequestError::new(
                 Kind::BadRequest,
@@ -222,6 +240,7 @@ impl Manager {
         let output = |target: &Output, stream: &str| match target {
             Output::Null => "null".to_owned(),
             Output::Inherit => "inherit".to_owned(),
+            Output::Node => "node".to_owned(),
             Output::LogDir | Output::Path(_) => target
                 .path(id, stream, 0, log_dir)
                 .map_or_else(String::new, |path| path.display().to_string()),
@@ -622,6 +641,101 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// Resolves a `LogsRequest` to the files of the streams it names and
+    /// hands it to the log reader, which answers it.
+    fn logs(
+        &mut self,
+        connection: ConnectionId,
+        correlation: &str,
+        request: &public_api::LogsRequest,
+    ) -> Answer {
+        let named: Vec<&str> = request
+            .service_ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !id.is_empty())
+            .collect();
+        let ids: Vec<String> = if named.is_empty() || named.contains(&"all") {
+            self.config.services.keys().cloned().collect()
+        } else {
+            for id in &named {
+                self.known(id)?;
+            }
+            named.iter().map(|id| (*id).to_owned()).collect()
+        };
+        let streams: &[&'static str] = match request.stream() {
+            public_api::logs_request::Stream::Both => &["stdout", "stderr"],
+            public_api::logs_request::Stream::Stdout => &["stdout"],
+            public_api::logs_request::Stream::Stderr => &["stderr"],
+        };
+        let log_dir = &self.config.node.log_dir;
+        let mut files = Vec::new();
+        for id in &ids {
+            let Some(config) = self.config.services.get(id) else {
+                continue;
+            };
+            let instances: Vec<u32> = match request.instance {
+                Some(index) if index >= config.instances => {
+                    return Err(RequestError::new(
+                        Kind::BadRequest,
+                        format!("{id} has no instance {index} (it has {})", config.instances),
+                    ));
+                }
+                Some(index) => vec![index],
+                None => (0..config.instances).collect(),
+            };
+            for instance in instances {
+                for stream in streams {
+                    let output = if *stream == "stdout" {
+                        &config.stdout
+                    } else {
+                        &config.stderr
+                    };
+                    if let Some(base) = output.path(id, stream, instance, log_dir) {
+                        files.push(logs::StreamFiles {
+                            service_id: id.clone(),
+                            instance,
+                            stream,
+                            base,
+                            keep: config.log_keep,
+                        });
+                    }
+                }
+            }
+        }
+        if files.is_empty() {
+            return Err(RequestError::new(
+                Kind::BadRequest,
+                format!(
+                    "no output of {} is captured in files (its stdout and stderr are \
+                     \"null\", \"inherit\" or \"node\")",
+                    ids.join(", ")
+                ),
+            ));
+        }
+        let job = logs::Job {
+            connection,
+            correlation: correlation.to_owned(),
+            streams: logs::dedup(files),
+            lines: request.lines.unwrap_or_default() as usize,
+            follow: request.follow.unwrap_or_default(),
+            since_unix_us: request.since_unix_us.unwrap_or_default(),
+        };
+        match self.log_reader.serve(job) {
+            Ok(true) => Ok(None),
+            Ok(false) => Err(RequestError::new(
+                Kind::Busy,
+                "the log reader has too many requests waiting; try again",
+            )),
+            Err(error) => Err(RequestError::new(
+                Kind::Internal,
+                format!("cannot start the log reader: {error}"),
+            )),
+        }
+    }
+}
+
 /// Checks that a request carries the payload its code requires, and no
 /// other.
 fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestError> {
@@ -649,7 +763,8 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
         | (
             Code::ClusterRemove | Code::ClusterStart | Code::ClusterStop,
             Some(Payload::ClusterService(_)),
-        ) => (true, true),
+        )
+        | (Code::LogsRequest, Some(Payload::LogsRequest(_))) => (true, true),
         (
             Code::ServiceStart
             | Code::ServiceStop
@@ -661,7 +776,8 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::ClusterApply
             | Code::ClusterRemove
             | Code::ClusterStart
-            | Code::ClusterStop,
+            | Code::ClusterStop
+            | Code::LogsRequest,
             None,
         ) => (true, false),
         (
@@ -672,7 +788,8 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::Error
             | Code::ServiceDefinitionResponse
             | Code::Event
-            | Code::ClusterStatusResponse,
+            | Code::ClusterStatusResponse
+            | Code::LogLines,
             _,
         ) => (false, true),
         _ => (false, false),

@@ -35,13 +35,40 @@ impl Protocol {
     }
 }
 
+impl Protocol {
+    /// The name of `code` as the protocol's `.proto` spells it, `"?"` for
+    /// a number it does not know.
+    pub fn code_name(self, code: i32) -> &'static str {
+        let name = match self {
+            Protocol::Public => public_api::message::Code::try_from(code).map(|c| c.as_str_name()),
+            Protocol::DaemonManager => {
+                daemon_manager::message::Code::try_from(code).map(|c| c.as_str_name())
+            }
+            Protocol::DaemonSpawner => {
+                daemon_spawner::message::Code::try_from(code).map(|c| c.as_str_name())
+            }
+            Protocol::ManagerSpawner => {
+                manager_spawner::message::Code::try_from(code).map(|c| c.as_str_name())
+            }
+            Protocol::ManagerCluster => {
+                manager_cluster::message::Code::try_from(code).map(|c| c.as_str_name())
+            }
+        };
+        name.unwrap_or("?")
+    }
+}
+
 /// What every protocol's `Message` offers, so that codecs and the
 /// correlation table treat them alike.
 pub trait Envelope: prost::Message + Default {
     /// The protocol this message belongs to.
     const PROTOCOL: Protocol;
+    /// The code's number.
+    fn code_number(&self) -> i32;
     /// The code's name as the `.proto` spells it, `"?"` for an unknown one.
-    fn code_name(&self) -> &'static str;
+    fn code_name(&self) -> &'static str {
+        Self::PROTOCOL.code_name(self.code_number())
+    }
     /// The correlation id, if the message carries a non-empty one.
     fn correlation(&self) -> Option<&str>;
 }
@@ -50,10 +77,8 @@ macro_rules! envelope {
     ($module:ident, $protocol:expr) => {
         impl Envelope for $module::Message {
             const PROTOCOL: Protocol = $protocol;
-            fn code_name(&self) -> &'static str {
-                $module::message::Code::try_from(self.code)
-                    .map(|code| code.as_str_name())
-                    .unwrap_or("?")
+            fn code_number(&self) -> i32 {
+                self.code
             }
             fn correlation(&self) -> Option<&str> {
                 self.correlation_id.as_deref().filter(|id| !id.is_empty())

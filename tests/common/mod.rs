@@ -201,17 +201,17 @@ impl Node {
     }
 }
 
-/// The pids the node's state record lists.
-fn recorded_pids(state_dir: &Path) -> Vec<u32> {
-    fs::read_to_string(state_dir.join("node.record"))
+/// The pids a record lists: the fourth field of its lines starting with
+/// `kind` (`instance` lines of the node's `node.record`, `process` lines
+/// of the spawner's `processes`).
+pub fn recorded_pids(file: &Path, kind: &str) -> Vec<u32> {
+    fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
-        .filter_map(
-            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
-                ["instance", _, _, pid, ..] => pid.parse().ok(),
-                _ => None,
-            },
-        )
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.first() == Some(&kind)).then(|| fields.get(3)?.parse().ok())?
+        })
         .collect()
 }
 
@@ -236,7 +236,12 @@ impl Drop for Node {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        pids.extend(recorded_pids(&self.setup.dir.0.join("state")));
+        let dir = &self.setup.dir.0;
+        pids.extend(recorded_pids(&dir.join("state/node.record"), "instance"));
+        pids.extend(recorded_pids(
+            &dir.join("state-spawner/processes"),
+            "process",
+        ));
         let groups: Vec<String> = pids
             .into_iter()
             .filter(|pid| leads_a_session(*pid))
@@ -253,8 +258,25 @@ impl Drop for Node {
     }
 }
 
+/// The node binary the tests run: this build's, or `$SF_NODE_BIN` (CI
+/// points it at the static build).
+pub fn node_binary() -> PathBuf {
+    std::env::var_os("SF_NODE_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_snow-fox")),
+        PathBuf::from,
+    )
+}
+
+/// The client binary the tests run: this build's, or `$SF_CLIENT_BIN`.
+pub fn client_binary() -> PathBuf {
+    std::env::var_os("SF_CLIENT_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_snow-fox-client")),
+        PathBuf::from,
+    )
+}
+
 pub fn node_command(conf: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_snow-fox"));
+    let mut command = Command::new(node_binary());
     command
         .arg("--conf")
         .arg(conf)
@@ -271,6 +293,35 @@ pub fn node_command(conf: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
 fn unique() -> u32 {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A root process in its own session that snow-fox never started: what a
+/// forged request or record would have root signal. Killed on drop.
+pub struct Victim(Child);
+
+impl Victim {
+    pub fn start() -> Victim {
+        let mut command = Command::new("/bin/sleep");
+        command.arg("600");
+        snow_fox::sys::start_in_new_session(&mut command);
+        Victim(command.spawn().unwrap())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Whether it still runs: nothing signalled it.
+    pub fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none() && pid_alive(self.pid())
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Writes a frame with `body`.
