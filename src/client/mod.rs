@@ -166,11 +166,20 @@ impl Client {
         if self.verbose {
             eprintln!("request {} {correlation_id}", code.as_str_name());
         }
-        self.send(&public_api::Message {
+        let sent = self.send(&public_api::Message {
             code: code as i32,
             correlation_id: Some(correlation_id.clone()),
             payload,
-        })?;
+        });
+        if let Err(error) = sent {
+            // A node that refuses the connection (a peer it does not
+            // allow, too many connections) sends its Error and closes:
+            // the write then fails, but the Error is there to be read.
+            return match self.receive() {
+                Ok(reply) if reply.code == Code::Error as i32 => refuse_errors(reply),
+                _ => Err(error),
+            };
+        }
         loop {
             let reply = self.receive()?;
             let answers_us = reply.correlation() == Some(correlation_id.as_str());
