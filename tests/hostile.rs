@@ -352,9 +352,10 @@ fn a_client_that_never_reads_is_disconnected_past_max_outbound_bytes() {
 #[test]
 fn an_idle_connection_is_closed_after_idle_timeout_and_a_busy_one_is_not() {
     let node = Setup::new("idle").node("idle_timeout = \"400ms\"").start();
+    // Before the connect: the node's idle clock starts at its accept.
+    let started = Instant::now();
     let mut idle = node.raw();
     let mut busy = node.client();
-    let started = Instant::now();
     let watcher = thread::spawn(move || {
         let closed = read_message(&mut idle).is_none();
         (closed, started.elapsed())
