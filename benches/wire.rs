@@ -119,9 +119,11 @@ fn services(count: usize) -> ServiceStatusResponse {
                     last_exit_code: None,
                     last_exit_signal: None,
                     adopted: None,
+                    ..Default::default()
                 }],
             })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -243,6 +245,7 @@ fn messages() -> Vec<(String, Message)> {
                 Code::ServiceStatusRequest,
                 Some(Payload::ServiceStatusRequest(ServiceStatusRequest {
                     service_id: None,
+                    ..Default::default()
                 })),
             ),
         ),
@@ -296,6 +299,7 @@ fn messages() -> Vec<(String, Message)> {
                     exit_code: None,
                     exit_signal: None,
                     reason: None,
+                    ..Default::default()
                 })),
             ),
         ),

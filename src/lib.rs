@@ -8,6 +8,7 @@
 //! only the daemon knows the roles, because it joins them.
 #![deny(missing_docs)]
 
+pub mod cgroup;
 pub mod client;
 pub mod conf;
 pub mod daemon;

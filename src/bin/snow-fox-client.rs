@@ -629,7 +629,7 @@ impl Printer<'_> {
 
     fn status(&mut self, status: &ServiceStatusResponse) -> Result<(), CliError> {
         self.reply(status, json::service_status, |status| {
-            render::status_table(&status.services, now_unix_ms())
+            render::status_with_metrics(status, now_unix_ms())
         })
     }
 }
@@ -645,7 +645,9 @@ fn ask_node(
             json::node_info,
             render::node_info,
         ),
-        NodeCommand::Status { service } => printer.status(&client.status(service.as_deref())?),
+        NodeCommand::Status { service } => {
+            printer.status(&client.status_with_metrics(service.as_deref())?)
+        }
         NodeCommand::Act {
             action,
             target: Target::One(service),

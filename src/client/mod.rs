@@ -238,8 +238,26 @@ impl Client {
 
     /// The state of every service, or of the one named.
     pub fn status(&mut self, service: Option<&str>) -> Result<ServiceStatusResponse, ClientError> {
+        self.status_request(service, false)
+    }
+
+    /// [`Client::status`] with what each running instance uses now (the
+    /// reply's `metrics`).
+    pub fn status_with_metrics(
+        &mut self,
+        service: Option<&str>,
+    ) -> Result<ServiceStatusResponse, ClientError> {
+        self.status_request(service, true)
+    }
+
+    fn status_request(
+        &mut self,
+        service: Option<&str>,
+        metrics: bool,
+    ) -> Result<ServiceStatusResponse, ClientError> {
         let request = Payload::ServiceStatusRequest(ServiceStatusRequest {
             service_id: service.map(str::to_owned),
+            metrics: metrics.then_some(true),
         });
         let reply = self.request(Code::ServiceStatusRequest, Some(request))?;
         take_payload(

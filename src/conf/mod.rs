@@ -16,6 +16,7 @@ mod document;
 mod error;
 mod node;
 pub mod paths;
+mod resources;
 mod service;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 pub use document::{MAX_DURATION, parse_duration};
 pub use error::{ConfigError, ConfigProblem};
 pub use node::NodeConfig;
+pub use resources::{KillMode, Resources, format_size};
 pub use service::{
     Health, OnNodeExit, Output, Probe, Readiness, ReadySignal, RestartPolicy, ServiceConfig,
 };

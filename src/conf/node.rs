@@ -59,6 +59,9 @@ pub struct NodeConfig {
     /// `group`: the node process's group (name or gid) with `user`
     /// (default: the user's primary group).
     pub group: Option<String>,
+    /// `cgroup_fs`: where the cgroup filesystems are mounted, under which
+    /// the node finds its own cgroups (default `/sys/fs/cgroup`).
+    pub cgroup_fs: PathBuf,
 }
 
 /// Reads `text`, the content of `file` (empty when the file is missing),
@@ -110,6 +113,9 @@ pub(super) fn parse(
         allow_groups: doc.text_list("allow_groups", names).unwrap_or_default(),
         user: doc.text("user"),
         group: doc.text("group"),
+        cgroup_fs: doc
+            .path("cgroup_fs", conf_dir)
+            .unwrap_or_else(|| PathBuf::from(crate::cgroup::DEFAULT_FS)),
     };
     problems.extend(doc.finish());
     Some(node)
@@ -160,6 +166,7 @@ mod tests {
                 allow_groups: Vec::new(),
                 user: None,
                 group: None,
+                cgroup_fs: PathBuf::from("/sys/fs/cgroup"),
             }
         );
         assert!(!host_name().is_empty());

@@ -10,6 +10,7 @@ use toml::de::DeValue;
 
 use super::ConfigProblem;
 use super::document::{Document, Entry, expected, to_duration, to_text, whole_number};
+use super::resources::{self, Resources};
 
 /// Names the node uses for its own parts in status and requests, so no
 /// service may take them.
@@ -108,6 +109,9 @@ pub struct ServiceConfig {
     /// `health`: a liveness check that restarts the instance when it fails
     /// too often in a row (default: none).
     pub health: Option<Health>,
+    /// `limits`, `memory_max`, `memory_high`, `cpu_max`, `pids_max` and
+    /// `kill_mode` (default: none, and `"control-group"`).
+    pub resources: Resources,
 }
 
 /// When a started instance counts as ready: `ready = "started"` or
@@ -338,6 +342,7 @@ pub(super) fn parse(
         after: doc.text_list("after", IDS_FORM).unwrap_or_default(),
         ready: readiness(&mut doc),
         health: health(&mut doc),
+        resources: resources::parse(&mut doc),
     };
     check_backoff(&mut doc, &service);
     let lines = DependencyLines {
@@ -689,6 +694,7 @@ pub(super) mod tests {
                     timeout: Duration::from_secs(30),
                 },
                 health: None,
+                resources: Resources::default(),
             }
         );
     }

@@ -315,6 +315,7 @@ mod tests {
                 ..Default::default()
             }],
             log_dir: None,
+            ..Default::default()
         };
         send(
             &mut node_ds,
@@ -357,6 +358,8 @@ mod tests {
             );
         }
         let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let first: ms::Message = next_message(&mut node_ms, &mut decoder);
+        assert_eq!(first.code, ms::message::Code::CgroupStatus as i32);
         for (id, reason) in [
             (
                 "f:1",

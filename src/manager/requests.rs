@@ -66,18 +66,19 @@ impl Manager {
                 Ok(Some((Code::Ack, Body::Message(None))))
             }
             (Code::ServiceStatusRequest, payload) => {
-                let wanted = match payload {
-                    Some(Payload::ServiceStatusRequest(request)) => {
-                        request.service_id.filter(|id| !id.is_empty())
-                    }
-                    _ => None,
+                let (wanted, metrics) = match payload {
+                    Some(Payload::ServiceStatusRequest(request)) => (
+                        request.service_id.filter(|id| !id.is_empty()),
+                        request.metrics.unwrap_or(false).then_some(now),
+                    ),
+                    _ => (None, None),
                 };
                 let status = match wanted {
                     Some(id) => {
                         self.known(&id)?;
-                        self.status_of(self.services.get(&id))
+                        self.status_payload(self.services.get(&id), metrics)
                     }
-                    None => self.status_of(self.services.values()),
+                    None => self.status_payload(self.services.values(), metrics),
                 };
                 Ok(Some((Code::ServiceStatusResponse, Body::Encoded(status))))
             }
@@ -222,9 +223,34 @@ impl Manager {
         &self,
         services: impl IntoIterator<Item = &'a Service>,
     ) -> Arc<[u8]> {
+        self.status_payload(services, None)
+    }
+
+    /// [`Self::status_of`], with each running instance's metrics read at
+    /// `metrics` when given.
+    pub(super) fn status_payload<'a>(
+        &self,
+        services: impl IntoIterator<Item = &'a Service>,
+        metrics: Option<Instant>,
+    ) -> Arc<[u8]> {
         const SERVICES: u32 = 1;
+        const METRICS: u32 = 80;
         let mut entries = Vec::new();
+        let mut measured = Vec::new();
         for service in services {
+            if let Some(now) = metrics {
+                for (instance, usage) in service.instances.iter().zip(&service.usage) {
+                    if let Some(pid) = instance.pid {
+                        measured.push(usage.metrics(
+                            &service.config.id,
+                            instance.index,
+                            pid,
+                            instance.since,
+                            now,
+                        ));
+                    }
+                }
+            }
             let encode = |out: &mut Vec<u8>| {
                 prost::encoding::message::encode(SERVICES, &self.status_entry(service), out);
             };
@@ -237,6 +263,9 @@ impl Manager {
                     .status_entry
                     .append(&service.instances, encode, &mut entries);
             }
+        }
+        for metrics in &measured {
+            prost::encoding::message::encode(METRICS, metrics, &mut entries);
         }
         let mut payload = Vec::with_capacity(entries.len() + 8);
         prost::encoding::encode_key(
@@ -381,6 +410,21 @@ impl Manager {
         add("io", green(&|| "running".to_owned()));
         add("config", config);
         add("state", self.state_status(details));
+        if let Some(cgroups) = &self.cgroups {
+            let status = if cgroups.available {
+                green(&|| cgroups.description.clone())
+            } else {
+                system_status(
+                    StatusColour::Yellow,
+                    StatusCode::Failed,
+                    format!(
+                        "{}; services with limits cannot start, stops kill process groups only",
+                        cgroups.description
+                    ),
+                )
+            };
+            add("cgroups", status);
+        }
         for service in self.services.values() {
             if details || !self.is_green(service) {
                 add(&service.config.id, self.colour_of(service));

@@ -3,8 +3,9 @@
 //! Everything that can fail by itself is settled before the fork: the
 //! user and group are resolved to ids, the work dir is checked, output
 //! files are opened (their directories created). The child then only
-//! calls `setsid` (see [`crate::sys::start_in_new_session`]) and std's own
-//! `setgid` → `setgroups` → `setuid` before exec. It owns nothing that
+//! calls `setsid` (see [`crate::sys::start_in_new_session`]), joins its
+//! cgroup, sets its rlimits and drops to its user as `setgroups` →
+//! `setgid` → `setuid` ([`crate::sys::prepare_child`]) before exec. It owns nothing that
 //! lasts: the caller keeps the pid, and the child's `Child` handle is
 //! dropped unwaited because the spawner reaps with `waitpid(-1)`.
 
@@ -13,7 +14,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -41,8 +41,12 @@ pub(super) struct Launched {
     pub(super) ready_pipe: Option<File>,
 }
 
-/// Starts the process `request` describes, in its own session.
-pub(super) fn launch(request: &ms::StartProcess) -> Result<Launched, LaunchError> {
+/// Starts the process `request` describes, in its own session, with
+/// `setup`'s cgroups and rlimits (its ids are filled in here).
+pub(super) fn launch(
+    request: &ms::StartProcess,
+    mut setup: sys::ChildSetup,
+) -> Result<Launched, LaunchError> {
     let (program, args) = request
         .command
         .split_first()
@@ -64,13 +68,12 @@ pub(super) fn launch(request: &ms::StartProcess) -> Result<Launched, LaunchError
         check_work_dir(Path::new(dir))?;
         command.current_dir(dir);
     }
-    if let Some(ids) = credentials {
-        command.uid(ids.uid).gid(ids.gid);
-    }
+    setup.ids = credentials;
     let (stdout, rotate_stdout) = open_output(Stream::Stdout, request.stdout.as_ref())?;
     let (stderr, rotate_stderr) = open_output(Stream::Stderr, request.stderr.as_ref())?;
     command.stdout(stdout).stderr(stderr);
     sys::start_in_new_session(&mut command);
+    sys::prepare_child(&mut command, setup);
     let ready_pipe = match request.ready_fd {
         Some(fd) => Some(ready_pipe(&mut command, fd)?),
         None => None,
@@ -111,10 +114,10 @@ pub(super) fn present(field: Option<&str>) -> Option<&str> {
 
 /// Resolves the user and group to run as. A user without a group runs in
 /// the user's primary group; a group without a user runs as the node's
-/// own user. Setting both ids makes std clear the supplementary groups
-/// (`setgroups(0)`) before `setuid`, so the child's only group is `gid`
-/// (`CommandExt::groups`, which could set the list to `[gid]`, is not
-/// stable). Neither given: the child keeps the node's credentials.
+/// own user. With ids the child clears its supplementary groups
+/// (`setgroups(0)`, as root) before `setgid` and `setuid`
+/// ([`sys::prepare_child`]), so its only group is `gid`. Neither given:
+/// the child keeps the node's credentials.
 fn resolve_credentials(
     user: Option<&str>,
     group: Option<&str>,
