@@ -296,6 +296,44 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
+/// `getrlimit(2)`: this process's (soft, hard) limit of `resource`.
+pub fn getrlimit(resource: u32) -> io::Result<(u64, u64)> {
+    let mut value = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `value` is a live, writable rlimit for the whole call.
+    if unsafe { libc::getrlimit(resource as _, &mut value) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((value.rlim_cur, value.rlim_max))
+}
+
+/// The name of rlimit `resource` in [`RLIMITS`], or its number.
+pub fn rlimit_name(resource: u32) -> String {
+    RLIMITS
+        .iter()
+        .find(|(_, number)| *number == resource)
+        .map_or_else(|| resource.to_string(), |(name, _)| (*name).to_owned())
+}
+
+/// Whether this process holds capability `number` (`CAP_*`) in its
+/// effective set, from `/proc/self/status`.
+pub fn has_capability(number: u32) -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|set| number < 64 && set & (1 << number) != 0)
+}
+
+/// `CAP_SYS_RESOURCE`: raising a hard rlimit needs it.
+pub const CAP_SYS_RESOURCE: u32 = 24;
+
 /// What a child does between fork and exec, after `setsid`, in this
 /// order: joins the cgroups whose `cgroup.procs` files are open in
 /// `cgroup_procs` (writing "0", which moves the writer; the files were

@@ -66,7 +66,7 @@ fn introduce_names_the_client_and_node() {
     let node = Setup::new("introduce").start();
     let mut client = node.client();
     let intro = client.introduce().unwrap();
-    assert_eq!(intro.node_name, "test-node");
+    assert_eq!(intro.node_name, node.setup.name);
     assert_eq!(intro.protocol_version, Some(1));
     assert_eq!(intro.max_frame, Some(DEFAULT_MAX_FRAME));
     let again = client.introduce().unwrap();
@@ -84,7 +84,7 @@ fn node_info_is_green_with_and_without_details() {
     let mut client = node.client();
     let info = client.node_info(false).unwrap();
     let about = info.node.as_ref().unwrap();
-    assert_eq!(about.name, "test-node");
+    assert_eq!(about.name, node.setup.name);
     assert_eq!(
         about.version.version.as_deref(),
         Some(env!("CARGO_PKG_VERSION"))

@@ -50,7 +50,10 @@ impl Containment {
                     "spawner: {error}; services run without cgroups (a stop kills their \
                      process group only) and services with limits will not start"
                 );
-                Containment::Off(error.to_string())
+                Containment::Off(match error {
+                    CgroupError::Unavailable { reason } => reason,
+                    other => other.to_string(),
+                })
             }
         }
     }

@@ -68,6 +68,7 @@ pub(super) fn launch(
         check_work_dir(Path::new(dir))?;
         command.current_dir(dir);
     }
+    check_rlimits(&setup.rlimits)?;
     setup.ids = credentials;
     let (stdout, rotate_stdout) = open_output(Stream::Stdout, request.stdout.as_ref())?;
     let (stderr, rotate_stderr) = open_output(Stream::Stderr, request.stderr.as_ref())?;
@@ -89,6 +90,36 @@ pub(super) fn launch(
         rotating: rotate_stdout.into_iter().chain(rotate_stderr).collect(),
         ready_pipe: ready_pipe.map(|(reader, _writer)| reader),
     })
+}
+
+/// Refuses, before the fork, a hard limit above the spawner's own when it
+/// cannot raise one: the child's `setrlimit` would fail with a bare EPERM.
+fn check_rlimits(limits: &[sys::Rlimit]) -> Result<(), LaunchError> {
+    for limit in limits {
+        let own = sys::getrlimit(limit.resource).map_err(|source| LaunchError::Rlimit {
+            name: sys::rlimit_name(limit.resource),
+            reason: format!("reading the node's own: {source}"),
+        })?;
+        if limit.hard > own.1 && !sys::has_capability(sys::CAP_SYS_RESOURCE) {
+            let shown = |value: u64| {
+                if value == sys::RLIM_INFINITY {
+                    "infinity".to_owned()
+                } else {
+                    value.to_string()
+                }
+            };
+            return Err(LaunchError::Rlimit {
+                name: sys::rlimit_name(limit.resource),
+                reason: format!(
+                    "hard limit {} is above the node's own ({}), and raising it needs \
+                     CAP_SYS_RESOURCE, which the node lacks",
+                    shown(limit.hard),
+                    shown(own.1)
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A pipe whose write end the child gets as `fd`; both ends close on exec
@@ -309,6 +340,8 @@ pub(super) enum LaunchError {
     BadReadyFd { fd: u32 },
     /// Creating the readiness pipe.
     ReadyPipe { source: io::Error },
+    /// An rlimit the child could not be given.
+    Rlimit { name: String, reason: String },
 }
 
 impl fmt::Display for LaunchError {
@@ -353,6 +386,7 @@ impl fmt::Display for LaunchError {
             LaunchError::ReadyPipe { source } => {
                 write!(f, "creating the readiness pipe: {source}")
             }
+            LaunchError::Rlimit { name, reason } => write!(f, "limits.{name}: {reason}"),
         }
     }
 }
@@ -373,7 +407,8 @@ impl std::error::Error for LaunchError {
             | LaunchError::BadEnvName { .. }
             | LaunchError::OutputWithoutPath { .. }
             | LaunchError::UnknownOutputKind { .. }
-            | LaunchError::BadReadyFd { .. } => None,
+            | LaunchError::BadReadyFd { .. }
+            | LaunchError::Rlimit { .. } => None,
         }
     }
 }
