@@ -131,6 +131,26 @@ fn services_outlive_a_crash_and_the_next_node_adopts_them() {
     assert!(zombies_of(node.pid()).is_empty());
 }
 
+/// This process's cgroups: (hierarchy mount, path in it).
+fn own_cgroups() -> Vec<(PathBuf, String)> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            let mount = match controllers {
+                "" if root.join("unified").is_dir() => root.join("unified"),
+                "" => root.to_owned(),
+                named if named.starts_with("name=") => return None,
+                named => root.join(named.split(',').next()?),
+            };
+            Some((mount, path.trim_start_matches('/').to_owned()))
+        })
+        .collect()
+}
+
 #[test]
 fn a_recycled_pid_is_neither_adopted_nor_signalled() {
     let mut node = Setup::new("crash-recycled")
@@ -155,6 +175,11 @@ fn a_recycled_pid_is_neither_adopted_nor_signalled() {
         .collect();
     assert_ne!(edited, record);
     fs::write(record_path(&node), edited).unwrap();
+    // A real stranger is not in the instance's cgroup: move it out, to
+    // where this test runs (nothing to move where the node has none).
+    for (hierarchy, path) in own_cgroups() {
+        let _ = fs::write(hierarchy.join(path).join("cgroup.procs"), old.to_string());
+    }
 
     node.restart();
     let mut client = node.client();
