@@ -213,6 +213,20 @@ impl Client {
         )
     }
 
+    /// The node's metrics in the Prometheus text format.
+    pub fn metrics(&mut self) -> Result<String, ClientError> {
+        let reply = self.request(Code::MetricsRequest, None)?;
+        take_payload(
+            reply,
+            Code::MetricsResponse,
+            "a MetricsResponse",
+            |payload| match payload {
+                Payload::MetricsResponse(metrics) => Some(metrics.text),
+                _ => None,
+            },
+        )
+    }
+
     /// The messages the request with `correlation_id` caused, in order.
     pub fn trace(&mut self, correlation_id: &str) -> Result<TraceResponse, ClientError> {
         let request = Payload::TraceRequest(TraceRequest {

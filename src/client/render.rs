@@ -195,6 +195,54 @@ fn uptime(millis: u64) -> String {
 }
 
 /// "code 1", "signal 9", or "-" before the first exit.
+/// What `top` sorts its lines by, highest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopOrder {
+    /// CPU percent.
+    Cpu,
+    /// Memory now.
+    Memory,
+}
+
+/// `snow-fox-client top`: one line per instance, with state, CPU %,
+/// memory, tasks and restarts, the busiest first.
+pub fn top_table(status: &ServiceStatusResponse, order: TopOrder) -> String {
+    let mut rows: Vec<(u64, Vec<String>)> = Vec::new();
+    for service in &status.services {
+        for instance in &service.instances {
+            let used = status
+                .metrics
+                .iter()
+                .find(|m| m.service_id == service.id && m.index == instance.index);
+            let key = match order {
+                TopOrder::Cpu => used.and_then(|m| m.cpu_permille).map(u64::from),
+                TopOrder::Memory => used.and_then(|m| m.memory_bytes),
+            };
+            let [cpu, memory, tasks] = usage_columns(used);
+            rows.push((
+                key.unwrap_or(0),
+                vec![
+                    service.id.clone(),
+                    instance.index.to_string(),
+                    instance.state.clone(),
+                    cpu,
+                    memory,
+                    tasks,
+                    or_dash(instance.restarts),
+                ],
+            ));
+        }
+    }
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut table = Table::with_header(&[
+        "SERVICE", "INSTANCE", "STATE", "CPU", "MEMORY", "TASKS", "RESTARTS",
+    ]);
+    for (_, row) in rows {
+        table.row(row);
+    }
+    table.render()
+}
+
 /// CPU %, memory (current and peak) and tasks of one instance, dashes
 /// where unknown.
 pub fn usage_columns(metrics: Option<&InstanceMetrics>) -> [String; 3] {

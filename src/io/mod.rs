@@ -317,6 +317,7 @@ impl Io {
                 .count();
             let peer = sys::peer_credentials(&connection.stream);
             self.connections.insert(token, connection);
+            self.tracer.count_connection(true);
             if let Some(reason) = self.refusal(&peer) {
                 log::warn!("refusing connection {}: {reason}", token.0);
                 let kind = public_api::error::Kind::PermissionDenied;
@@ -484,6 +485,7 @@ impl Io {
         let Some(mut connection) = self.connections.remove(&token) else {
             return;
         };
+        self.tracer.count_connection(false);
         // Deregistering a socket that is about to be closed cannot matter.
         let _ = self.poll.registry().deregister(&mut connection.stream);
         log::debug!("connection {} closed", token.0);

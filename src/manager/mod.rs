@@ -52,6 +52,7 @@ mod adoption;
 mod checks;
 mod deps;
 pub mod instance;
+mod metrics;
 mod record;
 mod reload;
 mod requests;
@@ -276,6 +277,8 @@ pub struct Manager {
     reload_error: Option<String>,
     /// What the spawner said it can do with cgroups.
     cgroups: Option<ms::CgroupStatus>,
+    /// Requests and errors counted for metrics.
+    counters: metrics::Counters,
     spawner_alive: bool,
     /// Set once the daemon ordered the shutdown: its correlation id.
     shutdown: Option<String>,
@@ -324,6 +327,7 @@ impl Manager {
             outgoing: Vec::new(),
             reload_error: None,
             cgroups: None,
+            counters: metrics::Counters::default(),
             spawner_alive: true,
             shutdown: None,
             record_changed: false,
@@ -489,6 +493,7 @@ impl Manager {
             }
             Ok(None) => return,
             Err(error) => {
+                self.counters.error(error.kind);
                 log::info!("[{correlation}] request refused: {}", error.reason);
                 (
                     error_reply(Some(correlation), error.kind, error.reason),
@@ -856,6 +861,7 @@ impl Manager {
         };
         if let Some(usage) = service.usage.get_mut(index) {
             usage.cgroup = None;
+            usage.oom_kills += u64::from(run.oom.is_some());
         }
         if let Some(instance) = service.instances.get_mut(index) {
             instance.last_run = Some(run);

@@ -25,6 +25,7 @@ impl Manager {
         let code = Code::try_from(message.code).map_err(|_| {
             RequestError::new(Kind::BadRequest, format!("unknown code {}", message.code))
         })?;
+        self.counters.request(code);
         check_payload(code, message.payload.as_ref())?;
         if self.shutdown.is_some() {
             return Err(RequestError::new(
@@ -117,6 +118,14 @@ impl Manager {
             (Code::ConfigReload, _) => self
                 .reload(correlation, now)
                 .map(|status| Some((Code::Ack, Body::Encoded(status)))),
+            (Code::MetricsRequest, _) => Ok(Some((
+                Code::MetricsResponse,
+                Body::Message(Some(Payload::MetricsResponse(
+                    public_api::MetricsResponse {
+                        text: self.prometheus(now),
+                    },
+                ))),
+            ))),
             (Code::Subscribe, _) => {
                 self.subscribers.push((connection, correlation.to_owned()));
                 Ok(Some((Code::Ack, Body::Message(None))))
@@ -498,9 +507,14 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
         (Code::ServiceStatusRequest, None | Some(Payload::ServiceStatusRequest(_))) => {
             (false, true)
         }
-        (Code::Introduce | Code::Shutdown | Code::ConfigReload | Code::Subscribe, None) => {
-            (false, true)
-        }
+        (
+            Code::Introduce
+            | Code::Shutdown
+            | Code::ConfigReload
+            | Code::Subscribe
+            | Code::MetricsRequest,
+            None,
+        ) => (false, true),
         (Code::ServiceStart, Some(Payload::ServiceStart(_)))
         | (Code::ServiceStop, Some(Payload::ServiceStop(_)))
         | (Code::ServiceRestart, Some(Payload::ServiceRestart(_)))
@@ -515,7 +529,8 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::ServiceStatusResponse
             | Code::TraceResponse
             | Code::Error
-            | Code::Event,
+            | Code::Event
+            | Code::MetricsResponse,
             _,
         ) => (false, true),
         _ => (false, false),

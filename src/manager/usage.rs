@@ -60,6 +60,8 @@ pub struct Usage {
     window: Cell<Option<(Instant, u64)>>,
     /// The last percent measured, in tenths.
     permille: Cell<Option<u32>>,
+    /// Runs that ended with a process killed for the memory limit.
+    pub oom_kills: u64,
 }
 
 impl Usage {
@@ -67,6 +69,7 @@ impl Usage {
     pub fn started(&mut self, cgroup: Option<InstanceCgroup>) {
         *self = Usage {
             cgroup,
+            oom_kills: self.oom_kills,
             ..Usage::default()
         };
     }
