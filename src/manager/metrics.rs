@@ -13,9 +13,13 @@ use std::time::Instant;
 use crate::trace::LATENCY_BOUNDS_US;
 use crate::wire::proto::public_api::error::Kind;
 use crate::wire::proto::public_api::message::Code;
+use crate::wire::proto::public_api::service_status_response::InstanceMetrics;
 
 use super::Manager;
 use super::instance::State;
+
+/// How a family's value is read from an instance's metrics.
+type Reading = fn(&InstanceMetrics) -> Option<String>;
 
 /// Codes and kinds are small numbers: one slot each.
 const SLOTS: usize = 64;
@@ -203,14 +207,7 @@ impl Manager {
                 usage.oom_kills,
             );
         }
-        let gauges: [(
-            &str,
-            &str,
-            &str,
-            fn(
-                &crate::wire::proto::public_api::service_status_response::InstanceMetrics,
-            ) -> Option<String>,
-        ); 4] = [
+        let gauges: [(&str, &str, &str, Reading); 4] = [
             (
                 "snow_fox_instance_cpu_seconds_total",
                 "counter",
