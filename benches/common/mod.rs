@@ -55,13 +55,20 @@ impl BenchNode {
     /// Starts a node whose services are `services` (id, TOML text), logging
     /// only warnings so that the figures do not measure logging.
     pub fn start(label: &str, services: &[(String, String)]) -> BenchNode {
+        BenchNode::start_with(label, "", services)
+    }
+
+    /// [`BenchNode::start`] with `node_lines` added to node.toml. Each
+    /// node has its own name, so two of one run never share cgroups.
+    pub fn start_with(label: &str, node_lines: &str, services: &[(String, String)]) -> BenchNode {
         let dir = TempDir::new(label);
         let conf = dir.0.join("conf");
         fs::create_dir_all(conf.join("services")).unwrap();
         fs::write(
             conf.join("node.toml"),
             format!(
-                "name = \"bench\"\nsocket = \"{}\"\nstate_dir = \"{}\"\nlog_dir = \"{}\"\n",
+                "name = \"bench-{label}-{}\"\nsocket = \"{}\"\nstate_dir = \"{}\"\nlog_dir = \"{}\"\n{node_lines}\n",
+                std::process::id(),
                 dir.0.join("sf.sock").display(),
                 dir.0.join("state").display(),
                 dir.0.join("log").display(),
