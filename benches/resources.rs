@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use snow_fox::client::Client;
 use snow_fox::client::bench::format_ns;
 use snow_fox::wire::proto::public_api::message::{Code, Payload};
-use snow_fox::wire::proto::public_api::{Message, ServiceStart, ServiceStop};
+use snow_fox::wire::proto::public_api::{ServiceStart, ServiceStop};
 
-use common::{BenchNode, Table, median, ms, ratio, sleep_services};
+use common::{BenchNode, Table, median, ms, pipelined, ratio, sleep_services};
 
 const SERVICES: usize = 100;
 const ROUNDS: usize = 3;
@@ -109,27 +109,6 @@ fn stop_all(node: &BenchNode) {
         )
     });
     pipelined(&mut node.client(), requests);
-}
-
-fn pipelined(client: &mut Client, requests: impl Iterator<Item = (Code, Payload)>) -> Duration {
-    let started = Instant::now();
-    let mut count = 0;
-    for (code, payload) in requests {
-        let correlation_id = client.next_correlation_id();
-        client
-            .send(&Message {
-                code: code as i32,
-                correlation_id: Some(correlation_id),
-                payload: Some(payload),
-            })
-            .unwrap();
-        count += 1;
-    }
-    for _ in 0..count {
-        let reply = client.receive().unwrap();
-        assert_eq!(reply.code, Code::Ack as i32, "{reply:?}");
-    }
-    started.elapsed()
 }
 
 /// The median latency of `STATUS_QUERIES` ping-pong status queries of

@@ -188,13 +188,7 @@ fn a_remote_metrics_address_needs_metrics_allow_remote() {
         "metrics_listen = \"0.0.0.0:9464\"\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_snow-fox"))
-        .arg("--conf")
-        .arg(setup.conf())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::refused_configuration(&setup);
     assert!(
         stderr.contains(
             "node.toml:1: key `metrics_listen`: 0.0.0.0:9464 is reachable from other hosts"

@@ -346,13 +346,7 @@ fn bad_limits_are_configuration_errors_naming_file_line_and_key() {
         "command = [\"/bin/true\"]\nlimits = { nofiles = 64, nproc = \"lots\", core = { soft = 2, hard = 1 } }\nmemory_max = \"64Q\"\ncpu_max = \"lots\"\npids_max = 0\nkill_mode = \"all\"\n",
     );
     fs::write(setup.conf().join("node.toml"), "").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_snow-fox"))
-        .arg("--conf")
-        .arg(setup.conf())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::refused_configuration(&setup);
     for expected in [
         "svc.toml:2: key `limits.nofiles`: unknown rlimit",
         "svc.toml:2: key `limits.nproc`: expected a number",

@@ -23,7 +23,10 @@ use snow_fox::client::Client;
 mod scratch;
 pub use scratch::{TempDir, poll_until};
 use snow_fox::client::bench::{self, BenchOptions, BenchReport, RequestKind, Until};
-use snow_fox::wire::proto::public_api::{Message, message::Code};
+use snow_fox::wire::proto::public_api::{
+    Message,
+    message::{Code, Payload},
+};
 use snow_fox::wire::{DEFAULT_MAX_FRAME, Envelope, FrameDecoder, decode_envelope, encode_frame};
 
 /// How long anything a bench waits for may take before the bench fails.
@@ -517,4 +520,30 @@ impl HopConnection {
         self.written = 0;
         true
     }
+}
+
+/// Sends the requests all pipelined on one connection and waits for
+/// every reply; returns the time, checking that each is an `Ack`.
+pub fn pipelined(
+    client: &mut Client,
+    requests: impl IntoIterator<Item = (Code, Payload)>,
+) -> Duration {
+    let started = Instant::now();
+    let mut count = 0;
+    for (code, payload) in requests {
+        let correlation_id = client.next_correlation_id();
+        client
+            .send(&Message {
+                code: code as i32,
+                correlation_id: Some(correlation_id),
+                payload: Some(payload),
+            })
+            .unwrap();
+        count += 1;
+    }
+    for _ in 0..count {
+        let reply = client.receive().unwrap();
+        assert_eq!(reply.code, Code::Ack as i32, "{reply:?}");
+    }
+    started.elapsed()
 }

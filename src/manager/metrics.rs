@@ -16,10 +16,14 @@ use crate::wire::proto::public_api::message::Code;
 use crate::wire::proto::public_api::service_status_response::InstanceMetrics;
 
 use super::Manager;
-use super::instance::State;
+use super::instance::{Instance, State};
+use super::usage::Usage;
 
 /// How a family's value is read from an instance's metrics.
 type Reading = fn(&InstanceMetrics) -> Option<String>;
+
+/// How a family's value is read from an instance and its usage.
+type Counted = fn(&Instance, &Usage) -> u64;
 
 /// Codes and kinds are small numbers: one slot each.
 const SLOTS: usize = 64;
@@ -132,23 +136,36 @@ impl Manager {
                 Some(metrics)
             })
             .collect();
-        let mut family = Family::new(
-            text,
-            "snow_fox_instance_up",
-            "gauge",
-            "Whether the instance's process runs (1) or not (0).",
-        );
-        for (service, instance, _) in &instances {
-            let index = instance.index.to_string();
-            let labels = [
-                ("service", service.config.id.as_str()),
-                ("instance", index.as_str()),
-            ];
-            family.sample(
+        let counted: [(&str, &str, &str, Counted); 3] = [
+            (
                 "snow_fox_instance_up",
-                &labels,
-                u8::from(instance.pid.is_some()),
-            );
+                "gauge",
+                "Whether the instance's process runs (1) or not (0).",
+                |instance, _| u64::from(instance.pid.is_some()),
+            ),
+            (
+                "snow_fox_instance_restarts_total",
+                "counter",
+                "Restarts of the instance since the node loaded it.",
+                |instance, _| u64::from(instance.restarts),
+            ),
+            (
+                "snow_fox_instance_oom_kills_total",
+                "counter",
+                "Runs of the instance that ended with a process killed for its memory limit.",
+                |_, usage| usage.oom_kills,
+            ),
+        ];
+        for (name, kind, help, value) in counted {
+            let mut family = Family::new(text, name, kind, help);
+            for (service, instance, usage) in &instances {
+                let index = instance.index.to_string();
+                let labels = [
+                    ("service", service.config.id.as_str()),
+                    ("instance", index.as_str()),
+                ];
+                family.sample(name, &labels, value(instance, usage));
+            }
         }
         let mut family = Family::new(
             text,
@@ -170,42 +187,6 @@ impl Manager {
                     u8::from(instance.state == state),
                 );
             }
-        }
-        let mut family = Family::new(
-            text,
-            "snow_fox_instance_restarts_total",
-            "counter",
-            "Restarts of the instance since the node loaded it.",
-        );
-        for (service, instance, _) in &instances {
-            let index = instance.index.to_string();
-            let labels = [
-                ("service", service.config.id.as_str()),
-                ("instance", index.as_str()),
-            ];
-            family.sample(
-                "snow_fox_instance_restarts_total",
-                &labels,
-                instance.restarts,
-            );
-        }
-        let mut family = Family::new(
-            text,
-            "snow_fox_instance_oom_kills_total",
-            "counter",
-            "Runs of the instance that ended with a process killed for its memory limit.",
-        );
-        for (service, instance, usage) in &instances {
-            let index = instance.index.to_string();
-            let labels = [
-                ("service", service.config.id.as_str()),
-                ("instance", index.as_str()),
-            ];
-            family.sample(
-                "snow_fox_instance_oom_kills_total",
-                &labels,
-                usage.oom_kills,
-            );
         }
         let gauges: [(&str, &str, &str, Reading); 4] = [
             (

@@ -79,7 +79,18 @@
 //! handed to the child, so no pipe ties a service to the node, and
 //! rotated by copy-truncate (see `rotation.rs` for what that costs).
 //!
-//! Reaping is `waitpid(-1, WNOHANG)` until nothing is left, on each SIGCHLD
+//! Each start also gets its instance's cgroup and rlimits from the table
+//! (never from the request; see `contain.rs`): the child joins the cgroup
+//! and sets the rlimits before it drops to its user and execs. When a main
+//! process ends (reaped, or an adopted one's pidfd turns readable), what
+//! is left in its cgroup is killed and its end is reported only once the
+//! cgroup is empty (checked every [`DRAIN_POLL`], for at most
+//! [`DRAIN_LIMIT`]), with the cgroup's OOM kills and the child's rusage;
+//! the cgroup is then removed. A SIGKILL the manager sends kills the
+//! cgroup too. An adopted process's cgroup is the one its instance's name
+//! gives, if it exists.
+//!
+//! Reaping is `wait4(-1, WNOHANG)` until nothing is left, on each SIGCHLD
 //! notice, after each start and on each rotation tick. A pid stays in the
 //! map until it is reaped, so a pid the spawner signals can never have been
 //! reused by a stranger; pids that are neither its children nor adopted

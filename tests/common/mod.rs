@@ -89,6 +89,18 @@ impl Setup {
     }
 }
 
+/// Runs the node on `setup`'s configuration as it stands, expecting it
+/// to refuse it; its stderr.
+pub fn refused_configuration(setup: &Setup) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_snow-fox"))
+        .arg("--conf")
+        .arg(setup.conf())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "the node took it");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// A running node process; killed on drop if still running.
 pub struct Node {
     pub setup: Setup,
