@@ -281,10 +281,13 @@ impl Hierarchy {
         let places = Controller::ALL
             .into_iter()
             .map(|controller| {
-                let place = if v2_controllers.contains(&controller) {
-                    Place::V2
-                } else {
-                    v1_place(fs, &lines, controller, &base_name)
+                let in_v2 = v2_controllers.iter().find(|offered| match offered {
+                    Ok(c) | Err((c, _)) => *c == controller,
+                });
+                let place = match in_v2 {
+                    Some(Ok(_)) => Place::V2,
+                    Some(Err((_, reason))) => Place::Absent(reason.clone()),
+                    None => v1_place(fs, &lines, controller, &base_name),
                 };
                 (controller, place)
             })
@@ -458,8 +461,9 @@ impl Hierarchy {
 
 /// Creates `<own>/<base_name>` in the unified tree and enables there (and
 /// in `own`, if it has no processes of its own) the controllers `own`
-/// offers; the base and the controllers it can pass on to instances.
-fn open_v2_base(own: &Path, base_name: &str) -> Result<(PathBuf, Vec<Controller>), CgroupError> {
+/// offers; the base and each controller it offers, passed on to
+/// instances or why not.
+fn open_v2_base(own: &Path, base_name: &str) -> Result<(PathBuf, V2Controllers), CgroupError> {
     let base = own.join(base_name);
     make_dir(&base)?;
     let offered = fs::read_to_string(own.join("cgroup.controllers")).unwrap_or_default();
@@ -472,16 +476,23 @@ fn open_v2_base(own: &Path, base_name: &str) -> Result<(PathBuf, Vec<Controller>
         let enabled = fs::write(own.join("cgroup.subtree_control"), &enable)
             .and_then(|()| fs::write(base.join("cgroup.subtree_control"), &enable));
         match enabled {
-            Ok(()) => usable.push(controller),
-            Err(error) => log::debug!(
-                "cgroup v2 {} not delegated below {}: {error}",
-                controller.name(),
-                own.display()
-            ),
+            Ok(()) => usable.push(Ok(controller)),
+            Err(error) => usable.push(Err((
+                controller,
+                format!(
+                    "cgroup v2 cannot pass it below {} ({error}; a cgroup that holds \
+                     processes, as the node's own does, cannot: start the node in a \
+                     cgroup of its own)",
+                    own.display()
+                ),
+            ))),
         }
     }
     Ok((base, usable))
 }
+
+/// The unified tree's controllers: usable, or why not.
+type V2Controllers = Vec<Result<Controller, (Controller, String)>>;
 
 fn make_dir(path: &Path) -> Result<(), CgroupError> {
     match fs::create_dir(path) {

@@ -351,3 +351,36 @@ fn what_users_asked_outlives_an_orderly_restart_until_a_reload_changes_it() {
     client.stop("auto").unwrap();
     client.stop("manual").unwrap();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_recorded_process_outside_its_instances_cgroup_is_not_adopted() {
+    let mut node = Setup::new("crash-outside")
+        .service("kept", &format!("{SLEEPER}on_node_exit = \"keep\"\n"))
+        .start();
+    let mut client = node.client();
+    let kept = pids(&wait_states(&mut client, "kept", &["running"]))[0];
+    let _leftovers = Leftovers(vec![kept]);
+    client.shutdown().unwrap();
+    assert!(node.wait_exit().success());
+    // Same pid, same start time: only its cgroup tells it is no longer
+    // the instance's.
+    for (hierarchy, path) in own_cgroups() {
+        let _ = fs::write(hierarchy.join(path).join("cgroup.procs"), kept.to_string());
+    }
+    node.restart();
+    let mut client = node.client();
+    let now = wait_states(&mut client, "kept", &["running"]);
+    assert_ne!(now[0].pid, Some(kept), "started anew");
+    assert!(
+        node.log_text()
+            .contains(&format!("pid {kept} is not in the cgroup of kept.0")),
+        "{}",
+        node.log_text()
+    );
+    client.stop("kept").unwrap();
+    assert!(
+        pid_alive(kept),
+        "a process outside the cgroup is not the node's to kill"
+    );
+}

@@ -346,3 +346,34 @@ fn the_own_cgroup_comes_from_proc_self_cgroup() {
     assert_eq!(lines[2], (Vec::<&str>::new(), "/user.slice/x"));
     assert_eq!(under(Path::new("/fs"), "/a/b"), PathBuf::from("/fs/a/b"));
 }
+
+#[test]
+fn v2_controllers_that_cannot_be_passed_down_are_named_with_why() {
+    let fake = Fake::new("v2-busy");
+    fake.touch("cgroup.controllers", "memory pids");
+    fake.touch("svc/cgroup.controllers", "memory pids");
+    // The kernel refuses the write (EBUSY when the cgroup holds
+    // processes); a directory in the file's place refuses it here.
+    fs::create_dir_all(fake.0.join("svc/cgroup.subtree_control")).unwrap();
+    let hierarchy = Hierarchy::open(&fake.0, "0::/svc\n", "n7").unwrap();
+    let missing = hierarchy.missing();
+    assert_eq!(missing.len(), 3, "{missing:?}");
+    assert!(
+        missing[0].starts_with("memory: cgroup v2 cannot pass it below"),
+        "{missing:?}"
+    );
+    let error = hierarchy
+        .create(
+            "web.0",
+            &Limits {
+                memory_max: Some(1 << 20),
+                ..Limits::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("start the node in a cgroup of its own"),
+        "{error}"
+    );
+}

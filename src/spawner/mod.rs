@@ -709,11 +709,19 @@ impl Spawner {
     /// it; answers `Ack`, or `Error` when it cannot.
     fn adopt(&mut self, correlation_id: Option<String>, request: ms::AdoptProcess) {
         let pid = request.pid;
-        let reply = match watch(&request) {
+        let service_id = request.service_id.clone().unwrap_or_default();
+        let instance = request.instance.unwrap_or_default();
+        let cgroup = self.containment.existing(&service_id, instance);
+        // The pidfd is opened first: checked after, membership holds for
+        // the process it names.
+        let watched = watch(&request).and_then(|pidfd| match &cgroup {
+            Some(cgroup) if !cgroup.contains(pid) => Err(format!(
+                "pid {pid} is not in the cgroup of {service_id}.{instance}; not adopted"
+            )),
+            _ => Ok(pidfd),
+        });
+        let reply = match watched {
             Ok(pidfd) => {
-                let service_id = request.service_id.unwrap_or_default();
-                let instance = request.instance.unwrap_or_default();
-                let cgroup = self.containment.existing(&service_id, instance);
                 let kill_process_only = self
                     .table
                     .get(&service_id)
