@@ -10,8 +10,9 @@
 //! hierarchies, the unified tree without them) the unified directory is
 //! still the instance's membership and kill switch (`cgroup.kill`,
 //! `cgroup.events`, `cpu.stat`), and the instance gets a directory in
-//! each v1 hierarchy it needs: `memory` and `pids` always (for their
-//! accounting), `cpu` only for a `cpu_max`. With no unified tree at all
+//! each v1 hierarchy it needs: `memory` always (for its accounting), `pids`
+//! only for a `pids_max` and `cpu` only for a `cpu_max` (tasks and CPU
+//! time are counted in the unified tree). With no unified tree at all
 //! (v1 only), the first v1 directory is the membership, and a kill is
 //! SIGKILL to each member until none is left.
 //!
@@ -385,7 +386,13 @@ impl Hierarchy {
             });
         }
         for (controller, place) in &self.places {
-            let wanted = *controller != Controller::Cpu || limits.cpu_max.is_some();
+            // v1 memory always, for its accounting; pids and cpu only for
+            // their limits (tasks are counted in the unified tree).
+            let wanted = match controller {
+                Controller::Memory => true,
+                Controller::Pids => limits.pids_max.is_some(),
+                Controller::Cpu => limits.cpu_max.is_some(),
+            };
             if let (Place::V1(base), true) = (place, wanted) {
                 dirs.push(Dir {
                     kind: Kind::V1(*controller),
@@ -395,17 +402,18 @@ impl Hierarchy {
         }
         let cgroup = InstanceCgroup { dirs };
         let mut created = Vec::new();
+        let mut taken_over = false;
         for dir in &cgroup.dirs {
             match fs::create_dir(&dir.path) {
                 Ok(()) => created.push(dir.path.clone()),
-                Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
+                Err(error) if error.kind() == ErrorKind::AlreadyExists => taken_over = true,
                 Err(error) => {
                     remove_dirs(&created);
                     return Err(io_error("creating cgroup", &dir.path)(error));
                 }
             }
         }
-        if let Err(error) = cgroup.write_limits(limits) {
+        if let Err(error) = cgroup.write_limits(limits, taken_over) {
             remove_dirs(&created);
             return Err(error);
         }
@@ -624,9 +632,10 @@ impl InstanceCgroup {
             .or(self.dirs.first())
     }
 
-    /// Writes `limits`, and "no limit" to each limit file that exists
-    /// for a limit not set (a cgroup taken over may hold an old one).
-    fn write_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
+    /// Writes `limits`; in a cgroup `taken_over` from before, which may
+    /// hold old limits, also "no limit" to each file of a limit not set (a
+    /// new cgroup starts without limits).
+    fn write_limits(&self, limits: &Limits, taken_over: bool) -> Result<(), CgroupError> {
         let v1_cpu = self.v1(Controller::Cpu);
         let (cpu_v2, cpu_v1) = match limits.cpu_max {
             Some(cpu) if v1_cpu => (None, Some(cpu.quota_usec.to_string())),
@@ -681,7 +690,7 @@ impl InstanceCgroup {
             match value {
                 Some(value) => fs::write(&file, value).map_err(io_error("writing", &file))?,
                 // A period has no "unlimited"; the quota says it.
-                None if file.exists() && v1 != "cpu.cfs_period_us" => {
+                None if taken_over && file.exists() && v1 != "cpu.cfs_period_us" => {
                     let unlimited = if v1_file && controller != Controller::Pids {
                         "-1"
                     } else {

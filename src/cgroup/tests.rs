@@ -120,7 +120,7 @@ fn without_cpu_max_no_v1_cpu_cgroup_is_made() {
         .iter()
         .map(|line| line.split(' ').next().unwrap().to_owned())
         .collect();
-    assert_eq!(kinds, ["unified", "memory", "pids"]);
+    assert_eq!(kinds, ["unified", "memory"]);
     // A cgroup left from before may hold old limits: taken over, each is
     // set to "no limit".
     fake.touch(
@@ -133,8 +133,15 @@ fn without_cpu_max_no_v1_cpu_cgroup_is_made() {
         fake.read("memory/box/1/snow-fox.n1/db.0/memory.limit_in_bytes"),
         "-1"
     );
-    assert_eq!(fake.read("pids/snow-fox.n1/db.0/pids.max"), "max");
-    assert!(!fake.0.join("pids/snow-fox.n1/web.0/pids.max").exists());
+    // No pids_max: its v1 pids cgroup is not joined, so not touched.
+    assert_eq!(fake.read("pids/snow-fox.n1/db.0/pids.max"), "5");
+    // A new cgroup starts without limits: nothing is written to it.
+    assert!(
+        !fake
+            .0
+            .join("memory/box/1/snow-fox.n1/web.0/memory.limit_in_bytes")
+            .exists()
+    );
 }
 
 #[test]
@@ -273,11 +280,7 @@ fn membership_kill_and_removal_follow_the_kernel_files() {
     assert!(cgroup.is_empty());
     // The kernel's directories hold only its own files; here they go by
     // hand before rmdir.
-    for dir in [
-        unified,
-        "memory/box/1/snow-fox.n5/web.0",
-        "pids/snow-fox.n5/web.0",
-    ] {
+    for dir in [unified, "memory/box/1/snow-fox.n5/web.0"] {
         for entry in fs::read_dir(fake.0.join(dir)).unwrap() {
             fs::remove_file(entry.unwrap().path()).unwrap();
         }
@@ -302,7 +305,8 @@ fn oom_kills_and_metrics_are_read_from_either_version() {
     );
     fake.touch(&format!("{memory}/memory.usage_in_bytes"), "1048576\n");
     fake.touch(&format!("{memory}/memory.max_usage_in_bytes"), "2097152\n");
-    fake.touch("pids/snow-fox.n6/web.0/pids.current", "3\n");
+    // Tasks: the unified tree's threads (no pids_max, no v1 pids cgroup).
+    fake.touch("unified/snow-fox.n6/web.0/cgroup.threads", "7\n8\n9\n");
     fake.touch(
         "unified/snow-fox.n6/web.0/cpu.stat",
         "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n",
