@@ -395,6 +395,7 @@ fn a_memory_hog_is_killed_and_reported_out_of_memory() {
         instance.last_exit_reason.as_deref(),
         Some("killed: out of memory (memory_max 32 MiB)")
     );
+    assert!(instance.last_run_ms.is_some() && instance.last_cpu_usec.is_some());
     let peak = instance.last_peak_rss_bytes.unwrap();
     assert!(peak <= 40 << 20, "peak {peak} is bounded by the limit");
     let output = Command::new(env!("CARGO_BIN_EXE_snow-fox-client"))

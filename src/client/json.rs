@@ -194,6 +194,7 @@ pub fn service_status(status: &ServiceStatusResponse) -> String {
                                     "last_exit_reason",
                                     instance.last_exit_reason.as_deref(),
                                 )
+                                .optional_int("last_run_ms", instance.last_run_ms)
                                 .optional_int("last_cpu_usec", instance.last_cpu_usec)
                                 .optional_int("last_peak_rss_bytes", instance.last_peak_rss_bytes)
                         }),
@@ -343,7 +344,7 @@ mod tests {
         };
         assert_eq!(
             service_status(&status),
-            r#"{"services":[{"id":"web","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false,"last_exit_oom":false,"last_exit_reason":null,"last_cpu_usec":null,"last_peak_rss_bytes":null}]}],"metrics":[]}"#
+            r#"{"services":[{"id":"web","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false,"last_exit_oom":false,"last_exit_reason":null,"last_run_ms":null,"last_cpu_usec":null,"last_peak_rss_bytes":null}]}],"metrics":[]}"#
         );
     }
 

@@ -271,6 +271,9 @@ fn last_run(instance: &Instance) -> String {
         Some(reason) => reason.clone(),
         None => last_exit(instance.last_exit_code, instance.last_exit_signal),
     };
+    if let Some(ran) = instance.last_run_ms {
+        text.push_str(&format!(" after {:.1} s", ran as f64 / 1e3));
+    }
     if let Some(cpu) = instance.last_cpu_usec {
         text.push_str(&format!(", cpu {:.1} s", cpu as f64 / 1e6));
     }

@@ -751,7 +751,7 @@ impl Manager {
                             *slot = started.start_time;
                         }
                         if let Some(usage) = entry.usage.get_mut(index as usize) {
-                            usage.started(InstanceCgroup::from_wire(&started.cgroup));
+                            usage.started(InstanceCgroup::from_wire(&started.cgroup), now);
                         }
                     }
                     self.apply(
@@ -854,10 +854,12 @@ impl Manager {
             return;
         };
         let memory_max = service.config.resources.limits.memory_max;
+        let started_at = service.usage.get(index).and_then(|usage| usage.started_at);
         let run = LastRun {
             oom: exited.oom_kills.map(|_| memory_max),
             cpu_usec: exited.cpu_usec,
             peak_rss_bytes: exited.max_rss_bytes,
+            ran: started_at.map(|at| at.elapsed()),
         };
         if let Some(usage) = service.usage.get_mut(index) {
             usage.cgroup = None;

@@ -221,6 +221,7 @@ pub fn instance_status(instance: &Instance, clock: &Clock) -> service_status_res
         last_cpu_usec: last_run.cpu_usec,
         last_peak_rss_bytes: last_run.peak_rss_bytes,
         last_exit_reason: last_run.oom_reason(instance.last_exit),
+        last_run_ms: last_run.ran.map(|ran| ran.as_millis() as u64),
         index: instance.index,
         state: instance.state.as_str().to_owned(),
         pid: instance.pid,

@@ -27,6 +27,8 @@ pub struct LastRun {
     pub cpu_usec: Option<u64>,
     /// Peak resident set, in bytes, from its rusage.
     pub peak_rss_bytes: Option<u64>,
+    /// How long it ran, from its start to its end being reported.
+    pub ran: Option<Duration>,
 }
 
 impl LastRun {
@@ -62,14 +64,17 @@ pub struct Usage {
     permille: Cell<Option<u32>>,
     /// Runs that ended with a process killed for the memory limit.
     pub oom_kills: u64,
+    /// When its process was reported started.
+    pub started_at: Option<Instant>,
 }
 
 impl Usage {
     /// A new run in `cgroup` (if any): its samples start afresh.
-    pub fn started(&mut self, cgroup: Option<InstanceCgroup>) {
+    pub fn started(&mut self, cgroup: Option<InstanceCgroup>, now: Instant) {
         *self = Usage {
             cgroup,
             oom_kills: self.oom_kills,
+            started_at: Some(now),
             ..Usage::default()
         };
     }
