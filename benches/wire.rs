@@ -120,9 +120,11 @@ fn services(count: usize) -> ServiceStatusResponse {
                     last_exit_code: None,
                     last_exit_signal: None,
                     adopted: None,
+                    ..Default::default()
                 }],
             })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -244,6 +246,7 @@ fn messages() -> Vec<(String, Message)> {
                 Code::ServiceStatusRequest,
                 Some(Payload::ServiceStatusRequest(ServiceStatusRequest {
                     service_id: None,
+                    ..Default::default()
                 })),
             ),
         ),
@@ -297,6 +300,7 @@ fn messages() -> Vec<(String, Message)> {
                     exit_code: None,
                     exit_signal: None,
                     reason: None,
+                    ..Default::default()
                 })),
             ),
         ),

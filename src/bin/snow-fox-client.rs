@@ -41,6 +41,11 @@ commands:
                            order it arrived, each line `id.instance | time text`; -n: only
                            the last N lines; -f: then follow; TIME like
                            2026-12-01T11:00:00Z (UTC) or 10m, 2h (that long ago)
+  top [--sort cpu|memory] [--interval D] [-n COUNT]
+                           one line per instance (state, CPU, memory, tasks, restarts),
+                           busiest first, refreshed every D (default 2s); COUNT screens
+                           (default: until interrupted on a terminal, else 1)
+  metrics                  the node's metrics in the Prometheus text format
   trace CORRELATION_ID     the messages a request caused, in order, and its state
   shutdown                 ask the node to shut down
   cluster status           every node of the node's cluster (name, labels, alive,
@@ -147,14 +152,29 @@ impl Default for BenchPlan {
 
 #[derive(Debug, PartialEq)]
 enum NodeCommand {
-    Info { details: bool },
-    Status { service: Option<String> },
-    Act { action: Action, target: Target },
+    Info {
+        details: bool,
+    },
+    Status {
+        service: Option<String>,
+    },
+    Act {
+        action: Action,
+        target: Target,
+    },
     Reload,
     Watch,
-    Trace { correlation_id: String },
+    Trace {
+        correlation_id: String,
+    },
     Shutdown,
     Logs(LogsOptions),
+    Metrics,
+    Top {
+        order: render::TopOrder,
+        interval: Duration,
+        count: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +327,40 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Pa
                 "reload" => NodeCommand::Reload,
                 "watch" => NodeCommand::Watch,
                 _ => NodeCommand::Shutdown,
+            })
+        }
+        "metrics" => {
+            no_words(&name, rest(&mut args, &name, no_options)?)?;
+            Command::Node(NodeCommand::Metrics)
+        }
+        "top" => {
+            let mut order = render::TopOrder::Cpu;
+            let mut interval = Duration::from_secs(2);
+            let mut count = None;
+            let words = rest(&mut args, &name, |option, args| {
+                match option {
+                    "--sort" => {
+                        order = match args.value()?.string()?.as_str() {
+                            "cpu" => render::TopOrder::Cpu,
+                            "memory" => render::TopOrder::Memory,
+                            other => {
+                                return Err(usage(format!(
+                                    "--sort takes cpu or memory, not `{other}`"
+                                )));
+                            }
+                        }
+                    }
+                    "--interval" => interval = duration(option, args)?,
+                    "-n" => count = Some(positive(option, args)?),
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            })?;
+            no_words(&name, words)?;
+            Command::Node(NodeCommand::Top {
+                order,
+                interval,
+                count,
             })
         }
         "trace" => {
@@ -681,7 +735,7 @@ impl Printer<'_> {
 
     fn status(&mut self, status: &ServiceStatusResponse) -> Result<(), CliError> {
         self.reply(status, json::service_status, |status| {
-            render::status_table(&status.services, now_unix_ms())
+            render::status_with_metrics(status, now_unix_ms())
         })
     }
 }
@@ -697,7 +751,9 @@ fn ask_node(
             json::node_info,
             render::node_info,
         ),
-        NodeCommand::Status { service } => printer.status(&client.status(service.as_deref())?),
+        NodeCommand::Status { service } => {
+            printer.status(&client.status_with_metrics(service.as_deref())?)
+        }
         NodeCommand::Act {
             action,
             target: Target::One(service),
@@ -712,6 +768,19 @@ fn ask_node(
             printer.reply(&client.trace(&correlation_id)?, json::trace, render::trace)
         }
         NodeCommand::Logs(options) => show_logs(&options, client, printer),
+        NodeCommand::Metrics => {
+            let text = client.metrics()?;
+            printer.reply(
+                &text,
+                |text| JsonObject::new().string("metrics", text).finish(),
+                |text| text.trim_end().to_owned(),
+            )
+        }
+        NodeCommand::Top {
+            order,
+            interval,
+            count,
+        } => top(client, printer, order, interval, count),
         NodeCommand::Shutdown => {
             client.shutdown()?;
             printer.reply(
@@ -721,6 +790,34 @@ fn ask_node(
             )
         }
     }
+}
+
+/// `top`: the instances' usage, refreshed every `interval`, `count`
+/// times (on a terminal, until interrupted; else once); a terminal's
+/// screen is cleared before each.
+fn top(
+    client: &mut Client,
+    printer: &mut Printer,
+    order: render::TopOrder,
+    interval: Duration,
+    count: Option<u64>,
+) -> Result<(), CliError> {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout()) && !printer.json;
+    let count = count.unwrap_or(if terminal { u64::MAX } else { 1 });
+    for screen in 0..count {
+        if screen > 0 {
+            std::thread::sleep(interval);
+        }
+        let status = client.status_with_metrics(None)?;
+        if terminal {
+            write!(printer.out, "\x1b[H\x1b[2J").map_err(CliError::Output)?;
+        }
+        printer.reply(&status, json::service_status, |status| {
+            render::top_table(status, order)
+        })?;
+        printer.out.flush().map_err(CliError::Output)?;
+    }
+    Ok(())
 }
 
 /// Acts on every service the node has, one after the other. A service the

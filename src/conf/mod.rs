@@ -17,6 +17,7 @@ mod document;
 mod error;
 mod node;
 pub mod paths;
+mod resources;
 mod service;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ pub use cluster::{ClusterConfig, ClusterService, MIN_LEASE_TTL, Placement, parse
 pub use document::{MAX_DURATION, parse_duration};
 pub use error::{ConfigError, ConfigProblem};
 pub use node::NodeConfig;
+pub use resources::{KillMode, Resources, format_size};
 pub use service::{
     Health, MAX_ID_LEN, MAX_INSTANCES, MAX_LOG_KEEP, OnNodeExit, Output, Probe, Readiness,
     ReadySignal, RestartPolicy, ServiceConfig,

@@ -17,6 +17,7 @@ pub const MAX_LOG_KEEP: u32 = 1000;
 /// The most instances a service may have (`instances`).
 pub const MAX_INSTANCES: u32 = 1000;
 use super::document::{Document, Entry, expected, to_duration, to_text, whole_number};
+use super::resources::{self, Resources};
 
 /// Names the node uses for its own parts in status and requests, so no
 /// service may take them.
@@ -117,6 +118,9 @@ pub struct ServiceConfig {
     /// `health`: a liveness check that restarts the instance when it fails
     /// too often in a row (default: none).
     pub health: Option<Health>,
+    /// `limits`, `memory_max`, `memory_high`, `cpu_max`, `pids_max` and
+    /// `kill_mode` (default: none, and `"control-group"`).
+    pub resources: Resources,
 }
 
 /// When a started instance counts as ready: `ready = "started"` or
@@ -372,6 +376,7 @@ pub(super) fn parse_document(
         after: doc.text_list("after", IDS_FORM).unwrap_or_default(),
         ready: readiness(doc),
         health: health(doc),
+        resources: resources::parse(doc),
     };
     check_backoff(doc, &service);
     let lines = DependencyLines {
@@ -723,6 +728,7 @@ pub(super) mod tests {
                     timeout: Duration::from_secs(30),
                 },
                 health: None,
+                resources: Resources::default(),
             }
         );
     }

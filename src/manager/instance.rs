@@ -40,6 +40,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::usage::LastRun;
 use crate::conf::{ReadySignal, RestartPolicy, ServiceConfig};
 
 /// Where an instance stands.
@@ -176,6 +177,9 @@ pub struct Instance {
     pub adopted: bool,
     /// Why the node itself stops it, while it does.
     pub stop_cause: Option<StopCause>,
+    /// What its last process used and whether memory ran out, set by the
+    /// manager with its exit.
+    pub last_run: Option<LastRun>,
     started_at: Option<Instant>,
     quick_failures: u32,
     recent_failures: VecDeque<Instant>,
@@ -195,6 +199,7 @@ impl Instance {
             wanted: false,
             adopted: false,
             stop_cause: None,
+            last_run: None,
             started_at: None,
             quick_failures: 0,
             recent_failures: VecDeque::new(),
@@ -463,6 +468,7 @@ mod tests {
             after: Vec::new(),
             ready: Readiness::default(),
             health: None,
+            resources: crate::conf::Resources::default(),
         }
     }
 

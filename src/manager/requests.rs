@@ -25,6 +25,7 @@ impl Manager {
         let code = Code::try_from(message.code).map_err(|_| {
             RequestError::new(Kind::BadRequest, format!("unknown code {}", message.code))
         })?;
+        self.counters.request(code);
         check_payload(code, message.payload.as_ref())?;
         if self.shutdown.is_some() {
             return Err(RequestError::new(
@@ -66,18 +67,19 @@ impl Manager {
                 Ok(Some((Code::Ack, Body::Message(None))))
             }
             (Code::ServiceStatusRequest, payload) => {
-                let wanted = match payload {
-                    Some(Payload::ServiceStatusRequest(request)) => {
-                        request.service_id.filter(|id| !id.is_empty())
-                    }
-                    _ => None,
+                let (wanted, metrics) = match payload {
+                    Some(Payload::ServiceStatusRequest(request)) => (
+                        request.service_id.filter(|id| !id.is_empty()),
+                        request.metrics.unwrap_or(false).then_some(now),
+                    ),
+                    _ => (None, None),
                 };
                 let status = match wanted {
                     Some(id) => {
                         self.known(&id)?;
-                        self.status_of(self.services.get(&id))
+                        self.status_payload(self.services.get(&id), metrics)
                     }
-                    None => self.status_of(self.services.values()),
+                    None => self.status_payload(self.services.values(), metrics),
                 };
                 Ok(Some((Code::ServiceStatusResponse, Body::Encoded(status))))
             }
@@ -127,6 +129,14 @@ impl Manager {
                 message.payload = payload;
                 self.forward_to_cluster(connection, correlation, message, now)
             }
+            (Code::MetricsRequest, _) => Ok(Some((
+                Code::MetricsResponse,
+                Body::Message(Some(Payload::MetricsResponse(
+                    public_api::MetricsResponse {
+                        text: self.prometheus(now),
+                    },
+                ))),
+            ))),
             (Code::Subscribe, _) => {
                 let limit = self.config.node.max_subscriptions_per_connection;
                 let held = self
@@ -260,9 +270,34 @@ impl Manager {
         &self,
         services: impl IntoIterator<Item = &'a Service>,
     ) -> Arc<[u8]> {
+        self.status_payload(services, None)
+    }
+
+    /// [`Self::status_of`], with each running instance's metrics read at
+    /// `metrics` when given.
+    pub(super) fn status_payload<'a>(
+        &self,
+        services: impl IntoIterator<Item = &'a Service>,
+        metrics: Option<Instant>,
+    ) -> Arc<[u8]> {
         const SERVICES: u32 = 1;
+        const METRICS: u32 = 80;
         let mut entries = Vec::new();
+        let mut measured = Vec::new();
         for service in services {
+            if let Some(now) = metrics {
+                for (instance, usage) in service.instances.iter().zip(&service.usage) {
+                    if let Some(pid) = instance.pid {
+                        measured.push(usage.metrics(
+                            &service.config.id,
+                            instance.index,
+                            pid,
+                            instance.since,
+                            now,
+                        ));
+                    }
+                }
+            }
             let encode = |out: &mut Vec<u8>| {
                 prost::encoding::message::encode(SERVICES, &self.status_entry(service), out);
             };
@@ -275,6 +310,9 @@ impl Manager {
                     .status_entry
                     .append(&service.instances, encode, &mut entries);
             }
+        }
+        for metrics in &measured {
+            prost::encoding::message::encode(METRICS, metrics, &mut entries);
         }
         let mut payload = Vec::with_capacity(entries.len() + 8);
         prost::encoding::encode_key(
@@ -425,6 +463,21 @@ impl Manager {
         add("state", self.state_status(details));
         if let Some(cluster) = self.cluster_status() {
             add("cluster", cluster);
+        }
+        if let Some(cgroups) = &self.cgroups {
+            let status = if cgroups.available {
+                green(&|| cgroups.description.clone())
+            } else {
+                system_status(
+                    StatusColour::Yellow,
+                    StatusCode::Failed,
+                    format!(
+                        "{}; services with limits cannot start, stops kill process groups only",
+                        cgroups.description
+                    ),
+                )
+            };
+            add("cgroups", status);
         }
         for service in self.services.values() {
             if details || !self.is_green(service) {
@@ -599,7 +652,8 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::Shutdown
             | Code::ConfigReload
             | Code::Subscribe
-            | Code::ClusterStatusRequest,
+            | Code::ClusterStatusRequest
+            | Code::MetricsRequest,
             None,
         ) => (false, true),
         (Code::ServiceStart, Some(Payload::ServiceStart(_)))
@@ -621,7 +675,6 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::ClusterRemove
             | Code::ClusterStart
             | Code::ClusterStop
-
             | Code::LogsRequest,
             None,
         ) => (true, false),
@@ -633,8 +686,8 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::Error
             | Code::Event
             | Code::ClusterStatusResponse
-
-            | Code::LogLines,
+            | Code::LogLines
+            | Code::MetricsResponse,
             _,
         ) => (false, true),
         _ => (false, false),
