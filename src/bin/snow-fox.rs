@@ -14,12 +14,12 @@ use snow_fox::daemon::{self, NodeOptions, SPAWNER_FLAG, SpawnerProcessOptions};
 enum Command {
     Run(NodeOptions),
     Check(PathBuf),
-    Man,
     /// The spawner process of privilege separation, which the node starts
     /// itself (not in the usage text: nobody else has its link sockets).
     Spawner(SpawnerProcessOptions),
     /// The log keeper NAME, which the node starts itself.
     LogKeeper(String),
+    Man,
     Help,
     Version,
 }
@@ -65,10 +65,13 @@ fn parse_args() -> Result<Command, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
+    if let Some(spawner) = spawner {
+        return Ok(Command::Spawner(spawner));
+    }
     if check {
         return Ok(Command::Check(options.conf_dir));
     }
-    Ok(spawner.map_or(Command::Run(options), Command::Spawner))
+    Ok(Command::Run(options))
 }
 
 /// `--check`: every problem on stdout, one a line; exit 1 if any.

@@ -153,18 +153,37 @@ on a line of its own.",
         },
         CommandHelp {
             name: "logs",
-            args: "ID...|all [-n N] [-f] [--since TIME] [--instance N] [--stdout|--stderr]",
-            summary: "the services' captured output from the node, interleaved in the order it arrived",
+            args: "ID|all... [-n N] [-f] [--since TIME] [--instance N] [--stdout|--stderr]",
+            summary: "the services' captured output, from the node, interleaved in arrival order",
             details: "Each line is `id.instance | time text`. TIME is like 2026-12-01T11:00:00Z \
-(UTC) or 10m, 2h (that long ago).",
+(UTC) or 10m, 2h (that long ago). The client needs no file access: the node sends the lines.",
             options: &[
                 ("-n N", "only the last N lines"),
-                ("-f", "then follow"),
-                ("--since TIME", "only lines since then"),
+                ("-f", "then follow, across rotations"),
+                ("--since TIME", "only lines that arrived at or after TIME"),
                 ("--instance N", "only instance N"),
                 ("--stdout", "only stdout"),
                 ("--stderr", "only stderr"),
             ],
+        },
+        CommandHelp {
+            name: "top",
+            args: "[--sort cpu|memory] [--interval D] [-n COUNT]",
+            summary: "one line per instance (state, CPU, memory, tasks, restarts), busiest first",
+            details: "Refreshed every D (default 2s); COUNT screens (default: until interrupted on \
+a terminal, else 1).",
+            options: &[
+                ("--sort cpu|memory", "what comes first"),
+                ("--interval D", "between screens"),
+                ("-n COUNT", "how many screens"),
+            ],
+        },
+        CommandHelp {
+            name: "metrics",
+            args: "",
+            summary: "the node's metrics in the Prometheus text format",
+            details: "",
+            options: &[],
         },
         CommandHelp {
             name: "trace",
@@ -277,10 +296,6 @@ warn, info, debug, trace) to choose how much (default: info).",
         (
             "--check",
             "check the configuration and exit: syntax and values, the dependency graph, and on this host that each user and group exists, each program is executable by its service's user, each work dir can be entered by it and each output file's directory exists; prints every problem (file:line: key `k`: what) and exits 1, or \"configuration OK\" and exits 0",
-        ),
-        (
-            "--log-keeper NAME",
-            "be the log keeper NAME (the node starts it by itself)",
         ),
         ("--man", "print this man page (roff) and exit"),
         ("-V, --version", "print the version and exit"),

@@ -216,9 +216,30 @@ pub fn service_status(status: &ServiceStatusResponse) -> String {
                                 .optional_int("last_exit_code", instance.last_exit_code)
                                 .optional_int("last_exit_signal", instance.last_exit_signal)
                                 .bool("adopted", instance.adopted())
+                                .bool("last_exit_oom", instance.last_exit_oom())
+                                .optional_string(
+                                    "last_exit_reason",
+                                    instance.last_exit_reason.as_deref(),
+                                )
+                                .optional_int("last_run_ms", instance.last_run_ms)
+                                .optional_int("last_cpu_usec", instance.last_cpu_usec)
+                                .optional_int("last_peak_rss_bytes", instance.last_peak_rss_bytes)
                                 .optional_string("reason", instance.reason.as_deref())
                         }),
                     )
+            }),
+        )
+        .array(
+            "metrics",
+            status.metrics.iter().map(|metrics| {
+                JsonObject::new()
+                    .string("service_id", &metrics.service_id)
+                    .int("index", metrics.index)
+                    .optional_int("cpu_usec", metrics.cpu_usec)
+                    .optional_int("cpu_permille", metrics.cpu_permille)
+                    .optional_int("memory_bytes", metrics.memory_bytes)
+                    .optional_int("memory_peak_bytes", metrics.memory_peak_bytes)
+                    .optional_int("tasks", metrics.tasks)
             }),
         )
         .strings("added", &status.added)
@@ -278,6 +299,7 @@ pub fn event(event: &Event) -> String {
         .optional_int("exit_code", event.exit_code)
         .optional_int("exit_signal", event.exit_signal)
         .optional_string("reason", event.reason.as_deref())
+        .bool("oom", event.oom())
         .finish()
 }
 
@@ -381,16 +403,17 @@ mod tests {
                     last_exit_signal: Some(15),
                     adopted: None,
                     reason: Some("started as pid 12".into()),
+                    ..Default::default()
                 }],
                 description: None,
                 enabled: Some(true),
                 desired: Some("auto".into()),
             }],
-            ..ServiceStatusResponse::default()
+            ..Default::default()
         };
         assert_eq!(
             service_status(&status),
-            r#"{"services":[{"id":"web","origin":"local","description":null,"enabled":true,"desired":"auto","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false,"reason":"started as pid 12"}]}],"added":[],"changed":[],"removed":[],"unchanged":[]}"#
+            r#"{"services":[{"id":"web","origin":"local","description":null,"enabled":true,"desired":"auto","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false,"last_exit_oom":false,"last_exit_reason":null,"last_run_ms":null,"last_cpu_usec":null,"last_peak_rss_bytes":null,"reason":"started as pid 12"}]}],"metrics":[],"added":[],"changed":[],"removed":[],"unchanged":[]}"#
         );
     }
 
@@ -419,10 +442,11 @@ mod tests {
             exit_code: Some(3),
             exit_signal: None,
             reason: None,
+            ..Default::default()
         };
         assert_eq!(
             event(&change),
-            r#"{"service_id":"web","index":1,"state":"exited","pid":null,"at_unix_ms":9,"exit_code":3,"exit_signal":null,"reason":null}"#
+            r#"{"service_id":"web","index":1,"state":"exited","pid":null,"at_unix_ms":9,"exit_code":3,"exit_signal":null,"reason":null,"oom":false}"#
         );
     }
 }

@@ -238,6 +238,20 @@ impl Client {
         )
     }
 
+    /// The node's metrics in the Prometheus text format.
+    pub fn metrics(&mut self) -> Result<String, ClientError> {
+        let reply = self.request(Code::MetricsRequest, None)?;
+        take_payload(
+            reply,
+            Code::MetricsResponse,
+            "a MetricsResponse",
+            |payload| match payload {
+                Payload::MetricsResponse(metrics) => Some(metrics.text),
+                _ => None,
+            },
+        )
+    }
+
     /// The messages the request with `correlation_id` caused, in order.
     pub fn trace(&mut self, correlation_id: &str) -> Result<TraceResponse, ClientError> {
         let request = Payload::TraceRequest(TraceRequest {
@@ -263,8 +277,26 @@ impl Client {
 
     /// The state of every service, or of the one named.
     pub fn status(&mut self, service: Option<&str>) -> Result<ServiceStatusResponse, ClientError> {
+        self.status_request(service, false)
+    }
+
+    /// [`Client::status`] with what each running instance uses now (the
+    /// reply's `metrics`).
+    pub fn status_with_metrics(
+        &mut self,
+        service: Option<&str>,
+    ) -> Result<ServiceStatusResponse, ClientError> {
+        self.status_request(service, true)
+    }
+
+    fn status_request(
+        &mut self,
+        service: Option<&str>,
+        metrics: bool,
+    ) -> Result<ServiceStatusResponse, ClientError> {
         let request = Payload::ServiceStatusRequest(ServiceStatusRequest {
             service_id: service.map(str::to_owned),
+            metrics: metrics.then_some(true),
         });
         let reply = self.request(Code::ServiceStatusRequest, Some(request))?;
         take_payload(

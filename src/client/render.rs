@@ -4,10 +4,12 @@
 //! Pure functions from a reply to a `String` (without a final newline);
 //! nothing here does I/O.
 
-use crate::wire::proto::public_api::service_status_response::Service;
+use crate::conf::format_size;
+use crate::wire::proto::public_api::ServiceStatusResponse;
+use crate::wire::proto::public_api::service_status_response::{Instance, InstanceMetrics, Service};
 use crate::wire::proto::public_api::{
-    Event, NodeInfoResponse, ServiceDefinitionResponse, ServiceStatusResponse, StatusColour,
-    TraceResponse, log_lines, node_info_response::SystemStatus,
+    Event, NodeInfoResponse, ServiceDefinitionResponse, StatusColour, TraceResponse, log_lines,
+    node_info_response::SystemStatus,
 };
 
 /// ANSI paints.
@@ -64,7 +66,26 @@ pub fn colour_word(colour: i32) -> &'static str {
 /// with the reason for each state. `now_unix_ms` is the clock the
 /// uptimes are measured against; `colour` paints the states.
 pub fn status_table(services: &[Service], now_unix_ms: u64, colour: bool) -> String {
-    const HEADER: [&str; 8] = [
+    status_rows(services, &[], now_unix_ms, colour)
+}
+
+/// The status table with CPU, memory and task columns from the reply's
+/// metrics, when it has any.
+pub fn status_with_metrics(
+    status: &ServiceStatusResponse,
+    now_unix_ms: u64,
+    colour: bool,
+) -> String {
+    status_rows(&status.services, &status.metrics, now_unix_ms, colour)
+}
+
+fn status_rows(
+    services: &[Service],
+    metrics: &[InstanceMetrics],
+    now_unix_ms: u64,
+    colour: bool,
+) -> String {
+    const BASE: [&str; 8] = [
         "SERVICE",
         "INSTANCE",
         "STATE",
@@ -74,13 +95,17 @@ pub fn status_table(services: &[Service], now_unix_ms: u64, colour: bool) -> Str
         "LAST EXIT",
         "REASON",
     ];
-    let mut table = Table::with_header(&HEADER);
+    let mut header = BASE.to_vec();
+    if !metrics.is_empty() {
+        header.extend(["CPU", "MEMORY", "TASKS"]);
+    }
+    let mut table = Table::with_header(&header);
     for service in services {
         if service.instances.is_empty() {
             // A service without instances still gets its line, so that it
             // does not vanish from the listing.
             let mut row = vec![service.id.clone()];
-            row.resize(HEADER.len(), "-".to_owned());
+            row.resize(header.len(), "-".to_owned());
             table.row(row);
         }
         for instance in &service.instances {
@@ -104,20 +129,23 @@ pub fn status_table(services: &[Service], now_unix_ms: u64, colour: bool) -> Str
                 instance.last_exit_code,
                 instance.last_exit_signal,
             );
-            table.painted_row(
-                vec![
-                    name,
-                    instance.index.to_string(),
-                    state,
-                    or_dash(instance.pid),
-                    uptime,
-                    or_dash(instance.restarts),
-                    last_exit(instance.last_exit_code, instance.last_exit_signal),
-                    instance.reason.clone().unwrap_or_else(|| "-".to_owned()),
-                ],
-                2,
-                state_colour.filter(|_| colour),
-            );
+            let mut row = vec![
+                name,
+                instance.index.to_string(),
+                state,
+                or_dash(instance.pid),
+                uptime,
+                or_dash(instance.restarts),
+                last_run(instance),
+                instance.reason.clone().unwrap_or_else(|| "-".to_owned()),
+            ];
+            if !metrics.is_empty() {
+                let used = metrics
+                    .iter()
+                    .find(|m| m.service_id == service.id && m.index == instance.index);
+                row.extend(usage_columns(used));
+            }
+            table.painted_row(row, 2, state_colour.filter(|_| colour));
         }
     }
     table.render()
@@ -375,6 +403,94 @@ fn uptime(millis: u64) -> String {
 }
 
 /// "code 1", "signal 9", or "-" before the first exit.
+/// What `top` sorts its lines by, highest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopOrder {
+    /// CPU percent.
+    Cpu,
+    /// Memory now.
+    Memory,
+}
+
+/// `snow-fox-client top`: one line per instance, with state, CPU %,
+/// memory, tasks and restarts, the busiest first.
+pub fn top_table(status: &ServiceStatusResponse, order: TopOrder) -> String {
+    let mut rows: Vec<(u64, Vec<String>)> = Vec::new();
+    for service in &status.services {
+        for instance in &service.instances {
+            let used = status
+                .metrics
+                .iter()
+                .find(|m| m.service_id == service.id && m.index == instance.index);
+            let key = match order {
+                TopOrder::Cpu => used.and_then(|m| m.cpu_permille).map(u64::from),
+                TopOrder::Memory => used.and_then(|m| m.memory_bytes),
+            };
+            let [cpu, memory, tasks] = usage_columns(used);
+            rows.push((
+                key.unwrap_or(0),
+                vec![
+                    service.id.clone(),
+                    instance.index.to_string(),
+                    instance.state.clone(),
+                    cpu,
+                    memory,
+                    tasks,
+                    or_dash(instance.restarts),
+                ],
+            ));
+        }
+    }
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut table = Table::with_header(&[
+        "SERVICE", "INSTANCE", "STATE", "CPU", "MEMORY", "TASKS", "RESTARTS",
+    ]);
+    for (_, row) in rows {
+        table.row(row);
+    }
+    table.render()
+}
+
+/// CPU %, memory (current and peak) and tasks of one instance, dashes
+/// where unknown.
+pub fn usage_columns(metrics: Option<&InstanceMetrics>) -> [String; 3] {
+    let Some(metrics) = metrics else {
+        return ["-".to_owned(), "-".to_owned(), "-".to_owned()];
+    };
+    let cpu = metrics.cpu_permille.map_or_else(
+        || "-".to_owned(),
+        |permille| format!("{}.{}%", permille / 10, permille % 10),
+    );
+    let memory = match (metrics.memory_bytes, metrics.memory_peak_bytes) {
+        (Some(now), Some(peak)) => format!("{} (peak {})", format_size(now), format_size(peak)),
+        (Some(now), None) => format_size(now),
+        _ => "-".to_owned(),
+    };
+    let tasks = metrics
+        .tasks
+        .map_or_else(|| "-".to_owned(), |tasks| tasks.to_string());
+    [cpu, memory, tasks]
+}
+
+/// The last exit, its reason when the node knows one (out of memory),
+/// and what the run used.
+fn last_run(instance: &Instance) -> String {
+    let mut text = match &instance.last_exit_reason {
+        Some(reason) => reason.clone(),
+        None => last_exit(instance.last_exit_code, instance.last_exit_signal),
+    };
+    if let Some(ran) = instance.last_run_ms {
+        text.push_str(&format!(" after {:.1} s", ran as f64 / 1e3));
+    }
+    if let Some(cpu) = instance.last_cpu_usec {
+        text.push_str(&format!(", cpu {:.1} s", cpu as f64 / 1e6));
+    }
+    if let Some(peak) = instance.last_peak_rss_bytes {
+        text.push_str(&format!(", peak {}", format_size(peak)));
+    }
+    text
+}
+
 fn last_exit(code: Option<i32>, signal: Option<i32>) -> String {
     match (code, signal) {
         (_, Some(signal)) => format!("signal {signal}"),
@@ -519,6 +635,7 @@ mod tests {
                         last_exit_signal: None,
                         adopted: None,
                         reason: Some("started as pid 4242".into()),
+                        ..Default::default()
                     },
                     Instance {
                         index: 1,
@@ -530,6 +647,7 @@ mod tests {
                         last_exit_signal: Some(9),
                         adopted: None,
                         reason: Some("backoff 2s (signal 9 (KILL), 3rd failure)".into()),
+                        ..Default::default()
                     },
                 ],
                 ..Service::default()
@@ -632,6 +750,7 @@ state: done";
             exit_code: Some(1),
             exit_signal: None,
             reason: None,
+            ..Default::default()
         };
         assert_eq!(
             event_line(&event),

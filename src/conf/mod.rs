@@ -18,6 +18,7 @@ mod error;
 pub mod host;
 mod node;
 pub mod paths;
+mod resources;
 mod service;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub use cluster::{ClusterConfig, ClusterService, MIN_LEASE_TTL, Placement, parse
 pub use document::{MAX_DURATION, parse_duration};
 pub use error::{ConfigError, ConfigProblem};
 pub use node::NodeConfig;
+pub use resources::{KillMode, Resources, format_size};
 pub use service::{
     Health, MAX_ID_LEN, MAX_INSTANCES, MAX_LOG_KEEP, OnNodeExit, Output, Probe, Readiness,
     ReadySignal, RestartPolicy, ServiceConfig, expand, signal_by_name, signal_name,

@@ -114,7 +114,7 @@ const TAIL_BYTES: u64 = 8192;
 const TAIL_LINE_CHARS: usize = 200;
 
 /// The last `count` non-empty lines of the regular file at `path` (each
-/// cut at 200 characters), for a failed start's reason and `status ID`;
+/// cut at 200 characters), for a failed start's reason;
 /// `None` when there is no such file or nothing in it. It is opened
 /// without following a symlink and without blocking (a FIFO put in its
 /// place would hang the reader), and only its last 8 KiB are read.

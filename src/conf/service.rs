@@ -17,6 +17,7 @@ pub const MAX_LOG_KEEP: u32 = 1000;
 /// The most instances a service may have (`instances`).
 pub const MAX_INSTANCES: u32 = 1000;
 use super::document::{Document, Entry, expected, to_duration, to_text, whole_number};
+use super::resources::{self, Resources};
 
 /// Names the node uses for its own parts in status and requests, so no
 /// service may take them.
@@ -128,6 +129,9 @@ pub struct ServiceConfig {
     /// `health`: a liveness check that restarts the instance when it fails
     /// too often in a row (default: none).
     pub health: Option<Health>,
+    /// `limits`, `memory_max`, `memory_high`, `cpu_max`, `pids_max` and
+    /// `kill_mode` (default: none, and `"control-group"`).
+    pub resources: Resources,
     /// `start_grace`: with `ready = "started"`, how long an instance must
     /// run before a `start` counts it as started (default 300ms), so that
     /// a program that exits at once fails its start.
@@ -232,6 +236,14 @@ impl Default for Readiness {
 }
 
 impl ServiceConfig {
+    /// The fd its process gets to say it is ready (`ready = { fd = N }`).
+    pub fn ready_fd(&self) -> Option<u32> {
+        match self.ready.signal {
+            ReadySignal::Fd(fd) => Some(fd),
+            _ => None,
+        }
+    }
+
     /// Instance `index` of it: `{instance}` (the index) and `{id}` replaced
     /// in `command`, `env` values, `work_dir`, `stdout`/`stderr` paths and
     /// the readiness and health checks, so that two copies of a server can
@@ -267,14 +279,6 @@ impl ServiceConfig {
     /// `{instance}` somewhere.
     pub fn is_per_instance(&self) -> bool {
         self.for_instance(0) != self.for_instance(1)
-    }
-
-    /// The fd its process gets to say it is ready (`ready = { fd = N }`).
-    pub fn ready_fd(&self) -> Option<u32> {
-        match self.ready.signal {
-            ReadySignal::Fd(fd) => Some(fd),
-            _ => None,
-        }
     }
 
     /// The check commands it may run, for the spawner's service table.
@@ -470,6 +474,7 @@ pub(super) fn parse_document(
         after: doc.text_list("after", IDS_FORM).unwrap_or_default(),
         ready: readiness(doc),
         health: health(doc),
+        resources: resources::parse(doc),
         start_grace: doc.duration("start_grace").unwrap_or(DEFAULT_START_GRACE),
         description: doc.text("description"),
     };
@@ -970,6 +975,7 @@ pub(super) mod tests {
                     timeout: Duration::from_secs(30),
                 },
                 health: None,
+                resources: Resources::default(),
                 start_grace: Duration::from_millis(300),
                 description: None,
             }

@@ -49,6 +49,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::usage::LastRun;
 use crate::conf::{ReadySignal, RestartPolicy, ServiceConfig};
 
 /// Where an instance stands.
@@ -188,6 +189,9 @@ pub struct Instance {
     pub adopted: bool,
     /// Why the node itself stops it, while it does.
     pub stop_cause: Option<StopCause>,
+    /// What its last process used and whether memory ran out, set by the
+    /// manager with its exit.
+    pub last_run: Option<LastRun>,
     /// Why it is in its state, in words.
     pub reason: String,
     /// What its readiness check last said while it was not ready, set by
@@ -212,6 +216,7 @@ impl Instance {
             wanted: false,
             adopted: false,
             stop_cause: None,
+            last_run: None,
             reason: "not started".to_owned(),
             not_ready_detail: None,
             started_at: None,
@@ -605,6 +610,7 @@ mod tests {
             after: Vec::new(),
             ready: Readiness::default(),
             health: None,
+            resources: crate::conf::Resources::default(),
             start_grace: Duration::ZERO,
             description: None,
         }

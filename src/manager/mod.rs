@@ -57,10 +57,12 @@ mod cluster;
 mod deps;
 pub mod instance;
 mod logs;
+mod metrics;
 mod record;
 mod reload;
 mod requests;
 mod status;
+mod usage;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -72,6 +74,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
+use crate::cgroup::InstanceCgroup;
 use crate::conf::{Config, OnNodeExit, Output, ReadySignal, ServiceConfig};
 use crate::sys;
 use crate::trace::{Role, Tracer, now_unix_us};
@@ -92,6 +95,7 @@ use record::{Desired, Enabled, Record, RecordedInstance, Wish};
 pub use reload::service_table;
 use reload::work_dir_text;
 use status::{Clock, EntryCache, instance_status, overall, system_status};
+use usage::{LastRun, Usage};
 
 /// How many of the last lines of its stderr a failed start's reason
 /// quotes.
@@ -213,6 +217,8 @@ struct Service {
     notes: Vec<Option<String>>,
     /// Its status entry, encoded.
     status_entry: EntryCache,
+    /// What each instance uses.
+    usage: Vec<Usage>,
 }
 
 #[derive(Debug)]
@@ -288,6 +294,10 @@ pub struct Manager {
     outgoing: Vec<ClientReply>,
     /// The last reload's failure, shown as the `config` subsystem.
     reload_error: Option<String>,
+    /// What the spawner said it can do with cgroups.
+    cgroups: Option<ms::CgroupStatus>,
+    /// Requests and errors counted for metrics.
+    counters: metrics::Counters,
     spawner_alive: bool,
     /// Set once the daemon ordered the shutdown: its correlation id.
     shutdown: Option<String>,
@@ -340,6 +350,8 @@ impl Manager {
             subscribers: Vec::new(),
             outgoing: Vec::new(),
             reload_error: None,
+            cgroups: None,
+            counters: metrics::Counters::default(),
             spawner_alive: true,
             shutdown: None,
             record_changed: false,
@@ -532,6 +544,7 @@ impl Manager {
             }
             Ok(None) => return,
             Err(error) => {
+                self.counters.error(error.kind);
                 // The client reads why; a flood of refusals must not
                 // flood the log at its default level.
                 log::debug!("[{correlation}] request refused: {}", error.reason);
@@ -805,12 +818,13 @@ impl Manager {
                     self.check_started(key, started.pid);
                 } else if let Some(Asked::Start { service, index }) = asked {
                     log::info!("{service}.{index} started as pid {}", started.pid);
-                    if let Some(slot) = self
-                        .services
-                        .get_mut(&service)
-                        .and_then(|s| s.start_times.get_mut(index as usize))
-                    {
-                        *slot = started.start_time;
+                    if let Some(entry) = self.services.get_mut(&service) {
+                        if let Some(slot) = entry.start_times.get_mut(index as usize) {
+                            *slot = started.start_time;
+                        }
+                        if let Some(usage) = entry.usage.get_mut(index as usize) {
+                            usage.started(InstanceCgroup::from_wire(&started.cgroup), now);
+                        }
                     }
                     self.apply(
                         &service,
@@ -860,6 +874,7 @@ impl Manager {
                         exited.pid,
                         instance::describe_exit(status)
                     );
+                    self.note_last_run(&service, index as usize, status, &exited);
                     self.apply(&service, index as usize, Event::Exited(status), None, now);
                 }
             }
@@ -877,6 +892,10 @@ impl Manager {
                     self.apply(&service, index as usize, Event::Ready, None, now);
                 }
             }
+            (
+                Ok(ms::message::Code::CgroupStatus),
+                Some(ms::message::Payload::CgroupStatus(status)),
+            ) => self.cgroups = Some(status),
             (Ok(ms::message::Code::LogMessage), Some(ms::message::Payload::LogMessage(entry))) => {
                 let level = match entry.level {
                     1 => log::Level::Error,
@@ -891,6 +910,39 @@ impl Manager {
                 "ignoring a malformed message from the spawner (code {:?})",
                 code.map(|code| code.as_str_name())
             ),
+        }
+    }
+
+    /// Keeps what the ended run of `id`.`index` used, and says why it
+    /// ended when it ran out of memory (the next Event's reason).
+    fn note_last_run(
+        &mut self,
+        id: &str,
+        index: usize,
+        status: ExitStatus,
+        exited: &ms::ProcessExited,
+    ) {
+        let Some(service) = self.services.get_mut(id) else {
+            return;
+        };
+        let memory_max = service.config.resources.limits.memory_max;
+        let started_at = service.usage.get(index).and_then(|usage| usage.started_at);
+        let run = LastRun {
+            oom: exited.oom_kills.map(|_| memory_max),
+            cpu_usec: exited.cpu_usec,
+            peak_rss_bytes: exited.max_rss_bytes,
+            ran: started_at.map(|at| at.elapsed()),
+        };
+        if let Some(usage) = service.usage.get_mut(index) {
+            usage.cgroup = None;
+            usage.oom_kills += u64::from(run.oom.is_some());
+        }
+        if let Some(instance) = service.instances.get_mut(index) {
+            instance.last_run = Some(run);
+        }
+        if let Some(reason) = run.oom_reason(Some(status)) {
+            log::warn!("{id}.{index} {reason}");
+            self.note(id, index as u32, reason);
         }
     }
 
@@ -1117,6 +1169,9 @@ impl Manager {
             exit_code,
             exit_signal,
             reason: Some(instance.reason.clone()),
+            oom: (exit_code.is_some() || exit_signal.is_some())
+                .then(|| instance.last_run.and_then(|run| run.oom).map(|_| true))
+                .flatten(),
         };
         // Encoded once for every subscriber (there may be hundreds).
         let mut encoded = Vec::new();
@@ -1178,6 +1233,7 @@ impl Service {
             hold: None,
             notes: vec![None; count],
             status_entry: EntryCache::default(),
+            usage: (0..count).map(|_| Usage::default()).collect(),
             config,
         }
     }

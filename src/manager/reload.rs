@@ -53,7 +53,7 @@ impl Manager {
             diff.removed.join(", "),
             diff.unchanged.join(", ")
         );
-        Ok(self.status_with(self.services.values(), &diff.encode()))
+        Ok(self.status_payload(self.services.values(), None, &diff.encode()))
     }
 
     /// Moves the services to `services` (with their `versions`): added
@@ -259,9 +259,28 @@ pub fn service_table(config: &Config) -> ds::ServiceTable {
                 log_max_bytes: Some(service.log_max_bytes),
                 log_keep: Some(service.log_keep),
                 ready_fd: service.ready_fd(),
+                rlimits: service
+                    .resources
+                    .rlimits
+                    .iter()
+                    .map(|(_, limit)| ds::service_table::Rlimit {
+                        resource: limit.resource,
+                        soft: limit.soft,
+                        hard: limit.hard,
+                    })
+                    .collect(),
+                memory_max: service.resources.limits.memory_max,
+                memory_high: service.resources.limits.memory_high,
+                cpu_quota_usec: service.resources.limits.cpu_max.map(|cpu| cpu.quota_usec),
+                cpu_period_usec: service.resources.limits.cpu_max.map(|cpu| cpu.period_usec),
+                pids_max: service.resources.limits.pids_max,
+                kill_process_only: (service.resources.kill_mode == crate::conf::KillMode::Process)
+                    .then_some(true),
             })
             .collect(),
         log_dir: Some(config.node.log_dir.to_string_lossy().into_owned()),
+        node_name: Some(config.node.name.clone()),
+        cgroup_fs: Some(config.node.cgroup_fs.to_string_lossy().into_owned()),
     }
 }
 

@@ -25,6 +25,7 @@ impl Manager {
         let code = Code::try_from(message.code).map_err(|_| {
             RequestError::new(Kind::BadRequest, format!("unknown code {}", message.code))
         })?;
+        self.counters.request(code);
         check_payload(code, message.payload.as_ref())?;
         if self.shutdown.is_some() {
             return Err(RequestError::new(
@@ -66,18 +67,19 @@ impl Manager {
                 Ok(Some((Code::Ack, Body::Message(None))))
             }
             (Code::ServiceStatusRequest, payload) => {
-                let wanted = match payload {
-                    Some(Payload::ServiceStatusRequest(request)) => {
-                        request.service_id.filter(|id| !id.is_empty())
-                    }
-                    _ => None,
+                let (wanted, metrics) = match payload {
+                    Some(Payload::ServiceStatusRequest(request)) => (
+                        request.service_id.filter(|id| !id.is_empty()),
+                        request.metrics.unwrap_or(false).then_some(now),
+                    ),
+                    _ => (None, None),
                 };
                 let status = match wanted {
                     Some(id) => {
                         self.known(&id)?;
-                        self.status_of(self.services.get(&id))
+                        self.status_payload(self.services.get(&id), metrics, &[])
                     }
-                    None => self.status_of(self.services.values()),
+                    None => self.status_payload(self.services.values(), metrics, &[]),
                 };
                 Ok(Some((Code::ServiceStatusResponse, Body::Encoded(status))))
             }
@@ -155,6 +157,14 @@ impl Manager {
                 message.payload = payload;
                 self.forward_to_cluster(connection, correlation, message, now)
             }
+            (Code::MetricsRequest, _) => Ok(Some((
+                Code::MetricsResponse,
+                Body::Message(Some(Payload::MetricsResponse(
+                    public_api::MetricsResponse {
+                        text: self.prometheus(now),
+                    },
+                ))),
+            ))),
             (Code::Subscribe, _) => {
                 let limit = self.config.node.max_subscriptions_per_connection;
                 let held = self
@@ -382,19 +392,36 @@ impl Manager {
         &self,
         services: impl IntoIterator<Item = &'a Service>,
     ) -> Arc<[u8]> {
-        self.status_with(services, &[])
+        self.status_payload(services, None, &[])
     }
 
-    /// [`Manager::status_of`] with `extra`, other encoded fields of the
-    /// `ServiceStatusResponse`, after its services.
-    pub(super) fn status_with<'a>(
+    /// [`Self::status_of`], with each running instance's metrics read at
+    /// `metrics` when given, and `extra` (other encoded fields of the
+    /// `ServiceStatusResponse`) after its services.
+    pub(super) fn status_payload<'a>(
         &self,
         services: impl IntoIterator<Item = &'a Service>,
+        metrics: Option<Instant>,
         extra: &[u8],
     ) -> Arc<[u8]> {
         const SERVICES: u32 = 1;
+        const METRICS: u32 = 80;
         let mut entries = Vec::new();
+        let mut measured = Vec::new();
         for service in services {
+            if let Some(now) = metrics {
+                for (instance, usage) in service.instances.iter().zip(&service.usage) {
+                    if let Some(pid) = instance.pid {
+                        measured.push(usage.metrics(
+                            &service.config.id,
+                            instance.index,
+                            pid,
+                            instance.since,
+                            now,
+                        ));
+                    }
+                }
+            }
             let encode = |out: &mut Vec<u8>| {
                 prost::encoding::message::encode(SERVICES, &self.status_entry(service), out);
             };
@@ -408,6 +435,9 @@ impl Manager {
                     .status_entry
                     .append(shown, &service.instances, encode, &mut entries);
             }
+        }
+        for metrics in &measured {
+            prost::encoding::message::encode(METRICS, metrics, &mut entries);
         }
         entries.extend_from_slice(extra);
         let mut payload = Vec::with_capacity(entries.len() + 8);
@@ -575,6 +605,21 @@ impl Manager {
         add("state", self.state_status(details));
         if let Some(cluster) = self.cluster_status() {
             add("cluster", cluster);
+        }
+        if let Some(cgroups) = &self.cgroups {
+            let status = if cgroups.available {
+                green(&|| cgroups.description.clone())
+            } else {
+                system_status(
+                    StatusColour::Yellow,
+                    StatusCode::Failed,
+                    format!(
+                        "{}; services with limits cannot start, stops kill process groups only",
+                        cgroups.description
+                    ),
+                )
+            };
+            add("cgroups", status);
         }
         for service in self.services.values() {
             if details || !self.is_green(service) {
@@ -749,7 +794,8 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::Shutdown
             | Code::ConfigReload
             | Code::Subscribe
-            | Code::ClusterStatusRequest,
+            | Code::ClusterStatusRequest
+            | Code::MetricsRequest,
             None,
         ) => (false, true),
         (Code::ServiceStart, Some(Payload::ServiceStart(_)))
@@ -789,7 +835,8 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::ServiceDefinitionResponse
             | Code::Event
             | Code::ClusterStatusResponse
-            | Code::LogLines,
+            | Code::LogLines
+            | Code::MetricsResponse,
             _,
         ) => (false, true),
         _ => (false, false),

@@ -9,6 +9,7 @@ use crate::wire::proto::public_api::service_status_response;
 use crate::wire::proto::public_api::{StatusCode, StatusColour};
 
 use super::instance::{ExitStatus, Instance, State};
+use super::usage::LastRun;
 
 /// Orders colours from best to worst: Green < Yellow < Unknown < Red.
 fn severity(colour: StatusColour) -> u8 {
@@ -214,7 +215,13 @@ pub fn instance_status(instance: &Instance, clock: &Clock) -> service_status_res
         Some(ExitStatus::Signal(signal)) => (None, Some(signal)),
         Some(ExitStatus::Unknown) | None => (None, None),
     };
+    let last_run = instance.last_run.unwrap_or_default();
     service_status_response::Instance {
+        last_exit_oom: last_run.oom.map(|_| true),
+        last_cpu_usec: last_run.cpu_usec,
+        last_peak_rss_bytes: last_run.peak_rss_bytes,
+        last_exit_reason: last_run.oom_reason(instance.last_exit),
+        last_run_ms: last_run.ran.map(|ran| ran.as_millis() as u64),
         index: instance.index,
         state: instance.state.as_str().to_owned(),
         pid: instance.pid,
@@ -239,6 +246,7 @@ struct InstanceShown {
     restarts: u32,
     last_exit: Option<ExitStatus>,
     adopted: bool,
+    last_run: Option<LastRun>,
 }
 
 impl InstanceShown {
@@ -265,6 +273,7 @@ impl InstanceShown {
             restarts: instance.restarts,
             last_exit: instance.last_exit,
             adopted: instance.adopted,
+            last_run: instance.last_run,
         }
     }
 }

@@ -4,8 +4,10 @@
 //! user and group are resolved to ids, the work dir is checked, and each
 //! captured output stream gets a pipe whose read end the log keeper has
 //! taken (having opened the stream's file; see `keeper`). The child then only
-//! calls `setsid` (see [`crate::sys::start_in_new_session`]) and std's own
-//! `setgid` → `setgroups` → `setuid` before exec. It owns nothing that
+//! calls `setsid` (see [`crate::sys::start_in_new_session`]), writes its
+//! own stat line to its intent in the spawner's record, joins its cgroup,
+//! sets its rlimits and drops to its user as `setgroups` → `setgid` →
+//! `setuid` ([`crate::sys::prepare_child`]) before exec. It owns nothing that
 //! lasts: the caller keeps the pid, and the child's `Child` handle is
 //! dropped unwaited because the spawner reaps with `waitpid(-1)`.
 
@@ -13,7 +15,6 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -50,12 +51,14 @@ pub(super) struct Launched {
 }
 
 /// Starts the process `request` describes, in its own session, its
-/// outputs from `capture`; the child appends its own stat line to
-/// `intent`, if given, before it execs.
+/// outputs from `capture`, with `setup`'s cgroups and rlimits (its ids are
+/// filled in here); the child appends its own stat line to `intent`, if
+/// given, before it execs.
 pub(super) fn launch(
     request: &ms::StartProcess,
     intent: Option<BorrowedFd<'_>>,
     capture: &mut Capture<'_>,
+    mut setup: sys::ChildSetup,
 ) -> Result<Launched, LaunchError> {
     let (program, args) = request
         .command
@@ -71,9 +74,8 @@ pub(super) fn launch(
         .env_clear()
         .env("PATH", BASE_PATH)
         .stdin(Stdio::null());
-    // Who the child runs as (its output files are opened as it too). What
-    // systemd gives a service, before the service's own variables, which
-    // may replace them.
+    // What systemd gives a service, before the service's own variables,
+    // which may replace them.
     let run_as = conf::host::RunAs {
         uid: credentials.map_or_else(sys::effective_uid, |ids| ids.uid),
         gid: credentials.map_or_else(sys::effective_gid, |ids| ids.gid),
@@ -98,16 +100,20 @@ pub(super) fn launch(
         check_work_dir(Path::new(dir), run_as)?;
         command.current_dir(dir);
     }
-    if let Some(ids) = credentials {
-        command.uid(ids.uid).gid(ids.gid);
-    }
-    let stdout = open_output(Stream::Stdout, request, run_as, capture)?;
-    let stderr = open_output(Stream::Stderr, request, run_as, capture)?;
+    check_rlimits(&setup.rlimits)?;
+    setup.ids = credentials;
+    let owner = credentials.unwrap_or(sys::UserIds {
+        uid: sys::effective_uid(),
+        gid: sys::effective_gid(),
+    });
+    let stdout = open_output(Stream::Stdout, request, owner, capture)?;
+    let stderr = open_output(Stream::Stderr, request, owner, capture)?;
     command.stdout(stdout).stderr(stderr);
     sys::start_in_new_session(&mut command);
     if let Some(intent) = intent {
         sys::record_own_stat_before_exec(&mut command, intent);
     }
+    sys::prepare_child(&mut command, setup);
     let ready_pipe = match request.ready_fd {
         Some(fd) => Some(ready_pipe(&mut command, fd)?),
         None => None,
@@ -122,6 +128,36 @@ pub(super) fn launch(
         pid: child.id(),
         ready_pipe: ready_pipe.map(|(reader, _writer)| reader),
     })
+}
+
+/// Refuses, before the fork, a hard limit above the spawner's own when it
+/// cannot raise one: the child's `setrlimit` would fail with a bare EPERM.
+fn check_rlimits(limits: &[sys::Rlimit]) -> Result<(), LaunchError> {
+    for limit in limits {
+        let own = sys::getrlimit(limit.resource).map_err(|source| LaunchError::Rlimit {
+            name: sys::rlimit_name(limit.resource),
+            reason: format!("reading the node's own: {source}"),
+        })?;
+        if limit.hard > own.1 && !sys::has_capability(sys::CAP_SYS_RESOURCE) {
+            let shown = |value: u64| {
+                if value == sys::RLIM_INFINITY {
+                    "infinity".to_owned()
+                } else {
+                    value.to_string()
+                }
+            };
+            return Err(LaunchError::Rlimit {
+                name: sys::rlimit_name(limit.resource),
+                reason: format!(
+                    "hard limit {} is above the node's own ({}), and raising it needs \
+                     CAP_SYS_RESOURCE, which the node lacks",
+                    shown(limit.hard),
+                    shown(own.1)
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A pipe whose write end the child gets as `fd`; both ends close on exec
@@ -148,10 +184,10 @@ pub(super) fn present(field: Option<&str>) -> Option<&str> {
 /// Resolves the user and group to run as ([`conf::host::run_as`], which
 /// the configuration check uses too). A user without a group runs in the
 /// user's primary group; a group without a user runs as the node's own
-/// user. Setting both ids makes std clear the supplementary groups
-/// (`setgroups(0)`) before `setuid`, so the child's only group is `gid`
-/// (`CommandExt::groups`, which could set the list to `[gid]`, is not
-/// stable). Neither given: the child keeps the node's credentials.
+/// user. With ids the child clears its supplementary groups
+/// (`setgroups(0)`, as root) before `setgid` and `setuid`
+/// ([`sys::prepare_child`]), so its only group is `gid`. Neither given:
+/// the child keeps the node's credentials.
 fn resolve_credentials(
     user: Option<&str>,
     group: Option<&str>,
@@ -308,6 +344,8 @@ pub(super) enum LaunchError {
     BadReadyFd { fd: u32 },
     /// Creating the readiness pipe.
     ReadyPipe { source: io::Error },
+    /// An rlimit the child could not be given.
+    Rlimit { name: String, reason: String },
 }
 
 impl fmt::Display for LaunchError {
@@ -346,6 +384,7 @@ impl fmt::Display for LaunchError {
             LaunchError::ReadyPipe { source } => {
                 write!(f, "creating the readiness pipe: {source}")
             }
+            LaunchError::Rlimit { name, reason } => write!(f, "limits.{name}: {reason}"),
         }
     }
 }
@@ -362,7 +401,8 @@ impl std::error::Error for LaunchError {
             | LaunchError::OutputWithoutPath { .. }
             | LaunchError::Capture { .. }
             | LaunchError::UnknownOutputKind { .. }
-            | LaunchError::BadReadyFd { .. } => None,
+            | LaunchError::BadReadyFd { .. }
+            | LaunchError::Rlimit { .. } => None,
         }
     }
 }

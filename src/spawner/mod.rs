@@ -95,7 +95,18 @@
 //! the node that timestamps lines, writes and rotates the files with the
 //! rights of whoever owns their directory, and outlives the node.
 //!
-//! Reaping is `waitpid(-1, WNOHANG)` until nothing is left, on each SIGCHLD
+//! Each start also gets its instance's cgroup and rlimits from the table
+//! (never from the request; see `contain.rs`): the child joins the cgroup
+//! and sets the rlimits before it drops to its user and execs. When a main
+//! process ends (reaped, or an adopted one's pidfd turns readable), what
+//! is left in its cgroup is killed and its end is reported only once the
+//! cgroup is empty (checked every [`DRAIN_POLL`], for at most
+//! [`DRAIN_LIMIT`]), with the cgroup's OOM kills and the child's rusage;
+//! the cgroup is then removed. A SIGKILL the manager sends kills the
+//! cgroup too. An adopted process's cgroup is the one its instance's name
+//! gives, if it exists.
+//!
+//! Reaping is `wait4(-1, WNOHANG)` until nothing is left, on each SIGCHLD
 //! notice and after each start. A pid stays in the
 //! map until it is reaped, so a pid the spawner signals can never have been
 //! reused by a stranger; pids that are neither its children nor adopted
@@ -126,6 +137,7 @@
 //! spawner in an ordered shutdown) is not an error: later exits are only
 //! logged.
 
+mod contain;
 pub mod keeper;
 mod launch;
 mod record;
@@ -140,6 +152,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvError, Sender, never, select};
 
+use crate::cgroup::InstanceCgroup;
 use crate::conf;
 use crate::sys::{self, ExitStatusKind};
 use crate::trace::{Role, Tracer, now_unix_ms};
@@ -205,6 +218,14 @@ pub enum TableSource {
 /// How often the pidfds of adopted processes are checked.
 pub const ADOPTED_POLL: Duration = Duration::from_millis(200);
 
+/// How often the cgroups of ended instances are checked for processes
+/// left while they are drained.
+pub const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// How long an ended instance's cgroup may take to empty after its kill
+/// before its end is reported anyway (a process stuck in the kernel).
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
 /// How often open readiness pipes are read while any is open: the most a
 /// readiness notification waits before it is seen.
 pub const READY_POLL: Duration = Duration::from_millis(50);
@@ -221,6 +242,30 @@ struct OwnChild {
     /// each signal): its exit is reported under it, so the trace of a stop
     /// shows the process ending.
     last_request: Option<String>,
+    /// Its instance's cgroup, when it has one.
+    cgroup: Option<InstanceCgroup>,
+    /// `kill_mode = "process"`: what it leaves in its cgroup is not
+    /// killed when it ends.
+    kill_process_only: bool,
+}
+
+/// How a process ended, as `ProcessExited` reports it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ending {
+    exit_code: Option<i32>,
+    exit_signal: Option<i32>,
+    usage: Option<sys::Usage>,
+}
+
+/// An instance whose main process ended while its cgroup still holds
+/// processes: killed, its end reported once the cgroup is empty.
+#[derive(Debug)]
+struct Draining {
+    pid: u32,
+    process: OwnChild,
+    ending: Ending,
+    /// When its end is reported even if the cgroup has not emptied.
+    give_up_at: Instant,
 }
 
 /// The spawner role. Build it with [`Spawner::new`], run it on its own
@@ -259,19 +304,22 @@ pub struct Spawner {
     record: SpawnerRecord,
     /// See [`SpawnerLinks::manager_socket`].
     manager_socket: Option<OwnedFd>,
+    /// The node's cgroups, opened with the first table.
+    containment: contain::Containment,
+    /// Ended instances whose cgroups are being emptied.
+    draining: Vec<Draining>,
+    /// When those are next checked.
+    drain_check_at: Instant,
 }
 
 /// What woke the loop.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "lives on the stack for one turn of the loop; boxing would allocate per request"
-)]
 enum Wake {
     Manager(Option<ms::Message>),
     Daemon(Result<ds::Message, RecvError>),
     ChildExited(Result<(), RecvError>),
     AdoptedCheckDue,
     ReadyCheckDue,
+    DrainCheckDue,
 }
 
 impl Spawner {
@@ -321,6 +369,9 @@ impl Spawner {
             table_source,
             record,
             manager_socket: links.manager_socket,
+            containment: contain::Containment::Unopened,
+            draining: Vec::new(),
+            drain_check_at: Instant::now(),
         };
         if let TableSource::OwnConfig {
             config,
@@ -356,11 +407,22 @@ impl Spawner {
         match watch(&request) {
             Ok(pidfd) => {
                 log::info!("spawner: {name}, which it started, still runs: watching it");
+                let cgroup = self
+                    .containment
+                    .existing(&process.service_id, process.instance)
+                    .filter(|cgroup| cgroup.contains(process.pid));
+                let kill_process_only = self
+                    .table
+                    .get(&process.service_id)
+                    .and_then(|service| service.kill_process_only)
+                    .unwrap_or(false);
                 let own = OwnChild {
                     service_id: process.service_id.clone(),
                     instance: process.instance,
                     check: false,
                     last_request: None,
+                    cgroup,
+                    kill_process_only,
                 };
                 self.adopted.insert(process.pid, (own, pidfd));
                 self.record.insert(process);
@@ -438,7 +500,13 @@ impl Spawner {
                 return Ok(());
             }
         }
+        self.report_cgroups();
         loop {
+            let drain_tick = if self.draining.is_empty() {
+                never()
+            } else {
+                crossbeam_channel::at(self.drain_check_at)
+            };
             let adopted_tick = if self.adopted.is_empty() {
                 never()
             } else {
@@ -455,6 +523,7 @@ impl Spawner {
                 recv(self.child_exited) -> notice => Wake::ChildExited(notice),
                 recv(adopted_tick) -> _ => Wake::AdoptedCheckDue,
                 recv(ready_tick) -> _ => Wake::ReadyCheckDue,
+                recv(drain_tick) -> _ => Wake::DrainCheckDue,
             };
             match wake {
                 Wake::Manager(Some(message)) => {
@@ -488,6 +557,11 @@ impl Spawner {
                 Wake::ReadyCheckDue => {
                     self.check_ready_pipes();
                     self.ready_check_at = Instant::now() + READY_POLL;
+                }
+                Wake::DrainCheckDue => {
+                    self.reap_exited()?;
+                    self.check_draining();
+                    self.drain_check_at = Instant::now() + DRAIN_POLL;
                 }
             }
             self.save_record();
@@ -559,6 +633,27 @@ impl Spawner {
             self.send_to_manager(ms::Message::error(correlation_id, reason));
             return;
         }
+        let (cgroup, rlimits) = match self.contain(&service_id, request) {
+            Ok(contained) => contained,
+            Err(reason) => {
+                log::warn!("spawner: cannot start {service_id}#{instance}: {reason}");
+                self.send_to_manager(ms::Message::error(correlation_id, reason));
+                return;
+            }
+        };
+        let cgroup_procs = match cgroup.as_ref().map(InstanceCgroup::procs_files).transpose() {
+            Ok(files) => files.unwrap_or_default(),
+            Err(error) => {
+                Self::remove_cgroup(cgroup.as_ref());
+                self.send_to_manager(ms::Message::error(correlation_id, error.to_string()));
+                return;
+            }
+        };
+        let setup = sys::ChildSetup {
+            cgroup_procs,
+            rlimits,
+            ids: None,
+        };
         // Checks are not recorded: they end by themselves, and are no
         // instance's process for a later node to adopt.
         let intent = match request.check {
@@ -566,6 +661,7 @@ impl Spawner {
             None => match self.record.intent(&service_id, instance) {
                 Ok(intent) => Some(intent),
                 Err(error) => {
+                    Self::remove_cgroup(cgroup.as_ref());
                     let reason = format!("not started, as it could not be recorded: {error}");
                     log::error!("spawner: {service_id}#{instance} {reason}");
                     self.send_to_manager(ms::Message::error(correlation_id, reason));
@@ -580,9 +676,10 @@ impl Spawner {
             reader_gid: self.log_reader_gid,
         };
         let intent_fd = intent.as_ref().map(|intent| intent.file.as_fd());
-        let launched = match launch::launch(request, intent_fd, &mut capture) {
+        let launched = match launch::launch(request, intent_fd, &mut capture, setup) {
             Ok(launched) => launched,
             Err(error) => {
+                Self::remove_cgroup(cgroup.as_ref());
                 if let Some(intent) = intent {
                     self.record.abandon(intent);
                 }
@@ -626,6 +723,15 @@ impl Spawner {
             }
             self.ready_pipes.insert(pid, pipe);
         }
+        let cgroup_dirs = cgroup
+            .as_ref()
+            .map(InstanceCgroup::to_wire)
+            .unwrap_or_default();
+        let kill_process_only = self
+            .table
+            .get(&service_id)
+            .and_then(|service| service.kill_process_only)
+            .unwrap_or(false);
         self.children.insert(
             pid,
             OwnChild {
@@ -633,6 +739,8 @@ impl Spawner {
                 instance,
                 check: request.check.is_some(),
                 last_request: correlation_id.clone(),
+                cgroup,
+                kill_process_only,
             },
         );
         self.send_to_manager(ms::Message::new(
@@ -642,6 +750,44 @@ impl Spawner {
                 pid,
                 started_at_unix_ms: now_unix_ms(),
                 start_time,
+                cgroup: cgroup_dirs,
+            })),
+        ));
+    }
+
+    /// The cgroup and rlimits the table gives a start of `service_id`
+    /// (none for a check); the reason it cannot start otherwise.
+    fn contain(
+        &self,
+        service_id: &str,
+        request: &ms::StartProcess,
+    ) -> Result<(Option<InstanceCgroup>, Vec<sys::Rlimit>), String> {
+        match self.table.get(service_id) {
+            Some(service) if request.check.is_none() => self
+                .containment
+                .prepare(service, request.instance.unwrap_or_default()),
+            _ => Ok((None, Vec::new())),
+        }
+    }
+
+    /// Removes a cgroup that is no longer used, logging why it cannot be.
+    fn remove_cgroup(cgroup: Option<&InstanceCgroup>) {
+        if let Some(cgroup) = cgroup
+            && let Err(error) = cgroup.remove()
+        {
+            log::warn!("spawner: {error}");
+        }
+    }
+
+    /// Tells the manager what the node can do with cgroups.
+    fn report_cgroups(&mut self) {
+        let (available, description) = self.containment.status();
+        self.send_to_manager(ms::Message::new(
+            Code::CgroupStatus,
+            None,
+            Some(Payload::CgroupStatus(ms::CgroupStatus {
+                available,
+                description,
             })),
         ));
     }
@@ -679,8 +825,12 @@ impl Spawner {
         }
     }
 
-    /// Puts `table` in place of the service table.
+    /// Puts `table` in place of the service table; the first one opens
+    /// the node's cgroups.
     fn set_table(&mut self, table: ds::ServiceTable) {
+        if !self.containment.is_open() {
+            self.containment = contain::Containment::open(&table);
+        }
         self.log_dir = PathBuf::from(table.log_dir.unwrap_or_default());
         self.keeper.set_log_dir(&self.log_dir);
         self.table = table
@@ -864,6 +1014,24 @@ impl Spawner {
     /// it; answers `Ack`, or `Error` when it cannot.
     fn adopt(&mut self, correlation_id: Option<String>, request: ms::AdoptProcess) {
         let pid = request.pid;
+        let service_id = request.service_id.clone().unwrap_or_default();
+        let instance = request.instance.unwrap_or_default();
+        // Where its instance has a cgroup, only a member is its process.
+        let cgroup = self.containment.existing(&service_id, instance);
+        if let Some(cgroup) = &cgroup
+            && !cgroup.contains(pid)
+        {
+            let reason =
+                format!("pid {pid} is not in the cgroup of {service_id}.{instance}; not adopted");
+            log::warn!("spawner: {reason}");
+            self.send_to_manager(ms::Message::error(correlation_id, reason));
+            return;
+        }
+        let kill_process_only = self
+            .table
+            .get(&service_id)
+            .and_then(|service| service.kill_process_only)
+            .unwrap_or(false);
         // An ended process is reported, and so not found below.
         self.check_adopted();
         let recorded = self.record.get(pid).filter(|recorded| {
@@ -873,6 +1041,8 @@ impl Spawner {
         });
         let reply = match (recorded, self.adopted.get_mut(&pid)) {
             (Some(_), Some((process, _))) => {
+                process.cgroup = cgroup;
+                process.kill_process_only = kill_process_only;
                 log::debug!(
                     "spawner: the manager adopts {}#{} (pid {pid})",
                     process.service_id,
@@ -915,7 +1085,7 @@ impl Spawner {
                     process.service_id,
                     process.instance
                 );
-                self.report_exit(pid, process.last_request, None, None);
+                self.ended(pid, process, Ending::default());
             }
         }
     }
@@ -1000,6 +1170,8 @@ impl Spawner {
 
     /// Signals one of its own children or adopted processes (or its
     /// process group); the reason when it cannot.
+    /// A SIGKILL kills the instance's whole cgroup too, so children that
+    /// left its process group with `setsid` die with it.
     fn send_signal(&self, request: ms::SignalProcess) -> Result<(), String> {
         let pid = request.pid;
         if !(1..=MAX_SIGNAL).contains(&request.signal) {
@@ -1008,10 +1180,19 @@ impl Spawner {
                 request.signal
             ));
         }
+        let process = self
+            .children
+            .get(&pid)
+            .or_else(|| self.adopted.get(&pid).map(|(process, _)| process));
         let target = i32::try_from(pid)
             .ok()
-            .filter(|_| self.children.contains_key(&pid) || self.adopted.contains_key(&pid))
+            .filter(|_| process.is_some())
             .ok_or_else(|| format!("pid {pid} is not a live child of the spawner"))?;
+        if request.signal == libc::SIGKILL
+            && let Some(cgroup) = process.and_then(|process| process.cgroup.as_ref())
+        {
+            cgroup.kill();
+        }
         let (target, what) = if request.group() {
             (-target, "process group")
         } else {
@@ -1023,7 +1204,7 @@ impl Spawner {
 
     /// Reaps every exited child and reports each of its own.
     fn reap_exited(&mut self) -> Result<(), SpawnerError> {
-        while let Some((pid, status)) =
+        while let Some((pid, status, usage)) =
             sys::reap_any().map_err(|source| SpawnerError::Reap { source })?
         {
             let Some(child) = self.children.remove(&pid) else {
@@ -1049,28 +1230,96 @@ impl Spawner {
                 ExitStatusKind::Code(code) => (Some(code), None),
                 ExitStatusKind::Signal(signal) => (None, Some(signal)),
             };
-            self.report_exit(pid, child.last_request, exit_code, exit_signal);
+            let ending = Ending {
+                exit_code,
+                exit_signal,
+                usage: Some(usage),
+            };
+            self.ended(pid, child, ending);
         }
         Ok(())
     }
 
+    /// The main process `pid` of an instance ended: what is left in its
+    /// cgroup is killed (unless its kill mode is "process"), and its end
+    /// reported once the cgroup is empty.
+    fn ended(&mut self, pid: u32, process: OwnChild, ending: Ending) {
+        let drain = process
+            .cgroup
+            .as_ref()
+            .is_some_and(|cgroup| !process.kill_process_only && !cgroup.is_empty());
+        if !drain {
+            self.report_exit(pid, process, ending);
+            return;
+        }
+        if let Some(cgroup) = &process.cgroup {
+            log::debug!(
+                "spawner: {}#{} (pid {pid}) ended; killing what is left in its cgroup",
+                process.service_id,
+                process.instance
+            );
+            cgroup.kill();
+        }
+        if self.draining.is_empty() {
+            self.drain_check_at = Instant::now() + DRAIN_POLL;
+        }
+        self.draining.push(Draining {
+            pid,
+            process,
+            ending,
+            give_up_at: Instant::now() + DRAIN_LIMIT,
+        });
+    }
+
+    /// Reports each drained instance whose cgroup is empty (or has taken
+    /// too long), and kills again in the others: a member may have forked
+    /// between the kill and its end.
+    fn check_draining(&mut self) {
+        let now = Instant::now();
+        let mut still = Vec::new();
+        for draining in std::mem::take(&mut self.draining) {
+            let cgroup = draining.process.cgroup.as_ref();
+            let empty = cgroup.is_none_or(InstanceCgroup::is_empty);
+            if empty || now >= draining.give_up_at {
+                if !empty {
+                    log::warn!(
+                        "spawner: the cgroup of {}#{} still holds processes {:?} after {DRAIN_LIMIT:?}; \
+                         reporting its end anyway",
+                        draining.process.service_id,
+                        draining.process.instance,
+                        cgroup.map(InstanceCgroup::members).unwrap_or_default()
+                    );
+                }
+                self.report_exit(draining.pid, draining.process, draining.ending);
+            } else {
+                if let Some(cgroup) = cgroup {
+                    cgroup.kill();
+                }
+                still.push(draining);
+            }
+        }
+        self.draining = still;
+    }
+
     /// Tells the manager that process `pid` ended, under the correlation
-    /// id of the last request about it.
-    fn report_exit(
-        &mut self,
-        pid: u32,
-        last_request: Option<String>,
-        exit_code: Option<i32>,
-        exit_signal: Option<i32>,
-    ) {
+    /// id of the last request about it, with its cgroup's OOM kills; the
+    /// cgroup is removed when empty.
+    fn report_exit(&mut self, pid: u32, process: OwnChild, ending: Ending) {
+        let oom_kills = process.cgroup.as_ref().map(InstanceCgroup::oom_kills);
+        if let Some(cgroup) = process.cgroup.as_ref().filter(|cgroup| cgroup.is_empty()) {
+            Self::remove_cgroup(Some(cgroup));
+        }
         let exited = ms::Message::new(
             Code::ProcessExited,
-            last_request,
+            process.last_request,
             Some(Payload::ProcessExited(ms::ProcessExited {
                 pid,
-                exit_code,
-                exit_signal,
+                exit_code: ending.exit_code,
+                exit_signal: ending.exit_signal,
                 at_unix_ms: now_unix_ms(),
+                oom_kills: oom_kills.filter(|kills| *kills > 0),
+                cpu_usec: ending.usage.map(|usage| usage.cpu_usec),
+                max_rss_bytes: ending.usage.map(|usage| usage.max_rss_bytes),
             })),
         );
         self.tracer.record(Role::Process, Role::Spawner, &exited);
@@ -1104,6 +1353,9 @@ impl Spawner {
             }
         }
         self.reap_exited()?;
+        // What services kept running (on_node_exit = keep) still uses
+        // stays; the rest of the node's cgroups go.
+        self.containment.close();
         let ack = ds::Message {
             code: ds::message::Code::Ack as i32,
             correlation_id: message.correlation_id,

@@ -175,6 +175,9 @@ impl Harness {
                 self.exits.push(exited);
             }
             Some(Payload::LogMessage(log)) => self.logs.push(log),
+            // Sent once at the start; the tables here name no node, so
+            // these spawners have no cgroups.
+            Some(Payload::CgroupStatus(_)) => {}
             other => panic!("unexpected message from the spawner: {other:?}"),
         }
     }
@@ -184,6 +187,7 @@ impl Harness {
         self.send_table(ds::ServiceTable {
             services,
             log_dir: None,
+            ..Default::default()
         });
     }
 
@@ -309,6 +313,7 @@ fn allowing(request: &ms::StartProcess) -> ds::service_table::Service {
         log_max_bytes: rotation(request, |output| output.rotate_bytes),
         log_keep: rotation(request, |output| output.keep),
         ready_fd: request.ready_fd,
+        ..Default::default()
     }
 }
 
@@ -871,6 +876,7 @@ fn outputs_and_environment_the_service_table_does_not_allow_are_refused() {
     harness.send_table(ds::ServiceTable {
         services: vec![entry],
         log_dir: Some(log_dir.display().to_string()),
+        ..Default::default()
     });
 
     let mut forged_path = genuine.clone();
@@ -990,6 +996,7 @@ fn a_spawner_reading_its_own_configuration_ignores_the_tables_it_is_sent() {
     let forged = || ds::ServiceTable {
         services: vec![allowing(&shell)],
         log_dir: None,
+        ..Default::default()
     };
     harness
         .daemon_to_spawner
