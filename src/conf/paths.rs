@@ -108,13 +108,29 @@ fn absolute_path_from(variable: &str) -> Option<PathBuf> {
         .filter(|path| path.is_absolute())
 }
 
+/// `line` of a captured output file without the time the log keeper put
+/// before it (`2026-12-01T11:07:00.123456Z `).
+fn without_timestamp(line: &str) -> &str {
+    match line.split_once(' ') {
+        Some((stamp, rest))
+            if stamp.len() > 20
+                && stamp.ends_with('Z')
+                && stamp.as_bytes().get(10) == Some(&b'T')
+                && stamp.starts_with(|c: char| c.is_ascii_digit()) =>
+        {
+            rest
+        }
+        _ => line,
+    }
+}
+
 /// How much of the end of a file [`tail_lines`] reads.
 const TAIL_BYTES: u64 = 8192;
 /// How long a line [`tail_lines`] keeps, in characters.
 const TAIL_LINE_CHARS: usize = 200;
 
 /// The last `count` non-empty lines of the regular file at `path` (each
-/// cut at 200 characters), for a failed start's reason;
+/// without the log keeper's timestamp, cut at 200 characters), for a failed start's reason;
 /// `None` when there is no such file or nothing in it. It is opened
 /// without following a symlink and without blocking (a FIFO put in its
 /// place would hang the reader), and only its last 8 KiB are read.
@@ -140,6 +156,7 @@ pub fn tail_lines(path: &Path, count: usize) -> Option<Vec<String>> {
         // A read from the middle starts inside a line.
         .skip(usize::from(from > 0))
         .map(str::trim_end)
+        .map(without_timestamp)
         .filter(|line| !line.is_empty())
         .map(|line| line.chars().take(TAIL_LINE_CHARS).collect())
         .collect();
