@@ -248,8 +248,11 @@ fn container_mode_sends_prefixed_lines_to_the_nodes_stderr() {
 
 #[test]
 fn a_missing_output_directory_is_a_clear_error_and_is_not_created() {
+    // Missing when the node starts: the configuration check refuses it
+    // (issue 13, tests/truth.rs); missing later: the start fails.
     let setup = Setup::new("capture-nodir");
     let missing = setup.dir.0.join("nowhere/deeper");
+    fs::create_dir_all(&missing).unwrap();
     let setup = setup.service(
         "lost",
         &format!(
@@ -258,6 +261,7 @@ fn a_missing_output_directory_is_a_clear_error_and_is_not_created() {
         ),
     );
     let node = setup.start();
+    fs::remove_dir_all(node.setup.dir.0.join("nowhere")).unwrap();
     let error = node.client().start("lost").unwrap_err().to_string();
     assert!(error.contains("does not exist"), "{error}");
     assert!(error.contains("nowhere/deeper"), "{error}");
