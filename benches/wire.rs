@@ -120,8 +120,12 @@ fn services(count: usize) -> ServiceStatusResponse {
                     last_exit_code: None,
                     last_exit_signal: None,
                     adopted: None,
+                    reason: Some(format!("started as pid {}", 40_000 + index)),
                     ..Default::default()
                 }],
+                description: None,
+                enabled: Some(true),
+                desired: Some("auto".to_owned()),
             })
             .collect(),
         ..Default::default()

@@ -725,6 +725,51 @@ pub fn lookup_uid(uid: u32) -> io::Result<Option<UserIds>> {
     )
 }
 
+/// A user's name, home and shell from the passwd database, for the
+/// `USER`, `LOGNAME`, `HOME` and `SHELL` of a service's environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// `pw_name`.
+    pub name: String,
+    /// `pw_dir`.
+    pub home: String,
+    /// `pw_shell`.
+    pub shell: String,
+}
+
+/// Looks user id `uid` up in the passwd database for its name, home and
+/// shell (`getpwuid_r`; a static build reads `/etc/passwd`).
+pub fn lookup_account(uid: u32) -> io::Result<Option<Account>> {
+    #[cfg(target_feature = "crt-static")]
+    return accounts::account(uid);
+    #[cfg(not(target_feature = "crt-static"))]
+    lookup(
+        |entry: *mut libc::passwd, buffer, len, result| {
+            // SAFETY: `entry`, `buffer` (of `len` bytes) and `result` are
+            // valid and writable for the call.
+            unsafe { libc::getpwuid_r(uid, entry, buffer, len, result) }
+        },
+        |entry| {
+            let text = |field: *const c_char| {
+                if field.is_null() {
+                    return String::new();
+                }
+                // SAFETY: a non-null passwd string field points to a
+                // NUL-terminated string in the lookup's buffer, which
+                // outlives this read (see `lookup`).
+                unsafe { std::ffi::CStr::from_ptr(field) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            Account {
+                name: text(entry.pw_name),
+                home: text(entry.pw_dir),
+                shell: text(entry.pw_shell),
+            }
+        },
+    )
+}
+
 /// Looks `name` up in the group database (`getgrnam_r`; a static build
 /// reads `/etc/group`); its group id.
 pub fn lookup_group(name: &str) -> io::Result<Option<u32>> {
@@ -1154,6 +1199,24 @@ pub mod accounts {
         Ok(user_in(&read("/etc/passwd")?, wanted))
     }
 
+    /// The name, home and shell of user id `uid` in `/etc/passwd`.
+    pub fn account(uid: u32) -> io::Result<Option<super::Account>> {
+        Ok(account_in(&read("/etc/passwd")?, uid))
+    }
+
+    /// The name, home and shell of user id `uid` in passwd-format `text`
+    /// (`name:password:uid:gid:gecos:home:shell`).
+    pub fn account_in(text: &str, uid: u32) -> Option<super::Account> {
+        entries(text).find_map(|fields| {
+            let field = |index: usize| fields.get(index).copied().unwrap_or("").to_owned();
+            (fields.get(2)?.parse::<u32>().ok()? == uid).then(|| super::Account {
+                name: field(0),
+                home: field(5),
+                shell: field(6),
+            })
+        })
+    }
+
     /// The gid of group `name` in `/etc/group`.
     pub fn group(name: &str) -> io::Result<Option<u32>> {
         Ok(group_in(&read("/etc/group")?, name))
@@ -1245,6 +1308,10 @@ mod tests {
         );
         assert_eq!(accounts::user_in(passwd, |name, _| name == "broken"), None);
         let group = "root:x:0:\nadm:x:4:syslog,alice\nshort:x\n";
+        assert_eq!(
+            accounts::account_in(passwd, 0).map(|account| account.name),
+            Some("root".to_owned())
+        );
         assert_eq!(accounts::group_in(group, "adm"), Some(4));
         assert_eq!(accounts::group_in(group, "short"), None);
         assert_eq!(accounts::group_in(group, "ghost"), None);

@@ -2,9 +2,12 @@
 //!
 //! Parses its arguments with lexopt, asks the node through
 //! [`snow_fox::client::Client`] and prints each reply as an aligned table
-//! or, with `--json`, as one JSON object per line. Exit status: 0 success, 1 the
-//! node answered with an error, 2 it could not be asked (no connection,
-//! bad usage, another local failure); every failure is one line on stderr.
+//! or, with `--json`, as one JSON object per line. Its help, each command's,
+//! the man pages and the completions come from [`help::CLIENT`]. Exit
+//! status: 0 success, 1 the node answered with an error, 2 it could not
+//! be asked (no connection, bad usage, another local failure), 3 `status`
+//! or `is-active` found something not green or not running; every failure
+//! is one line (a reload's problems, one line each) on stderr.
 
 use std::env;
 use std::ffi::OsString;
@@ -12,72 +15,42 @@ use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lexopt::ValueExt;
 use snow_fox::client::bench::{self, BenchError, BenchOptions, Progress, RequestKind, Until};
 use snow_fox::client::json::{self, JsonObject};
-use snow_fox::client::{Client, ClientError, Logs, render};
+use snow_fox::client::{Client, ClientError, Logs, help, render};
 use snow_fox::conf::{parse_cluster_service, parse_duration, paths};
 use snow_fox::trace::{now_unix_ms, now_unix_us, parse_utc_time};
 use snow_fox::wire::proto::public_api::logs_request::Stream as LogStream;
 use snow_fox::wire::proto::public_api::message::Code;
-use snow_fox::wire::proto::public_api::{LogsRequest, ServiceStatusResponse};
-
-const USAGE: &str = "\
-usage: snow-fox-client [--socket PATH] [--json] <command>
-
-commands:
-  info [--details]         the node's name, version, configuration and health;
-                           --details adds one row per role, the config and each service
-  status [ID]              the state of every service's instances (or of one service)
-  start ID|all             start a service, or every service in turn
-  stop ID|all              stop a service, or every service in turn
-  restart ID|all           restart a service, or every service in turn
-  reload                   reload the configuration and print the resulting status
-  watch                    print each service state change as it happens
-  logs ID...|all [-n N] [-f] [--since TIME] [--instance N] [--stdout|--stderr]
-                           the services' captured output from the node, interleaved in the
-                           order it arrived, each line `id.instance | time text`; -n: only
-                           the last N lines; -f: then follow; TIME like
-                           2026-12-01T11:00:00Z (UTC) or 10m, 2h (that long ago)
-  top [--sort cpu|memory] [--interval D] [-n COUNT]
-                           one line per instance (state, CPU, memory, tasks, restarts),
-                           busiest first, refreshed every D (default 2s); COUNT screens
-                           (default: until interrupted on a terminal, else 1)
-  metrics                  the node's metrics in the Prometheus text format
-  trace CORRELATION_ID     the messages a request caused, in order, and its state
-  shutdown                 ask the node to shut down
-  cluster status           every node of the node's cluster (name, labels, alive,
-                           instances) and every cluster instance (node, state, pid)
-  cluster apply FILE...    validate cluster service files (a service file plus
-                           [placement]; the id is the file's stem), then store them
-  cluster remove|start|stop ID
-                           remove, start or stop a cluster service
-  bench [--clients N] [--inflight K] [--duration D | --requests N] [--warmup D]
-        [--request nodeinfo|status|introduce] [--service ID]
-                           load the node from N connections (default 1), each keeping K
-                           requests out (default 1); D like 500ms, 10s, 2m (default 10s,
-                           warm-up 1s); prints requests/s and latency quantiles, with a
-                           progress line on stderr each second; --service: status of one
-
-options:
-  --socket PATH            the node's socket; default /run/snow-fox/snow-fox.sock for root,
-                           else $XDG_RUNTIME_DIR/snow-fox.sock, else /tmp/snow-fox-$UID/snow-fox.sock
-  --json                   print each reply as one JSON object per line
-  -h, --help               print this help
-  -V, --version            print the version
-
-exit status: 0 success, 1 the node answered with an error, 2 could not connect or bad usage
-";
+use snow_fox::wire::proto::public_api::{
+    LogsRequest, ServiceDefinitionResponse, ServiceStatusResponse, StatusColour, error,
+};
 
 /// Exit status when the node could not be asked.
 const EXIT_TROUBLE: u8 = 2;
 
+/// Exit status of `status` and `is-active` when something shown is not
+/// green or not running (systemctl's).
+const EXIT_NOT_GREEN: u8 = 3;
+
+/// How long `wait` waits when not told.
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// How many of the last lines of each output file `status ID` shows.
+const OUTPUT_LINES: usize = 10;
+
 fn main() -> ExitCode {
     let outcome = match parse_args(env::args_os().skip(1)) {
         Ok(invocation) => run(invocation),
-        Err(ParseExit::Help) => print_text(USAGE.trim_end()),
+        Err(ParseExit::Help(None)) => print_text(&help::CLIENT.usage()),
+        Err(ParseExit::Help(Some(command))) => print_text(
+            &help::CLIENT
+                .command_usage(&command)
+                .unwrap_or_else(|| help::CLIENT.usage()),
+        ),
         Err(ParseExit::Version) => print_text(&format!(
             "snow-fox-client {} (commit {}, {})",
             env!("CARGO_PKG_VERSION"),
@@ -107,7 +80,33 @@ fn main() -> ExitCode {
 struct Invocation {
     socket: Option<PathBuf>,
     json: bool,
+    verbose: bool,
+    colour: ColourChoice,
     command: Command,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColourChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColourChoice {
+    /// Whether to colour standard output: `auto` on a terminal unless
+    /// `NO_COLOR` is set (to anything non-empty).
+    fn wanted(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColourChoice::Always => true,
+            ColourChoice::Never => false,
+            ColourChoice::Auto => {
+                env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+                    && io::stdout().is_terminal()
+            }
+        }
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -116,8 +115,18 @@ enum Command {
     Node(NodeCommand),
     /// Loads the node with many connections.
     Bench(BenchPlan),
+    /// Prints a completion script or a man page.
+    Generate(Generated),
     /// Asks the node's cluster.
     Cluster(ClusterCommand),
+}
+
+/// What `completions` and `man` print.
+#[derive(Debug, PartialEq)]
+enum Generated {
+    Completions(String),
+    ManClient,
+    ManNode,
 }
 
 /// `cluster ...`.
@@ -156,11 +165,22 @@ enum NodeCommand {
         details: bool,
     },
     Status {
-        service: Option<String>,
+        targets: Vec<String>,
     },
     Act {
         action: Action,
-        target: Target,
+        targets: Vec<String>,
+    },
+    Cat {
+        service: String,
+    },
+    IsActive {
+        targets: Vec<String>,
+    },
+    Wait {
+        service: String,
+        state: String,
+        timeout: Duration,
     },
     Reload,
     Watch,
@@ -177,24 +197,33 @@ enum NodeCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a command does to each service it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Action {
     Start,
     Stop,
     Restart,
+    Signal {
+        signal: String,
+        instance: Option<u32>,
+    },
+    Enable(bool),
 }
 
 impl Action {
-    fn name(self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             Action::Start => "start",
             Action::Stop => "stop",
             Action::Restart => "restart",
+            Action::Signal { .. } => "signal",
+            Action::Enable(true) => "enable",
+            Action::Enable(false) => "disable",
         }
     }
 
     fn apply(
-        self,
+        &self,
         client: &mut Client,
         service: &str,
     ) -> Result<ServiceStatusResponse, ClientError> {
@@ -202,14 +231,10 @@ impl Action {
             Action::Start => client.start(service),
             Action::Stop => client.stop(service),
             Action::Restart => client.restart(service),
+            Action::Signal { signal, instance } => client.signal(service, signal, *instance),
+            Action::Enable(on) => client.enable(service, *on),
         }
     }
-}
-
-#[derive(Debug, PartialEq)]
-enum Target {
-    All,
-    One(String),
 }
 
 #[derive(Debug, PartialEq)]
@@ -232,7 +257,8 @@ enum Since {
 /// Why the command line does not lead to a run.
 #[derive(Debug, PartialEq)]
 enum ParseExit {
-    Help,
+    /// `--help`, after the command it asks about, if any.
+    Help(Option<String>),
     Version,
     Usage(String),
 }
@@ -256,6 +282,10 @@ struct Args {
     parser: lexopt::Parser,
     socket: Option<PathBuf>,
     json: bool,
+    verbose: bool,
+    colour: ColourChoice,
+    /// The command word, once read: what `--help` is about.
+    command: Option<String>,
 }
 
 impl Args {
@@ -263,10 +293,23 @@ impl Args {
         use lexopt::Arg::{Long, Short, Value};
         while let Some(arg) = self.parser.next()? {
             match arg {
-                Short('h') | Long("help") => return Err(ParseExit::Help),
+                Short('h') | Long("help") => return Err(ParseExit::Help(self.command.clone())),
                 Short('V') | Long("version") => return Err(ParseExit::Version),
                 Long("socket") => self.socket = Some(self.parser.value()?.into()),
                 Long("json") => self.json = true,
+                Short('v') | Long("verbose") => self.verbose = true,
+                Long("color" | "colour") => {
+                    self.colour = match self.parser.value()?.string()?.as_str() {
+                        "auto" => ColourChoice::Auto,
+                        "always" => ColourChoice::Always,
+                        "never" => ColourChoice::Never,
+                        other => {
+                            return Err(usage(format!(
+                                "--color takes auto, always or never, not `{other}`"
+                            )));
+                        }
+                    }
+                }
                 Long(name) => return Ok(Some(Token::Option(format!("--{name}")))),
                 Short(letter) => return Ok(Some(Token::Option(format!("-{letter}")))),
                 Value(word) => return Ok(Some(Token::Word(word.string()?))),
@@ -285,12 +328,19 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Pa
         parser: lexopt::Parser::from_args(args),
         socket: None,
         json: false,
+        verbose: false,
+        colour: ColourChoice::Auto,
+        command: None,
     };
     let name = match args.next()? {
         Some(Token::Word(name)) => name,
         Some(Token::Option(option)) => return Err(usage(format!("unknown option {option}"))),
         None => return Err(usage("missing command".to_owned())),
     };
+    if help::CLIENT.commands.iter().all(|c| c.name != name) {
+        return Err(usage(format!("unknown command `{name}`")));
+    }
+    args.command = Some(name.clone());
     let no_options = |_: &str, _: &mut Args| Ok(false);
     let command = match name.as_str() {
         "info" => {
@@ -303,23 +353,75 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Pa
             no_words(&name, words)?;
             Command::Node(NodeCommand::Info { details })
         }
-        "status" => {
-            let words = rest(&mut args, &name, no_options)?;
-            let service = at_most_one_word(&name, words)?;
-            Command::Node(NodeCommand::Status { service })
-        }
-        "start" | "stop" | "restart" => {
+        "status" => Command::Node(NodeCommand::Status {
+            targets: rest(&mut args, &name, no_options)?,
+        }),
+        "start" | "stop" | "restart" | "enable" | "disable" => {
             let action = match name.as_str() {
                 "start" => Action::Start,
                 "stop" => Action::Stop,
-                _ => Action::Restart,
+                "restart" => Action::Restart,
+                "enable" => Action::Enable(true),
+                _ => Action::Enable(false),
             };
-            let words = rest(&mut args, &name, no_options)?;
-            let target = match one_word(&name, words, "a service id or `all`")?.as_str() {
-                "all" => Target::All,
-                service => Target::One(service.to_owned()),
+            let targets = some_words(
+                &name,
+                rest(&mut args, &name, no_options)?,
+                "a service id, a glob or `all`",
+            )?;
+            Command::Node(NodeCommand::Act { action, targets })
+        }
+        "signal" => {
+            let mut instance = None;
+            let mut words = rest(&mut args, &name, |option, args| {
+                if option != "--instance" {
+                    return Ok(false);
+                }
+                instance = Some(args.value()?.parse().map_err(|error| {
+                    usage(format!("--instance needs an instance number: {error}"))
+                })?);
+                Ok(true)
+            })?;
+            let signal = match words.pop() {
+                Some(signal) if !words.is_empty() => signal,
+                _ => {
+                    return Err(usage(
+                        "`signal` needs service ids and a signal, e.g. `signal web HUP`".to_owned(),
+                    ));
+                }
             };
-            Command::Node(NodeCommand::Act { action, target })
+            Command::Node(NodeCommand::Act {
+                action: Action::Signal { signal, instance },
+                targets: words,
+            })
+        }
+        "cat" => Command::Node(NodeCommand::Cat {
+            service: one_word(&name, rest(&mut args, &name, no_options)?, "a service id")?,
+        }),
+        "is-active" => Command::Node(NodeCommand::IsActive {
+            targets: some_words(
+                &name,
+                rest(&mut args, &name, no_options)?,
+                "a service id or a glob",
+            )?,
+        }),
+        "wait" => {
+            let mut state = "running".to_owned();
+            let mut timeout = DEFAULT_WAIT;
+            let words = rest(&mut args, &name, |option, args| {
+                match option {
+                    "--state" => state = args.value()?.string()?,
+                    "--timeout" => timeout = duration(option, args)?,
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            })?;
+            let service = one_word(&name, words, "a service id")?;
+            Command::Node(NodeCommand::Wait {
+                service,
+                state,
+                timeout,
+            })
         }
         "reload" | "watch" | "shutdown" => {
             no_words(&name, rest(&mut args, &name, no_options)?)?;
@@ -368,16 +470,51 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Pa
             let correlation_id = one_word(&name, words, "a correlation id")?;
             Command::Node(NodeCommand::Trace { correlation_id })
         }
+        "completions" => {
+            let shell = one_word(
+                &name,
+                rest(&mut args, &name, no_options)?,
+                "a shell: bash, zsh or fish",
+            )?;
+            if help::CLIENT.completions(&shell).is_none() {
+                return Err(usage(format!(
+                    "completions are for bash, zsh or fish, not `{shell}`"
+                )));
+            }
+            Command::Generate(Generated::Completions(shell))
+        }
+        "man" => {
+            let words = rest(&mut args, &name, no_options)?;
+            Command::Generate(match at_most_one_word(&name, words)?.as_deref() {
+                None | Some("snow-fox-client") => Generated::ManClient,
+                Some("snow-fox") => Generated::ManNode,
+                Some(other) => {
+                    return Err(usage(format!(
+                        "man pages are of snow-fox and snow-fox-client, not `{other}`"
+                    )));
+                }
+            })
+        }
         "logs" => Command::Node(NodeCommand::Logs(parse_logs(&mut args)?)),
         "bench" => Command::Bench(parse_bench(&mut args)?),
         "cluster" => Command::Cluster(parse_cluster(&mut args)?),
-        _ => return Err(usage(format!("unknown command `{name}`"))),
+        _ => Command::Bench(parse_bench(&mut args)?),
     };
     Ok(Invocation {
         socket: args.socket,
         json: args.json,
+        verbose: args.verbose,
+        colour: args.colour,
         command,
     })
+}
+
+/// At least one word.
+fn some_words(command: &str, words: Vec<String>, what: &str) -> Result<Vec<String>, ParseExit> {
+    if words.is_empty() {
+        return Err(usage(format!("`{command}` needs {what}")));
+    }
+    Ok(words)
 }
 
 fn parse_logs(args: &mut Args) -> Result<LogsOptions, ParseExit> {
@@ -588,6 +725,22 @@ enum CliError {
     Bench(BenchError),
     /// Standard output cannot be written.
     Output(io::Error),
+    /// A glob named no service.
+    NoMatch { pattern: String },
+    /// `status` or `is-active`: these are not green or not running.
+    NotGreen {
+        what: &'static str,
+        services: Vec<String>,
+    },
+    /// The reload was refused: the configuration's problems, one each.
+    ReloadRefused {
+        problems: Vec<String>,
+        correlation_id: Option<String>,
+    },
+    /// `trace` of a correlation id the node does not know.
+    UnknownTrace { correlation_id: String },
+    /// `wait` ran out of time or the service failed instead.
+    WaitFailed { reason: String },
     /// A cluster file cannot be read or is not valid: nothing was sent.
     ClusterFile(String),
 }
@@ -596,7 +749,13 @@ impl CliError {
     fn exit_code(&self) -> i32 {
         match self {
             CliError::Client(error) => error.exit_code(),
-            CliError::SomeFailed { .. } | CliError::ClusterFile(_) => 1,
+            CliError::SomeFailed { .. }
+            | CliError::NoMatch { .. }
+            | CliError::ReloadRefused { .. }
+            | CliError::UnknownTrace { .. }
+            | CliError::WaitFailed { .. }
+            | CliError::ClusterFile(_) => 1,
+            CliError::NotGreen { .. } => i32::from(EXIT_NOT_GREEN),
             _ => i32::from(EXIT_TROUBLE),
         }
     }
@@ -631,6 +790,32 @@ impl fmt::Display for CliError {
             }
             CliError::Bench(error) => write!(f, "bench failed: {error}"),
             CliError::Output(source) => write!(f, "cannot write to standard output: {source}"),
+            CliError::NoMatch { pattern } => write!(f, "no service matches `{pattern}`"),
+            CliError::NotGreen { what, services } => {
+                write!(f, "{} {what}: {}", services.len(), services.join(", "))
+            }
+            CliError::ReloadRefused {
+                problems,
+                correlation_id,
+            } => {
+                write!(
+                    f,
+                    "reload refused, the running configuration is kept ({} problems{}):",
+                    problems.len(),
+                    correlation_id
+                        .as_ref()
+                        .map_or_else(String::new, |id| format!(", request {id}"))
+                )?;
+                for problem in problems {
+                    write!(f, "\n{problem}")?;
+                }
+                Ok(())
+            }
+            CliError::UnknownTrace { correlation_id } => write!(
+                f,
+                "the node has no trace of `{correlation_id}` (never seen, or evicted)"
+            ),
+            CliError::WaitFailed { reason } => f.write_str(reason),
             CliError::ClusterFile(problems) => {
                 write!(f, "nothing was applied:\n{problems}")
             }
@@ -650,6 +835,16 @@ fn print_text(text: &str) -> Result<(), CliError> {
 fn run(invocation: Invocation) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     let outcome = match invocation.command {
+        Command::Generate(generated) => {
+            let text = match generated {
+                Generated::Completions(shell) => {
+                    help::CLIENT.completions(&shell).unwrap_or_default()
+                }
+                Generated::ManClient => help::CLIENT.man_page(env!("CARGO_PKG_VERSION")),
+                Generated::ManNode => help::NODE.man_page(env!("CARGO_PKG_VERSION")),
+            };
+            write!(out, "{text}").map_err(CliError::Output)
+        }
         Command::Bench(plan) => {
             let options = BenchOptions {
                 socket: invocation.socket.unwrap_or_else(paths::default_socket_path),
@@ -666,6 +861,7 @@ fn run(invocation: Invocation) -> Result<(), CliError> {
             let mut printer = Printer {
                 out: &mut out,
                 json: invocation.json,
+                colour: invocation.colour.wanted(),
             };
             ask_cluster(command, &socket, &mut printer)
         }
@@ -675,11 +871,13 @@ fn run(invocation: Invocation) -> Result<(), CliError> {
                 None => paths::default_socket_path(),
             };
             let mut client = Client::connect(&socket)?;
+            client.set_verbose(invocation.verbose);
             let mut printer = Printer {
                 out: &mut out,
                 json: invocation.json,
+                colour: invocation.colour.wanted(),
             };
-            ask_node(command, &mut client, &mut printer)
+            ask_node(command, &mut client, &mut printer, &socket)
         }
     };
     outcome.and(out.flush().map_err(CliError::Output))
@@ -716,6 +914,7 @@ fn print_progress(progress: &Progress) {
 struct Printer<'a> {
     out: &'a mut dyn Write,
     json: bool,
+    colour: bool,
 }
 
 impl Printer<'_> {
@@ -734,9 +933,14 @@ impl Printer<'_> {
     }
 
     fn status(&mut self, status: &ServiceStatusResponse) -> Result<(), CliError> {
+        let colour = self.colour;
         self.reply(status, json::service_status, |status| {
-            render::status_with_metrics(status, now_unix_ms())
+            render::status_with_metrics(status, now_unix_ms(), colour)
         })
+    }
+
+    fn line(&mut self, text: &str) -> Result<(), CliError> {
+        writeln!(self.out, "{text}").map_err(CliError::Output)
     }
 }
 
@@ -744,28 +948,54 @@ fn ask_node(
     command: NodeCommand,
     client: &mut Client,
     printer: &mut Printer,
+    socket: &Path,
 ) -> Result<(), CliError> {
     match command {
-        NodeCommand::Info { details } => printer.reply(
-            &client.node_info(details)?,
-            json::node_info,
-            render::node_info,
-        ),
-        NodeCommand::Status { service } => {
-            printer.status(&client.status_with_metrics(service.as_deref())?)
+        NodeCommand::Info { details } => {
+            let colour = printer.colour;
+            printer.reply(&client.node_info(details)?, json::node_info, |info| {
+                render::node_info(info, colour)
+            })
         }
-        NodeCommand::Act {
-            action,
-            target: Target::One(service),
-        } => printer.status(&action.apply(client, &service)?),
-        NodeCommand::Act {
-            action,
-            target: Target::All,
-        } => act_on_all(action, client, printer),
-        NodeCommand::Reload => printer.status(&client.reload()?),
+        NodeCommand::Status { targets } => status(client, printer, &targets),
+        NodeCommand::Act { action, targets } => act(&action, client, printer, &targets),
+        NodeCommand::Cat { service } => {
+            let definition = client.definition(&service)?;
+            printer.reply(&definition, json::definition, |definition| {
+                format!("# {}\n{}", definition.file, definition.text.trim_end())
+            })
+        }
+        NodeCommand::IsActive { targets } => is_active(client, printer, &targets),
+        NodeCommand::Wait {
+            service,
+            state,
+            timeout,
+        } => wait(client, printer, socket, &service, &state, timeout),
+        NodeCommand::Reload => {
+            let status = match client.reload() {
+                Ok(status) => status,
+                Err(ClientError::Node {
+                    kind,
+                    reason,
+                    correlation_id,
+                }) if kind == error::Kind::ConfigInvalid as i32 => {
+                    return Err(CliError::ReloadRefused {
+                        problems: reason.lines().map(str::to_owned).collect(),
+                        correlation_id,
+                    });
+                }
+                Err(error) => return Err(error.into()),
+            };
+            printer.reply(&status, json::service_status, render::reload)
+        }
         NodeCommand::Watch => watch(client, printer),
         NodeCommand::Trace { correlation_id } => {
-            printer.reply(&client.trace(&correlation_id)?, json::trace, render::trace)
+            let trace = client.trace(&correlation_id)?;
+            printer.reply(&trace, json::trace, render::trace)?;
+            if trace.state == "unknown" {
+                return Err(CliError::UnknownTrace { correlation_id });
+            }
+            Ok(())
         }
         NodeCommand::Logs(options) => show_logs(&options, client, printer),
         NodeCommand::Metrics => {
@@ -820,32 +1050,324 @@ fn top(
     Ok(())
 }
 
-/// Acts on every service the node has, one after the other. A service the
-/// node refuses does not stop the others; losing the node does.
-fn act_on_all(action: Action, client: &mut Client, printer: &mut Printer) -> Result<(), CliError> {
-    let services = client.status(None)?.services;
-    let total = services.len();
+/// Whether `word` is a glob: it holds `*`, `?` or `[`.
+fn is_glob(word: &str) -> bool {
+    word.contains(['*', '?', '['])
+}
+
+/// Whether `text` matches glob `pattern`: `*` any run of characters,
+/// `?` any one, `[abc]` and `[a-z]` one of a set; anything else itself.
+fn glob_match(pattern: &[char], text: &[char]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some(('*', rest)) => (0..=text.len()).any(|skip| glob_match(rest, &text[skip..])),
+        Some(('?', rest)) => !text.is_empty() && glob_match(rest, &text[1..]),
+        Some(('[', rest)) => match (rest.iter().position(|c| *c == ']'), text.split_first()) {
+            (Some(end), Some((first, tail))) => {
+                let set = &rest[..end];
+                let mut hit = false;
+                let mut at = 0;
+                while at < set.len() {
+                    if at + 2 < set.len() && set[at + 1] == '-' {
+                        hit |= (set[at]..=set[at + 2]).contains(first);
+                        at += 3;
+                    } else {
+                        hit |= set[at] == *first;
+                        at += 1;
+                    }
+                }
+                hit && glob_match(&rest[end + 1..], tail)
+            }
+            (Some(_), None) => false,
+            (None, _) => text.first() == Some(&'[') && glob_match(rest, &text[1..]),
+        },
+        Some((literal, rest)) => text.first() == Some(literal) && glob_match(rest, &text[1..]),
+    }
+}
+
+/// The service ids `targets` name: plain ids as they are (the node
+/// answers for an unknown one), `all` and globs matched against the
+/// node's services, in the node's order; each id once.
+fn resolve(client: &mut Client, targets: &[String]) -> Result<Vec<String>, CliError> {
+    let known: Vec<String> = if targets.iter().any(|t| t == "all" || is_glob(t)) {
+        client
+            .status(None)?
+            .services
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut ids: Vec<String> = Vec::new();
+    for target in targets {
+        let matched: Vec<String> = if target == "all" {
+            known.clone()
+        } else if is_glob(target) {
+            let pattern: Vec<char> = target.chars().collect();
+            let matched: Vec<String> = known
+                .iter()
+                .filter(|id| glob_match(&pattern, &id.chars().collect::<Vec<_>>()))
+                .cloned()
+                .collect();
+            if matched.is_empty() {
+                return Err(CliError::NoMatch {
+                    pattern: target.clone(),
+                });
+            }
+            matched
+        } else {
+            vec![target.clone()]
+        };
+        for id in matched {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// `status`: all services, the ones named, or one in detail; exit 3 when
+/// one shown is not green.
+fn status(client: &mut Client, printer: &mut Printer, targets: &[String]) -> Result<(), CliError> {
+    let shown = match targets {
+        [] => client.status(None)?,
+        [one] if one != "all" && !is_glob(one) => {
+            let status = client.status(Some(one))?;
+            let definition = client.definition(one)?;
+            if printer.json {
+                printer.status(&status)?;
+            } else if let Some(service) = status.services.first() {
+                let text = render::service_detail(
+                    &definition,
+                    service,
+                    now_unix_ms(),
+                    &output_tail(&definition),
+                    printer.colour,
+                );
+                printer.line(&text)?;
+            }
+            return not_green(&status);
+        }
+        _ => {
+            let mut all = ServiceStatusResponse::default();
+            for id in resolve(client, targets)? {
+                all.services.extend(client.status(Some(&id))?.services);
+            }
+            all
+        }
+    };
+    printer.status(&shown)?;
+    not_green(&shown)
+}
+
+/// The last lines of a service's instance 0 output files, where this
+/// client can read them: `(path, lines)` for each. (The node keeps no
+/// output of its own to ask for; this reads the files, as `logs` does.)
+fn output_tail(definition: &ServiceDefinitionResponse) -> Vec<(String, Vec<String>)> {
+    let mut tails = Vec::new();
+    for path in [&definition.stdout, &definition.stderr]
+        .into_iter()
+        .flatten()
+    {
+        if path.starts_with('/')
+            && let Some(lines) = paths::tail_lines(Path::new(path), OUTPUT_LINES)
+        {
+            tails.push((path.clone(), lines));
+        }
+    }
+    tails
+}
+
+/// Exit 3 when a service of `status` is not green.
+fn not_green(status: &ServiceStatusResponse) -> Result<(), CliError> {
+    let services: Vec<String> = status
+        .services
+        .iter()
+        .filter(|s| s.status.colour != StatusColour::Green as i32)
+        .map(|s| format!("{} ({})", s.id, render::colour_word(s.status.colour)))
+        .collect();
+    if services.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::NotGreen {
+            what: "not green",
+            services,
+        })
+    }
+}
+
+/// Does `action` to every service `targets` name, one after the other. A
+/// service the node refuses does not stop the others; losing the node
+/// does. One service named and refused is that refusal.
+fn act(
+    action: &Action,
+    client: &mut Client,
+    printer: &mut Printer,
+    targets: &[String],
+) -> Result<(), CliError> {
+    let ids = resolve(client, targets)?;
+    let total = ids.len();
     let mut results = ServiceStatusResponse::default();
     let mut failures = Vec::new();
-    for service in services {
-        match action.apply(client, &service.id) {
+    for id in ids {
+        match action.apply(client, &id) {
             Ok(reply) if printer.json => printer.status(&reply)?,
             Ok(reply) => results.services.extend(reply.services),
-            Err(error @ ClientError::Node { .. }) => failures.push((service.id, error)),
+            Err(error @ ClientError::Node { .. }) => failures.push((id, error)),
             Err(error) => return Err(error.into()),
         }
     }
-    if !printer.json {
-        printer.status(&results)?;
+    if !printer.json && !results.services.is_empty() {
+        match action {
+            Action::Signal { signal, .. } => {
+                for service in &results.services {
+                    let running = service.instances.iter().filter(|i| i.pid.is_some());
+                    printer.line(&format!(
+                        "{}: sent {signal} to {} process groups",
+                        service.id,
+                        running.count()
+                    ))?;
+                }
+            }
+            Action::Enable(on) => {
+                let what = if *on {
+                    "enabled: it starts with the node"
+                } else {
+                    "disabled: it does not start with the node"
+                };
+                for service in &results.services {
+                    printer.line(&format!("{}: {what}", service.id))?;
+                }
+            }
+            _ => printer.status(&results)?,
+        }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::SomeFailed {
-            action,
+    match failures.len() {
+        0 => Ok(()),
+        1 if total == 1 => Err(CliError::Client(failures.remove(0).1)),
+        _ => Err(CliError::SomeFailed {
+            action: action.clone(),
             total,
             failures,
+        }),
+    }
+}
+
+/// `is-active`: each service's state word; exit 3 unless all run.
+fn is_active(
+    client: &mut Client,
+    printer: &mut Printer,
+    targets: &[String],
+) -> Result<(), CliError> {
+    let mut inactive = Vec::new();
+    for id in resolve(client, targets)? {
+        let status = client.status(Some(&id))?;
+        let Some(service) = status.services.first() else {
+            continue;
+        };
+        let mut states: Vec<&str> = service.instances.iter().map(|i| i.state.as_str()).collect();
+        states.dedup();
+        let active = !states.is_empty() && states.iter().all(|state| *state == "running");
+        let word = if active {
+            "active".to_owned()
+        } else {
+            states.join(",")
+        };
+        printer.reply(
+            &(),
+            |()| {
+                JsonObject::new()
+                    .string("id", &id)
+                    .bool("active", active)
+                    .string("state", &word)
+                    .finish()
+            },
+            |()| format!("{id}: {word}"),
+        )?;
+        if !active {
+            inactive.push(id);
+        }
+    }
+    if inactive.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::NotGreen {
+            what: "not active",
+            services: inactive,
         })
+    }
+}
+
+/// `wait`: until every instance of `service` is in `state`, woken by its
+/// events on a second connection; fails at the timeout, or when the
+/// service failed instead.
+fn wait(
+    client: &mut Client,
+    printer: &mut Printer,
+    socket: &Path,
+    service: &str,
+    state: &str,
+    timeout: Duration,
+) -> Result<(), CliError> {
+    let deadline = Instant::now() + timeout;
+    let mut events = Client::connect(socket)?;
+    events.subscribe()?;
+    loop {
+        let status = client.status(Some(service))?;
+        let Some(shown) = status.services.first() else {
+            return Err(CliError::WaitFailed {
+                reason: format!("the node shows no service `{service}`"),
+            });
+        };
+        if shown.instances.iter().all(|i| i.state == state) {
+            return printer.status(&status);
+        }
+        if state != "failed"
+            && let Some(failed) = shown.instances.iter().find(|i| i.state == "failed")
+        {
+            return Err(CliError::WaitFailed {
+                reason: format!(
+                    "{service}.{} failed instead of getting {state}: {}",
+                    failed.index,
+                    failed.reason.as_deref().unwrap_or("no reason given")
+                ),
+            });
+        }
+        let timed_out = || {
+            let now: Vec<String> = shown
+                .instances
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{service}.{} is {} ({})",
+                        i.index,
+                        i.state,
+                        i.reason.as_deref().unwrap_or("-")
+                    )
+                })
+                .collect();
+            CliError::WaitFailed {
+                reason: format!(
+                    "{service} did not get {state} within {timeout:?}: {}",
+                    now.join("; ")
+                ),
+            }
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        events.set_timeout(Some(left))?;
+        loop {
+            match events.next_event() {
+                Ok(event) if event.service_id == service => break,
+                Ok(_) => {}
+                Err(ClientError::Timeout { .. }) => return Err(timed_out()),
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 }
 
@@ -1081,6 +1603,8 @@ mod tests {
         let expected = Invocation {
             socket: Some(PathBuf::from("/s.sock")),
             json: true,
+            verbose: false,
+            colour: ColourChoice::Auto,
             command: Command::Node(NodeCommand::Info { details: true }),
         };
         assert_eq!(before, expected);
@@ -1095,26 +1619,28 @@ mod tests {
         );
         assert_eq!(
             node_command(&["status"]),
-            NodeCommand::Status { service: None }
+            NodeCommand::Status {
+                targets: Vec::new()
+            }
         );
         assert_eq!(
             node_command(&["status", "web"]),
             NodeCommand::Status {
-                service: Some("web".into())
+                targets: vec!["web".into()]
             }
         );
         assert_eq!(
             node_command(&["stop", "all"]),
             NodeCommand::Act {
                 action: Action::Stop,
-                target: Target::All
+                targets: vec!["all".into()]
             }
         );
         assert_eq!(
-            node_command(&["restart", "web"]),
+            node_command(&["restart", "web", "db-*"]),
             NodeCommand::Act {
                 action: Action::Restart,
-                target: Target::One("web".into())
+                targets: vec!["web".into(), "db-*".into()]
             }
         );
         assert_eq!(node_command(&["reload"]), NodeCommand::Reload);
@@ -1126,6 +1652,56 @@ mod tests {
                 correlation_id: "c1:2".into()
             }
         );
+    }
+
+    #[test]
+    fn the_new_verbs_and_their_options() {
+        assert_eq!(
+            node_command(&["signal", "web-*", "db", "USR1", "--instance", "1"]),
+            NodeCommand::Act {
+                action: Action::Signal {
+                    signal: "USR1".into(),
+                    instance: Some(1)
+                },
+                targets: vec!["web-*".into(), "db".into()]
+            }
+        );
+        assert_eq!(
+            node_command(&["wait", "web", "--state", "stopped", "--timeout", "2s"]),
+            NodeCommand::Wait {
+                service: "web".into(),
+                state: "stopped".into(),
+                timeout: Duration::from_secs(2)
+            }
+        );
+        assert_eq!(
+            node_command(&["disable", "a", "b"]),
+            NodeCommand::Act {
+                action: Action::Enable(false),
+                targets: vec!["a".into(), "b".into()]
+            }
+        );
+        let parsed = parse(&["--verbose", "--color=never", "cat", "web"]).unwrap();
+        assert!(parsed.verbose);
+        assert_eq!(parsed.colour, ColourChoice::Never);
+    }
+
+    #[test]
+    fn globs_match_like_the_shell() {
+        let matches = |pattern: &str, text: &str| {
+            glob_match(
+                &pattern.chars().collect::<Vec<_>>(),
+                &text.chars().collect::<Vec<_>>(),
+            )
+        };
+        assert!(matches("web-*", "web-1"));
+        assert!(matches("web-*", "web-"));
+        assert!(!matches("web-*", "db"));
+        assert!(matches("w?b", "web"));
+        assert!(matches("db[0-9]", "db7"));
+        assert!(!matches("db[0-9]", "dbx"));
+        assert!(matches("*", ""));
+        assert!(!matches("a", "ab"));
     }
 
     #[test]
@@ -1173,8 +1749,11 @@ mod tests {
 
     #[test]
     fn help_and_version_win_anywhere() {
-        assert_eq!(parse(&["--help"]), Err(ParseExit::Help));
-        assert_eq!(parse(&["status", "-h"]), Err(ParseExit::Help));
+        assert_eq!(parse(&["--help"]), Err(ParseExit::Help(None)));
+        assert_eq!(
+            parse(&["status", "-h"]),
+            Err(ParseExit::Help(Some("status".into())))
+        );
         assert_eq!(parse(&["-V"]), Err(ParseExit::Version));
     }
 
@@ -1184,11 +1763,19 @@ mod tests {
         assert_eq!(usage_error(&["frobnicate"]), "unknown command `frobnicate`");
         assert_eq!(
             usage_error(&["start"]),
-            "`start` needs a service id or `all`"
+            "`start` needs a service id, a glob or `all`"
         );
         assert_eq!(
-            usage_error(&["status", "a", "b"]),
-            "unexpected argument `b` for `status`"
+            usage_error(&["signal", "HUP"]),
+            "`signal` needs service ids and a signal, e.g. `signal web HUP`"
+        );
+        assert_eq!(
+            usage_error(&["--color", "pink", "status"]),
+            "--color takes auto, always or never, not `pink`"
+        );
+        assert_eq!(
+            usage_error(&["completions", "tcsh"]),
+            "completions are for bash, zsh or fish, not `tcsh`"
         );
         assert_eq!(
             usage_error(&["reload", "now"]),

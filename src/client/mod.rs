@@ -29,6 +29,7 @@ use crate::wire::{DecodeError, Envelope, FrameDecoder, FrameError, decode_envelo
 
 pub mod bench;
 mod cluster;
+pub mod help;
 pub mod json;
 pub mod render;
 
@@ -61,6 +62,7 @@ pub struct Client {
     client_id: String,
     counter: u64,
     timeout: Option<Duration>,
+    verbose: bool,
 }
 
 impl Client {
@@ -80,6 +82,7 @@ impl Client {
             client_id: format!("c{}.{connection}", std::process::id()),
             counter: 0,
             timeout: None,
+            verbose: false,
         };
         client.set_timeout(Some(DEFAULT_TIMEOUT))?;
         Ok(client)
@@ -95,6 +98,12 @@ impl Client {
             .map_err(|source| self.io_error("set the timeout of the connection", source))?;
         self.timeout = timeout;
         Ok(())
+    }
+
+    /// With `verbose`, each request's code and correlation id is written
+    /// to stderr as it is sent (`snow-fox-client --verbose`), for `trace`.
+    pub fn set_verbose(&mut self, verbose: bool) {
+        self.verbose = verbose;
     }
 
     /// A correlation id no earlier request of this client used:
@@ -154,6 +163,9 @@ impl Client {
         payload: Option<Payload>,
     ) -> Result<public_api::Message, ClientError> {
         let correlation_id = self.next_correlation_id();
+        if self.verbose {
+            eprintln!("request {} {correlation_id}", code.as_str_name());
+        }
         self.send(&public_api::Message {
             code: code as i32,
             correlation_id: Some(correlation_id.clone()),
@@ -320,6 +332,56 @@ impl Client {
             Code::Ack,
             "an Ack with a ServiceStatusResponse",
             status_payload,
+        )
+    }
+
+    /// Sends `signal` (a name such as "HUP" or a number) to the process
+    /// group of each running instance of a service, or of `instance`.
+    pub fn signal(
+        &mut self,
+        service: &str,
+        signal: &str,
+        instance: Option<u32>,
+    ) -> Result<ServiceStatusResponse, ClientError> {
+        let request = Payload::ServiceSignal(public_api::ServiceSignal {
+            service_id: service.to_owned(),
+            signal: signal.to_owned(),
+            instance,
+        });
+        self.service_action(Code::ServiceSignal, request)
+    }
+
+    /// Turns a service's autostart on or off, for good (until its
+    /// definition changes); starts or stops nothing.
+    pub fn enable(
+        &mut self,
+        service: &str,
+        enabled: bool,
+    ) -> Result<ServiceStatusResponse, ClientError> {
+        let request = Payload::ServiceEnable(public_api::ServiceEnable {
+            service_id: service.to_owned(),
+            enabled,
+        });
+        self.service_action(Code::ServiceEnable, request)
+    }
+
+    /// A service's definition as the node loaded it.
+    pub fn definition(
+        &mut self,
+        service: &str,
+    ) -> Result<public_api::ServiceDefinitionResponse, ClientError> {
+        let request = Payload::ServiceDefinitionRequest(public_api::ServiceDefinitionRequest {
+            service_id: service.to_owned(),
+        });
+        let reply = self.request(Code::ServiceDefinitionRequest, Some(request))?;
+        take_payload(
+            reply,
+            Code::ServiceDefinitionResponse,
+            "a ServiceDefinitionResponse",
+            |payload| match payload {
+                Payload::ServiceDefinitionResponse(definition) => Some(*definition),
+                _ => None,
+            },
         )
     }
 

@@ -1,15 +1,55 @@
 //! The human-readable text of the node's replies, as `snow-fox-client`
-//! prints them: aligned tables, colours spelled out as words, uptimes,
-//! exits and UTC times. Pure functions from a reply to a `String` (without
-//! a final newline); nothing here does I/O.
+//! prints them: aligned tables, colours spelled out as words (and, with
+//! `colour`, painted with ANSI escapes), uptimes, exits and UTC times.
+//! Pure functions from a reply to a `String` (without a final newline);
+//! nothing here does I/O.
 
 use crate::conf::format_size;
 use crate::wire::proto::public_api::ServiceStatusResponse;
 use crate::wire::proto::public_api::service_status_response::{Instance, InstanceMetrics, Service};
 use crate::wire::proto::public_api::{
-    Event, NodeInfoResponse, StatusColour, TraceResponse, log_lines,
+    Event, NodeInfoResponse, ServiceDefinitionResponse, StatusColour, TraceResponse, log_lines,
     node_info_response::SystemStatus,
 };
+
+/// ANSI paints.
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[31m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+/// The paint of a status colour.
+fn colour_paint(colour: i32) -> &'static str {
+    match StatusColour::try_from(colour) {
+        Ok(StatusColour::Green) => GREEN,
+        Ok(StatusColour::Yellow) => YELLOW,
+        _ => RED,
+    }
+}
+
+/// The paint of an instance state; `None` for one that needs none.
+fn state_paint(
+    state: &str,
+    last_exit_code: Option<i32>,
+    last_exit_signal: Option<i32>,
+) -> Option<&'static str> {
+    match state {
+        "running" => Some(GREEN),
+        "starting" | "stopping" | "backoff" => Some(YELLOW),
+        "failed" => Some(RED),
+        "exited" if last_exit_code != Some(0) || last_exit_signal.is_some() => Some(RED),
+        _ => None,
+    }
+}
+
+/// `text` painted when `colour` is on.
+fn paint(text: &str, with: Option<&str>, colour: bool) -> String {
+    match with {
+        Some(with) if colour => format!("{with}{text}{RESET}"),
+        _ => text.to_owned(),
+    }
+}
 
 /// A status colour as the word both the tables and the JSON use; a colour
 /// this client does not know is `UNKNOWN`.
@@ -22,20 +62,30 @@ pub fn colour_word(colour: i32) -> &'static str {
     }
 }
 
-/// The status table, one row per instance, like `supervisorctl status`.
-/// `now_unix_ms` is the clock the uptimes are measured against.
-pub fn status_table(services: &[Service], now_unix_ms: u64) -> String {
-    status_rows(services, &[], now_unix_ms)
+/// The status table, one row per instance, like `supervisorctl status`,
+/// with the reason for each state. `now_unix_ms` is the clock the
+/// uptimes are measured against; `colour` paints the states.
+pub fn status_table(services: &[Service], now_unix_ms: u64, colour: bool) -> String {
+    status_rows(services, &[], now_unix_ms, colour)
 }
 
 /// The status table with CPU, memory and task columns from the reply's
 /// metrics, when it has any.
-pub fn status_with_metrics(status: &ServiceStatusResponse, now_unix_ms: u64) -> String {
-    status_rows(&status.services, &status.metrics, now_unix_ms)
+pub fn status_with_metrics(
+    status: &ServiceStatusResponse,
+    now_unix_ms: u64,
+    colour: bool,
+) -> String {
+    status_rows(&status.services, &status.metrics, now_unix_ms, colour)
 }
 
-fn status_rows(services: &[Service], metrics: &[InstanceMetrics], now_unix_ms: u64) -> String {
-    const BASE: [&str; 7] = [
+fn status_rows(
+    services: &[Service],
+    metrics: &[InstanceMetrics],
+    now_unix_ms: u64,
+    colour: bool,
+) -> String {
+    const BASE: [&str; 8] = [
         "SERVICE",
         "INSTANCE",
         "STATE",
@@ -43,6 +93,7 @@ fn status_rows(services: &[Service], metrics: &[InstanceMetrics], now_unix_ms: u
         "UPTIME",
         "RESTARTS",
         "LAST EXIT",
+        "REASON",
     ];
     let mut header = BASE.to_vec();
     if !metrics.is_empty() {
@@ -73,6 +124,11 @@ fn status_rows(services: &[Service], metrics: &[InstanceMetrics], now_unix_ms: u
                 Some(origin) if origin != "local" => format!("{} ({origin})", service.id),
                 _ => service.id.clone(),
             };
+            let state_colour = state_paint(
+                &instance.state,
+                instance.last_exit_code,
+                instance.last_exit_signal,
+            );
             let mut row = vec![
                 name,
                 instance.index.to_string(),
@@ -81,6 +137,7 @@ fn status_rows(services: &[Service], metrics: &[InstanceMetrics], now_unix_ms: u
                 uptime,
                 or_dash(instance.restarts),
                 last_run(instance),
+                instance.reason.clone().unwrap_or_else(|| "-".to_owned()),
             ];
             if !metrics.is_empty() {
                 let used = metrics
@@ -88,15 +145,15 @@ fn status_rows(services: &[Service], metrics: &[InstanceMetrics], now_unix_ms: u
                     .find(|m| m.service_id == service.id && m.index == instance.index);
                 row.extend(usage_columns(used));
             }
-            table.row(row);
+            table.painted_row(row, 2, state_colour.filter(|_| colour));
         }
     }
     table.render()
 }
 
 /// Node info: name, version, configuration and overall health, then with
-/// details one row per subsystem.
-pub fn node_info(info: &NodeInfoResponse) -> String {
+/// details one row per subsystem; `colour` paints the colour words.
+pub fn node_info(info: &NodeInfoResponse, colour: bool) -> String {
     let mut summary = Table::default();
     match &info.node {
         Some(node) => {
@@ -121,17 +178,27 @@ pub fn node_info(info: &NodeInfoResponse) -> String {
     }
     summary.row(vec![
         "status".to_owned(),
-        info.overall.as_ref().map_or("-".to_owned(), system_status),
+        info.overall.as_ref().map_or("-".to_owned(), |status| {
+            paint(
+                &system_status(status),
+                Some(colour_paint(status.colour)),
+                colour,
+            )
+        }),
     ]);
     let mut text = summary.render();
     if !info.details.is_empty() {
         let mut details = Table::with_header(&["SUBSYSTEM", "COLOUR", "REASON"]);
         for subsystem in &info.details {
-            details.row(vec![
-                subsystem.name.clone(),
-                colour_word(subsystem.status.colour).to_owned(),
-                subsystem.status.reason.clone(),
-            ]);
+            details.painted_row(
+                vec![
+                    subsystem.name.clone(),
+                    colour_word(subsystem.status.colour).to_owned(),
+                    subsystem.status.reason.clone(),
+                ],
+                1,
+                Some(colour_paint(subsystem.status.colour)).filter(|_| colour),
+            );
         }
         text.push_str("\n\n");
         text.push_str(&details.render());
@@ -158,6 +225,132 @@ pub fn trace(trace: &TraceResponse) -> String {
     }
     text.push_str("state: ");
     text.push_str(&trace.state);
+    text
+}
+
+/// Ids joined by commas, or "-" for none.
+fn list(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "-".to_owned()
+    } else {
+        ids.join(", ")
+    }
+}
+
+/// What a reload did: one line each for the services it added, changed,
+/// removed and left alone.
+pub fn reload(status: &ServiceStatusResponse) -> String {
+    format!(
+        "added: {}\nchanged: {}\nremoved: {}\nunchanged: {}",
+        list(&status.added),
+        list(&status.changed),
+        list(&status.removed),
+        list(&status.unchanged)
+    )
+}
+
+/// One service in detail, like `systemctl status`: its definition, each
+/// instance's state with reason, since when, pid, uptime, restarts and
+/// last exit, and the last lines of the output files in `output`
+/// (`(path, lines)` each).
+pub fn service_detail(
+    definition: &ServiceDefinitionResponse,
+    service: &Service,
+    now_unix_ms: u64,
+    output: &[(String, Vec<String>)],
+    colour: bool,
+) -> String {
+    let dash = |value: Option<&String>| value.map_or("-".to_owned(), Clone::clone);
+    let title = match &service.description {
+        Some(description) => format!("{} - {description}", service.id),
+        None => service.id.clone(),
+    };
+    let mut text = paint(&format!("● {title}"), Some(BOLD), colour);
+    let mut summary = Table::default();
+    summary.row(vec![
+        "loaded:".to_owned(),
+        format!(
+            "{} ({}, desired {})",
+            definition.file,
+            match service.enabled {
+                Some(true) => "enabled",
+                Some(false) => "disabled",
+                None => "enabled unknown",
+            },
+            service.desired.as_deref().unwrap_or("unknown")
+        ),
+    ]);
+    summary.painted_row(
+        vec!["status:".to_owned(), system_status(&service.status)],
+        1,
+        Some(colour_paint(service.status.colour)).filter(|_| colour),
+    );
+    summary.row(vec!["command:".to_owned(), definition.command.join(" ")]);
+    summary.row(vec![
+        "user:".to_owned(),
+        format!(
+            "{} (group {})",
+            dash(definition.user.as_ref()),
+            dash(definition.group.as_ref())
+        ),
+    ]);
+    summary.row(vec![
+        "work dir:".to_owned(),
+        dash(definition.work_dir.as_ref()),
+    ]);
+    summary.row(vec![
+        "ready:".to_owned(),
+        format!(
+            "{}; health: {}",
+            dash(definition.ready.as_ref()),
+            dash(definition.health.as_ref())
+        ),
+    ]);
+    summary.row(vec![
+        "requires:".to_owned(),
+        format!(
+            "{}; after: {}",
+            list(&definition.requires),
+            list(&definition.after)
+        ),
+    ]);
+    for instance in &service.instances {
+        let since = instance.since_unix_ms.map_or("-".to_owned(), utc_time);
+        let uptime = match instance.since_unix_ms {
+            Some(since) if instance.state == "running" => {
+                format!(", up {}", uptime(now_unix_ms.saturating_sub(since)))
+            }
+            _ => String::new(),
+        };
+        let state = paint(
+            &instance.state,
+            state_paint(
+                &instance.state,
+                instance.last_exit_code,
+                instance.last_exit_signal,
+            ),
+            colour,
+        );
+        summary.row(vec![
+            format!("instance {}:", instance.index),
+            format!(
+                "{state} ({}) since {since}{uptime}; pid {}; restarts {}; last exit {}",
+                instance.reason.as_deref().unwrap_or("no reason given"),
+                or_dash(instance.pid),
+                or_dash(instance.restarts),
+                last_exit(instance.last_exit_code, instance.last_exit_signal)
+            ),
+        ]);
+    }
+    text.push('\n');
+    text.push_str(&summary.render());
+    for (path, lines) in output {
+        text.push_str(&format!("\n\nlast lines of {path}:"));
+        for line in lines {
+            text.push_str("\n  ");
+            text.push_str(line);
+        }
+    }
     text
 }
 
@@ -317,17 +510,27 @@ fn utc_time(unix_ms: u64) -> String {
 #[derive(Default)]
 pub(super) struct Table {
     rows: Vec<Vec<String>>,
+    /// For each row, one cell painted: its column and paint.
+    paints: Vec<Option<(usize, &'static str)>>,
 }
 
 impl Table {
     pub(super) fn with_header(header: &[&str]) -> Table {
         Table {
             rows: vec![header.iter().map(|cell| (*cell).to_owned()).collect()],
+            paints: vec![None],
         }
     }
 
     pub(super) fn row(&mut self, cells: Vec<String>) {
+        self.painted_row(cells, 0, None);
+    }
+
+    /// A row whose cell `column` is painted with `with` (if given); the
+    /// paint does not count in the column's width.
+    fn painted_row(&mut self, cells: Vec<String>, column: usize, with: Option<&'static str>) {
         self.rows.push(cells);
+        self.paints.push(with.map(|with| (column, with)));
     }
 
     pub(super) fn render(&self) -> String {
@@ -342,13 +545,20 @@ impl Table {
             }
         }
         let mut lines = Vec::with_capacity(self.rows.len());
-        for row in &self.rows {
+        for (row, paint) in self.rows.iter().zip(&self.paints) {
             let mut line = String::new();
-            for (cell, width) in row.iter().zip(&widths) {
-                if !line.is_empty() {
+            for (column, (cell, width)) in row.iter().zip(&widths).enumerate() {
+                if column > 0 {
                     line.push_str("  ");
                 }
-                line.push_str(cell);
+                match paint {
+                    Some((painted, with)) if *painted == column => {
+                        line.push_str(with);
+                        line.push_str(cell);
+                        line.push_str(RESET);
+                    }
+                    _ => line.push_str(cell),
+                }
                 line.extend(std::iter::repeat_n(' ', width - cell.chars().count()));
             }
             lines.push(line.trim_end().to_owned());
@@ -425,6 +635,7 @@ mod tests {
                         last_exit_code: None,
                         last_exit_signal: None,
                         adopted: None,
+                        reason: Some("started as pid 4242".into()),
                         ..Default::default()
                     },
                     Instance {
@@ -436,23 +647,32 @@ mod tests {
                         last_exit_code: None,
                         last_exit_signal: Some(9),
                         adopted: None,
+                        reason: Some("backoff 2s (signal 9 (KILL), 3rd failure)".into()),
                         ..Default::default()
                     },
                 ],
+                ..Service::default()
             },
             Service {
                 id: "database".into(),
                 origin: None,
                 status: green("stopped"),
                 instances: Vec::new(),
+                ..Service::default()
             },
         ];
         let expected = "\
-SERVICE   INSTANCE  STATE    PID   UPTIME   RESTARTS  LAST EXIT
-web       0         running  4242  0:01:23  0         -
-web       1         backoff  -     -        3         signal 9
-database  -         -        -     -        -         -";
-        assert_eq!(status_table(&services, now), expected);
+SERVICE   INSTANCE  STATE    PID   UPTIME   RESTARTS  LAST EXIT  REASON
+web       0         running  4242  0:01:23  0         -          started as pid 4242
+web       1         backoff  -     -        3         signal 9   backoff 2s (signal 9 (KILL), 3rd failure)
+database  -         -        -     -        -         -          -";
+        assert_eq!(status_table(&services, now, false), expected);
+        let painted = status_table(&services, now, true);
+        assert!(
+            painted.contains("\x1b[32mrunning\x1b[0m  4242"),
+            "{painted}"
+        );
+        assert!(painted.contains("\x1b[33mbackoff\x1b[0m  -"), "{painted}");
     }
 
     #[test]
@@ -488,7 +708,7 @@ status   RED: spawner died
 
 SUBSYSTEM  COLOUR  REASON
 io         GREEN   serving";
-        assert_eq!(node_info(&info), expected);
+        assert_eq!(node_info(&info, false), expected);
     }
 
     #[test]

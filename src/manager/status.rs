@@ -230,13 +230,15 @@ pub fn instance_status(instance: &Instance, clock: &Clock) -> service_status_res
         last_exit_code,
         last_exit_signal,
         adopted: instance.adopted.then_some(true),
+        reason: Some(instance.reason.clone()),
     }
 }
 
 /// What an instance's `ServiceStatusResponse` entry is built from, to tell
 /// whether a cached encoding still shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct InstanceShown {
+    reason: String,
     index: u32,
     state: State,
     pid: Option<u32>,
@@ -248,8 +250,22 @@ struct InstanceShown {
 }
 
 impl InstanceShown {
+    /// Whether it still shows `instance` as it is (without copying its
+    /// reason, as [`InstanceShown::of`] would on every status request).
+    fn shows(&self, instance: &Instance) -> bool {
+        self.index == instance.index
+            && self.state == instance.state
+            && self.pid == instance.pid
+            && self.since == instance.since
+            && self.restarts == instance.restarts
+            && self.last_exit == instance.last_exit
+            && self.adopted == instance.adopted
+            && self.reason == instance.reason
+    }
+
     fn of(instance: &Instance) -> InstanceShown {
         InstanceShown {
+            reason: instance.reason.clone(),
             index: instance.index,
             state: instance.state,
             pid: instance.pid,
@@ -273,27 +289,46 @@ impl InstanceShown {
 /// while the service's colour depends on other services).
 #[derive(Debug, Default)]
 pub struct EntryCache {
-    entry: RefCell<Option<(Vec<InstanceShown>, Vec<u8>)>>,
+    entry: RefCell<Option<CachedEntry>>,
 }
 
+/// What an entry showed when it was encoded, and its bytes.
+type CachedEntry = (ServiceShown, Vec<InstanceShown>, Vec<u8>);
+
+/// What a service's entry shows besides its instances: its desired state
+/// and whether it is enabled.
+pub type ServiceShown = (Option<&'static str>, bool);
+
 impl EntryCache {
-    /// Appends the entry for `instances` to `out`, encoding it with
-    /// `encode` only when an instance changed since it was last encoded.
-    pub fn append(&self, instances: &[Instance], encode: impl Fn(&mut Vec<u8>), out: &mut Vec<u8>) {
+    /// Appends the entry for a service shown as `service` with
+    /// `instances` to `out`, encoding it with `encode` only when something
+    /// it shows changed since it was last encoded.
+    pub fn append(
+        &self,
+        service: ServiceShown,
+        instances: &[Instance],
+        encode: impl Fn(&mut Vec<u8>),
+        out: &mut Vec<u8>,
+    ) {
         let mut entry = self.entry.borrow_mut();
-        let stale = !entry.as_ref().is_some_and(|(shown, _)| {
-            shown.len() == instances.len()
+        let stale = !entry.as_ref().is_some_and(|(shown_service, shown, _)| {
+            *shown_service == service
+                && shown.len() == instances.len()
                 && shown
                     .iter()
                     .zip(instances)
-                    .all(|(shown, instance)| *shown == InstanceShown::of(instance))
+                    .all(|(shown, instance)| shown.shows(instance))
         });
         if stale {
             let mut bytes = Vec::new();
             encode(&mut bytes);
-            *entry = Some((instances.iter().map(InstanceShown::of).collect(), bytes));
+            *entry = Some((
+                service,
+                instances.iter().map(InstanceShown::of).collect(),
+                bytes,
+            ));
         }
-        if let Some((_, bytes)) = entry.as_ref() {
+        if let Some((_, _, bytes)) = entry.as_ref() {
             debug_assert!(
                 stale || {
                     let mut fresh = Vec::new();

@@ -12,19 +12,19 @@
 //! dropped unwaited because the spawner reaps with `waitpid(-1)`.
 
 use std::fmt;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::keeper::link::KeeperLink;
-use crate::sys;
 use crate::wire::proto::log_keeper as lk;
 use crate::wire::proto::manager_spawner::{self as ms, output::Kind};
+use crate::{conf, sys};
 
-/// The environment every child starts from, before its own items.
-pub(super) const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The `PATH` every child starts with, before its own items.
+pub(super) use conf::host::BASE_PATH;
 
 /// Rotated files kept when a rotating output does not say.
 const DEFAULT_KEEP: u32 = 1;
@@ -74,11 +74,30 @@ pub(super) fn launch(
         .env_clear()
         .env("PATH", BASE_PATH)
         .stdin(Stdio::null());
+    // What systemd gives a service, before the service's own variables,
+    // which may replace them.
+    let run_as = conf::host::RunAs {
+        uid: credentials.map_or_else(sys::effective_uid, |ids| ids.uid),
+        gid: credentials.map_or_else(sys::effective_gid, |ids| ids.gid),
+    };
+    if let Ok(Some(account)) = sys::lookup_account(run_as.uid) {
+        command
+            .env("HOME", account.home)
+            .env("USER", &account.name)
+            .env("LOGNAME", &account.name)
+            .env("SHELL", account.shell);
+    }
+    if let Some(service) = present(request.service_id.as_deref()) {
+        command.env("SNOW_FOX_SERVICE", service).env(
+            "SNOW_FOX_INSTANCE",
+            request.instance.unwrap_or(0).to_string(),
+        );
+    }
     for item in &request.environment {
         command.env(env_name(item)?, item.value.as_deref().unwrap_or(""));
     }
     if let Some(dir) = present(request.work_dir.as_deref()) {
-        check_work_dir(Path::new(dir))?;
+        check_work_dir(Path::new(dir), run_as)?;
         command.current_dir(dir);
     }
     check_rlimits(&setup.rlimits)?;
@@ -162,9 +181,10 @@ pub(super) fn present(field: Option<&str>) -> Option<&str> {
     field.filter(|value| !value.is_empty())
 }
 
-/// Resolves the user and group to run as. A user without a group runs in
-/// the user's primary group; a group without a user runs as the node's
-/// own user. With ids the child clears its supplementary groups
+/// Resolves the user and group to run as ([`conf::host::run_as`], which
+/// the configuration check uses too). A user without a group runs in the
+/// user's primary group; a group without a user runs as the node's own
+/// user. With ids the child clears its supplementary groups
 /// (`setgroups(0)`, as root) before `setgid` and `setuid`
 /// ([`sys::prepare_child`]), so its only group is `gid`. Neither given:
 /// the child keeps the node's credentials.
@@ -172,61 +192,15 @@ fn resolve_credentials(
     user: Option<&str>,
     group: Option<&str>,
 ) -> Result<Option<sys::UserIds>, LaunchError> {
-    match user {
-        Some(user) => resolve_account(user, group).map(Some),
-        None => Ok(group
-            .map(resolve_group)
-            .transpose()?
-            .map(|gid| sys::UserIds {
-                uid: sys::effective_uid(),
-                gid,
-            })),
+    if user.is_none() && group.is_none() {
+        return Ok(None);
     }
-}
-
-/// A user and its group: `group` if given, else the user's primary group.
-pub(super) fn resolve_account(
-    user: &str,
-    group: Option<&str>,
-) -> Result<sys::UserIds, LaunchError> {
-    let group_id = group.map(resolve_group).transpose()?;
-    let (uid, primary_gid) = resolve_user(user)?;
-    let gid = group_id
-        .or(primary_gid)
-        .ok_or_else(|| LaunchError::NoPrimaryGroup {
-            user: user.to_owned(),
-        })?;
-    Ok(sys::UserIds { uid, gid })
-}
-
-/// A user name, or a numeric uid (which need not have a passwd entry; then
-/// it has no primary group).
-fn resolve_user(name: &str) -> Result<(u32, Option<u32>), LaunchError> {
-    let lookup_failed = |source| LaunchError::UserLookup {
-        user: name.to_owned(),
-        source,
-    };
-    if let Some(ids) = sys::lookup_user(name).map_err(lookup_failed)? {
-        return Ok((ids.uid, Some(ids.gid)));
+    let ids = conf::host::run_as(user, group).map_err(|reason| LaunchError::Account { reason })?;
+    // Else the child's setgid would fail and read as a failed exec.
+    if let Some(reason) = conf::host::cannot_switch(ids) {
+        return Err(LaunchError::Account { reason });
     }
-    let uid = name.parse::<u32>().map_err(|_| LaunchError::UnknownUser {
-        user: name.to_owned(),
-    })?;
-    let entry = sys::lookup_uid(uid).map_err(lookup_failed)?;
-    Ok((uid, entry.map(|ids| ids.gid)))
-}
-
-/// A group name, or a numeric gid.
-fn resolve_group(name: &str) -> Result<u32, LaunchError> {
-    let by_name = sys::lookup_group(name).map_err(|source| LaunchError::GroupLookup {
-        group: name.to_owned(),
-        source,
-    })?;
-    by_name
-        .or_else(|| name.parse().ok())
-        .ok_or_else(|| LaunchError::UnknownGroup {
-            group: name.to_owned(),
-        })
+    Ok(Some(ids))
 }
 
 fn env_name(item: &ms::start_process::EnvItem) -> Result<&str, LaunchError> {
@@ -239,18 +213,22 @@ fn env_name(item: &ms::start_process::EnvItem) -> Result<&str, LaunchError> {
     Ok(name)
 }
 
-fn check_work_dir(dir: &Path) -> Result<(), LaunchError> {
-    let metadata = fs::metadata(dir).map_err(|source| LaunchError::WorkDir {
+/// Checks that the child, as `run_as`, will be able to enter `dir`: a
+/// `chdir` that fails in the child would be reported as a failed exec of
+/// the program, naming the wrong thing.
+fn check_work_dir(dir: &Path, run_as: conf::host::RunAs) -> Result<(), LaunchError> {
+    let refused = |source| LaunchError::WorkDir {
         path: dir.to_owned(),
         source,
-    })?;
-    if !metadata.is_dir() {
-        return Err(LaunchError::WorkDir {
-            path: dir.to_owned(),
-            source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-        });
+    };
+    match conf::host::enterable(dir, run_as) {
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => Err(refused(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            why,
+        ))),
+        Err(source) => Err(refused(source)),
     }
-    Ok(())
 }
 
 /// A child's output stream.
@@ -341,16 +319,9 @@ fn open_output(
 pub(super) enum LaunchError {
     /// `command` has no program.
     EmptyCommand,
-    /// The passwd database has no such user, and it is not a number.
-    UnknownUser { user: String },
-    /// Reading the passwd database failed.
-    UserLookup { user: String, source: io::Error },
-    /// A numeric user without a passwd entry and no group to run in.
-    NoPrimaryGroup { user: String },
-    /// The group database has no such group, and it is not a number.
-    UnknownGroup { group: String },
-    /// Reading the group database failed.
-    GroupLookup { group: String, source: io::Error },
+    /// The user or group does not exist (and is not a number), a numeric
+    /// user has no primary group, or the databases could not be read.
+    Account { reason: String },
     /// An environment item's name is empty or holds `=` or NUL.
     BadEnvName { name: String },
     /// The work dir is missing, unreadable or not a directory.
@@ -381,24 +352,13 @@ impl fmt::Display for LaunchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LaunchError::EmptyCommand => f.write_str("the command is empty: no program to run"),
-            LaunchError::UnknownUser { user } => write!(f, "user `{user}` does not exist"),
-            LaunchError::UserLookup { user, source } => {
-                write!(f, "looking up user `{user}`: {source}")
-            }
-            LaunchError::NoPrimaryGroup { user } => write!(
-                f,
-                "user id {user} has no passwd entry, so no primary group: give a group"
-            ),
-            LaunchError::UnknownGroup { group } => write!(f, "group `{group}` does not exist"),
-            LaunchError::GroupLookup { group, source } => {
-                write!(f, "looking up group `{group}`: {source}")
-            }
+            LaunchError::Account { reason } => f.write_str(reason),
             LaunchError::BadEnvName { name } => write!(
                 f,
                 "environment variable name {name:?} is empty or contains `=` or NUL"
             ),
             LaunchError::WorkDir { path, source } => {
-                write!(f, "work dir {}: {source}", path.display())
+                write!(f, "chdir to work dir {}: {source}", path.display())
             }
             LaunchError::OutputWithoutPath { stream } => {
                 write!(f, "{stream} goes to a FILE but has no path")
@@ -432,15 +392,11 @@ impl fmt::Display for LaunchError {
 impl std::error::Error for LaunchError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            LaunchError::UserLookup { source, .. }
-            | LaunchError::GroupLookup { source, .. }
-            | LaunchError::WorkDir { source, .. }
+            LaunchError::WorkDir { source, .. }
             | LaunchError::Exec { source, .. }
             | LaunchError::ReadyPipe { source } => Some(source),
             LaunchError::EmptyCommand
-            | LaunchError::UnknownUser { .. }
-            | LaunchError::NoPrimaryGroup { .. }
-            | LaunchError::UnknownGroup { .. }
+            | LaunchError::Account { .. }
             | LaunchError::BadEnvName { .. }
             | LaunchError::OutputWithoutPath { .. }
             | LaunchError::Capture { .. }

@@ -873,23 +873,34 @@ impl Spawner {
         } else if request.ready_fd.is_some() {
             return Err("a check gets no ready_fd".to_owned());
         }
+        // The table holds the service's settings as written; a start is
+        // of one instance, with `{instance}` and `{id}` replaced.
+        let expand = |text: &String| conf::expand(text, service_id, instance);
+        let expand_all = |argv: &[String]| argv.iter().map(expand).collect::<Vec<_>>();
         let (command_differs, stdout, stderr) = if request.check.is_some() {
             let differs = !service
                 .checks
                 .iter()
-                .any(|check| check.command == request.command);
+                .any(|check| expand_all(&check.command) == request.command);
             (differs, Destination::Null, Destination::Null)
         } else {
             (
-                service.command != request.command,
+                expand_all(&service.command) != request.command,
                 self.allowed_destination(service, service.stdout.as_ref(), "stdout", instance),
                 self.allowed_destination(service, service.stderr.as_ref(), "stderr", instance),
             )
         };
+        let allowed_values: Vec<Option<String>> = service
+            .environment
+            .iter()
+            .map(|item| item.value.as_ref().map(expand))
+            .collect();
         let allowed_environment = service
             .environment
             .iter()
-            .map(|item| (item.name.as_deref(), item.value.as_deref()));
+            .zip(&allowed_values)
+            .map(|(item, value)| (item.name.as_deref(), value.as_deref()));
+        let allowed_work_dir = service.work_dir.as_ref().map(expand);
         let requested_environment = request
             .environment
             .iter()
@@ -898,7 +909,7 @@ impl Spawner {
             ("command", command_differs),
             ("user", !same(&service.user, &request.user_name)),
             ("group", !same(&service.group, &request.group_name)),
-            ("work_dir", !same(&service.work_dir, &request.work_dir)),
+            ("work_dir", !same(&allowed_work_dir, &request.work_dir)),
             (
                 "environment",
                 env_set(allowed_environment) != env_set(requested_environment),
@@ -1409,7 +1420,8 @@ fn known_pieces(processes: Vec<ms::known_processes::Process>) -> Vec<ms::KnownPr
 /// it, the user's primary group) exactly as a service's are resolved. The
 /// daemon drops the node process to these ids.
 pub fn resolve_user(user: &str, group: Option<&str>) -> Result<sys::UserIds, UserError> {
-    launch::resolve_account(user, group).map_err(UserError)
+    conf::host::run_as(Some(user), group)
+        .map_err(|reason| UserError(launch::LaunchError::Account { reason }))
 }
 
 /// Why [`resolve_user`] failed: the user or group does not exist, or the

@@ -434,7 +434,7 @@ fn refused_starts_name_what_failed() {
     assert!(
         harness
             .start_refused(missing_dir)
-            .starts_with("work dir /nonexistent/sf-dir: ")
+            .starts_with("chdir to work dir /nonexistent/sf-dir: /nonexistent does not exist")
     );
     assert!(harness.start_refused(command(&[])).contains("empty"));
     assert_eq!(harness.logs.len(), 4);
@@ -469,8 +469,13 @@ fn environment_work_dir_and_file_output_are_applied() {
     });
     let pid = harness.start_ok(request);
     assert_eq!(harness.exit_of(pid).exit_code, Some(0));
+    // HOME is the user's, as systemd sets it (issue 13).
+    let home = crate::sys::lookup_account(crate::sys::effective_uid())
+        .unwrap()
+        .map(|account| account.home)
+        .unwrap_or_default();
     let expected = format!(
-        "bar||{}\n{}\n",
+        "bar|{home}|{}\n{}\n",
         launch::BASE_PATH,
         work.canonicalize().unwrap().display()
     );
@@ -641,6 +646,51 @@ fn starts_the_service_table_does_not_allow_are_refused() {
     harness.running.push(pid);
     harness.signal(pid, SIGTERM);
     harness.exit_of(pid);
+}
+
+/// Issue 13: a table entry with `{instance}` allows each instance only
+/// its own expansion; a start of instance 1 with instance 0's settings is
+/// refused.
+#[test]
+fn an_instance_may_start_only_with_its_own_expansion_of_the_table() {
+    let mut harness = Harness::new();
+    let template = command(&["/bin/sleep", "3{instance}"]);
+    let mut entry = allowing(&template);
+    entry.work_dir = Some("/tmp/{id}-{instance}".into());
+    harness.set_table(vec![entry]);
+    let mut borrowed = command(&["/bin/sleep", "30"]);
+    borrowed.instance = Some(1);
+    match harness.start_as_is(borrowed).payload {
+        Some(Payload::Error(error)) => {
+            assert!(
+                error.reason.contains("its command is not the one"),
+                "{error:?}"
+            );
+        }
+        other => panic!("instance 1 started with instance 0's command: {other:?}"),
+    }
+    let mut wrong_dir = command(&["/bin/sleep", "30"]);
+    wrong_dir.work_dir = Some("/tmp/test-1".into());
+    match harness.start_as_is(wrong_dir).payload {
+        Some(Payload::Error(error)) => {
+            assert!(
+                error.reason.contains("its work_dir is not the one"),
+                "{error:?}"
+            );
+        }
+        other => panic!("instance 0 started in instance 1's dir: {other:?}"),
+    }
+    let mut literal = command(&["/bin/sleep", "3{instance}"]);
+    literal.instance = Some(0);
+    match harness.start_as_is(literal).payload {
+        Some(Payload::Error(error)) => {
+            assert!(
+                error.reason.contains("its command is not the one"),
+                "{error:?}"
+            );
+        }
+        other => panic!("the unexpanded template was allowed: {other:?}"),
+    }
 }
 
 /// Issue 11: a spawner adopts only what its own record holds. A process
