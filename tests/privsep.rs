@@ -260,8 +260,6 @@ fn per_instance_settings_pass_the_spawner_process_table() {
             out.display()
         ),
     );
-    // Others may enter it, but not write it: the spawner's record refuses
-    // a directory above its own that others may write.
     fs::set_permissions(&setup.dir.0, fs::Permissions::from_mode(0o755)).unwrap();
     let node = setup.start();
     for index in 0..2 {
