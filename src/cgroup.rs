@@ -202,15 +202,16 @@ fn io_error(doing: &str, path: &Path) -> impl FnOnce(io::Error) -> CgroupError {
     }
 }
 
-/// Whether `name` can name a directory: letters, digits, `-`, `_` and
-/// `.`, not starting with `.`.
+/// Whether `name` can name a directory: letters, digits, `-`, `_`, `.`
+/// and `@` (an instance the cluster assigned, `web@2`), not starting with
+/// `.`.
 fn usable_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
         && !name.starts_with('.')
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
 }
 
 /// The cgroup paths of `/proc/self/cgroup`'s text: (controllers, path),

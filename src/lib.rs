@@ -4,7 +4,9 @@
 //! [`manager`] (requests and service state), [`spawner`] (processes) and
 //! [`daemon`] (signals, role health, ordered shutdown). They talk only in
 //! the protocol messages of [`wire`], and every hop is recorded by
-//! [`trace`]. The roles know [`wire`], [`conf`], [`trace`], [`cgroup`] and [`sys`];
+//! [`trace`]. A node with `[cluster]` in its configuration runs a fifth,
+//! [`cluster`] (its lease, presence and assignments in etcd). The roles
+//! know [`wire`], [`conf`], [`trace`], [`cgroup`] and [`sys`];
 //! only the daemon knows the roles, because it joins them.
 #![deny(missing_docs)]
 // `unsafe` lives in `sys` alone, behind safe helpers; the compiler holds

@@ -254,6 +254,8 @@ fn no_cgroup_filesystem_or_a_bad_name_means_no_cgroups() {
     assert!(!fake.0.join("snow-fox.").exists());
     let hierarchy = Hierarchy::open(&fake.0, HYBRID_SELF, "n4").unwrap();
     assert!(hierarchy.create("../../etc", &Limits::default()).is_err());
+    // A cluster instance's service id holds an `@`.
+    assert!(hierarchy.create("web@2.0", &Limits::default()).is_ok());
 }
 
 #[test]

@@ -68,7 +68,7 @@ pub struct Placement {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterService {
     /// The service as each node runs an instance of it (`instances` 1,
-    /// `autostart` true, no dependencies).
+    /// `autostart` true, no dependencies, stopped when the node exits).
     pub service: ServiceConfig,
     /// Where its instances go.
     pub placement: Placement,
@@ -78,7 +78,7 @@ pub struct ClusterService {
 
 /// Keys of a local service file that a cluster service does not take,
 /// with what to use instead.
-const NOT_FOR_CLUSTER: [(&str, &str); 4] = [
+const NOT_FOR_CLUSTER: [(&str, &str); 5] = [
     (
         "instances",
         "a cluster service sets its count in [placement] instances",
@@ -94,6 +94,10 @@ const NOT_FOR_CLUSTER: [(&str, &str); 4] = [
     (
         "after",
         "a cluster service cannot depend on a node's services",
+    ),
+    (
+        "on_node_exit",
+        "a node that leaves hands its cluster instances to other nodes, so they stop with it",
     ),
 ];
 
@@ -404,6 +408,8 @@ mod tests {
             let refused = parse_cluster_service(id, Path::new("f.toml"), "command = [\"/x\"]\n");
             assert!(refused.is_err(), "{id:?} accepted");
         }
+        let keep = problems_of("command = [\"/x\"]\non_node_exit = \"keep\"\n");
+        assert!(keep[0].starts_with("web.toml:2: key `on_node_exit`: not for a cluster service"));
         assert!(!problems_of("placement = 3\ncommand = [\"/x\"]\n").is_empty());
         assert!(!problems_of("command = [\"/x\"\n").is_empty());
     }

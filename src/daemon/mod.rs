@@ -1,6 +1,7 @@
 //! The daemon role: owns the process. It loads the configuration, binds the
 //! socket, creates every channel and starts the io, manager and spawner
-//! threads, turns signals into actions (SIGTERM/SIGINT shut down, SIGHUP
+//! threads (and the cluster thread, for a node with `[cluster]`, after
+//! refusing a node name a live node holds), turns signals into actions (SIGTERM/SIGINT shut down, SIGHUP
 //! reloads, SIGCHLD goes to the spawner), notices a role that ended, and
 //! runs the ordered shutdown of `protocol.md` §5: `Shutdown` to the manager
 //! and wait for its `Ack` (or its end), then `Shutdown` to the spawner and

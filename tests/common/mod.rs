@@ -56,9 +56,11 @@ impl Setup {
 
     /// Names the node (node.toml's `name`).
     pub fn name(mut self, name: &str) -> Setup {
-        self.node_toml =
-            self.node_toml
-                .replacen("name = \"test-node\"", &format!("name = \"{name}\""), 1);
+        let first_line = self.node_toml.lines().next().unwrap_or_default().to_owned();
+        assert!(first_line.starts_with("name = "), "{first_line}");
+        self.node_toml = self
+            .node_toml
+            .replacen(&first_line, &format!("name = \"{name}\""), 1);
         self
     }
 
