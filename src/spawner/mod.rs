@@ -1024,6 +1024,16 @@ impl Spawner {
             let reason =
                 format!("pid {pid} is not in the cgroup of {service_id}.{instance}; not adopted");
             log::warn!("spawner: {reason}");
+            // Out of its instance's cgroup it is no longer the instance:
+            // not watched as it, nor in the record, so that the instance
+            // can start again; not signalled either.
+            if self.adopted.get(&pid).is_some_and(|(process, _)| {
+                process.service_id == service_id && process.instance == instance
+            }) {
+                self.adopted.remove(&pid);
+                self.record.forget(pid);
+                self.save_record();
+            }
             self.send_to_manager(ms::Message::error(correlation_id, reason));
             return;
         }
