@@ -4,11 +4,13 @@
 
 use std::process::Command;
 
-const PROTOS: [&str; 4] = [
+const PROTOS: [&str; 6] = [
     "proto/public_api.proto",
     "proto/daemon_manager.proto",
     "proto/daemon_spawner.proto",
     "proto/manager_spawner.proto",
+    "proto/manager_cluster.proto",
+    "proto/log_keeper.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

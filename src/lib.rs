@@ -12,9 +12,11 @@
 #![deny(unsafe_code)]
 
 pub mod client;
+pub mod cluster;
 pub mod conf;
 pub mod daemon;
 pub mod io;
+pub mod logging;
 pub mod manager;
 pub mod spawner;
 #[allow(unsafe_code)]

@@ -14,7 +14,13 @@
 //! half-way through a write could break beyond one entry).
 //!
 //! Bounds: `capacity` bounds the *answered* entries kept for `TraceRequest`,
-//! evicted oldest first. Requests in flight are never evicted and never
+//! and `memory` the bytes all entries take (counted from their ids, hop
+//! lists and fixed parts: an estimate of the heap they hold, allocator
+//! rounding aside); answered entries are evicted oldest first until both
+//! hold. Hops are stored as compact 16-byte records (the code as its
+//! number, its name looked up when a trace is read), and each id once,
+//! shared by the map and the eviction queue; ids are at most
+//! `wire::MAX_CORRELATION_ID` bytes (io refuses longer ones). Requests in flight are never evicted and never
 //! refused for room: io bounds them already (`max_connections` ×
 //! `max_inflight_per_connection`). Entries for internal sequences (an
 //! autostart, a signal's shutdown) or for late hops of an evicted request
@@ -33,8 +39,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::wire::Envelope;
-use crate::wire::Protocol;
+use crate::wire::{Envelope, Protocol};
 
 /// A participant in a hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +56,8 @@ pub enum Role {
     Spawner,
     /// A service's process.
     Process,
+    /// The cluster role.
+    Cluster,
 }
 
 impl Role {
@@ -63,6 +70,7 @@ impl Role {
             Role::Manager => "manager",
             Role::Spawner => "spawner",
             Role::Process => "process",
+            Role::Cluster => "cluster",
         }
     }
 }
@@ -82,14 +90,34 @@ pub struct Hop {
     pub code: &'static str,
 }
 
-impl Hop {
-    fn of<M: Envelope>(from: Role, to: Role, message: &M, at_unix_us: u64) -> Hop {
-        Hop {
+/// A hop as the table keeps it: 16 bytes, the code as its number.
+#[derive(Debug, Clone, Copy)]
+struct HopRecord {
+    at_unix_us: u64,
+    code: i32,
+    from: Role,
+    to: Role,
+    protocol: Protocol,
+}
+
+impl HopRecord {
+    fn of<M: Envelope>(from: Role, to: Role, message: &M, at_unix_us: u64) -> HopRecord {
+        HopRecord {
             at_unix_us,
+            code: message.code_number(),
             from,
             to,
             protocol: M::PROTOCOL,
-            code: message.code_name(),
+        }
+    }
+
+    fn hop(self) -> Hop {
+        Hop {
+            at_unix_us: self.at_unix_us,
+            from: self.from,
+            to: self.to,
+            protocol: self.protocol,
+            code: self.protocol.code_name(self.code),
         }
     }
 }
@@ -133,7 +161,25 @@ struct Entry {
     generation: u64,
     /// Whether an eviction notice for this generation is queued.
     evictable: bool,
-    hops: Vec<Hop>,
+    hops: Vec<HopRecord>,
+}
+
+impl Entry {
+    /// The heap this entry's own allocations take: its id's (shared by the
+    /// map and the eviction queue) and its hop list's, each as the
+    /// allocator rounds it. Its map slot and eviction notice are counted
+    /// with the map's and the queue's capacity ([`CorrelationTable::bytes`]).
+    fn bytes(&self) -> usize {
+        let id = 2 * size_of::<usize>() + self.key.len();
+        let hops = self.hops.capacity() * size_of::<HopRecord>();
+        allocation(id) + if hops == 0 { 0 } else { allocation(hops) }
+    }
+}
+
+/// What an allocation of `size` bytes takes from a malloc like glibc's: a
+/// word of header, rounded up to 16 bytes, at least 32.
+fn allocation(size: usize) -> usize {
+    (size + size_of::<usize>()).next_multiple_of(16).max(32)
 }
 
 /// The bounded table. Answered entries beyond the capacity are evicted
@@ -147,10 +193,17 @@ pub struct CorrelationTable {
     /// Entries with a current notice in `evictions`.
     evictable: usize,
     capacity: usize,
+    /// The bytes the table may take ([`CorrelationTable::bytes`]).
+    memory: usize,
+    /// The bytes the entries' own allocations take ([`Entry::bytes`]).
+    entry_bytes: usize,
     next_generation: u64,
     /// Hop lists of evicted entries, reused by new ones.
-    spare_hops: Vec<Vec<Hop>>,
+    spare_hops: Vec<Vec<HopRecord>>,
 }
+
+/// The default of `trace_memory`: 2 MiB.
+pub const DEFAULT_TRACE_MEMORY: usize = 2 * 1024 * 1024;
 
 /// Most hops one entry keeps: a long-lived subscription must not grow it.
 const MAX_HOPS_PER_ENTRY: usize = 256;
@@ -162,14 +215,22 @@ const USUAL_HOPS: usize = 4;
 /// Evicted hop lists kept for reuse.
 const SPARE_HOP_LISTS: usize = 64;
 
+/// The longest hop list kept for reuse: a long one (a subscription's)
+/// would make every entry that reuses it count, and hold, its size.
+const SPARE_HOPS_MAX: usize = 4 * USUAL_HOPS;
+
 impl CorrelationTable {
-    /// An empty table keeping at most `capacity` answered requests.
-    pub fn new(capacity: usize) -> Self {
+    /// An empty table keeping at most `capacity` answered requests, and
+    /// evicting answered ones while all entries hold more than `memory`
+    /// bytes.
+    pub fn new(capacity: usize, memory: usize) -> Self {
         CorrelationTable {
             entries: HashMap::with_hasher(IdHashState::random()),
             evictions: VecDeque::new(),
             evictable: 0,
             capacity: capacity.max(1),
+            memory,
+            entry_bytes: 0,
             next_generation: 0,
             spare_hops: Vec::new(),
         }
@@ -193,7 +254,7 @@ impl CorrelationTable {
         let at_unix_us = now_unix_us();
         let hops = path.iter().map(|&(from, to)| {
             log_hop(from, to, message);
-            Hop::of(from, to, message, at_unix_us)
+            HopRecord::of(from, to, message, at_unix_us)
         });
         let generation = self.take_generation();
         if let Some(entry) = self.entries.get_mut(id) {
@@ -203,27 +264,29 @@ impl CorrelationTable {
             if entry.evictable {
                 self.evictable -= 1;
             }
+            let before = entry.bytes();
             entry.state = RequestState::InFlight;
             entry.generation = generation;
             entry.evictable = false;
             entry.hops.clear();
             entry.hops.extend(hops);
+            self.entry_bytes = self.entry_bytes - before + entry.bytes();
             return Ok(());
         }
         let mut list = self.spare_hops.pop().unwrap_or_default();
         list.reserve(USUAL_HOPS);
         list.extend(hops);
         let key: Arc<str> = Arc::from(id);
-        self.entries.insert(
-            key.clone(),
-            Entry {
-                key,
-                state: RequestState::InFlight,
-                generation,
-                evictable: false,
-                hops: list,
-            },
-        );
+        let entry = Entry {
+            key: key.clone(),
+            state: RequestState::InFlight,
+            generation,
+            evictable: false,
+            hops: list,
+        };
+        self.entry_bytes += entry.bytes();
+        self.entries.insert(key, entry);
+        self.evict();
         Ok(())
     }
 
@@ -235,7 +298,7 @@ impl CorrelationTable {
     pub fn record_message<M: Envelope>(&mut self, from: Role, to: Role, message: &M) {
         log_hop(from, to, message);
         if let Some(id) = message.correlation() {
-            let hop = Hop::of(from, to, message, now_unix_us());
+            let hop = HopRecord::of(from, to, message, now_unix_us());
             self.push_hops(id, [hop], None);
         }
     }
@@ -253,8 +316,8 @@ impl CorrelationTable {
         log_hop(Role::Io, Role::Client, message);
         if let Some(id) = message.correlation() {
             let hops = [
-                Hop::of(Role::Manager, Role::Io, message, sent_unix_us),
-                Hop::of(Role::Io, Role::Client, message, now_unix_us()),
+                HopRecord::of(Role::Manager, Role::Io, message, sent_unix_us),
+                HopRecord::of(Role::Io, Role::Client, message, now_unix_us()),
             ];
             self.push_hops(id, hops, last);
         }
@@ -264,12 +327,22 @@ impl CorrelationTable {
     /// are not kept) and ends it in `last`, if given. An id no client began
     /// (an internal sequence, or a late hop of an evicted request) gets a
     /// new entry, evictable at once.
-    fn push_hops<const N: usize>(&mut self, id: &str, hops: [Hop; N], last: Option<RequestState>) {
+    fn push_hops<const N: usize>(
+        &mut self,
+        id: &str,
+        hops: [HopRecord; N],
+        last: Option<RequestState>,
+    ) {
         match self.entries.get_mut(id) {
             Some(entry) => {
+                let before = entry.bytes();
                 let room = MAX_HOPS_PER_ENTRY.saturating_sub(entry.hops.len());
                 entry.hops.extend(hops.into_iter().take(room));
+                self.entry_bytes = self.entry_bytes - before + entry.bytes();
                 let Some(state) = last else {
+                    if self.bytes() > self.memory {
+                        self.evict();
+                    }
                     return;
                 };
                 entry.state = state;
@@ -286,16 +359,15 @@ impl CorrelationTable {
                 let generation = self.take_generation();
                 let mut list = self.spare_hops.pop().unwrap_or_default();
                 list.extend(hops);
-                self.entries.insert(
-                    key.clone(),
-                    Entry {
-                        key: key.clone(),
-                        state: last.unwrap_or(RequestState::InFlight),
-                        generation,
-                        evictable: true,
-                        hops: list,
-                    },
-                );
+                let entry = Entry {
+                    key: key.clone(),
+                    state: last.unwrap_or(RequestState::InFlight),
+                    generation,
+                    evictable: true,
+                    hops: list,
+                };
+                self.entry_bytes += entry.bytes();
+                self.entries.insert(key.clone(), entry);
                 self.evictions.push_back((key, generation));
                 self.evictable += 1;
                 self.evict();
@@ -304,10 +376,32 @@ impl CorrelationTable {
     }
 
     /// The state and hops of `id`, if the table still has it.
-    pub fn get(&self, id: &str) -> Option<(RequestState, &[Hop])> {
-        self.entries
-            .get(id)
-            .map(|entry| (entry.state, entry.hops.as_slice()))
+    pub fn get(&self, id: &str) -> Option<(RequestState, Vec<Hop>)> {
+        self.entries.get(id).map(|entry| {
+            let hops = entry.hops.iter().map(|record| record.hop()).collect();
+            (entry.state, hops)
+        })
+    }
+
+    /// The bytes the table takes, as `memory` bounds them: its entries'
+    /// allocations, and the map's and the eviction queue's whole capacity
+    /// (slots and control bytes), which growing doubles and evicting does
+    /// not give back.
+    pub fn bytes(&self) -> usize {
+        let slot = size_of::<(Arc<str>, Entry)>() + 1;
+        let slots = self.entries.capacity() * 8 / 7 * slot;
+        let notices = self.evictions.capacity() * size_of::<(Arc<str>, u64)>();
+        self.entry_bytes + slots + notices
+    }
+
+    /// How many entries the table holds, in flight or answered.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     fn take_generation(&mut self) -> u64 {
@@ -315,11 +409,11 @@ impl CorrelationTable {
         self.next_generation
     }
 
-    /// Evicts the oldest evictable entries beyond the capacity, and drops
-    /// stale notices once they outnumber the live ones, so that ids reused
-    /// forever do not grow the queue.
+    /// Evicts the oldest evictable entries beyond the capacity or the
+    /// memory, and drops stale notices once they outnumber the live ones,
+    /// so that ids reused forever do not grow the queue.
     fn evict(&mut self) {
-        while self.evictable > self.capacity {
+        while self.evictable > self.capacity || (self.evictable > 0 && self.bytes() > self.memory) {
             let Some((id, generation)) = self.evictions.pop_front() else {
                 break;
             };
@@ -329,7 +423,10 @@ impl CorrelationTable {
                 .is_some_and(|entry| entry.evictable && entry.generation == generation);
             if current && let Some(entry) = self.entries.remove(&id) {
                 self.evictable -= 1;
-                if self.spare_hops.len() < SPARE_HOP_LISTS {
+                self.entry_bytes -= entry.bytes();
+                if self.spare_hops.len() < SPARE_HOP_LISTS
+                    && entry.hops.capacity() <= SPARE_HOPS_MAX
+                {
                     let mut hops = entry.hops;
                     hops.clear();
                     self.spare_hops.push(hops);
@@ -430,10 +527,17 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// A tracer over a new table of `capacity` requests.
+    /// A tracer over a new table of `capacity` answered requests in at
+    /// most [`DEFAULT_TRACE_MEMORY`] bytes.
     pub fn new(capacity: usize) -> Self {
+        Tracer::bounded(capacity, DEFAULT_TRACE_MEMORY)
+    }
+
+    /// A tracer over a new table of `capacity` answered requests in at
+    /// most `memory` bytes (`trace_capacity`, `trace_memory`).
+    pub fn bounded(capacity: usize, memory: usize) -> Self {
         Tracer {
-            table: Arc::new(Mutex::new(CorrelationTable::new(capacity))),
+            table: Arc::new(Mutex::new(CorrelationTable::new(capacity, memory))),
         }
     }
 
@@ -477,10 +581,125 @@ pub fn now_unix_ms() -> u64 {
     now_unix_us() / 1000
 }
 
+/// `2024-05-01T12:03:04.056789Z` for `unix_us` microseconds after the
+/// epoch, with `fraction_digits` (0 to 6) digits of the second: UTC, which
+/// needs no time zone database and sorts as text.
+pub fn utc_time(unix_us: u64, fraction_digits: u32) -> String {
+    let seconds = unix_us / 1_000_000;
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    let digits = fraction_digits.min(6);
+    let fraction = (unix_us % 1_000_000) / 10u64.pow(6 - digits);
+    let mut text = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60,
+    );
+    if digits > 0 {
+        text.push_str(&format!(".{fraction:0width$}", width = digits as usize));
+    }
+    text.push('Z');
+    text
+}
+
+/// The microseconds after the epoch of a time [`utc_time`] wrote (with any
+/// number of fraction digits up to 6, or none); None for anything else.
+pub fn parse_utc_time(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(str::parse::<u64>);
+    let (year, month, day) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut clock = clock.splitn(3, ':').map(str::parse::<u64>);
+    let (hour, minute, second) = (
+        clock.next()?.ok()?,
+        clock.next()?.ok()?,
+        clock.next()?.ok()?,
+    );
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+        || fraction.len() > 6
+        || !fraction.bytes().all(|byte| byte.is_ascii_digit())
+    {
+        return None;
+    }
+    let micros = format!("{fraction:0<6}").parse::<u64>().ok()?;
+    let days = days_from_civil(year, month, day);
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + micros)
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`, for days on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The day count since 1970-01-01 of a date from 1970 on (the inverse of
+/// [`civil_from_days`], Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year / 400;
+    let year_of_era = year - era * 400;
+    let month_index = if month > 2 { month - 3 } else { month + 9 };
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    (era * 146_097 + day_of_era).saturating_sub(719_468)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::proto::public_api::{Message, message::Code};
+
+    #[test]
+    fn utc_times_format_and_parse_back() {
+        assert_eq!(utc_time(0, 6), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            utc_time(951_782_400_007_123, 6),
+            "2000-02-29T00:00:00.007123Z"
+        );
+        assert_eq!(utc_time(1_714_564_984_056_000, 0), "2024-05-01T12:03:04Z");
+        for micros in [
+            0,
+            951_782_400_007_123,
+            1_714_564_984_056_789,
+            4_102_444_800_000_001,
+        ] {
+            assert_eq!(parse_utc_time(&utc_time(micros, 6)), Some(micros));
+        }
+        assert_eq!(
+            parse_utc_time("2024-05-01T12:03:04.5Z"),
+            Some(1_714_564_984_500_000)
+        );
+        for bad in [
+            "",
+            "2024-05-01",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01T12:03:04.1234567Z",
+            "x",
+        ] {
+            assert_eq!(parse_utc_time(bad), None, "{bad}");
+        }
+    }
 
     const PATH: [(Role, Role); 2] = [(Role::Client, Role::Io), (Role::Io, Role::Manager)];
 
@@ -502,7 +721,7 @@ mod tests {
 
     #[test]
     fn in_flight_duplicates_are_refused_and_answered_ids_reused() {
-        let mut table = CorrelationTable::new(8);
+        let mut table = CorrelationTable::new(8, DEFAULT_TRACE_MEMORY);
         table.begin(&request("a"), &PATH).unwrap();
         assert_eq!(table.begin(&request("a"), &PATH), Err(DuplicateId));
         answer(&mut table, "a");
@@ -524,7 +743,7 @@ mod tests {
 
     #[test]
     fn oldest_answered_entries_are_evicted_first_and_in_flight_ones_never() {
-        let mut table = CorrelationTable::new(2);
+        let mut table = CorrelationTable::new(2, DEFAULT_TRACE_MEMORY);
         for id in ["old", "live", "new", "newer"] {
             table.begin(&request(id), &PATH).unwrap();
         }
@@ -539,7 +758,7 @@ mod tests {
 
     #[test]
     fn a_full_table_of_requests_in_flight_takes_more() {
-        let mut table = CorrelationTable::new(2);
+        let mut table = CorrelationTable::new(2, DEFAULT_TRACE_MEMORY);
         for n in 0..10 {
             table.begin(&request(&format!("r{n}")), &PATH).unwrap();
         }
@@ -548,7 +767,7 @@ mod tests {
 
     #[test]
     fn a_reused_id_is_not_evicted_by_its_predecessors_notice() {
-        let mut table = CorrelationTable::new(1);
+        let mut table = CorrelationTable::new(1, DEFAULT_TRACE_MEMORY);
         table.begin(&request("x"), &PATH).unwrap();
         answer(&mut table, "x");
         table.begin(&request("x"), &PATH).unwrap();
@@ -562,7 +781,7 @@ mod tests {
 
     #[test]
     fn internal_sequences_are_bounded_by_the_capacity() {
-        let mut table = CorrelationTable::new(3);
+        let mut table = CorrelationTable::new(3, DEFAULT_TRACE_MEMORY);
         for n in 0..100 {
             table.record_message(Role::Manager, Role::Spawner, &request(&format!("i{n}")));
         }
@@ -572,13 +791,38 @@ mod tests {
 
     #[test]
     fn ids_reused_forever_do_not_grow_the_eviction_queue() {
-        let mut table = CorrelationTable::new(4);
+        let mut table = CorrelationTable::new(4, DEFAULT_TRACE_MEMORY);
         for _ in 0..1000 {
             table.begin(&request("same"), &PATH).unwrap();
             answer(&mut table, "same");
         }
         assert!(table.evictions.len() <= 2 * 4 + 16 + 1);
         assert_eq!(table.get("same").unwrap().0, RequestState::Done);
+    }
+
+    #[test]
+    fn hop_records_are_compact() {
+        assert_eq!(size_of::<HopRecord>(), 16);
+    }
+
+    #[test]
+    fn the_memory_bound_evicts_answered_entries_oldest_first() {
+        let memory = 64 * 1024;
+        let mut table = CorrelationTable::new(1_000_000, memory);
+        table.begin(&request("live"), &PATH).unwrap();
+        let id = |n: usize| format!("{n:0>128}");
+        for n in 0..10_000 {
+            table.begin(&request(&id(n)), &PATH).unwrap();
+            answer(&mut table, &id(n));
+            assert!(table.bytes() <= memory, "{} bytes after {n}", table.bytes());
+        }
+        assert!(table.get(&id(0)).is_none());
+        assert!(table.get(&id(9_999)).is_some());
+        assert_eq!(table.get("live").unwrap().0, RequestState::InFlight);
+        let kept = table.len();
+        assert!(kept > 32 && kept < 400, "{kept} entries in 64 KiB");
+        let counted: usize = table.entries.values().map(Entry::bytes).sum();
+        assert_eq!(counted, table.entry_bytes);
     }
 
     #[test]

@@ -79,6 +79,25 @@ fn introduce_names_the_client_and_node() {
 }
 
 #[test]
+fn node_info_through_the_client_binary() {
+    let node = Setup::new("info-binary").start();
+    let output = std::process::Command::new(common::client_binary())
+        .arg("--socket")
+        .arg(node.socket())
+        .args(["info", "--details"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("test-node"), "{text}");
+    assert!(text.contains("status   GREEN"), "{text}");
+}
+
+#[test]
 fn node_info_is_green_with_and_without_details() {
     let node = Setup::new("info").start();
     let mut client = node.client();

@@ -20,7 +20,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use snow_fox::client::Client;
 
 #[path = "../../tests/common/scratch.rs"]
-mod scratch;
+pub mod scratch;
 pub use scratch::{TempDir, poll_until};
 use snow_fox::client::bench::{self, BenchOptions, BenchReport, RequestKind, Until};
 use snow_fox::wire::proto::public_api::{Message, message::Code};
@@ -55,13 +55,24 @@ impl BenchNode {
     /// Starts a node whose services are `services` (id, TOML text), logging
     /// only warnings so that the figures do not measure logging.
     pub fn start(label: &str, services: &[(String, String)]) -> BenchNode {
+        BenchNode::start_with(label, "", services, "warn")
+    }
+
+    /// Starts a node with `node_lines` added to its node.toml, logging at
+    /// `log_level`.
+    pub fn start_with(
+        label: &str,
+        node_lines: &str,
+        services: &[(String, String)],
+        log_level: &str,
+    ) -> BenchNode {
         let dir = TempDir::new(label);
         let conf = dir.0.join("conf");
         fs::create_dir_all(conf.join("services")).unwrap();
         fs::write(
             conf.join("node.toml"),
             format!(
-                "name = \"bench\"\nsocket = \"{}\"\nstate_dir = \"{}\"\nlog_dir = \"{}\"\n",
+                "name = \"bench\"\nsocket = \"{}\"\nstate_dir = \"{}\"\nlog_dir = \"{}\"\n{node_lines}\n",
                 dir.0.join("sf.sock").display(),
                 dir.0.join("state").display(),
                 dir.0.join("log").display(),
@@ -74,7 +85,7 @@ impl BenchNode {
         let child = Command::new(node_binary())
             .arg("--conf")
             .arg(&conf)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(dir.0.join("node.log")).unwrap())
@@ -101,6 +112,16 @@ impl BenchNode {
 
     pub fn client(&self) -> Client {
         Client::connect(&self.socket()).unwrap()
+    }
+
+    /// The node's log size in bytes.
+    pub fn log_bytes(&self) -> u64 {
+        fs::metadata(self.dir.0.join("node.log")).map_or(0, |metadata| metadata.len())
+    }
+
+    /// The node's temporary directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir.0
     }
 
     pub fn log_text(&self) -> String {

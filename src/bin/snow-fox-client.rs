@@ -2,28 +2,27 @@
 //!
 //! Parses its arguments with lexopt, asks the node through
 //! [`snow_fox::client::Client`] and prints each reply as an aligned table
-//! or, with `--json`, as one JSON object per line. `logs` needs no node:
-//! it reads the instance's log files itself. Exit status: 0 success, 1 the
+//! or, with `--json`, as one JSON object per line. Exit status: 0 success, 1 the
 //! node answered with an error, 2 it could not be asked (no connection,
 //! bad usage, another local failure); every failure is one line on stderr.
 
 use std::env;
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::thread;
 use std::time::Duration;
 
 use lexopt::ValueExt;
 use snow_fox::client::bench::{self, BenchError, BenchOptions, Progress, RequestKind, Until};
 use snow_fox::client::json::{self, JsonObject};
-use snow_fox::client::{Client, ClientError, render};
-use snow_fox::conf::{parse_duration, paths};
-use snow_fox::trace::now_unix_ms;
-use snow_fox::wire::proto::public_api::ServiceStatusResponse;
+use snow_fox::client::{Client, ClientError, Logs, render};
+use snow_fox::conf::{parse_cluster_service, parse_duration, paths};
+use snow_fox::trace::{now_unix_ms, now_unix_us, parse_utc_time};
+use snow_fox::wire::proto::public_api::logs_request::Stream as LogStream;
+use snow_fox::wire::proto::public_api::message::Code;
+use snow_fox::wire::proto::public_api::{LogsRequest, ServiceStatusResponse};
 
 const USAGE: &str = "\
 usage: snow-fox-client [--socket PATH] [--json] <command>
@@ -37,13 +36,19 @@ commands:
   restart ID|all           restart a service, or every service in turn
   reload                   reload the configuration and print the resulting status
   watch                    print each service state change as it happens
-  logs ID [--instance N] [--stdout|--stderr] [-f] [--log-dir DIR]
-                           print an instance's log files (both unless one is chosen);
-                           -f keeps printing what is appended;
-                           DIR defaults to /var/log/snow-fox for root, else
-                           $XDG_STATE_HOME/snow-fox/log or ~/.local/state/snow-fox/log
+  logs ID...|all [-n N] [-f] [--since TIME] [--instance N] [--stdout|--stderr]
+                           the services' captured output from the node, interleaved in the
+                           order it arrived, each line `id.instance | time text`; -n: only
+                           the last N lines; -f: then follow; TIME like
+                           2026-12-01T11:00:00Z (UTC) or 10m, 2h (that long ago)
   trace CORRELATION_ID     the messages a request caused, in order, and its state
   shutdown                 ask the node to shut down
+  cluster status           every node of the node's cluster (name, labels, alive,
+                           instances) and every cluster instance (node, state, pid)
+  cluster apply FILE...    validate cluster service files (a service file plus
+                           [placement]; the id is the file's stem), then store them
+  cluster remove|start|stop ID
+                           remove, start or stop a cluster service
   bench [--clients N] [--inflight K] [--duration D | --requests N] [--warmup D]
         [--request nodeinfo|status|introduce] [--service ID]
                            load the node from N connections (default 1), each keeping K
@@ -63,9 +68,6 @@ exit status: 0 success, 1 the node answered with an error, 2 could not connect o
 
 /// Exit status when the node could not be asked.
 const EXIT_TROUBLE: u8 = 2;
-
-/// How often `logs -f` looks for appended bytes: a person is watching.
-const FOLLOW_POLL: Duration = Duration::from_millis(250);
 
 fn main() -> ExitCode {
     let outcome = match parse_args(env::args_os().skip(1)) {
@@ -107,10 +109,18 @@ struct Invocation {
 enum Command {
     /// Commands that ask the node.
     Node(NodeCommand),
-    /// Reads log files; needs no node.
-    Logs(LogsOptions),
     /// Loads the node with many connections.
     Bench(BenchPlan),
+    /// Asks the node's cluster.
+    Cluster(ClusterCommand),
+}
+
+/// `cluster ...`.
+#[derive(Debug, PartialEq)]
+enum ClusterCommand {
+    Status,
+    Apply { files: Vec<PathBuf> },
+    Change { code: Code, id: String },
 }
 
 /// `bench`'s options; the socket comes from the global options.
@@ -144,6 +154,7 @@ enum NodeCommand {
     Watch,
     Trace { correlation_id: String },
     Shutdown,
+    Logs(LogsOptions),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,29 +194,19 @@ enum Target {
 
 #[derive(Debug, PartialEq)]
 struct LogsOptions {
-    service: String,
-    instance: u32,
-    streams: Streams,
+    services: Vec<String>,
+    instance: Option<u32>,
+    stream: LogStream,
     follow: bool,
-    log_dir: Option<PathBuf>,
+    lines: u32,
+    since: Option<Since>,
 }
 
-/// Which of an instance's log files to show.
+/// `--since`: a time, or a duration before now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Streams {
-    Both,
-    Stdout,
-    Stderr,
-}
-
-impl Streams {
-    fn names(self) -> &'static [&'static str] {
-        match self {
-            Streams::Both => &["stdout", "stderr"],
-            Streams::Stdout => &["stdout"],
-            Streams::Stderr => &["stderr"],
-        }
-    }
+enum Since {
+    At(u64),
+    Ago(Duration),
 }
 
 /// Why the command line does not lead to a run.
@@ -313,8 +314,9 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Pa
             let correlation_id = one_word(&name, words, "a correlation id")?;
             Command::Node(NodeCommand::Trace { correlation_id })
         }
-        "logs" => Command::Logs(parse_logs(&mut args)?),
+        "logs" => Command::Node(NodeCommand::Logs(parse_logs(&mut args)?)),
         "bench" => Command::Bench(parse_bench(&mut args)?),
+        "cluster" => Command::Cluster(parse_cluster(&mut args)?),
         _ => return Err(usage(format!("unknown command `{name}`"))),
     };
     Ok(Invocation {
@@ -325,32 +327,88 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Pa
 }
 
 fn parse_logs(args: &mut Args) -> Result<LogsOptions, ParseExit> {
-    let mut instance = 0;
-    let mut streams = Streams::Both;
-    let mut follow = false;
-    let mut log_dir = None;
+    let mut options = LogsOptions {
+        services: Vec::new(),
+        instance: None,
+        stream: LogStream::Both,
+        follow: false,
+        lines: 0,
+        since: None,
+    };
     let words = rest(args, "logs", |option, args| {
         match option {
             "--instance" => {
-                instance = args.value()?.parse().map_err(|error| {
+                options.instance = Some(args.value()?.parse().map_err(|error| {
                     usage(format!("--instance needs an instance number: {error}"))
-                })?;
+                })?);
             }
-            "--stdout" => streams = Streams::Stdout,
-            "--stderr" => streams = Streams::Stderr,
-            "-f" | "--follow" => follow = true,
-            "--log-dir" => log_dir = Some(PathBuf::from(args.value()?)),
+            "-n" | "--lines" => {
+                options.lines = args
+                    .value()?
+                    .parse()
+                    .map_err(|error| usage(format!("-n needs a number of lines: {error}")))?;
+            }
+            "--since" => {
+                let text = args.value()?.string()?;
+                options.since = Some(
+                    parse_utc_time(&text)
+                        .map(Since::At)
+                        .or_else(|| parse_duration(&text).map(Since::Ago))
+                        .ok_or_else(|| {
+                            usage(format!(
+                                "--since needs a UTC time like 2026-12-01T11:00:00Z or a \
+                                 duration like 10m, not `{text}`"
+                            ))
+                        })?,
+                );
+            }
+            "--stdout" => options.stream = LogStream::Stdout,
+            "--stderr" => options.stream = LogStream::Stderr,
+            "-f" | "--follow" => options.follow = true,
             _ => return Ok(false),
         }
         Ok(true)
     })?;
-    let service = one_word("logs", words, "a service id")?;
-    Ok(LogsOptions {
-        service,
-        instance,
-        streams,
-        follow,
-        log_dir,
+    if words.is_empty() {
+        return Err(usage("`logs` needs service ids or `all`".to_owned()));
+    }
+    options.services = words;
+    Ok(options)
+}
+
+fn parse_cluster(args: &mut Args) -> Result<ClusterCommand, ParseExit> {
+    let no_options = |_: &str, _: &mut Args| Ok(false);
+    let mut words = rest(args, "cluster", no_options)?.into_iter();
+    let verb = words
+        .next()
+        .ok_or_else(|| usage("`cluster` needs status, apply, remove, start or stop".to_owned()))?;
+    let words: Vec<String> = words.collect();
+    let command = format!("cluster {verb}");
+    Ok(match verb.as_str() {
+        "status" => {
+            no_words(&command, words)?;
+            ClusterCommand::Status
+        }
+        "apply" if words.is_empty() => {
+            return Err(usage("`cluster apply` needs one or more files".to_owned()));
+        }
+        "apply" => ClusterCommand::Apply {
+            files: words.into_iter().map(PathBuf::from).collect(),
+        },
+        "remove" | "start" | "stop" => {
+            let code = match verb.as_str() {
+                "remove" => Code::ClusterRemove,
+                "start" => Code::ClusterStart,
+                _ => Code::ClusterStop,
+            };
+            let id = one_word(&command, words, "a cluster service id")?;
+            ClusterCommand::Change { code, id }
+        }
+        other => {
+            return Err(usage(format!(
+                "unknown cluster command `{other}`: expected status, apply, remove, start or stop"
+            )));
+        }
     })
 }
 
@@ -472,21 +530,19 @@ enum CliError {
         total: usize,
         failures: Vec<(String, ClientError)>,
     },
-    /// None of the log files asked for exists.
-    NoLogs { paths: Vec<PathBuf> },
-    /// A log file exists but cannot be read.
-    ReadLog { path: PathBuf, source: io::Error },
     /// `bench` could not run to its end.
     Bench(BenchError),
     /// Standard output cannot be written.
     Output(io::Error),
+    /// A cluster file cannot be read or is not valid: nothing was sent.
+    ClusterFile(String),
 }
 
 impl CliError {
     fn exit_code(&self) -> i32 {
         match self {
             CliError::Client(error) => error.exit_code(),
-            CliError::SomeFailed { .. } => 1,
+            CliError::SomeFailed { .. } | CliError::ClusterFile(_) => 1,
             _ => i32::from(EXIT_TROUBLE),
         }
     }
@@ -519,22 +575,11 @@ impl fmt::Display for CliError {
                 }
                 Ok(())
             }
-            CliError::NoLogs { paths } => {
-                let paths: Vec<String> = paths
-                    .iter()
-                    .map(|path| path.display().to_string())
-                    .collect();
-                write!(
-                    f,
-                    "no log file found at {} (is the service id, --instance or --log-dir wrong?)",
-                    paths.join(" or ")
-                )
-            }
-            CliError::ReadLog { path, source } => {
-                write!(f, "cannot read log file {}: {source}", path.display())
-            }
             CliError::Bench(error) => write!(f, "bench failed: {error}"),
             CliError::Output(source) => write!(f, "cannot write to standard output: {source}"),
+            CliError::ClusterFile(problems) => {
+                write!(f, "nothing was applied:\n{problems}")
+            }
         }
     }
 }
@@ -551,7 +596,6 @@ fn print_text(text: &str) -> Result<(), CliError> {
 fn run(invocation: Invocation) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     let outcome = match invocation.command {
-        Command::Logs(options) => show_logs(&options, &mut out),
         Command::Bench(plan) => {
             let options = BenchOptions {
                 socket: invocation.socket.unwrap_or_else(paths::default_socket_path),
@@ -562,6 +606,14 @@ fn run(invocation: Invocation) -> Result<(), CliError> {
                 request: plan.request,
             };
             run_bench(&options, invocation.json, &mut out)
+        }
+        Command::Cluster(command) => {
+            let socket = invocation.socket.unwrap_or_else(paths::default_socket_path);
+            let mut printer = Printer {
+                out: &mut out,
+                json: invocation.json,
+            };
+            ask_cluster(command, &socket, &mut printer)
         }
         Command::Node(command) => {
             let socket = match invocation.socket {
@@ -659,6 +711,7 @@ fn ask_node(
         NodeCommand::Trace { correlation_id } => {
             printer.reply(&client.trace(&correlation_id)?, json::trace, render::trace)
         }
+        NodeCommand::Logs(options) => show_logs(&options, client, printer),
         NodeCommand::Shutdown => {
             client.shutdown()?;
             printer.reply(
@@ -709,127 +762,114 @@ fn watch(client: &mut Client, printer: &mut Printer) -> Result<(), CliError> {
     }
 }
 
-fn show_logs(options: &LogsOptions, out: &mut dyn Write) -> Result<(), CliError> {
-    let log_dir = match &options.log_dir {
-        Some(dir) => dir.clone(),
-        None => paths::default_log_dir(),
-    };
-    let mut tail = LogTail {
-        files: options
-            .streams
-            .names()
-            .iter()
-            .map(|stream| LogFile {
-                path: paths::log_file(&log_dir, &options.service, options.instance, stream),
-                file: None,
-                shown: 0,
-            })
-            .collect(),
-        last_shown: None,
-    };
-    tail.show_appended(out)?;
-    if tail.files.iter().all(|log| log.file.is_none()) {
-        return Err(CliError::NoLogs {
-            paths: tail.files.into_iter().map(|log| log.path).collect(),
-        });
-    }
-    if !options.follow {
-        return Ok(());
-    }
+/// Prints the lines the node sends; with `-f`, until the node goes away.
+fn show_logs(
+    options: &LogsOptions,
+    client: &mut Client,
+    printer: &mut Printer,
+) -> Result<(), CliError> {
+    let since_unix_us = options.since.map(|since| match since {
+        Since::At(at) => at,
+        Since::Ago(ago) => {
+            now_unix_us().saturating_sub(u64::try_from(ago.as_micros()).unwrap_or(u64::MAX))
+        }
+    });
+    client.logs(LogsRequest {
+        service_ids: options.services.clone(),
+        instance: options.instance,
+        lines: Some(options.lines),
+        follow: Some(options.follow),
+        since_unix_us,
+        stream: Some(options.stream as i32),
+    })?;
     loop {
-        out.flush().map_err(CliError::Output)?;
-        thread::sleep(FOLLOW_POLL);
-        tail.show_appended(out)?;
+        match client.next_logs()? {
+            Logs::Lines(lines) => {
+                for line in &lines {
+                    printer.reply(line, json::log_line, render::log_line)?;
+                }
+                printer.out.flush().map_err(CliError::Output)?;
+            }
+            Logs::CaughtUp if options.follow => client.set_timeout(None)?,
+            Logs::CaughtUp => return Ok(()),
+        }
     }
 }
 
-/// The log files of one instance being shown, like `tail` with several
-/// files: a `==> path <==` line marks each switch from one file to another.
-struct LogTail {
-    files: Vec<LogFile>,
-    last_shown: Option<usize>,
-}
-
-impl LogTail {
-    fn show_appended(&mut self, out: &mut dyn Write) -> Result<(), CliError> {
-        let headers = self.files.len() > 1;
-        for (position, log) in self.files.iter_mut().enumerate() {
-            let unshown = log.unshown()?;
-            if unshown == 0 {
-                continue;
-            }
-            if headers && self.last_shown != Some(position) {
-                let gap = if self.last_shown.is_some() { "\n" } else { "" };
-                writeln!(out, "{gap}==> {} <==", log.path.display()).map_err(CliError::Output)?;
-                self.last_shown = Some(position);
-            }
-            log.show(unshown, out)?;
+/// Runs a `cluster` command through the node at `socket`. Files are
+/// validated here, as the node will again, before the node is asked.
+fn ask_cluster(
+    command: ClusterCommand,
+    socket: &Path,
+    printer: &mut Printer,
+) -> Result<(), CliError> {
+    let files = match &command {
+        ClusterCommand::Apply { files } => read_cluster_files(files)?,
+        _ => Vec::new(),
+    };
+    let mut client = Client::connect(socket)?;
+    let acknowledged = |what: String| {
+        move |printer: &mut Printer| {
+            printer.reply(
+                &(),
+                |()| {
+                    JsonObject::new()
+                        .bool("acknowledged", true)
+                        .string("done", &what)
+                        .finish()
+                },
+                |()| what.clone(),
+            )
         }
-        Ok(())
-    }
-}
-
-/// One log file: where it is, and how much of it was shown.
-struct LogFile {
-    path: PathBuf,
-    file: Option<File>,
-    shown: u64,
-}
-
-impl LogFile {
-    /// Bytes appended since the last call. A file that does not exist yet
-    /// has none; one that shrank was truncated and is shown again from its
-    /// start.
-    fn unshown(&mut self) -> Result<u64, CliError> {
-        if self.file.is_none() {
-            match File::open(&self.path) {
-                Ok(file) => self.file = Some(file),
-                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
-                Err(source) => return Err(read_error(&self.path)(source)),
-            }
+    };
+    match command {
+        ClusterCommand::Status => printer.reply(
+            &client.cluster_status()?,
+            snow_fox::client::cluster_status_json,
+            snow_fox::client::cluster_status_text,
+        ),
+        ClusterCommand::Apply { .. } => {
+            client.cluster_apply(&files)?;
+            let ids: Vec<&str> = files.iter().map(|(id, _, _)| id.as_str()).collect();
+            acknowledged(format!("applied {}", ids.join(", ")))(printer)
         }
-        let Some(file) = &self.file else {
-            return Ok(0);
-        };
-        let len = file.metadata().map_err(read_error(&self.path))?.len();
-        if len < self.shown {
-            self.shown = 0;
-        }
-        Ok(len - self.shown)
-    }
-
-    /// Copies the next `count` bytes to `out`, in pieces, so a large log is
-    /// never held in memory.
-    fn show(&mut self, count: u64, out: &mut dyn Write) -> Result<(), CliError> {
-        let Some(file) = self.file.as_mut() else {
-            return Ok(());
-        };
-        let read_error = read_error(&self.path);
-        file.seek(SeekFrom::Start(self.shown))
-            .map_err(&read_error)?;
-        let mut buf = vec![0; 64 * 1024];
-        let mut remaining = count;
-        while remaining > 0 {
-            let want = usize::try_from(remaining).map_or(buf.len(), |left| left.min(buf.len()));
-            let read = match file.read(&mut buf[..want]) {
-                Ok(0) => break,
-                Ok(read) => read,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(read_error(source)),
+        ClusterCommand::Change { code, id } => {
+            client.cluster_change(code, &id)?;
+            let verb = match code {
+                Code::ClusterRemove => "removed",
+                Code::ClusterStart => "started",
+                _ => "stopped",
             };
-            out.write_all(&buf[..read]).map_err(CliError::Output)?;
-            self.shown += read as u64;
-            remaining -= read as u64;
+            acknowledged(format!("{verb} {id}"))(printer)
         }
-        Ok(())
     }
 }
 
-/// Makes the error for a failed read of the log file at `path`.
-fn read_error(path: &Path) -> impl Fn(io::Error) -> CliError + '_ {
-    |source| CliError::ReadLog {
-        path: path.to_owned(),
-        source,
+/// Reads and validates cluster service files: `(id, path, text)` each, or
+/// every problem of every file.
+fn read_cluster_files(files: &[PathBuf]) -> Result<Vec<(String, String, String)>, CliError> {
+    let mut read = Vec::new();
+    let mut problems = Vec::new();
+    for path in files {
+        let id = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                if let Err(error) = parse_cluster_service(&id, path, &text) {
+                    problems.push(error.to_string());
+                }
+                read.push((id, path.display().to_string(), text));
+            }
+            Err(error) => problems.push(format!("{}: cannot read: {error}", path.display())),
+        }
+    }
+    if problems.is_empty() {
+        Ok(read)
+    } else {
+        Err(CliError::ClusterFile(problems.join("\n")))
     }
 }
 
@@ -996,35 +1036,42 @@ mod tests {
         let parsed = parse(&[
             "logs",
             "web",
+            "db",
             "--instance",
             "2",
             "-f",
-            "--log-dir",
-            "/l",
+            "-n",
+            "20",
+            "--since",
+            "2026-12-01T11:00:00Z",
             "--stderr",
         ])
         .unwrap();
         assert_eq!(
             parsed.command,
-            Command::Logs(LogsOptions {
-                service: "web".into(),
-                instance: 2,
-                streams: Streams::Stderr,
+            Command::Node(NodeCommand::Logs(LogsOptions {
+                services: vec!["web".into(), "db".into()],
+                instance: Some(2),
+                stream: LogStream::Stderr,
                 follow: true,
-                log_dir: Some(PathBuf::from("/l")),
-            })
+                lines: 20,
+                since: Some(Since::At(1_796_122_800_000_000)),
+            }))
         );
-        let plain = parse(&["logs", "web"]).unwrap();
+        let plain = parse(&["logs", "all", "--since", "10m"]).unwrap();
         assert_eq!(
             plain.command,
-            Command::Logs(LogsOptions {
-                service: "web".into(),
-                instance: 0,
-                streams: Streams::Both,
+            Command::Node(NodeCommand::Logs(LogsOptions {
+                services: vec!["all".into()],
+                instance: None,
+                stream: LogStream::Both,
                 follow: false,
-                log_dir: None,
-            })
+                lines: 0,
+                since: Some(Since::Ago(Duration::from_secs(600))),
+            }))
         );
+        assert!(usage_error(&["logs", "web", "--since", "yesterday"]).contains("--since needs"));
+        assert_eq!(usage_error(&["logs"]), "`logs` needs service ids or `all`");
     }
 
     #[test]
@@ -1060,75 +1107,5 @@ mod tests {
                 .starts_with("--instance needs an instance number"),
         );
         assert!(usage_error(&["--socket"]).contains("missing argument"));
-    }
-
-    #[test]
-    fn logs_show_both_files_with_headers_and_then_only_what_was_appended() {
-        let dir = std::env::temp_dir().join(format!("snow-fox-client-logs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let stdout_path = dir.join("web.1.stdout.log");
-        let stderr_path = dir.join("web.1.stderr.log");
-        std::fs::write(&stdout_path, "out one\n").unwrap();
-        std::fs::write(&stderr_path, "err one\n").unwrap();
-        let mut tail = LogTail {
-            files: [&stdout_path, &stderr_path]
-                .iter()
-                .map(|path| LogFile {
-                    path: path.to_path_buf(),
-                    file: None,
-                    shown: 0,
-                })
-                .collect(),
-            last_shown: None,
-        };
-        let mut out = Vec::new();
-        tail.show_appended(&mut out).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            format!(
-                "==> {} <==\nout one\n\n==> {} <==\nerr one\n",
-                stdout_path.display(),
-                stderr_path.display()
-            )
-        );
-
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&stderr_path)
-            .unwrap()
-            .write_all(b"err two\n")
-            .unwrap();
-        let mut out = Vec::new();
-        tail.show_appended(&mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "err two\n");
-
-        std::fs::write(&stdout_path, "fresh\n").unwrap();
-        let mut out = Vec::new();
-        tail.show_appended(&mut out).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            format!("\n==> {} <==\nfresh\n", stdout_path.display()),
-            "a truncated file is shown again from its start"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn missing_logs_name_every_path_looked_at() {
-        let options = LogsOptions {
-            service: "ghost".into(),
-            instance: 0,
-            streams: Streams::Both,
-            follow: false,
-            log_dir: Some(
-                std::env::temp_dir()
-                    .join(format!("snow-fox-client-no-logs-{}", std::process::id())),
-            ),
-        };
-        let error = show_logs(&options, &mut Vec::new()).unwrap_err();
-        let text = error.to_string();
-        assert!(text.contains("ghost.0.stdout.log or "), "{text}");
-        assert!(text.contains("ghost.0.stderr.log"), "{text}");
-        assert_eq!(error.exit_code(), 2);
     }
 }

@@ -20,6 +20,8 @@ options:
                    $XDG_RUNTIME_DIR/snow-fox.sock, /tmp/snow-fox-$UID/snow-fox.sock,
                    or /run/snow-fox/snow-fox.sock as root)
   --name NAME      node name (default: node.toml's `name`, else the host name)
+  --log-keeper NAME
+                   be the log keeper NAME (the node starts it by itself)
   --version        print the version and exit
   --help           print this help and exit
 
@@ -31,6 +33,8 @@ enum Command {
     /// The spawner process of privilege separation, which the node starts
     /// itself (not in the usage text: nobody else has its link sockets).
     Spawner(SpawnerProcessOptions),
+    /// The log keeper NAME, which the node starts itself.
+    LogKeeper(String),
     Help,
     Version,
 }
@@ -50,6 +54,7 @@ fn parse_args() -> Result<Command, lexopt::Error> {
                 Long("conf") => spawner.conf_dir = parser.value()?.into(),
                 Long("manager-fd") => spawner.manager_fd = parser.value()?.parse()?,
                 Long("daemon-fd") => spawner.daemon_fd = parser.value()?.parse()?,
+                Long("node-gid") => spawner.node_gid = Some(parser.value()?.parse()?),
                 _ => return Err(arg.unexpected()),
             }
             continue;
@@ -63,8 +68,10 @@ fn parse_args() -> Result<Command, lexopt::Error> {
                     conf_dir: PathBuf::from("conf"),
                     manager_fd: -1,
                     daemon_fd: -1,
+                    node_gid: None,
                 });
             }
+            Long("log-keeper") => return Ok(Command::LogKeeper(parser.value()?.string()?)),
             Long("help") | Short('h') => return Ok(Command::Help),
             Long("version") | Short('V') => return Ok(Command::Version),
             _ => return Err(arg.unexpected()),
@@ -79,6 +86,16 @@ fn main() -> ExitCode {
         Ok(Command::Spawner(options)) => {
             init_logging();
             return ExitCode::from(daemon::run_spawner_process(&options) as u8);
+        }
+        Ok(Command::LogKeeper(name)) => {
+            init_logging();
+            return match snow_fox::spawner::keeper::run_process(&name) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("snow-fox: {error}");
+                    ExitCode::from(1)
+                }
+            };
         }
         Ok(Command::Help) => {
             println!("{USAGE}");

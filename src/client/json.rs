@@ -8,7 +8,7 @@
 use super::render::colour_word;
 use crate::wire::proto::public_api::node_info_response::SystemStatus;
 use crate::wire::proto::public_api::{
-    Event, NodeInfoResponse, ServiceStatusResponse, TraceResponse,
+    Event, NodeInfoResponse, ServiceStatusResponse, TraceResponse, log_lines,
 };
 
 /// Builds one JSON object, key by key, in the order given.
@@ -176,6 +176,7 @@ pub fn service_status(status: &ServiceStatusResponse) -> String {
             status.services.iter().map(|service| {
                 JsonObject::new()
                     .string("id", &service.id)
+                    .string("origin", service.origin.as_deref().unwrap_or("local"))
                     .object("status", system_status(&service.status))
                     .array(
                         "instances",
@@ -225,6 +226,17 @@ pub fn event(event: &Event) -> String {
         .optional_int("exit_code", event.exit_code)
         .optional_int("exit_signal", event.exit_signal)
         .optional_string("reason", event.reason.as_deref())
+        .finish()
+}
+
+/// One captured line.
+pub fn log_line(line: &log_lines::Line) -> String {
+    JsonObject::new()
+        .string("service_id", &line.service_id)
+        .int("instance", line.instance)
+        .string("stream", &line.stream)
+        .int("at_unix_us", line.at_unix_us)
+        .string("text", &line.text)
         .finish()
 }
 
@@ -301,6 +313,7 @@ mod tests {
         let status = ServiceStatusResponse {
             services: vec![Service {
                 id: "web".into(),
+                origin: None,
                 status: SystemStatus {
                     colour: 0,
                     code: Some(0),
@@ -320,7 +333,7 @@ mod tests {
         };
         assert_eq!(
             service_status(&status),
-            r#"{"services":[{"id":"web","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false}]}]}"#
+            r#"{"services":[{"id":"web","origin":"local","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false}]}]}"#
         );
     }
 

@@ -21,14 +21,18 @@ use std::time::Duration;
 
 use crate::wire::proto::public_api::message::{Code, Payload};
 use crate::wire::proto::public_api::{
-    self, ClientIntroduce, Event, NodeInfoRequest, NodeInfoResponse, ServiceRestart, ServiceStart,
-    ServiceStatusRequest, ServiceStatusResponse, ServiceStop, TraceRequest, TraceResponse, error,
+    self, ClientIntroduce, Event, LogsRequest, NodeInfoRequest, NodeInfoResponse, ServiceRestart,
+    ServiceStart, ServiceStatusRequest, ServiceStatusResponse, ServiceStop, TraceRequest,
+    TraceResponse, error, log_lines,
 };
 use crate::wire::{DecodeError, Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame};
 
 pub mod bench;
+mod cluster;
 pub mod json;
 pub mod render;
+
+pub use cluster::{cluster_status_json, cluster_status_text};
 
 /// The largest frame the client accepts from its node: 64 MiB. Far above
 /// the node's default limit for requests, because replies can be big (the
@@ -304,6 +308,36 @@ impl Client {
         })
     }
 
+    /// Asks for captured output: afterwards [`Client::next_logs`] gives
+    /// the lines on disk, then [`Logs::CaughtUp`], then (with `follow`)
+    /// lines as they arrive. Use this connection for nothing else meanwhile.
+    pub fn logs(&mut self, request: LogsRequest) -> Result<(), ClientError> {
+        let correlation_id = self.next_correlation_id();
+        self.send(&public_api::Message {
+            code: Code::LogsRequest as i32,
+            correlation_id: Some(correlation_id),
+            payload: Some(Payload::LogsRequest(request)),
+        })
+    }
+
+    /// The next answer to [`Client::logs`], waiting as long as the timeout
+    /// allows (set it to `None` to follow for ever).
+    pub fn next_logs(&mut self) -> Result<Logs, ClientError> {
+        let message = refuse_errors(self.receive()?)?;
+        if message.code == Code::Ack as i32 {
+            return Ok(Logs::CaughtUp);
+        }
+        take_payload(
+            message,
+            Code::LogLines,
+            "LogLines",
+            |payload| match payload {
+                Payload::LogLines(lines) => Some(Logs::Lines(lines.lines)),
+                _ => None,
+            },
+        )
+    }
+
     fn service_action(
         &mut self,
         code: Code,
@@ -392,6 +426,15 @@ fn expect_ack(reply: &public_api::Message) -> Result<(), ClientError> {
             got: reply.code_name().to_owned(),
         })
     }
+}
+
+/// One answer to a logs request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Logs {
+    /// Lines, in the order they arrived.
+    Lines(Vec<log_lines::Line>),
+    /// Everything on disk was sent; with `follow`, new lines come next.
+    CaughtUp,
 }
 
 /// What went wrong talking to a node. The Display text is one sentence

@@ -5,7 +5,8 @@
 
 use crate::wire::proto::public_api::service_status_response::Service;
 use crate::wire::proto::public_api::{
-    Event, NodeInfoResponse, StatusColour, TraceResponse, node_info_response::SystemStatus,
+    Event, NodeInfoResponse, StatusColour, TraceResponse, log_lines,
+    node_info_response::SystemStatus,
 };
 
 /// A status colour as the word both the tables and the JSON use; a colour
@@ -52,8 +53,12 @@ pub fn status_table(services: &[Service], now_unix_ms: u64) -> String {
             } else {
                 instance.state.clone()
             };
+            let name = match service.origin.as_deref() {
+                Some(origin) if origin != "local" => format!("{} ({origin})", service.id),
+                _ => service.id.clone(),
+            };
             table.row(vec![
-                service.id.clone(),
+                name,
                 instance.index.to_string(),
                 state,
                 or_dash(instance.pid),
@@ -151,6 +156,17 @@ pub fn event_line(event: &Event) -> String {
     }
 }
 
+/// One captured line: `id.instance | 2026-12-01T11:07:00.123456Z text`.
+pub fn log_line(line: &log_lines::Line) -> String {
+    format!(
+        "{}.{} | {} {}",
+        line.service_id,
+        line.instance,
+        crate::trace::utc_time(line.at_unix_us, 6),
+        line.text
+    )
+}
+
 fn system_status(status: &SystemStatus) -> String {
     format!("{}: {}", colour_word(status.colour), status.reason)
 }
@@ -182,57 +198,28 @@ fn last_exit(code: Option<i32>, signal: Option<i32>) -> String {
 
 /// `2024-05-01T12:03:04.056Z`: UTC, because the client knows no time zones.
 fn utc_time(unix_ms: u64) -> String {
-    let seconds = unix_ms / 1000;
-    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60,
-        unix_ms % 1000
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let shifted = days + 719_468;
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    crate::trace::utc_time(unix_ms.saturating_mul(1000), 3)
 }
 
 /// Rows of cells printed in columns as wide as their widest cell (counted
 /// in characters, so "→" and "µ" are one), two spaces apart.
 #[derive(Default)]
-struct Table {
+pub(super) struct Table {
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    fn with_header(header: &[&str]) -> Table {
+    pub(super) fn with_header(header: &[&str]) -> Table {
         Table {
             rows: vec![header.iter().map(|cell| (*cell).to_owned()).collect()],
         }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(super) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         let mut widths: Vec<usize> = Vec::new();
         for row in &self.rows {
             for (column, cell) in row.iter().enumerate() {
@@ -315,6 +302,7 @@ mod tests {
         let services = vec![
             Service {
                 id: "web".into(),
+                origin: None,
                 status: green("running"),
                 instances: vec![
                     Instance {
@@ -341,6 +329,7 @@ mod tests {
             },
             Service {
                 id: "database".into(),
+                origin: None,
                 status: green("stopped"),
                 instances: Vec::new(),
             },

@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::ConfigProblem;
+use super::cluster::ClusterConfig;
 use super::document::Document;
 use super::paths;
 
-const MIB: u64 = 1024 * 1024;
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
 const FALLBACK_NAME: &str = "snow-fox";
 
 /// The node: its names, where it keeps things, its limits and who may connect.
@@ -40,6 +42,15 @@ pub struct NodeConfig {
     /// `trace_capacity`: how many requests the correlation table keeps
     /// (default 10000; at least 1).
     pub trace_capacity: usize,
+    /// `trace_memory`: the bytes the correlation table may use for
+    /// answered requests (default 2 MiB; at least 64 KiB).
+    pub trace_memory: usize,
+    /// `max_subscriptions_per_connection`: `Subscribe`s one connection may
+    /// hold (default 4).
+    pub max_subscriptions_per_connection: usize,
+    /// `max_subscriber_backlog`: unread event bytes past which a
+    /// subscriber is told so and closed (default 64 KiB; at least 4 KiB).
+    pub max_subscriber_backlog: usize,
     /// `max_connections`: client connections at once (default 1024).
     pub max_connections: usize,
     /// `max_inflight_per_connection`: unanswered requests per connection
@@ -64,6 +75,9 @@ pub struct NodeConfig {
     /// `group`: the node process's group (name or gid) with `user`
     /// (default: the user's primary group).
     pub group: Option<String>,
+    /// `[cluster]`: the cluster this node joins (default: none, a node on
+    /// its own).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Reads `text`, the content of `file` (empty when the file is missing),
@@ -108,6 +122,15 @@ pub(super) fn parse(
             .positive_duration("request_timeout")
             .unwrap_or(Duration::from_secs(30)),
         trace_capacity: doc.number("trace_capacity", 1..=u64::MAX).unwrap_or(10_000),
+        trace_memory: doc
+            .number("trace_memory", 64 * KIB..=u64::MAX)
+            .unwrap_or(2 * 1024 * 1024),
+        max_subscriptions_per_connection: doc
+            .number("max_subscriptions_per_connection", 1..=u64::MAX)
+            .unwrap_or(4),
+        max_subscriber_backlog: doc
+            .number("max_subscriber_backlog", 4 * KIB..=u64::MAX)
+            .unwrap_or(64 * 1024),
         max_connections: doc.number("max_connections", 1..=u64::MAX).unwrap_or(1024),
         max_inflight_per_connection: doc
             .number("max_inflight_per_connection", 1..=u64::MAX)
@@ -123,6 +146,7 @@ pub(super) fn parse(
         allow_groups: doc.text_list("allow_groups", names).unwrap_or_default(),
         user: doc.text("user"),
         group: doc.text("group"),
+        cluster: super::cluster::parse_section(&mut doc, conf_dir),
     };
     problems.extend(doc.finish());
     Some(node)
@@ -165,6 +189,9 @@ mod tests {
                 max_frame: 1024 * 1024,
                 request_timeout: Duration::from_secs(30),
                 trace_capacity: 10_000,
+                trace_memory: 2 * 1024 * 1024,
+                max_subscriptions_per_connection: 4,
+                max_subscriber_backlog: 64 * 1024,
                 max_connections: 1024,
                 max_inflight_per_connection: 1024,
                 max_outbound_bytes: 4 * 1024 * 1024,
@@ -174,6 +201,7 @@ mod tests {
                 allow_groups: Vec::new(),
                 user: None,
                 group: None,
+                cluster: None,
             }
         );
         assert!(!host_name().is_empty());
@@ -191,6 +219,9 @@ log_dir = "logs"
 max_frame = 64
 request_timeout = "2m"
 trace_capacity = 1
+trace_memory = 65536
+max_subscriptions_per_connection = 6
+max_subscriber_backlog = 8192
 max_connections = 2
 max_inflight_per_connection = 3
 max_outbound_bytes = 4
@@ -212,6 +243,9 @@ group = "65534"
         assert_eq!(node.max_frame, 64);
         assert_eq!(node.request_timeout, Duration::from_secs(120));
         assert_eq!(node.trace_capacity, 1);
+        assert_eq!(node.trace_memory, 65536);
+        assert_eq!(node.max_subscriptions_per_connection, 6);
+        assert_eq!(node.max_subscriber_backlog, 8192);
         assert_eq!(node.max_connections, 2);
         assert_eq!(node.max_inflight_per_connection, 3);
         assert_eq!(node.max_outbound_bytes, 4);

@@ -20,10 +20,12 @@ use super::document::{Document, Entry, expected, to_duration, to_text, whole_num
 
 /// Names the node uses for its own parts in status and requests, so no
 /// service may take them.
-const RESERVED_IDS: [&str; 7] = [
-    "daemon", "manager", "spawner", "io", "config", "state", "node",
+const RESERVED_IDS: [&str; 8] = [
+    "daemon", "manager", "spawner", "io", "config", "state", "node", "cluster",
 ];
-const MAX_ID_LEN: usize = 64;
+/// The longest legal service id, in bytes; the bound on every service id
+/// a client sends.
+pub const MAX_ID_LEN: usize = 64;
 
 const COMMAND_FORM: &str = "an array of strings, e.g. [\"/bin/sleep\", \"60\"]; no shell is used";
 
@@ -40,7 +42,7 @@ const SIGNALS: [(&str, i32); 7] = [
 const HIGHEST_SIGNAL: i32 = 64;
 const SIGNAL_FORM: &str = "a signal name (\"TERM\", \"INT\", \"HUP\", \"QUIT\", \"KILL\", \"USR1\", \"USR2\", with or without \"SIG\") or a number from 1 to 64";
 
-const OUTPUT_FORM: &str = "\"log\" (a file in the log dir), \"null\", \"inherit\" or a file path (relative to the log dir)";
+const OUTPUT_FORM: &str = "\"log\" (a file in the log dir), \"null\", \"inherit\", \"node\" or a file path (relative to the log dir)";
 
 const MIB: u64 = 1024 * 1024;
 
@@ -235,6 +237,9 @@ pub enum Output {
     Null,
     /// `"inherit"`: the node's own stream.
     Inherit,
+    /// `"node"`: captured, each line prefixed `id.index | `, and written
+    /// to the node's stderr (for a node that is a container's main process).
+    Node,
 }
 
 impl Output {
@@ -247,7 +252,7 @@ impl Output {
         match self {
             Output::LogDir => Some(super::paths::log_file(log_dir, id, index, stream)),
             Output::Path(path) => Some(log_dir.join(path)),
-            Output::Null | Output::Inherit => None,
+            Output::Null | Output::Inherit | Output::Node => None,
         }
     }
 }
@@ -299,13 +304,25 @@ pub(super) fn parse(
             return None;
         }
     };
+    let parsed = parse_document(id, &mut doc, conf_dir);
+    problems.extend(doc.finish());
+    Some(parsed)
+}
+
+/// Reads a service's keys from `doc`, recording their problems in it; the
+/// caller finishes the document (a cluster file has more keys).
+pub(super) fn parse_document(
+    id: String,
+    doc: &mut Document<'_>,
+    conf_dir: &Path,
+) -> (ServiceConfig, DependencyLines) {
     let service = ServiceConfig {
         id,
-        command: command(&mut doc),
+        command: command(doc),
         instances: doc
             .number("instances", 1..=MAX_INSTANCES.into())
             .unwrap_or(1),
-        env: environment(&mut doc),
+        env: environment(doc),
         work_dir: doc.path("work_dir", conf_dir),
         user: doc.text("user"),
         group: doc.text("group"),
@@ -353,16 +370,15 @@ pub(super) fn parse(
             .unwrap_or(OnNodeExit::Stop),
         requires: doc.text_list("requires", IDS_FORM).unwrap_or_default(),
         after: doc.text_list("after", IDS_FORM).unwrap_or_default(),
-        ready: readiness(&mut doc),
-        health: health(&mut doc),
+        ready: readiness(doc),
+        health: health(doc),
     };
-    check_backoff(&mut doc, &service);
+    check_backoff(doc, &service);
     let lines = DependencyLines {
         requires: doc.line_of("requires"),
         after: doc.line_of("after"),
     };
-    problems.extend(doc.finish());
-    Some((service, lines))
+    (service, lines)
 }
 
 /// The required, non-empty argv; empty (with a problem recorded) otherwise.
@@ -634,6 +650,7 @@ fn to_output(value: &DeValue<'_>) -> Result<Output, String> {
         Some("log") => Ok(Output::LogDir),
         Some("null") => Ok(Output::Null),
         Some("inherit") => Ok(Output::Inherit),
+        Some("node") => Ok(Output::Node),
         _ => to_text(value)
             .map(|path| Output::Path(PathBuf::from(path)))
             .map_err(|_| expected(OUTPUT_FORM, value)),
@@ -835,7 +852,7 @@ on_node_exit = "keep"
             (
                 "stdout",
                 "true",
-                "expected \"log\" (a file in the log dir), \"null\", \"inherit\" or a file path",
+                "expected \"log\" (a file in the log dir), \"null\", \"inherit\", \"node\" or a file path",
             ),
             (
                 "stderr",

@@ -14,11 +14,23 @@
 //! the node's correlation table when it has a [`Recorder`]: the hops the
 //! spawner process records are in its own, lost table.
 //!
-//! When it ends: a writer whose write fails drops its channel, so the
-//! sending role sees a closed link. A reader ends at EOF (cleanly between
-//! frames), on input that does not decode, or when its channel's
-//! receiver is gone; dropping its sender shows the receiving role a
-//! closed link.
+//! Frames on a link may be up to [`LINK_MAX_FRAME`]: the largest message
+//! a valid request can cause is a `StartProcess` (or a `ServiceTable`),
+//! made from the configuration plus a correlation id and a service id
+//! that io has bounded (`wire::MAX_CORRELATION_ID`, `conf::MAX_ID_LEN`),
+//! so no client request comes near it. A writer never sends a larger
+//! frame: it drops that one message, logged, rather than end the link.
+//!
+//! When it ends: a writer whose write fails shuts its socket down and
+//! drops its channel, so the sending role sees a closed link and the far
+//! side sees EOF. A reader ends at EOF (cleanly between frames), on input
+//! that does not decode, or when its channel's receiver is gone; dropping
+//! its sender shows the receiving role a closed link, and after a failure
+//! it shuts its socket down too. A reader may be given a second socket
+//! to shut when it ends: the node's `manager_spawner` reader shuts the
+//! `daemon_spawner` link, whose end is the spawner role's end for the
+//! daemon, so a broken manager link leads to the ordered shutdown rather
+//! than a node that can no longer start or stop anything.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -29,13 +41,14 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::trace::{Role, Tracer};
-use crate::wire::{
-    DEFAULT_MAX_FRAME, DecodeError, Envelope, FrameDecoder, FrameError, decode_envelope,
-    encode_frame,
-};
+use crate::wire::{DecodeError, Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame};
 
 /// Bytes read from a link socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// The largest frame body a link carries: 64 MiB, the largest `max_frame`
+/// a node may be configured with.
+pub(super) const LINK_MAX_FRAME: u32 = 64 * 1024 * 1024;
 
 /// Records the hops a reader delivers, as the sending role would have.
 #[derive(Debug, Clone)]
@@ -113,6 +126,15 @@ impl std::error::Error for LinkError {
     }
 }
 
+/// How a link reader ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReadEnd {
+    /// The peer closed the link between frames.
+    Eof,
+    /// The receiving role is gone.
+    Unwanted,
+}
+
 /// Starts a thread named `name` that writes `messages` to `socket`.
 pub(super) fn spawn_writer<M: Envelope + Send + 'static>(
     name: &str,
@@ -125,16 +147,32 @@ pub(super) fn spawn_writer<M: Envelope + Send + 'static>(
 }
 
 /// Starts a thread named `name` that reads `socket` into `messages`; a
-/// failure is logged.
+/// failure is logged. When it ends, `then_shut` (another link) is shut
+/// down too, if given.
 pub(super) fn spawn_reader<M: Envelope + Send + 'static>(
     name: &str,
     socket: UnixStream,
     messages: Sender<M>,
     recorder: Option<Recorder>,
+    then_shut: Option<UnixStream>,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new().name(name.to_owned()).spawn(move || {
-        if let Err(error) = read_frames(socket, &messages, recorder.as_ref()) {
-            log::error!("{error}");
+        let wanted = match read_frames(socket, &messages, recorder.as_ref()) {
+            Ok(ended) => ended == ReadEnd::Eof,
+            Err(error) => {
+                log::error!("{error}");
+                true
+            }
+        };
+        // A receiver that is gone is a role that ended, which the daemon
+        // sees anyway; only a link that broke under a live role is news.
+        if let Some(other) = then_shut.filter(|_| wanted) {
+            log::debug!(
+                "the {} link ended: shutting its sibling",
+                M::PROTOCOL.as_str()
+            );
+            // Already shut or closed by the peer: the end is seen anyway.
+            let _ = other.shutdown(Shutdown::Both);
         }
     })
 }
@@ -144,12 +182,23 @@ fn write_frames<M: Envelope>(messages: &Receiver<M>, mut socket: UnixStream) {
     let mut out = Vec::new();
     while let Ok(first) = messages.recv() {
         out.clear();
-        encode_frame(&first, &mut out);
-        for message in messages.try_iter() {
+        for message in std::iter::once(first).chain(messages.try_iter()) {
+            let len = message.encoded_len();
+            if len > LINK_MAX_FRAME as usize {
+                log::error!(
+                    "[{}] not sending {} on the {link} link: {len} bytes exceed its limit of \
+                     {LINK_MAX_FRAME} bytes",
+                    message.correlation().unwrap_or("-"),
+                    message.code_name()
+                );
+                continue;
+            }
             encode_frame(&message, &mut out);
         }
         if let Err(error) = socket.write_all(&out) {
             log::warn!("writing the {link} link: {error}; it is closed");
+            // The reader of this socket on the far side then sees EOF.
+            let _ = socket.shutdown(Shutdown::Both);
             return;
         }
     }
@@ -159,18 +208,32 @@ fn write_frames<M: Envelope>(messages: &Receiver<M>, mut socket: UnixStream) {
 
 /// Reads frames from `socket` into `messages` until EOF (`Ok`), until
 /// the receiver is gone (`Ok`), or until the input fails to read or
-/// decode.
+/// decode; the socket is then shut down both ways, so the far side sees
+/// the link end rather than write into a socket nobody reads.
 pub(super) fn read_frames<M: Envelope>(
-    mut socket: UnixStream,
+    socket: UnixStream,
     messages: &Sender<M>,
     recorder: Option<&Recorder>,
-) -> Result<(), LinkError> {
+) -> Result<ReadEnd, LinkError> {
+    let result = read_into(&socket, messages, recorder);
+    if result.is_err() {
+        // The peer may have closed it already.
+        let _ = socket.shutdown(Shutdown::Both);
+    }
+    result
+}
+
+fn read_into<M: Envelope>(
+    mut socket: &UnixStream,
+    messages: &Sender<M>,
+    recorder: Option<&Recorder>,
+) -> Result<ReadEnd, LinkError> {
     let link = M::PROTOCOL.as_str();
-    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    let mut decoder = FrameDecoder::new(LINK_MAX_FRAME);
     let mut chunk = vec![0u8; READ_CHUNK];
     loop {
         let read = match socket.read(&mut chunk) {
-            Ok(0) if decoder.buffered() == 0 => return Ok(()),
+            Ok(0) if decoder.buffered() == 0 => return Ok(ReadEnd::Eof),
             Ok(0) => {
                 return Err(LinkError::Truncated {
                     link,
@@ -192,7 +255,7 @@ pub(super) fn read_frames<M: Envelope>(
                 recorder.tracer.record(recorder.from, recorder.to, &message);
             }
             if messages.send(message).is_err() {
-                return Ok(());
+                return Ok(ReadEnd::Unwanted);
             }
         }
     }
@@ -246,6 +309,52 @@ mod tests {
         let error = read_frames(far, &into_far, None).unwrap_err();
         assert!(matches!(error, LinkError::Decode { .. }), "{error}");
         assert!(arrived.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_failed_reader_shuts_its_link_and_its_sibling() {
+        let (mut near, far) = UnixStream::pair().unwrap();
+        let (sibling_near, mut sibling_far) = UnixStream::pair().unwrap();
+        let (into_far, _arrived) = bounded::<ms::Message>(4);
+        let reader = spawn_reader("t-in", far, into_far, None, Some(sibling_near)).unwrap();
+        near.write_all(&(LINK_MAX_FRAME + 1).to_be_bytes()).unwrap();
+        reader.join().unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(near.read_to_end(&mut rest).unwrap(), 0, "the link is shut");
+        assert_eq!(
+            sibling_far.read_to_end(&mut rest).unwrap(),
+            0,
+            "so is its sibling"
+        );
+    }
+
+    /// Reads the next message of protocol `M` from `socket`.
+    fn next_message<M: Envelope>(socket: &mut UnixStream, decoder: &mut FrameDecoder) -> M {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(body) = decoder.next_frame().unwrap() {
+                return decode_envelope(body).unwrap();
+            }
+            let read = socket.read(&mut chunk).unwrap();
+            assert!(read > 0, "the link closed");
+            decoder.extend(&chunk[..read]);
+        }
+    }
+
+    #[test]
+    fn a_message_over_the_link_limit_is_dropped_and_the_link_goes_on() {
+        let (near, mut far) = UnixStream::pair().unwrap();
+        let (to_far, from_near) = bounded(4);
+        let writer = spawn_writer("t-out", from_near, near).unwrap();
+        let mut huge = ack("big");
+        huge.correlation_id = Some("x".repeat(LINK_MAX_FRAME as usize));
+        to_far.send(huge).unwrap();
+        to_far.send(ack("after")).unwrap();
+        drop(to_far);
+        writer.join().unwrap();
+        let mut decoder = FrameDecoder::new(LINK_MAX_FRAME);
+        let next: ms::Message = next_message(&mut far, &mut decoder);
+        assert_eq!(next.correlation_id.as_deref(), Some("after"));
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl Loopback {
         let (daemon_sender, to_daemon) = bounded(16);
         let (_, from_spawner) = bounded(1);
         let (spawner_sender, to_spawner) = bounded(1024);
-        let tracer = Tracer::new(config.node.trace_capacity);
+        let tracer = Tracer::bounded(config.node.trace_capacity, config.node.trace_memory);
         let identity = identity(&config, None);
         let exchange = Exchange::new(ConnectionId(1), settings.max_frame);
         let links = ManagerLinks {
@@ -67,6 +67,7 @@ impl Loopback {
             to_daemon: daemon_sender,
             from_spawner,
             to_spawner: spawner_sender,
+            cluster: None,
         };
         Ok(Loopback {
             manager: Manager::new(links, tracer.clone(), config, identity),
@@ -109,7 +110,7 @@ impl Loopback {
                 if let IoCommand::Replies(replies) = command {
                     record_replies(&mut self.tracer.lock(), &replies);
                     for reply in &replies {
-                        self.exchange.deliver(reply);
+                        self.exchange.deliver(reply, &self.settings, || 0);
                     }
                 }
             }

@@ -58,9 +58,10 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::cluster::{Cluster, ClusterError, ClusterLinks, cached_assignments};
 use crate::conf::{Config, ConfigError, paths};
 use crate::io::{BoundSocket, Io, IoError, IoSettings, ListenError};
-use crate::manager::{Manager, ManagerLinks, NodeIdentity, service_table};
+use crate::manager::{ClusterLink, Manager, ManagerLinks, NodeIdentity, service_table};
 use crate::spawner::{Spawner, SpawnerError, SpawnerLinks, TableSource, UserError};
 use crate::sys;
 use crate::trace::{Role, Tracer};
@@ -80,6 +81,8 @@ const IO_TO_MANAGER: usize = 64;
 const MANAGER_SPAWNER: usize = 256;
 /// Capacity of each daemon link, in messages.
 const DAEMON_LINK: usize = 16;
+/// Capacity of each manager ↔ cluster channel, in messages.
+const MANAGER_CLUSTER: usize = 64;
 
 /// What the command line asked for.
 #[derive(Debug, Clone)]
@@ -157,6 +160,8 @@ pub enum DaemonError {
         /// The OS error.
         source: io::Error,
     },
+    /// The cluster role cannot start (or the node's name is taken).
+    Cluster(ClusterError),
     /// The node process cannot drop to its user.
     DropPrivileges {
         /// The configured user.
@@ -196,6 +201,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Split { doing, source } => {
                 write!(f, "privilege separation: cannot {doing}: {source}")
             }
+            DaemonError::Cluster(error) => error.fmt(f),
             DaemonError::DropPrivileges {
                 user,
                 uid,
@@ -221,6 +227,7 @@ impl std::error::Error for DaemonError {
             | DaemonError::Split { source: error, .. }
             | DaemonError::DropPrivileges { source: error, .. } => Some(error),
             DaemonError::NodeUser { source, .. } => Some(source),
+            DaemonError::Cluster(error) => error.source(),
             DaemonError::Spawner(error) => Some(error),
             DaemonError::RootNodeUser { .. } => None,
         }
@@ -287,7 +294,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     {
         log::warn!("cannot become a child subreaper; orphans of services go to init: {error}");
     }
-    let tracer = Tracer::new(config.node.trace_capacity);
+    let tracer = Tracer::bounded(config.node.trace_capacity, config.node.trace_memory);
     let shutdown_wait = config.node.shutdown_timeout
         + config
             .services
@@ -326,6 +333,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         })
         .map_err(DaemonError::Signals)?;
 
+    let (cluster, cluster_link) = cluster_role(&config, &tracer)?;
     let identity = identity(&config, spawner_process.as_ref().map(|process| process.pid));
     // The first thing the spawner reads, before any request it checks.
     let table = ds::Message {
@@ -368,6 +376,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
             to_daemon: manager_to_daemon,
             from_spawner: manager_from_spawner,
             to_spawner: manager_to_spawner,
+            cluster: cluster_link,
         },
         tracer.clone(),
         config,
@@ -375,6 +384,9 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     );
     roles.spawn(Role::Manager, move || manager.run())?;
     roles.spawn(Role::Io, move || io.run())?;
+    if let Some(cluster) = cluster {
+        roles.spawn(Role::Cluster, move || cluster.run())?;
+    }
 
     let links = Links {
         signals,
@@ -415,6 +427,37 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     Ok(outcome)
 }
 
+/// The cluster role and the manager's end of its link, for a node with
+/// `[cluster]`; refuses a node name a live node holds.
+fn cluster_role(
+    config: &Config,
+    tracer: &Tracer,
+) -> Result<(Option<Cluster>, Option<ClusterLink>), DaemonError> {
+    let Some(cluster_config) = config.node.cluster.clone() else {
+        return Ok((None, None));
+    };
+    let (to_cluster, from_manager) = bounded(MANAGER_CLUSTER);
+    let (to_manager, from_cluster) = bounded(MANAGER_CLUSTER);
+    let mut cluster = Cluster::new(
+        ClusterLinks {
+            from_manager,
+            to_manager,
+        },
+        tracer.clone(),
+        cluster_config,
+        config.node.name.clone(),
+        config.node.state_dir.clone(),
+    )
+    .map_err(DaemonError::Cluster)?;
+    cluster.check_name().map_err(DaemonError::Cluster)?;
+    let link = ClusterLink {
+        from_cluster,
+        to_cluster,
+        cached: cached_assignments(&config.node.state_dir),
+    };
+    Ok((Some(cluster), Some(link)))
+}
+
 /// Puts the spawner process where the spawner thread would be: its ends of
 /// the channels are bridged to the two link sockets. The daemon link's
 /// reader stands for the spawner role: it ends when the spawner process
@@ -436,13 +479,18 @@ fn bridge_spawner_process(
     };
     let manager_reader = process.manager_link.try_clone().map_err(link_thread)?;
     let daemon_reader = process.daemon_link.try_clone().map_err(link_thread)?;
+    let daemon_sibling = process.daemon_link.try_clone().map_err(link_thread)?;
     bridge::spawn_writer("sf-link-ms-out", links.from_manager, process.manager_link)
         .map_err(link_thread)?;
+    // Without its manager link the spawner process can start and stop
+    // nothing: that link's end ends the daemon link too, which is the
+    // spawner role's end, and the daemon runs the ordered shutdown.
     bridge::spawn_reader(
         "sf-link-ms-in",
         manager_reader,
         links.to_manager,
         Some(recorder(Role::Manager)),
+        Some(daemon_sibling),
     )
     .map_err(link_thread)?;
     bridge::spawn_writer("sf-link-ds-out", links.from_daemon, process.daemon_link)
@@ -450,7 +498,8 @@ fn bridge_spawner_process(
     let recorder = recorder(Role::Daemon);
     let pid = process.pid;
     roles.spawn(Role::Spawner, move || {
-        bridge::read_frames(daemon_reader, &links.to_daemon, Some(&recorder))?;
+        // Either end (EOF, or the daemon gone) is the role's end.
+        let _ended = bridge::read_frames(daemon_reader, &links.to_daemon, Some(&recorder))?;
         log::info!("the spawner process (pid {pid}) closed its link");
         Ok::<(), bridge::LinkError>(())
     })

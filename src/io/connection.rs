@@ -33,10 +33,12 @@ pub(super) struct Connection {
     pub(super) watching_writable: bool,
     /// When the last request arrived (or the connection was accepted).
     pub(super) last_request: Instant,
+    /// The peer's uid, which complaints about it are counted under.
+    pub(super) uid: u32,
 }
 
 impl Connection {
-    pub(super) fn new(id: ConnectionId, stream: UnixStream, max_frame: u32) -> Self {
+    pub(super) fn new(id: ConnectionId, stream: UnixStream, max_frame: u32, uid: u32) -> Self {
         Connection {
             stream,
             exchange: Exchange::new(id, max_frame),
@@ -45,6 +47,7 @@ impl Connection {
             read_paused: false,
             watching_writable: false,
             last_request: Instant::now(),
+            uid,
         }
     }
 

@@ -8,12 +8,15 @@
 //! whole pass's requests with [`begin_requests`] and its replies with
 //! [`record_replies`], under one lock each.
 
+use crate::conf::MAX_ID_LEN;
 use crate::trace::{CorrelationTable, RequestState, Role};
 use crate::wire::link::{ClientReply, ClientRequest, ConnectionId};
-use crate::wire::proto::public_api::{self, message::Code, message::Payload};
+use crate::wire::proto::public_api::{self, error::Kind, message::Code, message::Payload};
 use crate::wire::{
-    Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame_with, error_reply,
+    Envelope, FRAME_HEADER_LEN, FrameDecoder, FrameError, MAX_CORRELATION_ID, decode_envelope,
+    encode_frame_with, error_reply,
 };
+use prost::Message as _;
 
 use super::IoSettings;
 
@@ -29,12 +32,25 @@ pub struct ProtocolError {
     pub reason: String,
 }
 
+/// What became of a reply handed to [`Exchange::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued (or dropped silently: the exchange was sealed already).
+    Queued,
+    /// An event over the subscriber's backlog budget: the exchange now
+    /// ends with `Error{SLOW_SUBSCRIBER}` and must be closed.
+    OverBudget,
+}
+
 /// One connection's frames, requests in flight and unsent replies.
 #[derive(Debug)]
 pub struct Exchange {
     id: ConnectionId,
     decoder: FrameDecoder,
     outbound: Vec<u8>,
+    /// Bytes of the frame at the head of `outbound` still unsent, when a
+    /// write stopped inside it (0: `outbound` starts with a whole frame).
+    head_left: usize,
     in_flight: usize,
     /// Set once a protocol error's `Error` is queued: nothing follows it.
     sealed: bool,
@@ -48,6 +64,7 @@ impl Exchange {
             id,
             decoder: FrameDecoder::new(max_frame),
             outbound: Vec::new(),
+            head_left: 0,
             in_flight: 0,
             sealed: false,
         }
@@ -104,6 +121,16 @@ impl Exchange {
                     kind: public_api::error::Kind::Malformed,
                     reason: error.reason,
                 })?;
+            if let Err(refusal) = check_bounds(&message) {
+                log::debug!(
+                    "connection {}: request refused: {}",
+                    self.id.0,
+                    refusal.reason
+                );
+                let reply = error_reply(refusal.correlation_id, Kind::BadRequest, refusal.reason);
+                self.queue(&reply, &[]);
+                continue;
+            }
             if message.correlation().is_none() {
                 message.correlation_id = Some(uuid::Uuid::new_v4().to_string());
             }
@@ -121,7 +148,6 @@ impl Exchange {
     pub fn refuse_duplicate(&mut self, request: ClientRequest) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let id = request.message.correlation_id.unwrap_or_default();
-        log::warn!("connection {}: duplicate correlation id {id}", self.id.0);
         let reason = format!("correlation id {id} is already in flight");
         self.queue(
             &error_reply(
@@ -133,15 +159,46 @@ impl Exchange {
         );
     }
 
-    /// Queues a reply from the manager; a final one ends its request.
-    pub fn deliver(&mut self, reply: &ClientReply) {
+    /// Queues a reply from the manager; a final one ends its request. An
+    /// `Event` (a reply that is not final) that would take the bytes the
+    /// subscriber has not read — unsent here, and `in_socket()` in its
+    /// socket — past `max_subscriber_backlog` is not queued: the subscriber
+    /// is sent `Error{SLOW_SUBSCRIBER}` instead and the exchange is
+    /// sealed ([`Delivery::OverBudget`]; the caller closes it). The events
+    /// not yet written are dropped then: the subscriber reads the ones
+    /// its socket holds, then the `Error`.
+    pub fn deliver(
+        &mut self,
+        reply: &ClientReply,
+        limits: &IoSettings,
+        in_socket: impl FnOnce() -> usize,
+    ) -> Delivery {
         if reply.last {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
-        self.queue(
-            &reply.message,
-            reply.payload_bytes.as_deref().unwrap_or_default(),
-        );
+        let payload = reply.payload_bytes.as_deref().unwrap_or_default();
+        let size = FRAME_HEADER_LEN + reply.message.encoded_len() + payload.len();
+        let unread =
+            (!reply.last && !self.sealed).then(|| self.outbound.len() + size + in_socket());
+        if let Some(unread) = unread.filter(|&unread| unread > limits.max_subscriber_backlog) {
+            let reason = format!(
+                "{unread} bytes of events unread exceed the subscriber limit of {} bytes \
+                 (max_subscriber_backlog); closing the connection",
+                limits.max_subscriber_backlog
+            );
+            // The unsent events are dropped (all but the rest of a frame
+            // partly written), so the Error is the next thing the
+            // subscriber reads once it reads again.
+            self.outbound.truncate(self.head_left);
+            self.refuse(ProtocolError {
+                correlation_id: reply.message.correlation_id.clone(),
+                kind: Kind::SlowSubscriber,
+                reason,
+            });
+            return Delivery::OverBudget;
+        }
+        self.queue(&reply.message, payload);
+        Delivery::Queued
     }
 
     /// Queues the `Error` that ends the connection; nothing follows it.
@@ -160,7 +217,28 @@ impl Exchange {
 
     /// Drops the first `written` unsent bytes, which the peer now has.
     pub fn sent(&mut self, written: usize) {
-        self.outbound.drain(..written.min(self.outbound.len()));
+        let written = written.min(self.outbound.len());
+        if written == self.outbound.len() {
+            self.head_left = 0;
+            self.outbound.clear();
+            return;
+        }
+        // Outbound holds whole frames after the head's rest: walk them to
+        // learn where the write stopped.
+        let (mut at, mut left) = (0, self.head_left);
+        while at < written {
+            if left == 0 {
+                let Some(header) = self.outbound[at..].first_chunk::<FRAME_HEADER_LEN>() else {
+                    break;
+                };
+                left = FRAME_HEADER_LEN + u32::from_be_bytes(*header) as usize;
+            }
+            let step = left.min(written - at);
+            left -= step;
+            at += step;
+        }
+        self.head_left = left;
+        self.outbound.drain(..written);
     }
 
     /// Queues `message`'s frame, `payload_bytes` its encoded payload
@@ -169,6 +247,81 @@ impl Exchange {
         if !self.sealed {
             encode_frame_with(message, payload_bytes, &mut self.outbound);
         }
+    }
+}
+
+/// A request refused for a string over its bound, before it reaches the
+/// correlation table, the manager or the log.
+struct Refusal {
+    /// The request's id when it is within bounds (to match the reply);
+    /// an over-long id is never echoed or copied.
+    correlation_id: Option<String>,
+    /// Names the field, its length and the limit.
+    reason: String,
+}
+
+/// Checks every client-supplied string of `message` against its bound:
+/// correlation ids (the envelope's, a trace's) [`MAX_CORRELATION_ID`],
+/// service ids and versions the longest legal id ([`MAX_ID_LEN`]), none
+/// with control characters. Other payloads carry no strings or are
+/// bounded by `max_frame` alone.
+fn check_bounds(message: &public_api::Message) -> Result<(), Refusal> {
+    let id = message.correlation_id.as_deref().unwrap_or_default();
+    if let Some(reason) = out_of_bounds("correlation_id", id, MAX_CORRELATION_ID) {
+        return Err(Refusal {
+            correlation_id: None,
+            reason,
+        });
+    }
+    let fields: [(&str, &str, usize); 2] = match &message.payload {
+        Some(Payload::ServiceStart(start)) => [
+            ("service_id", &start.service_id, MAX_ID_LEN),
+            ("version", &start.version, MAX_ID_LEN),
+        ],
+        Some(Payload::ServiceStop(stop)) => [("service_id", &stop.service_id, MAX_ID_LEN); 2],
+        Some(Payload::ServiceRestart(restart)) => {
+            [("service_id", &restart.service_id, MAX_ID_LEN); 2]
+        }
+        Some(Payload::ServiceStatusRequest(status)) => {
+            [(
+                "service_id",
+                status.service_id.as_deref().unwrap_or_default(),
+                MAX_ID_LEN,
+            ); 2]
+        }
+        Some(Payload::TraceRequest(trace)) => {
+            [(
+                "TraceRequest.correlation_id",
+                &trace.correlation_id,
+                MAX_CORRELATION_ID,
+            ); 2]
+        }
+        _ => return Ok(()),
+    };
+    for (name, value, max) in fields {
+        if let Some(reason) = out_of_bounds(name, value, max) {
+            return Err(Refusal {
+                correlation_id: message.correlation_id.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Why `value` of field `name` may not enter the node, if it may not:
+/// longer than `max` bytes, or holding a control character (which could
+/// forge lines in the log, where ids are shown).
+fn out_of_bounds(name: &str, value: &str, max: usize) -> Option<String> {
+    if value.len() > max {
+        Some(format!(
+            "{name} of {} bytes exceeds the limit of {max} bytes",
+            value.len()
+        ))
+    } else if value.chars().any(char::is_control) {
+        Some(format!("{name} contains a control character"))
+    } else {
+        None
     }
 }
 
@@ -211,5 +364,143 @@ fn final_state(reply: &public_api::Message) -> RequestState {
         }
         _ if reply.code == Code::Error as i32 => RequestState::Failed,
         _ => RequestState::Done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::Access;
+    use crate::wire::DEFAULT_MAX_FRAME;
+
+    fn limits(backlog: usize) -> IoSettings {
+        IoSettings {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_connections: 4,
+            max_inflight_per_connection: 4,
+            max_outbound_bytes: 1 << 20,
+            idle_timeout: None,
+            max_subscriber_backlog: backlog,
+            access: Access::resolve(&[], &[], crate::sys::effective_uid()).unwrap(),
+        }
+    }
+
+    fn event(n: u32) -> ClientReply {
+        ClientReply {
+            connection: ConnectionId(1),
+            message: public_api::Message {
+                code: Code::Event as i32,
+                correlation_id: Some("sub".into()),
+                payload: Some(Payload::Event(public_api::Event {
+                    service_id: "svc".into(),
+                    index: n,
+                    state: "running".into(),
+                    ..Default::default()
+                })),
+            },
+            payload_bytes: None,
+            last: false,
+            sent_unix_us: 0,
+        }
+    }
+
+    /// Cuts `bytes` into messages, expecting whole frames only.
+    fn messages(mut bytes: &[u8]) -> Vec<public_api::Message> {
+        let mut out = Vec::new();
+        while let Some(header) = bytes.first_chunk::<4>() {
+            let len = u32::from_be_bytes(*header) as usize;
+            out.push(decode_envelope(&bytes[4..4 + len]).unwrap());
+            bytes = &bytes[4 + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn a_subscriber_over_its_backlog_reads_the_rest_of_a_partial_frame_then_the_error() {
+        let limits = limits(4096);
+        let mut exchange = Exchange::new(ConnectionId(1), DEFAULT_MAX_FRAME);
+        let mut read = Vec::new();
+        let mut n = 0;
+        while exchange.deliver(&event(n), &limits, || 0) == Delivery::Queued {
+            n += 1;
+            // The client reads a few odd-sized pieces now and then.
+            if n % 10 == 0 {
+                let take = exchange.unsent().len().min(37);
+                read.extend_from_slice(&exchange.unsent()[..take]);
+                exchange.sent(take);
+            }
+            assert!(exchange.unsent().len() <= 4096);
+        }
+        assert!(n > 10, "{n} events before the budget ran out");
+        read.extend_from_slice(exchange.unsent());
+        let got = messages(&read);
+        let last = got.last().unwrap();
+        let Some(Payload::Error(error)) = &last.payload else {
+            panic!("the last message is {last:?}");
+        };
+        assert_eq!(error.kind, Kind::SlowSubscriber as i32);
+        assert!(error.reason.contains("4096"), "{}", error.reason);
+        assert_eq!(last.correlation_id.as_deref(), Some("sub"));
+        assert!(
+            got[..got.len() - 1]
+                .iter()
+                .all(|m| m.code == Code::Event as i32)
+        );
+        assert_eq!(exchange.deliver(&event(0), &limits, || 0), Delivery::Queued);
+        assert!(exchange.unsent().len() < 512, "nothing follows the Error");
+    }
+
+    #[test]
+    fn over_long_or_control_character_strings_are_refused_with_the_limit() {
+        let limits = limits(4096);
+        let mut exchange = Exchange::new(ConnectionId(1), DEFAULT_MAX_FRAME);
+        let request = |id: String, service: &str| public_api::Message {
+            code: Code::ServiceStop as i32,
+            correlation_id: Some(id),
+            payload: Some(Payload::ServiceStop(public_api::ServiceStop {
+                service_id: service.into(),
+            })),
+        };
+        let cases = [
+            request("x".repeat(129), "svc"),
+            request("a\nb".into(), "svc"),
+            request("ok:1".into(), &"s".repeat(65)),
+            request("x".repeat(128), &"s".repeat(64)),
+        ];
+        for case in &cases {
+            let mut frame = Vec::new();
+            crate::wire::encode_frame(case, &mut frame);
+            exchange.receive(&frame);
+        }
+        let mut batch = Vec::new();
+        exchange.take_requests(&limits, &mut batch).unwrap();
+        assert_eq!(batch.len(), 1, "only the request at the limits is taken");
+        let replies = messages(exchange.unsent());
+        let reasons: Vec<_> = replies
+            .iter()
+            .map(|reply| match &reply.payload {
+                Some(Payload::Error(error)) if error.kind == Kind::BadRequest as i32 => {
+                    (reply.correlation_id.clone(), error.reason.clone())
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (
+                    None,
+                    "correlation_id of 129 bytes exceeds the limit of 128 bytes".to_owned()
+                ),
+                (
+                    None,
+                    "correlation_id contains a control character".to_owned()
+                ),
+                (
+                    Some("ok:1".to_owned()),
+                    "service_id of 65 bytes exceeds the limit of 64 bytes".to_owned()
+                ),
+            ]
+        );
     }
 }

@@ -48,16 +48,21 @@ use crossbeam_channel::{Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::conf::NodeConfig;
+use crate::logging::{PeerLimiter, Shown, Suppressed};
 use crate::sys;
 use crate::trace::Tracer;
 use crate::wire::link::{
     ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoReceiver, IoSender, io_channel,
 };
 use crate::wire::proto::public_api;
+use crate::wire::{encode_frame, error_reply};
 pub use access::Access;
 use connection::{Connection, ReadEnd};
-pub use exchange::{Exchange, ProtocolError, begin_requests, record_replies};
+pub use exchange::{Delivery, Exchange, ProtocolError, begin_requests, record_replies};
 pub use listener::{BoundSocket, ListenError};
+
+/// The uid complaints are counted under when the peer's is unknown.
+const UNKNOWN_UID: u32 = u32::MAX - 1;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -75,6 +80,10 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Connections accepted (or turned away) per poll pass at most, so that a
+/// flood of connections cannot keep the loop from serving open ones.
+const ACCEPTS_PER_PASS: usize = 32;
+
 /// Commands the manager and daemon may queue before they wait.
 const COMMAND_CAPACITY: usize = 256;
 
@@ -91,6 +100,9 @@ pub struct IoSettings {
     pub max_outbound_bytes: usize,
     /// How long a connection may be idle before it is closed, if at all.
     pub idle_timeout: Option<Duration>,
+    /// Unsent bytes past which a subscriber (a connection that has been
+    /// sent an `Event`) is told `Error{SLOW_SUBSCRIBER}` and closed.
+    pub max_subscriber_backlog: usize,
     /// Who may connect.
     pub access: Access,
 }
@@ -105,6 +117,7 @@ impl IoSettings {
             max_inflight_per_connection: node.max_inflight_per_connection,
             max_outbound_bytes: node.max_outbound_bytes,
             idle_timeout: node.idle_timeout,
+            max_subscriber_backlog: node.max_subscriber_backlog,
             access: Access::resolve(&node.allow_users, &node.allow_groups, own_uid)?,
         })
     }
@@ -181,6 +194,13 @@ pub struct Io {
     backlog: VecDeque<IoEvent>,
     /// When idle connections are next looked for (with `idle_timeout`).
     next_idle_check: Option<Instant>,
+    /// The listener may hold connections not yet accepted: the last pass
+    /// stopped at [`ACCEPTS_PER_PASS`], and edge-triggered polling will
+    /// not report them again.
+    accept_pending: bool,
+    /// Complaints about peers (refusals, protocol errors), one line per
+    /// uid per interval.
+    complaints: PeerLimiter,
 }
 
 impl Io {
@@ -219,6 +239,8 @@ impl Io {
             batch: Vec::new(),
             backlog: VecDeque::new(),
             next_idle_check: None,
+            accept_pending: false,
+            complaints: PeerLimiter::new(),
         };
         Ok((io, sender))
     }
@@ -239,6 +261,9 @@ impl Io {
                     doing: "wait for events",
                     source,
                 });
+            }
+            if self.accept_pending {
+                self.accept();
             }
             for event in events.iter() {
                 match event.token() {
@@ -271,6 +296,9 @@ impl Io {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
+        if self.accept_pending {
+            return Some(Duration::ZERO);
+        }
         if !self.backlog.is_empty() {
             return Some(BACKLOG_RETRY);
         }
@@ -283,8 +311,18 @@ impl Io {
             .map(|until| until.saturating_duration_since(now))
     }
 
+    /// Accepts up to [`ACCEPTS_PER_PASS`] connections. Each peer's
+    /// credentials are checked first: a refused peer (not allowed, or one
+    /// over `max_connections`) is answered and closed at once, before it
+    /// costs a registration, a buffer or a slot.
     fn accept(&mut self) {
-        loop {
+        self.accept_pending = false;
+        let mut open = self
+            .connections
+            .values()
+            .filter(|connection| connection.closing_until.is_none())
+            .count();
+        for _ in 0..ACCEPTS_PER_PASS {
             let (stream, _) = match self.socket.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
@@ -292,16 +330,48 @@ impl Io {
                 Err(error) => {
                     // EMFILE and friends: the pending connection stays
                     // queued; new events come when it can be taken.
-                    log::warn!("cannot accept a connection: {error}");
+                    complain(
+                        &mut self.complaints,
+                        UNKNOWN_UID,
+                        format_args!("cannot accept a connection: {error}"),
+                    );
                     return;
                 }
             };
             let token = Token(self.next_token);
             self.next_token += 1;
+            let peer = sys::peer_credentials(&stream);
+            let uid = peer.as_ref().map_or(UNKNOWN_UID, |peer| peer.uid);
+            if let Some(reason) = self.refusal(&peer) {
+                complain(
+                    &mut self.complaints,
+                    uid,
+                    format_args!("refusing connection {}: {reason}", token.0),
+                );
+                turn_away(stream, public_api::error::Kind::PermissionDenied, reason);
+                continue;
+            }
+            if open >= self.settings.max_connections {
+                complain(
+                    &mut self.complaints,
+                    uid,
+                    format_args!(
+                        "refusing connection {}: {open} connections open (max_connections = {})",
+                        token.0, self.settings.max_connections
+                    ),
+                );
+                let reason = format!(
+                    "too many connections: the node serves at most {} at once",
+                    self.settings.max_connections
+                );
+                turn_away(stream, public_api::error::Kind::Busy, reason);
+                continue;
+            }
             let mut connection = Connection::new(
                 ConnectionId(token.0 as u64),
                 stream,
                 self.settings.max_frame,
+                uid,
             );
             if let Err(error) =
                 self.poll
@@ -311,34 +381,15 @@ impl Io {
                 log::warn!("cannot watch connection {}: {error}", token.0);
                 continue;
             }
-            let open = self
-                .connections
-                .values()
-                .filter(|connection| connection.closing_until.is_none())
-                .count();
-            let peer = sys::peer_credentials(&connection.stream);
             self.connections.insert(token, connection);
-            if let Some(reason) = self.refusal(&peer) {
-                log::warn!("refusing connection {}: {reason}", token.0);
-                let kind = public_api::error::Kind::PermissionDenied;
-                self.refuse(token, None, kind, reason);
-            } else if open >= self.settings.max_connections {
-                log::warn!(
-                    "refusing connection {}: {open} connections open (max_connections = {})",
-                    token.0,
-                    self.settings.max_connections
-                );
-                let reason = format!(
-                    "too many connections: the node serves at most {} at once",
-                    self.settings.max_connections
-                );
-                self.refuse(token, None, public_api::error::Kind::Busy, reason);
-            } else if let Some(idle_timeout) = self.settings.idle_timeout
+            open += 1;
+            if let Some(idle_timeout) = self.settings.idle_timeout
                 && self.next_idle_check.is_none()
             {
                 self.next_idle_check = Some(Instant::now() + IDLE_CHECK.min(idle_timeout));
             }
         }
+        self.accept_pending = true;
     }
 
     /// Why a peer may not connect, if it may not.
@@ -389,8 +440,13 @@ impl Io {
             connection.last_request = Instant::now();
         }
         let pending_replies = !connection.exchange.unsent().is_empty();
+        let uid = connection.uid;
         if let Err(error) = outcome {
-            log::warn!("connection {}: {}; closing it", token.0, error.reason);
+            complain(
+                &mut self.complaints,
+                uid,
+                format_args!("connection {}: {}; closing it", token.0, error.reason),
+            );
             self.refuse(token, error.correlation_id, error.kind, error.reason);
         } else if pending_replies {
             self.flush(token);
@@ -411,7 +467,29 @@ impl Io {
             let Some(connection) = self.connections.get_mut(&token) else {
                 continue;
             };
-            connection.exchange.deliver(&reply);
+            // What the subscriber's socket holds unread counts too: the
+            // backlog must run out while the socket still has room for
+            // the Error that says so. Asked only for events.
+            let stream = &connection.stream;
+            let in_socket = || sys::unread_by_peer(stream).unwrap_or(0);
+            let delivery = connection
+                .exchange
+                .deliver(&reply, &self.settings, in_socket);
+            if delivery == Delivery::OverBudget {
+                let (uid, unsent) = (connection.uid, connection.exchange.unsent().len());
+                connection.closing_until = Some(now + CLOSE_LINGER);
+                complain(
+                    &mut self.complaints,
+                    uid,
+                    format_args!(
+                        "connection {}: a subscriber with {unsent} bytes of events unread \
+                         (max_subscriber_backlog = {}); closing it",
+                        token.0, self.settings.max_subscriber_backlog
+                    ),
+                );
+                touched.push(token);
+                continue;
+            }
             connection.last_request = now;
             if touched.last() != Some(&token) {
                 touched.push(token);
@@ -452,11 +530,14 @@ impl Io {
             }
         };
         if connection.exchange.unsent().len() > self.settings.max_outbound_bytes {
-            log::warn!(
-                "connection {}: {} bytes of replies unread (max_outbound_bytes = {}); closing it",
-                token.0,
-                connection.exchange.unsent().len(),
-                self.settings.max_outbound_bytes
+            let (uid, unsent) = (connection.uid, connection.exchange.unsent().len());
+            complain(
+                &mut self.complaints,
+                uid,
+                format_args!(
+                    "connection {}: {unsent} bytes of replies unread (max_outbound_bytes = {}); closing it",
+                    token.0, self.settings.max_outbound_bytes
+                ),
             );
             self.close(token);
             return;
@@ -555,7 +636,18 @@ impl Io {
             for request in duplicates {
                 let token = Token(request.connection.0 as usize);
                 if let Some(connection) = self.connections.get_mut(&token) {
+                    let uid = connection.uid;
+                    let id = request.message.correlation_id.clone().unwrap_or_default();
                     connection.exchange.refuse_duplicate(request);
+                    complain(
+                        &mut self.complaints,
+                        uid,
+                        format_args!(
+                            "connection {}: duplicate correlation id {}",
+                            token.0,
+                            Shown(&id)
+                        ),
+                    );
                     self.flush(token);
                     self.resume(token, scratch);
                 }
@@ -591,5 +683,25 @@ impl Io {
         }
         self.connections.clear();
         log::info!("stopped listening on {}", self.socket.path().display());
+    }
+}
+
+/// Answers a refused peer with `Error{kind}` and closes it at once, without
+/// registering it: the frame fits any socket buffer, and a UNIX socket's
+/// peer reads what was written before the close.
+fn turn_away(mut stream: mio::net::UnixStream, kind: public_api::error::Kind, reason: String) {
+    let mut frame = Vec::new();
+    encode_frame(&error_reply(None, kind, reason), &mut frame);
+    // A peer that is gone, or whose buffer is full, loses only its Error.
+    let _ = std::io::Write::write(&mut stream, &frame);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// Logs a complaint about peer `uid`, unless one about it was logged
+/// within the interval; then it is only counted, and the count goes with
+/// the next line let through.
+fn complain(limiter: &mut PeerLimiter, uid: u32, line: fmt::Arguments<'_>) {
+    if let Some(suppressed) = limiter.admit(uid, Instant::now()) {
+        log::warn!("{line}{}", Suppressed(suppressed));
     }
 }

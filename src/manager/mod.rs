@@ -50,8 +50,10 @@
 
 mod adoption;
 mod checks;
+mod cluster;
 mod deps;
 pub mod instance;
+mod logs;
 mod record;
 mod reload;
 mod requests;
@@ -61,6 +63,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,6 +80,8 @@ use crate::wire::proto::public_api::{
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds, manager_spawner as ms};
 use crate::wire::{PROTOCOL_VERSION, error_reply};
 use checks::{CheckKey, Checks};
+pub use cluster::ClusterLink;
+use cluster::ClusterSide;
 use deps::Hold;
 use ds::service_table::output as table_output;
 use instance::{Effect, Event, ExitStatus, Instance, State};
@@ -125,6 +130,8 @@ pub struct ManagerLinks {
     pub from_spawner: Receiver<ms::Message>,
     /// Process work for the spawner.
     pub to_spawner: Sender<ms::Message>,
+    /// The cluster role's link, for a node in a cluster.
+    pub cluster: Option<ClusterLink>,
 }
 
 /// Why the manager stopped before the daemon told it to.
@@ -266,6 +273,8 @@ pub struct Manager {
     to_spawner: VecDeque<ms::Message>,
     waiters: Vec<Waiter>,
     subscribers: Vec<(ConnectionId, String)>,
+    /// The thread that serves `LogsRequest`s.
+    log_reader: logs::LogReader,
     outgoing: Vec<ClientReply>,
     /// The last reload's failure, shown as the `config` subsystem.
     reload_error: Option<String>,
@@ -278,17 +287,21 @@ pub struct Manager {
     checks: Checks,
     /// Node info's reply while all is green, kept encoded.
     green_node_info: RefCell<Option<GreenNodeInfo>>,
+    /// The instances the cluster assigns, and requests forwarded to it.
+    cluster: ClusterSide,
+    from_cluster: Receiver<crate::wire::proto::manager_cluster::Message>,
 }
 
 impl Manager {
     /// A manager for `config`; nothing runs until [`Manager::run`].
     pub fn new(
-        links: ManagerLinks,
+        mut links: ManagerLinks,
         tracer: Tracer,
         config: Config,
         identity: NodeIdentity,
     ) -> Manager {
         let now = Instant::now();
+        let (cluster, from_cluster) = ClusterSide::new(links.cluster.take());
         let services = config
             .services
             .values()
@@ -301,6 +314,7 @@ impl Manager {
             })
             .collect();
         Manager {
+            log_reader: logs::LogReader::new(links.to_io.clone()),
             links,
             tracer,
             config,
@@ -322,6 +336,8 @@ impl Manager {
             record_health: RecordHealth::default(),
             checks: Checks::new(),
             green_node_info: RefCell::new(None),
+            cluster,
+            from_cluster,
         }
     }
 
@@ -331,8 +347,15 @@ impl Manager {
     pub fn run(mut self) -> Result<(), ManagerError> {
         let known = self.await_known_processes();
         let now = Instant::now();
+        self.adopt_cached_assignments(now);
         let outdated = self.readopt(known, now);
-        let ids: Vec<String> = self.services.keys().cloned().collect();
+        // The cluster's instances start when the cluster confirms them.
+        let ids: Vec<String> = self
+            .services
+            .keys()
+            .filter(|id| !self.cluster.has(id))
+            .cloned()
+            .collect();
         for id in ids {
             let service = &self.services[&id];
             let event = match (service.desired, service.config.autostart) {
@@ -359,6 +382,7 @@ impl Manager {
         loop {
             self.advance_holds(Instant::now());
             self.send_to_spawner();
+            self.send_cluster_states();
             self.flush_replies();
             if self.shutdown.is_some() && self.all_stopping_done() {
                 return self.finish_shutdown();
@@ -371,6 +395,7 @@ impl Manager {
             let from_spawner = &self.links.from_spawner;
             let from_daemon = &self.links.from_daemon;
             let tcp_results = &self.checks.tcp_results;
+            let from_cluster = &self.from_cluster;
             let never = crossbeam_channel::never();
             let ticker = timeout.map_or(never, crossbeam_channel::after);
             select! {
@@ -405,6 +430,13 @@ impl Manager {
                     let message = message.map_err(|_| ManagerError::LinkClosed { role: Role::Daemon })?;
                     self.on_daemon(message);
                 }
+                recv(from_cluster) -> message => match message {
+                    Ok(message) => self.on_cluster(message),
+                    Err(_) => {
+                        log::error!("the cluster role's link closed");
+                        self.from_cluster = crossbeam_channel::never();
+                    }
+                },
                 recv(tcp_results) -> result => match result {
                     Ok(result) => self.tcp_checked(result),
                     Err(_) => self.checks.tcp_thread_gone(),
@@ -482,7 +514,9 @@ impl Manager {
             }
             Ok(None) => return,
             Err(error) => {
-                log::info!("[{correlation}] request refused: {}", error.reason);
+                // The client reads why; a flood of refusals must not
+                // flood the log at its default level.
+                log::debug!("[{correlation}] request refused: {}", error.reason);
                 (
                     error_reply(Some(correlation), error.kind, error.reason),
                     None,
@@ -501,10 +535,12 @@ impl Manager {
                 }
             }
             IoEvent::Closed(connection) => {
+                self.log_reader.closed(connection);
                 self.subscribers
                     .retain(|(subscriber, _)| *subscriber != connection);
                 self.waiters
                     .retain(|waiter| waiter.connection != connection);
+                self.cluster.closed(connection);
             }
         }
     }
@@ -566,6 +602,7 @@ impl Manager {
             self.carry_out(id, index, effect);
         }
         if before != after {
+            self.cluster.note_change(id);
             self.sync_checks(id, index, now);
             self.publish(id, index);
             if was_up && !self.service_is_up(id) {
@@ -685,6 +722,7 @@ impl Manager {
             let kind = match target {
                 Output::Null => ms::output::Kind::Null,
                 Output::Inherit => ms::output::Kind::Inherit,
+                Output::Node => ms::output::Kind::Node,
                 Output::LogDir | Output::Path(_) => ms::output::Kind::File,
             };
             ms::Output {
@@ -919,6 +957,7 @@ impl Manager {
             .into_iter()
             .chain(deadlines)
             .chain(self.checks.next_deadline())
+            .chain(self.cluster.next_deadline())
             .min()
     }
 
@@ -945,6 +984,7 @@ impl Manager {
             self.apply(&id, index, Event::TimerFired, None, now);
         }
         self.run_checks(now);
+        self.expire_cluster_requests(now);
         let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
             .into_iter()
             .partition(|waiter| waiter.deadline <= now);
@@ -1036,14 +1076,20 @@ impl Manager {
             .get_mut(id)
             .and_then(|service| service.notes.get_mut(index))
             .and_then(Option::take);
-        for (connection, correlation) in self.subscribers.clone() {
+        // Encoded once for every subscriber (there may be hundreds).
+        let mut encoded = Vec::new();
+        Payload::Event(event).encode(&mut encoded);
+        let encoded: Arc<[u8]> = encoded.into();
+        let subscribers = std::mem::take(&mut self.subscribers);
+        for (connection, correlation) in &subscribers {
             let message = public_api::Message {
                 code: Code::Event as i32,
-                correlation_id: Some(correlation),
-                payload: Some(Payload::Event(event.clone())),
+                correlation_id: Some(correlation.clone()),
+                payload: None,
             };
-            self.reply(connection, message, false);
+            self.reply_encoded(*connection, message, Some(encoded.clone()), false);
         }
+        self.subscribers = subscribers;
     }
 }
 

@@ -19,7 +19,7 @@ impl Manager {
         &mut self,
         connection: ConnectionId,
         correlation: &str,
-        message: public_api::Message,
+        mut message: public_api::Message,
         now: Instant,
     ) -> Answer {
         let code = Code::try_from(message.code).map_err(|_| {
@@ -32,7 +32,7 @@ impl Manager {
                 "the node is shutting down",
             ));
         }
-        match (code, message.payload) {
+        match (code, message.payload.take()) {
             (Code::Introduce, _) => Ok(Some((
                 Code::Introduce,
                 Body::Message(Some(Payload::ClientIntroduce(ClientIntroduce {
@@ -116,9 +116,38 @@ impl Manager {
             (Code::ConfigReload, _) => self
                 .reload(correlation, now)
                 .map(|status| Some((Code::Ack, Body::Encoded(status)))),
+            (
+                Code::ClusterStatusRequest
+                | Code::ClusterApply
+                | Code::ClusterRemove
+                | Code::ClusterStart
+                | Code::ClusterStop,
+                payload,
+            ) => {
+                message.payload = payload;
+                self.forward_to_cluster(connection, correlation, message, now)
+            }
             (Code::Subscribe, _) => {
+                let limit = self.config.node.max_subscriptions_per_connection;
+                let held = self
+                    .subscribers
+                    .iter()
+                    .filter(|(subscriber, _)| *subscriber == connection)
+                    .count();
+                if held >= limit {
+                    return Err(RequestError::new(
+                        Kind::TooManySubscriptions,
+                        format!(
+                            "this connection holds {held} subscriptions already, the most it may \
+                             (max_subscriptions_per_connection = {limit})"
+                        ),
+                    ));
+                }
                 self.subscribers.push((connection, correlation.to_owned()));
                 Ok(Some((Code::Ack, Body::Message(None))))
+            }
+            (Code::LogsRequest, Some(Payload::LogsRequest(request))) => {
+                self.logs(connection, correlation, &request)
             }
             (code, _) => Err(RequestError::new(
                 Kind::BadRequest,
@@ -148,6 +177,15 @@ impl Manager {
         now: Instant,
     ) -> Answer {
         self.known(id)?;
+        if self.cluster.has(id) {
+            let service = id.split_once('@').map_or(id, |(service, _)| service);
+            return Err(RequestError::new(
+                Kind::BadRequest,
+                format!(
+                    "{id} is an instance the cluster assigned; use `snow-fox-client cluster start|stop {service}`"
+                ),
+            ));
+        }
         if event != Event::Stop && !self.spawner_alive {
             return Err(RequestError::new(
                 Kind::Internal,
@@ -258,6 +296,10 @@ impl Manager {
                 .iter()
                 .map(|i| instance_status(i, &self.clock))
                 .collect(),
+            origin: self
+                .cluster
+                .has(&service.config.id)
+                .then(|| "cluster".to_owned()),
         }
     }
 
@@ -381,6 +423,9 @@ impl Manager {
         add("io", green(&|| "running".to_owned()));
         add("config", config);
         add("state", self.state_status(details));
+        if let Some(cluster) = self.cluster_status() {
+            add("cluster", cluster);
+        }
         for service in self.services.values() {
             if details || !self.is_green(service) {
                 add(&service.config.id, self.colour_of(service));
@@ -446,6 +491,101 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// Resolves a `LogsRequest` to the files of the streams it names and
+    /// hands it to the log reader, which answers it.
+    fn logs(
+        &mut self,
+        connection: ConnectionId,
+        correlation: &str,
+        request: &public_api::LogsRequest,
+    ) -> Answer {
+        let named: Vec<&str> = request
+            .service_ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !id.is_empty())
+            .collect();
+        let ids: Vec<String> = if named.is_empty() || named.contains(&"all") {
+            self.config.services.keys().cloned().collect()
+        } else {
+            for id in &named {
+                self.known(id)?;
+            }
+            named.iter().map(|id| (*id).to_owned()).collect()
+        };
+        let streams: &[&'static str] = match request.stream() {
+            public_api::logs_request::Stream::Both => &["stdout", "stderr"],
+            public_api::logs_request::Stream::Stdout => &["stdout"],
+            public_api::logs_request::Stream::Stderr => &["stderr"],
+        };
+        let log_dir = &self.config.node.log_dir;
+        let mut files = Vec::new();
+        for id in &ids {
+            let Some(config) = self.config.services.get(id) else {
+                continue;
+            };
+            let instances: Vec<u32> = match request.instance {
+                Some(index) if index >= config.instances => {
+                    return Err(RequestError::new(
+                        Kind::BadRequest,
+                        format!("{id} has no instance {index} (it has {})", config.instances),
+                    ));
+                }
+                Some(index) => vec![index],
+                None => (0..config.instances).collect(),
+            };
+            for instance in instances {
+                for stream in streams {
+                    let output = if *stream == "stdout" {
+                        &config.stdout
+                    } else {
+                        &config.stderr
+                    };
+                    if let Some(base) = output.path(id, stream, instance, log_dir) {
+                        files.push(logs::StreamFiles {
+                            service_id: id.clone(),
+                            instance,
+                            stream,
+                            base,
+                            keep: config.log_keep,
+                        });
+                    }
+                }
+            }
+        }
+        if files.is_empty() {
+            return Err(RequestError::new(
+                Kind::BadRequest,
+                format!(
+                    "no output of {} is captured in files (its stdout and stderr are \
+                     \"null\", \"inherit\" or \"node\")",
+                    ids.join(", ")
+                ),
+            ));
+        }
+        let job = logs::Job {
+            connection,
+            correlation: correlation.to_owned(),
+            streams: logs::dedup(files),
+            lines: request.lines.unwrap_or_default() as usize,
+            follow: request.follow.unwrap_or_default(),
+            since_unix_us: request.since_unix_us.unwrap_or_default(),
+        };
+        match self.log_reader.serve(job) {
+            Ok(true) => Ok(None),
+            Ok(false) => Err(RequestError::new(
+                Kind::Busy,
+                "the log reader has too many requests waiting; try again",
+            )),
+            Err(error) => Err(RequestError::new(
+                Kind::Internal,
+                format!("cannot start the log reader: {error}"),
+            )),
+        }
+    }
+}
+
 /// Checks that a request carries the payload its code requires, and no
 /// other.
 fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestError> {
@@ -454,15 +594,35 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
         (Code::ServiceStatusRequest, None | Some(Payload::ServiceStatusRequest(_))) => {
             (false, true)
         }
-        (Code::Introduce | Code::Shutdown | Code::ConfigReload | Code::Subscribe, None) => {
-            (false, true)
-        }
+        (
+            Code::Introduce
+            | Code::Shutdown
+            | Code::ConfigReload
+            | Code::Subscribe
+            | Code::ClusterStatusRequest,
+            None,
+        ) => (false, true),
         (Code::ServiceStart, Some(Payload::ServiceStart(_)))
         | (Code::ServiceStop, Some(Payload::ServiceStop(_)))
         | (Code::ServiceRestart, Some(Payload::ServiceRestart(_)))
-        | (Code::TraceRequest, Some(Payload::TraceRequest(_))) => (true, true),
+        | (Code::TraceRequest, Some(Payload::TraceRequest(_)))
+        | (Code::ClusterApply, Some(Payload::ClusterApply(_)))
+        | (
+            Code::ClusterRemove | Code::ClusterStart | Code::ClusterStop,
+            Some(Payload::ClusterService(_)),
+        )
+        | (Code::LogsRequest, Some(Payload::LogsRequest(_))) => (true, true),
         (
-            Code::ServiceStart | Code::ServiceStop | Code::ServiceRestart | Code::TraceRequest,
+            Code::ServiceStart
+            | Code::ServiceStop
+            | Code::ServiceRestart
+            | Code::TraceRequest
+            | Code::ClusterApply
+            | Code::ClusterRemove
+            | Code::ClusterStart
+            | Code::ClusterStop
+
+            | Code::LogsRequest,
             None,
         ) => (true, false),
         (
@@ -471,7 +631,10 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::ServiceStatusResponse
             | Code::TraceResponse
             | Code::Error
-            | Code::Event,
+            | Code::Event
+            | Code::ClusterStatusResponse
+
+            | Code::LogLines,
             _,
         ) => (false, true),
         _ => (false, false),

@@ -1,51 +1,61 @@
 //! Turning one `StartProcess` into a running child.
 //!
 //! Everything that can fail by itself is settled before the fork: the
-//! user and group are resolved to ids, the work dir is checked, output
-//! files are opened (their directories created). The child then only
+//! user and group are resolved to ids, the work dir is checked, and each
+//! captured output stream gets a pipe whose read end the log keeper has
+//! taken (having opened the stream's file; see `keeper`). The child then only
 //! calls `setsid` (see [`crate::sys::start_in_new_session`]) and std's own
 //! `setgid` → `setgroups` → `setuid` before exec. It owns nothing that
 //! lasts: the caller keeps the pid, and the child's `Child` handle is
 //! dropped unwaited because the spawner reaps with `waitpid(-1)`.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::rotation::RotatingFile;
+use super::keeper::link::KeeperLink;
 use crate::sys;
+use crate::wire::proto::log_keeper as lk;
 use crate::wire::proto::manager_spawner::{self as ms, output::Kind};
 
 /// The environment every child starts from, before its own items.
 pub(super) const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The mode of output files the spawner creates.
-const OUTPUT_FILE_MODE: u32 = 0o640;
-
 /// Rotated files kept when a rotating output does not say.
 const DEFAULT_KEEP: u32 = 1;
+
+/// Where a child's captured streams go: the keeper that takes their
+/// pipes, and the node's log dir (whose files the keeper handles with its
+/// own rights).
+pub(super) struct Capture<'a> {
+    /// The link to the log keeper.
+    pub(super) keeper: &'a mut KeeperLink,
+    /// The node's log dir.
+    pub(super) log_dir: &'a Path,
+    /// The group that may read the log dir's files (the node process's).
+    pub(super) reader_gid: Option<u32>,
+}
 
 /// A started child.
 #[derive(Debug)]
 pub(super) struct Launched {
     /// Its pid, which is also its session and process group id.
     pub(super) pid: u32,
-    /// Its output files that rotate.
-    pub(super) rotating: Vec<RotatingFile>,
     /// The read end of its readiness pipe, when it was given one.
     pub(super) ready_pipe: Option<File>,
 }
 
-/// Starts the process `request` describes, in its own session; the child
-/// appends its own stat line to `intent`, if given, before it execs.
+/// Starts the process `request` describes, in its own session, its
+/// outputs from `capture`; the child appends its own stat line to
+/// `intent`, if given, before it execs.
 pub(super) fn launch(
     request: &ms::StartProcess,
     intent: Option<BorrowedFd<'_>>,
+    capture: &mut Capture<'_>,
 ) -> Result<Launched, LaunchError> {
     let (program, args) = request
         .command
@@ -71,8 +81,12 @@ pub(super) fn launch(
     if let Some(ids) = credentials {
         command.uid(ids.uid).gid(ids.gid);
     }
-    let (stdout, rotate_stdout) = open_output(Stream::Stdout, request.stdout.as_ref())?;
-    let (stderr, rotate_stderr) = open_output(Stream::Stderr, request.stderr.as_ref())?;
+    let owner = credentials.unwrap_or(sys::UserIds {
+        uid: sys::effective_uid(),
+        gid: sys::effective_gid(),
+    });
+    let stdout = open_output(Stream::Stdout, request, owner, capture)?;
+    let stderr = open_output(Stream::Stderr, request, owner, capture)?;
     command.stdout(stdout).stderr(stderr);
     sys::start_in_new_session(&mut command);
     if let Some(intent) = intent {
@@ -90,7 +104,6 @@ pub(super) fn launch(
     // end see EOF once the child closes it or ends.
     Ok(Launched {
         pid: child.id(),
-        rotating: rotate_stdout.into_iter().chain(rotate_stderr).collect(),
         ready_pipe: ready_pipe.map(|(reader, _writer)| reader),
     })
 }
@@ -225,55 +238,68 @@ impl fmt::Display for Stream {
     }
 }
 
-/// Where `stream` goes, and the file to rotate if it is one that rotates.
-/// Without an `Output` the stream is inherited from the node.
+/// Where `stream` of `request` goes. Without an `Output` the stream is
+/// inherited from the node. A captured stream (a file, or the node's
+/// stderr in container mode) is the write end of a pipe whose read end the
+/// log keeper took; its file is opened with `owner`'s rights (see
+/// `keeper::file`).
 fn open_output(
     stream: Stream,
-    output: Option<&ms::Output>,
-) -> Result<(Stdio, Option<RotatingFile>), LaunchError> {
-    let Some(output) = output else {
-        return Ok((Stdio::inherit(), None));
+    request: &ms::StartProcess,
+    owner: sys::UserIds,
+    capture: &mut Capture<'_>,
+) -> Result<Stdio, LaunchError> {
+    let output = match stream {
+        Stream::Stdout => request.stdout.as_ref(),
+        Stream::Stderr => request.stderr.as_ref(),
     };
-    match Kind::try_from(output.kind) {
-        Ok(Kind::Null) => Ok((Stdio::null(), None)),
-        Ok(Kind::Inherit) => Ok((Stdio::inherit(), None)),
+    let Some(output) = output else {
+        return Ok(Stdio::inherit());
+    };
+    let (destination, path) = match Kind::try_from(output.kind) {
+        Ok(Kind::Null) => return Ok(Stdio::null()),
+        Ok(Kind::Inherit) => return Ok(Stdio::inherit()),
+        Ok(Kind::Node) => (lk::add_stream::Destination::Node, None),
         Ok(Kind::File) => {
             let path = present(output.path.as_deref())
                 .map(PathBuf::from)
                 .ok_or(LaunchError::OutputWithoutPath { stream })?;
-            let file = open_append(&path).map_err(|source| LaunchError::OutputFile {
-                stream,
-                path: path.clone(),
-                source,
-            })?;
-            let rotating = output
-                .rotate_bytes
-                .filter(|&bytes| bytes > 0)
-                .map(|rotate_bytes| RotatingFile {
-                    path,
-                    rotate_bytes,
-                    keep: output.keep.unwrap_or(DEFAULT_KEEP),
-                });
-            Ok((Stdio::from(file), rotating))
+            (lk::add_stream::Destination::File, Some(path))
         }
-        Err(_) => Err(LaunchError::UnknownOutputKind {
-            stream,
-            kind: output.kind,
-        }),
-    }
-}
-
-/// Opens `path` for appending, creating it and its directories. The child
-/// gets this descriptor itself, so no pipe ties it to the node.
-fn open_append(path: &Path) -> io::Result<File> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(OUTPUT_FILE_MODE)
-        .open(path)
+        Err(_) => {
+            return Err(LaunchError::UnknownOutputKind {
+                stream,
+                kind: output.kind,
+            });
+        }
+    };
+    let failed = |reason| LaunchError::Capture {
+        stream,
+        path: path.clone(),
+        reason,
+    };
+    let (reader, writer) =
+        sys::pipe().map_err(|error| failed(format!("creating its pipe: {error}")))?;
+    let add = lk::AddStream {
+        service_id: request.service_id.clone().unwrap_or_default(),
+        instance: request.instance.unwrap_or_default(),
+        stream: stream.to_string(),
+        destination: destination as i32,
+        path: path
+            .as_ref()
+            .map(|path| path.to_string_lossy().into_owned()),
+        uid: Some(owner.uid),
+        gid: Some(owner.gid),
+        max_bytes: output.rotate_bytes,
+        keep: Some(output.keep.unwrap_or(DEFAULT_KEEP)),
+        trusted_dir: Some(capture.log_dir.to_string_lossy().into_owned()),
+        reader_gid: capture.reader_gid,
+    };
+    capture
+        .keeper
+        .add_stream(add, reader.as_fd())
+        .map_err(failed)?;
+    Ok(Stdio::from(writer))
 }
 
 /// Why a process could not be started. Its Display is the `Error` reason
@@ -300,11 +326,12 @@ pub(super) enum LaunchError {
     OutputWithoutPath { stream: Stream },
     /// An output kind this spawner does not know.
     UnknownOutputKind { stream: Stream, kind: i32 },
-    /// Creating or opening an output file (or its directory).
-    OutputFile {
+    /// The log keeper could not take a captured stream (its file could
+    /// not or must not be opened, or the keeper was not reachable).
+    Capture {
         stream: Stream,
-        path: PathBuf,
-        source: io::Error,
+        path: Option<PathBuf>,
+        reason: String,
     },
     /// fork, the child's setup, or exec failed.
     Exec { program: String, source: io::Error },
@@ -344,11 +371,16 @@ impl fmt::Display for LaunchError {
             LaunchError::UnknownOutputKind { stream, kind } => {
                 write!(f, "{stream} has unknown output kind {kind}")
             }
-            LaunchError::OutputFile {
+            LaunchError::Capture {
                 stream,
-                path,
-                source,
-            } => write!(f, "opening {stream} file {}: {source}", path.display()),
+                path: Some(path),
+                reason,
+            } => write!(f, "capturing {stream} into {}: {reason}", path.display()),
+            LaunchError::Capture {
+                stream,
+                path: None,
+                reason,
+            } => write!(f, "capturing {stream} for the node's stderr: {reason}"),
             LaunchError::Exec { program, source } => write!(f, "exec {program}: {source}"),
             LaunchError::BadReadyFd { fd } => write!(
                 f,
@@ -367,7 +399,6 @@ impl std::error::Error for LaunchError {
             LaunchError::UserLookup { source, .. }
             | LaunchError::GroupLookup { source, .. }
             | LaunchError::WorkDir { source, .. }
-            | LaunchError::OutputFile { source, .. }
             | LaunchError::Exec { source, .. }
             | LaunchError::ReadyPipe { source } => Some(source),
             LaunchError::EmptyCommand
@@ -376,6 +407,7 @@ impl std::error::Error for LaunchError {
             | LaunchError::UnknownGroup { .. }
             | LaunchError::BadEnvName { .. }
             | LaunchError::OutputWithoutPath { .. }
+            | LaunchError::Capture { .. }
             | LaunchError::UnknownOutputKind { .. }
             | LaunchError::BadReadyFd { .. } => None,
         }

@@ -1,9 +1,9 @@
 //! The spawner role: the only role that creates, signals and reaps
 //! processes.
 //!
-//! It owns the pid → service instance map of its own children, the
-//! rotation of their output files, their readiness pipes and the service
-//! table. It reads
+//! It owns the pid → service instance map of its own children, the link
+//! to the log keeper that captures their output, their readiness pipes
+//! and the service table. It reads
 //! `manager_spawner` requests (`StartProcess`, `SignalProcess`, `AdoptProcess`) from the
 //! manager and answers each with its correlation id (`ProcessStarted`,
 //! `Ack` or `Error`); it reports every reaped child as `ProcessExited` and
@@ -43,7 +43,8 @@
 //! service's (and the count at most [`conf::MAX_LOG_KEEP`]), the
 //! readiness fd the service's, a signal number from 1 to 64, a
 //! correlation id at most 128 bytes; and an instance that already runs is
-//! not started again.
+//! not started again. Rotation only renames within the allowed file's own
+//! `.N` siblings, with the rights of the directory's user.
 //!
 //! Its own record (`record.rs`, in `spawner_state_dir`) names every
 //! process it started: an intent before each fork, the process after it.
@@ -65,8 +66,8 @@
 //! `ProcessExited` without exit code or signal: its real parent collects
 //! those. Signals to an adopted process go out only after a check that its
 //! pidfd has not turned readable, so a pid freed by its end is not
-//! signalled. An adopted process's output files are not rotated: the
-//! spawner did not open them and does not know them.
+//! signalled. An adopted process's output goes on through its pipe to the
+//! log keeper, which outlived the node that started it.
 //!
 //! Readiness and health checks add two things. A `StartProcess` with
 //! `check` set runs one of its service's check commands (the table lists
@@ -89,12 +90,13 @@
 //! and each in its own session and process group, so that a signal to the
 //! group reaches the service's whole tree. Users and groups are resolved
 //! before the fork; after it the child only calls async-signal-safe
-//! functions (see `launch.rs`). Output files are opened by the spawner and
-//! handed to the child, so no pipe ties a service to the node, and
-//! rotated by copy-truncate (see `rotation.rs` for what that costs).
+//! functions (see `launch.rs`). A captured output stream is a pipe whose
+//! read end only the log keeper holds (see `keeper`): a process apart from
+//! the node that timestamps lines, writes and rotates the files with the
+//! rights of whoever owns their directory, and outlives the node.
 //!
 //! Reaping is `waitpid(-1, WNOHANG)` until nothing is left, on each SIGCHLD
-//! notice, after each start and on each rotation tick. A pid stays in the
+//! notice and after each start. A pid stays in the
 //! map until it is reaped, so a pid the spawner signals can never have been
 //! reused by a stranger; pids that are neither its children nor adopted
 //! (above) are refused.
@@ -124,9 +126,9 @@
 //! spawner in an ordered shutdown) is not an error: later exits are only
 //! logged.
 
+pub mod keeper;
 mod launch;
 mod record;
-mod rotation;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -143,6 +145,8 @@ use crate::sys::{self, ExitStatusKind};
 use crate::trace::{Role, Tracer, now_unix_ms};
 use crate::wire::proto::{daemon_spawner as ds, manager_spawner as ms};
 use ds::service_table::output as table_output;
+pub use keeper::link::KeeperLaunch;
+use keeper::link::KeeperLink;
 use ms::message::{Code, Payload};
 use record::SpawnerRecord;
 pub use record::{RecordError, RecordedProcess};
@@ -237,7 +241,10 @@ pub struct Spawner {
     /// When their pidfds are next checked: a deadline, not a timeout, so
     /// that frequent other wake-ups cannot put the check off.
     adopted_check_at: Instant,
-    rotation: rotation::Rotation,
+    keeper: KeeperLink,
+    /// The group of the unprivileged node process, which reads the log
+    /// dir's files to serve `logs`; None in thread mode.
+    log_reader_gid: Option<u32>,
     /// The read ends of the readiness pipes of children not yet ready.
     ready_pipes: HashMap<u32, File>,
     /// When they are next read (a deadline, as for adopted processes).
@@ -263,7 +270,6 @@ enum Wake {
     Manager(Option<ms::Message>),
     Daemon(Result<ds::Message, RecvError>),
     ChildExited(Result<(), RecvError>),
-    RotationDue,
     AdoptedCheckDue,
     ReadyCheckDue,
 }
@@ -273,7 +279,8 @@ impl Spawner {
     /// its service table from `table_source`, keeping its record of the
     /// processes it starts in `record_dir`. What that record names and
     /// still runs (same pid, same start time) it watches as adopted from
-    /// the start; the rest it forgets.
+    /// the start; the rest it forgets. It starts log keepers by running
+    /// this program (`--log-keeper`); see [`Spawner::with_keeper`].
     pub fn new(
         links: SpawnerLinks,
         tracer: Tracer,
@@ -296,7 +303,17 @@ impl Spawner {
             children: HashMap::new(),
             adopted: HashMap::new(),
             adopted_check_at: Instant::now(),
-            rotation: rotation::Rotation::default(),
+            keeper: KeeperLink::new(match std::env::current_exe() {
+                Ok(program) => KeeperLaunch::Exec(program),
+                Err(error) => {
+                    log::warn!(
+                        "spawner: cannot tell which program this is ({error}); \
+                         log keepers run as `snow-fox` from PATH"
+                    );
+                    KeeperLaunch::Exec(PathBuf::from("snow-fox"))
+                }
+            }),
+            log_reader_gid: None,
             ready_pipes: HashMap::new(),
             ready_check_at: Instant::now(),
             table: HashMap::new(),
@@ -390,6 +407,20 @@ impl Spawner {
             .is_some_and(|socket| sys::peer_hung_up(socket.as_fd()).unwrap_or(true))
     }
 
+    /// Starts log keepers with `launch` instead.
+    pub fn with_keeper(mut self, launch: KeeperLaunch) -> Spawner {
+        self.keeper = KeeperLink::new(launch);
+        self.keeper.set_log_dir(&self.log_dir);
+        self
+    }
+
+    /// Lets group `gid` (the unprivileged node process's) read the log
+    /// dir (if the spawner creates it) and the files in it.
+    pub fn with_log_reader(mut self, gid: u32) -> Spawner {
+        self.log_reader_gid = Some(gid);
+        self
+    }
+
     /// Waits for the daemon's service table (when it takes it from its
     /// links), then serves requests, SIGCHLD notices and rotation until
     /// the daemon's `Shutdown`, which it answers before returning `Ok`.
@@ -408,10 +439,6 @@ impl Spawner {
             }
         }
         loop {
-            let rotation_tick = self
-                .rotation
-                .next_check()
-                .map_or_else(never, crossbeam_channel::at);
             let adopted_tick = if self.adopted.is_empty() {
                 never()
             } else {
@@ -426,7 +453,6 @@ impl Spawner {
                 recv(self.from_manager) -> message => Wake::Manager(message.ok()),
                 recv(self.from_daemon) -> message => Wake::Daemon(message),
                 recv(self.child_exited) -> notice => Wake::ChildExited(notice),
-                recv(rotation_tick) -> _ => Wake::RotationDue,
                 recv(adopted_tick) -> _ => Wake::AdoptedCheckDue,
                 recv(ready_tick) -> _ => Wake::ReadyCheckDue,
             };
@@ -454,10 +480,6 @@ impl Spawner {
                 Wake::ChildExited(Ok(())) => self.reap_exited()?,
                 Wake::ChildExited(Err(source)) => {
                     return Err(SpawnerError::ChildExitNoticesClosed { source });
-                }
-                Wake::RotationDue => {
-                    self.reap_exited()?;
-                    self.rotate_outputs();
                 }
                 Wake::AdoptedCheckDue => {
                     self.check_adopted();
@@ -551,7 +573,14 @@ impl Spawner {
                 }
             },
         };
-        let launched = match launch::launch(request, intent.as_ref().map(|i| i.file.as_fd())) {
+        create_log_dir(&self.log_dir, self.log_reader_gid);
+        let mut capture = launch::Capture {
+            keeper: &mut self.keeper,
+            log_dir: &self.log_dir,
+            reader_gid: self.log_reader_gid,
+        };
+        let intent_fd = intent.as_ref().map(|intent| intent.file.as_fd());
+        let launched = match launch::launch(request, intent_fd, &mut capture) {
             Ok(launched) => launched,
             Err(error) => {
                 if let Some(intent) = intent {
@@ -591,7 +620,6 @@ impl Spawner {
                 },
             );
         }
-        self.rotation.track(pid, launched.rotating, Instant::now());
         if let Some(pipe) = launched.ready_pipe {
             if self.ready_pipes.is_empty() {
                 self.ready_check_at = Instant::now() + READY_POLL;
@@ -654,6 +682,7 @@ impl Spawner {
     /// Puts `table` in place of the service table.
     fn set_table(&mut self, table: ds::ServiceTable) {
         self.log_dir = PathBuf::from(table.log_dir.unwrap_or_default());
+        self.keeper.set_log_dir(&self.log_dir);
         self.table = table
             .services
             .into_iter()
@@ -812,6 +841,7 @@ impl Spawner {
             }
             Ok(table_output::Kind::Null) => return Destination::Null,
             Ok(table_output::Kind::Inherit) => return Destination::Inherit,
+            Ok(table_output::Kind::Node) => return Destination::Node,
             Err(_) => return Destination::Unknown,
         };
         configured
@@ -990,7 +1020,6 @@ impl Spawner {
                 continue;
             };
             self.record.forget(pid);
-            self.rotation.forget(pid);
             if let Some(pipe) = self.ready_pipes.remove(&pid) {
                 // A child may say it is ready and end at once: the
                 // newline is still in the pipe, and comes before its end.
@@ -1035,12 +1064,6 @@ impl Spawner {
         );
         self.tracer.record(Role::Process, Role::Spawner, &exited);
         self.send_to_manager(exited);
-    }
-
-    fn rotate_outputs(&mut self) {
-        for failure in self.rotation.rotate_due(Instant::now()) {
-            self.log_to_manager(log::Level::Warn, None, failure.to_string());
-        }
     }
 
     /// Handles a daemon message; true when the spawner should end.
@@ -1161,6 +1184,8 @@ enum Destination {
     Inherit,
     /// /dev/null.
     Null,
+    /// Captured for the node's stderr.
+    Node,
     /// Appended to this file.
     File(PathBuf),
     /// Nothing a request can match: a table output the spawner cannot
@@ -1180,6 +1205,30 @@ fn requested_destination(output: Option<&ms::Output>) -> Option<Destination> {
         ))),
         ms::output::Kind::Null => Some(Destination::Null),
         ms::output::Kind::Inherit => Some(Destination::Inherit),
+        ms::output::Kind::Node => Some(Destination::Node),
+    }
+}
+
+/// Creates the node's log dir (and its parents) if it is missing: the one
+/// directory of the node's own configuration that output goes to, writable
+/// by the spawner's user only (0750, group `reader_gid` when given) so that
+/// its files are the keeper's to handle. Output paths elsewhere are never
+/// created.
+fn create_log_dir(log_dir: &Path, reader_gid: Option<u32>) {
+    use std::os::unix::fs::DirBuilderExt;
+    if log_dir.as_os_str().is_empty() || log_dir.is_dir() {
+        return;
+    }
+    let created = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(log_dir)
+        .and_then(|()| std::os::unix::fs::chown(log_dir, None, reader_gid));
+    if let Err(error) = created {
+        log::warn!(
+            "spawner: cannot create the log dir {}: {error}",
+            log_dir.display()
+        );
     }
 }
 

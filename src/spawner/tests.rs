@@ -88,7 +88,8 @@ impl Harness {
             table_source,
             record_dir,
         )
-        .unwrap();
+        .unwrap()
+        .with_keeper(KeeperLaunch::Thread);
         let thread = thread::Builder::new()
             .name("sf-spawner-test".into())
             .spawn(move || spawner.run())
@@ -326,6 +327,7 @@ fn configured_as(output: &ms::Output) -> ds::service_table::Output {
         Kind::File => table_output::Kind::Path,
         Kind::Null => table_output::Kind::Null,
         Kind::Inherit => table_output::Kind::Inherit,
+        Kind::Node => table_output::Kind::Node,
     };
     ds::service_table::Output {
         kind: kind as i32,
@@ -444,7 +446,7 @@ fn environment_work_dir_and_file_output_are_applied() {
     let dir = temp_dir();
     let work = dir.join("work");
     fs::create_dir(&work).unwrap();
-    let out = dir.join("logs/nested/out.log");
+    let out = dir.join("out.log");
     let mut request = command(&[
         "/bin/sh",
         "-c",
@@ -467,7 +469,32 @@ fn environment_work_dir_and_file_output_are_applied() {
         launch::BASE_PATH,
         work.canonicalize().unwrap().display()
     );
-    assert_eq!(fs::read_to_string(&out).unwrap(), expected);
+    poll_until("the output in its file", || captured(&out) == expected);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+/// A captured log file's lines without their timestamps, "" while it is
+/// missing; each line must have a timestamp.
+fn captured(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let (time, rest) = line.split_once(' ').unwrap();
+            assert!(crate::trace::parse_utc_time(time).is_some(), "{line:?}");
+            format!("{rest}\n")
+        })
+        .collect()
+}
+
+#[test]
+fn an_output_directory_is_never_created() {
+    let mut harness = Harness::new();
+    let dir = temp_dir();
+    let mut request = command(&["/bin/true"]);
+    request.stdout = file_output(&dir.join("missing/out.log"), None, None);
+    let reason = harness.start_refused(request);
+    assert!(reason.contains("does not exist"), "{reason}");
+    assert!(!dir.join("missing").exists());
     fs::remove_dir_all(dir).unwrap();
 }
 
@@ -481,12 +508,22 @@ fn a_large_output_file_is_rotated_while_its_child_runs() {
     let mut request = command(&["/bin/sh", "-c", script]);
     request.stdout = file_output(&out, Some(1000), Some(2));
     let pid = harness.start_ok(request);
-    let rotated = dir.join("out.log.1");
-    poll_until("the output to be rotated", || {
-        let _ = harness.child_exited.try_send(());
-        rotated.exists() && fs::metadata(&out).unwrap().len() <= 1000
+    let rotated = dir.join("out.log.2");
+    poll_until("the output to be rotated twice", || {
+        rotated.exists() && captured(&out).contains("line 299 ")
     });
-    assert!(fs::metadata(&rotated).unwrap().len() > 1000);
+    let mut lines = String::new();
+    for name in ["out.log.2", "out.log.1", "out.log"] {
+        assert!(fs::metadata(dir.join(name)).unwrap().len() <= 1000);
+        lines.push_str(&captured(&dir.join(name)));
+    }
+    let numbers: Vec<u32> = lines
+        .lines()
+        .map(|line| line.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let first = numbers[0];
+    assert_eq!(numbers, (first..300).collect::<Vec<_>>());
+    assert!(!dir.join("out.log.3").exists());
     harness.signal(pid, SIGTERM);
     assert_eq!(harness.exit_of(pid).exit_signal, Some(SIGTERM));
     fs::remove_dir_all(dir).unwrap();
@@ -834,9 +871,10 @@ fn outputs_and_environment_the_service_table_does_not_allow_are_refused() {
         other => panic!("the genuine start failed: {other:?}"),
     };
     assert_eq!(harness.exit_of(pid).exit_code, Some(0));
-    let read = |name: &str| fs::read_to_string(log_dir.join(name)).unwrap();
-    assert_eq!(read("test.2.stdout.log"), "12\n");
-    assert_eq!(read("test.err"), "err\n");
+    let read = |name: &str| captured(&log_dir.join(name));
+    poll_until("both outputs", || {
+        read("test.2.stdout.log") == "12\n" && read("test.err") == "err\n"
+    });
     let pid = match harness.start_as_is(check).payload {
         Some(Payload::ProcessStarted(started)) => started.pid,
         other => panic!("the genuine check failed: {other:?}"),

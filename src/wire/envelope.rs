@@ -5,9 +5,9 @@ use std::fmt;
 use prost::Message as _;
 
 use super::FRAME_HEADER_LEN;
-use super::proto::{daemon_manager, daemon_spawner, manager_spawner, public_api};
+use super::proto::{daemon_manager, daemon_spawner, manager_cluster, manager_spawner, public_api};
 
-/// The four protocols of `protocol.md`, named as traces name them.
+/// The protocols of `protocol.md`, named as traces name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// Clients and the node.
@@ -18,6 +18,8 @@ pub enum Protocol {
     DaemonSpawner,
     /// The manager and the spawner.
     ManagerSpawner,
+    /// The manager and the cluster role.
+    ManagerCluster,
 }
 
 impl Protocol {
@@ -28,7 +30,31 @@ impl Protocol {
             Protocol::DaemonManager => "daemon_manager",
             Protocol::DaemonSpawner => "daemon_spawner",
             Protocol::ManagerSpawner => "manager_spawner",
+            Protocol::ManagerCluster => "manager_cluster",
         }
+    }
+}
+
+impl Protocol {
+    /// The name of `code` as the protocol's `.proto` spells it, `"?"` for
+    /// a number it does not know.
+    pub fn code_name(self, code: i32) -> &'static str {
+        let name = match self {
+            Protocol::Public => public_api::message::Code::try_from(code).map(|c| c.as_str_name()),
+            Protocol::DaemonManager => {
+                daemon_manager::message::Code::try_from(code).map(|c| c.as_str_name())
+            }
+            Protocol::DaemonSpawner => {
+                daemon_spawner::message::Code::try_from(code).map(|c| c.as_str_name())
+            }
+            Protocol::ManagerSpawner => {
+                manager_spawner::message::Code::try_from(code).map(|c| c.as_str_name())
+            }
+            Protocol::ManagerCluster => {
+                manager_cluster::message::Code::try_from(code).map(|c| c.as_str_name())
+            }
+        };
+        name.unwrap_or("?")
     }
 }
 
@@ -37,8 +63,12 @@ impl Protocol {
 pub trait Envelope: prost::Message + Default {
     /// The protocol this message belongs to.
     const PROTOCOL: Protocol;
+    /// The code's number.
+    fn code_number(&self) -> i32;
     /// The code's name as the `.proto` spells it, `"?"` for an unknown one.
-    fn code_name(&self) -> &'static str;
+    fn code_name(&self) -> &'static str {
+        Self::PROTOCOL.code_name(self.code_number())
+    }
     /// The correlation id, if the message carries a non-empty one.
     fn correlation(&self) -> Option<&str>;
 }
@@ -47,10 +77,8 @@ macro_rules! envelope {
     ($module:ident, $protocol:expr) => {
         impl Envelope for $module::Message {
             const PROTOCOL: Protocol = $protocol;
-            fn code_name(&self) -> &'static str {
-                $module::message::Code::try_from(self.code)
-                    .map(|code| code.as_str_name())
-                    .unwrap_or("?")
+            fn code_number(&self) -> i32 {
+                self.code
             }
             fn correlation(&self) -> Option<&str> {
                 self.correlation_id.as_deref().filter(|id| !id.is_empty())
@@ -63,6 +91,7 @@ envelope!(public_api, Protocol::Public);
 envelope!(daemon_manager, Protocol::DaemonManager);
 envelope!(daemon_spawner, Protocol::DaemonSpawner);
 envelope!(manager_spawner, Protocol::ManagerSpawner);
+envelope!(manager_cluster, Protocol::ManagerCluster);
 
 /// A frame body that is not a message of the link's protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +168,22 @@ pub fn error_reply(
             kind: kind as i32,
             reason,
         })),
+    }
+}
+
+impl manager_cluster::Message {
+    /// A message of `code` under `correlation_id`, with `payload` (a
+    /// payload or `None`).
+    pub fn new(
+        code: manager_cluster::message::Code,
+        correlation_id: Option<String>,
+        payload: impl Into<Option<manager_cluster::message::Payload>>,
+    ) -> Self {
+        manager_cluster::Message {
+            code: code as i32,
+            correlation_id,
+            payload: payload.into(),
+        }
     }
 }
 

@@ -36,6 +36,15 @@ pub mod proto {
             "/sf.core.protocol.daemon_spawner.rs"
         ));
     }
+    /// `sf.core.protocol.manager_cluster`: cluster assignments, instance
+    /// states and cluster requests.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod manager_cluster {
+        include!(concat!(
+            env!("OUT_DIR"),
+            "/sf.core.protocol.manager_cluster.rs"
+        ));
+    }
     /// `sf.core.protocol.manager_spawner`: process work and its reports.
     #[allow(missing_docs, clippy::all, clippy::pedantic)]
     pub mod manager_spawner {
@@ -44,7 +53,16 @@ pub mod proto {
             "/sf.core.protocol.manager_spawner.rs"
         ));
     }
+    /// `sf.core.protocol.log_keeper`: streams handed to the log keeper.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod log_keeper {
+        include!(concat!(env!("OUT_DIR"), "/sf.core.protocol.log_keeper.rs"));
+    }
 }
+
+/// The longest correlation id a request may carry, in bytes (SnowFox's
+/// are 36-byte UUIDs); a longer one is refused where it enters.
+pub const MAX_CORRELATION_ID: usize = 128;
 
 /// The public API's protocol version, told to clients in `ClientIntroduce`;
 /// bumped when codes are added.

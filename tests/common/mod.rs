@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use snow_fox::client::Client;
 
-mod scratch;
+pub mod etcd;
+pub mod scratch;
 pub use scratch::{TempDir, poll_until};
 
 /// How long anything in a test may take before the test fails.
@@ -43,6 +44,14 @@ impl Setup {
         );
         fs::create_dir_all(root.join("conf/services")).unwrap();
         Setup { dir, node_toml }
+    }
+
+    /// Names the node (node.toml's `name`).
+    pub fn name(mut self, name: &str) -> Setup {
+        self.node_toml =
+            self.node_toml
+                .replacen("name = \"test-node\"", &format!("name = \"{name}\""), 1);
+        self
     }
 
     /// Adds lines to node.toml.
@@ -76,8 +85,13 @@ impl Setup {
 
     /// Starts the node and waits until its socket answers.
     pub fn start(self) -> Node {
-        fs::write(self.conf().join("node.toml"), &self.node_toml).unwrap();
+        self.write_node_toml();
         Node::start(self, &[])
+    }
+
+    /// Writes node.toml, for a test that starts the node itself.
+    pub fn write_node_toml(&self) {
+        fs::write(self.conf().join("node.toml"), &self.node_toml).unwrap();
     }
 }
 
@@ -250,8 +264,25 @@ impl Drop for Node {
     }
 }
 
+/// The node binary the tests run: this build's, or `$SF_NODE_BIN` (CI
+/// points it at the static build).
+pub fn node_binary() -> PathBuf {
+    std::env::var_os("SF_NODE_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_snow-fox")),
+        PathBuf::from,
+    )
+}
+
+/// The client binary the tests run: this build's, or `$SF_CLIENT_BIN`.
+pub fn client_binary() -> PathBuf {
+    std::env::var_os("SF_CLIENT_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_snow-fox-client")),
+        PathBuf::from,
+    )
+}
+
 pub fn node_command(conf: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_snow-fox"));
+    let mut command = Command::new(node_binary());
     command
         .arg("--conf")
         .arg(conf)
