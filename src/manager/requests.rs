@@ -621,7 +621,6 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::ClusterRemove
             | Code::ClusterStart
             | Code::ClusterStop
-
             | Code::LogsRequest,
             None,
         ) => (true, false),
@@ -633,7 +632,6 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::Error
             | Code::Event
             | Code::ClusterStatusResponse
-
             | Code::LogLines,
             _,
         ) => (false, true),
