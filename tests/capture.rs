@@ -353,7 +353,7 @@ fn attacked_node(label: &str, process_mode: bool, service: &str) -> (Setup, Targ
     let mut setup = Setup::new(label);
     if process_mode {
         setup = setup.node("user = \"nobody\"");
-        fs::set_permissions(&setup.dir.0, fs::Permissions::from_mode(0o777)).unwrap();
+        fs::set_permissions(&setup.dir.0, fs::Permissions::from_mode(0o755)).unwrap();
     }
     let target = Target::new(&setup);
     let setup = setup.service(
@@ -766,7 +766,7 @@ fn in_process_mode_the_unprivileged_node_serves_the_root_owned_logs() {
             "shy",
             "command = [\"/bin/sh\", \"-c\", \"echo said by nobody; exec sleep 300\"]\nuser = \"nobody\"\n",
         );
-    fs::set_permissions(&setup.dir.0, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(&setup.dir.0, fs::Permissions::from_mode(0o755)).unwrap();
     let log_dir = setup.log_dir();
     let node = setup.start();
     let mut client = node.client();
