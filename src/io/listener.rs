@@ -10,6 +10,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use mio::net::UnixListener;
 
@@ -75,6 +76,10 @@ impl std::error::Error for ListenError {
     }
 }
 
+/// How long an existing socket that answers may take to go stale before it
+/// is taken for another node's.
+const STALE_GRACE: Duration = Duration::from_secs(2);
+
 /// The bound listening socket. Dropping it removes the socket file, if the
 /// file is still the one it bound (another node may have replaced it).
 #[derive(Debug)]
@@ -115,18 +120,30 @@ impl BoundSocket {
             check_owner(dir, owner.map(|owner| owner.uid))?;
         }
         if path.exists() {
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(ListenError::InUse {
-                        path: path.to_owned(),
-                    });
+            // A node killed while it forked a service leaves its listener
+            // open in that child until the child's exec closes it (close-on-
+            // exec): on a loaded machine that can take a while, and until
+            // then the socket looks live. So a live socket is given a
+            // moment to go stale before it counts as another node's.
+            let deadline = Instant::now() + STALE_GRACE;
+            loop {
+                match std::os::unix::net::UnixStream::connect(path) {
+                    Ok(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Ok(_) => {
+                        return Err(ListenError::InUse {
+                            path: path.to_owned(),
+                        });
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
+                        log::info!("replacing stale socket {}", path.display());
+                        fs::remove_file(path)
+                            .map_err(|source| io_error("remove the stale socket", source))?;
+                        break;
+                    }
+                    Err(source) => return Err(io_error("check the existing socket", source)),
                 }
-                Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
-                    log::info!("replacing stale socket {}", path.display());
-                    fs::remove_file(path)
-                        .map_err(|source| io_error("remove the stale socket", source))?;
-                }
-                Err(source) => return Err(io_error("check the existing socket", source)),
             }
         }
         let listener = UnixListener::bind(path).map_err(|source| io_error("bind", source))?;

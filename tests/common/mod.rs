@@ -133,11 +133,17 @@ impl Node {
         node
     }
 
+    /// Waits until this node listens: its log says so (a socket file that
+    /// answers may still be a killed node's, held open for a moment by a
+    /// child it was forking) and its socket takes a connection.
     fn await_socket(&mut self) {
         let socket = self.setup.socket();
         wait_for("the node's socket", || {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("node exited early with {status}: {}", self.log_text());
+            }
+            if !self.log_text().contains("listening on") {
+                return None;
             }
             UnixStream::connect(&socket).ok()
         });
