@@ -578,17 +578,21 @@ fn churn_of_hundreds_of_bad_clients_leaks_nothing_and_stalls_no_one() {
     wait_for("the node's fds to return to the start count", || {
         (client_connections(&node) == 0 && open_fds(pid) == start_fds).then_some(())
     });
-    let end_rss = rss_kib(pid);
-    let grown = end_rss.saturating_sub(start_rss);
-    eprintln!("churn: RSS {start_rss} KiB before, {end_rss} KiB after (grew by {grown} KiB)");
-    assert!(grown < 4 * 1024, "RSS grew by {grown} KiB");
-    // 8 MB at default limits (issue 12); a debug build's node is bigger.
+    // 8 MB at default limits (issue 12; a debug build's node is bigger),
+    // once the node has given back what the closed connections freed (a
+    // second after the last close).
     let limit = if cfg!(debug_assertions) {
         16_000
     } else {
         8_000_000 / 1024
     };
-    assert!(end_rss <= limit, "RSS {end_rss} KiB after the churn");
+    let end_rss = wait_for("the node's RSS to settle", || {
+        let rss = rss_kib(pid);
+        (rss <= limit).then_some(rss)
+    });
+    let grown = end_rss.saturating_sub(start_rss);
+    eprintln!("churn: RSS {start_rss} KiB before, {end_rss} KiB after (grew by {grown} KiB)");
+    assert!(grown < 4 * 1024, "RSS grew by {grown} KiB");
     assert_served(&node);
 }
 
@@ -858,7 +862,7 @@ fn subscribers_that_never_read_are_told_and_dropped_and_one_that_reads_is_kept()
     );
     let log = node.log_text();
     let lines = log.matches("max_subscriber_backlog = 8192").count();
-    assert!(lines >= 1 && lines < SILENT, "{lines} lines: {log}");
+    assert!((1..SILENT).contains(&lines), "{lines} lines: {log}");
     let grown = rss_kib(node.pid()).saturating_sub(rss_before);
     assert!(grown < 8 * 1024, "RSS grew by {grown} KiB");
     assert_served(&node);
