@@ -4,11 +4,12 @@
 
 use std::process::Command;
 
-const PROTOS: [&str; 4] = [
+const PROTOS: [&str; 5] = [
     "proto/public_api.proto",
     "proto/daemon_manager.proto",
     "proto/daemon_spawner.proto",
     "proto/manager_spawner.proto",
+    "proto/manager_cluster.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -109,6 +109,7 @@ fn services(count: usize) -> ServiceStatusResponse {
         services: (0..count)
             .map(|index| Service {
                 id: format!("s{index:04}"),
+                origin: None,
                 status: status(StatusColour::Green, "running"),
                 instances: vec![Instance {
                     index: 0,

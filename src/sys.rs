@@ -1,7 +1,7 @@
 //! The process calls std does not offer, behind safe helpers.
 //!
 //! This is the crate's only `unsafe` code: sessions, signals, reaping,
-//! pidfds, user/group lookups, socket peer credentials, and the fork and
+//! pidfds, user/group lookups, socket peer credentials, and the
 //! privilege drop of privilege separation, each a small block with its
 //! `// SAFETY:` reason.
 //! Every helper returns `io::Result` (or a plain value where the call
@@ -196,6 +196,105 @@ pub fn pass_fd(command: &mut Command, fd: BorrowedFd<'_>, target: c_int) {
     }
 }
 
+/// Makes `command`'s child append its own `/proc/self/stat` line to
+/// `fd` (open in the parent until the spawn returns) before it execs, in
+/// one `write(2)`: the child's pid and start time, recorded by the child
+/// itself, for the spawner's intent of this start (`spawner/record.rs`).
+/// Best effort: a child that cannot read its stat still execs.
+pub fn record_own_stat_before_exec(command: &mut Command, fd: BorrowedFd<'_>) {
+    let target = fd.as_raw_fd();
+    // SAFETY: the hook runs in the forked child, where only
+    // async-signal-safe calls are allowed: `open`, `read`, `write` and
+    // `close` are, and the hook allocates nothing (the buffer is on its
+    // stack, the path a static C string). `target` is a copy of the
+    // parent's descriptor, which the caller keeps open until the spawn
+    // returns.
+    unsafe {
+        command.pre_exec(move || {
+            let mut buffer = [0u8; 1024];
+            let stat = libc::open(
+                c"/proc/self/stat".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            );
+            if stat == -1 {
+                return Ok(());
+            }
+            let mut length = 0usize;
+            while length < buffer.len() {
+                let read = libc::read(
+                    stat,
+                    buffer[length..].as_mut_ptr().cast(),
+                    buffer.len() - length,
+                );
+                if read <= 0 {
+                    break;
+                }
+                length += read.unsigned_abs();
+            }
+            libc::close(stat);
+            libc::write(target, buffer.as_ptr().cast(), length);
+            Ok(())
+        });
+    }
+}
+
+/// Whether the peer of socket `fd` has closed it (or shut down its
+/// writing), even while data it sent before is still unread: `poll(2)`
+/// for `POLLRDHUP` without waiting.
+pub fn peer_hung_up(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut polled = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a count of one, and no wait.
+    if unsafe { libc::poll(&mut polled, 1, 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(polled.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0)
+}
+
+/// `flock(LOCK_EX | LOCK_NB)` on `file`: true when this process now holds
+/// it, false when another open file holds it.
+pub fn try_lock_exclusive(file: &impl AsFd) -> io::Result<bool> {
+    // SAFETY: flock on a descriptor the caller holds open; no memory.
+    if unsafe { libc::flock(file.as_fd().as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(error)
+    }
+}
+
+/// Takes descriptor `fd`, inherited across exec from the parent, as this
+/// process's own, checking it is an open socket and marking it
+/// close-on-exec so children never inherit it.
+pub fn take_inherited_socket(fd: c_int) -> io::Result<OwnedFd> {
+    let mut stat = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one stat into the buffer, or fails on a bad fd.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded, so it filled the buffer.
+    let mode = unsafe { stat.assume_init() }.st_mode;
+    if mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a socket"),
+        ));
+    }
+    // SAFETY: sets a flag on a descriptor checked open above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (checked) and nothing else in this
+    // process owns it: it was handed over by the parent for this caller.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `pipe2(2)` with `O_CLOEXEC`: (read end, write end). (std's
 /// `io::pipe` is newer than the crate's minimum Rust version.)
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -317,7 +416,7 @@ pub fn process_start_time(pid: u32) -> io::Result<u64> {
 /// Field 22 of a `/proc/<pid>/stat` line. The command name (field 2) is in
 /// parentheses and may hold spaces and parentheses itself, so fields are
 /// counted from the last `)`, which ends it: field 3 comes right after.
-fn parse_start_time(stat: &str) -> Option<u64> {
+pub fn parse_start_time(stat: &str) -> Option<u64> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     after_name.split_whitespace().nth(22 - 3)?.parse().ok()
 }
@@ -378,42 +477,6 @@ pub fn readable_fds(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid takes no arguments and always succeeds.
     unsafe { libc::geteuid() }
-}
-
-/// Which side of a [`fork_single_threaded`] this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forked {
-    /// The new process.
-    Child,
-    /// The calling process; the child has this pid.
-    Parent {
-        /// The child's pid.
-        child: u32,
-    },
-}
-
-/// `fork(2)`, refused unless this process has exactly one thread: a
-/// child forked from a threaded process may find a lock held by a thread
-/// that no longer exists, so only a single-threaded process may go on
-/// running Rust code after the fork.
-pub fn fork_single_threaded() -> io::Result<Forked> {
-    let threads = std::fs::read_dir("/proc/self/task")?.count();
-    if threads != 1 {
-        return Err(io::Error::other(format!(
-            "refusing to fork a process that runs {threads} threads"
-        )));
-    }
-    // SAFETY: the process has one thread (checked above; nothing else
-    // could have started one since, as only this thread runs), so the
-    // child inherits no lock held by another thread and may go on like
-    // the parent.
-    match unsafe { libc::fork() } {
-        -1 => Err(io::Error::last_os_error()),
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent {
-            child: pid.unsigned_abs(),
-        }),
-    }
 }
 
 /// Drops this process's privileges for good: supplementary groups

@@ -56,6 +56,8 @@ pub enum Role {
     Spawner,
     /// A service's process.
     Process,
+    /// The cluster role.
+    Cluster,
 }
 
 impl Role {
@@ -68,6 +70,7 @@ impl Role {
             Role::Manager => "manager",
             Role::Spawner => "spawner",
             Role::Process => "process",
+            Role::Cluster => "cluster",
         }
     }
 }

@@ -131,6 +131,9 @@ fn services_outlive_a_crash_and_the_next_node_adopts_them() {
     assert!(zombies_of(node.pid()).is_empty());
 }
 
+/// A pid recycled while the node was down: the spawner's record names the
+/// pid with its old start time, so the process now under it is a
+/// stranger, neither adopted nor signalled.
 #[test]
 fn a_recycled_pid_is_neither_adopted_nor_signalled() {
     let mut node = Setup::new("crash-recycled")
@@ -139,22 +142,27 @@ fn a_recycled_pid_is_neither_adopted_nor_signalled() {
     let mut client = node.client();
     let old = pids(&wait_states(&mut client, "solo", &["running"]))[0];
     let _leftovers = Leftovers(vec![old]);
-    let record = wait_for("the record", || fs::read_to_string(record_path(&node)).ok());
+    let spawner_record = node.setup.dir.0.join("state-spawner/processes");
+    let record = wait_for("the spawner's record", || {
+        fs::read_to_string(&spawner_record)
+            .ok()
+            .filter(|text| text.contains(&format!(" {old} ")))
+    });
     node.crash();
 
-    // The same pid with another start time: to the node, a stranger.
+    // The same pid with another start time: to the spawner, a stranger.
     let edited: String = record
         .lines()
         .map(|line| {
             let mut fields: Vec<String> = line.split(' ').map(str::to_owned).collect();
-            if fields[0] == "instance" {
+            if fields[0] == "process" {
                 fields[4] = (fields[4].parse::<u64>().unwrap() + 1).to_string();
             }
             fields.join(" ") + "\n"
         })
         .collect();
     assert_ne!(edited, record);
-    fs::write(record_path(&node), edited).unwrap();
+    fs::write(&spawner_record, edited).unwrap();
 
     node.restart();
     let mut client = node.client();
@@ -194,6 +202,8 @@ fn a_half_written_temporary_record_next_to_a_good_one_is_ignored() {
     client.stop("solo").unwrap();
 }
 
+/// A corrupt node record is reported and ignored; what runs is still
+/// adopted, from the spawner's own record (issue 11), so nothing runs twice.
 #[test]
 fn a_corrupt_record_is_reported_and_ignored() {
     let mut node = Setup::new("crash-corrupt").service("solo", SLEEPER).start();
@@ -211,8 +221,8 @@ fn a_corrupt_record_is_reported_and_ignored() {
     node.restart();
     let mut client = node.client();
     let now = wait_states(&mut client, "solo", &["running"]);
-    assert_ne!(now[0].pid, Some(old), "nothing adopted: started anew");
-    let _new = Leftovers(pids(&now));
+    // The spawner's record, not the node's, says what runs.
+    assert_eq!(now[0].pid, Some(old), "adopted all the same");
     let (colour, reason) = state_subsystem(&mut client);
     assert_eq!(colour, StatusColour::Yellow as i32);
     assert!(reason.contains("corrupt at line 2"), "{reason}");

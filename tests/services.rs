@@ -209,14 +209,15 @@ fn env_work_dir_user_and_group_take_effect() {
     let as_root = unsafe_free_euid() == 0;
     let identity = if as_root { "user = \"nobody\"\n" } else { "" };
     if as_root {
-        // nobody must be able to write the work dir and the log dir.
+        // nobody must be able to write the work dir and reach it; the
+        // temp dir stays root's to write (the spawner's record is there).
         std::process::Command::new("chmod")
             .arg("777")
             .arg(&work)
             .status()
             .unwrap();
         std::process::Command::new("chmod")
-            .arg("777")
+            .arg("755")
             .arg(&setup.dir.0)
             .status()
             .unwrap();

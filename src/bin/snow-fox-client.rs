@@ -21,9 +21,10 @@ use lexopt::ValueExt;
 use snow_fox::client::bench::{self, BenchError, BenchOptions, Progress, RequestKind, Until};
 use snow_fox::client::json::{self, JsonObject};
 use snow_fox::client::{Client, ClientError, render};
-use snow_fox::conf::{parse_duration, paths};
+use snow_fox::conf::{parse_cluster_service, parse_duration, paths};
 use snow_fox::trace::now_unix_ms;
 use snow_fox::wire::proto::public_api::ServiceStatusResponse;
+use snow_fox::wire::proto::public_api::message::Code;
 
 const USAGE: &str = "\
 usage: snow-fox-client [--socket PATH] [--json] <command>
@@ -44,6 +45,12 @@ commands:
                            $XDG_STATE_HOME/snow-fox/log or ~/.local/state/snow-fox/log
   trace CORRELATION_ID     the messages a request caused, in order, and its state
   shutdown                 ask the node to shut down
+  cluster status           every node of the node's cluster (name, labels, alive,
+                           instances) and every cluster instance (node, state, pid)
+  cluster apply FILE...    validate cluster service files (a service file plus
+                           [placement]; the id is the file's stem), then store them
+  cluster remove|start|stop ID
+                           remove, start or stop a cluster service
   bench [--clients N] [--inflight K] [--duration D | --requests N] [--warmup D]
         [--request nodeinfo|status|introduce] [--service ID]
                            load the node from N connections (default 1), each keeping K
@@ -111,6 +118,16 @@ enum Command {
     Logs(LogsOptions),
     /// Loads the node with many connections.
     Bench(BenchPlan),
+    /// Asks the node's cluster.
+    Cluster(ClusterCommand),
+}
+
+/// `cluster ...`.
+#[derive(Debug, PartialEq)]
+enum ClusterCommand {
+    Status,
+    Apply { files: Vec<PathBuf> },
+    Change { code: Code, id: String },
 }
 
 /// `bench`'s options; the socket comes from the global options.
@@ -315,6 +332,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Pa
         }
         "logs" => Command::Logs(parse_logs(&mut args)?),
         "bench" => Command::Bench(parse_bench(&mut args)?),
+        "cluster" => Command::Cluster(parse_cluster(&mut args)?),
         _ => return Err(usage(format!("unknown command `{name}`"))),
     };
     Ok(Invocation {
@@ -351,6 +369,42 @@ fn parse_logs(args: &mut Args) -> Result<LogsOptions, ParseExit> {
         streams,
         follow,
         log_dir,
+    })
+}
+
+fn parse_cluster(args: &mut Args) -> Result<ClusterCommand, ParseExit> {
+    let no_options = |_: &str, _: &mut Args| Ok(false);
+    let mut words = rest(args, "cluster", no_options)?.into_iter();
+    let verb = words
+        .next()
+        .ok_or_else(|| usage("`cluster` needs status, apply, remove, start or stop".to_owned()))?;
+    let words: Vec<String> = words.collect();
+    let command = format!("cluster {verb}");
+    Ok(match verb.as_str() {
+        "status" => {
+            no_words(&command, words)?;
+            ClusterCommand::Status
+        }
+        "apply" if words.is_empty() => {
+            return Err(usage("`cluster apply` needs one or more files".to_owned()));
+        }
+        "apply" => ClusterCommand::Apply {
+            files: words.into_iter().map(PathBuf::from).collect(),
+        },
+        "remove" | "start" | "stop" => {
+            let code = match verb.as_str() {
+                "remove" => Code::ClusterRemove,
+                "start" => Code::ClusterStart,
+                _ => Code::ClusterStop,
+            };
+            let id = one_word(&command, words, "a cluster service id")?;
+            ClusterCommand::Change { code, id }
+        }
+        other => {
+            return Err(usage(format!(
+                "unknown cluster command `{other}`: expected status, apply, remove, start or stop"
+            )));
+        }
     })
 }
 
@@ -480,13 +534,15 @@ enum CliError {
     Bench(BenchError),
     /// Standard output cannot be written.
     Output(io::Error),
+    /// A cluster file cannot be read or is not valid: nothing was sent.
+    ClusterFile(String),
 }
 
 impl CliError {
     fn exit_code(&self) -> i32 {
         match self {
             CliError::Client(error) => error.exit_code(),
-            CliError::SomeFailed { .. } => 1,
+            CliError::SomeFailed { .. } | CliError::ClusterFile(_) => 1,
             _ => i32::from(EXIT_TROUBLE),
         }
     }
@@ -535,6 +591,9 @@ impl fmt::Display for CliError {
             }
             CliError::Bench(error) => write!(f, "bench failed: {error}"),
             CliError::Output(source) => write!(f, "cannot write to standard output: {source}"),
+            CliError::ClusterFile(problems) => {
+                write!(f, "nothing was applied:\n{problems}")
+            }
         }
     }
 }
@@ -562,6 +621,14 @@ fn run(invocation: Invocation) -> Result<(), CliError> {
                 request: plan.request,
             };
             run_bench(&options, invocation.json, &mut out)
+        }
+        Command::Cluster(command) => {
+            let socket = invocation.socket.unwrap_or_else(paths::default_socket_path);
+            let mut printer = Printer {
+                out: &mut out,
+                json: invocation.json,
+            };
+            ask_cluster(command, &socket, &mut printer)
         }
         Command::Node(command) => {
             let socket = match invocation.socket {
@@ -830,6 +897,83 @@ fn read_error(path: &Path) -> impl Fn(io::Error) -> CliError + '_ {
     |source| CliError::ReadLog {
         path: path.to_owned(),
         source,
+    }
+}
+
+/// Runs a `cluster` command through the node at `socket`. Files are
+/// validated here, as the node will again, before the node is asked.
+fn ask_cluster(
+    command: ClusterCommand,
+    socket: &Path,
+    printer: &mut Printer,
+) -> Result<(), CliError> {
+    let files = match &command {
+        ClusterCommand::Apply { files } => read_cluster_files(files)?,
+        _ => Vec::new(),
+    };
+    let mut client = Client::connect(socket)?;
+    let acknowledged = |what: String| {
+        move |printer: &mut Printer| {
+            printer.reply(
+                &(),
+                |()| {
+                    JsonObject::new()
+                        .bool("acknowledged", true)
+                        .string("done", &what)
+                        .finish()
+                },
+                |()| what.clone(),
+            )
+        }
+    };
+    match command {
+        ClusterCommand::Status => printer.reply(
+            &client.cluster_status()?,
+            snow_fox::client::cluster_status_json,
+            snow_fox::client::cluster_status_text,
+        ),
+        ClusterCommand::Apply { .. } => {
+            client.cluster_apply(&files)?;
+            let ids: Vec<&str> = files.iter().map(|(id, _, _)| id.as_str()).collect();
+            acknowledged(format!("applied {}", ids.join(", ")))(printer)
+        }
+        ClusterCommand::Change { code, id } => {
+            client.cluster_change(code, &id)?;
+            let verb = match code {
+                Code::ClusterRemove => "removed",
+                Code::ClusterStart => "started",
+                _ => "stopped",
+            };
+            acknowledged(format!("{verb} {id}"))(printer)
+        }
+    }
+}
+
+/// Reads and validates cluster service files: `(id, path, text)` each, or
+/// every problem of every file.
+fn read_cluster_files(files: &[PathBuf]) -> Result<Vec<(String, String, String)>, CliError> {
+    let mut read = Vec::new();
+    let mut problems = Vec::new();
+    for path in files {
+        let id = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                if let Err(error) = parse_cluster_service(&id, path, &text) {
+                    problems.push(error.to_string());
+                }
+                read.push((id, path.display().to_string(), text));
+            }
+            Err(error) => problems.push(format!("{}: cannot read: {error}", path.display())),
+        }
+    }
+    if problems.is_empty() {
+        Ok(read)
+    } else {
+        Err(CliError::ClusterFile(problems.join("\n")))
     }
 }
 

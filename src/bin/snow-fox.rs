@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use snow_fox::daemon::{self, NodeOptions};
+use snow_fox::daemon::{self, NodeOptions, SPAWNER_FLAG, SpawnerProcessOptions};
 
 const USAGE: &str = "\
 usage: snow-fox [--conf DIR] [--socket PATH] [--name NAME]
@@ -28,6 +28,9 @@ choose how much (default: info).";
 
 enum Command {
     Run(NodeOptions),
+    /// The spawner process of privilege separation, which the node starts
+    /// itself (not in the usage text: nobody else has its link sockets).
+    Spawner(SpawnerProcessOptions),
     Help,
     Version,
 }
@@ -40,22 +43,43 @@ fn parse_args() -> Result<Command, lexopt::Error> {
         name: None,
     };
     let mut parser = lexopt::Parser::from_env();
+    let mut spawner: Option<SpawnerProcessOptions> = None;
     while let Some(arg) = parser.next()? {
+        if let Some(spawner) = spawner.as_mut() {
+            match arg {
+                Long("conf") => spawner.conf_dir = parser.value()?.into(),
+                Long("manager-fd") => spawner.manager_fd = parser.value()?.parse()?,
+                Long("daemon-fd") => spawner.daemon_fd = parser.value()?.parse()?,
+                _ => return Err(arg.unexpected()),
+            }
+            continue;
+        }
         match arg {
             Long("conf") => options.conf_dir = parser.value()?.into(),
             Long("socket") => options.socket = Some(parser.value()?.into()),
             Long("name") => options.name = Some(parser.value()?.string()?),
+            Long(flag) if format!("--{flag}") == SPAWNER_FLAG => {
+                spawner = Some(SpawnerProcessOptions {
+                    conf_dir: PathBuf::from("conf"),
+                    manager_fd: -1,
+                    daemon_fd: -1,
+                });
+            }
             Long("help") | Short('h') => return Ok(Command::Help),
             Long("version") | Short('V') => return Ok(Command::Version),
             _ => return Err(arg.unexpected()),
         }
     }
-    Ok(Command::Run(options))
+    Ok(spawner.map_or(Command::Run(options), Command::Spawner))
 }
 
 fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(Command::Run(options)) => options,
+        Ok(Command::Spawner(options)) => {
+            init_logging();
+            return ExitCode::from(daemon::run_spawner_process(&options) as u8);
+        }
         Ok(Command::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -74,9 +98,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
-        .init();
+    init_logging();
     match daemon::run(options) {
         Ok(outcome) => ExitCode::from(outcome.exit_code() as u8),
         Err(error) => {
@@ -84,4 +106,10 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
 }

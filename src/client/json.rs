@@ -176,6 +176,7 @@ pub fn service_status(status: &ServiceStatusResponse) -> String {
             status.services.iter().map(|service| {
                 JsonObject::new()
                     .string("id", &service.id)
+                    .string("origin", service.origin.as_deref().unwrap_or("local"))
                     .object("status", system_status(&service.status))
                     .array(
                         "instances",
@@ -301,6 +302,7 @@ mod tests {
         let status = ServiceStatusResponse {
             services: vec![Service {
                 id: "web".into(),
+                origin: None,
                 status: SystemStatus {
                     colour: 0,
                     code: Some(0),
@@ -320,7 +322,7 @@ mod tests {
         };
         assert_eq!(
             service_status(&status),
-            r#"{"services":[{"id":"web","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false}]}]}"#
+            r#"{"services":[{"id":"web","origin":"local","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false}]}]}"#
         );
     }
 

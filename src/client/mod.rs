@@ -27,8 +27,11 @@ use crate::wire::proto::public_api::{
 use crate::wire::{DecodeError, Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame};
 
 pub mod bench;
+mod cluster;
 pub mod json;
 pub mod render;
+
+pub use cluster::{cluster_status_json, cluster_status_text};
 
 /// The largest frame the client accepts from its node: 64 MiB. Far above
 /// the node's default limit for requests, because replies can be big (the

@@ -52,8 +52,12 @@ pub fn status_table(services: &[Service], now_unix_ms: u64) -> String {
             } else {
                 instance.state.clone()
             };
+            let name = match service.origin.as_deref() {
+                Some(origin) if origin != "local" => format!("{} ({origin})", service.id),
+                _ => service.id.clone(),
+            };
             table.row(vec![
-                service.id.clone(),
+                name,
                 instance.index.to_string(),
                 state,
                 or_dash(instance.pid),
@@ -217,22 +221,22 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 /// Rows of cells printed in columns as wide as their widest cell (counted
 /// in characters, so "→" and "µ" are one), two spaces apart.
 #[derive(Default)]
-struct Table {
+pub(super) struct Table {
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    fn with_header(header: &[&str]) -> Table {
+    pub(super) fn with_header(header: &[&str]) -> Table {
         Table {
             rows: vec![header.iter().map(|cell| (*cell).to_owned()).collect()],
         }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(super) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         let mut widths: Vec<usize> = Vec::new();
         for row in &self.rows {
             for (column, cell) in row.iter().enumerate() {
@@ -315,6 +319,7 @@ mod tests {
         let services = vec![
             Service {
                 id: "web".into(),
+                origin: None,
                 status: green("running"),
                 instances: vec![
                     Instance {
@@ -341,6 +346,7 @@ mod tests {
             },
             Service {
                 id: "database".into(),
+                origin: None,
                 status: green("stopped"),
                 instances: Vec::new(),
             },

@@ -75,6 +75,9 @@ pub(super) struct Document<'t> {
     /// Every key a getter asked for, in order, with its line if present.
     asked: Vec<(&'static str, Option<usize>)>,
     problems: Vec<ConfigProblem>,
+    /// Put before each key in problems: `cluster.` for the keys of a
+    /// `[cluster]` section read as a document of its own.
+    prefix: String,
 }
 
 impl<'t> Document<'t> {
@@ -89,6 +92,7 @@ impl<'t> Document<'t> {
                 table: table.into_inner(),
                 asked: Vec::new(),
                 problems: Vec::new(),
+                prefix: String::new(),
             }),
             Err(error) => {
                 let line = error
@@ -109,16 +113,20 @@ impl<'t> Document<'t> {
         self.problems.push(ConfigProblem {
             file: self.file.clone(),
             line,
-            key: Some(key.into()),
+            key: Some(format!("{}{}", self.prefix, key.into())),
             message,
         });
     }
 
     /// Whether a problem has been recorded for `key`.
     pub(super) fn has_problem(&self, key: &str) -> bool {
-        self.problems
-            .iter()
-            .any(|problem| problem.key.as_deref() == Some(key))
+        self.problems.iter().any(|problem| {
+            problem
+                .key
+                .as_deref()
+                .and_then(|found| found.strip_prefix(self.prefix.as_str()))
+                == Some(key)
+        })
     }
 
     /// Whether a problem has been recorded for `key` or one of its
@@ -270,6 +278,33 @@ impl<'t> Document<'t> {
             }
         }
         all_valid.then_some(texts)
+    }
+
+    /// The table `key` (a `[key]` section) as a document of its own, whose
+    /// problems name its keys `key.name`; hand it back to [`Document::adopt`]
+    /// once read. `None` when absent or not a table (a problem then).
+    pub(super) fn section(&mut self, key: &'static str) -> Option<Document<'t>> {
+        let entry = self.take(key)?;
+        match entry.value.into_inner() {
+            DeValue::Table(table) => Some(Document {
+                file: self.file.clone(),
+                text: self.text,
+                table,
+                asked: Vec::new(),
+                problems: Vec::new(),
+                prefix: format!("{}{key}.", self.prefix),
+            }),
+            other => {
+                let message = expected(&format!("a table ([{key}])"), &other);
+                self.report(Some(entry.line), key, message);
+                None
+            }
+        }
+    }
+
+    /// Takes in the problems of a finished [`Document::section`].
+    pub(super) fn adopt(&mut self, section: Document<'t>) {
+        self.problems.extend(section.finish());
     }
 
     /// A table's entries as (name, entry), in name order.

@@ -11,6 +11,7 @@
 //! reload, and hands the result to the roles. A failed load changes
 //! nothing, so a reload that fails keeps the running configuration.
 
+mod cluster;
 pub mod deps;
 mod document;
 mod error;
@@ -23,12 +24,13 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use cluster::{ClusterConfig, ClusterService, MIN_LEASE_TTL, Placement, parse_cluster_service};
 pub use document::{MAX_DURATION, parse_duration};
 pub use error::{ConfigError, ConfigProblem};
 pub use node::NodeConfig;
 pub use service::{
-    Health, MAX_ID_LEN, OnNodeExit, Output, Probe, Readiness, ReadySignal, RestartPolicy,
-    ServiceConfig,
+    Health, MAX_ID_LEN, MAX_INSTANCES, MAX_LOG_KEEP, OnNodeExit, Output, Probe, Readiness,
+    ReadySignal, RestartPolicy, ServiceConfig,
 };
 
 /// A loaded, valid configuration.

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::ConfigProblem;
+use super::cluster::ClusterConfig;
 use super::document::Document;
 use super::paths;
 
@@ -25,6 +26,11 @@ pub struct NodeConfig {
     /// `state_dir`: where the node keeps state; relative to the conf dir if
     /// relative (default [`paths::default_state_dir`]).
     pub state_dir: PathBuf,
+    /// `spawner_state_dir`: where the spawner keeps its own record of the
+    /// processes it started, writable by the spawner's user only (default:
+    /// `state_dir` with `-spawner` appended, a sibling: in process mode the
+    /// node's user owns `state_dir` and must not be able to replace it).
+    pub spawner_state_dir: PathBuf,
     /// `log_dir`: where service output goes; relative to the conf dir if
     /// relative (default [`paths::default_log_dir`]).
     pub log_dir: PathBuf,
@@ -70,6 +76,9 @@ pub struct NodeConfig {
     /// `group`: the node process's group (name or gid) with `user`
     /// (default: the user's primary group).
     pub group: Option<String>,
+    /// `[cluster]`: the cluster this node joins (default: none, a node on
+    /// its own).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Reads `text`, the content of `file` (empty when the file is missing),
@@ -89,13 +98,21 @@ pub(super) fn parse(
         }
     };
     let names = "an array of names, e.g. [\"alice\", \"1001\"]";
+    // In this order, the order of the keys an unknown key's error lists.
+    let name = doc.text("name").unwrap_or_else(host_name);
+    let label = doc.text("label").unwrap_or_else(|| "unlabelled".to_owned());
+    let socket = doc.path("socket", conf_dir);
+    let state_dir = doc
+        .path("state_dir", conf_dir)
+        .unwrap_or_else(paths::default_state_dir);
     let node = NodeConfig {
-        name: doc.text("name").unwrap_or_else(host_name),
-        label: doc.text("label").unwrap_or_else(|| "unlabelled".to_owned()),
-        socket: doc.path("socket", conf_dir),
-        state_dir: doc
-            .path("state_dir", conf_dir)
-            .unwrap_or_else(paths::default_state_dir),
+        name,
+        label,
+        socket,
+        spawner_state_dir: doc
+            .path("spawner_state_dir", conf_dir)
+            .unwrap_or_else(|| paths::spawner_state_dir(&state_dir)),
+        state_dir,
         log_dir: doc
             .path("log_dir", conf_dir)
             .unwrap_or_else(paths::default_log_dir),
@@ -130,6 +147,7 @@ pub(super) fn parse(
         allow_groups: doc.text_list("allow_groups", names).unwrap_or_default(),
         user: doc.text("user"),
         group: doc.text("group"),
+        cluster: super::cluster::parse_section(&mut doc, conf_dir),
     };
     problems.extend(doc.finish());
     Some(node)
@@ -167,6 +185,7 @@ mod tests {
                 label: "unlabelled".to_owned(),
                 socket: None,
                 state_dir: paths::default_state_dir(),
+                spawner_state_dir: paths::spawner_state_dir(&paths::default_state_dir()),
                 log_dir: paths::default_log_dir(),
                 max_frame: 1024 * 1024,
                 request_timeout: Duration::from_secs(30),
@@ -183,6 +202,7 @@ mod tests {
                 allow_groups: Vec::new(),
                 user: None,
                 group: None,
+                cluster: None,
             }
         );
         assert!(!host_name().is_empty());

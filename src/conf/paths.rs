@@ -31,6 +31,14 @@ pub fn default_state_dir() -> PathBuf {
     Environment::current().state_dir()
 }
 
+/// The default `spawner_state_dir` beside `state_dir`: its name with
+/// `-spawner` appended (`/var/lib/snow-fox-spawner`).
+pub fn spawner_state_dir(state_dir: &Path) -> PathBuf {
+    let mut name = state_dir.as_os_str().to_owned();
+    name.push("-spawner");
+    PathBuf::from(name)
+}
+
 /// The default directory for service logs.
 pub fn default_log_dir() -> PathBuf {
     Environment::current().log_dir()

@@ -9,12 +9,19 @@ use std::time::Duration;
 use toml::de::DeValue;
 
 use super::ConfigProblem;
+
+/// The most rotated log files a service may keep (`log_keep`): a bound
+/// the spawner enforces too, whatever the node sends.
+pub const MAX_LOG_KEEP: u32 = 1000;
+
+/// The most instances a service may have (`instances`).
+pub const MAX_INSTANCES: u32 = 1000;
 use super::document::{Document, Entry, expected, to_duration, to_text, whole_number};
 
 /// Names the node uses for its own parts in status and requests, so no
 /// service may take them.
-const RESERVED_IDS: [&str; 7] = [
-    "daemon", "manager", "spawner", "io", "config", "state", "node",
+const RESERVED_IDS: [&str; 8] = [
+    "daemon", "manager", "spawner", "io", "config", "state", "node", "cluster",
 ];
 /// The longest legal service id, in bytes; the bound on every service id
 /// a client sends.
@@ -174,6 +181,14 @@ impl Default for Readiness {
 }
 
 impl ServiceConfig {
+    /// The fd its process gets to say it is ready (`ready = { fd = N }`).
+    pub fn ready_fd(&self) -> Option<u32> {
+        match self.ready.signal {
+            ReadySignal::Fd(fd) => Some(fd),
+            _ => None,
+        }
+    }
+
     /// The check commands it may run, for the spawner's service table.
     pub fn check_commands(&self) -> Vec<&[String]> {
         let ready = match &self.ready.signal {
@@ -286,11 +301,25 @@ pub(super) fn parse(
             return None;
         }
     };
+    let parsed = parse_document(id, &mut doc, conf_dir);
+    problems.extend(doc.finish());
+    Some(parsed)
+}
+
+/// Reads a service's keys from `doc`, recording their problems in it; the
+/// caller finishes the document (a cluster file has more keys).
+pub(super) fn parse_document(
+    id: String,
+    doc: &mut Document<'_>,
+    conf_dir: &Path,
+) -> (ServiceConfig, DependencyLines) {
     let service = ServiceConfig {
         id,
-        command: command(&mut doc),
-        instances: doc.number("instances", 1..=1000).unwrap_or(1),
-        env: environment(&mut doc),
+        command: command(doc),
+        instances: doc
+            .number("instances", 1..=MAX_INSTANCES.into())
+            .unwrap_or(1),
+        env: environment(doc),
         work_dir: doc.path("work_dir", conf_dir),
         user: doc.text("user"),
         group: doc.text("group"),
@@ -329,7 +358,7 @@ pub(super) fn parse(
         stdout: doc.scalar("stdout", to_output).unwrap_or(Output::LogDir),
         stderr: doc.scalar("stderr", to_output).unwrap_or(Output::LogDir),
         log_max_bytes: doc.number("log_max_bytes", 0..=u64::MAX).unwrap_or(MIB),
-        log_keep: doc.number("log_keep", 0..=u32::MAX.into()).unwrap_or(3),
+        log_keep: doc.number("log_keep", 0..=MAX_LOG_KEEP.into()).unwrap_or(3),
         on_node_exit: doc
             .choice(
                 "on_node_exit",
@@ -338,16 +367,15 @@ pub(super) fn parse(
             .unwrap_or(OnNodeExit::Stop),
         requires: doc.text_list("requires", IDS_FORM).unwrap_or_default(),
         after: doc.text_list("after", IDS_FORM).unwrap_or_default(),
-        ready: readiness(&mut doc),
-        health: health(&mut doc),
+        ready: readiness(doc),
+        health: health(doc),
     };
-    check_backoff(&mut doc, &service);
+    check_backoff(doc, &service);
     let lines = DependencyLines {
         requires: doc.line_of("requires"),
         after: doc.line_of("after"),
     };
-    problems.extend(doc.finish());
-    Some((service, lines))
+    (service, lines)
 }
 
 /// The required, non-empty argv; empty (with a problem recorded) otherwise.
@@ -834,8 +862,8 @@ on_node_exit = "keep"
             ),
             (
                 "log_keep",
-                "4294967296",
-                "expected a whole number from 0 to 4294967295, found 4294967296",
+                "4000000000",
+                "expected a whole number from 0 to 1000, found 4000000000",
             ),
             (
                 "on_node_exit",

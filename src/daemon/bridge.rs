@@ -301,155 +301,6 @@ mod tests {
         assert_eq!((hops[0].from, hops[0].to), (Role::Spawner, Role::Manager));
     }
 
-    /// Reads the next message of protocol `M` from `socket`.
-    fn next_message<M: Envelope>(socket: &mut UnixStream, decoder: &mut FrameDecoder) -> M {
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(body) = decoder.next_frame().unwrap() {
-                return decode_envelope(body).unwrap();
-            }
-            let read = socket.read(&mut chunk).unwrap();
-            assert!(read > 0, "the link closed");
-            decoder.extend(&chunk[..read]);
-        }
-    }
-
-    fn send<M: Envelope>(socket: &mut UnixStream, message: &M) {
-        let mut out = Vec::new();
-        encode_frame(message, &mut out);
-        socket.write_all(&out).unwrap();
-    }
-
-    /// A spawner behind its bridges, as in the spawner process, fed raw
-    /// frames as a compromised node could send them.
-    #[test]
-    fn forged_requests_over_the_link_are_refused_by_the_spawner() {
-        use crate::spawner::{Spawner, SpawnerLinks, TableSource, tests::PROCESS_TESTS};
-        use crate::wire::proto::daemon_spawner as ds;
-        use std::sync::PoisonError;
-        use std::time::Duration;
-
-        let _serial = PROCESS_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mut node_ms, spawner_ms) = UnixStream::pair().unwrap();
-        let (mut node_ds, spawner_ds) = UnixStream::pair().unwrap();
-        for socket in [&node_ms, &node_ds] {
-            socket
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-        }
-        let (from_manager_tx, from_manager) = bounded(4);
-        let (to_manager, to_manager_rx) = bounded(4);
-        let (from_daemon_tx, from_daemon) = bounded(4);
-        let (to_daemon, to_daemon_rx) = bounded(4);
-        let (_notices, child_exited) = bounded(1);
-        spawn_reader(
-            "t-ms-in",
-            spawner_ms.try_clone().unwrap(),
-            from_manager_tx,
-            None,
-            None,
-        )
-        .unwrap();
-        spawn_reader(
-            "t-ds-in",
-            spawner_ds.try_clone().unwrap(),
-            from_daemon_tx,
-            None,
-            None,
-        )
-        .unwrap();
-        spawn_writer("t-ms-out", to_manager_rx, spawner_ms).unwrap();
-        spawn_writer("t-ds-out", to_daemon_rx, spawner_ds).unwrap();
-        let spawner = Spawner::new(
-            SpawnerLinks {
-                from_manager,
-                to_manager,
-                from_daemon,
-                to_daemon,
-                child_exited,
-            },
-            Tracer::new(1),
-            TableSource::FromLinks,
-        );
-        let run = thread::spawn(move || spawner.run());
-
-        let table = ds::ServiceTable {
-            services: vec![ds::service_table::Service {
-                id: "allowed".into(),
-                command: vec!["/bin/true".into()],
-                ..Default::default()
-            }],
-            log_dir: None,
-        };
-        send(
-            &mut node_ds,
-            &ds::Message {
-                code: ds::message::Code::ServiceTable as i32,
-                correlation_id: None,
-                payload: Some(ds::message::Payload::ServiceTable(table)),
-            },
-        );
-        let forged_start = ms::StartProcess {
-            command: vec!["/bin/sh".into(), "-c".into(), "id".into()],
-            service_id: Some("allowed".into()),
-            ..Default::default()
-        };
-        let signal_init = ms::SignalProcess {
-            pid: 1,
-            signal: 9,
-            group: Some(false),
-        };
-        let requests = [
-            (
-                "f:1",
-                ms::message::Code::StartProcess,
-                ms::message::Payload::StartProcess(forged_start),
-            ),
-            (
-                "f:2",
-                ms::message::Code::SignalProcess,
-                ms::message::Payload::SignalProcess(signal_init),
-            ),
-        ];
-        for (id, code, payload) in requests {
-            send(
-                &mut node_ms,
-                &ms::Message {
-                    code: code as i32,
-                    correlation_id: Some(id.into()),
-                    payload: Some(payload),
-                },
-            );
-        }
-        let mut decoder = FrameDecoder::new(LINK_MAX_FRAME);
-        for (id, reason) in [
-            (
-                "f:1",
-                "its command is not the one the service table gives `allowed`",
-            ),
-            ("f:2", "pid 1 is not a live child of the spawner"),
-        ] {
-            let reply: ms::Message = next_message(&mut node_ms, &mut decoder);
-            assert_eq!(reply.correlation_id.as_deref(), Some(id));
-            match reply.payload {
-                Some(ms::message::Payload::Error(error)) => assert_eq!(error.reason, reason),
-                other => panic!("{id} was not refused: {other:?}"),
-            }
-        }
-
-        send(
-            &mut node_ds,
-            &ds::Message {
-                code: ds::message::Code::Shutdown as i32,
-                correlation_id: Some("f:3".into()),
-                payload: None,
-            },
-        );
-        let ack: ds::Message = next_message(&mut node_ds, &mut FrameDecoder::new(LINK_MAX_FRAME));
-        assert_eq!(ack.code, ds::message::Code::Ack as i32);
-        run.join().unwrap().unwrap();
-    }
-
     #[test]
     fn input_that_does_not_decode_ends_the_link() {
         let (mut near, far) = UnixStream::pair().unwrap();
@@ -475,6 +326,19 @@ mod tests {
             0,
             "so is its sibling"
         );
+    }
+
+    /// Reads the next message of protocol `M` from `socket`.
+    fn next_message<M: Envelope>(socket: &mut UnixStream, decoder: &mut FrameDecoder) -> M {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(body) = decoder.next_frame().unwrap() {
+                return decode_envelope(body).unwrap();
+            }
+            let read = socket.read(&mut chunk).unwrap();
+            assert!(read > 0, "the link closed");
+            decoder.extend(&chunk[..read]);
+        }
     }
 
     #[test]

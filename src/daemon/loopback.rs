@@ -45,7 +45,8 @@ impl Loopback {
     /// A manager for the configuration in `conf_dir` and a fresh connection.
     pub fn new(conf_dir: &Path) -> Result<Loopback, DaemonError> {
         let config = Config::load(conf_dir).map_err(DaemonError::Config)?;
-        let settings = IoSettings::from_node(&config.node).map_err(DaemonError::Io)?;
+        let settings = IoSettings::from_node(&config.node, crate::sys::effective_uid())
+            .map_err(DaemonError::Io)?;
         let poll_error = |doing| move |source| DaemonError::Io(IoError::Poll { doing, source });
         let poll = Poll::new().map_err(poll_error("create its poll"))?;
         let waker =
@@ -66,6 +67,7 @@ impl Loopback {
             to_daemon: daemon_sender,
             from_spawner,
             to_spawner: spawner_sender,
+            cluster: None,
         };
         Ok(Loopback {
             manager: Manager::new(links, tracer.clone(), config, identity),

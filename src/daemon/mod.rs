@@ -58,15 +58,17 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::cluster::{Cluster, ClusterError, ClusterLinks, cached_assignments};
 use crate::conf::{Config, ConfigError, paths};
 use crate::io::{BoundSocket, Io, IoError, IoSettings, ListenError};
-use crate::manager::{Manager, ManagerLinks, NodeIdentity, service_table};
-use crate::spawner::{Spawner, SpawnerLinks, TableSource, UserError};
+use crate::manager::{ClusterLink, Manager, ManagerLinks, NodeIdentity, service_table};
+use crate::spawner::{Spawner, SpawnerError, SpawnerLinks, TableSource, UserError};
 use crate::sys;
 use crate::trace::{Role, Tracer};
 use crate::wire::link::{IoCommand, IoSender};
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds};
 pub use loopback::Loopback;
+pub use privsep::{SPAWNER_FLAG, SpawnerProcessOptions, run_spawner_process};
 use roles::RoleThreads;
 
 /// Capacity of the io → manager channel, in batches (each a whole read
@@ -79,6 +81,8 @@ const IO_TO_MANAGER: usize = 64;
 const MANAGER_SPAWNER: usize = 256;
 /// Capacity of each daemon link, in messages.
 const DAEMON_LINK: usize = 16;
+/// Capacity of each manager ↔ cluster channel, in messages.
+const MANAGER_CLUSTER: usize = 64;
 
 /// What the command line asked for.
 #[derive(Debug, Clone)]
@@ -135,6 +139,8 @@ pub enum DaemonError {
         /// Why.
         source: UserError,
     },
+    /// The spawner cannot start (its record cannot be opened).
+    Spawner(SpawnerError),
     /// The node's `user` is root, which would separate nothing.
     RootNodeUser {
         /// The configured user.
@@ -154,6 +160,8 @@ pub enum DaemonError {
         /// The OS error.
         source: io::Error,
     },
+    /// The cluster role cannot start (or the node's name is taken).
+    Cluster(ClusterError),
     /// The node process cannot drop to its user.
     DropPrivileges {
         /// The configured user.
@@ -177,6 +185,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Thread { role, source } => {
                 write!(f, "cannot start the {} thread: {source}", role.as_str())
             }
+            DaemonError::Spawner(error) => error.fmt(f),
             DaemonError::NodeUser { user, source } => {
                 write!(f, "node.toml: cannot run the node as `{user}`: {source}")
             }
@@ -192,6 +201,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Split { doing, source } => {
                 write!(f, "privilege separation: cannot {doing}: {source}")
             }
+            DaemonError::Cluster(error) => error.fmt(f),
             DaemonError::DropPrivileges {
                 user,
                 uid,
@@ -217,6 +227,8 @@ impl std::error::Error for DaemonError {
             | DaemonError::Split { source: error, .. }
             | DaemonError::DropPrivileges { source: error, .. } => Some(error),
             DaemonError::NodeUser { source, .. } => Some(source),
+            DaemonError::Cluster(error) => error.source(),
+            DaemonError::Spawner(error) => Some(error),
             DaemonError::RootNodeUser { .. } => None,
         }
     }
@@ -249,14 +261,27 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         .socket
         .or_else(|| config.node.socket.clone())
         .unwrap_or_else(paths::default_socket_path);
-    // Before any thread starts: only a single-threaded process may fork.
-    let spawner_process = privsep::split(&config, &socket_path)?;
+    let node_user = privsep::node_user(&config)?;
+    let node_ids = node_user.as_ref().map(|(_, ids)| *ids);
     // Before the socket binds, so that a signal sent once the socket
     // answers is never met by the default action; signals wait in its pipe.
     let mut signal_source =
         Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD]).map_err(DaemonError::Signals)?;
-    let settings = IoSettings::from_node(&config.node).map_err(DaemonError::Io)?;
-    let socket = BoundSocket::bind(&socket_path, &settings.access).map_err(DaemonError::Listen)?;
+    let own_uid = node_ids.map_or_else(sys::effective_uid, |ids| ids.uid);
+    let settings = IoSettings::from_node(&config.node, own_uid).map_err(DaemonError::Io)?;
+    if let Some(ids) = node_ids {
+        privsep::prepare_node_dirs(&config, &socket_path, ids)?;
+    }
+    // Still root in process mode: the socket may live where only root
+    // can write; it is then given to the node's user.
+    let socket =
+        BoundSocket::bind(&socket_path, &settings.access, node_ids).map_err(DaemonError::Listen)?;
+    // Before any thread starts, so that the drop to the node's user
+    // covers every thread of the node process.
+    let spawner_process = match &node_user {
+        Some((user, ids)) => Some(privsep::split(&options.conf_dir, user, *ids)?),
+        None => None,
+    };
     log::info!(
         "node {} starting: configuration {} ({}), {} services",
         config.node.name,
@@ -308,6 +333,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         })
         .map_err(DaemonError::Signals)?;
 
+    let (cluster, cluster_link) = cluster_role(&config, &tracer)?;
     let identity = identity(&config, spawner_process.as_ref().map(|process| process.pid));
     // The first thing the spawner reads, before any request it checks.
     let table = ds::Message {
@@ -327,10 +353,17 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         from_daemon: spawner_from_daemon,
         to_daemon: spawner_to_daemon,
         child_exited,
+        manager_socket: None,
     };
     match spawner_process {
         None => {
-            let spawner = Spawner::new(spawner_links, tracer.clone(), TableSource::FromLinks);
+            let spawner = Spawner::new(
+                spawner_links,
+                tracer.clone(),
+                TableSource::FromLinks,
+                &config.node.spawner_state_dir,
+            )
+            .map_err(DaemonError::Spawner)?;
             roles.spawn(Role::Spawner, move || spawner.run())?;
         }
         Some(process) => bridge_spawner_process(process, spawner_links, &tracer, &mut roles)?,
@@ -343,6 +376,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
             to_daemon: manager_to_daemon,
             from_spawner: manager_from_spawner,
             to_spawner: manager_to_spawner,
+            cluster: cluster_link,
         },
         tracer.clone(),
         config,
@@ -350,6 +384,9 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     );
     roles.spawn(Role::Manager, move || manager.run())?;
     roles.spawn(Role::Io, move || io.run())?;
+    if let Some(cluster) = cluster {
+        roles.spawn(Role::Cluster, move || cluster.run())?;
+    }
 
     let links = Links {
         signals,
@@ -388,6 +425,37 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     };
     log::info!("[{correlation}] node stopped");
     Ok(outcome)
+}
+
+/// The cluster role and the manager's end of its link, for a node with
+/// `[cluster]`; refuses a node name a live node holds.
+fn cluster_role(
+    config: &Config,
+    tracer: &Tracer,
+) -> Result<(Option<Cluster>, Option<ClusterLink>), DaemonError> {
+    let Some(cluster_config) = config.node.cluster.clone() else {
+        return Ok((None, None));
+    };
+    let (to_cluster, from_manager) = bounded(MANAGER_CLUSTER);
+    let (to_manager, from_cluster) = bounded(MANAGER_CLUSTER);
+    let mut cluster = Cluster::new(
+        ClusterLinks {
+            from_manager,
+            to_manager,
+        },
+        tracer.clone(),
+        cluster_config,
+        config.node.name.clone(),
+        config.node.state_dir.clone(),
+    )
+    .map_err(DaemonError::Cluster)?;
+    cluster.check_name().map_err(DaemonError::Cluster)?;
+    let link = ClusterLink {
+        from_cluster,
+        to_cluster,
+        cached: cached_assignments(&config.node.state_dir),
+    };
+    Ok((Some(cluster), Some(link)))
 }
 
 /// Puts the spawner process where the spawner thread would be: its ends of

@@ -13,14 +13,17 @@ pub struct Access {
     uids: Vec<u32>,
     /// The `allow_groups`, the first one owning the socket.
     gids: Vec<u32>,
+    /// The node's own user.
+    own_uid: u32,
 }
 
 impl Access {
     /// Resolves `allow_users` and `allow_groups` (names, or numeric ids) to
-    /// ids. A name the databases do not know is an error: a typo must not
-    /// silently lock someone out, or let nobody in.
-    pub fn resolve(users: &[String], groups: &[String]) -> Result<Access, IoError> {
-        let mut uids = vec![0, sys::effective_uid()];
+    /// ids, for a node running as `own_uid`. A name the databases do not
+    /// know is an error: a typo must not silently lock someone out, or let
+    /// nobody in.
+    pub fn resolve(users: &[String], groups: &[String], own_uid: u32) -> Result<Access, IoError> {
+        let mut uids = vec![0, own_uid];
         for name in users {
             uids.push(resolve_id(name, "allow_users", |name| {
                 sys::lookup_user(name).map(|user| user.map(|user| user.uid))
@@ -32,7 +35,11 @@ impl Access {
             .collect::<Result<Vec<u32>, IoError>>()?;
         uids.sort_unstable();
         uids.dedup();
-        Ok(Access { uids, gids })
+        Ok(Access {
+            uids,
+            gids,
+            own_uid,
+        })
     }
 
     /// Whether `peer` may use the node.
@@ -50,11 +57,7 @@ impl Access {
     /// Whether anyone beyond root and the node's user is allowed, so the
     /// socket must be reachable by others and peer credentials decide.
     pub fn admits_others(&self) -> bool {
-        !self.gids.is_empty()
-            || self
-                .uids
-                .iter()
-                .any(|&uid| uid != 0 && uid != sys::effective_uid())
+        !self.gids.is_empty() || self.uids.iter().any(|&uid| uid != 0 && uid != self.own_uid)
     }
 }
 
@@ -91,7 +94,7 @@ mod tests {
 
     #[test]
     fn root_and_the_nodes_user_are_always_allowed() {
-        let access = Access::resolve(&[], &[]).unwrap();
+        let access = Access::resolve(&[], &[], sys::effective_uid()).unwrap();
         assert!(access.allows(&peer(0, 0, &[])));
         assert!(access.allows(&peer(sys::effective_uid(), 12345, &[])));
         assert!(!access.allows(&peer(54321, 54321, &[54321])));
@@ -103,7 +106,7 @@ mod tests {
     fn users_by_name_or_number_and_groups_by_any_membership() {
         let users = ["root".to_owned(), "4242".to_owned()];
         let groups = ["root".to_owned(), "777".to_owned()];
-        let access = Access::resolve(&users, &groups).unwrap();
+        let access = Access::resolve(&users, &groups, sys::effective_uid()).unwrap();
         assert!(access.allows(&peer(4242, 1, &[])));
         assert!(access.allows(&peer(5000, 777, &[])));
         assert!(access.allows(&peer(5000, 5000, &[9, 777])));
@@ -114,9 +117,9 @@ mod tests {
 
     #[test]
     fn an_unknown_name_is_an_error_naming_it() {
-        let error = Access::resolve(&["sf-no-such-user".to_owned()], &[]).unwrap_err();
+        let error = Access::resolve(&["sf-no-such-user".to_owned()], &[], 0).unwrap_err();
         assert!(error.to_string().contains("sf-no-such-user"), "{error}");
-        let error = Access::resolve(&[], &["sf-no-such-group".to_owned()]).unwrap_err();
+        let error = Access::resolve(&[], &["sf-no-such-group".to_owned()], 0).unwrap_err();
         assert!(error.to_string().contains("allow_groups"), "{error}");
     }
 }

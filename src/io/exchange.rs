@@ -381,7 +381,7 @@ mod tests {
             max_outbound_bytes: 1 << 20,
             idle_timeout: None,
             max_subscriber_backlog: backlog,
-            access: Access::resolve(&[], &[]).unwrap(),
+            access: Access::resolve(&[], &[], crate::sys::effective_uid()).unwrap(),
         }
     }
 

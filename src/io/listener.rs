@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use mio::net::UnixListener;
 
 use super::Access;
+use crate::sys::UserIds;
 
 /// Why the node's socket could not be bound.
 #[derive(Debug)]
@@ -87,8 +88,15 @@ impl BoundSocket {
     /// Binds `path` with the mode `access` calls for, creating its
     /// directory if needed (0700, or 0711 when others are allowed, so they
     /// can reach the socket). A socket file nobody answers on is replaced;
-    /// a live one is [`ListenError::InUse`].
-    pub fn bind(path: &Path, access: &Access) -> Result<BoundSocket, ListenError> {
+    /// a live one is [`ListenError::InUse`]. With `owner` (root binding for
+    /// the unprivileged node process of privilege separation), the socket
+    /// is given to that user (and to its group, or the allowed group), and
+    /// a directory of that user's is accepted too.
+    pub fn bind(
+        path: &Path,
+        access: &Access,
+        owner: Option<UserIds>,
+    ) -> Result<BoundSocket, ListenError> {
         let io_error = |doing, source| ListenError::Io {
             doing,
             path: path.to_owned(),
@@ -104,7 +112,7 @@ impl BoundSocket {
                     path: dir.to_owned(),
                     source,
                 })?;
-            check_owner(dir)?;
+            check_owner(dir, owner.map(|owner| owner.uid))?;
         }
         if path.exists() {
             match std::os::unix::net::UnixStream::connect(path) {
@@ -122,12 +130,17 @@ impl BoundSocket {
             }
         }
         let listener = UnixListener::bind(path).map_err(|source| io_error("bind", source))?;
-        let mode = match access.socket_group() {
-            Some(group) => {
-                std::os::unix::fs::chown(path, None, Some(group))
-                    .map_err(|source| io_error("give the allowed group", source))?;
-                0o660
-            }
+        let group = access.socket_group();
+        if owner.is_some() || group.is_some() {
+            std::os::unix::fs::chown(
+                path,
+                owner.map(|owner| owner.uid),
+                group.or(owner.map(|owner| owner.gid)),
+            )
+            .map_err(|source| io_error("give the node's user or the allowed group", source))?;
+        }
+        let mode = match group {
+            Some(_) => 0o660,
             None if access.admits_others() => 0o666,
             None => 0o600,
         };
@@ -147,10 +160,11 @@ impl BoundSocket {
     }
 }
 
-/// Refuses a socket directory that another user owns: in a shared
-/// directory such as `/tmp`, someone else could have created
-/// `/tmp/snow-fox-$UID` first and would then control the socket's name.
-fn check_owner(dir: &Path) -> Result<(), ListenError> {
+/// Refuses a socket directory that another user (neither root, this user
+/// nor `node_uid`) owns: in a shared directory such as `/tmp`, someone
+/// else could have created `/tmp/snow-fox-$UID` first and would then
+/// control the socket's name.
+fn check_owner(dir: &Path, node_uid: Option<u32>) -> Result<(), ListenError> {
     let owner = fs::metadata(dir)
         .map_err(|source| ListenError::Io {
             doing: "inspect the socket directory",
@@ -159,7 +173,7 @@ fn check_owner(dir: &Path) -> Result<(), ListenError> {
         })?
         .uid();
     let us = crate::sys::effective_uid();
-    if owner == us || owner == 0 {
+    if owner == us || owner == 0 || Some(owner) == node_uid {
         return Ok(());
     }
     Err(ListenError::ForeignDirectory {
@@ -172,8 +186,17 @@ impl Drop for BoundSocket {
     fn drop(&mut self) {
         let ours = fs::metadata(&self.path)
             .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == self.identity);
-        if ours && let Err(error) = fs::remove_file(&self.path) {
-            log::warn!("cannot remove socket {}: {error}", self.path.display());
+        if !ours {
+            return;
+        }
+        match fs::remove_file(&self.path) {
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => log::info!(
+                "socket {} stays (its directory is root's, and the node process is not): \
+                 the next start replaces it",
+                self.path.display()
+            ),
+            Err(error) => log::warn!("cannot remove socket {}: {error}", self.path.display()),
+            Ok(()) => {}
         }
     }
 }

@@ -135,8 +135,9 @@ pub struct IoSettings {
 }
 
 impl IoSettings {
-    /// The settings `node` asks for, its allow-lists resolved to ids.
-    pub fn from_node(node: &NodeConfig) -> Result<IoSettings, IoError> {
+    /// The settings `node` asks for, its allow-lists resolved to ids, for
+    /// a node process running as `own_uid`.
+    pub fn from_node(node: &NodeConfig, own_uid: u32) -> Result<IoSettings, IoError> {
         Ok(IoSettings {
             max_frame: node.max_frame,
             max_connections: node.max_connections,
@@ -144,7 +145,7 @@ impl IoSettings {
             max_outbound_bytes: node.max_outbound_bytes,
             idle_timeout: node.idle_timeout,
             max_subscriber_backlog: node.max_subscriber_backlog,
-            access: Access::resolve(&node.allow_users, &node.allow_groups)?,
+            access: Access::resolve(&node.allow_users, &node.allow_groups, own_uid)?,
         })
     }
 }

@@ -1,20 +1,63 @@
-//! Re-adoption at start and the state record: which recorded processes
-//! the manager takes back, and what it writes about the running ones.
+//! Re-adoption at start and the state record: which processes the
+//! manager takes back, and what it writes about the running ones.
+//!
+//! What runs is the spawner's word, not the node's record: the spawner's
+//! first message (`KnownProcesses`) lists every live process its own
+//! record holds, including those started in the instant before a crash
+//! that the node's record never heard of. The node's record adds only
+//! what the spawner does not know (the users' wishes, each process's
+//! service version and restart count); a process it names that the
+//! spawner does not is not adopted, and signalling it would be refused.
 
 use super::*;
 
 impl Manager {
-    /// Reads the state record: adopts each recorded process that still
-    /// runs and whose service still has its instance, and takes up the
-    /// users' wishes for services whose definition has not changed. Returns
-    /// the adopted instances started from an older definition.
-    pub(super) fn readopt(&mut self, now: Instant) -> Vec<(String, usize)> {
+    /// Waits for the spawner's first messages, the processes its record
+    /// holds. A spawner that is gone knows nothing.
+    pub(super) fn await_known_processes(&mut self) -> Vec<ms::known_processes::Process> {
+        let mut processes = Vec::new();
+        loop {
+            let Ok(message) = self.links.from_spawner.recv() else {
+                log::error!("the spawner's link closed before it said what runs");
+                self.spawner_alive = false;
+                self.links.from_spawner = crossbeam_channel::never();
+                return processes;
+            };
+            match message.payload {
+                Some(ms::message::Payload::KnownProcesses(known)) => {
+                    processes.extend(known.processes);
+                    if known.more != Some(true) {
+                        return processes;
+                    }
+                }
+                payload => self.on_spawner(ms::Message { payload, ..message }),
+            }
+        }
+    }
+
+    /// Adopts each process the spawner knows that still runs and whose
+    /// service still has its instance free, and takes up the users' wishes
+    /// (from the node's record) for services whose definition has not
+    /// changed. A second process for an instance already adopted (a start
+    /// the node's record missed, repeated) is killed, so that each instance
+    /// runs once; one of a service or instance no longer configured gets
+    /// SIGTERM, as at a reload that removed it, so that nothing runs that
+    /// `status` does not list. Returns the adopted instances started from
+    /// an older definition.
+    pub(super) fn readopt(
+        &mut self,
+        known: Vec<ms::known_processes::Process>,
+        now: Instant,
+    ) -> Vec<(String, usize)> {
         let record = match Record::load(&self.config.node.state_dir) {
             Ok(record) => record.unwrap_or_default(),
             Err(error) => {
-                log::error!("{error}; starting without it: nothing is adopted");
+                log::error!(
+                    "{error}; starting without it: what the spawner knows runs is adopted, \
+                     users' earlier wishes are forgotten"
+                );
                 self.record_health.unreadable_at_start = Some(error.to_string());
-                return Vec::new();
+                Record::default()
             }
         };
         for (id, Desired { up, version }) in record.desired {
@@ -27,7 +70,31 @@ impl Manager {
             }
         }
         let mut outdated = Vec::new();
-        for recorded in record.instances {
+        for process in known {
+            let recorded = record
+                .instances
+                .iter()
+                .find(|recorded| {
+                    (recorded.pid, recorded.start_time) == (process.pid, process.start_time)
+                        && (recorded.service.as_str(), recorded.index)
+                            == (process.service_id.as_str(), process.instance)
+                })
+                .cloned()
+                .unwrap_or_else(|| RecordedInstance {
+                    // Started in the instant before the node's record was
+                    // written: from the definition current then, most
+                    // likely this one, and never restarted.
+                    version: self
+                        .services
+                        .get(&process.service_id)
+                        .map(|service| service.version.clone())
+                        .unwrap_or_default(),
+                    service: process.service_id,
+                    index: process.instance,
+                    pid: process.pid,
+                    start_time: process.start_time,
+                    restarts: 0,
+                });
             if self.adopt(&recorded, now) {
                 self.record_health.adopted += 1;
                 if self.services[&recorded.service].version != recorded.version {
@@ -57,18 +124,27 @@ impl Manager {
             ..
         } = recorded;
         let name = format!("{id}.{index} (pid {pid})");
-        let free = self
+        let instance = self
             .services
             .get(id)
-            .and_then(|service| service.instances.get(*index as usize))
-            .is_some_and(|instance| instance.state == State::Stopped);
+            .and_then(|service| service.instances.get(*index as usize));
+        let free = instance.is_some_and(|instance| instance.state == State::Stopped);
         match sys::process_start_time(*pid) {
             Ok(found) if found == *start_time && free => {}
+            Ok(found) if found == *start_time && instance.is_some() => {
+                log::warn!(
+                    "{name} runs a second time for an instance already adopted: killing it, \
+                     so that each instance runs once"
+                );
+                self.signal_group(*pid, libc::SIGKILL);
+                return false;
+            }
             Ok(found) if found == *start_time => {
                 log::warn!(
                     "{name} still runs but its service or instance is no longer configured: \
-                     left running, not managed"
+                     stopping it (SIGTERM to its process group), as a reload removing it would"
                 );
+                self.signal_group(*pid, libc::SIGTERM);
                 return false;
             }
             Ok(_) => {
@@ -158,5 +234,23 @@ impl Manager {
                 self.record_health.write_error = Some(error);
             }
         }
+    }
+
+    /// Asks the spawner to signal `pid`'s process group, outside any
+    /// instance's state machine.
+    fn signal_group(&mut self, pid: u32, signal: i32) {
+        let message = ms::Message::new(
+            ms::message::Code::SignalProcess,
+            Some(format!(
+                "readopt:duplicate:{}",
+                uuid::Uuid::new_v4().simple()
+            )),
+            ms::message::Payload::SignalProcess(ms::SignalProcess {
+                pid,
+                signal,
+                group: Some(true),
+            }),
+        );
+        self.ask_spawner(message, Asked::Signal);
     }
 }

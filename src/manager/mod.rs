@@ -50,6 +50,7 @@
 
 mod adoption;
 mod checks;
+mod cluster;
 mod deps;
 pub mod instance;
 mod record;
@@ -61,6 +62,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,6 +79,8 @@ use crate::wire::proto::public_api::{
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds, manager_spawner as ms};
 use crate::wire::{PROTOCOL_VERSION, error_reply};
 use checks::{CheckKey, Checks};
+pub use cluster::ClusterLink;
+use cluster::ClusterSide;
 use deps::Hold;
 use ds::service_table::output as table_output;
 use instance::{Effect, Event, ExitStatus, Instance, State};
@@ -125,6 +129,8 @@ pub struct ManagerLinks {
     pub from_spawner: Receiver<ms::Message>,
     /// Process work for the spawner.
     pub to_spawner: Sender<ms::Message>,
+    /// The cluster role's link, for a node in a cluster.
+    pub cluster: Option<ClusterLink>,
 }
 
 /// Why the manager stopped before the daemon told it to.
@@ -278,17 +284,21 @@ pub struct Manager {
     checks: Checks,
     /// Node info's reply while all is green, kept encoded.
     green_node_info: RefCell<Option<GreenNodeInfo>>,
+    /// The instances the cluster assigns, and requests forwarded to it.
+    cluster: ClusterSide,
+    from_cluster: Receiver<crate::wire::proto::manager_cluster::Message>,
 }
 
 impl Manager {
     /// A manager for `config`; nothing runs until [`Manager::run`].
     pub fn new(
-        links: ManagerLinks,
+        mut links: ManagerLinks,
         tracer: Tracer,
         config: Config,
         identity: NodeIdentity,
     ) -> Manager {
         let now = Instant::now();
+        let (cluster, from_cluster) = ClusterSide::new(links.cluster.take());
         let services = config
             .services
             .values()
@@ -322,6 +332,8 @@ impl Manager {
             record_health: RecordHealth::default(),
             checks: Checks::new(),
             green_node_info: RefCell::new(None),
+            cluster,
+            from_cluster,
         }
     }
 
@@ -329,9 +341,17 @@ impl Manager {
     /// service to its desired state (or its `autostart`), then serves until
     /// the daemon's `Shutdown` has been carried out.
     pub fn run(mut self) -> Result<(), ManagerError> {
+        let known = self.await_known_processes();
         let now = Instant::now();
-        let outdated = self.readopt(now);
-        let ids: Vec<String> = self.services.keys().cloned().collect();
+        self.adopt_cached_assignments(now);
+        let outdated = self.readopt(known, now);
+        // The cluster's instances start when the cluster confirms them.
+        let ids: Vec<String> = self
+            .services
+            .keys()
+            .filter(|id| !self.cluster.has(id))
+            .cloned()
+            .collect();
         for id in ids {
             let service = &self.services[&id];
             let event = match (service.desired, service.config.autostart) {
@@ -358,6 +378,7 @@ impl Manager {
         loop {
             self.advance_holds(Instant::now());
             self.send_to_spawner();
+            self.send_cluster_states();
             self.flush_replies();
             if self.shutdown.is_some() && self.all_stopping_done() {
                 return self.finish_shutdown();
@@ -370,6 +391,7 @@ impl Manager {
             let from_spawner = &self.links.from_spawner;
             let from_daemon = &self.links.from_daemon;
             let tcp_results = &self.checks.tcp_results;
+            let from_cluster = &self.from_cluster;
             let never = crossbeam_channel::never();
             let ticker = timeout.map_or(never, crossbeam_channel::after);
             select! {
@@ -404,6 +426,13 @@ impl Manager {
                     let message = message.map_err(|_| ManagerError::LinkClosed { role: Role::Daemon })?;
                     self.on_daemon(message);
                 }
+                recv(from_cluster) -> message => match message {
+                    Ok(message) => self.on_cluster(message),
+                    Err(_) => {
+                        log::error!("the cluster role's link closed");
+                        self.from_cluster = crossbeam_channel::never();
+                    }
+                },
                 recv(tcp_results) -> result => match result {
                     Ok(result) => self.tcp_checked(result),
                     Err(_) => self.checks.tcp_thread_gone(),
@@ -439,6 +468,10 @@ impl Manager {
         if let Err(error) = self.links.to_io.send(IoCommand::Replies(replies)) {
             log::warn!("cannot hand replies to io: {error}");
         }
+    }
+
+    fn reply(&mut self, connection: ConnectionId, message: public_api::Message, last: bool) {
+        self.reply_encoded(connection, message, None, last);
     }
 
     /// Queues a reply whose payload, if `payload_bytes`, is encoded already.
@@ -502,6 +535,7 @@ impl Manager {
                     .retain(|(subscriber, _)| *subscriber != connection);
                 self.waiters
                     .retain(|waiter| waiter.connection != connection);
+                self.cluster.closed(connection);
             }
         }
     }
@@ -563,6 +597,7 @@ impl Manager {
             self.carry_out(id, index, effect);
         }
         if before != after {
+            self.cluster.note_change(id);
             self.sync_checks(id, index, now);
             self.publish(id, index);
             if was_up && !self.service_is_up(id) {
@@ -711,10 +746,7 @@ impl Manager {
             service_id: Some(config.id.clone()),
             instance: Some(index as u32),
             check: None,
-            ready_fd: match config.ready.signal {
-                ReadySignal::Fd(fd) => Some(fd),
-                _ => None,
-            },
+            ready_fd: config.ready_fd(),
         }
     }
 
@@ -919,6 +951,7 @@ impl Manager {
             .into_iter()
             .chain(deadlines)
             .chain(self.checks.next_deadline())
+            .chain(self.cluster.next_deadline())
             .min()
     }
 
@@ -945,6 +978,7 @@ impl Manager {
             self.apply(&id, index, Event::TimerFired, None, now);
         }
         self.run_checks(now);
+        self.expire_cluster_requests(now);
         let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
             .into_iter()
             .partition(|waiter| waiter.deadline <= now);

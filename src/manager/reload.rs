@@ -28,8 +28,37 @@ impl Manager {
                 "[{correlation}] node.toml changed: its new settings take effect when the node restarts"
             );
         }
+        let (cluster_services, cluster_versions) = self.cluster.services();
+        let mut services = loaded.services;
+        let mut versions = loaded.service_versions;
+        services.extend(cluster_services.clone());
+        versions.extend(cluster_versions.clone());
+        self.move_to(
+            services,
+            versions,
+            loaded.effective_version,
+            correlation,
+            now,
+            true,
+        );
+        Ok(self.status_of(self.services.values()))
+    }
+
+    /// Moves the services to `services` (with their `versions`): added
+    /// ones autostart if `start_added`, removed ones stop and go, changed
+    /// ones are stopped and started again under their new definition,
+    /// unchanged ones are left alone. Stops are asked for before starts.
+    pub(super) fn move_to(
+        &mut self,
+        services: BTreeMap<String, ServiceConfig>,
+        versions: BTreeMap<String, String>,
+        effective_version: String,
+        correlation: &str,
+        now: Instant,
+        start_added: bool,
+    ) {
         for (id, service) in &mut self.services {
-            service.replacement = match loaded.services.get(id) {
+            service.replacement = match services.get(id) {
                 None => Some(Replacement::Remove),
                 Some(new) if *new != service.config => {
                     Some(Replacement::With(Box::new(new.clone())))
@@ -37,7 +66,7 @@ impl Manager {
                 Some(_) => {
                     // Same definition, maybe other text (a comment): what
                     // runs is current under the new file's version.
-                    if let Some(version) = loaded.service_versions.get(id) {
+                    if let Some(version) = versions.get(id) {
                         service.version.clone_from(version);
                     }
                     None
@@ -45,15 +74,14 @@ impl Manager {
             };
         }
         self.record_changed = true;
-        let added: Vec<ServiceConfig> = loaded
-            .services
+        let added: Vec<ServiceConfig> = services
             .values()
             .filter(|service| !self.services.contains_key(&service.id))
             .cloned()
             .collect();
-        self.config.services = loaded.services.clone();
-        self.config.effective_version = loaded.effective_version.clone();
-        self.config.service_versions = loaded.service_versions.clone();
+        self.config.services = services;
+        self.config.effective_version = effective_version;
+        self.config.service_versions = versions;
         self.send_service_table(correlation);
         let replaced: Vec<String> = self
             .services
@@ -73,11 +101,10 @@ impl Manager {
             let version = self.service_version(&id);
             self.services
                 .insert(id.clone(), Service::new(config, version, now));
-            if autostart {
+            if autostart && start_added {
                 self.start_with_requirements(&id, correlation, now);
             }
         }
-        Ok(self.status_of(self.services.values()))
     }
 
     /// The version of service `id`'s file in the loaded configuration.
@@ -178,6 +205,10 @@ pub fn service_table(config: &Config) -> ds::ServiceTable {
                     .collect(),
                 stdout: Some(output(&service.stdout)),
                 stderr: Some(output(&service.stderr)),
+                instances: Some(service.instances),
+                log_max_bytes: Some(service.log_max_bytes),
+                log_keep: Some(service.log_keep),
+                ready_fd: service.ready_fd(),
             })
             .collect(),
         log_dir: Some(config.node.log_dir.to_string_lossy().into_owned()),

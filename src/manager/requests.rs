@@ -19,7 +19,7 @@ impl Manager {
         &mut self,
         connection: ConnectionId,
         correlation: &str,
-        message: public_api::Message,
+        mut message: public_api::Message,
         now: Instant,
     ) -> Answer {
         let code = Code::try_from(message.code).map_err(|_| {
@@ -32,7 +32,7 @@ impl Manager {
                 "the node is shutting down",
             ));
         }
-        match (code, message.payload) {
+        match (code, message.payload.take()) {
             (Code::Introduce, _) => Ok(Some((
                 Code::Introduce,
                 Body::Message(Some(Payload::ClientIntroduce(ClientIntroduce {
@@ -116,6 +116,17 @@ impl Manager {
             (Code::ConfigReload, _) => self
                 .reload(correlation, now)
                 .map(|status| Some((Code::Ack, Body::Encoded(status)))),
+            (
+                Code::ClusterStatusRequest
+                | Code::ClusterApply
+                | Code::ClusterRemove
+                | Code::ClusterStart
+                | Code::ClusterStop,
+                payload,
+            ) => {
+                message.payload = payload;
+                self.forward_to_cluster(connection, correlation, message, now)
+            }
             (Code::Subscribe, _) => {
                 let limit = self.config.node.max_subscriptions_per_connection;
                 let held = self
@@ -163,6 +174,15 @@ impl Manager {
         now: Instant,
     ) -> Answer {
         self.known(id)?;
+        if self.cluster.has(id) {
+            let service = id.split_once('@').map_or(id, |(service, _)| service);
+            return Err(RequestError::new(
+                Kind::BadRequest,
+                format!(
+                    "{id} is an instance the cluster assigned; use `snow-fox-client cluster start|stop {service}`"
+                ),
+            ));
+        }
         if event != Event::Stop && !self.spawner_alive {
             return Err(RequestError::new(
                 Kind::Internal,
@@ -273,6 +293,10 @@ impl Manager {
                 .iter()
                 .map(|i| instance_status(i, &self.clock))
                 .collect(),
+            origin: self
+                .cluster
+                .has(&service.config.id)
+                .then(|| "cluster".to_owned()),
         }
     }
 
@@ -396,6 +420,9 @@ impl Manager {
         add("io", green(&|| "running".to_owned()));
         add("config", config);
         add("state", self.state_status(details));
+        if let Some(cluster) = self.cluster_status() {
+            add("cluster", cluster);
+        }
         for service in self.services.values() {
             if details || !self.is_green(service) {
                 add(&service.config.id, self.colour_of(service));
@@ -469,15 +496,32 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
         (Code::ServiceStatusRequest, None | Some(Payload::ServiceStatusRequest(_))) => {
             (false, true)
         }
-        (Code::Introduce | Code::Shutdown | Code::ConfigReload | Code::Subscribe, None) => {
-            (false, true)
-        }
+        (
+            Code::Introduce
+            | Code::Shutdown
+            | Code::ConfigReload
+            | Code::Subscribe
+            | Code::ClusterStatusRequest,
+            None,
+        ) => (false, true),
         (Code::ServiceStart, Some(Payload::ServiceStart(_)))
         | (Code::ServiceStop, Some(Payload::ServiceStop(_)))
         | (Code::ServiceRestart, Some(Payload::ServiceRestart(_)))
-        | (Code::TraceRequest, Some(Payload::TraceRequest(_))) => (true, true),
+        | (Code::TraceRequest, Some(Payload::TraceRequest(_)))
+        | (Code::ClusterApply, Some(Payload::ClusterApply(_)))
+        | (
+            Code::ClusterRemove | Code::ClusterStart | Code::ClusterStop,
+            Some(Payload::ClusterService(_)),
+        ) => (true, true),
         (
-            Code::ServiceStart | Code::ServiceStop | Code::ServiceRestart | Code::TraceRequest,
+            Code::ServiceStart
+            | Code::ServiceStop
+            | Code::ServiceRestart
+            | Code::TraceRequest
+            | Code::ClusterApply
+            | Code::ClusterRemove
+            | Code::ClusterStart
+            | Code::ClusterStop,
             None,
         ) => (true, false),
         (
@@ -486,7 +530,8 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::ServiceStatusResponse
             | Code::TraceResponse
             | Code::Error
-            | Code::Event,
+            | Code::Event
+            | Code::ClusterStatusResponse,
             _,
         ) => (false, true),
         _ => (false, false),

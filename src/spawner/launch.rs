@@ -11,7 +11,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -41,8 +41,12 @@ pub(super) struct Launched {
     pub(super) ready_pipe: Option<File>,
 }
 
-/// Starts the process `request` describes, in its own session.
-pub(super) fn launch(request: &ms::StartProcess) -> Result<Launched, LaunchError> {
+/// Starts the process `request` describes, in its own session; the child
+/// appends its own stat line to `intent`, if given, before it execs.
+pub(super) fn launch(
+    request: &ms::StartProcess,
+    intent: Option<BorrowedFd<'_>>,
+) -> Result<Launched, LaunchError> {
     let (program, args) = request
         .command
         .split_first()
@@ -71,6 +75,9 @@ pub(super) fn launch(request: &ms::StartProcess) -> Result<Launched, LaunchError
     let (stderr, rotate_stderr) = open_output(Stream::Stderr, request.stderr.as_ref())?;
     command.stdout(stdout).stderr(stderr);
     sys::start_in_new_session(&mut command);
+    if let Some(intent) = intent {
+        sys::record_own_stat_before_exec(&mut command, intent);
+    }
     let ready_pipe = match request.ready_fd {
         Some(fd) => Some(ready_pipe(&mut command, fd)?),
         None => None,

@@ -32,18 +32,32 @@
 //! refused until the next reload. A `StartProcess` whose
 //! command, user, group, work dir, environment (as a set of name=value)
 //! or outputs differ from what the table says for its `service_id` is
-//! refused, as is a signal for a pid it did not start; a refusal is
+//! refused, as is a signal for a pid it did not start or adopt; a refusal is
 //! answered with `Error` and logged here too (a compromised node would
 //! not log it). The table gives each service's outputs as configured and
 //! the node's log dir; the spawner resolves the file a stream of instance
 //! N may go to with the node's own function (`conf::Output::path`), so the
-//! two sides cannot disagree on the rule. Rotation sizes are not checked:
-//! rotation only renames within the allowed file's own `.N` siblings.
+//! two sides cannot disagree on the rule. Every number a request carries
+//! is bounded by the table too: the instance below the service's
+//! `instances`, a file output's rotation size and count equal to the
+//! service's (and the count at most [`conf::MAX_LOG_KEEP`]), the
+//! readiness fd the service's, a signal number from 1 to 64, a
+//! correlation id at most 128 bytes; and an instance that already runs is
+//! not started again.
 //!
-//! `AdoptProcess` hands it a process a previous node started (found alive
-//! in the state record): not its child, so it cannot be reaped. The
-//! spawner opens a pidfd for it, then checks the pid's start time, so the
-//! pidfd surely names that process and not a stranger that got its pid.
+//! Its own record (`record.rs`, in `spawner_state_dir`) names every
+//! process it started: an intent before each fork, the process after it.
+//! When the spawner starts, each process the record names that still runs
+//! as that very process (a pidfd opened, then the start time checked, so
+//! the pidfd surely names it and not a stranger that got its pid) is
+//! watched as adopted, and the first message to the manager,
+//! `KnownProcesses`, lists them. `AdoptProcess` is then the manager taking
+//! one of these back, answered `Ack` only for a process the record holds
+//! with that pid, start time, service and instance; anything else is
+//! refused and logged. In the spawner process, a start is not carried out
+//! once the node at the other end of its link is gone (`poll` for
+//! `POLLRDHUP` on the link socket before each), as nobody would learn of
+//! it. Adopted processes are not its children, so they cannot be reaped.
 //! While it watches adopted processes it polls their pidfds every
 //! [`ADOPTED_POLL`] (one `poll(2)` with no wait; a blocking watcher thread
 //! would need a second wake-up path into this loop for no real gain), so an
@@ -111,6 +125,7 @@
 //! logged.
 
 mod launch;
+mod record;
 mod rotation;
 
 use std::collections::{BTreeSet, HashMap};
@@ -118,7 +133,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvError, Sender, never, select};
@@ -129,6 +144,16 @@ use crate::trace::{Role, Tracer, now_unix_ms};
 use crate::wire::proto::{daemon_spawner as ds, manager_spawner as ms};
 use ds::service_table::output as table_output;
 use ms::message::{Code, Payload};
+use record::SpawnerRecord;
+pub use record::{RecordError, RecordedProcess};
+
+/// The longest correlation id the spawner takes (`protocol.md` §3).
+const MAX_CORRELATION_ID: usize = 128;
+/// Processes per `KnownProcesses` message: about 120 kB, well under the
+/// frame limit whatever the record holds.
+const KNOWN_PER_MESSAGE: usize = 4096;
+/// The highest signal number (`SIGRTMAX` on Linux).
+const MAX_SIGNAL: i32 = 64;
 
 /// The spawner's channel ends, created by the daemon.
 #[derive(Debug)]
@@ -146,6 +171,10 @@ pub struct SpawnerLinks {
     /// with try_send: notices coalesce; the spawner reaps until nothing is
     /// left on each).
     pub child_exited: Receiver<()>,
+    /// In the spawner process, the socket its manager link arrives on:
+    /// once the node at its other end is gone, starts still queued are
+    /// not carried out. None for the spawner thread.
+    pub manager_socket: Option<OwnedFd>,
 }
 
 /// Where the spawner's service table comes from.
@@ -182,6 +211,8 @@ pub const READY_POLL: Duration = Duration::from_millis(50);
 struct OwnChild {
     service_id: String,
     instance: u32,
+    /// A readiness or health check, not the instance's own process.
+    check: bool,
     /// The correlation id of the last request about it (its start, then
     /// each signal): its exit is reported under it, so the trace of a stop
     /// shows the process ending.
@@ -217,6 +248,10 @@ pub struct Spawner {
     log_dir: PathBuf,
     /// Where `table` comes from.
     table_source: TableSource,
+    /// Its own record of the processes it started.
+    record: SpawnerRecord,
+    /// See [`SpawnerLinks::manager_socket`].
+    manager_socket: Option<OwnedFd>,
 }
 
 /// What woke the loop.
@@ -235,8 +270,21 @@ enum Wake {
 
 impl Spawner {
     /// A spawner over its links, recording every message it sends, taking
-    /// its service table from `table_source`.
-    pub fn new(links: SpawnerLinks, tracer: Tracer, table_source: TableSource) -> Spawner {
+    /// its service table from `table_source`, keeping its record of the
+    /// processes it starts in `record_dir`. What that record names and
+    /// still runs (same pid, same start time) it watches as adopted from
+    /// the start; the rest it forgets.
+    pub fn new(
+        links: SpawnerLinks,
+        tracer: Tracer,
+        table_source: TableSource,
+        record_dir: &Path,
+    ) -> Result<Spawner, SpawnerError> {
+        let (record, found, problems) =
+            SpawnerRecord::open(record_dir).map_err(SpawnerError::Record)?;
+        for problem in problems {
+            log::warn!("spawner record in {}: {problem}", record_dir.display());
+        }
         let mut spawner = Spawner {
             from_manager: links.from_manager,
             to_manager: links.to_manager,
@@ -254,6 +302,8 @@ impl Spawner {
             table: HashMap::new(),
             log_dir: PathBuf::new(),
             table_source,
+            record,
+            manager_socket: links.manager_socket,
         };
         if let TableSource::OwnConfig {
             config,
@@ -263,13 +313,88 @@ impl Spawner {
             let table = build_table(config);
             spawner.set_table(table);
         }
-        spawner
+        for process in found {
+            spawner.watch_recorded(process);
+        }
+        spawner.save_record();
+        Ok(spawner)
+    }
+
+    /// Watches a process its record names, if it still runs as that very
+    /// process; the record keeps it only then.
+    fn watch_recorded(&mut self, process: RecordedProcess) {
+        let name = format!(
+            "{}#{} (pid {})",
+            process.service_id, process.instance, process.pid
+        );
+        if self.adopted.contains_key(&process.pid) {
+            return;
+        }
+        let request = ms::AdoptProcess {
+            pid: process.pid,
+            start_time: process.start_time,
+            service_id: None,
+            instance: None,
+        };
+        match watch(&request) {
+            Ok(pidfd) => {
+                log::info!("spawner: {name}, which it started, still runs: watching it");
+                let own = OwnChild {
+                    service_id: process.service_id.clone(),
+                    instance: process.instance,
+                    check: false,
+                    last_request: None,
+                };
+                self.adopted.insert(process.pid, (own, pidfd));
+                self.record.insert(process);
+            }
+            Err(reason) => log::info!("spawner: {name} from its record has ended ({reason})"),
+        }
+    }
+
+    /// Writes its record if it changed. A failed write is logged; the
+    /// intents of the processes it misses stay until the next write.
+    fn save_record(&mut self) {
+        if let Err(error) = self.record.save() {
+            log::error!("{error}");
+        }
+    }
+
+    /// Tells the manager every live process its record holds: the first
+    /// messages it sends, in pieces, the last without `more`.
+    fn announce_known_processes(&mut self) {
+        let processes: Vec<ms::known_processes::Process> = self
+            .record
+            .processes()
+            .map(|process| ms::known_processes::Process {
+                pid: process.pid,
+                start_time: process.start_time,
+                service_id: process.service_id.clone(),
+                instance: process.instance,
+            })
+            .collect();
+        for known in known_pieces(processes) {
+            self.send_to_manager(ms::Message::new(
+                Code::KnownProcesses,
+                None,
+                Some(Payload::KnownProcesses(known)),
+            ));
+        }
+    }
+
+    /// Whether the node at the other end of the manager link is gone (the
+    /// spawner process only): then nobody would learn of a start.
+    fn node_gone(&self) -> bool {
+        self.manager_socket
+            .as_ref()
+            .is_some_and(|socket| sys::peer_hung_up(socket.as_fd()).unwrap_or(true))
     }
 
     /// Waits for the daemon's service table (when it takes it from its
     /// links), then serves requests, SIGCHLD notices and rotation until
     /// the daemon's `Shutdown`, which it answers before returning `Ok`.
     pub fn run(mut self) -> Result<(), SpawnerError> {
+        self.announce_known_processes();
         // A spawner reading its own configuration built its table already.
         let mut waiting_for_table = matches!(self.table_source, TableSource::FromLinks);
         while waiting_for_table {
@@ -306,7 +431,14 @@ impl Spawner {
                 recv(ready_tick) -> _ => Wake::ReadyCheckDue,
             };
             match wake {
-                Wake::Manager(Some(message)) => self.on_manager_message(message)?,
+                Wake::Manager(Some(message)) => {
+                    self.on_manager_message(message)?;
+                    // A burst of starts is one write of the record.
+                    let more: Vec<ms::Message> = self.from_manager.try_iter().take(64).collect();
+                    for message in more {
+                        self.on_manager_message(message)?;
+                    }
+                }
                 Wake::Manager(None) => {
                     log::debug!("spawner: the manager's channel closed");
                     self.from_manager = never();
@@ -336,11 +468,25 @@ impl Spawner {
                     self.ready_check_at = Instant::now() + READY_POLL;
                 }
             }
+            self.save_record();
         }
     }
 
     fn on_manager_message(&mut self, message: ms::Message) -> Result<(), SpawnerError> {
         let correlation_id = message.correlation_id;
+        if let Some(length) = correlation_id
+            .as_ref()
+            .map(String::len)
+            .filter(|length| *length > MAX_CORRELATION_ID)
+        {
+            let reason = format!(
+                "a correlation id of {length} bytes is longer than {MAX_CORRELATION_ID}: \
+                 request refused"
+            );
+            log::warn!("spawner: {reason}");
+            self.send_to_manager(ms::Message::error(None, reason));
+            return Ok(());
+        }
         match (Code::try_from(message.code), message.payload) {
             (Ok(Code::StartProcess), Some(Payload::StartProcess(request))) => {
                 self.start(correlation_id, &request);
@@ -381,14 +527,36 @@ impl Spawner {
     fn start(&mut self, correlation_id: Option<String>, request: &ms::StartProcess) {
         let service_id = request.service_id.clone().unwrap_or_default();
         let instance = request.instance.unwrap_or_default();
-        if let Err(reason) = self.allow(&service_id, request) {
+        let allowed = if self.node_gone() {
+            Err("the node's link is closed, so nobody would learn of this start".to_owned())
+        } else {
+            self.allow(&service_id, request)
+        };
+        if let Err(reason) = allowed {
             log::warn!("spawner: refused to start {service_id}#{instance}: {reason}");
             self.send_to_manager(ms::Message::error(correlation_id, reason));
             return;
         }
-        let launched = match launch::launch(request) {
+        // Checks are not recorded: they end by themselves, and are no
+        // instance's process for a later node to adopt.
+        let intent = match request.check {
+            Some(_) => None,
+            None => match self.record.intent(&service_id, instance) {
+                Ok(intent) => Some(intent),
+                Err(error) => {
+                    let reason = format!("not started, as it could not be recorded: {error}");
+                    log::error!("spawner: {service_id}#{instance} {reason}");
+                    self.send_to_manager(ms::Message::error(correlation_id, reason));
+                    return;
+                }
+            },
+        };
+        let launched = match launch::launch(request, intent.as_ref().map(|i| i.file.as_fd())) {
             Ok(launched) => launched,
             Err(error) => {
+                if let Some(intent) = intent {
+                    self.record.abandon(intent);
+                }
                 let reason = error.to_string();
                 self.log_to_manager(
                     log::Level::Warn,
@@ -410,6 +578,19 @@ impl Spawner {
                 );
             })
             .ok();
+        // Without a start time the intent, which holds the child's own,
+        // stays in its place.
+        if let (Some(start_time), Some(intent)) = (start_time, intent) {
+            self.record.started(
+                intent,
+                RecordedProcess {
+                    service_id: service_id.clone(),
+                    instance,
+                    pid,
+                    start_time,
+                },
+            );
+        }
         self.rotation.track(pid, launched.rotating, Instant::now());
         if let Some(pipe) = launched.ready_pipe {
             if self.ready_pipes.is_empty() {
@@ -422,6 +603,7 @@ impl Spawner {
             OwnChild {
                 service_id,
                 instance,
+                check: request.check.is_some(),
                 last_request: correlation_id.clone(),
             },
         );
@@ -491,6 +673,27 @@ impl Spawner {
             .get(service_id)
             .ok_or_else(|| format!("service `{service_id}` is not in the service table"))?;
         let instance = request.instance.unwrap_or_default();
+        let instances = service.instances.unwrap_or(1).min(conf::MAX_INSTANCES);
+        if instance >= instances {
+            return Err(format!(
+                "instance {instance} is out of range: `{service_id}` has {instances}"
+            ));
+        }
+        if request.check.is_none() {
+            if let Some(pid) = self.running_as(service_id, instance) {
+                return Err(format!(
+                    "{service_id}#{instance} already runs as pid {pid}: an instance runs once"
+                ));
+            }
+            self.check_rotation(service, request)?;
+            if request.ready_fd != service.ready_fd {
+                return Err(format!(
+                    "its ready_fd is not the one the service table gives `{service_id}`"
+                ));
+            }
+        } else if request.ready_fd.is_some() {
+            return Err("a check gets no ready_fd".to_owned());
+        }
         let (command_differs, stdout, stderr) = if request.check.is_some() {
             let differs = !service
                 .checks
@@ -538,6 +741,55 @@ impl Spawner {
         }
     }
 
+    /// The pid of the process (its own child or adopted) that runs as
+    /// instance `instance` of `service_id`, checks aside.
+    fn running_as(&self, service_id: &str, instance: u32) -> Option<u32> {
+        let is_it = |process: &OwnChild| {
+            !process.check && process.instance == instance && process.service_id == service_id
+        };
+        self.children
+            .iter()
+            .find(|(_, child)| is_it(child))
+            .or_else(|| {
+                self.adopted
+                    .iter()
+                    .map(|(pid, (process, _))| (pid, process))
+                    .find(|(_, process)| is_it(process))
+            })
+            .map(|(pid, _)| *pid)
+    }
+
+    /// Refuses rotation numbers other than the service's, or beyond the
+    /// bounds of the configuration.
+    fn check_rotation(
+        &self,
+        service: &ds::service_table::Service,
+        request: &ms::StartProcess,
+    ) -> Result<(), String> {
+        for (stream, output) in [("stdout", &request.stdout), ("stderr", &request.stderr)] {
+            let Some(output) = output
+                .as_ref()
+                .filter(|output| output.kind == ms::output::Kind::File as i32)
+            else {
+                continue;
+            };
+            let keep = output.keep.unwrap_or_default();
+            if keep > conf::MAX_LOG_KEEP {
+                return Err(format!(
+                    "its {stream} keeps {keep} rotated files, more than {}",
+                    conf::MAX_LOG_KEEP
+                ));
+            }
+            if output.rotate_bytes != service.log_max_bytes || output.keep != service.log_keep {
+                return Err(format!(
+                    "its {stream} rotation is not the one the service table gives `{}`",
+                    service.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Where the table lets stream `stream` of instance `instance` of
     /// `service` go: its configured output resolved as the node resolves
     /// it ([`conf::Output::path`]). An output the table does not give is
@@ -571,22 +823,34 @@ impl Spawner {
     /// it; answers `Ack`, or `Error` when it cannot.
     fn adopt(&mut self, correlation_id: Option<String>, request: ms::AdoptProcess) {
         let pid = request.pid;
-        let reply = match watch(&request) {
-            Ok(pidfd) => {
-                let process = OwnChild {
-                    service_id: request.service_id.unwrap_or_default(),
-                    instance: request.instance.unwrap_or_default(),
-                    last_request: correlation_id.clone(),
-                };
+        // An ended process is reported, and so not found below.
+        self.check_adopted();
+        let recorded = self.record.get(pid).filter(|recorded| {
+            recorded.start_time == request.start_time
+                && request.service_id.as_deref() == Some(recorded.service_id.as_str())
+                && request.instance == Some(recorded.instance)
+        });
+        let reply = match (recorded, self.adopted.get_mut(&pid)) {
+            (Some(_), Some((process, _))) => {
                 log::debug!(
-                    "spawner: adopted {}#{} (pid {pid})",
+                    "spawner: the manager adopts {}#{} (pid {pid})",
                     process.service_id,
                     process.instance
                 );
-                self.adopted.insert(pid, (process, pidfd));
+                process.last_request.clone_from(&correlation_id);
                 ms::Message::new(Code::Ack, correlation_id, None)
             }
-            Err(reason) => ms::Message::error(correlation_id, reason),
+            _ => {
+                let reason = format!(
+                    "pid {pid} (start time {}) is not a running process the spawner's record \
+                     holds as {}#{}: not adopted",
+                    request.start_time,
+                    request.service_id.as_deref().unwrap_or("?"),
+                    request.instance.unwrap_or_default()
+                );
+                log::warn!("spawner: {reason}");
+                ms::Message::error(correlation_id, reason)
+            }
         };
         self.send_to_manager(reply);
     }
@@ -604,6 +868,7 @@ impl Spawner {
         };
         for (pid, _) in pids.into_iter().zip(ended).filter(|(_, ended)| *ended) {
             if let Some((process, _)) = self.adopted.remove(&pid) {
+                self.record.forget(pid);
                 log::debug!(
                     "spawner: adopted {}#{} (pid {pid}) ended",
                     process.service_id,
@@ -696,6 +961,12 @@ impl Spawner {
     /// process group); the reason when it cannot.
     fn send_signal(&self, request: ms::SignalProcess) -> Result<(), String> {
         let pid = request.pid;
+        if !(1..=MAX_SIGNAL).contains(&request.signal) {
+            return Err(format!(
+                "signal {} to pid {pid} is not a signal number (1 to {MAX_SIGNAL})",
+                request.signal
+            ));
+        }
         let target = i32::try_from(pid)
             .ok()
             .filter(|_| self.children.contains_key(&pid) || self.adopted.contains_key(&pid))
@@ -718,6 +989,7 @@ impl Spawner {
                 log::debug!("spawner: reaped pid {pid}, not a child it started ({status:?})");
                 continue;
             };
+            self.record.forget(pid);
             self.rotation.forget(pid);
             if let Some(pipe) = self.ready_pipes.remove(&pid) {
                 // A child may say it is ready and end at once: the
@@ -844,6 +1116,20 @@ impl Spawner {
     }
 }
 
+/// `processes` as `KnownProcesses` messages of at most
+/// [`KNOWN_PER_MESSAGE`] each, every one but the last saying `more`; one
+/// empty message when there are none.
+fn known_pieces(processes: Vec<ms::known_processes::Process>) -> Vec<ms::KnownProcesses> {
+    let pieces = processes.len().div_ceil(KNOWN_PER_MESSAGE).max(1);
+    let mut chunks = processes.chunks(KNOWN_PER_MESSAGE);
+    (0..pieces)
+        .map(|piece| ms::KnownProcesses {
+            processes: chunks.next().map(<[_]>::to_vec).unwrap_or_default(),
+            more: (piece + 1 < pieces).then_some(true),
+        })
+        .collect()
+}
+
 /// Resolves `user` (a name or uid) and `group` (a name or gid; without
 /// it, the user's primary group) exactly as a service's are resolved. The
 /// daemon drops the node process to these ids.
@@ -948,6 +1234,8 @@ pub enum SpawnerError {
         /// The OS error.
         source: io::Error,
     },
+    /// Its own record cannot be opened: it would not know what it started.
+    Record(RecordError),
 }
 
 impl fmt::Display for SpawnerError {
@@ -968,6 +1256,7 @@ impl fmt::Display for SpawnerError {
             SpawnerError::Reap { source } => {
                 write!(f, "spawner: reaping children with waitpid: {source}")
             }
+            SpawnerError::Record(error) => error.fmt(f),
         }
     }
 }
@@ -979,6 +1268,7 @@ impl std::error::Error for SpawnerError {
             | SpawnerError::ChildExitNoticesClosed { source } => Some(source),
             SpawnerError::ShutdownAckUndelivered => None,
             SpawnerError::Reap { source } => Some(source),
+            SpawnerError::Record(error) => Some(error),
         }
     }
 }

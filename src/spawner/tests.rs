@@ -46,6 +46,8 @@ struct Harness {
     logs: Vec<ms::LogMessage>,
     /// Started children not yet seen exiting, killed if a test fails.
     running: Vec<u32>,
+    /// What its first message said its record holds.
+    known: Vec<ms::known_processes::Process>,
     _one_spawner_at_a_time: MutexGuard<'static, ()>,
 }
 
@@ -58,6 +60,15 @@ impl Harness {
     /// (empty) table first, as the daemon does in both modes.
     fn with_table_source(table_source: TableSource) -> Harness {
         let serial = PROCESS_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
+        Harness::on_record(table_source, &temp_dir().join("spawner"), serial)
+    }
+
+    /// A spawner keeping its record in `record_dir`.
+    fn on_record(
+        table_source: TableSource,
+        record_dir: &Path,
+        serial: MutexGuard<'static, ()>,
+    ) -> Harness {
         let (to_spawner, from_manager) = bounded(16);
         let (to_manager, from_spawner) = bounded(16);
         let (daemon_to_spawner, from_daemon) = bounded(1);
@@ -71,10 +82,13 @@ impl Harness {
                 from_daemon,
                 to_daemon,
                 child_exited: notices,
+                manager_socket: None,
             },
             tracer.clone(),
             table_source,
-        );
+            record_dir,
+        )
+        .unwrap();
         let thread = thread::Builder::new()
             .name("sf-spawner-test".into())
             .spawn(move || spawner.run())
@@ -101,8 +115,20 @@ impl Harness {
             exits: Vec::new(),
             logs: Vec::new(),
             running: Vec::new(),
+            known: Vec::new(),
             _one_spawner_at_a_time: serial,
         }
+        .announced()
+    }
+
+    /// Takes the spawner's first message, what its record holds.
+    fn announced(mut self) -> Harness {
+        let first = self.next_message();
+        match first.payload {
+            Some(Payload::KnownProcesses(known)) => self.known = known.processes,
+            other => panic!("the spawner's first message is not KnownProcesses: {other:?}"),
+        }
+        self
     }
 
     fn request(&mut self, code: Code, payload: Payload) -> String {
@@ -278,7 +304,20 @@ fn allowing(request: &ms::StartProcess) -> ds::service_table::Service {
             .collect(),
         stdout: request.stdout.as_ref().map(configured_as),
         stderr: request.stderr.as_ref().map(configured_as),
+        instances: Some(request.instance.unwrap_or_default() + 1),
+        log_max_bytes: rotation(request, |output| output.rotate_bytes),
+        log_keep: rotation(request, |output| output.keep),
+        ready_fd: request.ready_fd,
     }
+}
+
+/// What a FILE output of `request` says about rotation.
+fn rotation<T>(request: &ms::StartProcess, field: impl Fn(&ms::Output) -> Option<T>) -> Option<T> {
+    [&request.stdout, &request.stderr]
+        .into_iter()
+        .flatten()
+        .filter(|output| output.kind == Kind::File as i32)
+        .find_map(field)
 }
 
 /// The table output that allows `output` (a file as an absolute path).
@@ -562,48 +601,83 @@ fn starts_the_service_table_does_not_allow_are_refused() {
     harness.exit_of(pid);
 }
 
+/// Issue 11: a spawner adopts only what its own record holds. A process
+/// it started lives on past its end (as after a crash of the node); the
+/// next spawner on the same record announces it, adopts it when asked with
+/// its start time, signals it and reports its end without status; a
+/// stranger with its own session is refused, whatever the request says.
 #[test]
-fn an_adopted_process_is_checked_signalled_and_its_end_reported_without_status() {
-    let mut harness = Harness::new();
-    // Not started by this spawner, as a process from a previous node, and
-    // like it the leader of its own session and process group.
-    let mut sleeper = std::process::Command::new("sleep");
-    sleeper.arg("30");
-    // The spawner reaps it with waitpid(-1); waiting on it here would race.
-    #[expect(clippy::zombie_processes, reason = "reaped by the spawner under test")]
-    let stranger = sys::start_in_new_session(&mut sleeper).spawn().unwrap();
-    let pid = stranger.id();
+fn only_processes_of_its_own_record_are_adopted_and_signalled() {
+    let serial = PROCESS_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let record_dir = temp_dir().join("spawner");
+    let mut first = Harness::on_record(TableSource::FromLinks, &record_dir, serial);
+    assert!(first.known.is_empty());
+    let pid = first.start_ok(command(&["/bin/sleep", "30"]));
+    // It outlives this spawner, as services outlive a crashed node.
+    first.running.clear();
+    let (_, result, _) = first.shutdown();
+    result.unwrap();
+
+    let serial = PROCESS_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut harness = Harness::on_record(TableSource::FromLinks, &record_dir, serial);
     harness.running.push(pid);
     let start_time = sys::process_start_time(pid).unwrap();
-    let adopt = |harness: &mut Harness, pid, start_time| {
+    assert_eq!(
+        harness
+            .known
+            .iter()
+            .map(|p| (p.pid, p.start_time, p.service_id.as_str(), p.instance))
+            .collect::<Vec<_>>(),
+        [(pid, start_time, "test", 0)]
+    );
+    let mut sleeper = std::process::Command::new("sleep");
+    sleeper.arg("30");
+    #[expect(clippy::zombie_processes, reason = "reaped by the spawner under test")]
+    let stranger = sys::start_in_new_session(&mut sleeper).spawn().unwrap();
+    let stranger_pid = stranger.id();
+    harness.running.push(stranger_pid);
+    let adopt = |harness: &mut Harness, pid, start_time, service: &str| {
         let request = ms::AdoptProcess {
             pid,
             start_time,
-            service_id: Some("old".into()),
+            service_id: Some(service.into()),
             instance: Some(0),
         };
         let id = harness.request(Code::AdoptProcess, Payload::AdoptProcess(request));
         harness.reply_to(&id)
     };
-
-    let recycled = adopt(&mut harness, pid, start_time + 1);
-    match recycled.payload {
-        Some(Payload::Error(error)) => {
-            assert!(
-                error.reason.contains("now names another process"),
-                "{}",
-                error.reason
-            );
-        }
+    let refused = |reply: ms::Message| match reply.payload {
+        Some(Payload::Error(error)) => error.reason,
         other => panic!("expected Error, got {other:?}"),
-    }
-    assert_eq!(adopt(&mut harness, pid, start_time).code, Code::Ack as i32);
+    };
+    let stranger_start = sys::process_start_time(stranger_pid).unwrap();
+    let reason = refused(adopt(&mut harness, stranger_pid, stranger_start, "test"));
+    assert!(
+        reason.contains("is not a running process the spawner's record holds"),
+        "{reason}"
+    );
+    assert!(refused(harness.signal(stranger_pid, SIGTERM)).contains("not a live child"));
+    refused(adopt(&mut harness, pid, start_time + 1, "test"));
+    refused(adopt(&mut harness, pid, start_time, "other"));
+    let adopted = adopt(&mut harness, pid, start_time, "test");
+    assert_eq!(adopted.code, Code::Ack as i32, "{adopted:?}");
     assert_eq!(harness.signal(pid, SIGTERM).code, Code::Ack as i32);
     let exited = harness.exit_of(pid);
     assert_eq!((exited.exit_code, exited.exit_signal), (None, None));
-    let gone = adopt(&mut harness, pid, start_time);
-    assert_eq!(gone.code, Code::Error as i32, "{gone:?}");
+    refused(adopt(&mut harness, pid, start_time, "test"));
+    assert!(is_alive(stranger_pid), "the stranger was left alone");
+    let _ = sys::kill(stranger_pid as i32, 9);
     harness.shutdown().1.unwrap();
+    let _ = fs::remove_dir_all(record_dir.parent().unwrap());
+}
+
+/// Whether `pid` runs (and is not a zombie).
+fn is_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat[stat.rfind(')').unwrap() + 1..]
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 #[test]
@@ -858,4 +932,58 @@ fn a_spawner_reading_its_own_configuration_ignores_the_tables_it_is_sent() {
     assert_eq!(ack.code, ds::message::Code::Ack as i32);
     result.unwrap();
     fs::remove_dir_all(conf_dir).unwrap();
+}
+
+/// Issue 11: the child writes its own stat line to its start's intent
+/// between fork and exec, and the program it execs holds no descriptor of
+/// the spawner's record: a service cannot write what the spawner trusts.
+#[test]
+fn a_service_holds_no_descriptor_of_the_spawners_record() {
+    let serial = PROCESS_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = temp_dir();
+    let record_dir = dir.join("spawner");
+    let mut harness = Harness::on_record(TableSource::FromLinks, &record_dir, serial);
+    let out = dir.join("fds.txt");
+    let request = ms::StartProcess {
+        stdout: file_output(&out, None, None),
+        ..command(&[
+            "/bin/sh",
+            "-c",
+            "for fd in /proc/$$/fd/*; do readlink $fd; done; echo done",
+        ])
+    };
+    let pid = harness.start_ok(request);
+    assert_eq!(harness.exit_of(pid).exit_code, Some(0));
+    let fds = fs::read_to_string(&out).unwrap();
+    assert!(fds.ends_with("done\n"), "{fds}");
+    let record = record_dir.display().to_string();
+    assert!(
+        !fds.contains(&record),
+        "the service holds the record's files: {fds}"
+    );
+    harness.shutdown().1.unwrap();
+    fs::remove_dir_all(dir).unwrap();
+}
+
+/// However many processes the record holds, each announcement stays well
+/// under the frame limit, and the manager knows which is the last.
+#[test]
+fn a_long_list_of_known_processes_comes_in_pieces_under_the_frame_limit() {
+    use prost::Message as _;
+    let processes: Vec<_> = (0..10_000)
+        .map(|pid| ms::known_processes::Process {
+            pid,
+            start_time: u64::MAX,
+            service_id: "a-service-with-a-long-id-of-forty-bytes".into(),
+            instance: 999,
+        })
+        .collect();
+    let pieces = known_pieces(processes);
+    let sizes: Vec<usize> = pieces.iter().map(|p| p.processes.len()).collect();
+    assert_eq!(sizes, [4096, 4096, 1808]);
+    let more: Vec<_> = pieces.iter().map(|p| p.more).collect();
+    assert_eq!(more, [Some(true), Some(true), None]);
+    assert!(pieces.iter().all(|p| p.encoded_len() < 512 * 1024));
+    let none = known_pieces(Vec::new());
+    assert_eq!((none.len(), none[0].more), (1, None));
 }

@@ -5,9 +5,9 @@ use std::fmt;
 use prost::Message as _;
 
 use super::FRAME_HEADER_LEN;
-use super::proto::{daemon_manager, daemon_spawner, manager_spawner, public_api};
+use super::proto::{daemon_manager, daemon_spawner, manager_cluster, manager_spawner, public_api};
 
-/// The four protocols of `protocol.md`, named as traces name them.
+/// The protocols of `protocol.md`, named as traces name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// Clients and the node.
@@ -18,6 +18,8 @@ pub enum Protocol {
     DaemonSpawner,
     /// The manager and the spawner.
     ManagerSpawner,
+    /// The manager and the cluster role.
+    ManagerCluster,
 }
 
 impl Protocol {
@@ -28,6 +30,7 @@ impl Protocol {
             Protocol::DaemonManager => "daemon_manager",
             Protocol::DaemonSpawner => "daemon_spawner",
             Protocol::ManagerSpawner => "manager_spawner",
+            Protocol::ManagerCluster => "manager_cluster",
         }
     }
 }
@@ -46,6 +49,9 @@ impl Protocol {
             }
             Protocol::ManagerSpawner => {
                 manager_spawner::message::Code::try_from(code).map(|c| c.as_str_name())
+            }
+            Protocol::ManagerCluster => {
+                manager_cluster::message::Code::try_from(code).map(|c| c.as_str_name())
             }
         };
         name.unwrap_or("?")
@@ -85,6 +91,7 @@ envelope!(public_api, Protocol::Public);
 envelope!(daemon_manager, Protocol::DaemonManager);
 envelope!(daemon_spawner, Protocol::DaemonSpawner);
 envelope!(manager_spawner, Protocol::ManagerSpawner);
+envelope!(manager_cluster, Protocol::ManagerCluster);
 
 /// A frame body that is not a message of the link's protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +168,22 @@ pub fn error_reply(
             kind: kind as i32,
             reason,
         })),
+    }
+}
+
+impl manager_cluster::Message {
+    /// A message of `code` under `correlation_id`, with `payload` (a
+    /// payload or `None`).
+    pub fn new(
+        code: manager_cluster::message::Code,
+        correlation_id: Option<String>,
+        payload: impl Into<Option<manager_cluster::message::Payload>>,
+    ) -> Self {
+        manager_cluster::Message {
+            code: code as i32,
+            correlation_id,
+            payload: payload.into(),
+        }
     }
 }
 

@@ -36,6 +36,15 @@ pub mod proto {
             "/sf.core.protocol.daemon_spawner.rs"
         ));
     }
+    /// `sf.core.protocol.manager_cluster`: cluster assignments, instance
+    /// states and cluster requests.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod manager_cluster {
+        include!(concat!(
+            env!("OUT_DIR"),
+            "/sf.core.protocol.manager_cluster.rs"
+        ));
+    }
     /// `sf.core.protocol.manager_spawner`: process work and its reports.
     #[allow(missing_docs, clippy::all, clippy::pedantic)]
     pub mod manager_spawner {

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use snow_fox::client::Client;
 
-mod scratch;
+pub mod etcd;
+pub mod scratch;
 pub use scratch::{TempDir, poll_until};
 
 /// How long anything in a test may take before the test fails.
@@ -43,6 +44,14 @@ impl Setup {
         );
         fs::create_dir_all(root.join("conf/services")).unwrap();
         Setup { dir, node_toml }
+    }
+
+    /// Names the node (node.toml's `name`).
+    pub fn name(mut self, name: &str) -> Setup {
+        self.node_toml =
+            self.node_toml
+                .replacen("name = \"test-node\"", &format!("name = \"{name}\""), 1);
+        self
     }
 
     /// Adds lines to node.toml.
@@ -76,8 +85,13 @@ impl Setup {
 
     /// Starts the node and waits until its socket answers.
     pub fn start(self) -> Node {
-        fs::write(self.conf().join("node.toml"), &self.node_toml).unwrap();
+        self.write_node_toml();
         Node::start(self, &[])
+    }
+
+    /// Writes node.toml, for a test that starts the node itself.
+    pub fn write_node_toml(&self) {
+        fs::write(self.conf().join("node.toml"), &self.node_toml).unwrap();
     }
 }
 
@@ -187,17 +201,17 @@ impl Node {
     }
 }
 
-/// The pids the node's state record lists.
-fn recorded_pids(state_dir: &Path) -> Vec<u32> {
-    fs::read_to_string(state_dir.join("node.record"))
+/// The pids a record lists: the fourth field of its lines starting with
+/// `kind` (`instance` lines of the node's `node.record`, `process` lines
+/// of the spawner's `processes`).
+pub fn recorded_pids(file: &Path, kind: &str) -> Vec<u32> {
+    fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
-        .filter_map(
-            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
-                ["instance", _, _, pid, ..] => pid.parse().ok(),
-                _ => None,
-            },
-        )
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.first() == Some(&kind)).then(|| fields.get(3)?.parse().ok())?
+        })
         .collect()
 }
 
@@ -222,7 +236,12 @@ impl Drop for Node {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        pids.extend(recorded_pids(&self.setup.dir.0.join("state")));
+        let dir = &self.setup.dir.0;
+        pids.extend(recorded_pids(&dir.join("state/node.record"), "instance"));
+        pids.extend(recorded_pids(
+            &dir.join("state-spawner/processes"),
+            "process",
+        ));
         let groups: Vec<String> = pids
             .into_iter()
             .filter(|pid| leads_a_session(*pid))
@@ -257,6 +276,35 @@ pub fn node_command(conf: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
 fn unique() -> u32 {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A root process in its own session that snow-fox never started: what a
+/// forged request or record would have root signal. Killed on drop.
+pub struct Victim(Child);
+
+impl Victim {
+    pub fn start() -> Victim {
+        let mut command = Command::new("/bin/sleep");
+        command.arg("600");
+        snow_fox::sys::start_in_new_session(&mut command);
+        Victim(command.spawn().unwrap())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Whether it still runs: nothing signalled it.
+    pub fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none() && pid_alive(self.pid())
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Writes a frame with `body`.

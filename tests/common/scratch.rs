@@ -47,3 +47,20 @@ pub fn poll_until<T>(
         std::thread::sleep(interval);
     }
 }
+
+/// The pids of processes whose whole argv is `argv`, from /proc: how the
+/// cluster tests and the failover bench find their own `sleep`s.
+pub fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|arg| [arg.as_bytes(), b"\0"].concat())
+        .collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            (fs::read(entry.path().join("cmdline")).ok()? == wanted).then_some(pid)
+        })
+        .collect()
+}
