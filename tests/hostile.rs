@@ -980,3 +980,65 @@ fn a_flood_of_refused_connections_is_logged_a_line_a_second_and_an_allowed_clien
     assert!(grown < 4 * 1024, "RSS grew by {grown} KiB");
     assert_served(&node);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn the_spawner_link_survives_the_largest_valid_request_in_process_mode() {
+    let setup = Setup::new("link-bounds").node("user = \"nobody\"").service(
+        "svc",
+        "command = [\"/bin/sleep\", \"300\"]\nautostart = false\n",
+    );
+    fs::set_permissions(&setup.dir.0, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut node = setup.start();
+    let mut client = node.client();
+    let info = client.node_info(true).unwrap();
+    let spawner = info.details.iter().find(|s| s.name == "spawner").unwrap();
+    assert!(
+        spawner.status.reason.contains("process"),
+        "{:?}",
+        spawner.status
+    );
+
+    let start = |id: &str| Message {
+        code: Code::ServiceStart as i32,
+        correlation_id: Some(id.to_owned()),
+        payload: Some(Payload::ServiceStart(
+            snow_fox::wire::proto::public_api::ServiceStart {
+                service_id: "svc".into(),
+                version: String::new(),
+            },
+        )),
+    };
+    // The largest valid request: a whole max_frame, the longest id, the
+    // rest an unknown field (which nothing copies).
+    let longest = "i".repeat(128);
+    let mut stream = node.raw();
+    stream
+        .write_all(&padded(&start(&longest), 1 << 20))
+        .unwrap();
+    let reply = read_message(&mut stream).unwrap();
+    assert_eq!(reply.code, Code::Ack as i32, "{reply:?}");
+    let hops = common::finished_hops(&mut client, &longest);
+    assert!(
+        hops.contains(&"manager>spawner:StartProcess".to_owned()),
+        "{hops:?}"
+    );
+    // What cut the link before: a frame-sized request with a 1 MiB id.
+    stream
+        .write_all(&frame(&start(&"x".repeat(1_000_000))))
+        .unwrap();
+    let reply = read_message(&mut stream).unwrap();
+    assert_eq!(error_of(&reply).kind, Kind::BadRequest as i32);
+
+    // The link still works both ways: stop, start, and an ordered
+    // shutdown that stops the service.
+    client.stop("svc").unwrap();
+    let status = client.start("svc").unwrap();
+    let pid = status.services[0].instances[0].pid.unwrap();
+    assert!(common::pid_alive(pid));
+    client.shutdown().unwrap();
+    assert!(node.wait_exit().success(), "{}", node.log_text());
+    wait_for("the service to be stopped with the node", || {
+        (!common::pid_alive(pid)).then_some(())
+    });
+}
