@@ -118,6 +118,14 @@ fn attackers(
 
 /// One row: runs `attack` (which returns what it did, once `stop` is set)
 /// for `duration` beside the well-behaved client.
+/// Whether `SF_ATTACKS` (a comma-separated list of words) selects the
+/// row `name`: unset, every row runs.
+fn selected(name: &str) -> bool {
+    env::var("SF_ATTACKS").map_or(true, |wanted| {
+        wanted.split(',').any(|word| name.contains(word.trim()))
+    })
+}
+
 fn scenario(
     table: &mut Table,
     name: &str,
@@ -126,6 +134,9 @@ fn scenario(
     not_counted: Option<&str>,
     attack: impl FnOnce(PathBuf, Arc<AtomicBool>) -> Box<dyn FnOnce() -> String>,
 ) {
+    if !selected(name) {
+        return;
+    }
     let log_before = node.log_bytes();
     let stop = Arc::new(AtomicBool::new(false));
     let latencies = Arc::new(Mutex::new(Vec::new()));

@@ -531,6 +531,9 @@ impl Io {
         let mut touched = Vec::new();
         record_replies(&mut self.tracer.lock(), &replies);
         let now = Instant::now();
+        // What each subscriber's socket holds unread, asked once per batch
+        // (nothing is written to it before the batch is queued).
+        let mut in_sockets: HashMap<Token, usize> = HashMap::new();
         for reply in replies {
             let token = Token(reply.connection.0 as usize);
             let Some(connection) = self.connections.get_mut(&token) else {
@@ -540,7 +543,11 @@ impl Io {
             // backlog must run out while the socket still has room for
             // the Error that says so. Asked only for events.
             let stream = &connection.stream;
-            let in_socket = || sys::unread_by_peer(stream).unwrap_or(0);
+            let in_socket = || {
+                *in_sockets
+                    .entry(token)
+                    .or_insert_with(|| sys::unread_by_peer(stream).unwrap_or(0))
+            };
             let delivery = connection
                 .exchange
                 .deliver(&reply, &self.settings, in_socket);
