@@ -4,12 +4,13 @@
 
 use std::process::Command;
 
-const PROTOS: [&str; 5] = [
+const PROTOS: [&str; 6] = [
     "proto/public_api.proto",
     "proto/daemon_manager.proto",
     "proto/daemon_spawner.proto",
     "proto/manager_spawner.proto",
     "proto/manager_cluster.proto",
+    "proto/log_keeper.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,7 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(PROTOS, ["proto"])?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    prost_build::Config::new()
+        // The definition is much larger than any other payload: boxed, it
+        // does not make every message as large.
+        .boxed(".sf.core.protocol.public_api.Message.payload.service_definition_response")
+        .compile_fds(descriptors)?;
 
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");

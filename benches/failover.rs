@@ -11,6 +11,10 @@
 #[allow(dead_code)]
 mod etcd;
 #[path = "../tests/common/scratch.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the tests; this bench uses part of it"
+)]
 mod scratch;
 
 use std::fs;

@@ -21,11 +21,11 @@ use snow_fox::client::Client;
 use snow_fox::client::bench::{RequestKind, format_ns};
 use snow_fox::sys;
 use snow_fox::wire::proto::public_api::message::{Code, Payload};
-use snow_fox::wire::proto::public_api::{
-    Message, ServiceStart, ServiceStatusResponse, ServiceStop,
-};
+use snow_fox::wire::proto::public_api::{ServiceStart, ServiceStatusResponse, ServiceStop};
 
-use common::{BenchNode, HopServer, Table, load, median, ms, ratio, sleep_services, wait_for};
+use common::{
+    BenchNode, HopServer, Table, load, median, ms, pipelined, ratio, sleep_services, wait_for,
+};
 
 /// Restarts timed after `kill -9`.
 const KILLS: usize = 5;
@@ -54,28 +54,6 @@ fn ids(count: usize) -> Vec<String> {
     (0..count).map(|index| format!("s{index:04}")).collect()
 }
 
-/// Sends one request per service, all pipelined on one connection, and
-/// waits for every reply; returns the time and checks each is an `Ack`.
-fn pipelined(client: &mut Client, requests: Vec<(Code, Payload)>) -> Duration {
-    let started = Instant::now();
-    let count = requests.len();
-    for (code, payload) in requests {
-        let correlation_id = client.next_correlation_id();
-        client
-            .send(&Message {
-                code: code as i32,
-                correlation_id: Some(correlation_id),
-                payload: Some(payload),
-            })
-            .unwrap();
-    }
-    for _ in 0..count {
-        let reply = client.receive().unwrap();
-        assert_eq!(reply.code, Code::Ack as i32, "{reply:?}");
-    }
-    started.elapsed()
-}
-
 fn all_in_state(status: &ServiceStatusResponse, state: &str) -> bool {
     status
         .services
@@ -87,7 +65,7 @@ fn all_in_state(status: &ServiceStatusResponse, state: &str) -> bool {
 fn start_row(table: &mut Table, node: &BenchNode, count: usize, target: &str) {
     let direct = spawn_directly(count);
     let mut client = node.client();
-    let starts = ids(count)
+    let starts: Vec<_> = ids(count)
         .into_iter()
         .map(|service_id| {
             (
@@ -230,7 +208,7 @@ fn restart_row(table: &mut Table, node: &BenchNode) {
 
 fn stop_row(table: &mut Table, node: &BenchNode, count: usize) {
     let mut client = node.client();
-    let stops = ids(count)
+    let stops: Vec<_> = ids(count)
         .into_iter()
         .map(|service_id| {
             (

@@ -120,9 +120,15 @@ fn services(count: usize) -> ServiceStatusResponse {
                     last_exit_code: None,
                     last_exit_signal: None,
                     adopted: None,
+                    reason: Some(format!("started as pid {}", 40_000 + index)),
+                    ..Default::default()
                 }],
+                description: None,
+                enabled: Some(true),
+                desired: Some("auto".to_owned()),
             })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -244,6 +250,7 @@ fn messages() -> Vec<(String, Message)> {
                 Code::ServiceStatusRequest,
                 Some(Payload::ServiceStatusRequest(ServiceStatusRequest {
                     service_id: None,
+                    ..Default::default()
                 })),
             ),
         ),
@@ -297,6 +304,7 @@ fn messages() -> Vec<(String, Message)> {
                     exit_code: None,
                     exit_signal: None,
                     reason: None,
+                    ..Default::default()
                 })),
             ),
         ),

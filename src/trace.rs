@@ -36,6 +36,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -200,6 +201,36 @@ pub struct CorrelationTable {
     next_generation: u64,
     /// Hop lists of evicted entries, reused by new ones.
     spare_hops: Vec<Vec<HopRecord>>,
+    /// How long answered requests took, first hop to last.
+    latency: Latency,
+}
+
+/// The upper bounds of the request latency histogram's buckets, in
+/// microseconds (the last bucket, beyond them, is +Inf).
+pub const LATENCY_BOUNDS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// A histogram of request latencies: counts per bucket (not cumulative),
+/// and their sum.
+#[derive(Debug, Clone, Default)]
+pub struct Latency {
+    /// Requests per bucket of [`LATENCY_BOUNDS_US`], then beyond them.
+    pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
+    /// The sum of all latencies, in microseconds.
+    pub sum_us: u64,
+}
+
+impl Latency {
+    fn observe(&mut self, micros: u64) {
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|bound| micros <= *bound)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[bucket] += 1;
+        self.sum_us = self.sum_us.saturating_add(micros);
+    }
 }
 
 /// The default of `trace_memory`: 1 MiB.
@@ -233,7 +264,14 @@ impl CorrelationTable {
             entry_bytes: 0,
             next_generation: 0,
             spare_hops: Vec::new(),
+            latency: Latency::default(),
         }
+    }
+
+    /// How long answered requests took, from the client's hop in to the
+    /// last reply's hop out.
+    pub fn latency(&self) -> &Latency {
+        &self.latency
     }
 
     /// Enters `message` (a request whose correlation id is set) as in
@@ -345,6 +383,12 @@ impl CorrelationTable {
                     }
                     return;
                 };
+                if entry.state == RequestState::InFlight
+                    && let (Some(first), Some(last_hop)) = (entry.hops.first(), entry.hops.last())
+                {
+                    self.latency
+                        .observe(last_hop.at_unix_us.saturating_sub(first.at_unix_us));
+                }
                 entry.state = state;
                 if !entry.evictable {
                     entry.evictable = true;
@@ -524,6 +568,8 @@ fn folded_multiply(a: u64, b: u64) -> u64 {
 #[derive(Debug, Clone)]
 pub struct Tracer {
     table: Arc<Mutex<CorrelationTable>>,
+    /// Client connections open now (io counts them, metrics read them).
+    connections: Arc<AtomicUsize>,
 }
 
 impl Tracer {
@@ -538,7 +584,22 @@ impl Tracer {
     pub fn bounded(capacity: usize, memory: usize) -> Self {
         Tracer {
             table: Arc::new(Mutex::new(CorrelationTable::new(capacity, memory))),
+            connections: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Counts a client connection opened (`true`) or closed.
+    pub fn count_connection(&self, opened: bool) {
+        if opened {
+            self.connections.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// The table, locked. Hold it only for a few reads or writes.
@@ -581,10 +642,125 @@ pub fn now_unix_ms() -> u64 {
     now_unix_us() / 1000
 }
 
+/// `2024-05-01T12:03:04.056789Z` for `unix_us` microseconds after the
+/// epoch, with `fraction_digits` (0 to 6) digits of the second: UTC, which
+/// needs no time zone database and sorts as text.
+pub fn utc_time(unix_us: u64, fraction_digits: u32) -> String {
+    let seconds = unix_us / 1_000_000;
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    let digits = fraction_digits.min(6);
+    let fraction = (unix_us % 1_000_000) / 10u64.pow(6 - digits);
+    let mut text = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60,
+    );
+    if digits > 0 {
+        text.push_str(&format!(".{fraction:0width$}", width = digits as usize));
+    }
+    text.push('Z');
+    text
+}
+
+/// The microseconds after the epoch of a time [`utc_time`] wrote (with any
+/// number of fraction digits up to 6, or none); None for anything else.
+pub fn parse_utc_time(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(str::parse::<u64>);
+    let (year, month, day) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut clock = clock.splitn(3, ':').map(str::parse::<u64>);
+    let (hour, minute, second) = (
+        clock.next()?.ok()?,
+        clock.next()?.ok()?,
+        clock.next()?.ok()?,
+    );
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+        || fraction.len() > 6
+        || !fraction.bytes().all(|byte| byte.is_ascii_digit())
+    {
+        return None;
+    }
+    let micros = format!("{fraction:0<6}").parse::<u64>().ok()?;
+    let days = days_from_civil(year, month, day);
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + micros)
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`, for days on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The day count since 1970-01-01 of a date from 1970 on (the inverse of
+/// [`civil_from_days`], Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year / 400;
+    let year_of_era = year - era * 400;
+    let month_index = if month > 2 { month - 3 } else { month + 9 };
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    (era * 146_097 + day_of_era).saturating_sub(719_468)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::proto::public_api::{Message, message::Code};
+
+    #[test]
+    fn utc_times_format_and_parse_back() {
+        assert_eq!(utc_time(0, 6), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            utc_time(951_782_400_007_123, 6),
+            "2000-02-29T00:00:00.007123Z"
+        );
+        assert_eq!(utc_time(1_714_564_984_056_000, 0), "2024-05-01T12:03:04Z");
+        for micros in [
+            0,
+            951_782_400_007_123,
+            1_714_564_984_056_789,
+            4_102_444_800_000_001,
+        ] {
+            assert_eq!(parse_utc_time(&utc_time(micros, 6)), Some(micros));
+        }
+        assert_eq!(
+            parse_utc_time("2024-05-01T12:03:04.5Z"),
+            Some(1_714_564_984_500_000)
+        );
+        for bad in [
+            "",
+            "2024-05-01",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01T12:03:04.1234567Z",
+            "x",
+        ] {
+            assert_eq!(parse_utc_time(bad), None, "{bad}");
+        }
+    }
 
     const PATH: [(Role, Role); 2] = [(Role::Client, Role::Io), (Role::Io, Role::Manager)];
 

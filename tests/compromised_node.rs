@@ -423,7 +423,7 @@ fn every_forged_request_is_refused_and_the_victims_are_untouched() {
             command: shell.clone(),
             ..Default::default()
         }],
-        log_dir: None,
+        ..Default::default()
     };
     Spawner::send(
         &mut spawner.daemon,

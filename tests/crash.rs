@@ -131,6 +131,26 @@ fn services_outlive_a_crash_and_the_next_node_adopts_them() {
     assert!(zombies_of(node.pid()).is_empty());
 }
 
+/// This process's cgroups: (hierarchy mount, path in it).
+fn own_cgroups() -> Vec<(PathBuf, String)> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            let mount = match controllers {
+                "" if root.join("unified").is_dir() => root.join("unified"),
+                "" => root.to_owned(),
+                named if named.starts_with("name=") => return None,
+                named => root.join(named.split(',').next()?),
+            };
+            Some((mount, path.trim_start_matches('/').to_owned()))
+        })
+        .collect()
+}
+
 /// A pid recycled while the node was down: the spawner's record names the
 /// pid with its old start time, so the process now under it is a
 /// stranger, neither adopted nor signalled.
@@ -163,6 +183,11 @@ fn a_recycled_pid_is_neither_adopted_nor_signalled() {
         .collect();
     assert_ne!(edited, record);
     fs::write(&spawner_record, edited).unwrap();
+    // A real stranger is not in the instance's cgroup: move it out, to
+    // where this test runs (nothing to move where the node has none).
+    for (hierarchy, path) in own_cgroups() {
+        let _ = fs::write(hierarchy.join(path).join("cgroup.procs"), old.to_string());
+    }
 
     node.restart();
     let mut client = node.client();
@@ -335,4 +360,37 @@ fn what_users_asked_outlives_an_orderly_restart_until_a_reload_changes_it() {
     wait_states(&mut client, "manual", &["running"]);
     client.stop("auto").unwrap();
     client.stop("manual").unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_recorded_process_outside_its_instances_cgroup_is_not_adopted() {
+    let mut node = Setup::new("crash-outside")
+        .service("kept", &format!("{SLEEPER}on_node_exit = \"keep\"\n"))
+        .start();
+    let mut client = node.client();
+    let kept = pids(&wait_states(&mut client, "kept", &["running"]))[0];
+    let _leftovers = Leftovers(vec![kept]);
+    client.shutdown().unwrap();
+    assert!(node.wait_exit().success());
+    // Same pid, same start time: only its cgroup tells it is no longer
+    // the instance's.
+    for (hierarchy, path) in own_cgroups() {
+        let _ = fs::write(hierarchy.join(path).join("cgroup.procs"), kept.to_string());
+    }
+    node.restart();
+    let mut client = node.client();
+    let now = wait_states(&mut client, "kept", &["running"]);
+    assert_ne!(now[0].pid, Some(kept), "started anew");
+    assert!(
+        node.log_text()
+            .contains(&format!("pid {kept} is not in the cgroup of kept.0")),
+        "{}",
+        node.log_text()
+    );
+    client.stop("kept").unwrap();
+    assert!(
+        pid_alive(kept),
+        "a process outside the cgroup is not the node's to kill"
+    );
 }

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use snow_fox::client::Client;
-use snow_fox::wire::proto::public_api::StatusColour;
+use snow_fox::wire::proto::public_api::{StatusColour, error::Kind};
 
 use common::{Setup, pid_alive, wait_for};
 
@@ -256,8 +256,14 @@ fn a_readiness_timeout_backs_off_then_gives_up() {
         )
         .start();
     let mut client = node.client();
-    let reply = client.start("slow").unwrap();
-    assert_eq!(reply.services[0].instances[0].state, "backoff");
+    // Issue 13: a start that never gets ready fails, saying why.
+    let error = client.start("slow").unwrap_err();
+    assert_eq!(error.node_kind(), Some(Kind::StartFailed), "{error}");
+    let reason = error.to_string();
+    assert!(
+        reason.contains("not ready within 300ms: command /bin/false: exited with code 1"),
+        "{reason}"
+    );
     wait_for("slow to give up", || {
         (state_and_pid(&mut client, "slow").0 == "failed").then_some(())
     });

@@ -66,7 +66,7 @@ fn introduce_names_the_client_and_node() {
     let node = Setup::new("introduce").start();
     let mut client = node.client();
     let intro = client.introduce().unwrap();
-    assert_eq!(intro.node_name, "test-node");
+    assert_eq!(intro.node_name, node.setup.name);
     assert_eq!(intro.protocol_version, Some(1));
     assert_eq!(intro.max_frame, Some(DEFAULT_MAX_FRAME));
     let again = client.introduce().unwrap();
@@ -79,12 +79,31 @@ fn introduce_names_the_client_and_node() {
 }
 
 #[test]
+fn node_info_through_the_client_binary() {
+    let node = Setup::new("info-binary").start();
+    let output = std::process::Command::new(common::client_binary())
+        .arg("--socket")
+        .arg(node.socket())
+        .args(["info", "--details"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("test-node"), "{text}");
+    assert!(text.contains("status   GREEN"), "{text}");
+}
+
+#[test]
 fn node_info_is_green_with_and_without_details() {
     let node = Setup::new("info").start();
     let mut client = node.client();
     let info = client.node_info(false).unwrap();
     let about = info.node.as_ref().unwrap();
-    assert_eq!(about.name, "test-node");
+    assert_eq!(about.name, node.setup.name);
     assert_eq!(
         about.version.version.as_deref(),
         Some(env!("CARGO_PKG_VERSION"))
@@ -93,31 +112,39 @@ fn node_info_is_green_with_and_without_details() {
     let config = about.config.as_ref().unwrap();
     assert_eq!(config.symbolic, "test-1");
     assert_eq!(config.effective.len(), 16);
+    // Only root can make cgroups: without them the node is yellow, and
+    // says so in its `cgroups` subsystem.
+    let cgroups = if is_root() {
+        StatusColour::Green
+    } else {
+        StatusColour::Yellow
+    };
     let overall = info.overall.as_ref().unwrap();
-    assert_eq!(
-        overall.colour,
-        StatusColour::Green as i32,
-        "{}",
-        overall.reason
-    );
+    assert_eq!(overall.colour, cgroups as i32, "{}", overall.reason);
     assert!(overall.code.is_some());
-    assert!(info.details.is_empty());
+    assert_eq!(info.details.len(), usize::from(!is_root()));
 
     let detailed = client.node_info(true).unwrap();
     let names: Vec<&str> = detailed.details.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(
         names,
-        ["daemon", "manager", "spawner", "io", "config", "state"]
+        [
+            "daemon", "manager", "spawner", "io", "config", "state", "cgroups"
+        ]
     );
     for sub in &detailed.details {
-        assert_eq!(
-            sub.status.colour,
-            StatusColour::Green as i32,
-            "{}",
-            sub.name
-        );
+        let expected = if sub.name == "cgroups" {
+            cgroups
+        } else {
+            StatusColour::Green
+        };
+        assert_eq!(sub.status.colour, expected as i32, "{}", sub.name);
         assert!(sub.status.code.is_some());
     }
+}
+
+fn is_root() -> bool {
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
 }
 
 #[test]
@@ -467,7 +494,7 @@ fn a_snowfox_client_using_extensions_gets_byte_compatible_answers() {
     let Some(Payload::NodeInfoResponse(info)) = decoded.payload else {
         panic!("{decoded:?}")
     };
-    assert_eq!(info.details.len(), 6);
+    assert_eq!(info.details.len(), 7);
 }
 
 #[test]

@@ -240,3 +240,35 @@ fn an_unknown_node_user_stops_the_start_clearly() {
         "{text}"
     );
 }
+
+/// Issue 13: `{instance}` settings pass the root spawner's own table check
+/// (it expands the table as the node does), and only as expanded for that
+/// very instance.
+#[test]
+#[ignore = "needs root"]
+fn per_instance_settings_pass_the_spawner_process_table() {
+    let setup = Setup::new("privsep-instance").node("user = \"nobody\"");
+    let out = setup.dir.0.join("out");
+    fs::create_dir(&out).unwrap();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).unwrap();
+    let setup = setup.service(
+        "pair",
+        &format!(
+            "instances = 2\nuser = \"nobody\"\nwork_dir = \"{}\"\n\
+             command = [\"/bin/sh\", \"-c\", \"echo $0 $SNOW_FOX_INSTANCE $USER > copy-{{instance}}; exec sleep 300\", \"arg-{{instance}}\"]\n\
+             env = {{ WHICH = \"{{id}}-{{instance}}\" }}\n",
+            out.display()
+        ),
+    );
+    fs::set_permissions(&setup.dir.0, fs::Permissions::from_mode(0o777)).unwrap();
+    let node = setup.start();
+    for index in 0..2 {
+        let text = wait_for("the copy's file", || {
+            fs::read_to_string(out.join(format!("copy-{index}")))
+                .ok()
+                .filter(|text| text.ends_with('\n'))
+        });
+        assert_eq!(text, format!("arg-{index} {index} nobody\n"));
+    }
+    assert!(!node.log_text().contains("refused"), "{}", node.log_text());
+}

@@ -69,6 +69,7 @@ fn request(rng: &mut Rng, id: &str) -> Message {
             Code::ServiceStatusRequest,
             Some(Payload::ServiceStatusRequest(ServiceStatusRequest {
                 service_id: Some("nope".into()),
+                metrics: Some(true),
             })),
         ),
         4 => (

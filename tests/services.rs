@@ -3,6 +3,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use snow_fox::client::{Client, ClientError};
@@ -101,7 +102,8 @@ fn a_failing_service_backs_off_with_growing_delays_then_gives_up() {
         .start();
     let mut client = node.client();
     client.subscribe().unwrap();
-    node.client().start("flaky").unwrap();
+    let error = node.client().start("flaky").unwrap_err();
+    assert_eq!(error.node_kind(), Some(Kind::StartFailed), "{error}");
     let mut starts = Vec::new();
     let deadline = Instant::now() + common::DEADLINE;
     loop {
@@ -111,13 +113,13 @@ fn a_failing_service_backs_off_with_growing_delays_then_gives_up() {
             continue;
         }
         match event.state.as_str() {
-            "starting" => starts.push(Instant::now()),
+            "starting" => starts.push(event.at_unix_ms),
             "failed" => break,
             _ => {}
         }
     }
     assert_eq!(starts.len(), 4, "four failed starts, then failed");
-    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    let gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(
         gaps[1] > gaps[0] && gaps[2] > gaps[1],
         "delays grow: {gaps:?}"
@@ -236,12 +238,18 @@ fn env_work_dir_user_and_group_take_effect() {
             .filter(|t| t.ends_with('\n'))
     });
     let fields: Vec<&str> = text.split_whitespace().collect();
-    // HOME is not passed on from the node, so it expands to nothing.
-    assert_eq!(fields.len(), 3, "{text}");
+    // HOME is not the node's: it is the service user's, as systemd sets
+    // it (issue 13).
+    assert_eq!(fields.len(), 4, "{text}");
     assert_eq!(fields[0], "hello");
-    assert_eq!(fields[1], work.display().to_string());
+    let home = snow_fox::sys::lookup_account(if as_root { 65534 } else { unsafe_free_euid() })
+        .unwrap()
+        .unwrap()
+        .home;
+    assert_eq!(fields[1], home);
+    assert_eq!(fields[2], work.display().to_string());
     if as_root {
-        assert_eq!(fields[2], "65534:65534", "nobody's uid and primary gid");
+        assert_eq!(fields[3], "65534:65534", "nobody's uid and primary gid");
     }
     drop(node);
 }
@@ -253,16 +261,24 @@ fn unsafe_free_euid() -> u32 {
 
 #[test]
 fn a_command_that_does_not_exist_fails_to_spawn_and_the_node_stays_healthy() {
-    let node = Setup::new("nope")
+    // A program missing at start is refused by the configuration check
+    // (tests/truth.rs); one that goes away later fails its start.
+    let setup = Setup::new("nope");
+    let program = setup.dir.0.join("nope-not-here");
+    fs::write(&program, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
+    let node = setup
         .service(
             "nope",
-            "command = [\"/usr/bin/nope-not-here\"]\nautostart = false\n",
+            &format!("command = [\"{}\"]\nautostart = false\n", program.display()),
         )
         .start();
+    fs::remove_file(&program).unwrap();
     let mut client = node.client();
     let (kind, reason) = node_error(client.start("nope"));
-    assert_eq!(kind, Kind::SpawnFailed);
-    assert!(reason.contains("/usr/bin/nope-not-here"), "{reason}");
+    assert_eq!(kind, Kind::StartFailed);
+    assert!(reason.contains("exec "), "{reason}");
+    assert!(reason.contains("nope-not-here"), "{reason}");
     let info = client.node_info(true).unwrap();
     let spawner = info.details.iter().find(|d| d.name == "spawner").unwrap();
     assert_eq!(spawner.status.colour, StatusColour::Green as i32);
@@ -522,7 +538,8 @@ fn status_follows_every_change_of_state() {
     assert_eq!(exited.instances[0].last_exit_code, Some(7));
     assert_eq!(exited.status.colour, StatusColour::Red as i32);
 
-    node.client().start("flaky").unwrap();
+    let error = node.client().start("flaky").unwrap_err();
+    assert_eq!(error.node_kind(), Some(Kind::StartFailed), "{error}");
     let failed = wait_for("flaky to give up", || {
         let shown = entry("flaky", false);
         (shown.instances[0].state == "failed").then_some(shown)

@@ -105,7 +105,7 @@ fn node_info_and_introduce_round_trip_through_snowfox_extensions() {
     );
     assert_eq!(string(&reply, &["correlation_id"]), "legacy:1");
     let info = extension(&pool, &reply, "node_info_response");
-    assert_eq!(string(&info, &["node", "name"]), "test-node");
+    assert_eq!(string(&info, &["node", "name"]), node.setup.name);
     assert_eq!(string(&info, &["node", "config", "symbolic"]), "test-1");
     let overall = info
         .get_field_by_name("overall")
@@ -150,7 +150,7 @@ fn node_info_and_introduce_round_trip_through_snowfox_extensions() {
         Some(4)
     );
     let intro = extension(&pool, &reply, "client_introduce");
-    assert_eq!(string(&intro, &["node_name"]), "test-node");
+    assert_eq!(string(&intro, &["node_name"]), node.setup.name);
     assert!(!string(&intro, &["client_id"]).is_empty());
 
     let mut start = envelope(&pool, 5, "legacy:3");

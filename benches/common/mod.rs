@@ -20,10 +20,13 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use snow_fox::client::Client;
 
 #[path = "../../tests/common/scratch.rs"]
-mod scratch;
+pub mod scratch;
 pub use scratch::{TempDir, poll_until};
 use snow_fox::client::bench::{self, BenchOptions, BenchReport, RequestKind, Until};
-use snow_fox::wire::proto::public_api::{Message, message::Code};
+use snow_fox::wire::proto::public_api::{
+    Message,
+    message::{Code, Payload},
+};
 use snow_fox::wire::{DEFAULT_MAX_FRAME, Envelope, FrameDecoder, decode_envelope, encode_frame};
 
 /// How long anything a bench waits for may take before the bench fails.
@@ -59,7 +62,8 @@ impl BenchNode {
     }
 
     /// Starts a node with `node_lines` added to its node.toml, logging at
-    /// `log_level`.
+    /// `log_level`. Each node has its own name, so two of one run never
+    /// share cgroups.
     pub fn start_with(
         label: &str,
         node_lines: &str,
@@ -72,7 +76,8 @@ impl BenchNode {
         fs::write(
             conf.join("node.toml"),
             format!(
-                "name = \"bench\"\nsocket = \"{}\"\nstate_dir = \"{}\"\nlog_dir = \"{}\"\n{node_lines}\n",
+                "name = \"bench-{label}-{}\"\nsocket = \"{}\"\nstate_dir = \"{}\"\nlog_dir = \"{}\"\n{node_lines}\n",
+                std::process::id(),
                 dir.0.join("sf.sock").display(),
                 dir.0.join("state").display(),
                 dir.0.join("log").display(),
@@ -531,4 +536,30 @@ impl HopConnection {
         self.written = 0;
         true
     }
+}
+
+/// Sends the requests all pipelined on one connection and waits for
+/// every reply; returns the time, checking that each is an `Ack`.
+pub fn pipelined(
+    client: &mut Client,
+    requests: impl IntoIterator<Item = (Code, Payload)>,
+) -> Duration {
+    let started = Instant::now();
+    let mut count = 0;
+    for (code, payload) in requests {
+        let correlation_id = client.next_correlation_id();
+        client
+            .send(&Message {
+                code: code as i32,
+                correlation_id: Some(correlation_id),
+                payload: Some(payload),
+            })
+            .unwrap();
+        count += 1;
+    }
+    for _ in 0..count {
+        let reply = client.receive().unwrap();
+        assert_eq!(reply.code, Code::Ack as i32, "{reply:?}");
+    }
+    started.elapsed()
 }

@@ -87,6 +87,7 @@ impl RequestKind {
             RequestKind::Status { service } => {
                 Some(Payload::ServiceStatusRequest(ServiceStatusRequest {
                     service_id: service.clone(),
+                    metrics: None,
                 }))
             }
             RequestKind::Introduce => None,

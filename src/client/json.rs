@@ -8,7 +8,8 @@
 use super::render::colour_word;
 use crate::wire::proto::public_api::node_info_response::SystemStatus;
 use crate::wire::proto::public_api::{
-    Event, NodeInfoResponse, ServiceStatusResponse, TraceResponse,
+    Event, NodeInfoResponse, ServiceDefinitionResponse, ServiceStatusResponse, TraceResponse,
+    log_lines,
 };
 
 /// Builds one JSON object, key by key, in the order given.
@@ -65,6 +66,28 @@ impl JsonObject {
     pub fn bool(mut self, key: &str, value: bool) -> JsonObject {
         self.key(key);
         self.text.push_str(if value { "true" } else { "false" });
+        self
+    }
+
+    /// Adds `true`, `false` or `null`.
+    pub fn optional_bool(self, key: &str, value: Option<bool>) -> JsonObject {
+        match value {
+            Some(value) => self.bool(key, value),
+            None => self.null(key),
+        }
+    }
+
+    /// Adds an array of strings.
+    pub fn strings(mut self, key: &str, values: &[String]) -> JsonObject {
+        self.key(key);
+        self.text.push('[');
+        for (position, value) in values.iter().enumerate() {
+            if position > 0 {
+                self.text.push(',');
+            }
+            push_string(&mut self.text, value);
+        }
+        self.text.push(']');
         self
     }
 
@@ -177,6 +200,9 @@ pub fn service_status(status: &ServiceStatusResponse) -> String {
                 JsonObject::new()
                     .string("id", &service.id)
                     .string("origin", service.origin.as_deref().unwrap_or("local"))
+                    .optional_string("description", service.description.as_deref())
+                    .optional_bool("enabled", service.enabled)
+                    .optional_string("desired", service.desired.as_deref())
                     .object("status", system_status(&service.status))
                     .array(
                         "instances",
@@ -190,10 +216,57 @@ pub fn service_status(status: &ServiceStatusResponse) -> String {
                                 .optional_int("last_exit_code", instance.last_exit_code)
                                 .optional_int("last_exit_signal", instance.last_exit_signal)
                                 .bool("adopted", instance.adopted())
+                                .bool("last_exit_oom", instance.last_exit_oom())
+                                .optional_string(
+                                    "last_exit_reason",
+                                    instance.last_exit_reason.as_deref(),
+                                )
+                                .optional_int("last_run_ms", instance.last_run_ms)
+                                .optional_int("last_cpu_usec", instance.last_cpu_usec)
+                                .optional_int("last_peak_rss_bytes", instance.last_peak_rss_bytes)
+                                .optional_string("reason", instance.reason.as_deref())
                         }),
                     )
             }),
         )
+        .array(
+            "metrics",
+            status.metrics.iter().map(|metrics| {
+                JsonObject::new()
+                    .string("service_id", &metrics.service_id)
+                    .int("index", metrics.index)
+                    .optional_int("cpu_usec", metrics.cpu_usec)
+                    .optional_int("cpu_permille", metrics.cpu_permille)
+                    .optional_int("memory_bytes", metrics.memory_bytes)
+                    .optional_int("memory_peak_bytes", metrics.memory_peak_bytes)
+                    .optional_int("tasks", metrics.tasks)
+            }),
+        )
+        .strings("added", &status.added)
+        .strings("changed", &status.changed)
+        .strings("removed", &status.removed)
+        .strings("unchanged", &status.unchanged)
+        .finish()
+}
+
+/// A `ServiceDefinitionResponse`.
+pub fn definition(definition: &ServiceDefinitionResponse) -> String {
+    JsonObject::new()
+        .string("service_id", &definition.service_id)
+        .string("file", &definition.file)
+        .string("text", &definition.text)
+        .strings("command", &definition.command)
+        .optional_string("user", definition.user.as_deref())
+        .optional_string("group", definition.group.as_deref())
+        .optional_string("work_dir", definition.work_dir.as_deref())
+        .optional_string("description", definition.description.as_deref())
+        .strings("requires", &definition.requires)
+        .strings("after", &definition.after)
+        .optional_string("ready", definition.ready.as_deref())
+        .optional_string("health", definition.health.as_deref())
+        .int("instances", definition.instances)
+        .optional_string("stdout", definition.stdout.as_deref())
+        .optional_string("stderr", definition.stderr.as_deref())
         .finish()
 }
 
@@ -226,6 +299,18 @@ pub fn event(event: &Event) -> String {
         .optional_int("exit_code", event.exit_code)
         .optional_int("exit_signal", event.exit_signal)
         .optional_string("reason", event.reason.as_deref())
+        .bool("oom", event.oom())
+        .finish()
+}
+
+/// One captured line.
+pub fn log_line(line: &log_lines::Line) -> String {
+    JsonObject::new()
+        .string("service_id", &line.service_id)
+        .int("instance", line.instance)
+        .string("stream", &line.stream)
+        .int("at_unix_us", line.at_unix_us)
+        .string("text", &line.text)
         .finish()
 }
 
@@ -317,12 +402,18 @@ mod tests {
                     last_exit_code: None,
                     last_exit_signal: Some(15),
                     adopted: None,
+                    reason: Some("started as pid 12".into()),
+                    ..Default::default()
                 }],
+                description: None,
+                enabled: Some(true),
+                desired: Some("auto".into()),
             }],
+            ..Default::default()
         };
         assert_eq!(
             service_status(&status),
-            r#"{"services":[{"id":"web","origin":"local","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false}]}]}"#
+            r#"{"services":[{"id":"web","origin":"local","description":null,"enabled":true,"desired":"auto","status":{"colour":"GREEN","code":0,"reason":"running"},"instances":[{"index":0,"state":"running","pid":12,"since_unix_ms":5,"restarts":0,"last_exit_code":null,"last_exit_signal":15,"adopted":false,"last_exit_oom":false,"last_exit_reason":null,"last_run_ms":null,"last_cpu_usec":null,"last_peak_rss_bytes":null,"reason":"started as pid 12"}]}],"metrics":[],"added":[],"changed":[],"removed":[],"unchanged":[]}"#
         );
     }
 
@@ -351,10 +442,11 @@ mod tests {
             exit_code: Some(3),
             exit_signal: None,
             reason: None,
+            ..Default::default()
         };
         assert_eq!(
             event(&change),
-            r#"{"service_id":"web","index":1,"state":"exited","pid":null,"at_unix_ms":9,"exit_code":3,"exit_signal":null,"reason":null}"#
+            r#"{"service_id":"web","index":1,"state":"exited","pid":null,"at_unix_ms":9,"exit_code":3,"exit_signal":null,"reason":null,"oom":false}"#
         );
     }
 }

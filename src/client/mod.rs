@@ -21,13 +21,15 @@ use std::time::Duration;
 
 use crate::wire::proto::public_api::message::{Code, Payload};
 use crate::wire::proto::public_api::{
-    self, ClientIntroduce, Event, NodeInfoRequest, NodeInfoResponse, ServiceRestart, ServiceStart,
-    ServiceStatusRequest, ServiceStatusResponse, ServiceStop, TraceRequest, TraceResponse, error,
+    self, ClientIntroduce, Event, LogsRequest, NodeInfoRequest, NodeInfoResponse, ServiceRestart,
+    ServiceStart, ServiceStatusRequest, ServiceStatusResponse, ServiceStop, TraceRequest,
+    TraceResponse, error, log_lines,
 };
 use crate::wire::{DecodeError, Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame};
 
 pub mod bench;
 mod cluster;
+pub mod help;
 pub mod json;
 pub mod render;
 
@@ -60,6 +62,7 @@ pub struct Client {
     client_id: String,
     counter: u64,
     timeout: Option<Duration>,
+    verbose: bool,
 }
 
 impl Client {
@@ -79,6 +82,7 @@ impl Client {
             client_id: format!("c{}.{connection}", std::process::id()),
             counter: 0,
             timeout: None,
+            verbose: false,
         };
         client.set_timeout(Some(DEFAULT_TIMEOUT))?;
         Ok(client)
@@ -94,6 +98,12 @@ impl Client {
             .map_err(|source| self.io_error("set the timeout of the connection", source))?;
         self.timeout = timeout;
         Ok(())
+    }
+
+    /// With `verbose`, each request's code and correlation id is written
+    /// to stderr as it is sent (`snow-fox-client --verbose`), for `trace`.
+    pub fn set_verbose(&mut self, verbose: bool) {
+        self.verbose = verbose;
     }
 
     /// A correlation id no earlier request of this client used:
@@ -153,6 +163,9 @@ impl Client {
         payload: Option<Payload>,
     ) -> Result<public_api::Message, ClientError> {
         let correlation_id = self.next_correlation_id();
+        if self.verbose {
+            eprintln!("request {} {correlation_id}", code.as_str_name());
+        }
         self.send(&public_api::Message {
             code: code as i32,
             correlation_id: Some(correlation_id.clone()),
@@ -216,6 +229,20 @@ impl Client {
         )
     }
 
+    /// The node's metrics in the Prometheus text format.
+    pub fn metrics(&mut self) -> Result<String, ClientError> {
+        let reply = self.request(Code::MetricsRequest, None)?;
+        take_payload(
+            reply,
+            Code::MetricsResponse,
+            "a MetricsResponse",
+            |payload| match payload {
+                Payload::MetricsResponse(metrics) => Some(metrics.text),
+                _ => None,
+            },
+        )
+    }
+
     /// The messages the request with `correlation_id` caused, in order.
     pub fn trace(&mut self, correlation_id: &str) -> Result<TraceResponse, ClientError> {
         let request = Payload::TraceRequest(TraceRequest {
@@ -241,8 +268,26 @@ impl Client {
 
     /// The state of every service, or of the one named.
     pub fn status(&mut self, service: Option<&str>) -> Result<ServiceStatusResponse, ClientError> {
+        self.status_request(service, false)
+    }
+
+    /// [`Client::status`] with what each running instance uses now (the
+    /// reply's `metrics`).
+    pub fn status_with_metrics(
+        &mut self,
+        service: Option<&str>,
+    ) -> Result<ServiceStatusResponse, ClientError> {
+        self.status_request(service, true)
+    }
+
+    fn status_request(
+        &mut self,
+        service: Option<&str>,
+        metrics: bool,
+    ) -> Result<ServiceStatusResponse, ClientError> {
         let request = Payload::ServiceStatusRequest(ServiceStatusRequest {
             service_id: service.map(str::to_owned),
+            metrics: metrics.then_some(true),
         });
         let reply = self.request(Code::ServiceStatusRequest, Some(request))?;
         take_payload(
@@ -290,6 +335,56 @@ impl Client {
         )
     }
 
+    /// Sends `signal` (a name such as "HUP" or a number) to the process
+    /// group of each running instance of a service, or of `instance`.
+    pub fn signal(
+        &mut self,
+        service: &str,
+        signal: &str,
+        instance: Option<u32>,
+    ) -> Result<ServiceStatusResponse, ClientError> {
+        let request = Payload::ServiceSignal(public_api::ServiceSignal {
+            service_id: service.to_owned(),
+            signal: signal.to_owned(),
+            instance,
+        });
+        self.service_action(Code::ServiceSignal, request)
+    }
+
+    /// Turns a service's autostart on or off, for good (until its
+    /// definition changes); starts or stops nothing.
+    pub fn enable(
+        &mut self,
+        service: &str,
+        enabled: bool,
+    ) -> Result<ServiceStatusResponse, ClientError> {
+        let request = Payload::ServiceEnable(public_api::ServiceEnable {
+            service_id: service.to_owned(),
+            enabled,
+        });
+        self.service_action(Code::ServiceEnable, request)
+    }
+
+    /// A service's definition as the node loaded it.
+    pub fn definition(
+        &mut self,
+        service: &str,
+    ) -> Result<public_api::ServiceDefinitionResponse, ClientError> {
+        let request = Payload::ServiceDefinitionRequest(public_api::ServiceDefinitionRequest {
+            service_id: service.to_owned(),
+        });
+        let reply = self.request(Code::ServiceDefinitionRequest, Some(request))?;
+        take_payload(
+            reply,
+            Code::ServiceDefinitionResponse,
+            "a ServiceDefinitionResponse",
+            |payload| match payload {
+                Payload::ServiceDefinitionResponse(definition) => Some(*definition),
+                _ => None,
+            },
+        )
+    }
+
     /// Subscribes this connection to service state changes; read them with
     /// [`Client::next_event`].
     pub fn subscribe(&mut self) -> Result<(), ClientError> {
@@ -305,6 +400,36 @@ impl Client {
             Payload::Event(event) => Some(event),
             _ => None,
         })
+    }
+
+    /// Asks for captured output: afterwards [`Client::next_logs`] gives
+    /// the lines on disk, then [`Logs::CaughtUp`], then (with `follow`)
+    /// lines as they arrive. Use this connection for nothing else meanwhile.
+    pub fn logs(&mut self, request: LogsRequest) -> Result<(), ClientError> {
+        let correlation_id = self.next_correlation_id();
+        self.send(&public_api::Message {
+            code: Code::LogsRequest as i32,
+            correlation_id: Some(correlation_id),
+            payload: Some(Payload::LogsRequest(request)),
+        })
+    }
+
+    /// The next answer to [`Client::logs`], waiting as long as the timeout
+    /// allows (set it to `None` to follow for ever).
+    pub fn next_logs(&mut self) -> Result<Logs, ClientError> {
+        let message = refuse_errors(self.receive()?)?;
+        if message.code == Code::Ack as i32 {
+            return Ok(Logs::CaughtUp);
+        }
+        take_payload(
+            message,
+            Code::LogLines,
+            "LogLines",
+            |payload| match payload {
+                Payload::LogLines(lines) => Some(Logs::Lines(lines.lines)),
+                _ => None,
+            },
+        )
     }
 
     fn service_action(
@@ -395,6 +520,15 @@ fn expect_ack(reply: &public_api::Message) -> Result<(), ClientError> {
             got: reply.code_name().to_owned(),
         })
     }
+}
+
+/// One answer to a logs request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Logs {
+    /// Lines, in the order they arrived.
+    Lines(Vec<log_lines::Line>),
+    /// Everything on disk was sent; with `follow`, new lines come next.
+    CaughtUp,
 }
 
 /// What went wrong talking to a node. The Display text is one sentence

@@ -1,12 +1,55 @@
 //! The human-readable text of the node's replies, as `snow-fox-client`
-//! prints them: aligned tables, colours spelled out as words, uptimes,
-//! exits and UTC times. Pure functions from a reply to a `String` (without
-//! a final newline); nothing here does I/O.
+//! prints them: aligned tables, colours spelled out as words (and, with
+//! `colour`, painted with ANSI escapes), uptimes, exits and UTC times.
+//! Pure functions from a reply to a `String` (without a final newline);
+//! nothing here does I/O.
 
-use crate::wire::proto::public_api::service_status_response::Service;
+use crate::conf::format_size;
+use crate::wire::proto::public_api::ServiceStatusResponse;
+use crate::wire::proto::public_api::service_status_response::{Instance, InstanceMetrics, Service};
 use crate::wire::proto::public_api::{
-    Event, NodeInfoResponse, StatusColour, TraceResponse, node_info_response::SystemStatus,
+    Event, NodeInfoResponse, ServiceDefinitionResponse, StatusColour, TraceResponse, log_lines,
+    node_info_response::SystemStatus,
 };
+
+/// ANSI paints.
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[31m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+/// The paint of a status colour.
+fn colour_paint(colour: i32) -> &'static str {
+    match StatusColour::try_from(colour) {
+        Ok(StatusColour::Green) => GREEN,
+        Ok(StatusColour::Yellow) => YELLOW,
+        _ => RED,
+    }
+}
+
+/// The paint of an instance state; `None` for one that needs none.
+fn state_paint(
+    state: &str,
+    last_exit_code: Option<i32>,
+    last_exit_signal: Option<i32>,
+) -> Option<&'static str> {
+    match state {
+        "running" => Some(GREEN),
+        "starting" | "stopping" | "backoff" => Some(YELLOW),
+        "failed" => Some(RED),
+        "exited" if last_exit_code != Some(0) || last_exit_signal.is_some() => Some(RED),
+        _ => None,
+    }
+}
+
+/// `text` painted when `colour` is on.
+fn paint(text: &str, with: Option<&str>, colour: bool) -> String {
+    match with {
+        Some(with) if colour => format!("{with}{text}{RESET}"),
+        _ => text.to_owned(),
+    }
+}
 
 /// A status colour as the word both the tables and the JSON use; a colour
 /// this client does not know is `UNKNOWN`.
@@ -19,10 +62,30 @@ pub fn colour_word(colour: i32) -> &'static str {
     }
 }
 
-/// The status table, one row per instance, like `supervisorctl status`.
-/// `now_unix_ms` is the clock the uptimes are measured against.
-pub fn status_table(services: &[Service], now_unix_ms: u64) -> String {
-    const HEADER: [&str; 7] = [
+/// The status table, one row per instance, like `supervisorctl status`,
+/// with the reason for each state. `now_unix_ms` is the clock the
+/// uptimes are measured against; `colour` paints the states.
+pub fn status_table(services: &[Service], now_unix_ms: u64, colour: bool) -> String {
+    status_rows(services, &[], now_unix_ms, colour)
+}
+
+/// The status table with CPU, memory and task columns from the reply's
+/// metrics, when it has any.
+pub fn status_with_metrics(
+    status: &ServiceStatusResponse,
+    now_unix_ms: u64,
+    colour: bool,
+) -> String {
+    status_rows(&status.services, &status.metrics, now_unix_ms, colour)
+}
+
+fn status_rows(
+    services: &[Service],
+    metrics: &[InstanceMetrics],
+    now_unix_ms: u64,
+    colour: bool,
+) -> String {
+    const BASE: [&str; 8] = [
         "SERVICE",
         "INSTANCE",
         "STATE",
@@ -30,14 +93,19 @@ pub fn status_table(services: &[Service], now_unix_ms: u64) -> String {
         "UPTIME",
         "RESTARTS",
         "LAST EXIT",
+        "REASON",
     ];
-    let mut table = Table::with_header(&HEADER);
+    let mut header = BASE.to_vec();
+    if !metrics.is_empty() {
+        header.extend(["CPU", "MEMORY", "TASKS"]);
+    }
+    let mut table = Table::with_header(&header);
     for service in services {
         if service.instances.is_empty() {
             // A service without instances still gets its line, so that it
             // does not vanish from the listing.
             let mut row = vec![service.id.clone()];
-            row.resize(HEADER.len(), "-".to_owned());
+            row.resize(header.len(), "-".to_owned());
             table.row(row);
         }
         for instance in &service.instances {
@@ -56,23 +124,36 @@ pub fn status_table(services: &[Service], now_unix_ms: u64) -> String {
                 Some(origin) if origin != "local" => format!("{} ({origin})", service.id),
                 _ => service.id.clone(),
             };
-            table.row(vec![
+            let state_colour = state_paint(
+                &instance.state,
+                instance.last_exit_code,
+                instance.last_exit_signal,
+            );
+            let mut row = vec![
                 name,
                 instance.index.to_string(),
                 state,
                 or_dash(instance.pid),
                 uptime,
                 or_dash(instance.restarts),
-                last_exit(instance.last_exit_code, instance.last_exit_signal),
-            ]);
+                last_run(instance),
+                instance.reason.clone().unwrap_or_else(|| "-".to_owned()),
+            ];
+            if !metrics.is_empty() {
+                let used = metrics
+                    .iter()
+                    .find(|m| m.service_id == service.id && m.index == instance.index);
+                row.extend(usage_columns(used));
+            }
+            table.painted_row(row, 2, state_colour.filter(|_| colour));
         }
     }
     table.render()
 }
 
 /// Node info: name, version, configuration and overall health, then with
-/// details one row per subsystem.
-pub fn node_info(info: &NodeInfoResponse) -> String {
+/// details one row per subsystem; `colour` paints the colour words.
+pub fn node_info(info: &NodeInfoResponse, colour: bool) -> String {
     let mut summary = Table::default();
     match &info.node {
         Some(node) => {
@@ -97,17 +178,27 @@ pub fn node_info(info: &NodeInfoResponse) -> String {
     }
     summary.row(vec![
         "status".to_owned(),
-        info.overall.as_ref().map_or("-".to_owned(), system_status),
+        info.overall.as_ref().map_or("-".to_owned(), |status| {
+            paint(
+                &system_status(status),
+                Some(colour_paint(status.colour)),
+                colour,
+            )
+        }),
     ]);
     let mut text = summary.render();
     if !info.details.is_empty() {
         let mut details = Table::with_header(&["SUBSYSTEM", "COLOUR", "REASON"]);
         for subsystem in &info.details {
-            details.row(vec![
-                subsystem.name.clone(),
-                colour_word(subsystem.status.colour).to_owned(),
-                subsystem.status.reason.clone(),
-            ]);
+            details.painted_row(
+                vec![
+                    subsystem.name.clone(),
+                    colour_word(subsystem.status.colour).to_owned(),
+                    subsystem.status.reason.clone(),
+                ],
+                1,
+                Some(colour_paint(subsystem.status.colour)).filter(|_| colour),
+            );
         }
         text.push_str("\n\n");
         text.push_str(&details.render());
@@ -137,6 +228,132 @@ pub fn trace(trace: &TraceResponse) -> String {
     text
 }
 
+/// Ids joined by commas, or "-" for none.
+fn list(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "-".to_owned()
+    } else {
+        ids.join(", ")
+    }
+}
+
+/// What a reload did: one line each for the services it added, changed,
+/// removed and left alone.
+pub fn reload(status: &ServiceStatusResponse) -> String {
+    format!(
+        "added: {}\nchanged: {}\nremoved: {}\nunchanged: {}",
+        list(&status.added),
+        list(&status.changed),
+        list(&status.removed),
+        list(&status.unchanged)
+    )
+}
+
+/// One service in detail, like `systemctl status`: its definition, each
+/// instance's state with reason, since when, pid, uptime, restarts and
+/// last exit, and the last lines of the output files in `output`
+/// (`(path, lines)` each).
+pub fn service_detail(
+    definition: &ServiceDefinitionResponse,
+    service: &Service,
+    now_unix_ms: u64,
+    output: &[(String, Vec<String>)],
+    colour: bool,
+) -> String {
+    let dash = |value: Option<&String>| value.map_or("-".to_owned(), Clone::clone);
+    let title = match &service.description {
+        Some(description) => format!("{} - {description}", service.id),
+        None => service.id.clone(),
+    };
+    let mut text = paint(&format!("● {title}"), Some(BOLD), colour);
+    let mut summary = Table::default();
+    summary.row(vec![
+        "loaded:".to_owned(),
+        format!(
+            "{} ({}, desired {})",
+            definition.file,
+            match service.enabled {
+                Some(true) => "enabled",
+                Some(false) => "disabled",
+                None => "enabled unknown",
+            },
+            service.desired.as_deref().unwrap_or("unknown")
+        ),
+    ]);
+    summary.painted_row(
+        vec!["status:".to_owned(), system_status(&service.status)],
+        1,
+        Some(colour_paint(service.status.colour)).filter(|_| colour),
+    );
+    summary.row(vec!["command:".to_owned(), definition.command.join(" ")]);
+    summary.row(vec![
+        "user:".to_owned(),
+        format!(
+            "{} (group {})",
+            dash(definition.user.as_ref()),
+            dash(definition.group.as_ref())
+        ),
+    ]);
+    summary.row(vec![
+        "work dir:".to_owned(),
+        dash(definition.work_dir.as_ref()),
+    ]);
+    summary.row(vec![
+        "ready:".to_owned(),
+        format!(
+            "{}; health: {}",
+            dash(definition.ready.as_ref()),
+            dash(definition.health.as_ref())
+        ),
+    ]);
+    summary.row(vec![
+        "requires:".to_owned(),
+        format!(
+            "{}; after: {}",
+            list(&definition.requires),
+            list(&definition.after)
+        ),
+    ]);
+    for instance in &service.instances {
+        let since = instance.since_unix_ms.map_or("-".to_owned(), utc_time);
+        let uptime = match instance.since_unix_ms {
+            Some(since) if instance.state == "running" => {
+                format!(", up {}", uptime(now_unix_ms.saturating_sub(since)))
+            }
+            _ => String::new(),
+        };
+        let state = paint(
+            &instance.state,
+            state_paint(
+                &instance.state,
+                instance.last_exit_code,
+                instance.last_exit_signal,
+            ),
+            colour,
+        );
+        summary.row(vec![
+            format!("instance {}:", instance.index),
+            format!(
+                "{state} ({}) since {since}{uptime}; pid {}; restarts {}; last exit {}",
+                instance.reason.as_deref().unwrap_or("no reason given"),
+                or_dash(instance.pid),
+                or_dash(instance.restarts),
+                last_exit(instance.last_exit_code, instance.last_exit_signal)
+            ),
+        ]);
+    }
+    text.push('\n');
+    text.push_str(&summary.render());
+    for (path, lines) in output {
+        text.push_str(&format!("\n\nlast lines of {path}:"));
+        for line in lines {
+            text.push_str("\n  ");
+            text.push_str(line);
+        }
+    }
+    text
+}
+
 /// One line for a state change: time, service, instance, state, pid, exit,
 /// and why, when the node says.
 pub fn event_line(event: &Event) -> String {
@@ -153,6 +370,17 @@ pub fn event_line(event: &Event) -> String {
         Some(reason) => format!("{line}  ({reason})"),
         None => line,
     }
+}
+
+/// One captured line: `id.instance | 2026-12-01T11:07:00.123456Z text`.
+pub fn log_line(line: &log_lines::Line) -> String {
+    format!(
+        "{}.{} | {} {}",
+        line.service_id,
+        line.instance,
+        crate::trace::utc_time(line.at_unix_us, 6),
+        line.text
+    )
 }
 
 fn system_status(status: &SystemStatus) -> String {
@@ -176,6 +404,94 @@ fn uptime(millis: u64) -> String {
 }
 
 /// "code 1", "signal 9", or "-" before the first exit.
+/// What `top` sorts its lines by, highest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopOrder {
+    /// CPU percent.
+    Cpu,
+    /// Memory now.
+    Memory,
+}
+
+/// `snow-fox-client top`: one line per instance, with state, CPU %,
+/// memory, tasks and restarts, the busiest first.
+pub fn top_table(status: &ServiceStatusResponse, order: TopOrder) -> String {
+    let mut rows: Vec<(u64, Vec<String>)> = Vec::new();
+    for service in &status.services {
+        for instance in &service.instances {
+            let used = status
+                .metrics
+                .iter()
+                .find(|m| m.service_id == service.id && m.index == instance.index);
+            let key = match order {
+                TopOrder::Cpu => used.and_then(|m| m.cpu_permille).map(u64::from),
+                TopOrder::Memory => used.and_then(|m| m.memory_bytes),
+            };
+            let [cpu, memory, tasks] = usage_columns(used);
+            rows.push((
+                key.unwrap_or(0),
+                vec![
+                    service.id.clone(),
+                    instance.index.to_string(),
+                    instance.state.clone(),
+                    cpu,
+                    memory,
+                    tasks,
+                    or_dash(instance.restarts),
+                ],
+            ));
+        }
+    }
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut table = Table::with_header(&[
+        "SERVICE", "INSTANCE", "STATE", "CPU", "MEMORY", "TASKS", "RESTARTS",
+    ]);
+    for (_, row) in rows {
+        table.row(row);
+    }
+    table.render()
+}
+
+/// CPU %, memory (current and peak) and tasks of one instance, dashes
+/// where unknown.
+pub fn usage_columns(metrics: Option<&InstanceMetrics>) -> [String; 3] {
+    let Some(metrics) = metrics else {
+        return ["-".to_owned(), "-".to_owned(), "-".to_owned()];
+    };
+    let cpu = metrics.cpu_permille.map_or_else(
+        || "-".to_owned(),
+        |permille| format!("{}.{}%", permille / 10, permille % 10),
+    );
+    let memory = match (metrics.memory_bytes, metrics.memory_peak_bytes) {
+        (Some(now), Some(peak)) => format!("{} (peak {})", format_size(now), format_size(peak)),
+        (Some(now), None) => format_size(now),
+        _ => "-".to_owned(),
+    };
+    let tasks = metrics
+        .tasks
+        .map_or_else(|| "-".to_owned(), |tasks| tasks.to_string());
+    [cpu, memory, tasks]
+}
+
+/// The last exit, its reason when the node knows one (out of memory),
+/// and what the run used.
+fn last_run(instance: &Instance) -> String {
+    let mut text = match &instance.last_exit_reason {
+        Some(reason) => reason.clone(),
+        None => last_exit(instance.last_exit_code, instance.last_exit_signal),
+    };
+    if let Some(ran) = instance.last_run_ms {
+        text.push_str(&format!(" after {:.1} s", ran as f64 / 1e3));
+    }
+    if let Some(cpu) = instance.last_cpu_usec {
+        text.push_str(&format!(", cpu {:.1} s", cpu as f64 / 1e6));
+    }
+    if let Some(peak) = instance.last_peak_rss_bytes {
+        text.push_str(&format!(", peak {}", format_size(peak)));
+    }
+    text
+}
+
 fn last_exit(code: Option<i32>, signal: Option<i32>) -> String {
     match (code, signal) {
         (_, Some(signal)) => format!("signal {signal}"),
@@ -186,36 +502,7 @@ fn last_exit(code: Option<i32>, signal: Option<i32>) -> String {
 
 /// `2024-05-01T12:03:04.056Z`: UTC, because the client knows no time zones.
 fn utc_time(unix_ms: u64) -> String {
-    let seconds = unix_ms / 1000;
-    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60,
-        unix_ms % 1000
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let shifted = days + 719_468;
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    crate::trace::utc_time(unix_ms.saturating_mul(1000), 3)
 }
 
 /// Rows of cells printed in columns as wide as their widest cell (counted
@@ -223,17 +510,27 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[derive(Default)]
 pub(super) struct Table {
     rows: Vec<Vec<String>>,
+    /// For each row, one cell painted: its column and paint.
+    paints: Vec<Option<(usize, &'static str)>>,
 }
 
 impl Table {
     pub(super) fn with_header(header: &[&str]) -> Table {
         Table {
             rows: vec![header.iter().map(|cell| (*cell).to_owned()).collect()],
+            paints: vec![None],
         }
     }
 
     pub(super) fn row(&mut self, cells: Vec<String>) {
+        self.painted_row(cells, 0, None);
+    }
+
+    /// A row whose cell `column` is painted with `with` (if given); the
+    /// paint does not count in the column's width.
+    fn painted_row(&mut self, cells: Vec<String>, column: usize, with: Option<&'static str>) {
         self.rows.push(cells);
+        self.paints.push(with.map(|with| (column, with)));
     }
 
     pub(super) fn render(&self) -> String {
@@ -248,13 +545,20 @@ impl Table {
             }
         }
         let mut lines = Vec::with_capacity(self.rows.len());
-        for row in &self.rows {
+        for (row, paint) in self.rows.iter().zip(&self.paints) {
             let mut line = String::new();
-            for (cell, width) in row.iter().zip(&widths) {
-                if !line.is_empty() {
+            for (column, (cell, width)) in row.iter().zip(&widths).enumerate() {
+                if column > 0 {
                     line.push_str("  ");
                 }
-                line.push_str(cell);
+                match paint {
+                    Some((painted, with)) if *painted == column => {
+                        line.push_str(with);
+                        line.push_str(cell);
+                        line.push_str(RESET);
+                    }
+                    _ => line.push_str(cell),
+                }
                 line.extend(std::iter::repeat_n(' ', width - cell.chars().count()));
             }
             lines.push(line.trim_end().to_owned());
@@ -331,6 +635,8 @@ mod tests {
                         last_exit_code: None,
                         last_exit_signal: None,
                         adopted: None,
+                        reason: Some("started as pid 4242".into()),
+                        ..Default::default()
                     },
                     Instance {
                         index: 1,
@@ -341,22 +647,32 @@ mod tests {
                         last_exit_code: None,
                         last_exit_signal: Some(9),
                         adopted: None,
+                        reason: Some("backoff 2s (signal 9 (KILL), 3rd failure)".into()),
+                        ..Default::default()
                     },
                 ],
+                ..Service::default()
             },
             Service {
                 id: "database".into(),
                 origin: None,
                 status: green("stopped"),
                 instances: Vec::new(),
+                ..Service::default()
             },
         ];
         let expected = "\
-SERVICE   INSTANCE  STATE    PID   UPTIME   RESTARTS  LAST EXIT
-web       0         running  4242  0:01:23  0         -
-web       1         backoff  -     -        3         signal 9
-database  -         -        -     -        -         -";
-        assert_eq!(status_table(&services, now), expected);
+SERVICE   INSTANCE  STATE    PID   UPTIME   RESTARTS  LAST EXIT  REASON
+web       0         running  4242  0:01:23  0         -          started as pid 4242
+web       1         backoff  -     -        3         signal 9   backoff 2s (signal 9 (KILL), 3rd failure)
+database  -         -        -     -        -         -          -";
+        assert_eq!(status_table(&services, now, false), expected);
+        let painted = status_table(&services, now, true);
+        assert!(
+            painted.contains("\x1b[32mrunning\x1b[0m  4242"),
+            "{painted}"
+        );
+        assert!(painted.contains("\x1b[33mbackoff\x1b[0m  -"), "{painted}");
     }
 
     #[test]
@@ -392,7 +708,7 @@ status   RED: spawner died
 
 SUBSYSTEM  COLOUR  REASON
 io         GREEN   serving";
-        assert_eq!(node_info(&info), expected);
+        assert_eq!(node_info(&info, false), expected);
     }
 
     #[test]
@@ -435,6 +751,7 @@ state: done";
             exit_code: Some(1),
             exit_signal: None,
             reason: None,
+            ..Default::default()
         };
         assert_eq!(
             event_line(&event),

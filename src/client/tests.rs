@@ -65,6 +65,7 @@ fn event(correlation_id: &str, state: &str) -> public_api::Message {
             exit_code: None,
             exit_signal: None,
             reason: None,
+            ..Default::default()
         })),
     )
 }

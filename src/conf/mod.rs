@@ -15,8 +15,10 @@ mod cluster;
 pub mod deps;
 mod document;
 mod error;
+pub mod host;
 mod node;
 pub mod paths;
+mod resources;
 mod service;
 
 use std::collections::BTreeMap;
@@ -28,9 +30,10 @@ pub use cluster::{ClusterConfig, ClusterService, MIN_LEASE_TTL, Placement, parse
 pub use document::{MAX_DURATION, parse_duration};
 pub use error::{ConfigError, ConfigProblem};
 pub use node::NodeConfig;
+pub use resources::{KillMode, Resources, format_size};
 pub use service::{
     Health, MAX_ID_LEN, MAX_INSTANCES, MAX_LOG_KEEP, OnNodeExit, Output, Probe, Readiness,
-    ReadySignal, RestartPolicy, ServiceConfig,
+    ReadySignal, RestartPolicy, ServiceConfig, expand, signal_by_name, signal_name,
 };
 
 /// A loaded, valid configuration.
@@ -44,13 +47,25 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     /// 16 lowercase hex digits: FNV-1a 64 over each file's path relative to
     /// the conf dir and its content, `node.toml` first, then
-    /// `services/*.toml` in name order.
+    /// `services/*.toml` in name order, each followed by its `env_file`'s
+    /// path (as resolved) and content.
     pub effective_version: String,
     /// Each service's own version, by id: FNV-1a 64 over its file's path
     /// relative to the conf dir and its content, as in `effective_version`.
     /// The state record keeps it to tell whether a process still running
     /// from before the node restarted was started from today's definition.
     pub service_versions: BTreeMap<String, String>,
+    /// Each service's file and its text as loaded, by id (`cat`).
+    pub sources: BTreeMap<String, ServiceSource>,
+}
+
+/// A service's file as it was loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSource {
+    /// The file's path, as reached from the conf dir given.
+    pub file: PathBuf,
+    /// Its text.
+    pub text: String,
 }
 
 impl Config {
@@ -58,6 +73,23 @@ impl Config {
     /// are resolved against `dir` made absolute, so they do not depend on
     /// the working directory of whoever uses them later.
     pub fn load(dir: &Path) -> Result<Config, ConfigError> {
+        match Config::load_parts(dir) {
+            (Some(config), problems) if problems.is_empty() => Ok(config),
+            (_, problems) => Err(ConfigError { problems }),
+        }
+    }
+
+    /// What [`Config::load`] found: the configuration as far as it could
+    /// be read (`None` when the directory or `node.toml` could not be),
+    /// and every problem. A service with problems may be incomplete.
+    fn load_parts(dir: &Path) -> (Option<Config>, Vec<ConfigProblem>) {
+        match Config::read_parts(dir) {
+            Ok(parts) => parts,
+            Err(error) => (None, error.problems),
+        }
+    }
+
+    fn read_parts(dir: &Path) -> Result<(Option<Config>, Vec<ConfigProblem>), ConfigError> {
         let single = |problem| ConfigError {
             problems: vec![problem],
         };
@@ -92,6 +124,7 @@ impl Config {
         let mut services = BTreeMap::new();
         let mut service_versions = BTreeMap::new();
         let mut dependency_lines = BTreeMap::new();
+        let mut sources = BTreeMap::new();
         for relative in service_files(dir, &mut problems) {
             let file = dir.join(&relative);
             let id = relative
@@ -108,24 +141,58 @@ impl Config {
             version.add(&relative, &text);
             let mut service_version = VersionHash::new();
             service_version.add(&relative, &text);
-            service_versions.insert(id.clone(), service_version.finish());
-            if let Some((service, lines)) =
-                service::parse(id, &file, &text, &conf_dir, &mut problems)
+            sources.insert(
+                id.clone(),
+                ServiceSource {
+                    file: file.clone(),
+                    text: text.clone(),
+                },
+            );
+            let parsed = service::parse(id.clone(), &file, &text, &conf_dir, &mut problems);
+            // An env file's text is part of its service's definition.
+            if let Some((env_file, env_text)) = parsed
+                .as_ref()
+                .and_then(|(_, facts)| facts.env_file.as_ref())
             {
-                dependency_lines.insert(service.id.clone(), (file, lines));
+                version.add(env_file, env_text);
+                service_version.add(env_file, env_text);
+            }
+            service_versions.insert(id, service_version.finish());
+            if let Some((service, facts)) = parsed {
+                dependency_lines.insert(service.id.clone(), (file, facts));
                 services.insert(service.id.clone(), service);
             }
         }
         check_dependencies(&services, &dependency_lines, &mut problems);
 
-        match node {
-            Some(node) if problems.is_empty() => Ok(Config {
-                dir: dir.to_owned(),
-                node,
-                services,
-                effective_version: version.finish(),
-                service_versions,
-            }),
+        let config = node.map(|node| Config {
+            dir: dir.to_owned(),
+            node,
+            services,
+            effective_version: version.finish(),
+            service_versions,
+            sources,
+        });
+        Ok((config, problems))
+    }
+}
+
+impl Config {
+    /// [`Config::load`], then the checks against this host
+    /// ([`host::check`]): users and groups exist, programs are executable,
+    /// work dirs can be entered, output directories exist. What the node
+    /// runs at start and on reload, and `snow-fox --check`.
+    /// Problems of both kinds come together, by file and line; a file
+    /// that does not parse gets no host checks.
+    pub fn load_checked(dir: &Path) -> Result<Config, ConfigError> {
+        let (config, mut problems) = Config::load_parts(dir);
+        if let Some(config) = &config {
+            problems.extend(host::check(config));
+        }
+        // Stable: a file's problems keep their order within a line.
+        problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
             _ => Err(ConfigError { problems }),
         }
     }
@@ -136,7 +203,7 @@ impl Config {
 /// first of them.
 fn check_dependencies(
     services: &BTreeMap<String, ServiceConfig>,
-    lines: &BTreeMap<String, (PathBuf, service::DependencyLines)>,
+    lines: &BTreeMap<String, (PathBuf, service::ServiceFacts)>,
     problems: &mut Vec<ConfigProblem>,
 ) {
     let mut unknown = false;
@@ -603,6 +670,28 @@ mod tests {
         let changed = conf.load().unwrap().service_versions;
         assert_ne!(changed["web"], first["web"]);
         assert_eq!(changed["db"], first["db"], "other files do not count");
+    }
+
+    #[test]
+    fn an_env_file_is_part_of_its_services_version() {
+        let conf = TempConf::new(&[
+            (
+                "services/web.toml",
+                "command = [\"/bin/true\"]\nenv_file = \"web.env\"\n",
+            ),
+            ("services/db.toml", "command = [\"/bin/true\"]\n"),
+            ("web.env", "A=1\n"),
+        ]);
+        let first = conf.load().unwrap();
+        conf.write("web.env", "A=2\n");
+        let changed = conf.load().unwrap();
+        assert_eq!(changed.services["web"].env["A"], "2");
+        assert_ne!(
+            changed.service_versions["web"],
+            first.service_versions["web"]
+        );
+        assert_eq!(changed.service_versions["db"], first.service_versions["db"]);
+        assert_ne!(changed.effective_version, first.effective_version);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The node's own configuration: `node.toml`.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::ConfigProblem;
 use super::cluster::ClusterConfig;
-use super::document::Document;
+use super::document::{Document, expected};
 use super::paths;
 
 const KIB: u64 = 1024;
@@ -79,6 +80,15 @@ pub struct NodeConfig {
     /// `[cluster]`: the cluster this node joins (default: none, a node on
     /// its own).
     pub cluster: Option<ClusterConfig>,
+    /// `cgroup_fs`: where the cgroup filesystems are mounted, under which
+    /// the node finds its own cgroups (default `/sys/fs/cgroup`).
+    pub cgroup_fs: PathBuf,
+    /// `metrics_listen`: a TCP address answering `GET /metrics` (default:
+    /// none); a loopback one unless `metrics_allow_remote`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `metrics_allow_remote`: whether `metrics_listen` may be an address
+    /// other hosts reach (default false).
+    pub metrics_allow_remote: bool,
 }
 
 /// Reads `text`, the content of `file` (empty when the file is missing),
@@ -148,7 +158,30 @@ pub(super) fn parse(
         user: doc.text("user"),
         group: doc.text("group"),
         cluster: super::cluster::parse_section(&mut doc, conf_dir),
+        cgroup_fs: doc
+            .path("cgroup_fs", conf_dir)
+            .unwrap_or_else(|| PathBuf::from(crate::cgroup::DEFAULT_FS)),
+        metrics_listen: doc.scalar("metrics_listen", |value| {
+            value
+                .as_str()
+                .and_then(|text| text.parse().ok())
+                .ok_or_else(|| expected("an IP address and port, e.g. \"127.0.0.1:9464\"", value))
+        }),
+        metrics_allow_remote: doc.flag("metrics_allow_remote").unwrap_or(false),
     };
+    if let Some(address) = node.metrics_listen
+        && !address.ip().is_loopback()
+        && !node.metrics_allow_remote
+        && !doc.has_problem("metrics_allow_remote")
+    {
+        let line = doc.line_of("metrics_listen");
+        let message = format!(
+            "{address} is reachable from other hosts; use a loopback address such as \
+             127.0.0.1:{}, or set metrics_allow_remote = true",
+            address.port()
+        );
+        doc.report(line, "metrics_listen", message);
+    }
     problems.extend(doc.finish());
     Some(node)
 }
@@ -203,6 +236,9 @@ mod tests {
                 user: None,
                 group: None,
                 cluster: None,
+                cgroup_fs: PathBuf::from("/sys/fs/cgroup"),
+                metrics_listen: None,
+                metrics_allow_remote: false,
             }
         );
         assert!(!host_name().is_empty());

@@ -108,6 +108,46 @@ fn absolute_path_from(variable: &str) -> Option<PathBuf> {
         .filter(|path| path.is_absolute())
 }
 
+/// How much of the end of a file [`tail_lines`] reads.
+const TAIL_BYTES: u64 = 8192;
+/// How long a line [`tail_lines`] keeps, in characters.
+const TAIL_LINE_CHARS: usize = 200;
+
+/// The last `count` non-empty lines of the regular file at `path` (each
+/// cut at 200 characters), for a failed start's reason and `status ID`;
+/// `None` when there is no such file or nothing in it. It is opened
+/// without following a symlink and without blocking (a FIFO put in its
+/// place would hang the reader), and only its last 8 KiB are read.
+pub fn tail_lines(path: &Path, count: usize) -> Option<Vec<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let metadata = file.metadata().ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    let from = metadata.len().saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(from)).ok()?;
+    let mut bytes = Vec::new();
+    file.take(TAIL_BYTES).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<String> = text
+        .lines()
+        // A read from the middle starts inside a line.
+        .skip(usize::from(from > 0))
+        .map(str::trim_end)
+        .filter(|line| !line.is_empty())
+        .map(|line| line.chars().take(TAIL_LINE_CHARS).collect())
+        .collect();
+    let keep = lines.len().saturating_sub(count);
+    lines.drain(..keep);
+    (!lines.is_empty()).then_some(lines)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

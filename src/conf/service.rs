@@ -17,6 +17,7 @@ pub const MAX_LOG_KEEP: u32 = 1000;
 /// The most instances a service may have (`instances`).
 pub const MAX_INSTANCES: u32 = 1000;
 use super::document::{Document, Entry, expected, to_duration, to_text, whole_number};
+use super::resources::{self, Resources};
 
 /// Names the node uses for its own parts in status and requests, so no
 /// service may take them.
@@ -29,7 +30,7 @@ pub const MAX_ID_LEN: usize = 64;
 
 const COMMAND_FORM: &str = "an array of strings, e.g. [\"/bin/sleep\", \"60\"]; no shell is used";
 
-const SIGNALS: [(&str, i32); 7] = [
+const SIGNALS: [(&str, i32); 15] = [
     ("TERM", libc::SIGTERM),
     ("INT", libc::SIGINT),
     ("HUP", libc::SIGHUP),
@@ -37,14 +38,25 @@ const SIGNALS: [(&str, i32); 7] = [
     ("KILL", libc::SIGKILL),
     ("USR1", libc::SIGUSR1),
     ("USR2", libc::SIGUSR2),
+    ("ABRT", libc::SIGABRT),
+    ("ALRM", libc::SIGALRM),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("WINCH", libc::SIGWINCH),
+    ("SEGV", libc::SIGSEGV),
+    ("PIPE", libc::SIGPIPE),
 ];
 /// SIGRTMAX on Linux.
 const HIGHEST_SIGNAL: i32 = 64;
-const SIGNAL_FORM: &str = "a signal name (\"TERM\", \"INT\", \"HUP\", \"QUIT\", \"KILL\", \"USR1\", \"USR2\", with or without \"SIG\") or a number from 1 to 64";
+const SIGNAL_FORM: &str = "a signal name (\"TERM\", \"INT\", \"HUP\", \"QUIT\", \"KILL\", \"USR1\", \"USR2\", ..., with or without \"SIG\") or a number from 1 to 64";
 
-const OUTPUT_FORM: &str = "\"log\" (a file in the log dir), \"null\", \"inherit\" or a file path (relative to the log dir)";
+const OUTPUT_FORM: &str = "\"log\" (a file in the log dir), \"null\", \"inherit\", \"node\" or a file path (relative to the log dir)";
 
 const MIB: u64 = 1024 * 1024;
+
+/// `start_grace` when not given.
+const DEFAULT_START_GRACE: Duration = Duration::from_millis(300);
 
 const IDS_FORM: &str = "an array of service ids, e.g. [\"db\"]";
 const READY_FORM: &str = "\"started\", or a table with one of fd, command or tcp, e.g. { fd = 3 }, { command = [\"/bin/check\"] }, { tcp = \"127.0.0.1:8080\" }";
@@ -117,6 +129,15 @@ pub struct ServiceConfig {
     /// `health`: a liveness check that restarts the instance when it fails
     /// too often in a row (default: none).
     pub health: Option<Health>,
+    /// `limits`, `memory_max`, `memory_high`, `cpu_max`, `pids_max` and
+    /// `kill_mode` (default: none, and `"control-group"`).
+    pub resources: Resources,
+    /// `start_grace`: with `ready = "started"`, how long an instance must
+    /// run before a `start` counts it as started (default 300ms), so that
+    /// a program that exits at once fails its start.
+    pub start_grace: Duration,
+    /// `description`: a line about it for people (default: none).
+    pub description: Option<String>,
 }
 
 /// When a started instance counts as ready: `ready = "started"` or
@@ -152,7 +173,41 @@ pub enum Probe {
     /// and environment) that passes when it exits 0.
     Command(Vec<String>),
     /// `tcp`: passes when a TCP connection to the address is accepted.
-    Tcp(SocketAddr),
+    /// As written: it may hold `{instance}` and `{id}` (see
+    /// [`ServiceConfig::for_instance`]); [`Probe::tcp_address`] reads it.
+    Tcp(String),
+}
+
+impl Probe {
+    /// The address of a `tcp` probe, once `{instance}` and `{id}` are
+    /// replaced; `None` for a command, or text that is not an address
+    /// (which a loaded configuration does not hold).
+    pub fn tcp_address(&self) -> Option<SocketAddr> {
+        match self {
+            Probe::Tcp(text) => text.parse().ok(),
+            Probe::Command(_) => None,
+        }
+    }
+
+    /// This probe as instance `index` of service `id` runs it.
+    pub fn for_instance(&self, id: &str, index: u32) -> Probe {
+        match self {
+            Probe::Command(argv) => {
+                Probe::Command(argv.iter().map(|arg| expand(arg, id, index)).collect())
+            }
+            Probe::Tcp(text) => Probe::Tcp(expand(text, id, index)),
+        }
+    }
+}
+
+/// `text` with `{instance}` replaced by the instance's index and `{id}`
+/// by the service's id; any other braces are left as they are.
+pub fn expand(text: &str, id: &str, index: u32) -> String {
+    if !text.contains('{') {
+        return text.to_owned();
+    }
+    text.replace("{instance}", &index.to_string())
+        .replace("{id}", id)
 }
 
 /// `health = { command | tcp, interval, timeout, failures }`.
@@ -187,6 +242,43 @@ impl ServiceConfig {
             ReadySignal::Fd(fd) => Some(fd),
             _ => None,
         }
+    }
+
+    /// Instance `index` of it: `{instance}` (the index) and `{id}` replaced
+    /// in `command`, `env` values, `work_dir`, `stdout`/`stderr` paths and
+    /// the readiness and health checks, so that two copies of a server can
+    /// listen on two ports and write two files.
+    pub fn for_instance(&self, index: u32) -> ServiceConfig {
+        let id = &self.id;
+        let text = |value: &String| expand(value, id, index);
+        let path = |path: &Path| PathBuf::from(expand(&path.to_string_lossy(), id, index));
+        let output = |output: &Output| match output {
+            Output::Path(file) => Output::Path(path(file)),
+            other => other.clone(),
+        };
+        let mut instance = self.clone();
+        instance.command = self.command.iter().map(text).collect();
+        instance.env = self
+            .env
+            .iter()
+            .map(|(name, value)| (name.clone(), text(value)))
+            .collect();
+        instance.work_dir = self.work_dir.as_deref().map(path);
+        instance.stdout = output(&self.stdout);
+        instance.stderr = output(&self.stderr);
+        if let ReadySignal::Check(probe) = &self.ready.signal {
+            instance.ready.signal = ReadySignal::Check(probe.for_instance(id, index));
+        }
+        if let Some(health) = &mut instance.health {
+            health.probe = health.probe.for_instance(id, index);
+        }
+        instance
+    }
+
+    /// Whether any of its settings differs between instances: it uses
+    /// `{instance}` somewhere.
+    pub fn is_per_instance(&self) -> bool {
+        self.for_instance(0) != self.for_instance(1)
     }
 
     /// The check commands it may run, for the spawner's service table.
@@ -237,6 +329,9 @@ pub enum Output {
     Null,
     /// `"inherit"`: the node's own stream.
     Inherit,
+    /// `"node"`: captured, each line prefixed `id.index | `, and written
+    /// to the node's stderr (for a node that is a container's main process).
+    Node,
 }
 
 impl Output {
@@ -248,8 +343,8 @@ impl Output {
     pub fn path(&self, id: &str, stream: &str, index: u32, log_dir: &Path) -> Option<PathBuf> {
         match self {
             Output::LogDir => Some(super::paths::log_file(log_dir, id, index, stream)),
-            Output::Path(path) => Some(log_dir.join(path)),
-            Output::Null | Output::Inherit => None,
+            Output::Path(path) => Some(log_dir.join(expand(&path.to_string_lossy(), id, index))),
+            Output::Null | Output::Inherit | Output::Node => None,
         }
     }
 }
@@ -274,14 +369,17 @@ pub(super) fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Where a service file names other services, for problems found once all
-/// services are known.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct DependencyLines {
+/// What a service file says besides the service: where it names other
+/// services, for problems found once all services are known, and the env
+/// file it read, whose text is part of the service's version.
+#[derive(Debug, Default, Clone)]
+pub(super) struct ServiceFacts {
     /// The line of `requires`.
     pub(super) requires: Option<usize>,
     /// The line of `after`.
     pub(super) after: Option<usize>,
+    /// `env_file` and its text.
+    pub(super) env_file: Option<(PathBuf, String)>,
 }
 
 /// Reads service `id` from `text`, the content of `file`, adding every
@@ -293,7 +391,7 @@ pub(super) fn parse(
     text: &str,
     conf_dir: &Path,
     problems: &mut Vec<ConfigProblem>,
-) -> Option<(ServiceConfig, DependencyLines)> {
+) -> Option<(ServiceConfig, ServiceFacts)> {
     let mut doc = match Document::parse(file, text) {
         Ok(doc) => doc,
         Err(syntax) => {
@@ -301,9 +399,16 @@ pub(super) fn parse(
             return None;
         }
     };
-    let parsed = parse_document(id, &mut doc, conf_dir);
+    let (mut service, mut facts) = parse_document(id, &mut doc, conf_dir);
+    // Only a file of the conf dir may name an env file (a cluster
+    // definition comes from the store, not from this host).
+    if let Some(env_file) = doc.path("env_file", conf_dir) {
+        let line = doc.line_of("env_file");
+        facts.env_file = read_env_file(&env_file, file, line, &mut service.env, problems)
+            .map(|text| (env_file, text));
+    }
     problems.extend(doc.finish());
-    Some(parsed)
+    Some((service, facts))
 }
 
 /// Reads a service's keys from `doc`, recording their problems in it; the
@@ -312,7 +417,7 @@ pub(super) fn parse_document(
     id: String,
     doc: &mut Document<'_>,
     conf_dir: &Path,
-) -> (ServiceConfig, DependencyLines) {
+) -> (ServiceConfig, ServiceFacts) {
     let service = ServiceConfig {
         id,
         command: command(doc),
@@ -369,13 +474,74 @@ pub(super) fn parse_document(
         after: doc.text_list("after", IDS_FORM).unwrap_or_default(),
         ready: readiness(doc),
         health: health(doc),
+        resources: resources::parse(doc),
+        start_grace: doc.duration("start_grace").unwrap_or(DEFAULT_START_GRACE),
+        description: doc.text("description"),
     };
     check_backoff(doc, &service);
-    let lines = DependencyLines {
+    check_tcp_per_instance(doc, &service);
+    let facts = ServiceFacts {
         requires: doc.line_of("requires"),
         after: doc.line_of("after"),
+        env_file: None,
     };
-    (service, lines)
+    (service, facts)
+}
+
+/// Adds the variables of `env_file` (`KEY=VALUE` lines; blank lines and
+/// lines starting with `#` are skipped; no quotes, no expansion, no
+/// shell) to `env`, where `env` does not set them already: the service
+/// file's own `env` wins. Problems name the env file and its line; one
+/// reading it names the service `file`'s `env_file` line. Its text, once
+/// read.
+fn read_env_file(
+    env_file: &Path,
+    file: &Path,
+    line: Option<usize>,
+    env: &mut BTreeMap<String, String>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<String> {
+    let text = match std::fs::read_to_string(env_file) {
+        Ok(text) => text,
+        Err(error) => {
+            problems.push(ConfigProblem {
+                file: file.to_owned(),
+                line,
+                key: Some("env_file".to_owned()),
+                message: format!("cannot read {}: {error}", env_file.display()),
+            });
+            return None;
+        }
+    };
+    for (at, content) in text.lines().enumerate() {
+        let trimmed = content.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let problem = |message: String, key: Option<String>| ConfigProblem {
+            file: env_file.to_owned(),
+            line: Some(at + 1),
+            key,
+            message,
+        };
+        match trimmed.split_once('=') {
+            Some((name, value)) if !name.is_empty() && !name.contains(['\0', ' ', '\t']) => {
+                if value.contains('\0') {
+                    problems.push(problem(
+                        "a value may not hold a NUL character".to_owned(),
+                        Some(name.to_owned()),
+                    ));
+                } else if !env.contains_key(name) {
+                    env.insert(name.to_owned(), value.to_owned());
+                }
+            }
+            _ => problems.push(problem(
+                format!("expected KEY=VALUE, found `{}`", content.trim()),
+                None,
+            )),
+        }
+    }
+    Some(text)
 }
 
 /// The required, non-empty argv; empty (with a problem recorded) otherwise.
@@ -574,8 +740,8 @@ impl<'d, 'r, 't> SubTable<'d, 'r, 't> {
         let tcp = self.value("tcp", |value| {
             value
                 .as_str()
-                .and_then(|text| text.parse().ok())
-                .map(Probe::Tcp)
+                .filter(|text| expand(text, "id", 0).parse::<SocketAddr>().is_ok())
+                .map(|text| Probe::Tcp(text.to_owned()))
                 .ok_or_else(|| expected(TCP_FORM, value))
         });
         command.or(tcp)
@@ -599,6 +765,40 @@ impl<'d, 'r, 't> SubTable<'d, 'r, 't> {
 }
 
 /// A back-off that starts above its own ceiling is a mistake, not a policy.
+/// Reports a `tcp` check address that is not one for some instance once
+/// `{instance}` is replaced (a port past 65535).
+fn check_tcp_per_instance(doc: &mut Document<'_>, service: &ServiceConfig) {
+    for index in 0..service.instances {
+        let instance = service.for_instance(index);
+        let probes = [
+            (
+                "ready",
+                match &instance.ready.signal {
+                    ReadySignal::Check(probe) => Some(probe),
+                    _ => None,
+                },
+            ),
+            (
+                "health",
+                instance.health.as_ref().map(|health| &health.probe),
+            ),
+        ];
+        for (key, probe) in probes {
+            if let Some(Probe::Tcp(text)) = probe
+                && probe.and_then(Probe::tcp_address).is_none()
+            {
+                let line = doc.line_of(key);
+                doc.report(
+                    line,
+                    format!("{key}.tcp"),
+                    format!("for instance {index} this is `{text}`, not {TCP_FORM}"),
+                );
+                return;
+            }
+        }
+    }
+}
+
 fn check_backoff(doc: &mut Document<'_>, service: &ServiceConfig) {
     if service.backoff_max >= service.backoff_initial
         || doc.has_problem("backoff_initial")
@@ -625,16 +825,33 @@ fn to_env_value(value: &DeValue<'_>) -> Result<String, String> {
     }
 }
 
+/// The number of signal `text`: a name such as "TERM", "sigterm" or
+/// "SIGTERM", or a number from 1 to 64.
+pub fn signal_by_name(text: &str) -> Option<i32> {
+    let name = text.to_ascii_uppercase();
+    let short = name.strip_prefix("SIG").unwrap_or(&name);
+    SIGNALS
+        .iter()
+        .find(|(known, _)| *known == short)
+        .map(|(_, signal)| *signal)
+        .or_else(|| {
+            text.parse::<i32>()
+                .ok()
+                .filter(|number| (1..=HIGHEST_SIGNAL).contains(number))
+        })
+}
+
+/// The short name ("TERM") of signal `signal`, where it has one here.
+pub fn signal_name(signal: i32) -> Option<&'static str> {
+    SIGNALS
+        .iter()
+        .find(|(_, known)| *known == signal)
+        .map(|(name, _)| *name)
+}
+
 fn to_signal(value: &DeValue<'_>) -> Result<i32, String> {
     let signal = match value {
-        DeValue::String(name) => {
-            let name = name.to_ascii_uppercase();
-            let short = name.strip_prefix("SIG").unwrap_or(&name);
-            SIGNALS
-                .iter()
-                .find(|(known, _)| *known == short)
-                .map(|(_, signal)| *signal)
-        }
+        DeValue::String(name) => signal_by_name(name).filter(|_| name.parse::<i32>().is_err()),
         _ => whole_number(value)
             .and_then(|number| i32::try_from(number).ok())
             .filter(|number| (1..=HIGHEST_SIGNAL).contains(number)),
@@ -647,6 +864,7 @@ fn to_output(value: &DeValue<'_>) -> Result<Output, String> {
         Some("log") => Ok(Output::LogDir),
         Some("null") => Ok(Output::Null),
         Some("inherit") => Ok(Output::Inherit),
+        Some("node") => Ok(Output::Node),
         _ => to_text(value)
             .map(|path| Output::Path(PathBuf::from(path)))
             .map_err(|_| expected(OUTPUT_FORM, value)),
@@ -685,6 +903,44 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn instance_and_id_are_replaced_per_instance_and_nothing_else() {
+        let service = valid(
+            "command = [\"srv\", \"--port\", \"80{instance}\", \"{other}\"]\ninstances = 2\n\
+             env = { NAME = \"{id}-{instance}\" }\nwork_dir = \"/w/{instance}\"\n\
+             stdout = \"{id}.{instance}.out\"\nready = { tcp = \"127.0.0.1:80{instance}\" }\n",
+        );
+        assert!(service.is_per_instance());
+        let one = service.for_instance(1);
+        assert_eq!(one.command, ["srv", "--port", "801", "{other}"]);
+        assert_eq!(one.env["NAME"], "web-1");
+        assert_eq!(one.work_dir.as_deref(), Some(Path::new("/w/1")));
+        assert_eq!(
+            one.stdout.path("web", "stdout", 1, Path::new("/log")),
+            Some(PathBuf::from("/log/web.1.out"))
+        );
+        let ReadySignal::Check(probe) = &one.ready.signal else {
+            panic!("{:?}", one.ready);
+        };
+        assert_eq!(probe.tcp_address(), "127.0.0.1:801".parse().ok());
+        assert!(!valid("command = [\"/bin/true\"]\ninstances = 3\n").is_per_instance());
+    }
+
+    #[test]
+    fn a_check_address_must_be_one_for_every_instance() {
+        let (_, problems) = parse_service(
+            "command = [\"srv\"]\ninstances = 12\nready = { tcp = \"127.0.0.1:6553{instance}\" }\n",
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key.as_deref(), Some("ready.tcp"));
+        assert!(
+            problems[0]
+                .message
+                .contains("for instance 6 this is `127.0.0.1:65536`"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn defaults() {
         let service = valid("command = [\"/bin/sleep\", \"60\"]\n");
         assert_eq!(
@@ -719,6 +975,9 @@ pub(super) mod tests {
                     timeout: Duration::from_secs(30),
                 },
                 health: None,
+                resources: Resources::default(),
+                start_grace: Duration::from_millis(300),
+                description: None,
             }
         );
     }
@@ -848,7 +1107,7 @@ on_node_exit = "keep"
             (
                 "stdout",
                 "true",
-                "expected \"log\" (a file in the log dir), \"null\", \"inherit\" or a file path",
+                "expected \"log\" (a file in the log dir), \"null\", \"inherit\", \"node\" or a file path",
             ),
             (
                 "stderr",
@@ -943,7 +1202,7 @@ on_node_exit = "keep"
         ));
         assert_eq!(
             service.ready.signal,
-            ReadySignal::Check(Probe::Tcp("127.0.0.1:8080".parse().unwrap()))
+            ReadySignal::Check(Probe::Tcp("127.0.0.1:8080".to_owned()))
         );
         assert_eq!(service.ready.interval, Duration::from_millis(100));
         let health = service.health.clone().unwrap();

@@ -255,7 +255,7 @@ struct Links {
 
 /// Runs the node until it shuts down.
 pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
-    let mut config = Config::load(&options.conf_dir).map_err(DaemonError::Config)?;
+    let mut config = Config::load_checked(&options.conf_dir).map_err(DaemonError::Config)?;
     if let Some(name) = options.name {
         config.node.name = name;
     }

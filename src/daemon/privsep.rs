@@ -52,7 +52,8 @@ use crate::sys::{self, UserIds};
 use crate::trace::Tracer;
 
 /// The command-line flag that makes `snow-fox` the spawner process:
-/// `snow-fox --spawner-process --conf DIR --manager-fd N --daemon-fd M`,
+/// `snow-fox --spawner-process --conf DIR --manager-fd N --daemon-fd M
+/// [--node-gid G]`,
 /// with N and M the spawner's ends of the manager_spawner and
 /// daemon_spawner socketpairs. Whoever runs it gets a spawner with their
 /// own rights, nothing more.
@@ -135,7 +136,9 @@ pub(super) fn split(
         .arg("--manager-fd")
         .arg(spawner_manager_link.as_raw_fd().to_string())
         .arg("--daemon-fd")
-        .arg(spawner_daemon_link.as_raw_fd().to_string());
+        .arg(spawner_daemon_link.as_raw_fd().to_string())
+        .arg("--node-gid")
+        .arg(ids.gid.to_string());
     for link in [&spawner_manager_link, &spawner_daemon_link] {
         sys::pass_fd(&mut command, link.as_fd(), link.as_raw_fd());
     }
@@ -194,6 +197,9 @@ pub struct SpawnerProcessOptions {
     pub manager_fd: i32,
     /// Its end of the daemon_spawner socketpair.
     pub daemon_fd: i32,
+    /// The unprivileged node's group, given read access to the log dir's
+    /// files so that the node can serve them (none: only root reads them).
+    pub node_gid: Option<u32>,
 }
 
 /// The spawner process: loads the configuration itself, runs the spawner
@@ -313,6 +319,10 @@ fn serve_spawner(options: &SpawnerProcessOptions) -> Result<(), ServeError> {
         },
         &record_dir,
     )
+    .map(|spawner| match options.node_gid {
+        Some(gid) => spawner.with_log_reader(gid),
+        None => spawner,
+    })
     .map_err(ServeError::Role);
     let result = spawner.and_then(|spawner| spawner.run().map_err(ServeError::Role));
     // The role's senders are gone with it: the writers send what is

@@ -382,6 +382,7 @@ mod tests {
             idle_timeout: None,
             max_subscriber_backlog: backlog,
             access: Access::resolve(&[], &[], crate::sys::effective_uid()).unwrap(),
+            metrics_listen: None,
         }
     }
 

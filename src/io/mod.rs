@@ -54,6 +54,7 @@
 mod access;
 mod connection;
 mod exchange;
+mod http;
 mod listener;
 
 use std::collections::{HashMap, VecDeque};
@@ -83,6 +84,8 @@ const UNKNOWN_UID: u32 = u32::MAX - 1;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
+/// The `metrics_listen` socket, when there is one.
+const METRICS: Token = Token(usize::MAX);
 const FIRST_CONNECTION: usize = 2;
 
 /// How long a connection closed for a protocol error keeps draining input.
@@ -132,6 +135,8 @@ pub struct IoSettings {
     pub max_subscriber_backlog: usize,
     /// Who may connect.
     pub access: Access,
+    /// Where `GET /metrics` is answered, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl IoSettings {
@@ -146,6 +151,7 @@ impl IoSettings {
             idle_timeout: node.idle_timeout,
             max_subscriber_backlog: node.max_subscriber_backlog,
             access: Access::resolve(&node.allow_users, &node.allow_groups, own_uid)?,
+            metrics_listen: node.metrics_listen,
         })
     }
 }
@@ -170,12 +176,22 @@ pub enum IoError {
         /// The lookup's error, if it failed rather than found nothing.
         source: Option<io::Error>,
     },
+    /// The `metrics_listen` address could not be bound.
+    MetricsListen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for IoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IoError::Poll { doing, source } => write!(f, "io thread cannot {doing}: {source}"),
+            IoError::MetricsListen { address, source } => {
+                write!(f, "cannot listen on metrics_listen = {address}: {source}")
+            }
             IoError::Allow {
                 key,
                 name,
@@ -196,7 +212,7 @@ impl fmt::Display for IoError {
 impl std::error::Error for IoError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            IoError::Poll { source, .. } => Some(source),
+            IoError::Poll { source, .. } | IoError::MetricsListen { source, .. } => Some(source),
             IoError::Allow { source, .. } => source
                 .as_ref()
                 .map(|source| source as &(dyn std::error::Error + 'static)),
@@ -233,6 +249,11 @@ pub struct Io {
     /// Refused connections, answered and shut for writing, closed at
     /// their instant (oldest first; at most [`TURNED_AWAY`]).
     turned_away: VecDeque<(Instant, mio::net::UnixStream)>,
+    /// The `metrics_listen` endpoint and its connections.
+    metrics: Option<http::Endpoint>,
+    http: HashMap<Token, http::HttpConnection>,
+    /// Metrics requests sent, for their correlation ids.
+    http_requests: u64,
 }
 
 impl Io {
@@ -258,6 +279,10 @@ impl Io {
             doing: "create its waker",
             source,
         })?;
+        let metrics = settings
+            .metrics_listen
+            .map(|address| listen_for_metrics(&poll, address))
+            .transpose()?;
         let (sender, commands) = io_channel(waker, COMMAND_CAPACITY);
         let io = Io {
             poll,
@@ -275,6 +300,9 @@ impl Io {
             complaints: PeerLimiter::new(),
             trim_at: None,
             turned_away: VecDeque::new(),
+            metrics,
+            http: HashMap::new(),
+            http_requests: 0,
         };
         Ok((io, sender))
     }
@@ -303,6 +331,10 @@ impl Io {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
+                    METRICS => self.accept_http(),
+                    token if self.http.contains_key(&token) => {
+                        self.serve_http(token, event.is_writable(), &mut scratch);
+                    }
                     token => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read(token, &mut scratch);
@@ -431,6 +463,7 @@ impl Io {
             }
             self.connections.insert(token, connection);
             open += 1;
+            self.tracer.count_connection(true);
             if let Some(idle_timeout) = self.settings.idle_timeout
                 && self.next_idle_check.is_none()
             {
@@ -537,6 +570,10 @@ impl Io {
         for reply in replies {
             let token = Token(reply.connection.0 as usize);
             let Some(connection) = self.connections.get_mut(&token) else {
+                if let Some(http) = self.http.get_mut(&token) {
+                    let next = http.answer(&reply.message);
+                    self.after_http(token, next);
+                }
                 continue;
             };
             // What the subscriber's socket holds unread counts too: the
@@ -576,6 +613,74 @@ impl Io {
         for token in touched {
             self.flush(token);
             self.resume(token, scratch);
+        }
+    }
+
+    fn accept_http(&mut self) {
+        let Some(endpoint) = &self.metrics else {
+            return;
+        };
+        loop {
+            let (mut stream, peer) = match endpoint.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    log::warn!("cannot accept a metrics connection: {error}");
+                    return;
+                }
+            };
+            if self.http.len() >= self.settings.max_connections {
+                log::warn!("refusing metrics connection from {peer}: too many open");
+                continue;
+            }
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            if let Err(error) = self.poll.registry().register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                log::warn!("cannot watch metrics connection from {peer}: {error}");
+                continue;
+            }
+            log::debug!("metrics connection {} from {peer}", token.0);
+            self.http.insert(token, http::HttpConnection::new(stream));
+        }
+    }
+
+    fn serve_http(&mut self, token: Token, writable: bool, scratch: &mut [u8]) {
+        let Some(connection) = self.http.get_mut(&token) else {
+            return;
+        };
+        let mut next = connection.read(scratch);
+        if next == http::Next::Write && writable {
+            next = connection.flush();
+        }
+        self.after_http(token, next);
+    }
+
+    /// Carries out what an HTTP connection wants next.
+    fn after_http(&mut self, token: Token, next: http::Next) {
+        match next {
+            http::Next::Read | http::Next::Write => {}
+            http::Next::AskManager => {
+                self.http_requests += 1;
+                let message = public_api::Message {
+                    code: public_api::message::Code::MetricsRequest as i32,
+                    correlation_id: Some(format!("http-{}", self.http_requests)),
+                    payload: None,
+                };
+                self.batch.push(ClientRequest {
+                    connection: ConnectionId(token.0 as u64),
+                    message,
+                });
+            }
+            http::Next::Close => {
+                if let Some(mut connection) = self.http.remove(&token) {
+                    let _ = self.poll.registry().deregister(&mut connection.stream);
+                }
+            }
         }
     }
 
@@ -642,6 +747,7 @@ impl Io {
         let Some(mut connection) = self.connections.remove(&token) else {
             return;
         };
+        self.tracer.count_connection(false);
         // Deregistering a socket that is about to be closed cannot matter.
         let _ = self.poll.registry().deregister(&mut connection.stream);
         log::debug!("connection {} closed", token.0);
@@ -771,4 +877,20 @@ fn complain(limiter: &mut PeerLimiter, uid: u32, line: fmt::Arguments<'_>) {
     if let Some(suppressed) = limiter.admit(uid, Instant::now()) {
         log::warn!("{line}{}", Suppressed(suppressed));
     }
+}
+
+/// Binds `address` for `GET /metrics` and registers it in `poll`.
+fn listen_for_metrics(
+    poll: &Poll,
+    address: std::net::SocketAddr,
+) -> Result<http::Endpoint, IoError> {
+    let failed = |source| IoError::MetricsListen { address, source };
+    let listener = std::net::TcpListener::bind(address).map_err(failed)?;
+    listener.set_nonblocking(true).map_err(failed)?;
+    let mut listener = mio::net::TcpListener::from_std(listener);
+    poll.registry()
+        .register(&mut listener, METRICS, Interest::READABLE)
+        .map_err(failed)?;
+    log::info!("answering GET /metrics on {address}");
+    Ok(http::Endpoint { listener })
 }

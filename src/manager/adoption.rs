@@ -60,11 +60,20 @@ impl Manager {
                 Record::default()
             }
         };
-        for (id, Desired { up, version }) in record.desired {
+        for (id, Desired { wish, version }) in record.desired {
             match self.services.get_mut(&id) {
-                Some(service) if service.version == version => service.desired = Some(up),
+                Some(service) if service.version == version => service.desired = Some(wish),
                 _ => {
                     log::info!("{id} changed or is gone: its recorded desired state is dropped");
+                    self.record_changed = true;
+                }
+            }
+        }
+        for (id, Enabled { on, version }) in record.enabled {
+            match self.services.get_mut(&id) {
+                Some(service) if service.version == version => service.enabled = Some(on),
+                _ => {
+                    log::info!("{id} changed or is gone: its recorded enable/disable is dropped");
                     self.record_changed = true;
                 }
             }
@@ -185,9 +194,18 @@ impl Manager {
             .services
             .values()
             .filter_map(|service| {
-                let up = service.desired?;
+                let wish = service.desired?;
                 let version = service.version.clone();
-                Some((service.config.id.clone(), Desired { up, version }))
+                Some((service.config.id.clone(), Desired { wish, version }))
+            })
+            .collect();
+        let enabled = self
+            .services
+            .values()
+            .filter_map(|service| {
+                let on = service.enabled?;
+                let version = service.version.clone();
+                Some((service.config.id.clone(), Enabled { on, version }))
             })
             .collect();
         let instances = self
@@ -210,7 +228,11 @@ impl Manager {
                     })
             })
             .collect();
-        Record { desired, instances }
+        Record {
+            desired,
+            enabled,
+            instances,
+        }
     }
 
     /// Writes the state record if it changed. A failed write is logged

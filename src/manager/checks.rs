@@ -196,7 +196,7 @@ fn spawn_tcp_thread() -> Result<(Sender<TcpCheck>, Receiver<TcpResult>), ChecksE
     Ok((request_tx, result_rx))
 }
 
-fn describe(probe: &Probe) -> String {
+pub(super) fn describe(probe: &Probe) -> String {
     match probe {
         Probe::Command(argv) => format!("command {}", argv.join(" ")),
         Probe::Tcp(address) => format!("tcp {address}"),
@@ -220,7 +220,7 @@ impl Manager {
                     pid,
                     Checking {
                         stage: Stage::Ready,
-                        probe: probe.clone(),
+                        probe: probe.for_instance(id, index as u32),
                         interval: config.ready.interval,
                         timeout: config.ready.timeout,
                         threshold: 1,
@@ -236,7 +236,7 @@ impl Manager {
                     pid,
                     Checking {
                         stage: Stage::Health,
-                        probe: health.probe.clone(),
+                        probe: health.probe.for_instance(id, index as u32),
                         interval: health.interval,
                         timeout: health.timeout,
                         threshold: health.failures,
@@ -351,9 +351,14 @@ impl Manager {
             pid: None,
         });
         let stage = checking.stage;
+        let timeout = checking.timeout;
+        let tcp_address = checking.probe.tcp_address();
         match checking.probe.clone() {
-            Probe::Tcp(address) => {
-                let timeout = checking.timeout;
+            Probe::Tcp(text) => {
+                let Some(address) = tcp_address else {
+                    self.check_result(&key, Err(format!("`{text}` is not an address")), now);
+                    return;
+                };
                 let check = TcpCheck {
                     key: key.clone(),
                     address,
@@ -470,6 +475,13 @@ impl Manager {
             }
             (Stage::Ready, Err(reason)) => {
                 log::debug!("{id}.{index} (pid {pid}) not ready yet: {what}: {reason}");
+                if let Some(instance) = self
+                    .services
+                    .get_mut(id)
+                    .and_then(|service| service.instances.get_mut(*index as usize))
+                {
+                    instance.not_ready_detail = Some(format!("{what}: {reason}"));
+                }
             }
             (Stage::Health, Ok(())) => {
                 if checking.failures > 0 {

@@ -210,7 +210,7 @@ impl Manager {
                 .cloned()
                 .collect();
             for id in idle {
-                self.start_with_requirements(&id, correlation, now);
+                self.start_with_requirements(&id, correlation, false, now);
             }
         }
     }

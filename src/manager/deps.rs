@@ -30,6 +30,7 @@ use crate::wire::proto::public_api::node_info_response::SystemStatus;
 use crate::wire::proto::public_api::{StatusCode, StatusColour};
 
 use super::instance::{Event, ExitStatus, State};
+use super::record::Wish;
 use super::status::{Tally, service_status, system_status};
 use super::{Manager, Service};
 
@@ -78,14 +79,39 @@ fn is_going(service: &Service) -> bool {
 }
 
 impl Manager {
-    /// Starts service `id` after what it requires, pulling that in.
-    pub(super) fn start_with_requirements(&mut self, id: &str, correlation: &str, now: Instant) {
+    /// Starts service `id` after what it requires, pulling that in. A
+    /// user's start (`by_user`) is their last word on each of them, as if
+    /// they had started each one; the node's own (autostart, a reload)
+    /// leaves alone what a user stopped or what gave up, so `id` then
+    /// waits for it.
+    pub(super) fn start_with_requirements(
+        &mut self,
+        id: &str,
+        correlation: &str,
+        by_user: bool,
+        now: Instant,
+    ) {
         for required in Graph::new(&self.config.services).requirements(id) {
             let Some(service) = self.services.get_mut(&required) else {
                 continue;
             };
             let pulled = required != id;
+            if by_user && service.desired != Some(Wish::Up) {
+                service.desired = Some(Wish::Up);
+                self.record_changed = true;
+            }
             if pulled && (is_up(service) || is_coming(service)) {
+                continue;
+            }
+            if pulled && !by_user && matches!(service.desired, Some(Wish::Down | Wish::Failed)) {
+                log::info!(
+                    "[{correlation}] not starting {required} for {id}: it is {}",
+                    if service.desired == Some(Wish::Down) {
+                        "stopped by request"
+                    } else {
+                        "failed"
+                    }
+                );
                 continue;
             }
             if pulled {
@@ -122,7 +148,7 @@ impl Manager {
             });
             // The user's stop reaches it too, and outlives a node restart
             // like the user's own stops.
-            service.desired = Some(false);
+            service.desired = Some(Wish::Down);
             self.record_changed = true;
             stopped.push(dependent);
         }

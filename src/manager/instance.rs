@@ -15,6 +15,7 @@
 //! | starting with a pid | `Exited`              | as from running |                     |
 //! | running    | `Unhealthy`                    | stopping   | stop signal, kill timer; its end is judged by the policy |
 //! | stopped    | `Adopted(pid)` (found running at node start) | running | watch |
+//! | stopped    | `GaveUpBefore` (the record says so) | failed |                     |
 //! | starting   | `SpawnFailed`                  | backoff or failed (give-up limit) |  |
 //! | running    | `Stop`                         | stopping   | stop signal, kill timer  |
 //! | running    | `Exited`, policy says restart, ran `stable_after` | starting | spawn |
@@ -33,6 +34,14 @@
 //! failure and resets after a run of `stable_after`. `give_up_after` failed
 //! starts within `give_up_window` end in `failed` until a user starts it.
 //!
+//! Every transition sets the instance's `reason`, the words status,
+//! events and the log show for its state: "started as pid 7", "backoff
+//! 500ms (exit 1, 2nd failure)", "failed: gave up after 5 failures in 1m
+//! (last: exit 1)". The manager may replace it with what only it knows
+//! (what a dependency did, which check passed). A start by a user clears
+//! the last exit of the instance's previous life; an automatic restart
+//! keeps it, as it is why the instance restarted.
+//!
 //! An adopted process is not the node's child, so how it ended is
 //! [`ExitStatus::Unknown`], which the `on-failure` policy counts as a
 //! failure. Its run is counted from its adoption for `stable_after`.
@@ -40,6 +49,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::usage::LastRun;
 use crate::conf::{ReadySignal, RestartPolicy, ServiceConfig};
 
 /// Where an instance stands.
@@ -112,8 +122,8 @@ pub enum Event {
         /// The process id.
         pid: u32,
     },
-    /// The spawner could not start it.
-    SpawnFailed,
+    /// The spawner could not start it, for this reason.
+    SpawnFailed(String),
     /// Its process ended.
     Exited(ExitStatus),
     /// Its timer ran out.
@@ -122,6 +132,9 @@ pub enum Event {
     Ready,
     /// Its health check failed `failures` times in a row.
     Unhealthy,
+    /// The state record says its service gave up before the node
+    /// restarted.
+    GaveUpBefore,
 }
 
 /// Why a wanted instance is being stopped by the node itself.
@@ -176,6 +189,14 @@ pub struct Instance {
     pub adopted: bool,
     /// Why the node itself stops it, while it does.
     pub stop_cause: Option<StopCause>,
+    /// What its last process used and whether memory ran out, set by the
+    /// manager with its exit.
+    pub last_run: Option<LastRun>,
+    /// Why it is in its state, in words.
+    pub reason: String,
+    /// What its readiness check last said while it was not ready, set by
+    /// the manager, for the reason of a readiness timeout.
+    pub not_ready_detail: Option<String>,
     started_at: Option<Instant>,
     quick_failures: u32,
     recent_failures: VecDeque<Instant>,
@@ -195,6 +216,9 @@ impl Instance {
             wanted: false,
             adopted: false,
             stop_cause: None,
+            last_run: None,
+            reason: "not started".to_owned(),
+            not_ready_detail: None,
             started_at: None,
             quick_failures: 0,
             recent_failures: VecDeque::new(),
@@ -211,6 +235,7 @@ impl Instance {
                     self.quick_failures = 0;
                 }
                 self.wanted = true;
+                self.last_exit = None;
                 self.spawn(now)
             }
             (State::Starting, Event::Stop) if self.pid.is_some() => {
@@ -232,6 +257,7 @@ impl Instance {
             (State::Backoff, Event::Stop) => {
                 self.wanted = false;
                 self.enter(State::Stopped, now);
+                self.reason = "stopped by request while backing off".to_owned();
                 Vec::new()
             }
             (State::Running, Event::Stop) => {
@@ -245,10 +271,16 @@ impl Instance {
             (State::Starting, Event::Started { pid }) if self.pid.is_none() => {
                 self.pid = Some(pid);
                 self.started_at = Some(now);
+                self.not_ready_detail = None;
                 if config.ready.signal == ReadySignal::Started {
                     self.enter(State::Running, now);
+                    self.reason = format!("started as pid {pid}");
                 } else {
                     self.timer = Some(now + config.ready.timeout);
+                    self.reason = format!(
+                        "started as pid {pid}, waiting to be ready (up to {})",
+                        span(config.ready.timeout)
+                    );
                 }
                 if self.wanted {
                     Vec::new()
@@ -258,20 +290,25 @@ impl Instance {
             }
             (State::Starting, Event::Ready) if self.pid.is_some() => {
                 self.enter(State::Running, now);
+                self.reason = "ready".to_owned();
                 Vec::new()
             }
             (State::Starting, Event::TimerFired)
                 if self.pid.is_some() && self.timer.is_some_and(|at| at <= now) =>
             {
                 self.stop_cause = Some(StopCause::NotReady);
-                self.signal_stop(now, config)
+                let effects = self.signal_stop(now, config);
+                self.reason = format!("stopping: {}", self.not_ready(config));
+                effects
             }
             (State::Starting, Event::Exited(status)) if self.pid.is_some() => {
                 self.exited(status, now, config)
             }
             (State::Running, Event::Unhealthy) => {
                 self.stop_cause = Some(StopCause::Unhealthy);
-                self.signal_stop(now, config)
+                let effects = self.signal_stop(now, config);
+                self.reason = "stopping: unhealthy".to_owned();
+                effects
             }
             (State::Stopped, Event::Adopted { pid }) => {
                 self.pid = Some(pid);
@@ -279,11 +316,19 @@ impl Instance {
                 self.wanted = true;
                 self.started_at = Some(now);
                 self.enter(State::Running, now);
+                self.reason = format!("adopted: pid {pid} was still running from before");
                 vec![Effect::Watch { pid }]
             }
-            (State::Starting, Event::SpawnFailed) => {
+            (State::Stopped, Event::GaveUpBefore) => {
+                self.wanted = false;
+                self.enter(State::Failed, now);
+                self.reason = "failed: it gave up before the node restarted; start it to try again"
+                    .to_owned();
+                Vec::new()
+            }
+            (State::Starting, Event::SpawnFailed(reason)) => {
                 self.last_exit = None;
-                self.failed_quickly(now, config)
+                self.failed_quickly(format!("cannot start: {reason}"), now, config)
             }
             (State::Running, Event::Exited(status)) => self.exited(status, now, config),
             (State::Stopping, Event::Exited(status)) => {
@@ -292,18 +337,22 @@ impl Instance {
                 self.timer = None;
                 match self.stop_cause.take() {
                     Some(StopCause::NotReady) if self.wanted => {
-                        return self.failed_quickly(now, config);
+                        let cause = self.not_ready(config);
+                        return self.failed_quickly(cause, now, config);
                     }
                     Some(StopCause::Unhealthy) if self.wanted => {
-                        return self.exited_as(status, false, now, config);
+                        return self.exited_as(status, Some("unhealthy"), now, config);
                     }
                     _ => {}
                 }
                 if self.wanted {
+                    // A restart a user asked for: the stop was theirs.
+                    self.last_exit = None;
                     self.restarts += 1;
                     self.spawn(now)
                 } else {
                     self.enter(State::Stopped, now);
+                    self.reason = format!("stopped by request ({})", describe_exit(status));
                     Vec::new()
                 }
             }
@@ -318,6 +367,10 @@ impl Instance {
             (State::Stopping, Event::TimerFired) => match (self.timer, self.pid) {
                 (Some(at), Some(pid)) if at <= now => {
                     self.timer = None;
+                    self.reason = format!(
+                        "killed: still running {} after the stop signal",
+                        span(config.stop_timeout)
+                    );
                     vec![Effect::Signal {
                         pid,
                         signal: libc::SIGKILL,
@@ -342,7 +395,25 @@ impl Instance {
         self.adopted = false;
         self.stop_cause = None;
         self.enter(State::Starting, now);
+        self.reason = match self.last_exit {
+            Some(status) if self.restarts > 0 => {
+                format!("restarting after {}", describe_exit(status))
+            }
+            _ => "starting".to_owned(),
+        };
         vec![Effect::Spawn]
+    }
+
+    /// Why a readiness timeout ran out, in words.
+    fn not_ready(&self, config: &ServiceConfig) -> String {
+        let within = span(config.ready.timeout);
+        match (&self.not_ready_detail, &config.ready.signal) {
+            (Some(detail), _) => format!("not ready within {within}: {detail}"),
+            (None, ReadySignal::Fd(fd)) => {
+                format!("not ready within {within}: it wrote no newline to fd {fd}")
+            }
+            (None, _) => format!("not ready within {within}"),
+        }
     }
 
     fn signal_stop(&mut self, now: Instant, config: &ServiceConfig) -> Vec<Effect> {
@@ -350,6 +421,7 @@ impl Instance {
             return Vec::new();
         };
         self.enter(State::Stopping, now);
+        self.reason = "stopping by request".to_owned();
         self.timer = Some(now + config.stop_timeout);
         vec![Effect::Signal {
             pid,
@@ -358,19 +430,22 @@ impl Instance {
     }
 
     fn exited(&mut self, status: ExitStatus, now: Instant, config: &ServiceConfig) -> Vec<Effect> {
-        self.exited_as(status, status == ExitStatus::Code(0), now, config)
+        let failure = (status != ExitStatus::Code(0)).then_some("");
+        self.exited_as(status, failure, now, config)
     }
 
-    /// Its process ended with `status`, a success or not (an unhealthy
-    /// instance's end is a failure whatever its status): restart it or
-    /// not by the policy.
+    /// Its process ended with `status`: a success (`failure` is `None`)
+    /// or a failure, `Some` of what failed besides the status ("" for
+    /// nothing more; an unhealthy instance's end is a failure whatever its
+    /// status). Restart it or not by the policy.
     fn exited_as(
         &mut self,
         status: ExitStatus,
-        succeeded: bool,
+        failure: Option<&str>,
         now: Instant,
         config: &ServiceConfig,
     ) -> Vec<Effect> {
+        let succeeded = failure.is_none();
         self.last_exit = Some(status);
         self.pid = None;
         let ran = self.started_at.map_or(Duration::ZERO, |started| {
@@ -383,6 +458,21 @@ impl Instance {
                 RestartPolicy::Never => false,
             };
         if !restart {
+            let policy = match config.restart {
+                RestartPolicy::Always => "always",
+                RestartPolicy::OnFailure => "on-failure",
+                RestartPolicy::Never => "never",
+            };
+            self.reason = if !self.wanted {
+                format!("{} while not wanted", describe_exit(status))
+            } else if succeeded {
+                format!("done (exit 0); restart = \"{policy}\"")
+            } else {
+                format!(
+                    "{}; not restarted: restart = \"{policy}\"",
+                    describe_exit(status)
+                )
+            };
             self.wanted = false;
             self.enter(State::Exited, now);
             return Vec::new();
@@ -392,12 +482,21 @@ impl Instance {
             self.restarts += 1;
             return self.spawn(now);
         }
-        self.failed_quickly(now, config)
+        let cause = match failure {
+            Some(what) if !what.is_empty() => format!("{what}, {}", describe_exit(status)),
+            _ => describe_exit(status),
+        };
+        self.failed_quickly(cause, now, config)
     }
 
     /// A start that failed or a run that ended too soon: back off, or give
     /// up when the limit is reached within the window.
-    fn failed_quickly(&mut self, now: Instant, config: &ServiceConfig) -> Vec<Effect> {
+    fn failed_quickly(
+        &mut self,
+        cause: String,
+        now: Instant,
+        config: &ServiceConfig,
+    ) -> Vec<Effect> {
         self.pid = None;
         self.recent_failures.push_back(now);
         while self
@@ -407,17 +506,65 @@ impl Instance {
         {
             self.recent_failures.pop_front();
         }
-        if config.give_up_after > 0 && self.recent_failures.len() >= config.give_up_after as usize {
+        let failures = self.recent_failures.len();
+        if config.give_up_after > 0 && failures >= config.give_up_after as usize {
             self.wanted = false;
             self.enter(State::Failed, now);
+            self.reason = format!(
+                "failed: gave up after {failures} failures in {} (last: {cause})",
+                span(config.give_up_window)
+            );
             return Vec::new();
         }
         let delay = backoff_delay(self.quick_failures, config);
         self.quick_failures = self.quick_failures.saturating_add(1);
         self.enter(State::Backoff, now);
         self.timer = Some(now + delay);
+        self.reason = format!(
+            "backoff {} ({cause}, {} failure)",
+            span(delay),
+            ordinal(failures)
+        );
         Vec::new()
     }
+}
+
+/// How a process ended, in words: "exit 1", "signal 9 (KILL)".
+pub fn describe_exit(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Code(code) => format!("exit {code}"),
+        ExitStatus::Signal(signal) => match crate::conf::signal_name(signal) {
+            Some(name) => format!("signal {signal} ({name})"),
+            None => format!("signal {signal}"),
+        },
+        ExitStatus::Unknown => "status unknown (an adopted process)".to_owned(),
+    }
+}
+
+/// A duration as people write it: "250ms", "2s", "1.5s", "1m", "90s".
+pub fn span(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", duration.as_secs_f64())
+    }
+}
+
+/// 1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, 21st.
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// `backoff_initial` doubled `failures` times, at most `backoff_max`.
@@ -463,6 +610,9 @@ mod tests {
             after: Vec::new(),
             ready: Readiness::default(),
             health: None,
+            resources: crate::conf::Resources::default(),
+            start_grace: Duration::ZERO,
+            description: None,
         }
     }
 

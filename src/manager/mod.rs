@@ -28,8 +28,11 @@
 //! names another process, is logged and left alone (never signalled); its
 //! instance is then started or not like any other, by the service's
 //! desired state. A service a user started or stopped stays so across node
-//! restarts until the user says otherwise or its definition changes;
-//! without such a wish, `autostart` decides.
+//! restarts until the user says otherwise or its definition changes; the
+//! last word counts, so a start (direct, or of a service that requires
+//! it) undoes an earlier stop. A service that gave up stays `failed`
+//! across node restarts until a user starts it. Without such a wish,
+//! `enable`/`disable` (also recorded), else `autostart`, decides.
 //!
 //! Services start after what they require and stop before it
 //! (`deps.rs`: held starts and stops, the pull-in, stopping dependents);
@@ -53,21 +56,25 @@ mod checks;
 mod cluster;
 mod deps;
 pub mod instance;
+mod logs;
+mod metrics;
 mod record;
 mod reload;
 mod requests;
 mod status;
+mod usage;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
+use crate::cgroup::InstanceCgroup;
 use crate::conf::{Config, OnNodeExit, Output, ReadySignal, ServiceConfig};
 use crate::sys;
 use crate::trace::{Role, Tracer, now_unix_us};
@@ -84,10 +91,15 @@ use cluster::ClusterSide;
 use deps::Hold;
 use ds::service_table::output as table_output;
 use instance::{Effect, Event, ExitStatus, Instance, State};
-use record::{Desired, Record, RecordedInstance};
+use record::{Desired, Enabled, Record, RecordedInstance, Wish};
 pub use reload::service_table;
 use reload::work_dir_text;
 use status::{Clock, EntryCache, instance_status, overall, system_status};
+use usage::{LastRun, Usage};
+
+/// How many of the last lines of its stderr a failed start's reason
+/// quotes.
+const STDERR_LINES: usize = 3;
 
 /// Replies gathered before they are handed to io in one command.
 const REPLY_BATCH: usize = 4096;
@@ -187,16 +199,16 @@ struct Service {
     /// The version of its file (`Config::service_versions`) that `config`
     /// was read from.
     version: String,
-    /// What a user last asked it to be, up or down; `None` follows
-    /// `autostart`.
-    desired: Option<bool>,
+    /// What a user last asked it to be, up or down, or failed when it
+    /// gave up since; `None` follows `enabled`.
+    desired: Option<Wish>,
+    /// What `enable` or `disable` last said; `None` follows `autostart`.
+    enabled: Option<bool>,
     instances: Vec<Instance>,
     /// The start time of each instance's process, while it has one.
     start_times: Vec<Option<u64>>,
     /// The correlation id of what drives each instance now.
     operations: Vec<Option<String>>,
-    /// The spawner's reason for each instance's last failed start.
-    spawn_errors: Vec<Option<String>>,
     /// A reload changed or removed it: applied once every instance is down.
     replacement: Option<Replacement>,
     /// A start or stop waiting for other services.
@@ -205,6 +217,8 @@ struct Service {
     notes: Vec<Option<String>>,
     /// Its status entry, encoded.
     status_entry: EntryCache,
+    /// What each instance uses.
+    usage: Vec<Usage>,
 }
 
 #[derive(Debug)]
@@ -223,6 +237,9 @@ struct Waiter {
     deadline: Instant,
     /// Services stopped along with it, shown in the reply.
     along: Vec<String>,
+    /// When to look again: an instance is running but not yet for its
+    /// `start_grace`.
+    recheck: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,9 +289,15 @@ pub struct Manager {
     to_spawner: VecDeque<ms::Message>,
     waiters: Vec<Waiter>,
     subscribers: Vec<(ConnectionId, String)>,
+    /// The thread that serves `LogsRequest`s.
+    log_reader: logs::LogReader,
     outgoing: Vec<ClientReply>,
     /// The last reload's failure, shown as the `config` subsystem.
     reload_error: Option<String>,
+    /// What the spawner said it can do with cgroups.
+    cgroups: Option<ms::CgroupStatus>,
+    /// Requests and errors counted for metrics.
+    counters: metrics::Counters,
     spawner_alive: bool,
     /// Set once the daemon ordered the shutdown: its correlation id.
     shutdown: Option<String>,
@@ -311,6 +334,7 @@ impl Manager {
             })
             .collect();
         Manager {
+            log_reader: logs::LogReader::new(links.to_io.clone()),
             links,
             tracer,
             config,
@@ -326,6 +350,8 @@ impl Manager {
             subscribers: Vec::new(),
             outgoing: Vec::new(),
             reload_error: None,
+            cgroups: None,
+            counters: metrics::Counters::default(),
             spawner_alive: true,
             shutdown: None,
             record_changed: false,
@@ -352,22 +378,30 @@ impl Manager {
             .filter(|id| !self.cluster.has(id))
             .cloned()
             .collect();
+        // Failed ones first, so that no autostart pulls them in again.
+        for id in &ids {
+            if self.services[id].desired == Some(Wish::Failed) {
+                let correlation = format!("record:{id}:{}", uuid::Uuid::new_v4().simple());
+                self.drive(id, Event::GaveUpBefore, &correlation, now);
+            }
+        }
         for id in ids {
             let service = &self.services[&id];
-            let event = match (service.desired, service.config.autostart) {
-                (Some(false), _) => Event::Stop,
-                (Some(true), _) | (None, true) => Event::Start,
+            let event = match (service.desired, service.is_enabled()) {
+                (Some(Wish::Failed), _) => continue,
+                (Some(Wish::Down), _) => Event::Stop,
+                (Some(Wish::Up), _) | (None, true) => Event::Start,
                 (None, false) => continue,
             };
             let correlation = format!("autostart:{id}:{}", uuid::Uuid::new_v4().simple());
             if event == Event::Start {
-                self.start_with_requirements(&id, &correlation, now);
+                self.start_with_requirements(&id, &correlation, false, now);
             } else {
                 self.drive(&id, event, &correlation, now);
             }
         }
         for (id, index) in outdated {
-            if self.services[&id].desired != Some(false) {
+            if self.services[&id].desired != Some(Wish::Down) {
                 log::info!(
                     "{id}.{index} was started from an older definition of {id}: restarting it"
                 );
@@ -510,6 +544,7 @@ impl Manager {
             }
             Ok(None) => return,
             Err(error) => {
+                self.counters.error(error.kind);
                 // The client reads why; a flood of refusals must not
                 // flood the log at its default level.
                 log::debug!("[{correlation}] request refused: {}", error.reason);
@@ -531,6 +566,7 @@ impl Manager {
                 }
             }
             IoEvent::Closed(connection) => {
+                self.log_reader.closed(connection);
                 self.subscribers
                     .retain(|(subscriber, _)| *subscriber != connection);
                 self.waiters
@@ -574,8 +610,23 @@ impl Manager {
         let before = (instance.state, instance.pid);
         let old_pid = instance.pid;
         let old_timer = instance.timer;
+        let note = service.notes[index].take();
         let effects = instance.on_event(event, now, &service.config);
         let after = (instance.state, instance.pid);
+        if before != after {
+            if let Some(note) = note {
+                instance.reason = note;
+            }
+            log::info!(
+                "{id}.{index}: {}: {}",
+                instance.state.as_str(),
+                instance.reason
+            );
+            if instance.state == State::Failed && service.desired != Some(Wish::Failed) {
+                service.desired = Some(Wish::Failed);
+                self.record_changed = true;
+            }
+        }
         if old_timer != instance.timer {
             if let Some(at) = old_timer {
                 self.timers.remove(&(at, id.to_owned(), index));
@@ -711,12 +762,16 @@ impl Manager {
         }
     }
 
+    /// The `StartProcess` for instance `index` of `config`, its settings
+    /// with `{instance}` and `{id}` replaced.
     fn start_process(&self, config: &ServiceConfig, index: usize) -> ms::StartProcess {
+        let config = &config.for_instance(index as u32);
         let log_dir = &self.config.node.log_dir;
         let output = |target: &Output, stream: &str| {
             let kind = match target {
                 Output::Null => ms::output::Kind::Null,
                 Output::Inherit => ms::output::Kind::Inherit,
+                Output::Node => ms::output::Kind::Node,
                 Output::LogDir | Output::Path(_) => ms::output::Kind::File,
             };
             ms::Output {
@@ -763,12 +818,13 @@ impl Manager {
                     self.check_started(key, started.pid);
                 } else if let Some(Asked::Start { service, index }) = asked {
                     log::info!("{service}.{index} started as pid {}", started.pid);
-                    if let Some(slot) = self
-                        .services
-                        .get_mut(&service)
-                        .and_then(|s| s.start_times.get_mut(index as usize))
-                    {
-                        *slot = started.start_time;
+                    if let Some(entry) = self.services.get_mut(&service) {
+                        if let Some(slot) = entry.start_times.get_mut(index as usize) {
+                            *slot = started.start_time;
+                        }
+                        if let Some(usage) = entry.usage.get_mut(index as usize) {
+                            usage.started(InstanceCgroup::from_wire(&started.cgroup), now);
+                        }
                     }
                     self.apply(
                         &service,
@@ -816,8 +872,9 @@ impl Manager {
                     log::info!(
                         "{service}.{index} (pid {}) exited: {}",
                         exited.pid,
-                        describe_exit(status)
+                        instance::describe_exit(status)
                     );
+                    self.note_last_run(&service, index as usize, status, &exited);
                     self.apply(&service, index as usize, Event::Exited(status), None, now);
                 }
             }
@@ -835,6 +892,10 @@ impl Manager {
                     self.apply(&service, index as usize, Event::Ready, None, now);
                 }
             }
+            (
+                Ok(ms::message::Code::CgroupStatus),
+                Some(ms::message::Payload::CgroupStatus(status)),
+            ) => self.cgroups = Some(status),
             (Ok(ms::message::Code::LogMessage), Some(ms::message::Payload::LogMessage(entry))) => {
                 let level = match entry.level {
                     1 => log::Level::Error,
@@ -849,6 +910,39 @@ impl Manager {
                 "ignoring a malformed message from the spawner (code {:?})",
                 code.map(|code| code.as_str_name())
             ),
+        }
+    }
+
+    /// Keeps what the ended run of `id`.`index` used, and says why it
+    /// ended when it ran out of memory (the next Event's reason).
+    fn note_last_run(
+        &mut self,
+        id: &str,
+        index: usize,
+        status: ExitStatus,
+        exited: &ms::ProcessExited,
+    ) {
+        let Some(service) = self.services.get_mut(id) else {
+            return;
+        };
+        let memory_max = service.config.resources.limits.memory_max;
+        let started_at = service.usage.get(index).and_then(|usage| usage.started_at);
+        let run = LastRun {
+            oom: exited.oom_kills.map(|_| memory_max),
+            cpu_usec: exited.cpu_usec,
+            peak_rss_bytes: exited.max_rss_bytes,
+            ran: started_at.map(|at| at.elapsed()),
+        };
+        if let Some(usage) = service.usage.get_mut(index) {
+            usage.cgroup = None;
+            usage.oom_kills += u64::from(run.oom.is_some());
+        }
+        if let Some(instance) = service.instances.get_mut(index) {
+            instance.last_run = Some(run);
+        }
+        if let Some(reason) = run.oom_reason(Some(status)) {
+            log::warn!("{id}.{index} {reason}");
+            self.note(id, index as u32, reason);
         }
     }
 
@@ -869,12 +963,7 @@ impl Manager {
     }
 
     fn spawn_failed(&mut self, id: &str, index: usize, reason: String) {
-        if let Some(service) = self.services.get_mut(id)
-            && let Some(slot) = service.spawn_errors.get_mut(index)
-        {
-            *slot = Some(reason);
-        }
-        self.apply(id, index, Event::SpawnFailed, None, Instant::now());
+        self.apply(id, index, Event::SpawnFailed(reason), None, Instant::now());
     }
 
     fn on_daemon(&mut self, message: dm::Message) {
@@ -946,7 +1035,10 @@ impl Manager {
 
     fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timers.first().map(|(at, _, _)| *at);
-        let deadlines = self.waiters.iter().map(|waiter| waiter.deadline);
+        let deadlines = self
+            .waiters
+            .iter()
+            .flat_map(|waiter| std::iter::once(waiter.deadline).chain(waiter.recheck));
         timer
             .into_iter()
             .chain(deadlines)
@@ -978,6 +1070,15 @@ impl Manager {
             self.apply(&id, index, Event::TimerFired, None, now);
         }
         self.run_checks(now);
+        let recheck: BTreeSet<String> = self
+            .waiters
+            .iter()
+            .filter(|waiter| waiter.recheck.is_some_and(|at| at <= now))
+            .map(|waiter| waiter.service.clone())
+            .collect();
+        for id in recheck {
+            self.settle_waiters(&id);
+        }
         self.expire_cluster_requests(now);
         let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
             .into_iter()
@@ -997,22 +1098,24 @@ impl Manager {
         let Some(service) = self.services.get(id) else {
             return;
         };
+        let now = Instant::now();
         let blocked = self.blocked_start(id);
         let held = service.hold.is_some();
+        let log_dir = &self.config.node.log_dir;
         let mut settled = Vec::new();
-        self.waiters.retain(|waiter| {
+        self.waiters.retain_mut(|waiter| {
             if waiter.service != id {
                 return true;
             }
             let outcome = match (&blocked, waiter.goal) {
                 (Some(reason), Goal::Up) => {
-                    Some(Err(RequestError::new(Kind::SpawnFailed, reason.clone())))
+                    Outcome::Done(Err(RequestError::new(Kind::StartFailed, reason.clone())))
                 }
-                _ if held => None,
-                _ => waiter_outcome(service, waiter.goal),
+                _ if held => Outcome::Pending(None),
+                _ => waiter_outcome(service, waiter.goal, now, log_dir),
             };
             match outcome {
-                Some(outcome) => {
+                Outcome::Done(outcome) => {
                     settled.push((
                         waiter.connection,
                         waiter.correlation.clone(),
@@ -1021,7 +1124,10 @@ impl Manager {
                     ));
                     false
                 }
-                None => true,
+                Outcome::Pending(recheck) => {
+                    waiter.recheck = recheck;
+                    true
+                }
             }
         });
         for (connection, correlation, along, outcome) in settled {
@@ -1062,14 +1168,11 @@ impl Manager {
             at_unix_ms: self.clock.unix_ms(instance.since),
             exit_code,
             exit_signal,
-            reason: None,
+            reason: Some(instance.reason.clone()),
+            oom: (exit_code.is_some() || exit_signal.is_some())
+                .then(|| instance.last_run.and_then(|run| run.oom).map(|_| true))
+                .flatten(),
         };
-        let mut event = event;
-        event.reason = self
-            .services
-            .get_mut(id)
-            .and_then(|service| service.notes.get_mut(index))
-            .and_then(Option::take);
         // Encoded once for every subscriber (there may be hundreds).
         let mut encoded = Vec::new();
         Payload::Event(event).encode(&mut encoded);
@@ -1099,6 +1202,11 @@ enum Body {
 }
 
 impl Service {
+    /// Whether it starts with the node.
+    fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(self.config.autostart)
+    }
+
     /// The correlation id of what drives its instances now ("" if none),
     /// for work the node does on their behalf.
     fn current_operation(&self) -> String {
@@ -1115,65 +1223,84 @@ impl Service {
         Service {
             version,
             desired: None,
+            enabled: None,
             start_times: vec![None; count],
             instances: (0..config.instances)
                 .map(|index| Instance::new(index, now))
                 .collect(),
             operations: vec![None; count],
-            spawn_errors: vec![None; count],
             replacement: None,
             hold: None,
             notes: vec![None; count],
             status_entry: EntryCache::default(),
+            usage: (0..count).map(|_| Usage::default()).collect(),
             config,
         }
     }
 }
 
-/// Whether a waiter's goal is reached (`Some(Ok)`), lost (`Some(Err)`), or
-/// still ahead (`None`).
-fn waiter_outcome(service: &Service, goal: Goal) -> Option<Result<(), RequestError>> {
-    let instances = &service.instances;
-    match goal {
-        Goal::Down => instances
-            .iter()
-            .all(|i| i.state.is_down())
-            .then_some(Ok(())),
-        Goal::Up => {
-            let failed = instances
-                .iter()
-                .zip(&service.spawn_errors)
-                .find(|(i, error)| {
-                    i.state == State::Failed || (i.state == State::Backoff && error.is_some())
-                });
-            if let Some((instance, error)) = failed {
-                let reason = match error {
-                    Some(reason) => format!(
-                        "cannot start {}.{}: {reason}",
-                        service.config.id, instance.index
-                    ),
-                    None => format!(
-                        "{}.{} failed to start and gave up",
-                        service.config.id, instance.index
-                    ),
-                };
-                return Some(Err(RequestError::new(Kind::SpawnFailed, reason)));
-            }
-            let settled = instances.iter().all(|i| {
-                matches!(
-                    i.state,
-                    State::Running | State::Exited | State::Backoff | State::Failed
-                )
-            });
-            settled.then_some(Ok(()))
-        }
-    }
+/// Where a waiter stands.
+enum Outcome {
+    /// Its goal is reached (`Ok`) or lost (`Err`).
+    Done(Result<(), RequestError>),
+    /// Still ahead; look again at this instant, or on the next change.
+    Pending(Option<Instant>),
 }
 
-fn describe_exit(status: ExitStatus) -> String {
-    match status {
-        ExitStatus::Code(code) => format!("code {code}"),
-        ExitStatus::Signal(signal) => format!("signal {signal}"),
-        ExitStatus::Unknown => "status unknown (an adopted process)".to_owned(),
+/// Whether a waiter's goal is reached or lost. A start is lost when an
+/// instance did not get running and ready: it backs off, gave up, or
+/// exited unsuccessfully; with `ready = "started"` an instance counts as
+/// started once it has run for its `start_grace`.
+fn waiter_outcome(service: &Service, goal: Goal, now: Instant, log_dir: &Path) -> Outcome {
+    let instances = &service.instances;
+    if goal == Goal::Down {
+        return if instances.iter().all(|i| i.state.is_down()) {
+            Outcome::Done(Ok(()))
+        } else {
+            Outcome::Pending(None)
+        };
+    }
+    let config = &service.config;
+    let mut recheck = None;
+    let mut pending = false;
+    for instance in instances {
+        let failed = match instance.state {
+            State::Failed | State::Backoff => true,
+            State::Exited => instance.last_exit != Some(ExitStatus::Code(0)),
+            State::Running => {
+                let settled_at = instance.since + config.start_grace;
+                let grace = config.ready.signal == ReadySignal::Started && !instance.adopted;
+                if grace && settled_at > now {
+                    recheck = Some(recheck.map_or(settled_at, |at: Instant| at.min(settled_at)));
+                    pending = true;
+                }
+                false
+            }
+            State::Starting | State::Stopping | State::Stopped => {
+                pending = true;
+                false
+            }
+        };
+        if failed {
+            let mut reason = format!(
+                "{}.{} did not start: {}",
+                config.id, instance.index, instance.reason
+            );
+            let stderr = config
+                .stderr
+                .path(&config.id, "stderr", instance.index, log_dir);
+            if let Some(tail) = stderr
+                .as_deref()
+                .and_then(|path| crate::conf::paths::tail_lines(path, STDERR_LINES))
+            {
+                reason.push_str(&format!("; its stderr ends: {}", tail.join(" | ")));
+            }
+            return Outcome::Done(Err(RequestError::new(Kind::StartFailed, reason)));
+        }
+    }
+    if pending {
+        Outcome::Pending(recheck)
+    } else {
+        Outcome::Done(Ok(()))
     }
 }

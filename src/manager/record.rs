@@ -2,8 +2,10 @@
 //! in `<state_dir>/node.record`. It holds every instance that has a process
 //! (service id, index, pid, the process's start time, the service version
 //! it was started from, restart count) and what users asked each service to
-//! be (up or down), so a node that comes back after a crash re-adopts the
-//! processes and honours earlier `start`s and `stop`s.
+//! be (up or down, or failed: it gave up and waits for a user's start),
+//! and what `enable` and `disable` last said, so a node that comes back
+//! after a crash re-adopts the processes and honours earlier `start`s and
+//! `stop`s.
 //!
 //! Owned by the manager, which writes it at most once per pass of its loop
 //! and reads it once at start; no thread, no channel. A write goes to
@@ -19,7 +21,8 @@
 //!
 //! ```text
 //! snow-fox-record 1
-//! desired <service> up|down <service version>
+//! desired <service> up|down|failed <service version>
+//! enabled <service> on|off <service version>
 //! instance <service> <index> <pid> <start time> <service version> <restarts>
 //! ```
 
@@ -39,13 +42,47 @@ const HEADER: &str = "snow-fox-record 1";
 /// The record says who ran what: readable by the node's user only.
 const FILE_MODE: u32 = 0o600;
 
+/// What a service is meant to be, by what a user last said or what it
+/// did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wish {
+    /// A user started it (directly, or as what a started service
+    /// requires).
+    Up,
+    /// A user stopped it (or a service it requires).
+    Down,
+    /// It gave up; it stays failed until a user starts it.
+    Failed,
+}
+
+impl Wish {
+    /// Its word in the record and in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wish::Up => "up",
+            Wish::Down => "down",
+            Wish::Failed => "failed",
+        }
+    }
+}
+
 /// What a user asked a service to be, and the service version that was
 /// current then: a changed definition forgets the wish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
-    /// Up (`start`, `restart`) or down (`stop`).
-    pub up: bool,
+    /// Up, down or failed.
+    pub wish: Wish,
     /// The service's version when the user asked.
+    pub version: String,
+}
+
+/// What `enable` or `disable` last said of a service, and its version
+/// then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enabled {
+    /// Whether it starts with the node.
+    pub on: bool,
+    /// The service's version when the user said so.
     pub version: String,
 }
 
@@ -71,6 +108,8 @@ pub struct RecordedInstance {
 pub struct Record {
     /// Users' wishes, by service id.
     pub desired: BTreeMap<String, Desired>,
+    /// `enable` / `disable`, by service id.
+    pub enabled: BTreeMap<String, Enabled>,
     /// Instances with a process.
     pub instances: Vec<RecordedInstance>,
 }
@@ -137,8 +176,12 @@ impl Record {
     pub fn encode(&self) -> String {
         let mut text = format!("{HEADER}\n");
         for (service, desired) in &self.desired {
-            let up = if desired.up { "up" } else { "down" };
-            text.push_str(&format!("desired {service} {up} {}\n", desired.version));
+            let wish = desired.wish.as_str();
+            text.push_str(&format!("desired {service} {wish} {}\n", desired.version));
+        }
+        for (service, enabled) in &self.enabled {
+            let on = if enabled.on { "on" } else { "off" };
+            text.push_str(&format!("enabled {service} {on} {}\n", enabled.version));
         }
         for i in &self.instances {
             text.push_str(&format!(
@@ -169,18 +212,38 @@ impl Record {
                     .map_err(|_| (line, format!("{what} `{}` is not a number", fields[at])))
             };
             match fields.as_slice() {
-                ["desired", service, up, version] => {
-                    let up = match *up {
-                        "up" => true,
-                        "down" => false,
+                ["desired", service, wish, version] => {
+                    let wish = match *wish {
+                        "up" => Wish::Up,
+                        "down" => Wish::Down,
+                        "failed" => Wish::Failed,
                         other => {
-                            return Err((line, format!("expected up or down, found `{other}`")));
+                            return Err((
+                                line,
+                                format!("expected up, down or failed, found `{other}`"),
+                            ));
                         }
                     };
                     record.desired.insert(
                         (*service).to_owned(),
                         Desired {
-                            up,
+                            wish,
+                            version: (*version).to_owned(),
+                        },
+                    );
+                }
+                ["enabled", service, on, version] => {
+                    let on = match *on {
+                        "on" => true,
+                        "off" => false,
+                        other => {
+                            return Err((line, format!("expected on or off, found `{other}`")));
+                        }
+                    };
+                    record.enabled.insert(
+                        (*service).to_owned(),
+                        Enabled {
+                            on,
                             version: (*version).to_owned(),
                         },
                     );
@@ -278,18 +341,32 @@ mod tests {
                 (
                     "web".to_owned(),
                     Desired {
-                        up: false,
+                        wish: Wish::Down,
                         version: "00112233aabbccdd".to_owned(),
                     },
                 ),
                 (
                     "db".to_owned(),
                     Desired {
-                        up: true,
+                        wish: Wish::Up,
                         version: "ffeeddccbbaa9988".to_owned(),
                     },
                 ),
+                (
+                    "cron".to_owned(),
+                    Desired {
+                        wish: Wish::Failed,
+                        version: "0000000000000001".to_owned(),
+                    },
+                ),
             ]),
+            enabled: BTreeMap::from([(
+                "web".to_owned(),
+                Enabled {
+                    on: false,
+                    version: "00112233aabbccdd".to_owned(),
+                },
+            )]),
             instances: vec![
                 RecordedInstance {
                     service: "db".to_owned(),
@@ -318,6 +395,8 @@ mod tests {
         assert!(text.starts_with("snow-fox-record 1\n"));
         assert!(text.contains("instance db 1 4243 123456790 ffeeddccbbaa9988 0\n"));
         assert!(text.contains("desired web down 00112233aabbccdd\n"));
+        assert!(text.contains("desired cron failed 0000000000000001\n"));
+        assert!(text.contains("enabled web off 00112233aabbccdd\n"));
         assert_eq!(Record::decode(&text).unwrap(), record);
         assert_eq!(
             Record::decode(&Record::default().encode()).unwrap(),
@@ -345,7 +424,12 @@ mod tests {
                 3,
                 "pid 99999999999 too large",
             ),
-            ("snow-fox-record 1\ndesired a sideways v\n", 2, "up or down"),
+            (
+                "snow-fox-record 1\ndesired a sideways v\n",
+                2,
+                "up, down or failed",
+            ),
+            ("snow-fox-record 1\nenabled a maybe v\n", 2, "on or off"),
         ];
         for (text, line, reason) in cases {
             let (at, why) = Record::decode(text).unwrap_err();

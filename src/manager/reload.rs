@@ -8,18 +8,22 @@ impl Manager {
     /// Loads the configuration again and moves the services to it: added
     /// ones autostart, removed ones stop and go, changed ones are stopped
     /// and started again under their new definition, unchanged ones are
-    /// left alone. An invalid configuration changes nothing.
+    /// left alone. An invalid configuration changes nothing. The reply's
+    /// status lists which services were added, changed, removed and left
+    /// alone.
     pub(super) fn reload(
         &mut self,
         correlation: &str,
         now: Instant,
     ) -> Result<Arc<[u8]>, RequestError> {
-        let loaded = match Config::load(&self.config.dir) {
+        let loaded = match Config::load_checked(&self.config.dir) {
             Ok(loaded) => loaded,
             Err(error) => {
-                let reason = error.to_string().lines().collect::<Vec<_>>().join("; ");
-                self.reload_error = Some(reason.clone());
-                return Err(RequestError::new(Kind::ConfigInvalid, reason));
+                let problems: Vec<String> =
+                    error.problems.iter().map(ToString::to_string).collect();
+                self.reload_error = Some(problems.join("; "));
+                // One problem a line, for the client to print as such.
+                return Err(RequestError::new(Kind::ConfigInvalid, problems.join("\n")));
             }
         };
         self.reload_error = None;
@@ -33,7 +37,8 @@ impl Manager {
         let mut versions = loaded.service_versions;
         services.extend(cluster_services.clone());
         versions.extend(cluster_versions.clone());
-        self.move_to(
+        self.config.sources = loaded.sources;
+        let diff = self.move_to(
             services,
             versions,
             loaded.effective_version,
@@ -41,13 +46,21 @@ impl Manager {
             now,
             true,
         );
-        Ok(self.status_of(self.services.values()))
+        log::info!(
+            "[{correlation}] reload: added [{}], changed [{}], removed [{}], unchanged [{}]",
+            diff.added.join(", "),
+            diff.changed.join(", "),
+            diff.removed.join(", "),
+            diff.unchanged.join(", ")
+        );
+        Ok(self.status_payload(self.services.values(), None, &diff.encode()))
     }
 
     /// Moves the services to `services` (with their `versions`): added
     /// ones autostart if `start_added`, removed ones stop and go, changed
     /// ones are stopped and started again under their new definition,
     /// unchanged ones are left alone. Stops are asked for before starts.
+    /// Returns which it added, changed, removed and left alone.
     pub(super) fn move_to(
         &mut self,
         services: BTreeMap<String, ServiceConfig>,
@@ -56,7 +69,7 @@ impl Manager {
         correlation: &str,
         now: Instant,
         start_added: bool,
-    ) {
+    ) -> ReloadDiff {
         for (id, service) in &mut self.services {
             service.replacement = match services.get(id) {
                 None => Some(Replacement::Remove),
@@ -74,6 +87,14 @@ impl Manager {
             };
         }
         self.record_changed = true;
+        let mut diff = ReloadDiff::default();
+        for (id, service) in &self.services {
+            match service.replacement {
+                None => diff.unchanged.push(id.clone()),
+                Some(Replacement::Remove) => diff.removed.push(id.clone()),
+                Some(Replacement::With(_)) => diff.changed.push(id.clone()),
+            }
+        }
         let added: Vec<ServiceConfig> = services
             .values()
             .filter(|service| !self.services.contains_key(&service.id))
@@ -96,15 +117,17 @@ impl Manager {
         }
         for config in added {
             let id = config.id.clone();
+            diff.added.push(id.clone());
             let autostart = config.autostart;
             log::info!("[{correlation}] {id} added");
             let version = self.service_version(&id);
             self.services
                 .insert(id.clone(), Service::new(config, version, now));
             if autostart && start_added {
-                self.start_with_requirements(&id, correlation, now);
+                self.start_with_requirements(&id, correlation, false, now);
             }
         }
+        diff
     }
 
     /// The version of service `id`'s file in the loaded configuration.
@@ -150,11 +173,37 @@ impl Manager {
                 self.record_changed = true;
                 log::info!("{id} now runs its new definition");
                 if start {
-                    self.start_with_requirements(id, &correlation, now);
+                    self.start_with_requirements(id, &correlation, false, now);
                 }
             }
             None => {}
         }
+    }
+}
+
+/// Which services a reload (or a cluster change) added, changed, removed
+/// and left alone.
+#[derive(Debug, Default)]
+pub(super) struct ReloadDiff {
+    added: Vec<String>,
+    changed: Vec<String>,
+    removed: Vec<String>,
+    unchanged: Vec<String>,
+}
+
+impl ReloadDiff {
+    /// Its fields of `ServiceStatusResponse` (44 to 47), encoded.
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (field, ids) in [
+            (44, &self.added),
+            (45, &self.changed),
+            (46, &self.removed),
+            (47, &self.unchanged),
+        ] {
+            prost::encoding::string::encode_repeated(field, ids, &mut bytes);
+        }
+        bytes
     }
 }
 
@@ -172,6 +221,7 @@ pub fn service_table(config: &Config) -> ds::ServiceTable {
             ),
             Output::Null => (table_output::Kind::Null, None),
             Output::Inherit => (table_output::Kind::Inherit, None),
+            Output::Node => (table_output::Kind::Node, None),
         };
         ds::service_table::Output {
             kind: kind as i32,
@@ -209,9 +259,28 @@ pub fn service_table(config: &Config) -> ds::ServiceTable {
                 log_max_bytes: Some(service.log_max_bytes),
                 log_keep: Some(service.log_keep),
                 ready_fd: service.ready_fd(),
+                rlimits: service
+                    .resources
+                    .rlimits
+                    .iter()
+                    .map(|(_, limit)| ds::service_table::Rlimit {
+                        resource: limit.resource,
+                        soft: limit.soft,
+                        hard: limit.hard,
+                    })
+                    .collect(),
+                memory_max: service.resources.limits.memory_max,
+                memory_high: service.resources.limits.memory_high,
+                cpu_quota_usec: service.resources.limits.cpu_max.map(|cpu| cpu.quota_usec),
+                cpu_period_usec: service.resources.limits.cpu_max.map(|cpu| cpu.period_usec),
+                pids_max: service.resources.limits.pids_max,
+                kill_process_only: (service.resources.kill_mode == crate::conf::KillMode::Process)
+                    .then_some(true),
             })
             .collect(),
         log_dir: Some(config.node.log_dir.to_string_lossy().into_owned()),
+        node_name: Some(config.node.name.clone()),
+        cgroup_fs: Some(config.node.cgroup_fs.to_string_lossy().into_owned()),
     }
 }
 

@@ -25,6 +25,7 @@ impl Manager {
         let code = Code::try_from(message.code).map_err(|_| {
             RequestError::new(Kind::BadRequest, format!("unknown code {}", message.code))
         })?;
+        self.counters.request(code);
         check_payload(code, message.payload.as_ref())?;
         if self.shutdown.is_some() {
             return Err(RequestError::new(
@@ -66,18 +67,19 @@ impl Manager {
                 Ok(Some((Code::Ack, Body::Message(None))))
             }
             (Code::ServiceStatusRequest, payload) => {
-                let wanted = match payload {
-                    Some(Payload::ServiceStatusRequest(request)) => {
-                        request.service_id.filter(|id| !id.is_empty())
-                    }
-                    _ => None,
+                let (wanted, metrics) = match payload {
+                    Some(Payload::ServiceStatusRequest(request)) => (
+                        request.service_id.filter(|id| !id.is_empty()),
+                        request.metrics.unwrap_or(false).then_some(now),
+                    ),
+                    _ => (None, None),
                 };
                 let status = match wanted {
                     Some(id) => {
                         self.known(&id)?;
-                        self.status_of(self.services.get(&id))
+                        self.status_payload(self.services.get(&id), metrics, &[])
                     }
-                    None => self.status_of(self.services.values()),
+                    None => self.status_payload(self.services.values(), metrics, &[]),
                 };
                 Ok(Some((Code::ServiceStatusResponse, Body::Encoded(status))))
             }
@@ -113,6 +115,34 @@ impl Manager {
                 Event::Restart,
                 now,
             ),
+            (Code::ServiceSignal, Some(Payload::ServiceSignal(request))) => self.signal(&request),
+            (Code::ServiceEnable, Some(Payload::ServiceEnable(request))) => {
+                self.known(&request.service_id)?;
+                if let Some(service) = self.services.get_mut(&request.service_id) {
+                    service.enabled = Some(request.enabled);
+                    self.record_changed = true;
+                }
+                log::info!(
+                    "[{correlation}] {} {}",
+                    request.service_id,
+                    if request.enabled {
+                        "enabled: it starts with the node"
+                    } else {
+                        "disabled: it does not start with the node"
+                    }
+                );
+                let status = self.status_of(self.services.get(&request.service_id));
+                Ok(Some((Code::Ack, Body::Encoded(status))))
+            }
+            (Code::ServiceDefinitionRequest, Some(Payload::ServiceDefinitionRequest(request))) => {
+                self.known(&request.service_id)?;
+                Ok(Some((
+                    Code::ServiceDefinitionResponse,
+                    Body::Message(Some(Payload::ServiceDefinitionResponse(Box::new(
+                        self.definition(&request.service_id),
+                    )))),
+                )))
+            }
             (Code::ConfigReload, _) => self
                 .reload(correlation, now)
                 .map(|status| Some((Code::Ack, Body::Encoded(status)))),
@@ -127,6 +157,14 @@ impl Manager {
                 message.payload = payload;
                 self.forward_to_cluster(connection, correlation, message, now)
             }
+            (Code::MetricsRequest, _) => Ok(Some((
+                Code::MetricsResponse,
+                Body::Message(Some(Payload::MetricsResponse(
+                    public_api::MetricsResponse {
+                        text: self.prometheus(now),
+                    },
+                ))),
+            ))),
             (Code::Subscribe, _) => {
                 let limit = self.config.node.max_subscriptions_per_connection;
                 let held = self
@@ -146,10 +184,100 @@ impl Manager {
                 self.subscribers.push((connection, correlation.to_owned()));
                 Ok(Some((Code::Ack, Body::Message(None))))
             }
+            (Code::LogsRequest, Some(Payload::LogsRequest(request))) => {
+                self.logs(connection, correlation, &request)
+            }
             (code, _) => Err(RequestError::new(
                 Kind::BadRequest,
                 format!("{} is a reply, not a request", code.as_str_name()),
             )),
+        }
+    }
+
+    /// Sends a `ServiceSignal`'s signal to the process groups of the
+    /// service's running instances (or of the one it names).
+    fn signal(&mut self, request: &public_api::ServiceSignal) -> Answer {
+        let id = &request.service_id;
+        self.known(id)?;
+        let signal = crate::conf::signal_by_name(&request.signal).ok_or_else(|| {
+            RequestError::new(
+                Kind::BadRequest,
+                format!(
+                    "`{}` is not a signal: expected a name such as HUP or SIGUSR1, or a number from 1 to 64",
+                    request.signal
+                ),
+            )
+        })?;
+        let service = &self.services[id];
+        if let Some(index) = request.instance
+            && index >= service.config.instances
+        {
+            return Err(RequestError::new(
+                Kind::BadRequest,
+                format!(
+                    "{id} has {} instances; there is no instance {index}",
+                    service.config.instances
+                ),
+            ));
+        }
+        let targets: Vec<(u32, u32)> = service
+            .instances
+            .iter()
+            .filter(|i| request.instance.is_none_or(|index| index == i.index))
+            .filter_map(|i| Some((i.index, i.pid?)))
+            .collect();
+        if targets.is_empty() {
+            return Err(RequestError::new(
+                Kind::BadRequest,
+                format!("{id} has no process to signal: no instance of it runs"),
+            ));
+        }
+        for (index, pid) in targets {
+            log::info!("{id}.{index}: sending signal {signal} to pid {pid}'s process group");
+            self.carry_out(id, index as usize, Effect::Signal { pid, signal });
+        }
+        let status = self.status_of(self.services.get(id));
+        Ok(Some((Code::Ack, Body::Encoded(status))))
+    }
+
+    /// Service `id`'s definition as loaded.
+    fn definition(&self, id: &str) -> public_api::ServiceDefinitionResponse {
+        // The one it runs: a service a reload removed or changed keeps its
+        // old definition until it is down.
+        let config = &self.services[id].config;
+        let source = self.config.sources.get(id);
+        let log_dir = &self.config.node.log_dir;
+        let output = |target: &Output, stream: &str| match target {
+            Output::Null => "null".to_owned(),
+            Output::Inherit => "inherit".to_owned(),
+            Output::Node => "node".to_owned(),
+            Output::LogDir | Output::Path(_) => target
+                .path(id, stream, 0, log_dir)
+                .map_or_else(String::new, |path| path.display().to_string()),
+        };
+        public_api::ServiceDefinitionResponse {
+            service_id: id.to_owned(),
+            file: source.map_or_else(String::new, |source| source.file.display().to_string()),
+            text: source.map_or_else(String::new, |source| source.text.clone()),
+            command: config.command.clone(),
+            user: config.user.clone(),
+            group: config.group.clone(),
+            work_dir: work_dir_text(config),
+            description: config.description.clone(),
+            requires: config.requires.clone(),
+            after: config.after.clone(),
+            ready: Some(match &config.ready.signal {
+                ReadySignal::Started => "started".to_owned(),
+                ReadySignal::Fd(fd) => format!("fd {fd}"),
+                ReadySignal::Check(probe) => checks::describe(probe),
+            }),
+            health: config
+                .health
+                .as_ref()
+                .map(|health| checks::describe(&health.probe)),
+            instances: config.instances,
+            stdout: Some(output(&config.stdout, "stdout")),
+            stderr: Some(output(&config.stderr, "stderr")),
         }
     }
 
@@ -194,8 +322,10 @@ impl Manager {
         } else {
             Goal::Up
         };
-        if let Some(service) = self.services.get_mut(id) {
-            service.desired = Some(event != Event::Stop);
+        if event == Event::Stop
+            && let Some(service) = self.services.get_mut(id)
+        {
+            service.desired = Some(Wish::Down);
             self.record_changed = true;
         }
         let deadline = now + self.patience(id, goal);
@@ -203,11 +333,15 @@ impl Manager {
         // it still waits.
         let held = self.services[id].hold.is_some();
         let along = if event == Event::Start || (event == Event::Restart && held) {
-            self.start_with_requirements(id, correlation, now);
+            self.start_with_requirements(id, correlation, true, now);
             Vec::new()
         } else if event == Event::Stop {
             self.stop_with_dependents(id, correlation, now)
         } else {
+            if let Some(service) = self.services.get_mut(id) {
+                service.desired = Some(Wish::Up);
+                self.record_changed = true;
+            }
             self.drive(id, event, correlation, now);
             Vec::new()
         };
@@ -218,6 +352,7 @@ impl Manager {
             goal,
             deadline,
             along,
+            recheck: None,
         });
         self.settle_waiters(id);
         Ok(None)
@@ -257,9 +392,36 @@ impl Manager {
         &self,
         services: impl IntoIterator<Item = &'a Service>,
     ) -> Arc<[u8]> {
+        self.status_payload(services, None, &[])
+    }
+
+    /// [`Self::status_of`], with each running instance's metrics read at
+    /// `metrics` when given, and `extra` (other encoded fields of the
+    /// `ServiceStatusResponse`) after its services.
+    pub(super) fn status_payload<'a>(
+        &self,
+        services: impl IntoIterator<Item = &'a Service>,
+        metrics: Option<Instant>,
+        extra: &[u8],
+    ) -> Arc<[u8]> {
         const SERVICES: u32 = 1;
+        const METRICS: u32 = 80;
         let mut entries = Vec::new();
+        let mut measured = Vec::new();
         for service in services {
+            if let Some(now) = metrics {
+                for (instance, usage) in service.instances.iter().zip(&service.usage) {
+                    if let Some(pid) = instance.pid {
+                        measured.push(usage.metrics(
+                            &service.config.id,
+                            instance.index,
+                            pid,
+                            instance.since,
+                            now,
+                        ));
+                    }
+                }
+            }
             let encode = |out: &mut Vec<u8>| {
                 prost::encoding::message::encode(SERVICES, &self.status_entry(service), out);
             };
@@ -268,11 +430,16 @@ impl Manager {
             if matches!(service.hold, Some(Hold::Start { .. })) {
                 encode(&mut entries);
             } else {
+                let shown = (service.desired.map(Wish::as_str), service.is_enabled());
                 service
                     .status_entry
-                    .append(&service.instances, encode, &mut entries);
+                    .append(shown, &service.instances, encode, &mut entries);
             }
         }
+        for metrics in &measured {
+            prost::encoding::message::encode(METRICS, metrics, &mut entries);
+        }
+        entries.extend_from_slice(extra);
         let mut payload = Vec::with_capacity(entries.len() + 8);
         prost::encoding::encode_key(
             PAYLOAD_SERVICE_STATUS_RESPONSE,
@@ -285,14 +452,30 @@ impl Manager {
     }
 
     pub(super) fn status_entry(&self, service: &Service) -> service_status_response::Service {
+        let waiting = match service.hold {
+            Some(Hold::Start { .. }) => {
+                let waiting = self.waiting_for(&service.config.id);
+                (!waiting.is_empty()).then(|| format!("waiting for {}", waiting.join(", ")))
+            }
+            _ => None,
+        };
         service_status_response::Service {
             id: service.config.id.clone(),
             status: self.colour_of(service),
             instances: service
                 .instances
                 .iter()
-                .map(|i| instance_status(i, &self.clock))
+                .map(|i| {
+                    let mut shown = instance_status(i, &self.clock);
+                    if waiting.is_some() && i.state.is_down() {
+                        shown.reason.clone_from(&waiting);
+                    }
+                    shown
+                })
                 .collect(),
+            description: service.config.description.clone(),
+            enabled: Some(service.is_enabled()),
+            desired: Some(service.desired.map_or("auto", Wish::as_str).to_owned()),
             origin: self
                 .cluster
                 .has(&service.config.id)
@@ -423,6 +606,21 @@ impl Manager {
         if let Some(cluster) = self.cluster_status() {
             add("cluster", cluster);
         }
+        if let Some(cgroups) = &self.cgroups {
+            let status = if cgroups.available {
+                green(&|| cgroups.description.clone())
+            } else {
+                system_status(
+                    StatusColour::Yellow,
+                    StatusCode::Failed,
+                    format!(
+                        "{}; services with limits cannot start, stops kill process groups only",
+                        cgroups.description
+                    ),
+                )
+            };
+            add("cgroups", status);
+        }
         for service in self.services.values() {
             if details || !self.is_green(service) {
                 add(&service.config.id, self.colour_of(service));
@@ -488,6 +686,101 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// Resolves a `LogsRequest` to the files of the streams it names and
+    /// hands it to the log reader, which answers it.
+    fn logs(
+        &mut self,
+        connection: ConnectionId,
+        correlation: &str,
+        request: &public_api::LogsRequest,
+    ) -> Answer {
+        let named: Vec<&str> = request
+            .service_ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !id.is_empty())
+            .collect();
+        let ids: Vec<String> = if named.is_empty() || named.contains(&"all") {
+            self.config.services.keys().cloned().collect()
+        } else {
+            for id in &named {
+                self.known(id)?;
+            }
+            named.iter().map(|id| (*id).to_owned()).collect()
+        };
+        let streams: &[&'static str] = match request.stream() {
+            public_api::logs_request::Stream::Both => &["stdout", "stderr"],
+            public_api::logs_request::Stream::Stdout => &["stdout"],
+            public_api::logs_request::Stream::Stderr => &["stderr"],
+        };
+        let log_dir = &self.config.node.log_dir;
+        let mut files = Vec::new();
+        for id in &ids {
+            let Some(config) = self.config.services.get(id) else {
+                continue;
+            };
+            let instances: Vec<u32> = match request.instance {
+                Some(index) if index >= config.instances => {
+                    return Err(RequestError::new(
+                        Kind::BadRequest,
+                        format!("{id} has no instance {index} (it has {})", config.instances),
+                    ));
+                }
+                Some(index) => vec![index],
+                None => (0..config.instances).collect(),
+            };
+            for instance in instances {
+                for stream in streams {
+                    let output = if *stream == "stdout" {
+                        &config.stdout
+                    } else {
+                        &config.stderr
+                    };
+                    if let Some(base) = output.path(id, stream, instance, log_dir) {
+                        files.push(logs::StreamFiles {
+                            service_id: id.clone(),
+                            instance,
+                            stream,
+                            base,
+                            keep: config.log_keep,
+                        });
+                    }
+                }
+            }
+        }
+        if files.is_empty() {
+            return Err(RequestError::new(
+                Kind::BadRequest,
+                format!(
+                    "no output of {} is captured in files (its stdout and stderr are \
+                     \"null\", \"inherit\" or \"node\")",
+                    ids.join(", ")
+                ),
+            ));
+        }
+        let job = logs::Job {
+            connection,
+            correlation: correlation.to_owned(),
+            streams: logs::dedup(files),
+            lines: request.lines.unwrap_or_default() as usize,
+            follow: request.follow.unwrap_or_default(),
+            since_unix_us: request.since_unix_us.unwrap_or_default(),
+        };
+        match self.log_reader.serve(job) {
+            Ok(true) => Ok(None),
+            Ok(false) => Err(RequestError::new(
+                Kind::Busy,
+                "the log reader has too many requests waiting; try again",
+            )),
+            Err(error) => Err(RequestError::new(
+                Kind::Internal,
+                format!("cannot start the log reader: {error}"),
+            )),
+        }
+    }
+}
+
 /// Checks that a request carries the payload its code requires, and no
 /// other.
 fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestError> {
@@ -501,10 +794,14 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::Shutdown
             | Code::ConfigReload
             | Code::Subscribe
-            | Code::ClusterStatusRequest,
+            | Code::ClusterStatusRequest
+            | Code::MetricsRequest,
             None,
         ) => (false, true),
         (Code::ServiceStart, Some(Payload::ServiceStart(_)))
+        | (Code::ServiceSignal, Some(Payload::ServiceSignal(_)))
+        | (Code::ServiceEnable, Some(Payload::ServiceEnable(_)))
+        | (Code::ServiceDefinitionRequest, Some(Payload::ServiceDefinitionRequest(_)))
         | (Code::ServiceStop, Some(Payload::ServiceStop(_)))
         | (Code::ServiceRestart, Some(Payload::ServiceRestart(_)))
         | (Code::TraceRequest, Some(Payload::TraceRequest(_)))
@@ -512,16 +809,21 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
         | (
             Code::ClusterRemove | Code::ClusterStart | Code::ClusterStop,
             Some(Payload::ClusterService(_)),
-        ) => (true, true),
+        )
+        | (Code::LogsRequest, Some(Payload::LogsRequest(_))) => (true, true),
         (
             Code::ServiceStart
             | Code::ServiceStop
             | Code::ServiceRestart
             | Code::TraceRequest
+            | Code::ServiceSignal
+            | Code::ServiceEnable
+            | Code::ServiceDefinitionRequest
             | Code::ClusterApply
             | Code::ClusterRemove
             | Code::ClusterStart
-            | Code::ClusterStop,
+            | Code::ClusterStop
+            | Code::LogsRequest,
             None,
         ) => (true, false),
         (
@@ -530,8 +832,11 @@ fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestErr
             | Code::ServiceStatusResponse
             | Code::TraceResponse
             | Code::Error
+            | Code::ServiceDefinitionResponse
             | Code::Event
-            | Code::ClusterStatusResponse,
+            | Code::ClusterStatusResponse
+            | Code::LogLines
+            | Code::MetricsResponse,
             _,
         ) => (false, true),
         _ => (false, false),

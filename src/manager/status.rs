@@ -9,6 +9,7 @@ use crate::wire::proto::public_api::service_status_response;
 use crate::wire::proto::public_api::{StatusCode, StatusColour};
 
 use super::instance::{ExitStatus, Instance, State};
+use super::usage::LastRun;
 
 /// Orders colours from best to worst: Green < Yellow < Unknown < Red.
 fn severity(colour: StatusColour) -> u8 {
@@ -214,7 +215,13 @@ pub fn instance_status(instance: &Instance, clock: &Clock) -> service_status_res
         Some(ExitStatus::Signal(signal)) => (None, Some(signal)),
         Some(ExitStatus::Unknown) | None => (None, None),
     };
+    let last_run = instance.last_run.unwrap_or_default();
     service_status_response::Instance {
+        last_exit_oom: last_run.oom.map(|_| true),
+        last_cpu_usec: last_run.cpu_usec,
+        last_peak_rss_bytes: last_run.peak_rss_bytes,
+        last_exit_reason: last_run.oom_reason(instance.last_exit),
+        last_run_ms: last_run.ran.map(|ran| ran.as_millis() as u64),
         index: instance.index,
         state: instance.state.as_str().to_owned(),
         pid: instance.pid,
@@ -223,13 +230,15 @@ pub fn instance_status(instance: &Instance, clock: &Clock) -> service_status_res
         last_exit_code,
         last_exit_signal,
         adopted: instance.adopted.then_some(true),
+        reason: Some(instance.reason.clone()),
     }
 }
 
 /// What an instance's `ServiceStatusResponse` entry is built from, to tell
 /// whether a cached encoding still shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct InstanceShown {
+    reason: String,
     index: u32,
     state: State,
     pid: Option<u32>,
@@ -237,11 +246,26 @@ struct InstanceShown {
     restarts: u32,
     last_exit: Option<ExitStatus>,
     adopted: bool,
+    last_run: Option<LastRun>,
 }
 
 impl InstanceShown {
+    /// Whether it still shows `instance` as it is (without copying its
+    /// reason, as [`InstanceShown::of`] would on every status request).
+    fn shows(&self, instance: &Instance) -> bool {
+        self.index == instance.index
+            && self.state == instance.state
+            && self.pid == instance.pid
+            && self.since == instance.since
+            && self.restarts == instance.restarts
+            && self.last_exit == instance.last_exit
+            && self.adopted == instance.adopted
+            && self.reason == instance.reason
+    }
+
     fn of(instance: &Instance) -> InstanceShown {
         InstanceShown {
+            reason: instance.reason.clone(),
             index: instance.index,
             state: instance.state,
             pid: instance.pid,
@@ -249,6 +273,7 @@ impl InstanceShown {
             restarts: instance.restarts,
             last_exit: instance.last_exit,
             adopted: instance.adopted,
+            last_run: instance.last_run,
         }
     }
 }
@@ -264,27 +289,46 @@ impl InstanceShown {
 /// while the service's colour depends on other services).
 #[derive(Debug, Default)]
 pub struct EntryCache {
-    entry: RefCell<Option<(Vec<InstanceShown>, Vec<u8>)>>,
+    entry: RefCell<Option<CachedEntry>>,
 }
 
+/// What an entry showed when it was encoded, and its bytes.
+type CachedEntry = (ServiceShown, Vec<InstanceShown>, Vec<u8>);
+
+/// What a service's entry shows besides its instances: its desired state
+/// and whether it is enabled.
+pub type ServiceShown = (Option<&'static str>, bool);
+
 impl EntryCache {
-    /// Appends the entry for `instances` to `out`, encoding it with
-    /// `encode` only when an instance changed since it was last encoded.
-    pub fn append(&self, instances: &[Instance], encode: impl Fn(&mut Vec<u8>), out: &mut Vec<u8>) {
+    /// Appends the entry for a service shown as `service` with
+    /// `instances` to `out`, encoding it with `encode` only when something
+    /// it shows changed since it was last encoded.
+    pub fn append(
+        &self,
+        service: ServiceShown,
+        instances: &[Instance],
+        encode: impl Fn(&mut Vec<u8>),
+        out: &mut Vec<u8>,
+    ) {
         let mut entry = self.entry.borrow_mut();
-        let stale = !entry.as_ref().is_some_and(|(shown, _)| {
-            shown.len() == instances.len()
+        let stale = !entry.as_ref().is_some_and(|(shown_service, shown, _)| {
+            *shown_service == service
+                && shown.len() == instances.len()
                 && shown
                     .iter()
                     .zip(instances)
-                    .all(|(shown, instance)| *shown == InstanceShown::of(instance))
+                    .all(|(shown, instance)| shown.shows(instance))
         });
         if stale {
             let mut bytes = Vec::new();
             encode(&mut bytes);
-            *entry = Some((instances.iter().map(InstanceShown::of).collect(), bytes));
+            *entry = Some((
+                service,
+                instances.iter().map(InstanceShown::of).collect(),
+                bytes,
+            ));
         }
-        if let Some((_, bytes)) = entry.as_ref() {
+        if let Some((_, _, bytes)) = entry.as_ref() {
             debug_assert!(
                 stale || {
                     let mut fresh = Vec::new();

@@ -1,9 +1,9 @@
 //! The spawner role: the only role that creates, signals and reaps
 //! processes.
 //!
-//! It owns the pid → service instance map of its own children, the
-//! rotation of their output files, their readiness pipes and the service
-//! table. It reads
+//! It owns the pid → service instance map of its own children, the link
+//! to the log keeper that captures their output, their readiness pipes
+//! and the service table. It reads
 //! `manager_spawner` requests (`StartProcess`, `SignalProcess`, `AdoptProcess`) from the
 //! manager and answers each with its correlation id (`ProcessStarted`,
 //! `Ack` or `Error`); it reports every reaped child as `ProcessExited` and
@@ -43,7 +43,8 @@
 //! service's (and the count at most [`conf::MAX_LOG_KEEP`]), the
 //! readiness fd the service's, a signal number from 1 to 64, a
 //! correlation id at most 128 bytes; and an instance that already runs is
-//! not started again.
+//! not started again. Rotation only renames within the allowed file's own
+//! `.N` siblings, with the rights of the directory's user.
 //!
 //! Its own record (`record.rs`, in `spawner_state_dir`) names every
 //! process it started: an intent before each fork, the process after it.
@@ -65,8 +66,8 @@
 //! `ProcessExited` without exit code or signal: its real parent collects
 //! those. Signals to an adopted process go out only after a check that its
 //! pidfd has not turned readable, so a pid freed by its end is not
-//! signalled. An adopted process's output files are not rotated: the
-//! spawner did not open them and does not know them.
+//! signalled. An adopted process's output goes on through its pipe to the
+//! log keeper, which outlived the node that started it.
 //!
 //! Readiness and health checks add two things. A `StartProcess` with
 //! `check` set runs one of its service's check commands (the table lists
@@ -89,12 +90,24 @@
 //! and each in its own session and process group, so that a signal to the
 //! group reaches the service's whole tree. Users and groups are resolved
 //! before the fork; after it the child only calls async-signal-safe
-//! functions (see `launch.rs`). Output files are opened by the spawner and
-//! handed to the child, so no pipe ties a service to the node, and
-//! rotated by copy-truncate (see `rotation.rs` for what that costs).
+//! functions (see `launch.rs`). A captured output stream is a pipe whose
+//! read end only the log keeper holds (see `keeper`): a process apart from
+//! the node that timestamps lines, writes and rotates the files with the
+//! rights of whoever owns their directory, and outlives the node.
 //!
-//! Reaping is `waitpid(-1, WNOHANG)` until nothing is left, on each SIGCHLD
-//! notice, after each start and on each rotation tick. A pid stays in the
+//! Each start also gets its instance's cgroup and rlimits from the table
+//! (never from the request; see `contain.rs`): the child joins the cgroup
+//! and sets the rlimits before it drops to its user and execs. When a main
+//! process ends (reaped, or an adopted one's pidfd turns readable), what
+//! is left in its cgroup is killed and its end is reported only once the
+//! cgroup is empty (checked every [`DRAIN_POLL`], for at most
+//! [`DRAIN_LIMIT`]), with the cgroup's OOM kills and the child's rusage;
+//! the cgroup is then removed. A SIGKILL the manager sends kills the
+//! cgroup too. An adopted process's cgroup is the one its instance's name
+//! gives, if it exists.
+//!
+//! Reaping is `wait4(-1, WNOHANG)` until nothing is left, on each SIGCHLD
+//! notice and after each start. A pid stays in the
 //! map until it is reaped, so a pid the spawner signals can never have been
 //! reused by a stranger; pids that are neither its children nor adopted
 //! (above) are refused.
@@ -124,9 +137,10 @@
 //! spawner in an ordered shutdown) is not an error: later exits are only
 //! logged.
 
+mod contain;
+pub mod keeper;
 mod launch;
 mod record;
-mod rotation;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -138,11 +152,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvError, Sender, never, select};
 
+use crate::cgroup::InstanceCgroup;
 use crate::conf;
 use crate::sys::{self, ExitStatusKind};
 use crate::trace::{Role, Tracer, now_unix_ms};
 use crate::wire::proto::{daemon_spawner as ds, manager_spawner as ms};
 use ds::service_table::output as table_output;
+pub use keeper::link::KeeperLaunch;
+use keeper::link::KeeperLink;
 use ms::message::{Code, Payload};
 use record::SpawnerRecord;
 pub use record::{RecordError, RecordedProcess};
@@ -201,6 +218,14 @@ pub enum TableSource {
 /// How often the pidfds of adopted processes are checked.
 pub const ADOPTED_POLL: Duration = Duration::from_millis(200);
 
+/// How often the cgroups of ended instances are checked for processes
+/// left while they are drained.
+pub const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// How long an ended instance's cgroup may take to empty after its kill
+/// before its end is reported anyway (a process stuck in the kernel).
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
 /// How often open readiness pipes are read while any is open: the most a
 /// readiness notification waits before it is seen.
 pub const READY_POLL: Duration = Duration::from_millis(50);
@@ -217,6 +242,30 @@ struct OwnChild {
     /// each signal): its exit is reported under it, so the trace of a stop
     /// shows the process ending.
     last_request: Option<String>,
+    /// Its instance's cgroup, when it has one.
+    cgroup: Option<InstanceCgroup>,
+    /// `kill_mode = "process"`: what it leaves in its cgroup is not
+    /// killed when it ends.
+    kill_process_only: bool,
+}
+
+/// How a process ended, as `ProcessExited` reports it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ending {
+    exit_code: Option<i32>,
+    exit_signal: Option<i32>,
+    usage: Option<sys::Usage>,
+}
+
+/// An instance whose main process ended while its cgroup still holds
+/// processes: killed, its end reported once the cgroup is empty.
+#[derive(Debug)]
+struct Draining {
+    pid: u32,
+    process: OwnChild,
+    ending: Ending,
+    /// When its end is reported even if the cgroup has not emptied.
+    give_up_at: Instant,
 }
 
 /// The spawner role. Build it with [`Spawner::new`], run it on its own
@@ -237,7 +286,10 @@ pub struct Spawner {
     /// When their pidfds are next checked: a deadline, not a timeout, so
     /// that frequent other wake-ups cannot put the check off.
     adopted_check_at: Instant,
-    rotation: rotation::Rotation,
+    keeper: KeeperLink,
+    /// The group of the unprivileged node process, which reads the log
+    /// dir's files to serve `logs`; None in thread mode.
+    log_reader_gid: Option<u32>,
     /// The read ends of the readiness pipes of children not yet ready.
     ready_pipes: HashMap<u32, File>,
     /// When they are next read (a deadline, as for adopted processes).
@@ -252,20 +304,22 @@ pub struct Spawner {
     record: SpawnerRecord,
     /// See [`SpawnerLinks::manager_socket`].
     manager_socket: Option<OwnedFd>,
+    /// The node's cgroups, opened with the first table.
+    containment: contain::Containment,
+    /// Ended instances whose cgroups are being emptied.
+    draining: Vec<Draining>,
+    /// When those are next checked.
+    drain_check_at: Instant,
 }
 
 /// What woke the loop.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "lives on the stack for one turn of the loop; boxing would allocate per request"
-)]
 enum Wake {
     Manager(Option<ms::Message>),
     Daemon(Result<ds::Message, RecvError>),
     ChildExited(Result<(), RecvError>),
-    RotationDue,
     AdoptedCheckDue,
     ReadyCheckDue,
+    DrainCheckDue,
 }
 
 impl Spawner {
@@ -273,7 +327,8 @@ impl Spawner {
     /// its service table from `table_source`, keeping its record of the
     /// processes it starts in `record_dir`. What that record names and
     /// still runs (same pid, same start time) it watches as adopted from
-    /// the start; the rest it forgets.
+    /// the start; the rest it forgets. It starts log keepers by running
+    /// this program (`--log-keeper`); see [`Spawner::with_keeper`].
     pub fn new(
         links: SpawnerLinks,
         tracer: Tracer,
@@ -296,7 +351,17 @@ impl Spawner {
             children: HashMap::new(),
             adopted: HashMap::new(),
             adopted_check_at: Instant::now(),
-            rotation: rotation::Rotation::default(),
+            keeper: KeeperLink::new(match std::env::current_exe() {
+                Ok(program) => KeeperLaunch::Exec(program),
+                Err(error) => {
+                    log::warn!(
+                        "spawner: cannot tell which program this is ({error}); \
+                         log keepers run as `snow-fox` from PATH"
+                    );
+                    KeeperLaunch::Exec(PathBuf::from("snow-fox"))
+                }
+            }),
+            log_reader_gid: None,
             ready_pipes: HashMap::new(),
             ready_check_at: Instant::now(),
             table: HashMap::new(),
@@ -304,6 +369,9 @@ impl Spawner {
             table_source,
             record,
             manager_socket: links.manager_socket,
+            containment: contain::Containment::Unopened,
+            draining: Vec::new(),
+            drain_check_at: Instant::now(),
         };
         if let TableSource::OwnConfig {
             config,
@@ -339,11 +407,22 @@ impl Spawner {
         match watch(&request) {
             Ok(pidfd) => {
                 log::info!("spawner: {name}, which it started, still runs: watching it");
+                let cgroup = self
+                    .containment
+                    .existing(&process.service_id, process.instance)
+                    .filter(|cgroup| cgroup.contains(process.pid));
+                let kill_process_only = self
+                    .table
+                    .get(&process.service_id)
+                    .and_then(|service| service.kill_process_only)
+                    .unwrap_or(false);
                 let own = OwnChild {
                     service_id: process.service_id.clone(),
                     instance: process.instance,
                     check: false,
                     last_request: None,
+                    cgroup,
+                    kill_process_only,
                 };
                 self.adopted.insert(process.pid, (own, pidfd));
                 self.record.insert(process);
@@ -390,6 +469,20 @@ impl Spawner {
             .is_some_and(|socket| sys::peer_hung_up(socket.as_fd()).unwrap_or(true))
     }
 
+    /// Starts log keepers with `launch` instead.
+    pub fn with_keeper(mut self, launch: KeeperLaunch) -> Spawner {
+        self.keeper = KeeperLink::new(launch);
+        self.keeper.set_log_dir(&self.log_dir);
+        self
+    }
+
+    /// Lets group `gid` (the unprivileged node process's) read the log
+    /// dir (if the spawner creates it) and the files in it.
+    pub fn with_log_reader(mut self, gid: u32) -> Spawner {
+        self.log_reader_gid = Some(gid);
+        self
+    }
+
     /// Waits for the daemon's service table (when it takes it from its
     /// links), then serves requests, SIGCHLD notices and rotation until
     /// the daemon's `Shutdown`, which it answers before returning `Ok`.
@@ -407,11 +500,13 @@ impl Spawner {
                 return Ok(());
             }
         }
+        self.report_cgroups();
         loop {
-            let rotation_tick = self
-                .rotation
-                .next_check()
-                .map_or_else(never, crossbeam_channel::at);
+            let drain_tick = if self.draining.is_empty() {
+                never()
+            } else {
+                crossbeam_channel::at(self.drain_check_at)
+            };
             let adopted_tick = if self.adopted.is_empty() {
                 never()
             } else {
@@ -426,9 +521,9 @@ impl Spawner {
                 recv(self.from_manager) -> message => Wake::Manager(message.ok()),
                 recv(self.from_daemon) -> message => Wake::Daemon(message),
                 recv(self.child_exited) -> notice => Wake::ChildExited(notice),
-                recv(rotation_tick) -> _ => Wake::RotationDue,
                 recv(adopted_tick) -> _ => Wake::AdoptedCheckDue,
                 recv(ready_tick) -> _ => Wake::ReadyCheckDue,
+                recv(drain_tick) -> _ => Wake::DrainCheckDue,
             };
             match wake {
                 Wake::Manager(Some(message)) => {
@@ -455,10 +550,6 @@ impl Spawner {
                 Wake::ChildExited(Err(source)) => {
                     return Err(SpawnerError::ChildExitNoticesClosed { source });
                 }
-                Wake::RotationDue => {
-                    self.reap_exited()?;
-                    self.rotate_outputs();
-                }
                 Wake::AdoptedCheckDue => {
                     self.check_adopted();
                     self.adopted_check_at = Instant::now() + ADOPTED_POLL;
@@ -466,6 +557,11 @@ impl Spawner {
                 Wake::ReadyCheckDue => {
                     self.check_ready_pipes();
                     self.ready_check_at = Instant::now() + READY_POLL;
+                }
+                Wake::DrainCheckDue => {
+                    self.reap_exited()?;
+                    self.check_draining();
+                    self.drain_check_at = Instant::now() + DRAIN_POLL;
                 }
             }
             self.save_record();
@@ -537,6 +633,27 @@ impl Spawner {
             self.send_to_manager(ms::Message::error(correlation_id, reason));
             return;
         }
+        let (cgroup, rlimits) = match self.contain(&service_id, request) {
+            Ok(contained) => contained,
+            Err(reason) => {
+                log::warn!("spawner: cannot start {service_id}#{instance}: {reason}");
+                self.send_to_manager(ms::Message::error(correlation_id, reason));
+                return;
+            }
+        };
+        let cgroup_procs = match cgroup.as_ref().map(InstanceCgroup::procs_files).transpose() {
+            Ok(files) => files.unwrap_or_default(),
+            Err(error) => {
+                Self::remove_cgroup(cgroup.as_ref());
+                self.send_to_manager(ms::Message::error(correlation_id, error.to_string()));
+                return;
+            }
+        };
+        let setup = sys::ChildSetup {
+            cgroup_procs,
+            rlimits,
+            ids: None,
+        };
         // Checks are not recorded: they end by themselves, and are no
         // instance's process for a later node to adopt.
         let intent = match request.check {
@@ -544,6 +661,7 @@ impl Spawner {
             None => match self.record.intent(&service_id, instance) {
                 Ok(intent) => Some(intent),
                 Err(error) => {
+                    Self::remove_cgroup(cgroup.as_ref());
                     let reason = format!("not started, as it could not be recorded: {error}");
                     log::error!("spawner: {service_id}#{instance} {reason}");
                     self.send_to_manager(ms::Message::error(correlation_id, reason));
@@ -551,9 +669,17 @@ impl Spawner {
                 }
             },
         };
-        let launched = match launch::launch(request, intent.as_ref().map(|i| i.file.as_fd())) {
+        create_log_dir(&self.log_dir, self.log_reader_gid);
+        let mut capture = launch::Capture {
+            keeper: &mut self.keeper,
+            log_dir: &self.log_dir,
+            reader_gid: self.log_reader_gid,
+        };
+        let intent_fd = intent.as_ref().map(|intent| intent.file.as_fd());
+        let launched = match launch::launch(request, intent_fd, &mut capture, setup) {
             Ok(launched) => launched,
             Err(error) => {
+                Self::remove_cgroup(cgroup.as_ref());
                 if let Some(intent) = intent {
                     self.record.abandon(intent);
                 }
@@ -591,13 +717,21 @@ impl Spawner {
                 },
             );
         }
-        self.rotation.track(pid, launched.rotating, Instant::now());
         if let Some(pipe) = launched.ready_pipe {
             if self.ready_pipes.is_empty() {
                 self.ready_check_at = Instant::now() + READY_POLL;
             }
             self.ready_pipes.insert(pid, pipe);
         }
+        let cgroup_dirs = cgroup
+            .as_ref()
+            .map(InstanceCgroup::to_wire)
+            .unwrap_or_default();
+        let kill_process_only = self
+            .table
+            .get(&service_id)
+            .and_then(|service| service.kill_process_only)
+            .unwrap_or(false);
         self.children.insert(
             pid,
             OwnChild {
@@ -605,6 +739,8 @@ impl Spawner {
                 instance,
                 check: request.check.is_some(),
                 last_request: correlation_id.clone(),
+                cgroup,
+                kill_process_only,
             },
         );
         self.send_to_manager(ms::Message::new(
@@ -614,6 +750,44 @@ impl Spawner {
                 pid,
                 started_at_unix_ms: now_unix_ms(),
                 start_time,
+                cgroup: cgroup_dirs,
+            })),
+        ));
+    }
+
+    /// The cgroup and rlimits the table gives a start of `service_id`
+    /// (none for a check); the reason it cannot start otherwise.
+    fn contain(
+        &self,
+        service_id: &str,
+        request: &ms::StartProcess,
+    ) -> Result<(Option<InstanceCgroup>, Vec<sys::Rlimit>), String> {
+        match self.table.get(service_id) {
+            Some(service) if request.check.is_none() => self
+                .containment
+                .prepare(service, request.instance.unwrap_or_default()),
+            _ => Ok((None, Vec::new())),
+        }
+    }
+
+    /// Removes a cgroup that is no longer used, logging why it cannot be.
+    fn remove_cgroup(cgroup: Option<&InstanceCgroup>) {
+        if let Some(cgroup) = cgroup
+            && let Err(error) = cgroup.remove()
+        {
+            log::warn!("spawner: {error}");
+        }
+    }
+
+    /// Tells the manager what the node can do with cgroups.
+    fn report_cgroups(&mut self) {
+        let (available, description) = self.containment.status();
+        self.send_to_manager(ms::Message::new(
+            Code::CgroupStatus,
+            None,
+            Some(Payload::CgroupStatus(ms::CgroupStatus {
+                available,
+                description,
             })),
         ));
     }
@@ -651,9 +825,14 @@ impl Spawner {
         }
     }
 
-    /// Puts `table` in place of the service table.
+    /// Puts `table` in place of the service table; the first one opens
+    /// the node's cgroups.
     fn set_table(&mut self, table: ds::ServiceTable) {
+        if !self.containment.is_open() {
+            self.containment = contain::Containment::open(&table);
+        }
         self.log_dir = PathBuf::from(table.log_dir.unwrap_or_default());
+        self.keeper.set_log_dir(&self.log_dir);
         self.table = table
             .services
             .into_iter()
@@ -694,23 +873,34 @@ impl Spawner {
         } else if request.ready_fd.is_some() {
             return Err("a check gets no ready_fd".to_owned());
         }
+        // The table holds the service's settings as written; a start is
+        // of one instance, with `{instance}` and `{id}` replaced.
+        let expand = |text: &String| conf::expand(text, service_id, instance);
+        let expand_all = |argv: &[String]| argv.iter().map(expand).collect::<Vec<_>>();
         let (command_differs, stdout, stderr) = if request.check.is_some() {
             let differs = !service
                 .checks
                 .iter()
-                .any(|check| check.command == request.command);
+                .any(|check| expand_all(&check.command) == request.command);
             (differs, Destination::Null, Destination::Null)
         } else {
             (
-                service.command != request.command,
+                expand_all(&service.command) != request.command,
                 self.allowed_destination(service, service.stdout.as_ref(), "stdout", instance),
                 self.allowed_destination(service, service.stderr.as_ref(), "stderr", instance),
             )
         };
+        let allowed_values: Vec<Option<String>> = service
+            .environment
+            .iter()
+            .map(|item| item.value.as_ref().map(expand))
+            .collect();
         let allowed_environment = service
             .environment
             .iter()
-            .map(|item| (item.name.as_deref(), item.value.as_deref()));
+            .zip(&allowed_values)
+            .map(|(item, value)| (item.name.as_deref(), value.as_deref()));
+        let allowed_work_dir = service.work_dir.as_ref().map(expand);
         let requested_environment = request
             .environment
             .iter()
@@ -719,7 +909,7 @@ impl Spawner {
             ("command", command_differs),
             ("user", !same(&service.user, &request.user_name)),
             ("group", !same(&service.group, &request.group_name)),
-            ("work_dir", !same(&service.work_dir, &request.work_dir)),
+            ("work_dir", !same(&allowed_work_dir, &request.work_dir)),
             (
                 "environment",
                 env_set(allowed_environment) != env_set(requested_environment),
@@ -812,6 +1002,7 @@ impl Spawner {
             }
             Ok(table_output::Kind::Null) => return Destination::Null,
             Ok(table_output::Kind::Inherit) => return Destination::Inherit,
+            Ok(table_output::Kind::Node) => return Destination::Node,
             Err(_) => return Destination::Unknown,
         };
         configured
@@ -823,6 +1014,24 @@ impl Spawner {
     /// it; answers `Ack`, or `Error` when it cannot.
     fn adopt(&mut self, correlation_id: Option<String>, request: ms::AdoptProcess) {
         let pid = request.pid;
+        let service_id = request.service_id.clone().unwrap_or_default();
+        let instance = request.instance.unwrap_or_default();
+        // Where its instance has a cgroup, only a member is its process.
+        let cgroup = self.containment.existing(&service_id, instance);
+        if let Some(cgroup) = &cgroup
+            && !cgroup.contains(pid)
+        {
+            let reason =
+                format!("pid {pid} is not in the cgroup of {service_id}.{instance}; not adopted");
+            log::warn!("spawner: {reason}");
+            self.send_to_manager(ms::Message::error(correlation_id, reason));
+            return;
+        }
+        let kill_process_only = self
+            .table
+            .get(&service_id)
+            .and_then(|service| service.kill_process_only)
+            .unwrap_or(false);
         // An ended process is reported, and so not found below.
         self.check_adopted();
         let recorded = self.record.get(pid).filter(|recorded| {
@@ -832,6 +1041,8 @@ impl Spawner {
         });
         let reply = match (recorded, self.adopted.get_mut(&pid)) {
             (Some(_), Some((process, _))) => {
+                process.cgroup = cgroup;
+                process.kill_process_only = kill_process_only;
                 log::debug!(
                     "spawner: the manager adopts {}#{} (pid {pid})",
                     process.service_id,
@@ -874,7 +1085,7 @@ impl Spawner {
                     process.service_id,
                     process.instance
                 );
-                self.report_exit(pid, process.last_request, None, None);
+                self.ended(pid, process, Ending::default());
             }
         }
     }
@@ -959,6 +1170,8 @@ impl Spawner {
 
     /// Signals one of its own children or adopted processes (or its
     /// process group); the reason when it cannot.
+    /// A SIGKILL kills the instance's whole cgroup too, so children that
+    /// left its process group with `setsid` die with it.
     fn send_signal(&self, request: ms::SignalProcess) -> Result<(), String> {
         let pid = request.pid;
         if !(1..=MAX_SIGNAL).contains(&request.signal) {
@@ -967,10 +1180,19 @@ impl Spawner {
                 request.signal
             ));
         }
+        let process = self
+            .children
+            .get(&pid)
+            .or_else(|| self.adopted.get(&pid).map(|(process, _)| process));
         let target = i32::try_from(pid)
             .ok()
-            .filter(|_| self.children.contains_key(&pid) || self.adopted.contains_key(&pid))
+            .filter(|_| process.is_some())
             .ok_or_else(|| format!("pid {pid} is not a live child of the spawner"))?;
+        if request.signal == libc::SIGKILL
+            && let Some(cgroup) = process.and_then(|process| process.cgroup.as_ref())
+        {
+            cgroup.kill();
+        }
         let (target, what) = if request.group() {
             (-target, "process group")
         } else {
@@ -982,7 +1204,7 @@ impl Spawner {
 
     /// Reaps every exited child and reports each of its own.
     fn reap_exited(&mut self) -> Result<(), SpawnerError> {
-        while let Some((pid, status)) =
+        while let Some((pid, status, usage)) =
             sys::reap_any().map_err(|source| SpawnerError::Reap { source })?
         {
             let Some(child) = self.children.remove(&pid) else {
@@ -990,7 +1212,6 @@ impl Spawner {
                 continue;
             };
             self.record.forget(pid);
-            self.rotation.forget(pid);
             if let Some(pipe) = self.ready_pipes.remove(&pid) {
                 // A child may say it is ready and end at once: the
                 // newline is still in the pipe, and comes before its end.
@@ -1009,38 +1230,100 @@ impl Spawner {
                 ExitStatusKind::Code(code) => (Some(code), None),
                 ExitStatusKind::Signal(signal) => (None, Some(signal)),
             };
-            self.report_exit(pid, child.last_request, exit_code, exit_signal);
+            let ending = Ending {
+                exit_code,
+                exit_signal,
+                usage: Some(usage),
+            };
+            self.ended(pid, child, ending);
         }
         Ok(())
     }
 
+    /// The main process `pid` of an instance ended: what is left in its
+    /// cgroup is killed (unless its kill mode is "process"), and its end
+    /// reported once the cgroup is empty.
+    fn ended(&mut self, pid: u32, process: OwnChild, ending: Ending) {
+        let drain = process
+            .cgroup
+            .as_ref()
+            .is_some_and(|cgroup| !process.kill_process_only && !cgroup.is_empty());
+        if !drain {
+            self.report_exit(pid, process, ending);
+            return;
+        }
+        if let Some(cgroup) = &process.cgroup {
+            log::debug!(
+                "spawner: {}#{} (pid {pid}) ended; killing what is left in its cgroup",
+                process.service_id,
+                process.instance
+            );
+            cgroup.kill();
+        }
+        if self.draining.is_empty() {
+            self.drain_check_at = Instant::now() + DRAIN_POLL;
+        }
+        self.draining.push(Draining {
+            pid,
+            process,
+            ending,
+            give_up_at: Instant::now() + DRAIN_LIMIT,
+        });
+    }
+
+    /// Reports each drained instance whose cgroup is empty (or has taken
+    /// too long), and kills again in the others: a member may have forked
+    /// between the kill and its end.
+    fn check_draining(&mut self) {
+        let now = Instant::now();
+        let mut still = Vec::new();
+        for draining in std::mem::take(&mut self.draining) {
+            let cgroup = draining.process.cgroup.as_ref();
+            let empty = cgroup.is_none_or(InstanceCgroup::is_empty);
+            if empty || now >= draining.give_up_at {
+                if !empty {
+                    log::warn!(
+                        "spawner: the cgroup of {}#{} still holds processes {:?} after {DRAIN_LIMIT:?}; \
+                         reporting its end anyway",
+                        draining.process.service_id,
+                        draining.process.instance,
+                        cgroup.map(InstanceCgroup::members).unwrap_or_default()
+                    );
+                }
+                self.report_exit(draining.pid, draining.process, draining.ending);
+            } else {
+                if let Some(cgroup) = cgroup {
+                    cgroup.kill();
+                }
+                still.push(draining);
+            }
+        }
+        self.draining = still;
+    }
+
     /// Tells the manager that process `pid` ended, under the correlation
-    /// id of the last request about it.
-    fn report_exit(
-        &mut self,
-        pid: u32,
-        last_request: Option<String>,
-        exit_code: Option<i32>,
-        exit_signal: Option<i32>,
-    ) {
+    /// id of the last request about it, with its cgroup's OOM kills; the
+    /// cgroup is removed when empty.
+    fn report_exit(&mut self, pid: u32, process: OwnChild, ending: Ending) {
+        let oom_kills = process.cgroup.as_ref().map(InstanceCgroup::oom_kills);
+        if let Some(cgroup) = process.cgroup.as_ref().filter(|cgroup| cgroup.is_empty()) {
+            Self::remove_cgroup(Some(cgroup));
+        }
         let exited = ms::Message::new(
             Code::ProcessExited,
-            last_request,
+            process.last_request,
             Some(Payload::ProcessExited(ms::ProcessExited {
                 pid,
-                exit_code,
-                exit_signal,
+                exit_code: ending.exit_code,
+                exit_signal: ending.exit_signal,
                 at_unix_ms: now_unix_ms(),
+                oom_kills: oom_kills.filter(|kills| *kills > 0),
+                cpu_usec: ending.usage.map(|usage| usage.cpu_usec),
+                max_rss_bytes: ending.usage.map(|usage| usage.max_rss_bytes),
             })),
         );
         self.tracer.record(Role::Process, Role::Spawner, &exited);
         self.send_to_manager(exited);
-    }
-
-    fn rotate_outputs(&mut self) {
-        for failure in self.rotation.rotate_due(Instant::now()) {
-            self.log_to_manager(log::Level::Warn, None, failure.to_string());
-        }
     }
 
     /// Handles a daemon message; true when the spawner should end.
@@ -1070,6 +1353,9 @@ impl Spawner {
             }
         }
         self.reap_exited()?;
+        // What services kept running (on_node_exit = keep) still uses
+        // stays; the rest of the node's cgroups go.
+        self.containment.close();
         let ack = ds::Message {
             code: ds::message::Code::Ack as i32,
             correlation_id: message.correlation_id,
@@ -1134,7 +1420,8 @@ fn known_pieces(processes: Vec<ms::known_processes::Process>) -> Vec<ms::KnownPr
 /// it, the user's primary group) exactly as a service's are resolved. The
 /// daemon drops the node process to these ids.
 pub fn resolve_user(user: &str, group: Option<&str>) -> Result<sys::UserIds, UserError> {
-    launch::resolve_account(user, group).map_err(UserError)
+    conf::host::run_as(Some(user), group)
+        .map_err(|reason| UserError(launch::LaunchError::Account { reason }))
 }
 
 /// Why [`resolve_user`] failed: the user or group does not exist, or the
@@ -1161,6 +1448,8 @@ enum Destination {
     Inherit,
     /// /dev/null.
     Null,
+    /// Captured for the node's stderr.
+    Node,
     /// Appended to this file.
     File(PathBuf),
     /// Nothing a request can match: a table output the spawner cannot
@@ -1180,6 +1469,30 @@ fn requested_destination(output: Option<&ms::Output>) -> Option<Destination> {
         ))),
         ms::output::Kind::Null => Some(Destination::Null),
         ms::output::Kind::Inherit => Some(Destination::Inherit),
+        ms::output::Kind::Node => Some(Destination::Node),
+    }
+}
+
+/// Creates the node's log dir (and its parents) if it is missing: the one
+/// directory of the node's own configuration that output goes to, writable
+/// by the spawner's user only (0750, group `reader_gid` when given) so that
+/// its files are the keeper's to handle. Output paths elsewhere are never
+/// created.
+fn create_log_dir(log_dir: &Path, reader_gid: Option<u32>) {
+    use std::os::unix::fs::DirBuilderExt;
+    if log_dir.as_os_str().is_empty() || log_dir.is_dir() {
+        return;
+    }
+    let created = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(log_dir)
+        .and_then(|()| std::os::unix::fs::chown(log_dir, None, reader_gid));
+    if let Err(error) = created {
+        log::warn!(
+            "spawner: cannot create the log dir {}: {error}",
+            log_dir.display()
+        );
     }
 }
 

@@ -88,7 +88,8 @@ impl Harness {
             table_source,
             record_dir,
         )
-        .unwrap();
+        .unwrap()
+        .with_keeper(KeeperLaunch::Thread);
         let thread = thread::Builder::new()
             .name("sf-spawner-test".into())
             .spawn(move || spawner.run())
@@ -174,6 +175,9 @@ impl Harness {
                 self.exits.push(exited);
             }
             Some(Payload::LogMessage(log)) => self.logs.push(log),
+            // Sent once at the start; the tables here name no node, so
+            // these spawners have no cgroups.
+            Some(Payload::CgroupStatus(_)) => {}
             other => panic!("unexpected message from the spawner: {other:?}"),
         }
     }
@@ -183,6 +187,7 @@ impl Harness {
         self.send_table(ds::ServiceTable {
             services,
             log_dir: None,
+            ..Default::default()
         });
     }
 
@@ -308,6 +313,7 @@ fn allowing(request: &ms::StartProcess) -> ds::service_table::Service {
         log_max_bytes: rotation(request, |output| output.rotate_bytes),
         log_keep: rotation(request, |output| output.keep),
         ready_fd: request.ready_fd,
+        ..Default::default()
     }
 }
 
@@ -326,6 +332,7 @@ fn configured_as(output: &ms::Output) -> ds::service_table::Output {
         Kind::File => table_output::Kind::Path,
         Kind::Null => table_output::Kind::Null,
         Kind::Inherit => table_output::Kind::Inherit,
+        Kind::Node => table_output::Kind::Node,
     };
     ds::service_table::Output {
         kind: kind as i32,
@@ -427,7 +434,7 @@ fn refused_starts_name_what_failed() {
     assert!(
         harness
             .start_refused(missing_dir)
-            .starts_with("work dir /nonexistent/sf-dir: ")
+            .starts_with("chdir to work dir /nonexistent/sf-dir: /nonexistent does not exist")
     );
     assert!(harness.start_refused(command(&[])).contains("empty"));
     assert_eq!(harness.logs.len(), 4);
@@ -444,7 +451,7 @@ fn environment_work_dir_and_file_output_are_applied() {
     let dir = temp_dir();
     let work = dir.join("work");
     fs::create_dir(&work).unwrap();
-    let out = dir.join("logs/nested/out.log");
+    let out = dir.join("out.log");
     let mut request = command(&[
         "/bin/sh",
         "-c",
@@ -462,12 +469,42 @@ fn environment_work_dir_and_file_output_are_applied() {
     });
     let pid = harness.start_ok(request);
     assert_eq!(harness.exit_of(pid).exit_code, Some(0));
+    // HOME is the user's, as systemd sets it (issue 13).
+    let home = crate::sys::lookup_account(crate::sys::effective_uid())
+        .unwrap()
+        .map(|account| account.home)
+        .unwrap_or_default();
     let expected = format!(
-        "bar||{}\n{}\n",
+        "bar|{home}|{}\n{}\n",
         launch::BASE_PATH,
         work.canonicalize().unwrap().display()
     );
-    assert_eq!(fs::read_to_string(&out).unwrap(), expected);
+    poll_until("the output in its file", || captured(&out) == expected);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+/// A captured log file's lines without their timestamps, "" while it is
+/// missing; each line must have a timestamp.
+fn captured(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let (time, rest) = line.split_once(' ').unwrap();
+            assert!(crate::trace::parse_utc_time(time).is_some(), "{line:?}");
+            format!("{rest}\n")
+        })
+        .collect()
+}
+
+#[test]
+fn an_output_directory_is_never_created() {
+    let mut harness = Harness::new();
+    let dir = temp_dir();
+    let mut request = command(&["/bin/true"]);
+    request.stdout = file_output(&dir.join("missing/out.log"), None, None);
+    let reason = harness.start_refused(request);
+    assert!(reason.contains("does not exist"), "{reason}");
+    assert!(!dir.join("missing").exists());
     fs::remove_dir_all(dir).unwrap();
 }
 
@@ -481,12 +518,22 @@ fn a_large_output_file_is_rotated_while_its_child_runs() {
     let mut request = command(&["/bin/sh", "-c", script]);
     request.stdout = file_output(&out, Some(1000), Some(2));
     let pid = harness.start_ok(request);
-    let rotated = dir.join("out.log.1");
-    poll_until("the output to be rotated", || {
-        let _ = harness.child_exited.try_send(());
-        rotated.exists() && fs::metadata(&out).unwrap().len() <= 1000
+    let rotated = dir.join("out.log.2");
+    poll_until("the output to be rotated twice", || {
+        rotated.exists() && captured(&out).contains("line 299 ")
     });
-    assert!(fs::metadata(&rotated).unwrap().len() > 1000);
+    let mut lines = String::new();
+    for name in ["out.log.2", "out.log.1", "out.log"] {
+        assert!(fs::metadata(dir.join(name)).unwrap().len() <= 1000);
+        lines.push_str(&captured(&dir.join(name)));
+    }
+    let numbers: Vec<u32> = lines
+        .lines()
+        .map(|line| line.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let first = numbers[0];
+    assert_eq!(numbers, (first..300).collect::<Vec<_>>());
+    assert!(!dir.join("out.log.3").exists());
     harness.signal(pid, SIGTERM);
     assert_eq!(harness.exit_of(pid).exit_signal, Some(SIGTERM));
     fs::remove_dir_all(dir).unwrap();
@@ -599,6 +646,51 @@ fn starts_the_service_table_does_not_allow_are_refused() {
     harness.running.push(pid);
     harness.signal(pid, SIGTERM);
     harness.exit_of(pid);
+}
+
+/// Issue 13: a table entry with `{instance}` allows each instance only
+/// its own expansion; a start of instance 1 with instance 0's settings is
+/// refused.
+#[test]
+fn an_instance_may_start_only_with_its_own_expansion_of_the_table() {
+    let mut harness = Harness::new();
+    let template = command(&["/bin/sleep", "3{instance}"]);
+    let mut entry = allowing(&template);
+    entry.work_dir = Some("/tmp/{id}-{instance}".into());
+    harness.set_table(vec![entry]);
+    let mut borrowed = command(&["/bin/sleep", "30"]);
+    borrowed.instance = Some(1);
+    match harness.start_as_is(borrowed).payload {
+        Some(Payload::Error(error)) => {
+            assert!(
+                error.reason.contains("its command is not the one"),
+                "{error:?}"
+            );
+        }
+        other => panic!("instance 1 started with instance 0's command: {other:?}"),
+    }
+    let mut wrong_dir = command(&["/bin/sleep", "30"]);
+    wrong_dir.work_dir = Some("/tmp/test-1".into());
+    match harness.start_as_is(wrong_dir).payload {
+        Some(Payload::Error(error)) => {
+            assert!(
+                error.reason.contains("its work_dir is not the one"),
+                "{error:?}"
+            );
+        }
+        other => panic!("instance 0 started in instance 1's dir: {other:?}"),
+    }
+    let mut literal = command(&["/bin/sleep", "3{instance}"]);
+    literal.instance = Some(0);
+    match harness.start_as_is(literal).payload {
+        Some(Payload::Error(error)) => {
+            assert!(
+                error.reason.contains("its command is not the one"),
+                "{error:?}"
+            );
+        }
+        other => panic!("the unexpanded template was allowed: {other:?}"),
+    }
 }
 
 /// Issue 11: a spawner adopts only what its own record holds. A process
@@ -783,6 +875,7 @@ fn outputs_and_environment_the_service_table_does_not_allow_are_refused() {
     harness.send_table(ds::ServiceTable {
         services: vec![entry],
         log_dir: Some(log_dir.display().to_string()),
+        ..Default::default()
     });
 
     let mut forged_path = genuine.clone();
@@ -834,9 +927,10 @@ fn outputs_and_environment_the_service_table_does_not_allow_are_refused() {
         other => panic!("the genuine start failed: {other:?}"),
     };
     assert_eq!(harness.exit_of(pid).exit_code, Some(0));
-    let read = |name: &str| fs::read_to_string(log_dir.join(name)).unwrap();
-    assert_eq!(read("test.2.stdout.log"), "12\n");
-    assert_eq!(read("test.err"), "err\n");
+    let read = |name: &str| captured(&log_dir.join(name));
+    poll_until("both outputs", || {
+        read("test.2.stdout.log") == "12\n" && read("test.err") == "err\n"
+    });
     let pid = match harness.start_as_is(check).payload {
         Some(Payload::ProcessStarted(started)) => started.pid,
         other => panic!("the genuine check failed: {other:?}"),
@@ -901,6 +995,7 @@ fn a_spawner_reading_its_own_configuration_ignores_the_tables_it_is_sent() {
     let forged = || ds::ServiceTable {
         services: vec![allowing(&shell)],
         log_dir: None,
+        ..Default::default()
     };
     harness
         .daemon_to_spawner

@@ -53,6 +53,11 @@ pub mod proto {
             "/sf.core.protocol.manager_spawner.rs"
         ));
     }
+    /// `sf.core.protocol.log_keeper`: streams handed to the log keeper.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod log_keeper {
+        include!(concat!(env!("OUT_DIR"), "/sf.core.protocol.log_keeper.rs"));
+    }
 }
 
 /// The longest correlation id a request may carry, in bytes (SnowFox's

@@ -29,6 +29,9 @@ pub fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
 /// A node's configuration directory under construction.
 pub struct Setup {
     pub dir: TempDir,
+    /// The node's name, distinct per node so that nodes of tests running
+    /// at once never share a cgroup (`snow-fox.<name>`).
+    pub name: String,
     node_toml: String,
 }
 
@@ -36,14 +39,19 @@ impl Setup {
     pub fn new(label: &str) -> Setup {
         let dir = TempDir::new(label);
         let root = &dir.0;
+        let name = format!("test-node-{}-{}", std::process::id(), unique());
         let node_toml = format!(
-            "name = \"test-node\"\nlabel = \"test-1\"\nsocket = \"{}\"\nstate_dir = \"{}\"\nlog_dir = \"{}\"\n",
+            "name = \"{name}\"\nlabel = \"test-1\"\nsocket = \"{}\"\nstate_dir = \"{}\"\nlog_dir = \"{}\"\n",
             root.join("sf.sock").display(),
             root.join("state").display(),
             root.join("log").display(),
         );
         fs::create_dir_all(root.join("conf/services")).unwrap();
-        Setup { dir, node_toml }
+        Setup {
+            dir,
+            name,
+            node_toml,
+        }
     }
 
     /// Names the node (node.toml's `name`).
@@ -93,6 +101,18 @@ impl Setup {
     pub fn write_node_toml(&self) {
         fs::write(self.conf().join("node.toml"), &self.node_toml).unwrap();
     }
+}
+
+/// Runs the node on `setup`'s configuration as it stands, expecting it
+/// to refuse it; its stderr.
+pub fn refused_configuration(setup: &Setup) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_snow-fox"))
+        .arg("--conf")
+        .arg(setup.conf())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "the node took it");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// A running node process; killed on drop if still running.
@@ -226,10 +246,83 @@ fn leads_a_session(pid: u32) -> bool {
     })
 }
 
+/// The directories of node `name`'s cgroups (`snow-fox.<name>` beneath
+/// this process's own cgroups, which a node it started shares), in every
+/// hierarchy where one exists.
+pub fn node_cgroup_bases(name: &str) -> Vec<PathBuf> {
+    let fs = Path::new("/sys/fs/cgroup");
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut bases = Vec::new();
+    for line in own.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let roots: Vec<PathBuf> = if controllers.is_empty() {
+            vec![fs.join("unified"), fs.to_owned()]
+        } else {
+            controllers.split(',').map(|c| fs.join(c)).collect()
+        };
+        for root in roots {
+            let base = root
+                .join(path.trim_start_matches('/'))
+                .join(format!("snow-fox.{name}"));
+            if base.is_dir() && !bases.contains(&base) {
+                bases.push(base);
+            }
+        }
+    }
+    bases
+}
+
+/// Kills what is left in node `name`'s cgroups and removes them: a node
+/// killed by a test cannot.
+pub fn remove_node_cgroups(name: &str) {
+    for base in node_cgroup_bases(name) {
+        let children = fs::read_dir(&base)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for child in children {
+            let _ = kill_members(&child);
+            let _ = fs::remove_dir(&child);
+        }
+        let _ = fs::remove_dir(&base);
+    }
+}
+
+/// Kills every member of cgroup `dir` until none is left (bounded).
+fn kill_members(dir: &Path) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let members = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if members.trim().is_empty() {
+            return true;
+        }
+        if fs::write(dir.join("cgroup.kill"), "1").is_err() {
+            for pid in members.lines() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 impl Drop for Node {
     /// Services outlive their node by design (they run in their own
     /// sessions), so a test's services are killed with it: the process
-    /// groups of every pid the node reports or recorded.
+    /// groups of every pid the node reports or recorded, and whatever is
+    /// left in its cgroups, which are removed.
     fn drop(&mut self) {
         let mut pids = self.reported_pids();
         if let Ok(None) = self.child.try_wait() {
@@ -255,11 +348,29 @@ impl Drop for Node {
                 .stderr(Stdio::null())
                 .status();
         }
+        remove_node_cgroups(&self.setup.name);
     }
 }
 
+/// The node binary the tests run: this build's, or `$SF_NODE_BIN` (CI
+/// points it at the static build).
+pub fn node_binary() -> PathBuf {
+    std::env::var_os("SF_NODE_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_snow-fox")),
+        PathBuf::from,
+    )
+}
+
+/// The client binary the tests run: this build's, or `$SF_CLIENT_BIN`.
+pub fn client_binary() -> PathBuf {
+    std::env::var_os("SF_CLIENT_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_snow-fox-client")),
+        PathBuf::from,
+    )
+}
+
 pub fn node_command(conf: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_snow-fox"));
+    let mut command = Command::new(node_binary());
     command
         .arg("--conf")
         .arg(conf)

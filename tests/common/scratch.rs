@@ -3,7 +3,7 @@
 //! for something). The benches include this file by path.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -63,4 +63,24 @@ pub fn processes_running(argv: &[&str]) -> Vec<u32> {
             (fs::read(entry.path().join("cmdline")).ok()? == wanted).then_some(pid)
         })
         .collect()
+}
+
+/// The bytes in the log file `base` and its rotated siblings (`base.N`).
+pub fn stream_bytes(base: &Path) -> u64 {
+    let name = base.file_name().unwrap().to_str().unwrap();
+    fs::read_dir(base.parent().unwrap())
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| {
+                    entry
+                        .file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with(name))
+                })
+                .filter_map(|entry| entry.metadata().ok())
+                .map(|metadata| metadata.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
