@@ -21,12 +21,11 @@
 //! so no client request comes near it. A writer never sends a larger
 //! frame: it drops that one message, logged, rather than end the link.
 //!
-//! When it ends: a writer whose write fails shuts its socket's write side
-//! and drops its channel, so the sending role sees a closed link and the far
-//! side sees EOF. A reader ends at EOF (cleanly between frames), on input
-//! that does not decode, or when its channel's receiver is gone; dropping
-//! its sender shows the receiving role a closed link, and after a failure
-//! it shuts its socket down too. A reader may be given a second socket
+//! When it ends: a writer whose write fails drops its channel, so the
+//! sending role sees a closed link. A reader ends at EOF (cleanly between
+//! frames), on input that does not decode, or when its channel's receiver
+//! is gone; dropping its sender shows the receiving role a closed link,
+//! and after a failure it shuts its socket down too. A reader may be given a second socket
 //! to shut when it ends: the node's `manager_spawner` reader shuts the
 //! `daemon_spawner` link, whose end is the spawner role's end for the
 //! daemon, so a broken manager link leads to the ordered shutdown rather
@@ -212,10 +211,6 @@ fn write_frames<M: Envelope>(messages: &Receiver<M>, mut socket: UnixStream) {
         }
         if let Err(error) = socket.write_all(&out) {
             log::warn!("writing the {link} link: {error}; it is closed");
-            // The far side's reader then sees EOF. Only the write side:
-            // this side's reader (the same socket) may still have frames
-            // to deliver.
-            let _ = socket.shutdown(Shutdown::Write);
             return;
         }
     }
