@@ -260,7 +260,7 @@ fn per_instance_settings_pass_the_spawner_process_table() {
             out.display()
         ),
     );
-    fs::set_permissions(&setup.dir.0, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(&setup.dir.0, fs::Permissions::from_mode(0o755)).unwrap();
     let node = setup.start();
     for index in 0..2 {
         let text = wait_for("the copy's file", || {

@@ -657,6 +657,8 @@ fn an_instance_may_start_only_with_its_own_expansion_of_the_table() {
     let template = command(&["/bin/sleep", "3{instance}"]);
     let mut entry = allowing(&template);
     entry.work_dir = Some("/tmp/{id}-{instance}".into());
+    // Two instances, so that instance 1 is in range (issue 11's bound).
+    entry.instances = Some(2);
     harness.set_table(vec![entry]);
     let mut borrowed = command(&["/bin/sleep", "30"]);
     borrowed.instance = Some(1);
