@@ -118,13 +118,25 @@ fn attackers(
 
 /// One row: runs `attack` (which returns what it did, once `stop` is set)
 /// for `duration` beside the well-behaved client.
+/// Whether `SF_ATTACKS` (a comma-separated list of words) selects the
+/// row `name`: unset, every row runs.
+fn selected(name: &str) -> bool {
+    env::var("SF_ATTACKS").map_or(true, |wanted| {
+        wanted.split(',').any(|word| name.contains(word.trim()))
+    })
+}
+
 fn scenario(
     table: &mut Table,
     name: &str,
     node: &BenchNode,
     duration: Duration,
+    not_counted: Option<&str>,
     attack: impl FnOnce(PathBuf, Arc<AtomicBool>) -> Box<dyn FnOnce() -> String>,
 ) {
+    if !selected(name) {
+        return;
+    }
     let log_before = node.log_bytes();
     let stop = Arc::new(AtomicBool::new(false));
     let latencies = Arc::new(Mutex::new(Vec::new()));
@@ -161,7 +173,14 @@ fn scenario(
             .get(((latencies.len().max(1) - 1) as f64 * q) as usize)
             .map_or_else(|| "–".to_owned(), |latency| ms(*latency))
     };
-    let logged = node.log_bytes() - log_before;
+    // Lines the services' own activity causes (starts and exits of a
+    // flapping service) are not the attacker's.
+    let added = node.log_text().as_bytes()[log_before as usize..].to_vec();
+    let logged = String::from_utf8_lossy(&added)
+        .lines()
+        .filter(|line| not_counted.is_none_or(|filter| !line.contains(filter)))
+        .map(|line| line.len() as u64 + 1)
+        .sum::<u64>();
     let pid = node.pid();
     table.row(vec![
         name.to_owned(),
@@ -196,9 +215,14 @@ fn main() {
     ]);
 
     let node = BenchNode::start_with("bench-quiet", "", &[], "info");
-    scenario(&mut table, "none (baseline)", &node, attack, |_, _| {
-        Box::new(|| "nothing".to_owned())
-    });
+    scenario(
+        &mut table,
+        "none (baseline)",
+        &node,
+        attack,
+        None,
+        |_, _| Box::new(|| "nothing".to_owned()),
+    );
     drop(node);
 
     let node = BenchNode::start_with("bench-long-ids", "", &[], "info");
@@ -207,6 +231,7 @@ fn main() {
         "1 MiB correlation ids",
         &node,
         attack,
+        None,
         |socket, stop| {
             let attack = attackers(2, &stop, move |stop| {
                 let Some(mut stream) = connect(&socket) else {
@@ -240,6 +265,7 @@ fn main() {
         "refused requests and protocol errors",
         &node,
         attack,
+        None,
         |socket, stop| {
             let requests = {
                 let socket = socket.clone();
@@ -295,6 +321,7 @@ fn main() {
             "refused-uid connection flood",
             &node,
             attack,
+            None,
             |socket, _| {
                 let child = Command::new(env::current_exe().unwrap())
                     .env("SF_FLOOD_SOCKET", &socket)
@@ -328,6 +355,7 @@ fn main() {
         "500 subscribers that never read, 20 instances flapping",
         &node,
         attack,
+        Some("] flap."),
         |socket, stop| {
             let attack = attackers(1, &stop, move |stop| {
                 // 500 silent subscribers at all times: each second a new 500,
@@ -378,6 +406,7 @@ fn main() {
         "churn (tests/hostile.rs's pattern), 200 clients",
         &node,
         churn,
+        None,
         |socket, stop| {
             let rounds = Arc::new(AtomicU64::new(0));
             let attack = {

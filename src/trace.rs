@@ -233,8 +233,8 @@ impl Latency {
     }
 }
 
-/// The default of `trace_memory`: 2 MiB.
-pub const DEFAULT_TRACE_MEMORY: usize = 2 * 1024 * 1024;
+/// The default of `trace_memory`: 1 MiB.
+pub const DEFAULT_TRACE_MEMORY: usize = 1024 * 1024;
 
 /// Most hops one entry keeps: a long-lived subscription must not grow it.
 const MAX_HOPS_PER_ENTRY: usize = 256;

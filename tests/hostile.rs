@@ -579,17 +579,21 @@ fn churn_of_hundreds_of_bad_clients_leaks_nothing_and_stalls_no_one() {
     wait_for("the node's fds to return to the start count", || {
         (client_connections(&node) == 0 && open_fds(pid) == start_fds).then_some(())
     });
-    let end_rss = rss_kib(pid);
-    let grown = end_rss.saturating_sub(start_rss);
-    eprintln!("churn: RSS {start_rss} KiB before, {end_rss} KiB after (grew by {grown} KiB)");
-    assert!(grown < 4 * 1024, "RSS grew by {grown} KiB");
-    // 8 MB at default limits (issue 12); a debug build's node is bigger.
+    // 8 MB at default limits (issue 12; a debug build's node is bigger),
+    // once the node has given back what the closed connections freed (a
+    // second after the last close).
     let limit = if cfg!(debug_assertions) {
         16_000
     } else {
         8_000_000 / 1024
     };
-    assert!(end_rss <= limit, "RSS {end_rss} KiB after the churn");
+    let end_rss = wait_for("the node's RSS to settle", || {
+        let rss = rss_kib(pid);
+        (rss <= limit).then_some(rss)
+    });
+    let grown = end_rss.saturating_sub(start_rss);
+    eprintln!("churn: RSS {start_rss} KiB before, {end_rss} KiB after (grew by {grown} KiB)");
+    assert!(grown < 4 * 1024, "RSS grew by {grown} KiB");
     assert_served(&node);
 }
 
@@ -976,4 +980,66 @@ fn a_flood_of_refused_connections_is_logged_a_line_a_second_and_an_allowed_clien
     let grown = rss_kib(pid).saturating_sub(rss_before);
     assert!(grown < 4 * 1024, "RSS grew by {grown} KiB");
     assert_served(&node);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn the_spawner_link_survives_the_largest_valid_request_in_process_mode() {
+    let setup = Setup::new("link-bounds").node("user = \"nobody\"").service(
+        "svc",
+        "command = [\"/bin/sleep\", \"300\"]\nautostart = false\n",
+    );
+    fs::set_permissions(&setup.dir.0, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut node = setup.start();
+    let mut client = node.client();
+    let info = client.node_info(true).unwrap();
+    let spawner = info.details.iter().find(|s| s.name == "spawner").unwrap();
+    assert!(
+        spawner.status.reason.contains("process"),
+        "{:?}",
+        spawner.status
+    );
+
+    let start = |id: &str| Message {
+        code: Code::ServiceStart as i32,
+        correlation_id: Some(id.to_owned()),
+        payload: Some(Payload::ServiceStart(
+            snow_fox::wire::proto::public_api::ServiceStart {
+                service_id: "svc".into(),
+                version: String::new(),
+            },
+        )),
+    };
+    // The largest valid request: a whole max_frame, the longest id, the
+    // rest an unknown field (which nothing copies).
+    let longest = "i".repeat(128);
+    let mut stream = node.raw();
+    stream
+        .write_all(&padded(&start(&longest), 1 << 20))
+        .unwrap();
+    let reply = read_message(&mut stream).unwrap();
+    assert_eq!(reply.code, Code::Ack as i32, "{reply:?}");
+    let hops = common::finished_hops(&mut client, &longest);
+    assert!(
+        hops.contains(&"manager>spawner:StartProcess".to_owned()),
+        "{hops:?}"
+    );
+    // What cut the link before: a frame-sized request with a 1 MiB id.
+    stream
+        .write_all(&frame(&start(&"x".repeat(1_000_000))))
+        .unwrap();
+    let reply = read_message(&mut stream).unwrap();
+    assert_eq!(error_of(&reply).kind, Kind::BadRequest as i32);
+
+    // The link still works both ways: stop, start, and an ordered
+    // shutdown that stops the service.
+    client.stop("svc").unwrap();
+    let status = client.start("svc").unwrap();
+    let pid = status.services[0].instances[0].pid.unwrap();
+    assert!(common::pid_alive(pid));
+    client.shutdown().unwrap();
+    assert!(node.wait_exit().success(), "{}", node.log_text());
+    wait_for("the service to be stopped with the node", || {
+        (!common::pid_alive(pid)).then_some(())
+    });
 }

@@ -43,8 +43,9 @@ pub struct NodeConfig {
     /// `trace_capacity`: how many requests the correlation table keeps
     /// (default 10000; at least 1).
     pub trace_capacity: usize,
-    /// `trace_memory`: the bytes the correlation table may use for
-    /// answered requests (default 2 MiB; at least 64 KiB).
+    /// `trace_memory`: the bytes the correlation table may take; answered
+    /// requests are evicted to stay under it (default 1 MiB; at least 64
+    /// KiB).
     pub trace_memory: usize,
     /// `max_subscriptions_per_connection`: `Subscribe`s one connection may
     /// hold (default 4).
@@ -134,7 +135,7 @@ pub(super) fn parse(
         trace_capacity: doc.number("trace_capacity", 1..=u64::MAX).unwrap_or(10_000),
         trace_memory: doc
             .number("trace_memory", 64 * KIB..=u64::MAX)
-            .unwrap_or(2 * 1024 * 1024),
+            .unwrap_or(1024 * 1024),
         max_subscriptions_per_connection: doc
             .number("max_subscriptions_per_connection", 1..=u64::MAX)
             .unwrap_or(4),
@@ -222,7 +223,7 @@ mod tests {
                 max_frame: 1024 * 1024,
                 request_timeout: Duration::from_secs(30),
                 trace_capacity: 10_000,
-                trace_memory: 2 * 1024 * 1024,
+                trace_memory: 1024 * 1024,
                 max_subscriptions_per_connection: 4,
                 max_subscriber_backlog: 64 * 1024,
                 max_connections: 1024,

@@ -21,12 +21,11 @@
 //! so no client request comes near it. A writer never sends a larger
 //! frame: it drops that one message, logged, rather than end the link.
 //!
-//! When it ends: a writer whose write fails shuts its socket down and
-//! drops its channel, so the sending role sees a closed link and the far
-//! side sees EOF. A reader ends at EOF (cleanly between frames), on input
-//! that does not decode, or when its channel's receiver is gone; dropping
-//! its sender shows the receiving role a closed link, and after a failure
-//! it shuts its socket down too. A reader may be given a second socket
+//! When it ends: a writer whose write fails drops its channel, so the
+//! sending role sees a closed link. A reader ends at EOF (cleanly between
+//! frames), on input that does not decode, or when its channel's receiver
+//! is gone; dropping its sender shows the receiving role a closed link,
+//! and after a failure it shuts its socket down too. A reader may be given a second socket
 //! to shut when it ends: the node's `manager_spawner` reader shuts the
 //! `daemon_spawner` link, whose end is the spawner role's end for the
 //! daemon, so a broken manager link leads to the ordered shutdown rather
@@ -36,6 +35,8 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -146,6 +147,17 @@ pub(super) fn spawn_writer<M: Envelope + Send + 'static>(
         .spawn(move || write_frames(&messages, socket))
 }
 
+/// Another link a reader shuts down when it ends, unless `unless` is set
+/// by then (the daemon sets it when its ordered shutdown begins, after
+/// which links end because their roles do).
+#[derive(Debug)]
+pub(super) struct Sibling {
+    /// The other link's socket.
+    pub(super) socket: UnixStream,
+    /// Set once links may end in order.
+    pub(super) unless: Arc<AtomicBool>,
+}
+
 /// Starts a thread named `name` that reads `socket` into `messages`; a
 /// failure is logged. When it ends, `then_shut` (another link) is shut
 /// down too, if given.
@@ -154,7 +166,7 @@ pub(super) fn spawn_reader<M: Envelope + Send + 'static>(
     socket: UnixStream,
     messages: Sender<M>,
     recorder: Option<Recorder>,
-    then_shut: Option<UnixStream>,
+    then_shut: Option<Sibling>,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new().name(name.to_owned()).spawn(move || {
         let wanted = match read_frames(socket, &messages, recorder.as_ref()) {
@@ -166,13 +178,15 @@ pub(super) fn spawn_reader<M: Envelope + Send + 'static>(
         };
         // A receiver that is gone is a role that ended, which the daemon
         // sees anyway; only a link that broke under a live role is news.
-        if let Some(other) = then_shut.filter(|_| wanted) {
-            log::debug!(
-                "the {} link ended: shutting its sibling",
+        if let Some(other) =
+            then_shut.filter(|other| wanted && !other.unless.load(Ordering::Acquire))
+        {
+            log::error!(
+                "the {} link ended under a live node: ending the spawner's links",
                 M::PROTOCOL.as_str()
             );
             // Already shut or closed by the peer: the end is seen anyway.
-            let _ = other.shutdown(Shutdown::Both);
+            let _ = other.socket.shutdown(Shutdown::Both);
         }
     })
 }
@@ -197,8 +211,6 @@ fn write_frames<M: Envelope>(messages: &Receiver<M>, mut socket: UnixStream) {
         }
         if let Err(error) = socket.write_all(&out) {
             log::warn!("writing the {link} link: {error}; it is closed");
-            // The reader of this socket on the far side then sees EOF.
-            let _ = socket.shutdown(Shutdown::Both);
             return;
         }
     }
@@ -316,7 +328,11 @@ mod tests {
         let (mut near, far) = UnixStream::pair().unwrap();
         let (sibling_near, mut sibling_far) = UnixStream::pair().unwrap();
         let (into_far, _arrived) = bounded::<ms::Message>(4);
-        let reader = spawn_reader("t-in", far, into_far, None, Some(sibling_near)).unwrap();
+        let sibling = Sibling {
+            socket: sibling_near,
+            unless: Arc::new(AtomicBool::new(false)),
+        };
+        let reader = spawn_reader("t-in", far, into_far, None, Some(sibling)).unwrap();
         near.write_all(&(LINK_MAX_FRAME + 1).to_be_bytes()).unwrap();
         reader.join().unwrap();
         let mut rest = Vec::new();

@@ -53,6 +53,8 @@ mod roles;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select};
@@ -348,6 +350,9 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         .expect("no spawner runs yet, and the new channel holding its receiver has room");
     let spawner_pid = spawner_process.as_ref().map(|process| process.pid);
     let mut roles = RoleThreads::new();
+    // Set when the ordered shutdown begins: links that end after that end
+    // in order, and a bridge takes no action on them.
+    let ending = Arc::new(AtomicBool::new(false));
     let spawner_links = SpawnerLinks {
         from_manager: spawner_from_manager,
         to_manager: spawner_to_manager,
@@ -367,7 +372,9 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
             .map_err(DaemonError::Spawner)?;
             roles.spawn(Role::Spawner, move || spawner.run())?;
         }
-        Some(process) => bridge_spawner_process(process, spawner_links, &tracer, &mut roles)?,
+        Some(process) => {
+            bridge_spawner_process(process, spawner_links, &tracer, &mut roles, &ending)?;
+        }
     }
     let manager = Manager::new(
         ManagerLinks {
@@ -398,6 +405,8 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         to_io,
     };
     let (reason, correlation) = serve(&links, &mut roles, &tracer);
+    // From here on links end because the roles do, in order.
+    ending.store(true, Ordering::Release);
     let failed_before = matches!(reason, StopReason::RoleEnded);
     match reason {
         StopReason::Signal(name) => log::info!("[{correlation}] {name} received: shutting down"),
@@ -468,6 +477,7 @@ fn bridge_spawner_process(
     links: SpawnerLinks,
     tracer: &Tracer,
     roles: &mut RoleThreads,
+    ending: &Arc<AtomicBool>,
 ) -> Result<(), DaemonError> {
     let link_thread = |source| DaemonError::Thread {
         role: Role::Spawner,
@@ -491,7 +501,10 @@ fn bridge_spawner_process(
         manager_reader,
         links.to_manager,
         Some(recorder(Role::Manager)),
-        Some(daemon_sibling),
+        Some(bridge::Sibling {
+            socket: daemon_sibling,
+            unless: ending.clone(),
+        }),
     )
     .map_err(link_thread)?;
     bridge::spawn_writer("sf-link-ds-out", links.from_daemon, process.daemon_link)

@@ -12,9 +12,26 @@
 //! WRITABLE only while output is pending.
 //!
 //! Access: each accepted connection's peer credentials are checked against
-//! the [`Access`] list; a refused peer is told `Error{PERMISSION_DENIED}`.
-//! One connection over `max_connections` is told `Error{BUSY}`. Both are
-//! then closed like a protocol error.
+//! the [`Access`] list before anything else is done for it; a refused peer
+//! is told `Error{PERMISSION_DENIED}`, one connection over
+//! `max_connections` `Error{BUSY}`, and neither is registered: written to
+//! once, shut for writing and closed after [`CLOSE_LINGER`] (at once under
+//! a flood). A pass accepts at most [`ACCEPTS_PER_PASS`] connections, so a
+//! flood of connections cannot keep the loop from the open ones.
+//!
+//! Bounds on what clients send: correlation ids, service ids and versions
+//! over their limits are refused with `Error{BAD_REQUEST}` as they are
+//! decoded ([`Exchange`]), before the correlation table, the manager or the
+//! log sees them. Complaints about a peer (refusals, protocol errors,
+//! dropped connections) are logged one line per uid per second, with a
+//! count of those held back ([`crate::logging`]).
+//!
+//! Subscribers: an `Event` that would take a connection's unread bytes
+//! (unsent here, and unread in its socket) past `max_subscriber_backlog`
+//! ends it with `Error{SLOW_SUBSCRIBER}`.
+//!
+//! Memory: a second after connections close, the pages malloc holds free
+//! are given back ([`sys::release_free_memory`]).
 //!
 //! Back-pressure: a connection with `max_inflight_per_connection` requests
 //! unanswered, or more than a quarter of `max_outbound_bytes` unsent, is not
@@ -77,6 +94,10 @@ pub const CLOSE_LINGER: Duration = Duration::from_millis(250);
 /// The longest an idle connection outlives `idle_timeout`.
 pub const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// How long after a connection closes the memory it freed is given back
+/// to the kernel: once for a whole burst of closes, not per close.
+const TRIM_DELAY: Duration = Duration::from_secs(1);
+
 /// How often a backlog the manager could not take yet is retried.
 const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 
@@ -86,6 +107,12 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Connections accepted (or turned away) per poll pass at most, so that a
 /// flood of connections cannot keep the loop from serving open ones.
 const ACCEPTS_PER_PASS: usize = 32;
+
+/// Refused connections kept open (unread, unwatched) for [`CLOSE_LINGER`]
+/// so that a peer that writes before it reads still gets to read its
+/// `Error` rather than `EPIPE`; under a flood, those beyond this are
+/// closed at once.
+const TURNED_AWAY: usize = 256;
 
 /// Commands the manager and daemon may queue before they wait.
 const COMMAND_CAPACITY: usize = 256;
@@ -217,6 +244,11 @@ pub struct Io {
     /// Complaints about peers (refusals, protocol errors), one line per
     /// uid per interval.
     complaints: PeerLimiter,
+    /// When freed memory is next given back, after connections closed.
+    trim_at: Option<Instant>,
+    /// Refused connections, answered and shut for writing, closed at
+    /// their instant (oldest first; at most [`TURNED_AWAY`]).
+    turned_away: VecDeque<(Instant, mio::net::UnixStream)>,
     /// The `metrics_listen` endpoint and its connections.
     metrics: Option<http::Endpoint>,
     http: HashMap<Token, http::HttpConnection>,
@@ -266,6 +298,8 @@ impl Io {
             next_idle_check: None,
             accept_pending: false,
             complaints: PeerLimiter::new(),
+            trim_at: None,
+            turned_away: VecDeque::new(),
             metrics,
             http: HashMap::new(),
             http_requests: 0,
@@ -323,6 +357,18 @@ impl Io {
             }
             self.end_lingering();
             self.end_idle();
+            let now = Instant::now();
+            while self
+                .turned_away
+                .front()
+                .is_some_and(|(until, _)| *until <= now)
+            {
+                self.turned_away.pop_front();
+            }
+            if self.trim_at.is_some_and(|at| at <= now) {
+                self.trim_at = None;
+                sys::release_free_memory();
+            }
             self.send_to_manager(&mut scratch);
         }
     }
@@ -339,6 +385,8 @@ impl Io {
             .values()
             .filter_map(|connection| connection.closing_until)
             .chain(self.next_idle_check)
+            .chain(self.trim_at)
+            .chain(self.turned_away.front().map(|(until, _)| *until))
             .min()
             .map(|until| until.saturating_duration_since(now))
     }
@@ -380,7 +428,7 @@ impl Io {
                     uid,
                     format_args!("refusing connection {}: {reason}", token.0),
                 );
-                turn_away(stream, public_api::error::Kind::PermissionDenied, reason);
+                self.turn_away(stream, public_api::error::Kind::PermissionDenied, reason);
                 continue;
             }
             if open >= self.settings.max_connections {
@@ -396,7 +444,7 @@ impl Io {
                     "too many connections: the node serves at most {} at once",
                     self.settings.max_connections
                 );
-                turn_away(stream, public_api::error::Kind::Busy, reason);
+                self.turn_away(stream, public_api::error::Kind::Busy, reason);
                 continue;
             }
             let mut connection = Connection::new(
@@ -423,6 +471,27 @@ impl Io {
             }
         }
         self.accept_pending = true;
+    }
+
+    /// Answers a refused peer with `Error{kind}` without registering it
+    /// (the frame fits any socket buffer) and shuts its write side; the
+    /// socket is closed after [`CLOSE_LINGER`], or at once when
+    /// [`TURNED_AWAY`] others wait already.
+    fn turn_away(
+        &mut self,
+        mut stream: mio::net::UnixStream,
+        kind: public_api::error::Kind,
+        reason: String,
+    ) {
+        let mut frame = Vec::new();
+        encode_frame(&error_reply(None, kind, reason), &mut frame);
+        // A peer that is gone, or whose buffer is full, loses only its Error.
+        let _ = std::io::Write::write(&mut stream, &frame);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        if self.turned_away.len() < TURNED_AWAY {
+            self.turned_away
+                .push_back((Instant::now() + CLOSE_LINGER, stream));
+        }
     }
 
     /// Why a peer may not connect, if it may not.
@@ -495,6 +564,9 @@ impl Io {
         let mut touched = Vec::new();
         record_replies(&mut self.tracer.lock(), &replies);
         let now = Instant::now();
+        // What each subscriber's socket holds unread, asked once per batch
+        // (nothing is written to it before the batch is queued).
+        let mut in_sockets: HashMap<Token, usize> = HashMap::new();
         for reply in replies {
             let token = Token(reply.connection.0 as usize);
             let Some(connection) = self.connections.get_mut(&token) else {
@@ -508,7 +580,11 @@ impl Io {
             // backlog must run out while the socket still has room for
             // the Error that says so. Asked only for events.
             let stream = &connection.stream;
-            let in_socket = || sys::unread_by_peer(stream).unwrap_or(0);
+            let in_socket = || {
+                *in_sockets
+                    .entry(token)
+                    .or_insert_with(|| sys::unread_by_peer(stream).unwrap_or(0))
+            };
             let delivery = connection
                 .exchange
                 .deliver(&reply, &self.settings, in_socket);
@@ -675,6 +751,8 @@ impl Io {
         // Deregistering a socket that is about to be closed cannot matter.
         let _ = self.poll.registry().deregister(&mut connection.stream);
         log::debug!("connection {} closed", token.0);
+        self.trim_at
+            .get_or_insert_with(|| Instant::now() + TRIM_DELAY);
         self.backlog
             .push_back(IoEvent::Closed(connection.exchange.id()));
     }
@@ -790,17 +868,6 @@ impl Io {
         self.connections.clear();
         log::info!("stopped listening on {}", self.socket.path().display());
     }
-}
-
-/// Answers a refused peer with `Error{kind}` and closes it at once, without
-/// registering it: the frame fits any socket buffer, and a UNIX socket's
-/// peer reads what was written before the close.
-fn turn_away(mut stream: mio::net::UnixStream, kind: public_api::error::Kind, reason: String) {
-    let mut frame = Vec::new();
-    encode_frame(&error_reply(None, kind, reason), &mut frame);
-    // A peer that is gone, or whose buffer is full, loses only its Error.
-    let _ = std::io::Write::write(&mut stream, &frame);
-    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// Logs a complaint about peer `uid`, unless one about it was logged
