@@ -13,8 +13,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use common::scratch::stat_cpu_ticks;
 use common::scratch::stream_bytes;
-use common::{BenchNode, Table, TempDir, ratio, stat_cpu_ticks, wait_for};
+use common::{BenchNode, Table, TempDir, ratio, wait_for};
 
 /// Lines of the data file, each [`LINE`] bytes with its newline.
 const LINES: u64 = 500_000;
@@ -59,14 +60,15 @@ fn main() {
     let began = Instant::now();
     node.client().start("writer").unwrap();
     let keeper = wait_for("the log keeper", || keeper_of(node.pid()));
-    let keeper_before = stat_cpu_ticks(&format!("/proc/{keeper}/stat"));
+    let keeper_before = stat_cpu_ticks(std::path::Path::new(&format!("/proc/{keeper}/stat")));
     // Each line gains a 28-byte timestamp on disk.
     let expected = LINES * (LINE + 28);
     wait_for("every line on disk", || {
         (stream_bytes(&log) >= expected).then_some(())
     });
     let captured = began.elapsed().as_secs_f64();
-    let keeper_ticks = stat_cpu_ticks(&format!("/proc/{keeper}/stat")) - keeper_before;
+    let keeper_ticks =
+        stat_cpu_ticks(std::path::Path::new(&format!("/proc/{keeper}/stat"))) - keeper_before;
     let node_ticks = node.cpu_ticks() - node_before;
 
     let mut table = Table::new(&["what", "snow-fox capture", "cat > file", "ratio"]);

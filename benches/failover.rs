@@ -139,20 +139,7 @@ fn stale(marker: u32) -> Vec<u32> {
 
 /// utime + stime of `pid`, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let field = |n: usize| {
-        fields
-            .get(n)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
+    scratch::stat_cpu_ticks(std::path::Path::new(&format!("/proc/{pid}/stat")))
 }
 
 fn measure(ttl: &str, marker: u32) {

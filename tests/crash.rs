@@ -277,13 +277,7 @@ fn a_double_forking_service_leaves_no_zombie() {
         fs::read_to_string(&marker).ok()?.trim().parse().ok()
     });
     wait_for("the grandchild to be re-parented to the node", || {
-        let stat = fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap();
-        let parent = stat
-            .rsplit(')')
-            .next()?
-            .split_whitespace()
-            .nth(1)?
-            .to_owned();
+        let parent = common::scratch::pid_stat(grandchild)?.get(1)?.clone();
         (parent == node.pid().to_string()).then_some(())
     });
     wait_for("the grandchild to be reaped", || {

@@ -510,16 +510,7 @@ fn memory_high_is_refused_where_memory_is_cgroup_v1() {
 
 /// utime + stime of `pid` in microseconds (ticks of 10 ms).
 fn proc_cpu(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    // Fields 14 and 15; the first after the name is field 3.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks * 10_000
+    common::scratch::stat_cpu_ticks(std::path::Path::new(&format!("/proc/{pid}/stat"))) * 10_000
 }
 
 fn vm_rss(pid: u32) -> u64 {

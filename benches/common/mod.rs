@@ -140,19 +140,8 @@ impl BenchNode {
 
     /// CPU time used so far by all its threads, in clock ticks.
     pub fn cpu_ticks(&self) -> u64 {
-        stat_cpu_ticks(&format!("/proc/{}/stat", self.pid()))
+        scratch::stat_cpu_ticks(Path::new(&format!("/proc/{}/stat", self.pid())))
     }
-}
-
-/// utime + stime of a /proc `stat` file, in clock ticks (100 a second on
-/// Linux).
-pub fn stat_cpu_ticks(path: &str) -> u64 {
-    let stat = fs::read_to_string(path).unwrap();
-    // The command name is in parentheses and may hold spaces; the fields
-    // after it are fixed: utime and stime are the 12th and 13th.
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 impl Drop for BenchNode {
@@ -362,7 +351,7 @@ impl HopServer {
                 fs::read_to_string(task.path().join("comm"))
                     .is_ok_and(|name| name.starts_with("hop-"))
             })
-            .map(|task| stat_cpu_ticks(&task.path().join("stat").to_string_lossy()))
+            .map(|task| scratch::stat_cpu_ticks(&task.path().join("stat")))
             .sum()
     }
 }

@@ -246,12 +246,7 @@ pub fn recorded_pids(file: &Path, kind: &str) -> Vec<u32> {
 /// Whether `pid` leads its own session, as every service process does:
 /// only such a process group is killed when a test ends.
 fn leads_a_session(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(3))
-            == Some(pid.to_string().as_str())
-    })
+    scratch::pid_stat(pid).is_some_and(|fields| fields.get(3) == Some(&pid.to_string()))
 }
 
 /// The directories of node `name`'s cgroups (`snow-fox.<name>` beneath
@@ -436,30 +431,18 @@ pub fn write_frame(stream: &mut UnixStream, body: &[u8]) {
 /// Whether process `pid` runs (a zombie does not).
 pub fn pid_alive(pid: u32) -> bool {
     // A zombie still has /proc/<pid>; only a reaped process is gone.
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
+    scratch::pid_stat(pid).is_some_and(|fields| fields.first().is_some_and(|state| state != "Z"))
 }
 
 /// Zombie children of `parent`, from /proc.
 pub fn zombies_of(parent: i32) -> Vec<String> {
     fs::read_dir("/proc")
         .unwrap()
-        .filter_map(|entry| fs::read_to_string(entry.ok()?.path().join("stat")).ok())
-        .filter(|stat| {
-            let fields: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
+        .filter_map(|entry| {
+            let stat = entry.ok()?.path().join("stat");
+            let fields = scratch::stat_fields(&stat)?;
+            (fields.first()? == "Z" && fields.get(1)? == &parent.to_string())
+                .then(|| fs::read_to_string(stat).unwrap_or_default())
         })
         .collect()
 }

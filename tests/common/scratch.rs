@@ -84,3 +84,31 @@ pub fn stream_bytes(base: &Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The fields of a /proc `stat` file after the command name, which is in
+/// parentheses and may itself hold spaces and parentheses: `[0]` is the
+/// state, `[1]` the parent, `[3]` the session, `[11]` and `[12]` utime and
+/// stime. None when the file cannot be read (the process is gone).
+pub fn stat_fields(path: &Path) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(path).ok()?;
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    Some(after_name.split_whitespace().map(str::to_owned).collect())
+}
+
+/// [`stat_fields`] of process `pid`.
+pub fn pid_stat(pid: u32) -> Option<Vec<String>> {
+    stat_fields(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// utime + stime of a /proc `stat` file, in clock ticks (100 a second on
+/// Linux); 0 when it cannot be read.
+pub fn stat_cpu_ticks(path: &Path) -> u64 {
+    let fields = stat_fields(path).unwrap_or_default();
+    let field = |n: usize| {
+        fields
+            .get(n)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
