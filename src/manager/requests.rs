@@ -115,7 +115,9 @@ impl Manager {
                 Event::Restart,
                 now,
             ),
-            (Code::ServiceSignal, Some(Payload::ServiceSignal(request))) => self.signal(&request),
+            (Code::ServiceSignal, Some(Payload::ServiceSignal(request))) => {
+                self.signal(connection, correlation, &request)
+            }
             (Code::ServiceEnable, Some(Payload::ServiceEnable(request))) => {
                 self.known(&request.service_id)?;
                 if let Some(service) = self.services.get_mut(&request.service_id) {
@@ -195,8 +197,15 @@ impl Manager {
     }
 
     /// Sends a `ServiceSignal`'s signal to the process groups of the
-    /// service's running instances (or of the one it names).
-    fn signal(&mut self, request: &public_api::ServiceSignal) -> Answer {
+    /// service's running instances (or of the one it names), under the
+    /// request's correlation id; it is answered once the spawner has
+    /// answered every signal ([`Manager::signal_answered`]).
+    fn signal(
+        &mut self,
+        connection: ConnectionId,
+        correlation: &str,
+        request: &public_api::ServiceSignal,
+    ) -> Answer {
         let id = &request.service_id;
         self.known(id)?;
         let signal = crate::conf::signal_by_name(&request.signal).ok_or_else(|| {
@@ -232,12 +241,22 @@ impl Manager {
                 format!("{id} has no process to signal: no instance of it runs"),
             ));
         }
+        self.signals.insert(
+            correlation.to_owned(),
+            PendingSignal {
+                connection,
+                service: id.clone(),
+                awaiting: targets.len(),
+                refusals: Vec::new(),
+            },
+        );
         for (index, pid) in targets {
             log::info!("{id}.{index}: sending signal {signal} to pid {pid}'s process group");
-            self.carry_out(id, index as usize, Effect::Signal { pid, signal });
+            let message = signal_group(pid, signal, Some(correlation.to_owned()));
+            let client = Some(correlation.to_owned());
+            self.ask_spawner(message, Asked::Signal { client });
         }
-        let status = self.status_of(self.services.get(id));
-        Ok(Some((Code::Ack, Body::Encoded(status))))
+        Ok(None)
     }
 
     /// Service `id`'s definition as loaded.
