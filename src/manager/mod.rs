@@ -87,7 +87,7 @@ use crate::wire::proto::public_api::{
     message::Code, message::Payload, node_info_response, service_status_response, trace_response,
 };
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds, manager_spawner as ms};
-use crate::wire::{PROTOCOL_VERSION, error_reply};
+use crate::wire::{BadRequest, PROTOCOL_VERSION, Request, error_reply};
 use asks::{Asked, Asks};
 use checks::Checks;
 pub use cluster::ClusterLink;
