@@ -527,4 +527,54 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn the_strings_of_signal_enable_and_definition_requests_are_bounded_too() {
+        let limits = limits(4096);
+        let mut exchange = Exchange::new(ConnectionId(1), DEFAULT_MAX_FRAME);
+        let long = "s".repeat(65);
+        let cases = [
+            Request::ServiceSignal(public_api::ServiceSignal {
+                service_id: long.clone(),
+                signal: "HUP".into(),
+                instance: None,
+            }),
+            Request::ServiceSignal(public_api::ServiceSignal {
+                service_id: "web".into(),
+                signal: "HUP\n".into(),
+                instance: None,
+            }),
+            Request::ServiceEnable(ServiceEnable {
+                service_id: long.clone(),
+                enabled: true,
+            }),
+            Request::ServiceDefinitionRequest(ServiceDefinitionRequest { service_id: long }),
+        ];
+        for (index, case) in cases.into_iter().enumerate() {
+            let mut frame = Vec::new();
+            crate::wire::encode_frame(&case.into_message(Some(format!("c:{index}"))), &mut frame);
+            exchange.receive(&frame);
+        }
+        let mut batch = Vec::new();
+        exchange.take_requests(&limits, &mut batch).unwrap();
+        assert!(batch.is_empty(), "{batch:?}");
+        let reasons: Vec<String> = messages(exchange.unsent())
+            .into_iter()
+            .map(|reply| match reply.payload {
+                Some(Payload::Error(error)) if error.kind == Kind::BadRequest as i32 => {
+                    error.reason
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "service_id of 65 bytes exceeds the limit of 64 bytes",
+                "signal contains a control character",
+                "service_id of 65 bytes exceeds the limit of 64 bytes",
+                "service_id of 65 bytes exceeds the limit of 64 bytes",
+            ]
+        );
+    }
 }
