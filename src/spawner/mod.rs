@@ -589,6 +589,9 @@ impl Spawner {
                 self.reap_exited()
             }
             (Ok(Code::SignalProcess), Some(Payload::SignalProcess(request))) => {
+                // A child that ended is reaped (its end reported) first, so
+                // that a signal to it is refused, not sent to its zombie.
+                self.reap_exited()?;
                 self.signal(correlation_id, request);
                 Ok(())
             }

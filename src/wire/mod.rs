@@ -7,11 +7,13 @@
 mod envelope;
 mod frame;
 pub mod link;
+mod public;
 
 pub use envelope::{
     DecodeError, Envelope, Protocol, decode_envelope, encode_frame, encode_frame_with, error_reply,
 };
 pub use frame::{DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, FrameDecoder, FrameError};
+pub use public::{BadRequest, Request};
 
 /// The generated protobuf types, one module per protocol package.
 pub mod proto {
