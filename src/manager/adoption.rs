@@ -23,14 +23,14 @@ impl Manager {
                 self.links.from_spawner = crossbeam_channel::never();
                 return processes;
             };
-            match message.payload {
-                Some(ms::message::Payload::KnownProcesses(known)) => {
+            match ManagerSpawner::from_message(message.code, message.payload) {
+                Ok(ManagerSpawner::KnownProcesses(known)) => {
                     processes.extend(known.processes);
                     if known.more != Some(true) {
                         return processes;
                     }
                 }
-                payload => self.on_spawner(ms::Message { payload, ..message }),
+                other => self.on_spawner_message(message.correlation_id.as_deref(), other),
             }
         }
     }

@@ -87,7 +87,9 @@ use crate::wire::proto::public_api::{
     message::Code, message::Payload, node_info_response, service_status_response, trace_response,
 };
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds, manager_spawner as ms};
-use crate::wire::{BadRequest, PROTOCOL_VERSION, Request, error_reply};
+use crate::wire::{
+    BadMessage, BadRequest, ManagerCluster, ManagerSpawner, PROTOCOL_VERSION, Request, error_reply,
+};
 use asks::{Asked, Asks};
 use checks::Checks;
 pub use cluster::ClusterLink;
@@ -852,14 +854,19 @@ impl Manager {
     }
 
     fn on_spawner(&mut self, message: ms::Message) {
+        let typed = ManagerSpawner::from_message(message.code, message.payload);
+        self.on_spawner_message(message.correlation_id.as_deref(), typed);
+    }
+
+    /// Handles one message of the spawner's, as its type.
+    fn on_spawner_message(
+        &mut self,
+        correlation: Option<&str>,
+        message: Result<ManagerSpawner, BadMessage<ms::message::Code>>,
+    ) {
         let now = Instant::now();
-        let code = ms::message::Code::try_from(message.code);
-        let correlation = message.correlation_id.as_deref();
-        match (code, message.payload) {
-            (
-                Ok(ms::message::Code::ProcessStarted),
-                Some(ms::message::Payload::ProcessStarted(started)),
-            ) => match self.asked.answered(correlation) {
+        match message {
+            Ok(ManagerSpawner::ProcessStarted(started)) => match self.asked.answered(correlation) {
                 Some(Asked::Check { key }) => self.check_started(key, started.pid),
                 Some(Asked::Start { service, index }) => {
                     log::info!("{service}.{index} started as pid {}", started.pid);
@@ -881,11 +888,10 @@ impl Manager {
                 }
                 asked => unexpected_answer(correlation, "ProcessStarted", asked),
             },
-            (Ok(ms::message::Code::Error), payload) => {
-                let reason = match payload {
-                    Some(ms::message::Payload::Error(error)) => error.reason,
-                    _ => "the spawner gave no reason".to_owned(),
-                };
+            Ok(ManagerSpawner::Error(error)) => {
+                let reason = Some(error.reason)
+                    .filter(|reason| !reason.is_empty())
+                    .unwrap_or_else(|| "the spawner gave no reason".to_owned());
                 match self.asked.answered(correlation) {
                     Some(Asked::Start { service, index }) => {
                         log::warn!("cannot start {service}.{index}: {reason}");
@@ -906,15 +912,12 @@ impl Manager {
                     ),
                 }
             }
-            (Ok(ms::message::Code::Ack), _) => match self.asked.answered(correlation) {
+            Ok(ManagerSpawner::Ack) => match self.asked.answered(correlation) {
                 Some(Asked::Signal { client }) => self.signal_answered(client, None),
                 Some(Asked::Watch { .. }) => {}
                 asked => unexpected_answer(correlation, "Ack", asked),
             },
-            (
-                Ok(ms::message::Code::ProcessExited),
-                Some(ms::message::Payload::ProcessExited(exited)),
-            ) => {
+            Ok(ManagerSpawner::ProcessExited(exited)) => {
                 let status = match (exited.exit_code, exited.exit_signal) {
                     (_, Some(signal)) => ExitStatus::Signal(signal),
                     (Some(code), None) => ExitStatus::Code(code),
@@ -933,10 +936,7 @@ impl Manager {
                     self.apply(&service, index as usize, Event::Exited(status), None, now);
                 }
             }
-            (
-                Ok(ms::message::Code::ProcessReady),
-                Some(ms::message::Payload::ProcessReady(ready)),
-            ) => {
+            Ok(ManagerSpawner::ProcessReady(ready)) => {
                 if let Some((service, index)) = self.pids.get(&ready.pid).cloned() {
                     log::info!("{service}.{index} (pid {}) is ready", ready.pid);
                     let fd = match self.config.services.get(&service).map(|s| &s.ready.signal) {
@@ -947,11 +947,8 @@ impl Manager {
                     self.apply(&service, index as usize, Event::Ready, None, now);
                 }
             }
-            (
-                Ok(ms::message::Code::CgroupStatus),
-                Some(ms::message::Payload::CgroupStatus(status)),
-            ) => self.cgroups = Some(status),
-            (Ok(ms::message::Code::LogMessage), Some(ms::message::Payload::LogMessage(entry))) => {
+            Ok(ManagerSpawner::CgroupStatus(status)) => self.cgroups = Some(status),
+            Ok(ManagerSpawner::LogMessage(entry)) => {
                 let level = match entry.level {
                     1 => log::Level::Error,
                     2 => log::Level::Warn,
@@ -961,10 +958,17 @@ impl Manager {
                 };
                 log::log!(target: "snow_fox::spawner", level, "{}: {}", entry.target, entry.text);
             }
-            (code, _) => log::warn!(
-                "ignoring a malformed message from the spawner (code {:?})",
-                code.map(|code| code.as_str_name())
+            Ok(
+                taken @ (ManagerSpawner::StartProcess(_)
+                | ManagerSpawner::SignalProcess(_)
+                | ManagerSpawner::ServiceTable(_)
+                | ManagerSpawner::AdoptProcess(_)
+                | ManagerSpawner::KnownProcesses(_)),
+            ) => log::warn!(
+                "ignoring the spawner's {}: the manager does not take it here",
+                taken.code().as_str_name()
             ),
+            Err(bad) => log::warn!("ignoring a malformed message from the spawner: {bad}"),
         }
     }
 
@@ -1054,7 +1058,10 @@ impl Manager {
                 }
                 self.ack_daemon(&correlation);
             }
-            _ => log::warn!("ignoring code {} from the daemon", message.code),
+            Ok(dm::message::Code::Ack) => {
+                log::warn!("ignoring the daemon's Ack: the manager asked it nothing");
+            }
+            Err(_) => log::warn!("ignoring unknown code {} from the daemon", message.code),
         }
     }
 
