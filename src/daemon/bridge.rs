@@ -42,6 +42,7 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::trace::{Role, Tracer};
+use crate::wire::link::{WakingSendError, WakingSender};
 use crate::wire::{DecodeError, Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame};
 
 /// Bytes read from a link socket at a time.
@@ -158,13 +159,40 @@ pub(super) struct Sibling {
     pub(super) unless: Arc<AtomicBool>,
 }
 
+/// Where a link reader delivers: a role's plain channel, or one into the
+/// spawner's poll.
+pub(super) trait Inbox<M>: Send {
+    /// Hands `message` on, waiting while the channel is full; false once
+    /// the receiving role is gone.
+    fn deliver(&self, message: M) -> bool;
+}
+
+impl<M: Send> Inbox<M> for Sender<M> {
+    fn deliver(&self, message: M) -> bool {
+        self.send(message).is_ok()
+    }
+}
+
+impl<M: Send> Inbox<M> for WakingSender<M> {
+    fn deliver(&self, message: M) -> bool {
+        match self.send(message) {
+            Ok(()) => true,
+            Err(WakingSendError::Disconnected) => false,
+            Err(error) => {
+                log::error!("handing a link's message on: {error}");
+                false
+            }
+        }
+    }
+}
+
 /// Starts a thread named `name` that reads `socket` into `messages`; a
 /// failure is logged. When it ends, `then_shut` (another link) is shut
 /// down too, if given.
 pub(super) fn spawn_reader<M: Envelope + Send + 'static>(
     name: &str,
     socket: UnixStream,
-    messages: Sender<M>,
+    messages: impl Inbox<M> + 'static,
     recorder: Option<Recorder>,
     then_shut: Option<Sibling>,
 ) -> io::Result<JoinHandle<()>> {
@@ -224,7 +252,7 @@ fn write_frames<M: Envelope>(messages: &Receiver<M>, mut socket: UnixStream) {
 /// the link end rather than write into a socket nobody reads.
 pub(super) fn read_frames<M: Envelope>(
     socket: UnixStream,
-    messages: &Sender<M>,
+    messages: &impl Inbox<M>,
     recorder: Option<&Recorder>,
 ) -> Result<ReadEnd, LinkError> {
     let result = read_into(&socket, messages, recorder);
@@ -237,7 +265,7 @@ pub(super) fn read_frames<M: Envelope>(
 
 fn read_into<M: Envelope>(
     mut socket: &UnixStream,
-    messages: &Sender<M>,
+    messages: &impl Inbox<M>,
     recorder: Option<&Recorder>,
 ) -> Result<ReadEnd, LinkError> {
     let link = M::PROTOCOL.as_str();
@@ -266,7 +294,7 @@ fn read_into<M: Envelope>(
             if let Some(recorder) = recorder {
                 recorder.tracer.record(recorder.from, recorder.to, &message);
             }
-            if messages.send(message).is_err() {
+            if !messages.deliver(message) {
                 return Ok(ReadEnd::Unwanted);
             }
         }
