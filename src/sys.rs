@@ -1045,6 +1045,18 @@ pub fn set_nonblocking(fd: &impl AsFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Gives the calling thread the scheduling priority `nice` (-20 to 19;
+/// `setpriority(PRIO_PROCESS, 0)`, which Linux applies to the calling
+/// thread only).
+pub fn set_own_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes plain integers and touches no memory of
+    // ours.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Clears this process's supplementary groups (`setgroups(0)`). glibc
 /// applies it to every thread.
 pub fn clear_supplementary_groups() -> io::Result<()> {

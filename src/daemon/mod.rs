@@ -552,11 +552,17 @@ fn serve(links: &Links, roles: &mut RoleThreads, tracer: &Tracer) -> (StopReason
                 return (StopReason::RoleEnded, internal_id("role-ended"));
             }
             recv(links.from_manager) -> message => match message {
-                Ok(message) if message.code == dm::message::Code::Shutdown as i32 => {
-                    let id = message.correlation_id.unwrap_or_else(|| internal_id("shutdown"));
-                    return (StopReason::Requested, id);
-                }
-                Ok(message) => log::debug!("manager: code {} ({})", message.code, message.correlation_id.unwrap_or_default()),
+                Ok(message) => match dm::message::Code::try_from(message.code) {
+                    Ok(dm::message::Code::Shutdown) => {
+                        let id = message.correlation_id.unwrap_or_else(|| internal_id("shutdown"));
+                        return (StopReason::Requested, id);
+                    }
+                    Ok(dm::message::Code::Ack) => log::debug!("manager: Ack ({})", message.correlation_id.unwrap_or_default()),
+                    Ok(dm::message::Code::Reload) | Err(_) => log::warn!(
+                        "ignoring the manager's code {}: the daemon does not take it",
+                        message.code
+                    ),
+                },
                 Err(_) => return (StopReason::RoleEnded, internal_id("role-ended")),
             },
             recv(links.from_spawner) -> message => {

@@ -166,6 +166,7 @@ use crate::sys::{self, ExitStatusKind};
 use crate::trace::{Role, Tracer, now_unix_ms};
 use crate::wire::link::{WakingReceiver, WakingSender, waking_channel};
 use crate::wire::proto::{daemon_spawner as ds, manager_spawner as ms};
+use crate::wire::{DaemonSpawner, ManagerSpawner};
 use ds::service_table::output as table_output;
 pub use keeper::link::KeeperLaunch;
 use keeper::link::KeeperLink;
@@ -706,41 +707,41 @@ impl Spawner {
             self.send_to_manager(ms::Message::error(None, reason));
             return Ok(());
         }
-        match (Code::try_from(message.code), message.payload) {
-            (Ok(Code::StartProcess), Some(Payload::StartProcess(request))) => {
+        let refusal = match ManagerSpawner::from_message(message.code, message.payload) {
+            Ok(ManagerSpawner::StartProcess(request)) => {
                 self.start(correlation_id, &request);
-                self.reap_exited()
+                return self.reap_exited();
             }
-            (Ok(Code::SignalProcess), Some(Payload::SignalProcess(request))) => {
+            Ok(ManagerSpawner::SignalProcess(request)) => {
+                // A child that ended is reaped (its end reported) first, so
+                // that a signal to it is refused, not sent to its zombie.
+                self.reap_exited()?;
                 self.signal(correlation_id, request);
-                Ok(())
+                return Ok(());
             }
-            (Ok(Code::ServiceTable), Some(Payload::ServiceTable(table))) => {
+            Ok(ManagerSpawner::ServiceTable(table)) => {
                 self.on_reloaded_table(table);
-                Ok(())
+                return Ok(());
             }
-            (Ok(Code::AdoptProcess), Some(Payload::AdoptProcess(request))) => {
+            Ok(ManagerSpawner::AdoptProcess(request)) => {
                 self.adopt(correlation_id, request);
-                Ok(())
+                return Ok(());
             }
-            (Ok(Code::Ack), _) => Ok(()),
-            (code, _) => {
-                let reason = match code {
-                    Ok(
-                        code @ (Code::StartProcess
-                        | Code::SignalProcess
-                        | Code::ServiceTable
-                        | Code::AdoptProcess),
-                    ) => {
-                        format!("{} without its payload", code.as_str_name())
-                    }
-                    Ok(code) => format!("the spawner does not take {}", code.as_str_name()),
-                    Err(_) => format!("unknown manager_spawner code {}", message.code),
-                };
-                self.send_to_manager(ms::Message::error(correlation_id, reason));
-                Ok(())
-            }
-        }
+            Ok(ManagerSpawner::Ack) => return Ok(()),
+            Ok(
+                taken @ (ManagerSpawner::LogMessage(_)
+                | ManagerSpawner::ProcessStarted(_)
+                | ManagerSpawner::ProcessExited(_)
+                | ManagerSpawner::Error(_)
+                | ManagerSpawner::ProcessReady(_)
+                | ManagerSpawner::KnownProcesses(_)
+                | ManagerSpawner::CgroupStatus(_)),
+            ) => format!("the spawner does not take {}", taken.code().as_str_name()),
+            Err(bad) => format!("manager_spawner: {bad}"),
+        };
+        log::warn!("spawner: refused a manager message: {refusal}");
+        self.send_to_manager(ms::Message::error(correlation_id, refusal));
+        Ok(())
     }
 
     fn start(&mut self, correlation_id: Option<String>, request: &ms::StartProcess) {
@@ -1460,12 +1461,9 @@ impl Spawner {
 
     /// Handles a daemon message; true when the spawner should end.
     fn on_daemon_message(&mut self, message: ds::Message) -> Result<bool, SpawnerError> {
-        match (ds::message::Code::try_from(message.code), message.payload) {
-            (Ok(ds::message::Code::Shutdown), _) => {}
-            (
-                Ok(ds::message::Code::ServiceTable),
-                Some(ds::message::Payload::ServiceTable(table)),
-            ) => {
+        match DaemonSpawner::from_message(message.code, message.payload) {
+            Ok(DaemonSpawner::Shutdown) => {}
+            Ok(DaemonSpawner::ServiceTable(table)) => {
                 match self.table_source {
                     TableSource::FromLinks => self.set_table(table),
                     TableSource::OwnConfig { .. } => log::debug!(
@@ -1476,11 +1474,12 @@ impl Spawner {
                 }
                 return Ok(false);
             }
-            (code, _) => {
-                log::warn!(
-                    "spawner: ignoring daemon message {} it has no use for",
-                    code.map_or("?", |code| code.as_str_name())
-                );
+            Ok(DaemonSpawner::Ack) => {
+                log::warn!("spawner: ignoring the daemon's Ack: it asked the daemon nothing");
+                return Ok(false);
+            }
+            Err(bad) => {
+                log::warn!("spawner: ignoring a daemon message: daemon_spawner: {bad}");
                 return Ok(false);
             }
         }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use super::proto::public_api;
+use super::{BadRequest, Request};
 
 /// One client connection, unique for the life of the node (never reused,
 /// so a late reply cannot reach a newer connection).
@@ -20,8 +21,25 @@ pub struct ConnectionId(pub u64);
 pub struct ClientRequest {
     /// Where the reply goes.
     pub connection: ConnectionId,
-    /// The request, its correlation id always set.
+    /// The request's envelope: its code and correlation id (always set),
+    /// its payload moved into `request`.
     pub message: public_api::Message,
+    /// The request as its type, or why it is none (answered with
+    /// `Error{BAD_REQUEST}`).
+    pub request: Result<Request, BadRequest>,
+}
+
+impl ClientRequest {
+    /// A request of `message` from `connection`: its payload moves into
+    /// the request's type.
+    pub fn new(connection: ConnectionId, mut message: public_api::Message) -> ClientRequest {
+        let request = Request::from_message(message.code, message.payload.take());
+        ClientRequest {
+            connection,
+            message,
+            request,
+        }
+    }
 }
 
 /// io → manager.
