@@ -490,9 +490,9 @@ fn bridge_spawner_process(
     let daemon_reader = process.daemon_link.try_clone().map_err(link_thread)?;
     let daemon_sibling = process.daemon_link.try_clone().map_err(link_thread)?;
     bridge::spawn_writer(
-        "sf-link-ms-out",
-        links.from_manager.into_inner(),
-        process.manager_link,
+        "sf-link-out",
+        (links.from_manager.into_inner(), process.manager_link),
+        (links.from_daemon.into_inner(), process.daemon_link),
     )
     .map_err(link_thread)?;
     // Without its manager link the spawner process can start and stop
@@ -507,12 +507,6 @@ fn bridge_spawner_process(
             socket: daemon_sibling,
             unless: ending.clone(),
         }),
-    )
-    .map_err(link_thread)?;
-    bridge::spawn_writer(
-        "sf-link-ds-out",
-        links.from_daemon.into_inner(),
-        process.daemon_link,
     )
     .map_err(link_thread)?;
     let recorder = recorder(Role::Daemon);

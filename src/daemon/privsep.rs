@@ -32,7 +32,6 @@
 //! end of the spawner role.
 
 use std::fs;
-use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
@@ -282,14 +281,12 @@ fn serve_spawner(options: &SpawnerProcessOptions) -> Result<(), ServeError> {
         None,
     )
     .map_err(setup("start a link reader"))?;
-    let writers = [
-        spawn_writer("sf-link-ms-out", to_manager_rx, manager_link),
-        spawn_writer("sf-link-ds-out", to_daemon_rx, daemon_link),
-    ];
-    let writers = writers
-        .into_iter()
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(setup("start a link writer"))?;
+    let writer = spawn_writer(
+        "sf-link-out",
+        (to_manager_rx, manager_link),
+        (to_daemon_rx, daemon_link),
+    )
+    .map_err(setup("start the link writer"))?;
     let record_dir = config.node.spawner_state_dir.clone();
     // Its own table, whose hops are lost: the node's link readers record
     // what crosses to the node.
@@ -315,12 +312,10 @@ fn serve_spawner(options: &SpawnerProcessOptions) -> Result<(), ServeError> {
     })
     .map_err(ServeError::Role);
     let result = spawner.and_then(|spawner| spawner.run().map_err(ServeError::Role));
-    // The role's senders are gone with it: the writers send what is
-    // queued (the `Ack` of a shutdown) and end.
-    for writer in writers {
-        if writer.join().is_err() {
-            log::error!("spawner process: a link writer panicked");
-        }
+    // The role's senders are gone with it: the writer sends what is
+    // queued (the `Ack` of a shutdown) and ends.
+    if writer.join().is_err() {
+        log::error!("spawner process: the link writer panicked");
     }
     result
 }
