@@ -276,6 +276,9 @@ impl Drop for Harness {
         for &pid in &self.running {
             let _ = sys::kill(-(pid as i32), 9);
         }
+        // Its sends to a full channel fail once the receiver is gone, so
+        // it comes round to see its daemon channel closed.
+        drop(std::mem::replace(&mut self.from_spawner, bounded(1).1));
         let (closed, _) = SpawnerInbox::new().unwrap().channel(1);
         drop(std::mem::replace(&mut self.daemon_to_spawner, closed));
         if let Some(thread) = self.thread.take() {
