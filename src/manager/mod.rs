@@ -81,7 +81,9 @@ use crate::cgroup::InstanceCgroup;
 use crate::conf::{Config, OnNodeExit, Output, ReadySignal, ServiceConfig};
 use crate::sys;
 use crate::trace::{Role, Tracer, now_unix_us};
-use crate::wire::link::{ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoSender};
+use crate::wire::link::{
+    ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoSender, WakingSender,
+};
 use crate::wire::proto::public_api::{
     self, ClientIntroduce, NodeInfoResponse, StatusCode, StatusColour, TraceResponse, error::Kind,
     message::Code, message::Payload, node_info_response, service_status_response, trace_response,
@@ -146,7 +148,7 @@ pub struct ManagerLinks {
     /// Reports from the spawner.
     pub from_spawner: Receiver<ms::Message>,
     /// Process work for the spawner.
-    pub to_spawner: Sender<ms::Message>,
+    pub to_spawner: WakingSender<ms::Message>,
     /// The cluster role's link, for a node in a cluster.
     pub cluster: Option<ClusterLink>,
 }
