@@ -428,14 +428,19 @@ pub fn write_frame(stream: &mut UnixStream, body: &[u8]) {
     stream.write_all(&frame).unwrap();
 }
 
-/// SIGKILLs `pid` (through kill(1), so tests need no unsafe), as a crash
-/// would end it.
+/// SIGKILLs `pid`, as a crash would end it.
 pub fn kill_9(pid: u32) {
+    signal(pid, "KILL");
+}
+
+/// Sends `pid` the signal `name` (`"STOP"`, ...) through kill(1), so tests
+/// need no unsafe.
+pub fn signal(pid: u32, name: &str) {
     let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
+        .args([&format!("-{name}"), &pid.to_string()])
         .status()
         .unwrap();
-    assert!(status.success(), "kill -9 {pid}");
+    assert!(status.success(), "kill -{name} {pid}");
 }
 
 /// Whether process `pid` runs (a zombie does not).
