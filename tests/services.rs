@@ -438,15 +438,7 @@ fn shutdown_stops_services_unless_they_are_kept() {
     assert_eq!(node.wait_exit().code(), Some(0), "{}", node.log_text());
     assert!(!pid_alive(stops));
     assert!(pid_alive(kept), "a kept service outlives the node");
-    unsafe_free_kill(kept);
-}
-
-fn unsafe_free_kill(pid: u32) {
-    std::process::Command::new("kill")
-        .arg("-9")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
+    common::kill_9(kept);
 }
 
 #[test]

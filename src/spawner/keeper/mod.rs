@@ -53,6 +53,7 @@ use prost::Message as _;
 
 use crate::sys::{self, UserIds};
 use crate::trace::{now_unix_us, utc_time};
+use crate::wire::LogKeeper;
 use crate::wire::proto::log_keeper as lk;
 use file::{FileSpec, LogFile};
 
@@ -330,16 +331,16 @@ impl Keeper {
 
     fn on_request(&mut self, message: lk::Message, fd: Option<OwnedFd>) -> lk::Message {
         let correlation_id = message.correlation_id;
-        let result = match (message.code, message.payload, fd) {
-            (code, Some(lk::message::Payload::AddStream(add)), Some(pipe))
-                if code == lk::message::Code::AddStream as i32 =>
-            {
-                self.add_stream(&add, pipe)
-            }
-            (code, _, _) if code == lk::message::Code::AddStream as i32 => {
+        let result = match (LogKeeper::from_message(message.code, message.payload), fd) {
+            (Ok(LogKeeper::AddStream(add)), Some(pipe)) => self.add_stream(&add, pipe),
+            (Ok(LogKeeper::AddStream(_)), None) => {
                 Err("AddStream needs its payload and a pipe".to_owned())
             }
-            (code, _, _) => Err(format!("the log keeper does not take code {code}")),
+            (Ok(taken @ (LogKeeper::Ack | LogKeeper::Error(_))), _) => Err(format!(
+                "the log keeper does not take {}",
+                taken.code().as_str_name()
+            )),
+            (Err(bad), _) => Err(format!("log_keeper: {bad}")),
         };
         match result {
             Ok(()) => lk::Message {
