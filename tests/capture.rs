@@ -158,18 +158,26 @@ fn a_killed_keeper_ends_its_writers_and_their_restarts_get_a_new_keeper() {
     let log_dir = setup.log_dir();
     let base = log_dir.join("ticker.0.stdout.log");
     let node = setup.start();
-    let status = |node: &Node| node.client().status(Some("ticker")).unwrap().services[0].instances[0].clone();
+    let status = |node: &Node| {
+        node.client().status(Some("ticker")).unwrap().services[0].instances[0].clone()
+    };
     let first = wait_for("the ticker to run", || status(&node).pid);
-    wait_for("its first lines", || (!captured_lines(&base, 10).is_empty()).then_some(()));
+    wait_for("its first lines", || {
+        (!captured_lines(&base, 10).is_empty()).then_some(())
+    });
     let keeper = keeper_pid(&log_dir).expect("a log keeper runs");
     assert!(common::pid_alive(keeper));
     common::kill_9(keeper);
     // Its next write fails (EPIPE, SIGPIPE): the ticker ends, is started
     // again, and that start finds no keeper and starts a new one.
     let second = wait_for("the ticker restarted", || {
-        status(&node).pid.filter(|pid| *pid != first && status(&node).state == "running")
+        status(&node)
+            .pid
+            .filter(|pid| *pid != first && status(&node).state == "running")
     });
-    let new_keeper = wait_for("a new keeper", || keeper_pid(&log_dir).filter(|pid| *pid != keeper));
+    let new_keeper = wait_for("a new keeper", || {
+        keeper_pid(&log_dir).filter(|pid| *pid != keeper)
+    });
     let lines = captured_lines(&base, 10).len();
     wait_for("the restarted ticker's lines on disk", || {
         (captured_lines(&base, 10).len() > lines + 10).then_some(())

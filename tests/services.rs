@@ -160,14 +160,20 @@ fn restart_never_stays_exited_with_its_code() {
 
 #[test]
 fn a_service_ignoring_sigterm_is_killed_after_its_stop_timeout() {
-    let node = Setup::new("stubborn")
-        .service(
-            "stubborn",
-            "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; while :; do sleep 1; done\"]\nstop_timeout = \"300ms\"\n",
-        )
-        .start();
+    let setup = Setup::new("stubborn").service(
+        "stubborn",
+        "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; echo trapped; while :; do sleep 1; done\"]\nstop_timeout = \"300ms\"\n",
+    );
+    let out = setup.log_dir().join("stubborn.0.stdout.log");
+    let node = setup.start();
     let mut client = node.client();
     wait_states(&mut client, "stubborn", &["running"]);
+    // Running is not yet ignoring TERM: that starts with the trap.
+    wait_for("the trap set", || {
+        fs::read_to_string(&out)
+            .is_ok_and(|text| text.contains("trapped"))
+            .then_some(())
+    });
     let began = Instant::now();
     let stopped = client.stop("stubborn").unwrap();
     assert!(began.elapsed() >= Duration::from_millis(300));

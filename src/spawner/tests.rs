@@ -1112,8 +1112,11 @@ fn a_service_holds_no_descriptor_of_the_spawners_record() {
     };
     let pid = harness.start_ok(request);
     assert_eq!(harness.exit_of(pid).exit_code, Some(0));
+    // The keeper writes the last lines after the child has ended.
+    poll_until("the child's last line on disk", || {
+        fs::read_to_string(&out).is_ok_and(|fds| fds.ends_with("done\n"))
+    });
     let fds = fs::read_to_string(&out).unwrap();
-    assert!(fds.ends_with("done\n"), "{fds}");
     let record = record_dir.display().to_string();
     assert!(
         !fds.contains(&record),
