@@ -728,7 +728,7 @@ pub fn set_process_name(name: &str) -> io::Result<()> {
 /// a static build reads `/etc/passwd` itself, see [`accounts`]).
 pub fn lookup_user(name: &str) -> io::Result<Option<UserIds>> {
     #[cfg(target_feature = "crt-static")]
-    return accounts::user(|entry_name, _| entry_name == name);
+    return c_name(name, "user").and_then(|_| accounts::user(|entry_name, _| entry_name == name));
     #[cfg(not(target_feature = "crt-static"))]
     let name = c_name(name, "user")?;
     #[cfg(not(target_feature = "crt-static"))]
@@ -813,7 +813,7 @@ pub fn lookup_account(uid: u32) -> io::Result<Option<Account>> {
 /// reads `/etc/group`); its group id.
 pub fn lookup_group(name: &str) -> io::Result<Option<u32>> {
     #[cfg(target_feature = "crt-static")]
-    return accounts::group(name);
+    return c_name(name, "group").and_then(|_| accounts::group(name));
     #[cfg(not(target_feature = "crt-static"))]
     let name = c_name(name, "group")?;
     #[cfg(not(target_feature = "crt-static"))]
@@ -1212,6 +1212,7 @@ mod tests {
         assert_eq!(lookup_user("sf-no-such-user").unwrap(), None);
         assert_eq!(lookup_group("sf-no-such-group").unwrap(), None);
         assert!(lookup_user("a\0b").is_err());
+        assert!(lookup_group("a\0b").is_err());
     }
 
     #[test]
