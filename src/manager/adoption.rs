@@ -30,7 +30,7 @@ impl Manager {
                         return processes;
                     }
                 }
-                payload => self.on_spawner(ms::Message { payload, ..message }),
+                payload => self.on_spawner(ms::Message { payload, ..message }, Instant::now()),
             }
         }
     }
@@ -145,7 +145,7 @@ impl Manager {
                     "{name} runs a second time for an instance already adopted: killing it, \
                      so that each instance runs once"
                 );
-                self.signal_group(*pid, libc::SIGKILL);
+                self.signal_group(*pid, libc::SIGKILL, now);
                 return false;
             }
             Ok(found) if found == *start_time => {
@@ -153,7 +153,7 @@ impl Manager {
                     "{name} still runs but its service or instance is no longer configured: \
                      stopping it (SIGTERM to its process group), as a reload removing it would"
                 );
-                self.signal_group(*pid, libc::SIGTERM);
+                self.signal_group(*pid, libc::SIGTERM, now);
                 return false;
             }
             Ok(_) => {
@@ -260,7 +260,7 @@ impl Manager {
 
     /// Asks the spawner to signal `pid`'s process group, outside any
     /// instance's state machine.
-    fn signal_group(&mut self, pid: u32, signal: i32) {
+    fn signal_group(&mut self, pid: u32, signal: i32, now: Instant) {
         let message = ms::Message::new(
             ms::message::Code::SignalProcess,
             Some(format!(
@@ -273,6 +273,6 @@ impl Manager {
                 group: Some(true),
             }),
         );
-        self.ask_spawner(message, Asked::Signal);
+        self.ask_spawner(message, Asked::Signal, now);
     }
 }

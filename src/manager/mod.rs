@@ -61,7 +61,11 @@ mod metrics;
 mod record;
 mod reload;
 mod requests;
+#[cfg(test)]
+mod sim;
 mod status;
+#[cfg(test)]
+mod tests;
 mod usage;
 
 use std::cell::RefCell;
@@ -181,6 +185,21 @@ impl RequestError {
             reason: reason.into(),
         }
     }
+}
+
+/// What woke the manager's loop: a message on one of its links, a link
+/// that closed, or a deadline.
+#[derive(Debug)]
+enum Input {
+    Io(IoEvent),
+    Spawner(ms::Message),
+    SpawnerGone,
+    Daemon(dm::Message),
+    Cluster(crate::wire::proto::manager_cluster::Message),
+    ClusterGone,
+    Tcp(checks::TcpResult),
+    TcpGone,
+    Tick,
 }
 
 /// What the manager asked the spawner and awaits an answer to.
@@ -368,7 +387,24 @@ impl Manager {
     /// the daemon's `Shutdown` has been carried out.
     pub fn run(mut self) -> Result<(), ManagerError> {
         let known = self.await_known_processes();
-        let now = Instant::now();
+        let mut now = Instant::now();
+        self.bring_up(known, now);
+        loop {
+            self.end_pass(now);
+            if self.shutdown.is_some() && self.all_stopping_done() {
+                return self.finish_shutdown();
+            }
+            self.save_record();
+            let input = self.wait()?;
+            now = Instant::now();
+            self.on_input(input, now);
+        }
+    }
+
+    /// Re-adopts what the spawner `known` runs and the record wants, and
+    /// brings every other service to its desired state (or its
+    /// `autostart`).
+    fn bring_up(&mut self, known: Vec<ms::known_processes::Process>, now: Instant) {
         self.adopt_cached_assignments(now);
         let outdated = self.readopt(known, now);
         // The cluster's instances start when the cluster confirms them.
@@ -409,72 +445,81 @@ impl Manager {
                 self.apply(&id, index, Event::Restart, Some(&correlation), now);
             }
         }
-        loop {
-            self.advance_holds(Instant::now());
-            self.send_to_spawner();
-            self.send_cluster_states();
-            self.flush_replies();
-            if self.shutdown.is_some() && self.all_stopping_done() {
-                return self.finish_shutdown();
+    }
+
+    /// Waits for the next input, or for the next deadline.
+    fn wait(&self) -> Result<Input, ManagerError> {
+        let timeout = self
+            .next_deadline()
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        let from_io = &self.links.from_io;
+        let from_spawner = &self.links.from_spawner;
+        let from_daemon = &self.links.from_daemon;
+        let tcp_results = &self.checks.tcp_results;
+        let from_cluster = &self.from_cluster;
+        let never = crossbeam_channel::never();
+        let ticker = timeout.map_or(never, crossbeam_channel::after);
+        Ok(select! {
+            recv(from_io) -> event => {
+                Input::Io(event.map_err(|_| ManagerError::LinkClosed { role: Role::Io })?)
             }
-            self.save_record();
-            let timeout = self
-                .next_deadline()
-                .map(|at| at.saturating_duration_since(Instant::now()));
-            let from_io = &self.links.from_io;
-            let from_spawner = &self.links.from_spawner;
-            let from_daemon = &self.links.from_daemon;
-            let tcp_results = &self.checks.tcp_results;
-            let from_cluster = &self.from_cluster;
-            let never = crossbeam_channel::never();
-            let ticker = timeout.map_or(never, crossbeam_channel::after);
-            select! {
-                recv(from_io) -> event => {
-                    let event = event.map_err(|_| ManagerError::LinkClosed { role: Role::Io })?;
-                    self.on_io(event);
-                    let more: Vec<IoEvent> = self.links.from_io.try_iter().take(64).collect();
-                    for event in more {
-                        self.on_io(event);
-                    }
+            recv(from_spawner) -> message => message.map_or(Input::SpawnerGone, Input::Spawner),
+            recv(from_daemon) -> message => Input::Daemon(
+                message.map_err(|_| ManagerError::LinkClosed { role: Role::Daemon })?,
+            ),
+            recv(from_cluster) -> message => message.map_or(Input::ClusterGone, Input::Cluster),
+            recv(tcp_results) -> result => result.map_or(Input::TcpGone, Input::Tcp),
+            recv(ticker) -> _ => Input::Tick,
+        })
+    }
+
+    /// One pass of the loop: handles `input` and the due timers, all at
+    /// `now`, the one reading of the clock the pass's decisions use.
+    fn on_input(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Io(event) => {
+                self.on_io(event, now);
+                let more: Vec<IoEvent> = self.links.from_io.try_iter().take(64).collect();
+                for event in more {
+                    self.on_io(event, now);
                 }
-                recv(from_spawner) -> message => match message {
-                    Ok(message) => {
-                        self.on_spawner(message);
-                        // A burst of starts or exits is one pass, so one
-                        // write of the state record, not one per process.
-                        let more: Vec<ms::Message> =
-                            self.links.from_spawner.try_iter().take(64).collect();
-                        for message in more {
-                            self.on_spawner(message);
-                        }
-                    }
-                    Err(_) => {
-                        if self.spawner_alive {
-                            log::error!("the spawner's link closed");
-                        }
-                        self.spawner_alive = false;
-                        self.links.from_spawner = crossbeam_channel::never();
-                    }
-                },
-                recv(from_daemon) -> message => {
-                    let message = message.map_err(|_| ManagerError::LinkClosed { role: Role::Daemon })?;
-                    self.on_daemon(message);
-                }
-                recv(from_cluster) -> message => match message {
-                    Ok(message) => self.on_cluster(message),
-                    Err(_) => {
-                        log::error!("the cluster role's link closed");
-                        self.from_cluster = crossbeam_channel::never();
-                    }
-                },
-                recv(tcp_results) -> result => match result {
-                    Ok(result) => self.tcp_checked(result),
-                    Err(_) => self.checks.tcp_thread_gone(),
-                },
-                recv(ticker) -> _ => {}
             }
-            self.on_timers(Instant::now());
+            Input::Spawner(message) => {
+                self.on_spawner(message, now);
+                // A burst of starts or exits is one pass, so one write of
+                // the state record, not one per process.
+                let more: Vec<ms::Message> = self.links.from_spawner.try_iter().take(64).collect();
+                for message in more {
+                    self.on_spawner(message, now);
+                }
+            }
+            Input::SpawnerGone => {
+                if self.spawner_alive {
+                    log::error!("the spawner's link closed");
+                }
+                self.spawner_alive = false;
+                self.links.from_spawner = crossbeam_channel::never();
+            }
+            Input::Daemon(message) => self.on_daemon(message, now),
+            Input::Cluster(message) => self.on_cluster(message, now),
+            Input::ClusterGone => {
+                log::error!("the cluster role's link closed");
+                self.from_cluster = crossbeam_channel::never();
+            }
+            Input::Tcp(result) => self.tcp_checked(result, now),
+            Input::TcpGone => self.checks.tcp_thread_gone(),
+            Input::Tick => {}
         }
+        self.on_timers(now);
+    }
+
+    /// What every pass ends with: held starts and stops move on, and what
+    /// the pass produced goes out.
+    fn end_pass(&mut self, now: Instant) {
+        self.advance_holds(now);
+        self.send_to_spawner();
+        self.send_cluster_states();
+        self.flush_replies();
     }
 
     /// Handles one event from io and hands the replies it has at once to
@@ -482,7 +527,7 @@ impl Manager {
     /// harnesses (fuzzers, property tests) that drive the manager's request
     /// path without its thread.
     pub fn handle_io(&mut self, event: IoEvent) {
-        self.on_io(event);
+        self.on_io(event, Instant::now());
         self.send_to_spawner();
         self.flush_replies();
     }
@@ -557,10 +602,9 @@ impl Manager {
         self.reply_encoded(connection, message, payload_bytes, true);
     }
 
-    fn on_io(&mut self, event: IoEvent) {
+    fn on_io(&mut self, event: IoEvent, now: Instant) {
         match event {
             IoEvent::Requests(requests) => {
-                let now = Instant::now();
                 for request in requests {
                     self.on_request(request, now);
                 }
@@ -645,7 +689,7 @@ impl Manager {
             }
         }
         for effect in effects {
-            self.carry_out(id, index, effect);
+            self.carry_out(id, index, effect, now);
         }
         if before != after {
             self.cluster.note_change(id);
@@ -654,15 +698,15 @@ impl Manager {
             if was_up && !self.service_is_up(id) {
                 self.requirement_lost(id, now);
             }
-            self.settle_waiters(id);
+            self.settle_waiters(id, now);
             for dependent in crate::conf::deps::Graph::new(&self.config.services).dependents(id) {
-                self.settle_waiters(&dependent);
+                self.settle_waiters(&dependent, now);
             }
             self.apply_replacement(id, now);
         }
     }
 
-    fn carry_out(&mut self, id: &str, index: usize, effect: Effect) {
+    fn carry_out(&mut self, id: &str, index: usize, effect: Effect, now: Instant) {
         let Some(service) = self.services.get(id) else {
             return;
         };
@@ -705,21 +749,26 @@ impl Manager {
                 Asked::Signal,
             ),
         };
-        self.ask_spawner(message, asked);
+        self.ask_spawner(message, asked, now);
     }
 
     /// What was asked of a spawner that is gone fails at once.
-    fn spawner_gone(&mut self, asked: Asked) {
+    fn spawner_gone(&mut self, asked: Asked, now: Instant) {
         match asked {
             Asked::Start { service, index } => {
                 log::error!("cannot start {service}.{index}: the spawner is gone");
-                self.spawn_failed(&service, index as usize, "the spawner is gone".to_owned());
+                self.spawn_failed(
+                    &service,
+                    index as usize,
+                    "the spawner is gone".to_owned(),
+                    now,
+                );
             }
             Asked::Watch { pid } => {
-                self.lost_adopted(pid, "the spawner is gone, so nothing watches it");
+                self.lost_adopted(pid, "the spawner is gone, so nothing watches it", now);
             }
             Asked::Check { key } => {
-                self.check_not_started(&key, "the spawner is gone".to_owned());
+                self.check_not_started(&key, "the spawner is gone".to_owned(), now);
             }
             Asked::Signal => {}
         }
@@ -805,8 +854,7 @@ impl Manager {
         }
     }
 
-    fn on_spawner(&mut self, message: ms::Message) {
-        let now = Instant::now();
+    fn on_spawner(&mut self, message: ms::Message, now: Instant) {
         let code = ms::message::Code::try_from(message.code);
         match (code, message.payload) {
             (
@@ -815,7 +863,7 @@ impl Manager {
             ) => {
                 let asked = self.asked.pop_front();
                 if let Some(Asked::Check { key }) = asked {
-                    self.check_started(key, started.pid);
+                    self.check_started(key, started.pid, now);
                 } else if let Some(Asked::Start { service, index }) = asked {
                     log::info!("{service}.{index} started as pid {}", started.pid);
                     if let Some(entry) = self.services.get_mut(&service) {
@@ -843,12 +891,12 @@ impl Manager {
                 match self.asked.pop_front() {
                     Some(Asked::Start { service, index }) => {
                         log::warn!("cannot start {service}.{index}: {reason}");
-                        self.spawn_failed(&service, index as usize, reason);
+                        self.spawn_failed(&service, index as usize, reason, now);
                     }
-                    Some(Asked::Watch { pid }) => self.lost_adopted(pid, &reason),
+                    Some(Asked::Watch { pid }) => self.lost_adopted(pid, &reason, now),
                     Some(Asked::Check { key }) => {
                         log::warn!("cannot start a check of {}.{}: {reason}", key.0, key.1);
-                        self.check_not_started(&key, reason);
+                        self.check_not_started(&key, reason, now);
                     }
                     _ => log::warn!("the spawner refused a signal: {reason}"),
                 }
@@ -865,7 +913,7 @@ impl Manager {
                     (Some(code), None) => ExitStatus::Code(code),
                     (None, None) => ExitStatus::Unknown,
                 };
-                if self.check_exited(exited.pid, exited.exit_code) {
+                if self.check_exited(exited.pid, exited.exit_code, now) {
                     return;
                 }
                 if let Some((service, index)) = self.pids.get(&exited.pid).cloned() {
@@ -874,7 +922,7 @@ impl Manager {
                         exited.pid,
                         instance::describe_exit(status)
                     );
-                    self.note_last_run(&service, index as usize, status, &exited);
+                    self.note_last_run(&service, index as usize, status, &exited, now);
                     self.apply(&service, index as usize, Event::Exited(status), None, now);
                 }
             }
@@ -921,6 +969,7 @@ impl Manager {
         index: usize,
         status: ExitStatus,
         exited: &ms::ProcessExited,
+        now: Instant,
     ) {
         let Some(service) = self.services.get_mut(id) else {
             return;
@@ -931,7 +980,7 @@ impl Manager {
             oom: exited.oom_kills.map(|_| memory_max),
             cpu_usec: exited.cpu_usec,
             peak_rss_bytes: exited.max_rss_bytes,
-            ran: started_at.map(|at| at.elapsed()),
+            ran: started_at.map(|at| now.saturating_duration_since(at)),
         };
         if let Some(usage) = service.usage.get_mut(index) {
             usage.cgroup = None;
@@ -948,10 +997,9 @@ impl Manager {
 
     /// An adopted process the spawner cannot watch: as good as ended, with
     /// its status unknown.
-    fn lost_adopted(&mut self, pid: u32, reason: &str) {
+    fn lost_adopted(&mut self, pid: u32, reason: &str, now: Instant) {
         if let Some((service, index)) = self.pids.get(&pid).cloned() {
             log::warn!("{service}.{index} (adopted pid {pid}) is lost: {reason}");
-            let now = Instant::now();
             self.apply(
                 &service,
                 index as usize,
@@ -962,17 +1010,16 @@ impl Manager {
         }
     }
 
-    fn spawn_failed(&mut self, id: &str, index: usize, reason: String) {
-        self.apply(id, index, Event::SpawnFailed(reason), None, Instant::now());
+    fn spawn_failed(&mut self, id: &str, index: usize, reason: String, now: Instant) {
+        self.apply(id, index, Event::SpawnFailed(reason), None, now);
     }
 
-    fn on_daemon(&mut self, message: dm::Message) {
+    fn on_daemon(&mut self, message: dm::Message, now: Instant) {
         let correlation = message.correlation_id.clone().unwrap_or_default();
         match dm::message::Code::try_from(message.code) {
             Ok(dm::message::Code::Shutdown) => {
                 log::info!("[{correlation}] shutting down: stopping services");
                 self.shutdown = Some(correlation.clone());
-                let now = Instant::now();
                 for waiter in std::mem::take(&mut self.waiters) {
                     let error = RequestError::new(Kind::ShuttingDown, "the node is shutting down");
                     self.answer(waiter.connection, waiter.correlation, Err(error));
@@ -992,7 +1039,6 @@ impl Manager {
                 self.advance_holds(now);
             }
             Ok(dm::message::Code::Reload) => {
-                let now = Instant::now();
                 match self.reload(&correlation, now) {
                     Ok(_) => log::info!("[{correlation}] configuration reloaded"),
                     Err(error) => log::error!("[{correlation}] reload refused: {}", error.reason),
@@ -1077,7 +1123,7 @@ impl Manager {
             .map(|waiter| waiter.service.clone())
             .collect();
         for id in recheck {
-            self.settle_waiters(&id);
+            self.settle_waiters(&id, now);
         }
         self.expire_cluster_requests(now);
         let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
@@ -1094,11 +1140,10 @@ impl Manager {
     }
 
     /// Answers the waiters of service `id` whose goal is reached or lost.
-    fn settle_waiters(&mut self, id: &str) {
+    fn settle_waiters(&mut self, id: &str, now: Instant) {
         let Some(service) = self.services.get(id) else {
             return;
         };
-        let now = Instant::now();
         let blocked = self.blocked_start(id);
         let held = service.hold.is_some();
         let log_dir = &self.config.node.log_dir;

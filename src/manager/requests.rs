@@ -115,7 +115,9 @@ impl Manager {
                 Event::Restart,
                 now,
             ),
-            (Code::ServiceSignal, Some(Payload::ServiceSignal(request))) => self.signal(&request),
+            (Code::ServiceSignal, Some(Payload::ServiceSignal(request))) => {
+                self.signal(&request, now)
+            }
             (Code::ServiceEnable, Some(Payload::ServiceEnable(request))) => {
                 self.known(&request.service_id)?;
                 if let Some(service) = self.services.get_mut(&request.service_id) {
@@ -196,7 +198,7 @@ impl Manager {
 
     /// Sends a `ServiceSignal`'s signal to the process groups of the
     /// service's running instances (or of the one it names).
-    fn signal(&mut self, request: &public_api::ServiceSignal) -> Answer {
+    fn signal(&mut self, request: &public_api::ServiceSignal, now: Instant) -> Answer {
         let id = &request.service_id;
         self.known(id)?;
         let signal = crate::conf::signal_by_name(&request.signal).ok_or_else(|| {
@@ -234,7 +236,7 @@ impl Manager {
         }
         for (index, pid) in targets {
             log::info!("{id}.{index}: sending signal {signal} to pid {pid}'s process group");
-            self.carry_out(id, index as usize, Effect::Signal { pid, signal });
+            self.carry_out(id, index as usize, Effect::Signal { pid, signal }, now);
         }
         let status = self.status_of(self.services.get(id));
         Ok(Some((Code::Ack, Body::Encoded(status))))
@@ -354,7 +356,7 @@ impl Manager {
             along,
             recheck: None,
         });
-        self.settle_waiters(id);
+        self.settle_waiters(id, now);
         Ok(None)
     }
 
