@@ -67,6 +67,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 mod usage;
+mod waiters;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -79,6 +80,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
 use crate::cgroup::InstanceCgroup;
+use crate::conf::deps::RequiredBy;
 use crate::conf::{Config, OnNodeExit, Output, ReadySignal, ServiceConfig};
 use crate::sys;
 use crate::trace::{Role, Tracer, now_unix_us};
@@ -100,6 +102,7 @@ pub use reload::service_table;
 use reload::work_dir_text;
 use status::{Clock, EntryCache, instance_status, overall, system_status};
 use usage::{LastRun, Usage};
+use waiters::{Waiter, Waiters};
 
 /// How many of the last lines of its stderr a failed start's reason
 /// quotes.
@@ -246,21 +249,6 @@ enum Replacement {
     With(Box<ServiceConfig>),
 }
 
-/// A request answered when its service reaches a state.
-#[derive(Debug)]
-struct Waiter {
-    connection: ConnectionId,
-    correlation: String,
-    service: String,
-    goal: Goal,
-    deadline: Instant,
-    /// Services stopped along with it, shown in the reply.
-    along: Vec<String>,
-    /// When to look again: an instance is running but not yet for its
-    /// `start_grace`.
-    recheck: Option<Instant>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Goal {
     Up,
@@ -303,10 +291,13 @@ pub struct Manager {
     /// linger until due; they are then skipped.
     timers: BTreeSet<(Instant, String, usize)>,
     pids: HashMap<u32, (String, u32)>,
+    /// Who requires each service, kept with `config.services`.
+    required_by: RequiredBy,
     asked: VecDeque<Asked>,
     /// Requests for the spawner that its channel had no room for yet.
     to_spawner: VecDeque<ms::Message>,
-    waiters: Vec<Waiter>,
+    /// Requests answered when their service reaches a state.
+    waiters: Waiters,
     subscribers: Vec<(ConnectionId, String)>,
     /// The thread that serves `LogsRequest`s.
     log_reader: logs::LogReader,
@@ -341,6 +332,7 @@ impl Manager {
     ) -> Manager {
         let now = Instant::now();
         let (cluster, from_cluster) = ClusterSide::new(links.cluster.take());
+        let required_by = RequiredBy::new(&config.services);
         let services = config
             .services
             .values()
@@ -363,9 +355,10 @@ impl Manager {
             services,
             timers: BTreeSet::new(),
             pids: HashMap::new(),
+            required_by,
             asked: VecDeque::new(),
             to_spawner: VecDeque::new(),
-            waiters: Vec::new(),
+            waiters: Waiters::default(),
             subscribers: Vec::new(),
             outgoing: Vec::new(),
             reload_error: None,
@@ -613,8 +606,7 @@ impl Manager {
                 self.log_reader.closed(connection);
                 self.subscribers
                     .retain(|(subscriber, _)| *subscriber != connection);
-                self.waiters
-                    .retain(|waiter| waiter.connection != connection);
+                self.waiters.closed(connection);
                 self.cluster.closed(connection);
             }
         }
@@ -699,7 +691,7 @@ impl Manager {
                 self.requirement_lost(id, now);
             }
             self.settle_waiters(id, now);
-            for dependent in crate::conf::deps::Graph::new(&self.config.services).dependents(id) {
+            for dependent in self.required_by.dependents(id) {
                 self.settle_waiters(&dependent, now);
             }
             self.apply_replacement(id, now);
@@ -1020,7 +1012,7 @@ impl Manager {
             Ok(dm::message::Code::Shutdown) => {
                 log::info!("[{correlation}] shutting down: stopping services");
                 self.shutdown = Some(correlation.clone());
-                for waiter in std::mem::take(&mut self.waiters) {
+                for waiter in self.waiters.take_all() {
                     let error = RequestError::new(Kind::ShuttingDown, "the node is shutting down");
                     self.answer(waiter.connection, waiter.correlation, Err(error));
                 }
@@ -1081,13 +1073,9 @@ impl Manager {
 
     fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timers.first().map(|(at, _, _)| *at);
-        let deadlines = self
-            .waiters
-            .iter()
-            .flat_map(|waiter| std::iter::once(waiter.deadline).chain(waiter.recheck));
         timer
             .into_iter()
-            .chain(deadlines)
+            .chain(self.waiters.next_deadline())
             .chain(self.checks.next_deadline())
             .chain(self.cluster.next_deadline())
             .min()
@@ -1116,27 +1104,23 @@ impl Manager {
             self.apply(&id, index, Event::TimerFired, None, now);
         }
         self.run_checks(now);
-        let recheck: BTreeSet<String> = self
-            .waiters
-            .iter()
-            .filter(|waiter| waiter.recheck.is_some_and(|at| at <= now))
-            .map(|waiter| waiter.service.clone())
-            .collect();
-        for id in recheck {
+        for id in self.waiters.due(now) {
             self.settle_waiters(&id, now);
+            let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) = self
+                .waiters
+                .take(&id)
+                .into_iter()
+                .partition(|waiter| waiter.deadline <= now);
+            self.waiters.put_back(&id, waiting, None);
+            for waiter in expired {
+                let error = RequestError::new(
+                    Kind::Timeout,
+                    format!("service `{id}` did not get there in time"),
+                );
+                self.answer(waiter.connection, waiter.correlation, Err(error));
+            }
         }
         self.expire_cluster_requests(now);
-        let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
-            .into_iter()
-            .partition(|waiter| waiter.deadline <= now);
-        self.waiters = waiting;
-        for waiter in expired {
-            let error = RequestError::new(
-                Kind::Timeout,
-                format!("service `{}` did not get there in time", waiter.service),
-            );
-            self.answer(waiter.connection, waiter.correlation, Err(error));
-        }
     }
 
     /// Answers the waiters of service `id` whose goal is reached or lost.
@@ -1148,10 +1132,9 @@ impl Manager {
         let held = service.hold.is_some();
         let log_dir = &self.config.node.log_dir;
         let mut settled = Vec::new();
-        self.waiters.retain_mut(|waiter| {
-            if waiter.service != id {
-                return true;
-            }
+        let mut waiting = self.waiters.take(id);
+        let mut recheck = None;
+        waiting.retain(|waiter| {
             let outcome = match (&blocked, waiter.goal) {
                 (Some(reason), Goal::Up) => {
                     Outcome::Done(Err(RequestError::new(Kind::StartFailed, reason.clone())))
@@ -1169,12 +1152,13 @@ impl Manager {
                     ));
                     false
                 }
-                Outcome::Pending(recheck) => {
-                    waiter.recheck = recheck;
+                Outcome::Pending(at) => {
+                    recheck = recheck.or(at);
                     true
                 }
             }
         });
+        self.waiters.put_back(id, waiting, recheck);
         for (connection, correlation, along, outcome) in settled {
             let result = outcome.map(|()| {
                 let ids = std::iter::once(id).chain(along.iter().map(String::as_str));

@@ -347,15 +347,16 @@ impl Manager {
             self.drive(id, event, correlation, now);
             Vec::new()
         };
-        self.waiters.push(Waiter {
-            connection,
-            correlation: correlation.to_owned(),
-            service: id.to_owned(),
-            goal,
-            deadline,
-            along,
-            recheck: None,
-        });
+        self.waiters.add(
+            id,
+            Waiter {
+                connection,
+                correlation: correlation.to_owned(),
+                goal,
+                deadline,
+                along,
+            },
+        );
         self.settle_waiters(id, now);
         Ok(None)
     }
@@ -368,7 +369,7 @@ impl Manager {
         let chain = match goal {
             Goal::Up => graph.requirements(id),
             Goal::Down => {
-                let mut chain = graph.dependents(id);
+                let mut chain = self.required_by.dependents(id);
                 chain.push(id.to_owned());
                 chain
             }
