@@ -405,12 +405,12 @@ impl Hierarchy {
         let mut created = Vec::new();
         let mut taken_over = false;
         for dir in &cgroup.dirs {
-            match fs::create_dir(&dir.path) {
-                Ok(()) => created.push(dir.path.clone()),
-                Err(error) if error.kind() == ErrorKind::AlreadyExists => taken_over = true,
+            match create_in_base(dir) {
+                Ok(true) => created.push(dir.path.clone()),
+                Ok(false) => taken_over = true,
                 Err(error) => {
                     remove_dirs(&created);
-                    return Err(io_error("creating cgroup", &dir.path)(error));
+                    return Err(error);
                 }
             }
         }
@@ -498,6 +498,30 @@ fn open_v2_base(own: &Path, base_name: &str) -> Result<(PathBuf, V2Controllers),
         }
     }
     Ok((base, usable))
+}
+
+/// Creates an instance's directory: `true` when it made it, `false` when
+/// it was there already. A base that is gone (another node of the same
+/// name removed it, empty, when it stopped) is made again first.
+fn create_in_base(dir: &Dir) -> Result<bool, CgroupError> {
+    let mut tries = 0;
+    loop {
+        match fs::create_dir(&dir.path) {
+            Ok(()) => return Ok(true),
+            Err(error) if error.kind() == ErrorKind::AlreadyExists => return Ok(false),
+            Err(error) if error.kind() == ErrorKind::NotFound && tries < 3 => {
+                tries += 1;
+                let base = dir.path.parent().unwrap_or(&dir.path);
+                match (dir.kind, base.parent(), base.file_name()) {
+                    (Kind::Unified, Some(own), Some(base_name)) => {
+                        open_v2_base(own, &base_name.to_string_lossy())?;
+                    }
+                    _ => make_dir(base)?,
+                }
+            }
+            Err(error) => return Err(io_error("creating cgroup", &dir.path)(error)),
+        }
+    }
 }
 
 /// The unified tree's controllers: usable, or why not.

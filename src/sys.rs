@@ -1,21 +1,39 @@
 //! The process calls std does not offer, behind safe helpers.
 //!
-//! This is the crate's only `unsafe` code: sessions, signals, reaping,
-//! pidfds, user/group lookups, socket peer credentials, and the
-//! privilege drop of privilege separation, each a small block with its
-//! `// SAFETY:` reason.
+//! Most are `rustix` calls (sessions, signals, pidfds, poll, `*at` file
+//! calls, sockets and passed descriptors, rlimits, the pre-exec work of a
+//! child). What rustix does not offer safely stays a libc call here, the
+//! crate's only `unsafe` code, each a small block with its `// SAFETY:`
+//! reason: user and group lookups (NSS), process-wide id changes (glibc
+//! applies them to every thread; rustix only changes the calling one),
+//! `wait4`'s rusage, `setfsuid`, `SO_PEERCRED` and `SO_PEERGROUPS`
+//! (rustix's `UCred` cannot hold the pid 0 the kernel gives for a peer in
+//! another pid namespace), `SIOCOUTQ`, `malloc_trim`, the `dup2` to a
+//! chosen number in a child, `pre_exec` itself, and taking inherited
+//! descriptors by number.
 //! Every helper returns `io::Result` (or a plain value where the call
 //! cannot fail). It owns no state, threads or channels; the spawner is the
 //! only role that calls the process helpers.
 
-use std::ffi::{CString, c_char, c_int};
+#[cfg(not(target_feature = "crt-static"))]
+use std::ffi::c_char;
+use std::ffi::{CString, c_int};
 use std::fs;
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::{MaybeUninit, size_of};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::ptr;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
+use rustix::io::{Errno, FdFlags};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
+use rustix::process::{Pid, Resource, Signal, WaitOptions};
 
 /// How a reaped child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,10 +182,15 @@ fn socklen_for(bytes: usize) -> libc::socklen_t {
 /// leads a new session and process group (whose id is its pid) with no
 /// controlling terminal: a signal to the group reaches its whole tree.
 pub fn start_in_new_session(command: &mut Command) -> &mut Command {
+    let hook = || {
+        rustix::process::setsid()?;
+        Ok(())
+    };
     // SAFETY: the hook runs in the forked child, where only
-    // async-signal-safe calls are allowed. `setsid` is one, and the hook
-    // allocates nothing: an `io::Error` built from errno is a plain value.
-    unsafe { command.pre_exec(setsid) }
+    // async-signal-safe calls are allowed. `setsid` is one (a raw system
+    // call), and the hook allocates nothing: an `io::Error` from an errno
+    // is a plain value.
+    unsafe { command.pre_exec(hook) }
 }
 
 /// Makes `command`'s child get `fd` (open in the parent until the spawn
@@ -203,38 +226,36 @@ pub fn pass_fd(command: &mut Command, fd: BorrowedFd<'_>, target: c_int) {
 /// Best effort: a child that cannot read its stat still execs.
 pub fn record_own_stat_before_exec(command: &mut Command, fd: BorrowedFd<'_>) {
     let target = fd.as_raw_fd();
+    let hook = move || {
+        let Ok(stat) = rustix::fs::open(
+            c"/proc/self/stat",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return Ok(());
+        };
+        let mut buffer = [0u8; 1024];
+        let mut length = 0usize;
+        while length < buffer.len() {
+            match rustix::io::read(&stat, &mut buffer[length..]) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => length += read,
+            }
+        }
+        drop(stat);
+        // SAFETY: `target` is the child's copy of the parent's descriptor,
+        // which the caller keeps open until the spawn returns; the borrow
+        // lasts for this one write.
+        let target = unsafe { BorrowedFd::borrow_raw(target) };
+        let _ = rustix::io::write(target, &buffer[..length]);
+        Ok(())
+    };
     // SAFETY: the hook runs in the forked child, where only
-    // async-signal-safe calls are allowed: `open`, `read`, `write` and
-    // `close` are, and the hook allocates nothing (the buffer is on its
-    // stack, the path a static C string). `target` is a copy of the
-    // parent's descriptor, which the caller keeps open until the spawn
-    // returns.
+    // async-signal-safe calls are allowed: it makes raw `open`, `read`,
+    // `write` and `close` system calls and allocates nothing (the buffer
+    // is on its stack, the path a static C string).
     unsafe {
-        command.pre_exec(move || {
-            let mut buffer = [0u8; 1024];
-            let stat = libc::open(
-                c"/proc/self/stat".as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-            );
-            if stat == -1 {
-                return Ok(());
-            }
-            let mut length = 0usize;
-            while length < buffer.len() {
-                let read = libc::read(
-                    stat,
-                    buffer[length..].as_mut_ptr().cast(),
-                    buffer.len() - length,
-                );
-                if read <= 0 {
-                    break;
-                }
-                length += read.unsigned_abs();
-            }
-            libc::close(stat);
-            libc::write(target, buffer.as_ptr().cast(), length);
-            Ok(())
-        });
+        command.pre_exec(hook);
     }
 }
 
@@ -242,30 +263,26 @@ pub fn record_own_stat_before_exec(command: &mut Command, fd: BorrowedFd<'_>) {
 /// writing), even while data it sent before is still unread: `poll(2)`
 /// for `POLLRDHUP` without waiting.
 pub fn peer_hung_up(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut polled = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, a count of one, and no wait.
-    if unsafe { libc::poll(&mut polled, 1, 0) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(polled.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0)
+    let mut polled = [PollFd::new(&fd, PollFlags::RDHUP)];
+    rustix::event::poll(&mut polled, Some(&NO_WAIT))?;
+    Ok(polled[0]
+        .revents()
+        .intersects(PollFlags::RDHUP | PollFlags::HUP))
 }
+
+/// A zero `poll(2)` timeout: report readiness without waiting.
+const NO_WAIT: Timespec = Timespec {
+    tv_sec: 0,
+    tv_nsec: 0,
+};
 
 /// `flock(LOCK_EX | LOCK_NB)` on `file`: true when this process now holds
 /// it, false when another open file holds it.
 pub fn try_lock_exclusive(file: &impl AsFd) -> io::Result<bool> {
-    // SAFETY: flock on a descriptor the caller holds open; no memory.
-    if unsafe { libc::flock(file.as_fd().as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(true);
-    }
-    let error = io::Error::last_os_error();
-    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(error)
+    match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(Errno::WOULDBLOCK) => Ok(false),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -273,66 +290,98 @@ pub fn try_lock_exclusive(file: &impl AsFd) -> io::Result<bool> {
 /// process's own, checking it is an open socket and marking it
 /// close-on-exec so children never inherit it.
 pub fn take_inherited_socket(fd: c_int) -> io::Result<OwnedFd> {
-    let mut stat = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat writes one stat into the buffer, or fails on a bad fd.
-    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstat succeeded, so it filled the buffer.
-    let mode = unsafe { stat.assume_init() }.st_mode;
-    if mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(io::Error::new(
+    take_inherited(fd, FileType::Socket)?.ok_or_else(|| {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("descriptor {fd} is not a socket"),
-        ));
+        )
+    })
+}
+
+/// Takes ownership of inherited descriptor `fd` if it is open and a pipe
+/// (as a readiness pipe handed over at exec is); None otherwise.
+pub fn take_inherited_fd(fd: c_int) -> Option<OwnedFd> {
+    take_inherited(fd, FileType::Fifo).ok().flatten()
+}
+
+/// Takes inherited descriptor `fd` as this process's own, close-on-exec,
+/// when it is open and of type `kind`; None when it is of another type.
+fn take_inherited(fd: c_int, kind: FileType) -> io::Result<Option<OwnedFd>> {
+    // SAFETY: the borrow lasts for the one fstat below, which only asks the
+    // kernel about the number: a closed one makes it fail with EBADF.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let stat = rustix::fs::fstat(borrowed)?;
+    if FileType::from_raw_mode(stat.st_mode) != kind {
+        return Ok(None);
     }
-    // SAFETY: sets a flag on a descriptor checked open above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the descriptor is open (checked) and nothing else in this
-    // process owns it: it was handed over by the parent for this caller.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    rustix::io::fcntl_setfd(borrowed, FdFlags::CLOEXEC)?;
+    // SAFETY: the descriptor is open (fstat succeeded) and nothing else in
+    // this process owns it: it was inherited across exec for this caller.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// `pipe2(2)` with `O_CLOEXEC`: (read end, write end). (std's
 /// `io::pipe` is newer than the crate's minimum Rust version.)
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds: [c_int; 2] = [-1, -1];
-    // SAFETY: `fds` is a live, writable array of two ints, which pipe2
-    // fills with two new descriptors on success.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 just returned both descriptors as new and owned by
-    // nothing else, so each OwnedFd is its only owner.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
-/// `setsid(2)`: async-signal-safe, for the pre-exec hook above.
-fn setsid() -> io::Result<()> {
-    // SAFETY: setsid takes no arguments and touches no memory of ours.
-    if unsafe { libc::setsid() } == -1 {
-        return Err(io::Error::last_os_error());
+/// Linux's real-time signals, `SIGRTMIN` (before libc takes its own) to
+/// `SIGRTMAX`: rustix names only the others.
+const REALTIME_SIGNALS: std::ops::RangeInclusive<i32> = 32..=64;
+
+/// This process's pid, or its process group's id when `group`.
+fn own_pid(group: bool) -> Pid {
+    if group {
+        rustix::process::getpgrp()
+    } else {
+        rustix::process::getpid()
     }
-    Ok(())
 }
 
 /// `kill(2)`: sends `signal` to process `pid`, or to process group `-pid`
-/// when `pid` is negative. Refuses 0 (the caller's own group) and -1
-/// (every process it may signal): no caller means those.
+/// when `pid` is negative; signal 0 only checks that it may. Refuses 0
+/// (the caller's own group) and -1 (every process it may signal): no
+/// caller means those.
 pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
-    if pid == 0 || pid == -1 {
+    let Some(target) = pid
+        .checked_abs()
+        .and_then(Pid::from_raw)
+        .filter(|_| pid != -1)
+    else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("refusing to signal pid {pid}, which means more than one process"),
         ));
+    };
+    let group = pid < 0;
+    if signal == 0 {
+        return Ok(if group {
+            rustix::process::test_kill_process_group(target)
+        } else {
+            rustix::process::test_kill_process(target)
+        }?);
     }
-    // SAFETY: kill takes two integers and touches no memory of ours.
-    if unsafe { libc::kill(pid, signal) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let signal = match Signal::from_named_raw(signal) {
+        Some(named) => named,
+        None if REALTIME_SIGNALS.contains(&signal) && target != own_pid(group) => {
+            // SAFETY: a real-time signal number, so valid and non-zero; it
+            // goes to another process or group (checked just above), never
+            // to this one, whose libc reserves some of those numbers.
+            unsafe { Signal::from_raw_unchecked(signal) }
+        }
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{signal} is not a signal number"),
+            ));
+        }
+    };
+    Ok(if group {
+        rustix::process::kill_process_group(target, signal)
+    } else {
+        rustix::process::kill_process(target, signal)
+    }?)
 }
 
 /// What a reaped child used, from the kernel's `rusage` of it (and of
@@ -390,25 +439,34 @@ pub fn reap_any() -> io::Result<Option<(u32, ExitStatusKind, Usage)>> {
 }
 
 /// The `RLIMIT_*` resources by their lowercase names, as `limits` in a
-/// service's configuration names them.
-pub const RLIMITS: [(&str, u32); 16] = [
-    ("as", libc::RLIMIT_AS),
-    ("core", libc::RLIMIT_CORE),
-    ("cpu", libc::RLIMIT_CPU),
-    ("data", libc::RLIMIT_DATA),
-    ("fsize", libc::RLIMIT_FSIZE),
-    ("locks", libc::RLIMIT_LOCKS),
-    ("memlock", libc::RLIMIT_MEMLOCK),
-    ("msgqueue", libc::RLIMIT_MSGQUEUE),
-    ("nice", libc::RLIMIT_NICE),
-    ("nofile", libc::RLIMIT_NOFILE),
-    ("nproc", libc::RLIMIT_NPROC),
-    ("rss", libc::RLIMIT_RSS),
-    ("rtprio", libc::RLIMIT_RTPRIO),
-    ("rttime", libc::RLIMIT_RTTIME),
-    ("sigpending", libc::RLIMIT_SIGPENDING),
-    ("stack", libc::RLIMIT_STACK),
+/// service's configuration names them (a [`Rlimit`] carries the number,
+/// `resource as u32`).
+pub const RLIMITS: [(&str, Resource); 16] = [
+    ("as", Resource::As),
+    ("core", Resource::Core),
+    ("cpu", Resource::Cpu),
+    ("data", Resource::Data),
+    ("fsize", Resource::Fsize),
+    ("locks", Resource::Locks),
+    ("memlock", Resource::Memlock),
+    ("msgqueue", Resource::Msgqueue),
+    ("nice", Resource::Nice),
+    ("nofile", Resource::Nofile),
+    ("nproc", Resource::Nproc),
+    ("rss", Resource::Rss),
+    ("rtprio", Resource::Rtprio),
+    ("rttime", Resource::Rttime),
+    ("sigpending", Resource::Sigpending),
+    ("stack", Resource::Stack),
 ];
+
+/// The resource of `RLIMIT_*` number `number`, if [`RLIMITS`] has it.
+fn resource(number: u32) -> Option<Resource> {
+    RLIMITS
+        .iter()
+        .find(|(_, resource)| *resource as u32 == number)
+        .map(|(_, resource)| *resource)
+}
 
 /// `RLIM_INFINITY`: no limit.
 pub const RLIM_INFINITY: u64 = libc::RLIM_INFINITY;
@@ -426,24 +484,19 @@ pub struct Rlimit {
 }
 
 /// `getrlimit(2)`: this process's (soft, hard) limit of `resource`.
-pub fn getrlimit(resource: u32) -> io::Result<(u64, u64)> {
-    let mut value = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `value` is a live, writable rlimit for the whole call.
-    if unsafe { libc::getrlimit(resource as _, &mut value) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((value.rlim_cur, value.rlim_max))
+pub fn getrlimit(number: u32) -> io::Result<(u64, u64)> {
+    let resource = resource(number).ok_or_else(|| io::Error::from(Errno::INVAL))?;
+    let value = rustix::process::getrlimit(resource);
+    let or_infinity = |limit: Option<u64>| limit.unwrap_or(RLIM_INFINITY);
+    Ok((or_infinity(value.current), or_infinity(value.maximum)))
 }
 
 /// The name of rlimit `resource` in [`RLIMITS`], or its number.
-pub fn rlimit_name(resource: u32) -> String {
+pub fn rlimit_name(number: u32) -> String {
     RLIMITS
         .iter()
-        .find(|(_, number)| *number == resource)
-        .map_or_else(|| resource.to_string(), |(name, _)| (*name).to_owned())
+        .find(|(_, resource)| *resource as u32 == number)
+        .map_or_else(|| number.to_string(), |(name, _)| (*name).to_owned())
 }
 
 /// Whether this process holds capability `number` (`CAP_*`) in its
@@ -484,59 +537,61 @@ pub struct ChildSetup {
 /// [`ChildSetup`]). Use it instead of `CommandExt::uid`/`gid`, which std
 /// applies before any hook, too early for the rlimits.
 pub fn prepare_child(command: &mut Command, setup: ChildSetup) {
+    // The id changes are rustix's per-thread system calls: the forked
+    // child has one thread, so they change the whole process.
+    let hook = move || {
+        for procs in &setup.cgroup_procs {
+            if rustix::io::write(procs, b"0")? != 1 {
+                return Err(io::Error::from(Errno::IO));
+            }
+        }
+        for limit in &setup.rlimits {
+            let resource = resource(limit.resource).ok_or(Errno::INVAL)?;
+            let finite = |value: u64| (value != RLIM_INFINITY).then_some(value);
+            let value = rustix::process::Rlimit {
+                current: finite(limit.soft),
+                maximum: finite(limit.hard),
+            };
+            rustix::process::setrlimit(resource, value)?;
+        }
+        if let Some(ids) = setup.ids {
+            if rustix::process::getuid().is_root() {
+                rustix::thread::set_thread_groups(&[])?;
+            }
+            rustix::thread::set_thread_gid(rustix::process::Gid::from_raw_unchecked(ids.gid))?;
+            rustix::thread::set_thread_uid(rustix::process::Uid::from_raw_unchecked(ids.uid))?;
+        }
+        Ok(())
+    };
     // SAFETY: the hook runs in the forked child, where only
-    // async-signal-safe calls are allowed: write, setrlimit, getuid,
-    // setgroups, setgid and setuid are plain system calls, and the hook
-    // allocates nothing (it only reads the vectors moved into it, which
-    // the child's copy of memory holds). The descriptors stay open until
-    // the Command is dropped, after the spawn.
+    // async-signal-safe calls are allowed: it makes raw write, prlimit,
+    // getuid, setgroups, setgid and setuid system calls, and allocates
+    // nothing (it only reads the vectors moved into it, which the child's
+    // copy of memory holds; an `io::Error` from an errno is a plain
+    // value). The descriptors stay open until the Command is dropped,
+    // after the spawn.
     unsafe {
-        command.pre_exec(move || {
-            for procs in &setup.cgroup_procs {
-                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            for limit in &setup.rlimits {
-                let value = libc::rlimit {
-                    rlim_cur: limit.soft,
-                    rlim_max: limit.hard,
-                };
-                if libc::setrlimit(limit.resource as _, &value) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if let Some(ids) = setup.ids {
-                if libc::getuid() == 0 && libc::setgroups(0, ptr::null()) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::setgid(ids.gid) == -1 || libc::setuid(ids.uid) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+        command.pre_exec(hook);
     }
 }
 
 /// `waitpid(pid, 0)`: waits for child `pid` to end and reaps it.
 pub fn wait_for_child(pid: u32) -> io::Result<ExitStatusKind> {
-    let pid = i32::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ECHILD))?;
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or(Errno::CHILD)?;
     loop {
-        let mut status: c_int = 0;
-        // SAFETY: `status` is a live, writable c_int for the whole call.
-        if unsafe { libc::waitpid(pid, &mut status, 0) } == -1 {
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
+        let status = match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+            Ok(Some((_, status))) => status,
+            Ok(None) | Err(Errno::INTR) => continue,
+            Err(error) => return Err(error.into()),
+        };
+        if let Some(code) = status.exit_status() {
+            return Ok(ExitStatusKind::Code(code));
         }
-        if libc::WIFEXITED(status) {
-            return Ok(ExitStatusKind::Code(libc::WEXITSTATUS(status)));
-        }
-        if libc::WIFSIGNALED(status) {
-            return Ok(ExitStatusKind::Signal(libc::WTERMSIG(status)));
+        if let Some(signal) = status.terminating_signal() {
+            return Ok(ExitStatusKind::Signal(signal));
         }
     }
 }
@@ -545,12 +600,9 @@ pub fn wait_for_child(pid: u32) -> io::Result<ExitStatusKind> {
 /// grandchildren of a service that double-forks) are re-parented to it
 /// rather than to init, so the spawner reaps them and none stays a zombie.
 pub fn become_child_subreaper() -> io::Result<()> {
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument and touches
-    // no memory of ours; the unused arguments are passed as zero.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::process::set_child_subreaper(Some(
+        rustix::process::getpid(),
+    ))?)
 }
 
 /// The start time of process `pid`: field 22 of `/proc/<pid>/stat`, in
@@ -581,15 +633,8 @@ pub fn process_usage(pid: u32) -> io::Result<(u64, u64)> {
             format!("/proc/{pid}/stat lacks its time or rss fields"),
         ));
     };
-    // SAFETY: sysconf takes one integer and touches no memory of ours.
-    let (ticks, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_CLK_TCK),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    let ticks = u64::try_from(ticks).unwrap_or(100).max(1);
-    let page = u64::try_from(page).unwrap_or(4096);
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    let page = rustix::param::page_size() as u64;
     Ok(((utime + stime) * 1_000_000 / ticks, rss_pages * page))
 }
 
@@ -605,64 +650,47 @@ pub fn parse_start_time(stat: &str) -> Option<u64> {
 /// number, which may be recycled) and becomes readable when it ends. Works
 /// for processes that are not our children.
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("pid {pid} out of range"),
-        )
-    })?;
-    // SAFETY: pidfd_open takes a pid and a flags word and touches no memory
-    // of ours; it returns a new file descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = c_int::try_from(fd)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "pidfd_open returned a bad fd"))?;
-    // SAFETY: the kernel just returned `fd` as a new descriptor that nothing
-    // else owns, so the OwnedFd is its only owner and closes it once.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("pid {pid} out of range"),
+            )
+        })?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
 }
 
 /// Which of `fds` are readable, without waiting: `poll(2)` with a zero
 /// timeout. A pidfd is readable once its process ended; a pipe's read end
 /// once it holds data or its write ends are all closed.
 pub fn readable_fds(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
-    let mut polled: Vec<libc::pollfd> = fds
+    let mut polled: Vec<PollFd<'_>> = fds
         .iter()
-        .map(|fd| libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
+        .map(|fd| PollFd::new(fd, PollFlags::IN))
         .collect();
-    let count = libc::nfds_t::try_from(polled.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many fds to poll"))?;
     loop {
-        // SAFETY: `polled` is a live, writable array of `count` pollfds for
-        // the whole call, and a zero timeout never blocks.
-        let ready = unsafe { libc::poll(polled.as_mut_ptr(), count, 0) };
-        if ready >= 0 {
-            break;
-        }
-        let error = io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EINTR) {
-            return Err(error);
+        match rustix::event::poll(&mut polled, Some(&NO_WAIT)) {
+            Ok(_) => break,
+            Err(Errno::INTR) => {}
+            Err(error) => return Err(error.into()),
         }
     }
-    Ok(polled.iter().map(|fd| fd.revents != 0).collect())
+    Ok(polled.iter().map(|fd| !fd.revents().is_empty()).collect())
 }
 
 /// The effective user id of this process.
 pub fn effective_uid() -> u32 {
-    // SAFETY: geteuid takes no arguments and always succeeds.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// The effective group id of this process.
 pub fn effective_gid() -> u32 {
-    // SAFETY: getegid takes no arguments and always succeeds.
-    unsafe { libc::getegid() }
+    rustix::process::getegid().as_raw()
 }
 
 /// Drops this process's privileges for good: supplementary groups
@@ -693,12 +721,7 @@ pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
 /// bytes by the kernel.
 pub fn set_process_name(name: &str) -> io::Result<()> {
     let name = c_name(name, "process")?;
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string, which `name` is
-    // and which outlives the call; the kernel copies at most 16 bytes.
-    if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::thread::set_name(&name)?)
 }
 
 /// Looks `name` up in the passwd database (`getpwnam_r`, so through NSS;
@@ -808,30 +831,17 @@ pub fn lookup_group(name: &str) -> io::Result<Option<u32>> {
 /// file: it vanishes with its last holder) and listening, non-blocking.
 /// Only one socket can hold a name; the peer's credentials tell who did.
 pub fn seqpacket_listen(name: &[u8]) -> io::Result<OwnedFd> {
-    let socket = seqpacket_socket(libc::SOCK_NONBLOCK)?;
-    let (address, len) = abstract_address(name)?;
-    // SAFETY: `address` is a live sockaddr_un of which `len` bytes are
-    // set; bind reads only those.
-    if unsafe { libc::bind(socket.as_raw_fd(), (&raw const address).cast(), len) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: listen takes a descriptor and a backlog and touches no memory.
-    if unsafe { libc::listen(socket.as_raw_fd(), 16) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    let socket = seqpacket_socket(SocketFlags::NONBLOCK)?;
+    rustix::net::bind(&socket, &abstract_address(name)?)?;
+    rustix::net::listen(&socket, 16)?;
     Ok(socket)
 }
 
 /// A blocking `SOCK_SEQPACKET` socket connected to the abstract name
 /// `name`.
 pub fn seqpacket_connect(name: &[u8]) -> io::Result<OwnedFd> {
-    let socket = seqpacket_socket(0)?;
-    let (address, len) = abstract_address(name)?;
-    // SAFETY: `address` is a live sockaddr_un of which `len` bytes are
-    // set; connect reads only those.
-    if unsafe { libc::connect(socket.as_raw_fd(), (&raw const address).cast(), len) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    let socket = seqpacket_socket(SocketFlags::empty())?;
+    rustix::net::connect(&socket, &abstract_address(name)?)?;
     Ok(socket)
 }
 
@@ -839,112 +849,58 @@ pub fn seqpacket_connect(name: &[u8]) -> io::Result<OwnedFd> {
 /// `None` when none is waiting.
 pub fn seqpacket_accept(listener: &impl AsFd) -> io::Result<Option<OwnedFd>> {
     loop {
-        // SAFETY: null address pointers ask for no peer address; accept4
-        // returns a new descriptor or -1.
-        let fd = unsafe {
-            libc::accept4(
-                listener.as_fd().as_raw_fd(),
-                ptr::null_mut(),
-                ptr::null_mut(),
-                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: accept4 just returned `fd` as a new descriptor owned
-            // by nothing else.
-            return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
-        }
-        let error = io::Error::last_os_error();
-        match error.kind() {
-            io::ErrorKind::Interrupted => {}
-            io::ErrorKind::WouldBlock => return Ok(None),
-            _ => return Err(error),
+        match rustix::net::accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
+            Ok(socket) => return Ok(Some(socket)),
+            Err(Errno::INTR) => {}
+            Err(Errno::WOULDBLOCK) => return Ok(None),
+            Err(error) => return Err(error.into()),
         }
     }
 }
 
-fn seqpacket_socket(flags: c_int) -> io::Result<OwnedFd> {
-    // SAFETY: socket takes three integers and returns a new descriptor or -1.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | flags,
-            0,
-        )
-    };
-    if fd == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: socket just returned `fd` as a new descriptor owned by
-    // nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn seqpacket_socket(flags: SocketFlags) -> io::Result<OwnedFd> {
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC | flags,
+        None,
+    )?)
 }
 
-/// The address of abstract name `name` (a leading NUL, then the name) and
-/// its length.
-fn abstract_address(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
-    // SAFETY: sockaddr_un is plain integers and bytes, for which all zeroes
-    // is a valid value.
-    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if name.len() + 1 > address.sun_path.len() {
-        return Err(io::Error::new(
+/// The address of abstract name `name` (a leading NUL, then the name).
+fn abstract_address(name: &[u8]) -> io::Result<SocketAddrUnix> {
+    SocketAddrUnix::new_abstract_name(name).map_err(|_| {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("abstract socket name of {} bytes is too long", name.len()),
-        ));
-    }
-    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (slot, byte) in address.sun_path[1..].iter_mut().zip(name) {
-        *slot = *byte as c_char;
-    }
-    let len = size_of::<libc::sa_family_t>() + 1 + name.len();
-    Ok((address, socklen_for(len)))
+        )
+    })
 }
+
+/// Room for the control message of one packet: up to four descriptors
+/// (only one is ever sent; more are received, and closed, only from a
+/// peer that misbehaves).
+const CONTROL_SPACE: usize = rustix::cmsg_space!(ScmRights(4));
 
 /// Sends `bytes` as one packet on `socket`, with `fd` as `SCM_RIGHTS`
 /// when given; never raises SIGPIPE.
 pub fn send_packet(socket: &impl AsFd, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr().cast_mut().cast(),
-        iov_len: bytes.len(),
-    };
-    let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain integers and pointers, all zeroes valid.
-    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-    header.msg_iov = &raw mut iov;
-    header.msg_iovlen = 1;
-    if let Some(fd) = fd {
-        let raw = fd.as_raw_fd();
-        // SAFETY: CMSG_SPACE only computes a size.
-        let space = unsafe { libc::CMSG_SPACE(size_of::<c_int>() as u32) } as usize;
-        header.msg_control = control.as_mut_ptr().cast();
-        header.msg_controllen = space;
-        // SAFETY: the control buffer (32 bytes, aligned for cmsghdr) holds
-        // one cmsghdr with one int, which CMSG_SPACE says fits; CMSG_FIRSTHDR
-        // and CMSG_DATA point inside it.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&raw const header);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<c_int>() as u32) as usize;
-            ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), raw);
-        }
+    let mut space = [MaybeUninit::<u8>::uninit(); CONTROL_SPACE];
+    let fds: &[BorrowedFd<'_>] = fd.as_slice();
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("no room to pass a descriptor"));
     }
     loop {
-        // SAFETY: `header` points at `iov` (over `bytes`) and the control
-        // buffer, all alive for the call; sendmsg only reads them.
-        let sent = unsafe {
-            libc::sendmsg(
-                socket.as_fd().as_raw_fd(),
-                &raw const header,
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if sent >= 0 {
-            return Ok(());
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
+        match rustix::net::sendmsg(
+            socket,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(Errno::INTR) => {}
+            Err(error) => return Err(error.into()),
         }
     }
 }
@@ -953,96 +909,48 @@ pub fn send_packet(socket: &impl AsFd, bytes: &[u8], fd: Option<BorrowedFd<'_>>)
 /// and the descriptor passed with it, if any (close-on-exec). A packet
 /// longer than `buffer` is cut to it.
 pub fn recv_packet(socket: &impl AsFd, buffer: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
-    let mut iov = libc::iovec {
-        iov_base: buffer.as_mut_ptr().cast(),
-        iov_len: buffer.len(),
-    };
-    let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain integers and pointers, all zeroes valid.
-    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-    header.msg_iov = &raw mut iov;
-    header.msg_iovlen = 1;
-    header.msg_control = control.as_mut_ptr().cast();
-    header.msg_controllen = size_of::<[u64; 4]>();
+    let mut space = [MaybeUninit::<u8>::uninit(); CONTROL_SPACE];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
     let received = loop {
-        // SAFETY: `header` points at `iov` (over `buffer`) and the control
-        // buffer, both alive and writable for the call.
-        let received = unsafe {
-            libc::recvmsg(
-                socket.as_fd().as_raw_fd(),
-                &raw mut header,
-                libc::MSG_CMSG_CLOEXEC,
-            )
-        };
-        if received >= 0 {
-            break received.unsigned_abs();
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
+        let mut iov = [IoSliceMut::new(buffer)];
+        match rustix::net::recvmsg(socket, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Ok(message) => break message.bytes,
+            Err(Errno::INTR) => {}
+            Err(error) => return Err(error.into()),
         }
     };
-    let mut passed = None;
-    // SAFETY: the kernel filled `header`'s control part; CMSG_FIRSTHDR and
-    // CMSG_NXTHDR walk only within msg_controllen, and an SCM_RIGHTS
-    // message's data is the descriptors the kernel just installed in this
-    // process, each owned by nothing else, so each becomes one OwnedFd.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&raw const header);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg).cast::<c_int>();
-                let count = ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize) / size_of::<c_int>();
-                for index in 0..count {
-                    let fd = OwnedFd::from_raw_fd(ptr::read_unaligned(data.add(index)));
-                    // Only the first is wanted; the others close on drop.
-                    if passed.is_none() {
-                        passed = Some(fd);
-                    }
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&raw const header, cmsg);
-        }
-    }
+    // Only the first descriptor is wanted; any others close on drop.
+    let passed = control
+        .drain()
+        .filter_map(|message| match message {
+            RecvAncillaryMessage::ScmRights(fds) => Some(fds),
+            _ => None,
+        })
+        .flatten()
+        .next();
     Ok((received, passed))
 }
 
 /// Makes reads on `socket` give up after `timeout` (`SO_RCVTIMEO`), with
-/// `WouldBlock`.
+/// `WouldBlock`; a zero `timeout` means never.
 pub fn set_receive_timeout(socket: &impl AsFd, timeout: std::time::Duration) -> io::Result<()> {
-    let value = libc::timeval {
-        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_usec: libc::suseconds_t::from(timeout.subsec_micros().min(999_999) as i32),
-    };
-    // SAFETY: `value` is a live timeval and its size is passed; the kernel
-    // reads only that.
-    let code = unsafe {
-        libc::setsockopt(
-            socket.as_fd().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const value).cast(),
-            socklen_of::<libc::timeval>(),
-        )
-    };
-    if code == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::net::sockopt::set_socket_timeout(
+        socket,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(timeout).filter(|timeout| !timeout.is_zero()),
+    )?)
 }
 
 /// Sets `O_NONBLOCK` on `fd`.
 pub fn set_nonblocking(fd: &impl AsFd) -> io::Result<()> {
-    let raw = fd.as_fd().as_raw_fd();
-    // SAFETY: F_GETFL and F_SETFL read and write one integer flag word of
-    // a descriptor the caller keeps open.
-    unsafe {
-        let flags = libc::fcntl(raw, libc::F_GETFL);
-        if flags == -1 || libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) == -1 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    Ok(rustix::io::ioctl_fionbio(fd, true)?)
+}
+
+/// Gives the calling thread the scheduling priority `nice` (-20 to 19;
+/// `setpriority(PRIO_PROCESS, 0)`, which Linux applies to the calling
+/// thread only).
+pub fn set_own_nice(nice: i32) -> io::Result<()> {
+    Ok(rustix::process::setpriority_process(None, nice)?)
 }
 
 /// Clears this process's supplementary groups (`setgroups(0)`). glibc
@@ -1096,90 +1004,31 @@ fn set_fs_ids(uid: u32, gid: u32) -> io::Result<()> {
 /// `O_CLOEXEC`) and, when it creates, `mode`.
 pub fn open_at(dir: &impl AsFd, name: &str, flags: c_int, mode: u32) -> io::Result<fs::File> {
     let name = c_name(name, "file")?;
-    // SAFETY: `name` is NUL-terminated and outlives the call; openat
-    // returns a new descriptor or -1.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_fd().as_raw_fd(),
-            name.as_ptr(),
-            flags | libc::O_CLOEXEC,
-            mode,
-        )
-    };
-    if fd == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openat just returned `fd` as a new descriptor owned by
-    // nothing else.
-    Ok(fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    let flags = OFlags::from_bits_retain(flags as u32) | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, &name, flags, Mode::from_raw_mode(mode))?;
+    Ok(fs::File::from(fd))
 }
 
 /// `renameat(2)` of `from` to `to`, both in directory `dir`: names are
 /// moved, never followed (a link at `to` is replaced, not written through).
 pub fn rename_at(dir: &impl AsFd, from: &str, to: &str) -> io::Result<()> {
     let (from, to) = (c_name(from, "file")?, c_name(to, "file")?);
-    let raw = dir.as_fd().as_raw_fd();
-    // SAFETY: both names are NUL-terminated and outlive the call.
-    if unsafe { libc::renameat(raw, from.as_ptr(), raw, to.as_ptr()) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::renameat(dir, &from, dir, &to)?)
 }
 
 /// `unlinkat(2)` of `name` in directory `dir` (a link is removed, not its
 /// target).
 pub fn unlink_at(dir: &impl AsFd, name: &str) -> io::Result<()> {
     let name = c_name(name, "file")?;
-    // SAFETY: `name` is NUL-terminated and outlives the call.
-    if unsafe { libc::unlinkat(dir.as_fd().as_raw_fd(), name.as_ptr(), 0) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::unlinkat(dir, &name, AtFlags::empty())?)
 }
 
 /// The (device, inode) of `name` in directory `dir`, not following a link
 /// (`fstatat` with `AT_SYMLINK_NOFOLLOW`).
 pub fn identity_at(dir: &impl AsFd, name: &str) -> io::Result<(u64, u64)> {
     let name = c_name(name, "file")?;
-    let mut stat = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `name` is NUL-terminated and `stat` is writable for the call.
-    let code = unsafe {
-        libc::fstatat(
-            dir.as_fd().as_raw_fd(),
-            name.as_ptr(),
-            stat.as_mut_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if code == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstatat returned 0, so it filled `stat`.
-    let stat = unsafe { stat.assume_init() };
+    let stat = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok((stat.st_dev, stat.st_ino))
-}
-
-/// Takes ownership of inherited descriptor `fd` if it is open and a pipe
-/// (as a readiness pipe handed over at exec is); None otherwise.
-pub fn take_inherited_fd(fd: c_int) -> Option<OwnedFd> {
-    let mut stat = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat writes one stat into `stat`, which is writable; a
-    // closed fd makes it fail without touching anything.
-    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } == -1 {
-        return None;
-    }
-    // SAFETY: fstat returned 0, so it filled `stat`.
-    let stat = unsafe { stat.assume_init() };
-    if stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
-        return None;
-    }
-    // SAFETY: `fd` is open (fstat succeeded); it was inherited across exec
-    // for this process to take, and nothing else in it owns it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Not passed on to anything this process starts.
-    // SAFETY: F_SETFD sets one flag on a descriptor we own.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    Some(owned)
 }
 
 fn c_name(name: &str, what: &str) -> io::Result<CString> {
@@ -1387,14 +1236,192 @@ mod tests {
         let peer = peer_credentials(&ours).unwrap();
         assert_eq!(peer.pid, std::process::id() as i32);
         assert_eq!(peer.uid, effective_uid());
-        // SAFETY: getegid takes no arguments and always succeeds.
-        assert_eq!(peer.gid, unsafe { libc::getegid() });
+        assert_eq!(peer.gid, effective_gid());
     }
 
     #[test]
     fn kill_refuses_pids_that_mean_many_processes() {
         assert!(kill(0, 0).is_err());
         assert!(kill(-1, 0).is_err());
+        assert!(kill(i32::MIN, 0).is_err());
         kill(std::process::id() as i32, 0).unwrap();
+    }
+
+    #[test]
+    fn a_real_time_signal_reaches_a_child_but_never_this_process() {
+        let own = std::process::id() as i32;
+        assert!(kill(own, 40).is_err());
+        assert!(kill(own, 65).is_err());
+        assert!(kill(own, -9).is_err());
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        kill(child.id() as i32, 40).unwrap();
+        // The spawner's tests in this process may reap it first.
+        if let Ok(status) = child.wait() {
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(40)
+            );
+        }
+    }
+
+    #[test]
+    fn a_packet_carries_its_descriptor_and_is_cut_to_the_buffer() {
+        let name = format!("snow-fox-sys-test-{}", std::process::id());
+        let listener = seqpacket_listen(name.as_bytes()).unwrap();
+        assert!(
+            seqpacket_listen(name.as_bytes()).is_err(),
+            "a name held twice"
+        );
+        assert!(seqpacket_accept(&listener).unwrap().is_none());
+        let ours = seqpacket_connect(name.as_bytes()).unwrap();
+        let theirs = seqpacket_accept(&listener).unwrap().unwrap();
+        assert_eq!(
+            peer_credentials(&theirs).unwrap().pid,
+            std::process::id() as i32
+        );
+        assert!(seqpacket_listen(&[b'x'; 200]).is_err());
+        let (reader, writer) = pipe().unwrap();
+        send_packet(&ours, b"hello, pipe", Some(writer.as_fd())).unwrap();
+        drop(writer);
+        let mut buffer = [0u8; 5];
+        set_nonblocking(&theirs).unwrap();
+        let (len, passed) = recv_packet(&theirs, &mut buffer).unwrap();
+        assert_eq!((len, &buffer), (5, b"hello"));
+        let passed = passed.unwrap();
+        let flags = rustix::io::fcntl_getfd(&passed).unwrap();
+        assert!(
+            flags.contains(FdFlags::CLOEXEC),
+            "received fd not close-on-exec"
+        );
+        rustix::io::write(&passed, b"x").unwrap();
+        drop(passed);
+        let mut byte = [0u8; 1];
+        assert_eq!(rustix::io::read(&reader, &mut byte).unwrap(), 1);
+        assert_eq!(
+            rustix::io::read(&reader, &mut byte).unwrap(),
+            0,
+            "a copy stayed open"
+        );
+        send_packet(&ours, b"bare", None).unwrap();
+        let (len, passed) = recv_packet(&theirs, &mut buffer).unwrap();
+        assert_eq!((len, passed.is_none()), (4, true));
+        assert!(recv_packet(&theirs, &mut buffer).unwrap_err().kind() == io::ErrorKind::WouldBlock);
+        assert!(!peer_hung_up(theirs.as_fd()).unwrap());
+        drop(ours);
+        assert!(peer_hung_up(theirs.as_fd()).unwrap());
+        assert_eq!(recv_packet(&theirs, &mut buffer).unwrap().0, 0);
+    }
+
+    #[test]
+    fn an_inherited_descriptor_of_the_wrong_type_is_left_alone() {
+        let (reader, _writer) = pipe().unwrap();
+        let number = reader.as_raw_fd();
+        let error = take_inherited_socket(number).unwrap_err();
+        assert!(error.to_string().contains("not a socket"), "{error}");
+        let (socket, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(take_inherited_fd(socket.as_raw_fd()).is_none());
+        // Both are still open: the refusals took nothing.
+        rustix::fs::fstat(&reader).unwrap();
+        rustix::fs::fstat(&socket).unwrap();
+        assert!(take_inherited_fd(i32::MAX).is_none());
+        assert!(take_inherited_socket(i32::MAX).is_err());
+    }
+
+    #[test]
+    fn a_prepared_child_has_its_limits_ids_session_and_own_stat_record() {
+        let as_root = effective_uid() == 0;
+        let nobody = UserIds {
+            uid: 65534,
+            gid: 65534,
+        };
+        let (record, record_writer) = pipe().unwrap();
+        let (ready, ready_writer) = pipe().unwrap();
+        // A number the record's pipe does not hold, which dup2 would close.
+        let target = (60..).find(|n| *n != record_writer.as_raw_fd()).unwrap();
+        let script = format!("ulimit -n; id -u; id -G; ps -o sid= -p $$; echo up >&{target}");
+        let mut command = Command::new("bash");
+        command
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped());
+        start_in_new_session(&mut command);
+        pass_fd(&mut command, ready_writer.as_fd(), target);
+        record_own_stat_before_exec(&mut command, record_writer.as_fd());
+        prepare_child(
+            &mut command,
+            ChildSetup {
+                cgroup_procs: Vec::new(),
+                rlimits: vec![Rlimit {
+                    resource: Resource::Nofile as u32,
+                    soft: 77,
+                    hard: 78,
+                }],
+                ids: as_root.then_some(nobody),
+            },
+        );
+        let child = command.spawn().unwrap();
+        drop((record_writer, ready_writer, command));
+        let pid = child.id();
+        let output = child.wait_with_output().unwrap();
+        let lines: Vec<String> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| line.trim().to_owned())
+            .collect();
+        let (uid, groups) = if as_root {
+            ("65534".to_owned(), "65534".to_owned())
+        } else {
+            (effective_uid().to_string(), lines[2].clone())
+        };
+        assert_eq!(lines, ["77", &uid, &groups, &pid.to_string()]);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut fs::File::from(ready), &mut text).unwrap();
+        assert_eq!(text, "up\n");
+        let mut stat = String::new();
+        std::io::Read::read_to_string(&mut fs::File::from(record), &mut stat).unwrap();
+        assert!(stat.starts_with(&format!("{pid} (")), "{stat:?}");
+        assert!(parse_start_time(&stat).is_some(), "{stat:?}");
+    }
+
+    #[test]
+    fn a_child_with_an_unknown_rlimit_does_not_start() {
+        let mut command = Command::new("true");
+        prepare_child(
+            &mut command,
+            ChildSetup {
+                rlimits: vec![Rlimit {
+                    resource: 999,
+                    soft: 1,
+                    hard: 1,
+                }],
+                ..ChildSetup::default()
+            },
+        );
+        assert_eq!(
+            command.spawn().unwrap_err().raw_os_error(),
+            Some(libc::EINVAL)
+        );
+    }
+
+    #[test]
+    fn own_usage_is_counted_in_whole_pages() {
+        let page = rustix::param::page_size() as u64;
+        assert!(page >= 4096 && page.is_power_of_two(), "page size {page}");
+        let (_, rss) = process_usage(std::process::id()).unwrap();
+        assert!(rss > 0 && rss % page == 0, "rss {rss}");
+    }
+
+    #[test]
+    fn rlimits_are_read_by_number_and_unknown_numbers_refused() {
+        let limits = fs::read_to_string("/proc/self/limits").unwrap();
+        let line = limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))
+            .unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (soft, hard) = getrlimit(Resource::Nofile as u32).unwrap();
+        assert_eq!(fields[3..5], [soft.to_string(), hard.to_string()]);
+        assert!(getrlimit(999).is_err());
+        assert_eq!(rlimit_name(Resource::Nofile as u32), "nofile");
+        assert_eq!(rlimit_name(999), "999");
     }
 }

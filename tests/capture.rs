@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use snow_fox::client::{Client, Logs};
+use snow_fox::spawner::keeper::name_for;
 use snow_fox::trace::parse_utc_time;
 use snow_fox::wire::proto::public_api::{LogsRequest, log_lines::Line};
 
@@ -125,6 +126,22 @@ fn start_stop_pairs(node: &Node, service: &str, how_long: Duration) -> u32 {
     pairs
 }
 
+/// The nice value of the log keeper serving `log_dir`, found by the name
+/// it was started with.
+fn keeper_nice(log_dir: &Path) -> Option<i64> {
+    let uid = fs::metadata("/proc/self").ok()?.uid();
+    let wanted = format!("--log-keeper\0{}\0", name_for(uid, log_dir));
+    fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
+        String::from_utf8_lossy(&cmdline)
+            .contains(&wanted)
+            .then(|| entry.file_name().to_str()?.parse::<u32>().ok())
+            .flatten()
+            .and_then(common::scratch::pid_stat)
+            .and_then(|fields| fields.get(16)?.parse().ok())
+    })
+}
+
 #[test]
 fn a_writer_flat_out_for_10_s_slows_no_other_start_and_stays_within_the_disk_bound() {
     let setup = Setup::new("capture-flood")
@@ -135,9 +152,10 @@ fn a_writer_flat_out_for_10_s_slows_no_other_start_and_stays_within_the_disk_bou
         )
         .service(
             "unrelated",
-            "command = [\"/bin/sleep\", \"300\"]\nautostart = false\nstdout = \"null\"\nstderr = \"null\"\n",
+            "command = [\"/bin/sleep\", \"300\"]\nautostart = false\nstdout = \"null\"\nstderr = \"null\"\nstart_grace = \"0s\"\n",
         );
-    let base = setup.log_dir().join("flood.0.stdout.log");
+    let setup_log_dir = setup.log_dir();
+    let base = setup_log_dir.join("flood.0.stdout.log");
     let node = setup.start();
     let without = start_stop_pairs(&node, "unrelated", Duration::from_secs(10));
 
@@ -179,9 +197,17 @@ fn a_writer_flat_out_for_10_s_slows_no_other_start_and_stays_within_the_disk_bou
         peak <= bound,
         "the writer's files peaked at {peak} bytes, over {bound}"
     );
+    // The ratio is reported (README, capture figures); on a shared machine
+    // other load moves it, so the test asserts only that the writer does
+    // not hold the node up.
     assert!(
-        with * 4 >= without,
+        with * 2 >= without,
         "{with} start+stop pairs answered with the writer, {without} without"
+    );
+    assert_eq!(
+        keeper_nice(&setup_log_dir),
+        Some(10),
+        "the log keeper does not give way to the node"
     );
     assert!(
         Path::new(&format!("{}.1", base.display())).exists(),

@@ -272,3 +272,90 @@ fn per_instance_settings_pass_the_spawner_process_table() {
     }
     assert!(!node.log_text().contains("refused"), "{}", node.log_text());
 }
+
+/// Issue 17: a signal the spawner refuses reaches the client that asked as
+/// an `Error`. The spawner process is stopped while the service is killed
+/// behind its back, so the node still has it running when the client's
+/// `ServiceSignal` comes; continued, the spawner reaps it, reports its end
+/// and refuses the signal, and the client's answer says so.
+#[test]
+#[ignore = "needs root"]
+fn a_signal_the_spawner_refuses_reaches_the_client_as_an_error() {
+    use snow_fox::wire::proto::public_api::{self, error::Kind, message::Code, message::Payload};
+
+    let mut node = start_separated("privsep-refused-signal");
+    let spawner = spawner_pid(&node);
+    let service = service_pid(&node, "as_root");
+    let signal = |pid: u32, name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name} {pid}");
+    };
+    signal(spawner, "-STOP");
+    signal(service, "-KILL");
+    wait_for(
+        "the killed service to be a zombie of the stopped spawner",
+        || (status_field(service, "State:")?[0] == "Z").then_some(()),
+    );
+
+    let id = "i17-refused-signal";
+    let mut asking = node.client();
+    asking
+        .send(&public_api::Message {
+            code: Code::ServiceSignal as i32,
+            correlation_id: Some(id.to_owned()),
+            payload: Some(Payload::ServiceSignal(public_api::ServiceSignal {
+                service_id: "as_root".to_owned(),
+                signal: "HUP".to_owned(),
+                instance: None,
+            })),
+        })
+        .unwrap();
+    // The manager has asked the stopped spawner, and has not answered.
+    let mut watching = node.client();
+    wait_for("the manager to ask the spawner for the signal", || {
+        let trace = watching.trace(id).unwrap();
+        let asked = trace.hops.iter().any(|hop| {
+            (
+                hop.from_role.as_str(),
+                hop.to_role.as_str(),
+                hop.code.as_str(),
+            ) == ("manager", "spawner", "SignalProcess")
+        });
+        asked.then_some(trace)
+    });
+    signal(spawner, "-CONT");
+
+    let reply = asking.receive().unwrap();
+    assert_eq!(reply.correlation_id.as_deref(), Some(id));
+    let Some(Payload::Error(error)) = reply.payload else {
+        panic!("a refused signal was answered with {reply:?}");
+    };
+    assert_eq!(error.kind, Kind::SpawnFailed as i32, "{error:?}");
+    assert!(
+        error.reason.contains("refused to signal as_root")
+            && error.reason.contains("not a live child"),
+        "{error:?}"
+    );
+    let trace = wait_for("the refused request's trace to end", || {
+        let trace = watching.trace(id).unwrap();
+        (trace.state == "failed").then_some(trace)
+    });
+    let hops: Vec<String> = trace
+        .hops
+        .iter()
+        .map(|hop| format!("{}>{}:{}", hop.from_role, hop.to_role, hop.code))
+        .collect();
+    let at = |hop: &str| hops.iter().position(|h| h == hop);
+    let refused = at("spawner>manager:Error");
+    assert!(
+        at("manager>spawner:SignalProcess") < refused
+            && refused.is_some()
+            && refused < at("manager>io:Error"),
+        "the spawner's refusal comes before the client's answer: {hops:?}"
+    );
+    watching.shutdown().unwrap();
+    assert_eq!(node.wait_exit().code(), Some(0), "{}", node.log_text());
+}

@@ -601,8 +601,11 @@ fn instance_settings_give_two_copies_two_ports_files_and_environments() {
             TcpListener::bind(("127.0.0.1", *port)).is_err(),
             "instance {index} listens on {port}"
         );
+        // The file exists (empty) from Python's open() until its write.
         let env = wait_for("the instance's environment", || {
-            fs::read_to_string(work.join(format!("i{index}/env.txt"))).ok()
+            fs::read_to_string(work.join(format!("i{index}/env.txt")))
+                .ok()
+                .filter(|text| !text.is_empty())
         });
         let account = snow_fox::sys::lookup_account(snow_fox::sys::effective_uid())
             .unwrap()

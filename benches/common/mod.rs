@@ -38,9 +38,13 @@ pub const RUN: Duration = Duration::from_secs(1);
 /// Warm-up of each load run.
 pub const WARMUP: Duration = Duration::from_millis(300);
 
-/// The release node binary cargo built for this bench.
+/// The release node binary cargo built for this bench, or `SF_NODE_BIN`
+/// (to measure another build, an older commit's, in the same run).
 pub fn node_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_snow-fox"))
+    std::env::var_os("SF_NODE_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_snow-fox")),
+        PathBuf::from,
+    )
 }
 
 /// Polls `check` until it returns `Some`; panics after [`DEADLINE`].
@@ -87,24 +91,49 @@ impl BenchNode {
         for (id, toml) in services {
             fs::write(conf.join(format!("services/{id}.toml")), toml).unwrap();
         }
-        let child = Command::new(node_binary())
+        let child = BenchNode::spawn(&dir, log_level);
+        let mut node = BenchNode { dir, child };
+        node.await_socket();
+        node
+    }
+
+    /// Runs the node on the configuration in `dir`.
+    fn spawn(dir: &TempDir, log_level: &str) -> Child {
+        Command::new(node_binary())
             .arg("--conf")
-            .arg(&conf)
+            .arg(dir.0.join("conf"))
             .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.0.join("node.log")).unwrap())
+            .stderr(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.0.join("node.log"))
+                    .unwrap(),
+            )
             .spawn()
-            .unwrap();
-        let mut node = BenchNode { dir, child };
-        let socket = node.socket();
+            .unwrap()
+    }
+
+    /// Kills the node with SIGKILL (what runs on, runs on) and starts a
+    /// new one on the same configuration and state, at `log_level`.
+    pub fn crash_and_restart(&mut self, log_level: &str) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = BenchNode::spawn(&self.dir, log_level);
+        self.await_socket();
+    }
+
+    /// Waits until the node answers on its socket.
+    fn await_socket(&mut self) {
+        let socket = self.socket();
         wait_for("the node's socket", || {
-            if let Ok(Some(status)) = node.child.try_wait() {
-                panic!("node exited early with {status}: {}", node.log_text());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("node exited early with {status}: {}", self.log_text());
             }
             Client::connect(&socket).ok()
         });
-        node
     }
 
     pub fn socket(&self) -> PathBuf {

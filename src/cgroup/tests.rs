@@ -383,3 +383,22 @@ fn v2_controllers_that_cannot_be_passed_down_are_named_with_why() {
         "{error}"
     );
 }
+
+#[test]
+fn a_base_another_node_of_the_same_name_removed_is_made_again() {
+    let fake = hybrid();
+    let first = Hierarchy::open(&fake.0, HYBRID_SELF, "same").unwrap();
+    let second = Hierarchy::open(&fake.0, HYBRID_SELF, "same").unwrap();
+    // The second node stops first and removes the (empty) bases.
+    second.remove_bases();
+    assert!(!fake.0.join("unified/snow-fox.same").exists());
+    first.create("app.0", &limits()).unwrap();
+    for dir in [
+        "unified/snow-fox.same/app.0",
+        "memory/box/1/snow-fox.same/app.0",
+        "pids/snow-fox.same/app.0",
+        "cpu/snow-fox.same/app.0",
+    ] {
+        assert!(fake.0.join(dir).is_dir(), "{dir}");
+    }
+}

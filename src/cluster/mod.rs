@@ -52,6 +52,7 @@ use serde_json::{Value, json};
 
 use crate::conf::ClusterConfig;
 use crate::trace::{Role, Tracer, now_unix_us};
+use crate::wire::ManagerCluster;
 use crate::wire::proto::manager_cluster as mc;
 use crate::wire::proto::public_api::{StatusCode, StatusColour, node_info_response::SystemStatus};
 use etcd::{Credentials, Etcd, EtcdError, Guard, Op};
@@ -788,11 +789,8 @@ impl Cluster {
     }
 
     fn on_manager(&mut self, message: mc::Message) -> Result<(), ClusterError> {
-        match (mc::message::Code::try_from(message.code), message.payload) {
-            (
-                Ok(mc::message::Code::InstanceStates),
-                Some(mc::message::Payload::InstanceStates(states)),
-            ) => {
+        match ManagerCluster::from_message(message.code, message.payload) {
+            Ok(ManagerCluster::InstanceStates(states)) => {
                 self.states = states
                     .states
                     .into_iter()
@@ -807,10 +805,7 @@ impl Cluster {
                     .collect();
                 Ok(())
             }
-            (
-                Ok(mc::message::Code::ClusterRequest),
-                Some(mc::message::Payload::Public(request)),
-            ) => {
+            Ok(ManagerCluster::ClusterRequest(request)) => {
                 let correlation = message.correlation_id;
                 let reply = self.answer(request, correlation.clone());
                 self.send(
@@ -819,8 +814,21 @@ impl Cluster {
                     mc::message::Payload::Public(reply),
                 )
             }
-            (code, _) => {
-                log::warn!("cluster: ignoring a malformed message from the manager ({code:?})");
+            Ok(
+                taken @ (ManagerCluster::Ack
+                | ManagerCluster::Assignments(_)
+                | ManagerCluster::ClusterReply(_)
+                | ManagerCluster::Health(_)
+                | ManagerCluster::Fence),
+            ) => {
+                log::warn!(
+                    "cluster: ignoring the manager's {}: the cluster role does not take it",
+                    taken.code().as_str_name()
+                );
+                Ok(())
+            }
+            Err(bad) => {
+                log::warn!("cluster: ignoring a malformed message from the manager: {bad}");
                 Ok(())
             }
         }

@@ -10,10 +10,10 @@ use serde_json::Value;
 use super::scheduler::{presence_labels, service_record, service_value};
 use super::{Cluster, EtcdError};
 use crate::conf::parse_cluster_service;
-use crate::wire::error_reply;
 use crate::wire::proto::public_api::{
     self, ClusterApply, ClusterStatus, cluster_status, error::Kind, message::Code, message::Payload,
 };
+use crate::wire::{Request, error_reply};
 
 /// A refused request: its kind and reason.
 type Refusal = (Kind, String);
@@ -31,22 +31,31 @@ impl Cluster {
         request: public_api::Message,
         correlation: Option<String>,
     ) -> public_api::Message {
-        let code = Code::try_from(request.code);
-        let result = match (code, request.payload) {
-            (Ok(Code::ClusterStatusRequest), _) => self.cluster_status().map(|status| {
+        let result = match Request::from_message(request.code, request.payload) {
+            Ok(Request::ClusterStatusRequest) => self.cluster_status().map(|status| {
                 (
                     Code::ClusterStatusResponse,
                     Some(Payload::ClusterStatus(status)),
                 )
             }),
-            (Ok(Code::ClusterApply), Some(Payload::ClusterApply(apply))) => {
-                self.apply(apply).map(|()| (Code::Ack, None))
-            }
-            (
-                Ok(code @ (Code::ClusterRemove | Code::ClusterStart | Code::ClusterStop)),
-                Some(Payload::ClusterService(service)),
-            ) => self.change(code, &service.id).map(|()| (Code::Ack, None)),
-            _ => Err((Kind::BadRequest, "not a cluster request".to_owned())),
+            Ok(Request::ClusterApply(apply)) => self.apply(apply).map(|()| (Code::Ack, None)),
+            Ok(Request::ClusterRemove(service)) => self
+                .change(Code::ClusterRemove, &service.id)
+                .map(|()| (Code::Ack, None)),
+            Ok(Request::ClusterStart(service)) => self
+                .change(Code::ClusterStart, &service.id)
+                .map(|()| (Code::Ack, None)),
+            Ok(Request::ClusterStop(service)) => self
+                .change(Code::ClusterStop, &service.id)
+                .map(|()| (Code::Ack, None)),
+            // The manager forwards only the five above; what else a
+            // compromised or buggy manager sends is refused as a whole, so
+            // that a new public request does not touch the cluster role.
+            Ok(other) => Err((
+                Kind::BadRequest,
+                format!("{} is not a cluster request", other.code().as_str_name()),
+            )),
+            Err(bad) => Err((Kind::BadRequest, bad.reason)),
         };
         match result {
             Ok((code, payload)) => public_api::Message {

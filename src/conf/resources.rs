@@ -70,7 +70,7 @@ fn rlimits(doc: &mut Document<'_>) -> Vec<(String, Rlimit)> {
         let Some(resource) = RLIMITS
             .iter()
             .find(|(known, _)| *known == name)
-            .map(|(_, resource)| *resource)
+            .map(|(_, resource)| *resource as u32)
         else {
             let names: Vec<&str> = RLIMITS.iter().map(|(known, _)| *known).collect();
             let message = format!("unknown rlimit; expected one of: {}", names.join(", "));

@@ -42,6 +42,7 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::trace::{Role, Tracer};
+use crate::wire::link::{WakingSendError, WakingSender};
 use crate::wire::{DecodeError, Envelope, FrameDecoder, FrameError, decode_envelope, encode_frame};
 
 /// Bytes read from a link socket at a time.
@@ -136,15 +137,54 @@ pub(super) enum ReadEnd {
     Unwanted,
 }
 
-/// Starts a thread named `name` that writes `messages` to `socket`.
-pub(super) fn spawn_writer<M: Envelope + Send + 'static>(
+/// A link's outgoing side: the channel a role sends on, and the socket.
+pub(super) type Outgoing<M> = (Receiver<M>, UnixStream);
+
+/// Starts one thread named `name` that writes the messages of both links,
+/// each to its own socket, as they come (a thread per link would only
+/// forward the same way). It ends once both channels have closed or
+/// failed to write.
+pub(super) fn spawn_writer<A, B>(
     name: &str,
-    messages: Receiver<M>,
-    socket: UnixStream,
-) -> io::Result<JoinHandle<()>> {
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || write_frames(&messages, socket))
+    first: Outgoing<A>,
+    second: Outgoing<B>,
+) -> io::Result<JoinHandle<()>>
+where
+    A: Envelope + Send + 'static,
+    B: Envelope + Send + 'static,
+{
+    thread::Builder::new().name(name.to_owned()).spawn(move || {
+        let (mut first, mut second) = (Some(first), Some(second));
+        let mut out = Vec::new();
+        while first.is_some() || second.is_some() {
+            let (never_a, never_b) = (crossbeam_channel::never(), crossbeam_channel::never());
+            let a = first.as_ref().map_or(&never_a, |(messages, _)| messages);
+            let b = second.as_ref().map_or(&never_b, |(messages, _)| messages);
+            let next = crossbeam_channel::select! {
+                recv(a) -> message => Ok(message.ok()),
+                recv(b) -> message => Err(message.ok()),
+            };
+            match next {
+                Ok(message) => write_next(&mut first, message, &mut out),
+                Err(message) => write_next(&mut second, message, &mut out),
+            }
+        }
+    })
+}
+
+/// Writes `first` and what else is queued on `link`; at the channel's end
+/// (`first` is None) or a failed write, shuts the socket for writing and
+/// drops the link, so the peer sees EOF after the last frame and the
+/// sending role a closed channel.
+fn write_next<M: Envelope>(link: &mut Option<Outgoing<M>>, first: Option<M>, out: &mut Vec<u8>) {
+    let Some((messages, socket)) = link.as_mut() else {
+        return;
+    };
+    let written = first.is_some_and(|first| write_frames(first, messages, socket, out));
+    if !written && let Some((_, socket)) = link.take() {
+        // The peer may be gone already; then there is nobody to tell.
+        let _ = socket.shutdown(Shutdown::Write);
+    }
 }
 
 /// Another link a reader shuts down when it ends, unless `unless` is set
@@ -158,13 +198,40 @@ pub(super) struct Sibling {
     pub(super) unless: Arc<AtomicBool>,
 }
 
+/// Where a link reader delivers: a role's plain channel, or one into the
+/// spawner's poll.
+pub(super) trait Inbox<M>: Send {
+    /// Hands `message` on, waiting while the channel is full; false once
+    /// the receiving role is gone.
+    fn deliver(&self, message: M) -> bool;
+}
+
+impl<M: Send> Inbox<M> for Sender<M> {
+    fn deliver(&self, message: M) -> bool {
+        self.send(message).is_ok()
+    }
+}
+
+impl<M: Send> Inbox<M> for WakingSender<M> {
+    fn deliver(&self, message: M) -> bool {
+        match self.send(message) {
+            Ok(()) => true,
+            Err(WakingSendError::Disconnected) => false,
+            Err(error) => {
+                log::error!("handing a link's message on: {error}");
+                false
+            }
+        }
+    }
+}
+
 /// Starts a thread named `name` that reads `socket` into `messages`; a
 /// failure is logged. When it ends, `then_shut` (another link) is shut
 /// down too, if given.
 pub(super) fn spawn_reader<M: Envelope + Send + 'static>(
     name: &str,
     socket: UnixStream,
-    messages: Sender<M>,
+    messages: impl Inbox<M> + 'static,
     recorder: Option<Recorder>,
     then_shut: Option<Sibling>,
 ) -> io::Result<JoinHandle<()>> {
@@ -191,31 +258,36 @@ pub(super) fn spawn_reader<M: Envelope + Send + 'static>(
     })
 }
 
-fn write_frames<M: Envelope>(messages: &Receiver<M>, mut socket: UnixStream) {
+/// Writes `first` and every message queued behind it in one write; false
+/// when the write fails.
+fn write_frames<M: Envelope>(
+    first: M,
+    messages: &Receiver<M>,
+    mut socket: &UnixStream,
+    out: &mut Vec<u8>,
+) -> bool {
     let link = M::PROTOCOL.as_str();
-    let mut out = Vec::new();
-    while let Ok(first) = messages.recv() {
-        out.clear();
-        for message in std::iter::once(first).chain(messages.try_iter()) {
-            let len = message.encoded_len();
-            if len > LINK_MAX_FRAME as usize {
-                log::error!(
-                    "[{}] not sending {} on the {link} link: {len} bytes exceed its limit of \
+    out.clear();
+    for message in std::iter::once(first).chain(messages.try_iter()) {
+        let len = message.encoded_len();
+        if len > LINK_MAX_FRAME as usize {
+            log::error!(
+                "[{}] not sending {} on the {link} link: {len} bytes exceed its limit of \
                      {LINK_MAX_FRAME} bytes",
-                    message.correlation().unwrap_or("-"),
-                    message.code_name()
-                );
-                continue;
-            }
-            encode_frame(&message, &mut out);
+                message.correlation().unwrap_or("-"),
+                message.code_name()
+            );
+            continue;
         }
-        if let Err(error) = socket.write_all(&out) {
+        encode_frame(&message, out);
+    }
+    match socket.write_all(out) {
+        Ok(()) => true,
+        Err(error) => {
             log::warn!("writing the {link} link: {error}; it is closed");
-            return;
+            false
         }
     }
-    // The peer may be gone already; then there is nobody to tell.
-    let _ = socket.shutdown(Shutdown::Write);
 }
 
 /// Reads frames from `socket` into `messages` until EOF (`Ok`), until
@@ -224,7 +296,7 @@ fn write_frames<M: Envelope>(messages: &Receiver<M>, mut socket: UnixStream) {
 /// the link end rather than write into a socket nobody reads.
 pub(super) fn read_frames<M: Envelope>(
     socket: UnixStream,
-    messages: &Sender<M>,
+    messages: &impl Inbox<M>,
     recorder: Option<&Recorder>,
 ) -> Result<ReadEnd, LinkError> {
     let result = read_into(&socket, messages, recorder);
@@ -237,7 +309,7 @@ pub(super) fn read_frames<M: Envelope>(
 
 fn read_into<M: Envelope>(
     mut socket: &UnixStream,
-    messages: &Sender<M>,
+    messages: &impl Inbox<M>,
     recorder: Option<&Recorder>,
 ) -> Result<ReadEnd, LinkError> {
     let link = M::PROTOCOL.as_str();
@@ -266,7 +338,7 @@ fn read_into<M: Envelope>(
             if let Some(recorder) = recorder {
                 recorder.tracer.record(recorder.from, recorder.to, &message);
             }
-            if messages.send(message).is_err() {
+            if !messages.deliver(message) {
                 return Ok(ReadEnd::Unwanted);
             }
         }
@@ -292,7 +364,15 @@ mod tests {
         let (near, far) = UnixStream::pair().unwrap();
         let (to_far, from_near) = bounded(4);
         let (into_far, arrived) = bounded::<ms::Message>(4);
-        let writer = spawn_writer("test-writer", from_near, near).unwrap();
+        // The writer's other link carries its own messages meanwhile.
+        let (other_near, mut other_far) = UnixStream::pair().unwrap();
+        let (to_other, from_other) = bounded(4);
+        let writer =
+            spawn_writer("test-writer", (from_near, near), (from_other, other_near)).unwrap();
+        to_other.send(ack("b:1")).unwrap();
+        let mut decoder = FrameDecoder::new(LINK_MAX_FRAME);
+        let other: ms::Message = next_message(&mut other_far, &mut decoder);
+        assert_eq!(other.correlation_id.as_deref(), Some("b:1"));
         let tracer = Tracer::new(8);
         let recorder = Recorder {
             tracer: tracer.clone(),
@@ -306,7 +386,14 @@ mod tests {
         drop(to_far);
         let ids: Vec<_> = arrived.iter().map(|m| m.correlation_id.unwrap()).collect();
         assert_eq!(ids, ["a:1", "a:2", "a:3"]);
+        // The first link's end leaves the other one served.
+        to_other.send(ack("b:2")).unwrap();
+        let other: ms::Message = next_message(&mut other_far, &mut decoder);
+        assert_eq!(other.correlation_id.as_deref(), Some("b:2"));
+        drop(to_other);
         writer.join().unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(other_far.read_to_end(&mut rest).unwrap(), 0, "EOF on both");
         reader.join().unwrap().unwrap();
         let table = tracer.lock();
         let (_, hops) = table.get("a:2").unwrap();
@@ -361,7 +448,13 @@ mod tests {
     fn a_message_over_the_link_limit_is_dropped_and_the_link_goes_on() {
         let (near, mut far) = UnixStream::pair().unwrap();
         let (to_far, from_near) = bounded(4);
-        let writer = spawn_writer("t-out", from_near, near).unwrap();
+        let (other_near, _other_far) = UnixStream::pair().unwrap();
+        let writer = spawn_writer(
+            "t-out",
+            (from_near, near),
+            (bounded::<ms::Message>(1).1, other_near),
+        )
+        .unwrap();
         let mut huge = ack("big");
         huge.correlation_id = Some("x".repeat(LINK_MAX_FRAME as usize));
         to_far.send(huge).unwrap();

@@ -18,8 +18,9 @@ use super::{DaemonError, identity};
 use crate::conf::Config;
 use crate::io::{Exchange, IoError, IoSettings, ProtocolError, begin_requests, record_replies};
 use crate::manager::{Manager, ManagerLinks};
+use crate::spawner::SpawnerInbox;
 use crate::trace::Tracer;
-use crate::wire::link::{ConnectionId, IoCommand, IoEvent, IoReceiver, io_channel};
+use crate::wire::link::{ConnectionId, IoCommand, IoEvent, IoReceiver, WakingReceiver, io_channel};
 use crate::wire::proto::{daemon_manager as dm, manager_spawner as ms};
 
 /// A manager and one client connection's protocol state, joined without
@@ -36,7 +37,7 @@ pub struct Loopback {
     refused: Option<ProtocolError>,
     replies: IoReceiver,
     to_daemon: Receiver<dm::Message>,
-    to_spawner: Receiver<ms::Message>,
+    to_spawner: WakingReceiver<ms::Message>,
     /// Keeps the replies channel's waker valid; nothing polls it.
     _poll: Poll,
 }
@@ -56,7 +57,8 @@ impl Loopback {
         let (_, from_daemon) = bounded(1);
         let (daemon_sender, to_daemon) = bounded(16);
         let (_, from_spawner) = bounded(1);
-        let (spawner_sender, to_spawner) = bounded(1024);
+        let inbox = SpawnerInbox::new().map_err(poll_error("create the spawner's poll"))?;
+        let (spawner_sender, to_spawner) = inbox.channel(1024);
         let tracer = Tracer::bounded(config.node.trace_capacity, config.node.trace_memory);
         let identity = identity(&config, None);
         let exchange = Exchange::new(ConnectionId(1), settings.max_frame);
@@ -115,7 +117,7 @@ impl Loopback {
                 }
             }
             self.to_daemon.try_iter().for_each(drop);
-            self.to_spawner.try_iter().for_each(drop);
+            self.to_spawner.drain(&mut Vec::new());
             if let Err(error) = taken {
                 self.exchange.refuse(error.clone());
                 self.refused = Some(error.clone());

@@ -2,7 +2,7 @@
 //! socket, creates every channel and starts the io, manager and spawner
 //! threads (and the cluster thread, for a node with `[cluster]`, after
 //! refusing a node name a live node holds), turns signals into actions (SIGTERM/SIGINT shut down, SIGHUP
-//! reloads, SIGCHLD goes to the spawner), notices a role that ended, and
+//! reloads; the spawner takes SIGCHLD itself), notices a role that ended, and
 //! runs the ordered shutdown of `protocol.md` §5: `Shutdown` to the manager
 //! and wait for its `Ack` (or its end), then `Shutdown` to the spawner and
 //! wait likewise, then stop io. Each wait is bounded. Before any role
@@ -58,17 +58,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select};
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cluster::{Cluster, ClusterError, ClusterLinks, cached_assignments};
 use crate::conf::{Config, ConfigError, paths};
 use crate::io::{BoundSocket, Io, IoError, IoSettings, ListenError};
 use crate::manager::{ClusterLink, Manager, ManagerLinks, NodeIdentity, service_table};
-use crate::spawner::{Spawner, SpawnerError, SpawnerLinks, TableSource, UserError};
+use crate::spawner::{Spawner, SpawnerError, SpawnerInbox, SpawnerLinks, TableSource, UserError};
 use crate::sys;
 use crate::trace::{Role, Tracer};
-use crate::wire::link::{IoCommand, IoSender};
+use crate::wire::link::{IoCommand, IoSender, WakingSender};
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds};
 pub use loopback::Loopback;
 pub use privsep::{SPAWNER_FLAG, SpawnerProcessOptions, run_spawner_process};
@@ -249,7 +249,7 @@ struct Links {
     signals: Receiver<i32>,
     to_manager: Sender<dm::Message>,
     from_manager: Receiver<dm::Message>,
-    to_spawner: Sender<ds::Message>,
+    to_spawner: WakingSender<ds::Message>,
     from_spawner: Receiver<ds::Message>,
     to_io: IoSender,
 }
@@ -269,7 +269,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     // Before the socket binds, so that a signal sent once the socket
     // answers is never met by the default action; signals wait in its pipe.
     let mut signal_source =
-        Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD]).map_err(DaemonError::Signals)?;
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
     let own_uid = node_ids.map_or_else(sys::effective_uid, |ids| ids.uid);
     let settings = IoSettings::from_node(&config.node, own_uid).map_err(DaemonError::Io)?;
     if let Some(ids) = node_ids {
@@ -307,13 +307,16 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
             .unwrap_or_default();
 
     let (io_to_manager, manager_from_io) = bounded(IO_TO_MANAGER);
-    let (manager_to_spawner, spawner_from_manager) = bounded(MANAGER_SPAWNER);
+    let inbox = SpawnerInbox::new().map_err(|source| DaemonError::Thread {
+        role: Role::Spawner,
+        source,
+    })?;
+    let (manager_to_spawner, spawner_from_manager) = inbox.channel(MANAGER_SPAWNER);
     let (spawner_to_manager, manager_from_spawner) = bounded(MANAGER_SPAWNER);
     let (to_manager, manager_from_daemon) = bounded(DAEMON_LINK);
     let (manager_to_daemon, from_manager) = bounded(DAEMON_LINK);
-    let (to_spawner, spawner_from_daemon) = bounded(DAEMON_LINK);
+    let (to_spawner, spawner_from_daemon) = inbox.channel(DAEMON_LINK);
     let (spawner_to_daemon, from_spawner) = bounded(DAEMON_LINK);
-    let (child_exited_tx, child_exited) = bounded(1);
     let (signal_tx, signals) = bounded(16);
 
     let (io, to_io) =
@@ -324,12 +327,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
         .name("sf-signals".into())
         .spawn(move || {
             for signal in signal_source.forever() {
-                if signal == SIGCHLD {
-                    // A full channel already holds a notice; the spawner
-                    // reaps everything on each one. Without a spawner
-                    // thread nobody listens, and nothing needs to.
-                    let _ = child_exited_tx.try_send(());
-                } else if signal_tx.send(signal).is_err() {
+                if signal_tx.send(signal).is_err() {
                     return;
                 }
             }
@@ -354,11 +352,11 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     // in order, and a bridge takes no action on them.
     let ending = Arc::new(AtomicBool::new(false));
     let spawner_links = SpawnerLinks {
+        inbox,
         from_manager: spawner_from_manager,
         to_manager: spawner_to_manager,
         from_daemon: spawner_from_daemon,
         to_daemon: spawner_to_daemon,
-        child_exited,
         manager_socket: None,
     };
     match spawner_process {
@@ -491,8 +489,12 @@ fn bridge_spawner_process(
     let manager_reader = process.manager_link.try_clone().map_err(link_thread)?;
     let daemon_reader = process.daemon_link.try_clone().map_err(link_thread)?;
     let daemon_sibling = process.daemon_link.try_clone().map_err(link_thread)?;
-    bridge::spawn_writer("sf-link-ms-out", links.from_manager, process.manager_link)
-        .map_err(link_thread)?;
+    bridge::spawn_writer(
+        "sf-link-out",
+        (links.from_manager.into_inner(), process.manager_link),
+        (links.from_daemon.into_inner(), process.daemon_link),
+    )
+    .map_err(link_thread)?;
     // Without its manager link the spawner process can start and stop
     // nothing: that link's end ends the daemon link too, which is the
     // spawner role's end, and the daemon runs the ordered shutdown.
@@ -507,8 +509,6 @@ fn bridge_spawner_process(
         }),
     )
     .map_err(link_thread)?;
-    bridge::spawn_writer("sf-link-ds-out", links.from_daemon, process.daemon_link)
-        .map_err(link_thread)?;
     let recorder = recorder(Role::Daemon);
     let pid = process.pid;
     roles.spawn(Role::Spawner, move || {
@@ -546,11 +546,17 @@ fn serve(links: &Links, roles: &mut RoleThreads, tracer: &Tracer) -> (StopReason
                 return (StopReason::RoleEnded, internal_id("role-ended"));
             }
             recv(links.from_manager) -> message => match message {
-                Ok(message) if message.code == dm::message::Code::Shutdown as i32 => {
-                    let id = message.correlation_id.unwrap_or_else(|| internal_id("shutdown"));
-                    return (StopReason::Requested, id);
-                }
-                Ok(message) => log::debug!("manager: code {} ({})", message.code, message.correlation_id.unwrap_or_default()),
+                Ok(message) => match dm::message::Code::try_from(message.code) {
+                    Ok(dm::message::Code::Shutdown) => {
+                        let id = message.correlation_id.unwrap_or_else(|| internal_id("shutdown"));
+                        return (StopReason::Requested, id);
+                    }
+                    Ok(dm::message::Code::Ack) => log::debug!("manager: Ack ({})", message.correlation_id.unwrap_or_default()),
+                    Ok(dm::message::Code::Reload) | Err(_) => log::warn!(
+                        "ignoring the manager's code {}: the daemon does not take it",
+                        message.code
+                    ),
+                },
                 Err(_) => return (StopReason::RoleEnded, internal_id("role-ended")),
             },
             recv(links.from_spawner) -> message => {

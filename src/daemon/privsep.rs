@@ -32,22 +32,22 @@
 //! end of the spawner role.
 
 use std::fs;
-use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crossbeam_channel::bounded;
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::bridge::{spawn_reader, spawn_writer};
 use super::{DAEMON_LINK, DaemonError, MANAGER_SPAWNER};
 use crate::conf::Config;
 use crate::manager::service_table;
-use crate::spawner::{self, Spawner, SpawnerError, SpawnerLinks, TableSource};
+use crate::spawner::{self, Spawner, SpawnerError, SpawnerInbox, SpawnerLinks, TableSource};
 use crate::sys::{self, UserIds};
 use crate::trace::Tracer;
 
@@ -248,28 +248,17 @@ fn serve_spawner(options: &SpawnerProcessOptions) -> Result<(), ServeError> {
     }
     let setup = |doing| move |source| ServeError::Setup(DaemonError::Split { doing, source });
     // SIGINT from a terminal and SIGTERM to the process group reach this
-    // process too; the node process decides what they mean.
-    let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
-        .map_err(setup("install the spawner process's signal handlers"))?;
-    let (child_exited_tx, child_exited) = bounded(1);
-    std::thread::Builder::new()
-        .name("sf-signals".into())
-        .spawn(move || {
-            for signal in signals.forever() {
-                if signal == SIGCHLD {
-                    // A full channel already holds a notice; the spawner
-                    // reaps everything on each one.
-                    let _ = child_exited_tx.try_send(());
-                } else {
-                    log::debug!("spawner process: signal {signal} left to the node process");
-                }
-            }
-        })
-        .map_err(setup("start the spawner process's signal thread"))?;
-
-    let (from_manager_tx, from_manager) = bounded(MANAGER_SPAWNER);
+    // process too; the node process decides what they mean, so here they
+    // only set a flag nobody reads. SIGCHLD is the spawner role's own.
+    let ignored = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT, SIGHUP] {
+        signal_hook::flag::register(signal, ignored.clone())
+            .map_err(setup("install the spawner process's signal handlers"))?;
+    }
+    let inbox = SpawnerInbox::new().map_err(setup("create the spawner's poll"))?;
+    let (from_manager_tx, from_manager) = inbox.channel(MANAGER_SPAWNER);
     let (to_manager, to_manager_rx) = bounded(MANAGER_SPAWNER);
-    let (from_daemon_tx, from_daemon) = bounded(DAEMON_LINK);
+    let (from_daemon_tx, from_daemon) = inbox.channel(DAEMON_LINK);
     let (to_daemon, to_daemon_rx) = bounded(DAEMON_LINK);
     let clone = |link: &UnixStream| {
         link.try_clone()
@@ -292,24 +281,22 @@ fn serve_spawner(options: &SpawnerProcessOptions) -> Result<(), ServeError> {
         None,
     )
     .map_err(setup("start a link reader"))?;
-    let writers = [
-        spawn_writer("sf-link-ms-out", to_manager_rx, manager_link),
-        spawn_writer("sf-link-ds-out", to_daemon_rx, daemon_link),
-    ];
-    let writers = writers
-        .into_iter()
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(setup("start a link writer"))?;
+    let writer = spawn_writer(
+        "sf-link-out",
+        (to_manager_rx, manager_link),
+        (to_daemon_rx, daemon_link),
+    )
+    .map_err(setup("start the link writer"))?;
     let record_dir = config.node.spawner_state_dir.clone();
     // Its own table, whose hops are lost: the node's link readers record
     // what crosses to the node.
     let spawner = Spawner::new(
         SpawnerLinks {
+            inbox,
             from_manager,
             to_manager,
             from_daemon,
             to_daemon,
-            child_exited,
             manager_socket: Some(OwnedFd::from(hangup_watch)),
         },
         Tracer::new(1),
@@ -325,12 +312,10 @@ fn serve_spawner(options: &SpawnerProcessOptions) -> Result<(), ServeError> {
     })
     .map_err(ServeError::Role);
     let result = spawner.and_then(|spawner| spawner.run().map_err(ServeError::Role));
-    // The role's senders are gone with it: the writers send what is
-    // queued (the `Ack` of a shutdown) and end.
-    for writer in writers {
-        if writer.join().is_err() {
-            log::error!("spawner process: a link writer panicked");
-        }
+    // The role's senders are gone with it: the writer sends what is
+    // queued (the `Ack` of a shutdown) and ends.
+    if writer.join().is_err() {
+        log::error!("spawner process: the link writer panicked");
     }
     result
 }

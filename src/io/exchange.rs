@@ -12,9 +12,12 @@ use crate::conf::MAX_ID_LEN;
 use crate::trace::{CorrelationTable, RequestState, Role};
 use crate::wire::link::{ClientReply, ClientRequest, ConnectionId};
 use crate::wire::proto::public_api::{self, error::Kind, message::Code, message::Payload};
+use crate::wire::proto::public_api::{
+    ServiceDefinitionRequest, ServiceEnable, ServiceRestart, ServiceStop,
+};
 use crate::wire::{
-    Envelope, FRAME_HEADER_LEN, FrameDecoder, FrameError, MAX_CORRELATION_ID, decode_envelope,
-    encode_frame_with, error_reply,
+    Envelope, FRAME_HEADER_LEN, FrameDecoder, FrameError, MAX_CORRELATION_ID, Request,
+    decode_envelope, encode_frame_with, error_reply,
 };
 use prost::Message as _;
 
@@ -115,13 +118,14 @@ impl Exchange {
                     });
                 }
             };
-            let mut message =
+            let message =
                 decode_envelope::<public_api::Message>(body).map_err(|error| ProtocolError {
                     correlation_id: error.correlation_id,
                     kind: public_api::error::Kind::Malformed,
                     reason: error.reason,
                 })?;
-            if let Err(refusal) = check_bounds(&message) {
+            let mut request = ClientRequest::new(self.id, message);
+            if let Err(refusal) = check_bounds(&request) {
                 log::debug!(
                     "connection {}: request refused: {}",
                     self.id.0,
@@ -131,14 +135,11 @@ impl Exchange {
                 self.queue(&reply, &[]);
                 continue;
             }
-            if message.correlation().is_none() {
-                message.correlation_id = Some(uuid::Uuid::new_v4().to_string());
+            if request.message.correlation().is_none() {
+                request.message.correlation_id = Some(uuid::Uuid::new_v4().to_string());
             }
             self.in_flight += 1;
-            batch.push(ClientRequest {
-                connection: self.id,
-                message,
-            });
+            batch.push(request);
         }
         Ok(())
     }
@@ -260,12 +261,14 @@ struct Refusal {
     reason: String,
 }
 
-/// Checks every client-supplied string of `message` against its bound:
+/// Checks every client-supplied string of `request` against its bound:
 /// correlation ids (the envelope's, a trace's) [`MAX_CORRELATION_ID`],
 /// service ids and versions the longest legal id ([`MAX_ID_LEN`]), none
 /// with control characters. Other payloads carry no strings or are
-/// bounded by `max_frame` alone.
-fn check_bounds(message: &public_api::Message) -> Result<(), Refusal> {
+/// bounded by `max_frame` alone (cluster requests are checked by the
+/// cluster role, logs requests where their ids are looked up).
+fn check_bounds(request: &ClientRequest) -> Result<(), Refusal> {
+    let message = &request.message;
     let id = message.correlation_id.as_deref().unwrap_or_default();
     if let Some(reason) = out_of_bounds("correlation_id", id, MAX_CORRELATION_ID) {
         return Err(Refusal {
@@ -273,30 +276,50 @@ fn check_bounds(message: &public_api::Message) -> Result<(), Refusal> {
             reason,
         });
     }
-    let fields: [(&str, &str, usize); 2] = match &message.payload {
-        Some(Payload::ServiceStart(start)) => [
+    let Ok(request) = &request.request else {
+        return Ok(());
+    };
+    let fields: [(&str, &str, usize); 2] = match request {
+        Request::ServiceStart(start) => [
             ("service_id", &start.service_id, MAX_ID_LEN),
             ("version", &start.version, MAX_ID_LEN),
         ],
-        Some(Payload::ServiceStop(stop)) => [("service_id", &stop.service_id, MAX_ID_LEN); 2],
-        Some(Payload::ServiceRestart(restart)) => {
-            [("service_id", &restart.service_id, MAX_ID_LEN); 2]
+        Request::ServiceSignal(signal) => [
+            ("service_id", &signal.service_id, MAX_ID_LEN),
+            ("signal", &signal.signal, MAX_ID_LEN),
+        ],
+        Request::ServiceStop(ServiceStop { service_id })
+        | Request::ServiceRestart(ServiceRestart { service_id })
+        | Request::ServiceEnable(ServiceEnable { service_id, .. })
+        | Request::ServiceDefinitionRequest(ServiceDefinitionRequest { service_id }) => {
+            [("service_id", service_id, MAX_ID_LEN); 2]
         }
-        Some(Payload::ServiceStatusRequest(status)) => {
+        Request::ServiceStatusRequest(status) => {
             [(
                 "service_id",
                 status.service_id.as_deref().unwrap_or_default(),
                 MAX_ID_LEN,
             ); 2]
         }
-        Some(Payload::TraceRequest(trace)) => {
+        Request::TraceRequest(trace) => {
             [(
                 "TraceRequest.correlation_id",
                 &trace.correlation_id,
                 MAX_CORRELATION_ID,
             ); 2]
         }
-        _ => return Ok(()),
+        Request::ClusterApply(_)
+        | Request::ClusterRemove(_)
+        | Request::ClusterStart(_)
+        | Request::ClusterStop(_)
+        | Request::LogsRequest(_)
+        | Request::NodeInfoRequest(_)
+        | Request::Introduce
+        | Request::Shutdown
+        | Request::ConfigReload
+        | Request::Subscribe
+        | Request::ClusterStatusRequest
+        | Request::MetricsRequest => return Ok(()),
     };
     for (name, value, max) in fields {
         if let Some(reason) = out_of_bounds(name, value, max) {
@@ -501,6 +524,56 @@ mod tests {
                     Some("ok:1".to_owned()),
                     "service_id of 65 bytes exceeds the limit of 64 bytes".to_owned()
                 ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_strings_of_signal_enable_and_definition_requests_are_bounded_too() {
+        let limits = limits(4096);
+        let mut exchange = Exchange::new(ConnectionId(1), DEFAULT_MAX_FRAME);
+        let long = "s".repeat(65);
+        let cases = [
+            Request::ServiceSignal(public_api::ServiceSignal {
+                service_id: long.clone(),
+                signal: "HUP".into(),
+                instance: None,
+            }),
+            Request::ServiceSignal(public_api::ServiceSignal {
+                service_id: "web".into(),
+                signal: "HUP\n".into(),
+                instance: None,
+            }),
+            Request::ServiceEnable(ServiceEnable {
+                service_id: long.clone(),
+                enabled: true,
+            }),
+            Request::ServiceDefinitionRequest(ServiceDefinitionRequest { service_id: long }),
+        ];
+        for (index, case) in cases.into_iter().enumerate() {
+            let mut frame = Vec::new();
+            crate::wire::encode_frame(&case.into_message(Some(format!("c:{index}"))), &mut frame);
+            exchange.receive(&frame);
+        }
+        let mut batch = Vec::new();
+        exchange.take_requests(&limits, &mut batch).unwrap();
+        assert!(batch.is_empty(), "{batch:?}");
+        let reasons: Vec<String> = messages(exchange.unsent())
+            .into_iter()
+            .map(|reply| match reply.payload {
+                Some(Payload::Error(error)) if error.kind == Kind::BadRequest as i32 => {
+                    error.reason
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "service_id of 65 bytes exceeds the limit of 64 bytes",
+                "signal contains a control character",
+                "service_id of 65 bytes exceeds the limit of 64 bytes",
+                "service_id of 65 bytes exceeds the limit of 64 bytes",
             ]
         );
     }

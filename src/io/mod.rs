@@ -671,10 +671,8 @@ impl Io {
                     correlation_id: Some(format!("http-{}", self.http_requests)),
                     payload: None,
                 };
-                self.batch.push(ClientRequest {
-                    connection: ConnectionId(token.0 as u64),
-                    message,
-                });
+                self.batch
+                    .push(ClientRequest::new(ConnectionId(token.0 as u64), message));
             }
             http::Next::Close => {
                 if let Some(mut connection) = self.http.remove(&token) {

@@ -23,14 +23,18 @@ impl Manager {
                 self.links.from_spawner = crossbeam_channel::never();
                 return processes;
             };
-            match message.payload {
-                Some(ms::message::Payload::KnownProcesses(known)) => {
+            match ManagerSpawner::from_message(message.code, message.payload) {
+                Ok(ManagerSpawner::KnownProcesses(known)) => {
                     processes.extend(known.processes);
                     if known.more != Some(true) {
                         return processes;
                     }
                 }
-                payload => self.on_spawner(ms::Message { payload, ..message }, Instant::now()),
+                other => self.on_spawner_message(
+                    message.correlation_id.as_deref(),
+                    other,
+                    Instant::now(),
+                ),
             }
         }
     }
@@ -261,18 +265,8 @@ impl Manager {
     /// Asks the spawner to signal `pid`'s process group, outside any
     /// instance's state machine.
     fn signal_group(&mut self, pid: u32, signal: i32, now: Instant) {
-        let message = ms::Message::new(
-            ms::message::Code::SignalProcess,
-            Some(format!(
-                "readopt:duplicate:{}",
-                uuid::Uuid::new_v4().simple()
-            )),
-            ms::message::Payload::SignalProcess(ms::SignalProcess {
-                pid,
-                signal,
-                group: Some(true),
-            }),
-        );
-        self.ask_spawner(message, Asked::Signal, now);
+        let correlation = format!("readopt:duplicate:{}", uuid::Uuid::new_v4().simple());
+        let message = super::signal_group(pid, signal, Some(correlation));
+        self.ask_spawner(message, Asked::Signal { client: None }, now);
     }
 }

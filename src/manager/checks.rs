@@ -291,16 +291,8 @@ impl Manager {
 
     /// Kills a check command's process group; its end is then ignored.
     fn kill_check(&mut self, pid: u32, now: Instant) {
-        let message = ms::Message::new(
-            ms::message::Code::SignalProcess,
-            None,
-            ms::message::Payload::SignalProcess(ms::SignalProcess {
-                pid,
-                signal: libc::SIGKILL,
-                group: Some(true),
-            }),
-        );
-        self.ask_spawner(message, Asked::Signal, now);
+        let message = super::signal_group(pid, libc::SIGKILL, None);
+        self.ask_spawner(message, Asked::Signal { client: None }, now);
     }
 
     /// Starts the checks that are due and fails those past their deadline.
@@ -522,7 +514,7 @@ impl Manager {
     pub(super) fn ask_spawner(&mut self, message: ms::Message, asked: Asked, now: Instant) {
         self.tracer.record(Role::Manager, Role::Spawner, &message);
         if self.spawner_alive {
-            self.asked.push_back(asked);
+            self.asked.push(message.correlation_id.as_deref(), asked);
             self.to_spawner.push_back(message);
             self.send_to_spawner();
         } else {

@@ -98,12 +98,12 @@ impl Manager {
 
     pub(super) fn on_cluster(&mut self, message: mc::Message, now: Instant) {
         let correlation = message.correlation_id.clone().unwrap_or_default();
-        match (mc::message::Code::try_from(message.code), message.payload) {
-            (Ok(mc::message::Code::Assignments), Some(mc::message::Payload::Assignments(set))) => {
+        match ManagerCluster::from_message(message.code, message.payload) {
+            Ok(ManagerCluster::Assignments(set)) => {
                 let correlation = format!("cluster-assign:{}", uuid::Uuid::new_v4().simple());
                 self.assign(set, &correlation, now);
             }
-            (Ok(mc::message::Code::ClusterReply), Some(mc::message::Payload::Public(reply))) => {
+            Ok(ManagerCluster::ClusterReply(reply)) => {
                 let position = self
                     .cluster
                     .pending
@@ -114,10 +114,10 @@ impl Manager {
                     self.reply(connection, reply, true);
                 }
             }
-            (Ok(mc::message::Code::Health), Some(mc::message::Payload::Health(health))) => {
+            Ok(ManagerCluster::Health(health)) => {
                 self.cluster.health = Some(health);
             }
-            (Ok(mc::message::Code::Fence), _) => {
+            Ok(ManagerCluster::Fence) => {
                 let correlation = format!("cluster-fence:{}", uuid::Uuid::new_v4().simple());
                 let fenced: Vec<String> = self.cluster.fence.iter().cloned().collect();
                 for id in fenced {
@@ -126,9 +126,15 @@ impl Manager {
                     self.drive(&id, Event::Stop, &correlation, now);
                 }
             }
-            (code, _) => {
-                log::warn!("ignoring a malformed message from the cluster role ({code:?})")
-            }
+            Ok(
+                taken @ (ManagerCluster::Ack
+                | ManagerCluster::InstanceStates(_)
+                | ManagerCluster::ClusterRequest(_)),
+            ) => log::warn!(
+                "ignoring the cluster role's {}: the manager does not take it",
+                taken.code().as_str_name()
+            ),
+            Err(bad) => log::warn!("ignoring a malformed message from the cluster role: {bad}"),
         }
     }
 

@@ -10,12 +10,14 @@
 //! after `stop_timeout`, request deadlines) are deadlines of its
 //! `select!`, never sleeping threads.
 //!
-//! The spawner answers requests in the order it gets them, exactly once
-//! each (`ProcessStarted`, `Ack` or `Error`), so the manager matches
-//! answers to requests with a FIFO of what it asked. The one message it
-//! does not answer is the reloaded `ServiceTable`, which the manager sends
-//! on this link (not through the daemon) so that it reaches the spawner
-//! before the starts it allows.
+//! The spawner answers each request exactly once (`ProcessStarted`, `Ack`
+//! or `Error`) under its correlation id, and the manager matches answers to
+//! requests by that id (`asks.rs`). A client's `ServiceSignal` is answered
+//! after the spawner's answers, so a signal the spawner refuses reaches the
+//! client as an `Error`. The one message the spawner does not answer is
+//! the reloaded `ServiceTable`, which the manager sends on this link (not
+//! through the daemon) so that it reaches the spawner before the starts it
+//! allows.
 //!
 //! It keeps the state record (`record.rs`) in the node's state dir: the
 //! instances with a process and what users asked of each service, written
@@ -52,6 +54,7 @@
 //! then left as they are, and stay in the record.
 
 mod adoption;
+mod asks;
 mod checks;
 mod cluster;
 mod deps;
@@ -84,14 +87,19 @@ use crate::conf::deps::RequiredBy;
 use crate::conf::{Config, OnNodeExit, Output, ReadySignal, ServiceConfig};
 use crate::sys;
 use crate::trace::{Role, Tracer, now_unix_us};
-use crate::wire::link::{ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoSender};
+use crate::wire::link::{
+    ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoSender, WakingSender,
+};
 use crate::wire::proto::public_api::{
     self, ClientIntroduce, NodeInfoResponse, StatusCode, StatusColour, TraceResponse, error::Kind,
     message::Code, message::Payload, node_info_response, service_status_response, trace_response,
 };
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds, manager_spawner as ms};
-use crate::wire::{PROTOCOL_VERSION, error_reply};
-use checks::{CheckKey, Checks};
+use crate::wire::{
+    BadMessage, BadRequest, ManagerCluster, ManagerSpawner, PROTOCOL_VERSION, Request, error_reply,
+};
+use asks::{Asked, Asks};
+use checks::Checks;
 pub use cluster::ClusterLink;
 use cluster::ClusterSide;
 use deps::Hold;
@@ -147,7 +155,7 @@ pub struct ManagerLinks {
     /// Reports from the spawner.
     pub from_spawner: Receiver<ms::Message>,
     /// Process work for the spawner.
-    pub to_spawner: Sender<ms::Message>,
+    pub to_spawner: WakingSender<ms::Message>,
     /// The cluster role's link, for a node in a cluster.
     pub cluster: Option<ClusterLink>,
 }
@@ -205,15 +213,6 @@ enum Input {
     Tick,
 }
 
-/// What the manager asked the spawner and awaits an answer to.
-#[derive(Debug)]
-enum Asked {
-    Start { service: String, index: u32 },
-    Signal,
-    Watch { pid: u32 },
-    Check { key: CheckKey },
-}
-
 /// A service and its instances.
 #[derive(Debug)]
 struct Service {
@@ -247,6 +246,18 @@ struct Service {
 enum Replacement {
     Remove,
     With(Box<ServiceConfig>),
+}
+
+/// A client's `ServiceSignal` whose signals the spawner has not all
+/// answered yet.
+#[derive(Debug)]
+struct PendingSignal {
+    connection: ConnectionId,
+    service: String,
+    /// Signals not answered yet.
+    awaiting: usize,
+    /// Why the refused ones were refused.
+    refusals: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,7 +304,10 @@ pub struct Manager {
     pids: HashMap<u32, (String, u32)>,
     /// Who requires each service, kept with `config.services`.
     required_by: RequiredBy,
-    asked: VecDeque<Asked>,
+    asked: Asks,
+    /// Client `ServiceSignal`s waiting for the spawner's answers, by
+    /// correlation id.
+    signals: HashMap<String, PendingSignal>,
     /// Requests for the spawner that its channel had no room for yet.
     to_spawner: VecDeque<ms::Message>,
     /// Requests answered when their service reaches a state.
@@ -356,7 +370,8 @@ impl Manager {
             timers: BTreeSet::new(),
             pids: HashMap::new(),
             required_by,
-            asked: VecDeque::new(),
+            asked: Asks::default(),
+            signals: HashMap::new(),
             to_spawner: VecDeque::new(),
             waiters: Waiters::default(),
             subscribers: Vec::new(),
@@ -492,6 +507,9 @@ impl Manager {
                 }
                 self.spawner_alive = false;
                 self.links.from_spawner = crossbeam_channel::never();
+                for asked in self.asked.take_all() {
+                    self.spawner_gone(asked, now);
+                }
             }
             Input::Daemon(message) => self.on_daemon(message, now),
             Input::Cluster(message) => self.on_cluster(message, now),
@@ -607,6 +625,8 @@ impl Manager {
                 self.subscribers
                     .retain(|(subscriber, _)| *subscriber != connection);
                 self.waiters.closed(connection);
+                self.signals
+                    .retain(|_, pending| pending.connection != connection);
                 self.cluster.closed(connection);
             }
         }
@@ -729,16 +749,8 @@ impl Manager {
                 },
             ),
             Effect::Signal { pid, signal } => (
-                ms::Message::new(
-                    ms::message::Code::SignalProcess,
-                    correlation,
-                    ms::message::Payload::SignalProcess(ms::SignalProcess {
-                        pid,
-                        signal,
-                        group: Some(true),
-                    }),
-                ),
-                Asked::Signal,
+                signal_group(pid, signal, correlation),
+                Asked::Signal { client: None },
             ),
         };
         self.ask_spawner(message, asked, now);
@@ -762,8 +774,46 @@ impl Manager {
             Asked::Check { key } => {
                 self.check_not_started(&key, "the spawner is gone".to_owned(), now);
             }
-            Asked::Signal => {}
+            Asked::Signal { client } => {
+                self.signal_answered(client, Some("the spawner is gone".to_owned()));
+            }
         }
+    }
+
+    /// The spawner answered one signal of a client's `ServiceSignal`
+    /// (`refused` says why it did not send it); the client gets its answer
+    /// with the last one: `Ack` and the service's status when every signal
+    /// was sent, else an `Error` saying which were refused and why.
+    fn signal_answered(&mut self, client: Option<String>, refused: Option<String>) {
+        let Some(correlation) = client else {
+            return;
+        };
+        let Some(pending) = self.signals.get_mut(&correlation) else {
+            // Its connection closed.
+            return;
+        };
+        pending.awaiting = pending.awaiting.saturating_sub(1);
+        pending.refusals.extend(refused);
+        if pending.awaiting > 0 {
+            return;
+        }
+        let Some(pending) = self.signals.remove(&correlation) else {
+            return;
+        };
+        let answer = if pending.refusals.is_empty() {
+            let status = self.status_of(self.services.get(&pending.service));
+            Ok(Some((Code::Ack, Body::Encoded(status))))
+        } else {
+            Err(RequestError::new(
+                Kind::SpawnFailed,
+                format!(
+                    "the spawner refused to signal {}: {}",
+                    pending.service,
+                    pending.refusals.join("; ")
+                ),
+            ))
+        };
+        self.answer(pending.connection, correlation, answer);
     }
 
     /// Queues the reloaded service table for the spawner, ahead of the
@@ -847,16 +897,21 @@ impl Manager {
     }
 
     fn on_spawner(&mut self, message: ms::Message, now: Instant) {
-        let code = ms::message::Code::try_from(message.code);
-        match (code, message.payload) {
-            (
-                Ok(ms::message::Code::ProcessStarted),
-                Some(ms::message::Payload::ProcessStarted(started)),
-            ) => {
-                let asked = self.asked.pop_front();
-                if let Some(Asked::Check { key }) = asked {
-                    self.check_started(key, started.pid, now);
-                } else if let Some(Asked::Start { service, index }) = asked {
+        let typed = ManagerSpawner::from_message(message.code, message.payload);
+        self.on_spawner_message(message.correlation_id.as_deref(), typed, now);
+    }
+
+    /// Handles one message of the spawner's, as its type.
+    fn on_spawner_message(
+        &mut self,
+        correlation: Option<&str>,
+        message: Result<ManagerSpawner, BadMessage<ms::message::Code>>,
+        now: Instant,
+    ) {
+        match message {
+            Ok(ManagerSpawner::ProcessStarted(started)) => match self.asked.answered(correlation) {
+                Some(Asked::Check { key }) => self.check_started(key, started.pid, now),
+                Some(Asked::Start { service, index }) => {
                     log::info!("{service}.{index} started as pid {}", started.pid);
                     if let Some(entry) = self.services.get_mut(&service) {
                         if let Some(slot) = entry.start_times.get_mut(index as usize) {
@@ -874,13 +929,13 @@ impl Manager {
                         now,
                     );
                 }
-            }
-            (Ok(ms::message::Code::Error), payload) => {
-                let reason = match payload {
-                    Some(ms::message::Payload::Error(error)) => error.reason,
-                    _ => "the spawner gave no reason".to_owned(),
-                };
-                match self.asked.pop_front() {
+                asked => unexpected_answer(correlation, "ProcessStarted", asked),
+            },
+            Ok(ManagerSpawner::Error(error)) => {
+                let reason = Some(error.reason)
+                    .filter(|reason| !reason.is_empty())
+                    .unwrap_or_else(|| "the spawner gave no reason".to_owned());
+                match self.asked.answered(correlation) {
                     Some(Asked::Start { service, index }) => {
                         log::warn!("cannot start {service}.{index}: {reason}");
                         self.spawn_failed(&service, index as usize, reason, now);
@@ -890,16 +945,22 @@ impl Manager {
                         log::warn!("cannot start a check of {}.{}: {reason}", key.0, key.1);
                         self.check_not_started(&key, reason, now);
                     }
-                    _ => log::warn!("the spawner refused a signal: {reason}"),
+                    Some(Asked::Signal { client }) => {
+                        log::warn!("the spawner refused a signal: {reason}");
+                        self.signal_answered(client, Some(reason));
+                    }
+                    None => log::warn!(
+                        "the spawner refused a request the manager does not await ({}): {reason}",
+                        correlation.unwrap_or("no correlation id")
+                    ),
                 }
             }
-            (Ok(ms::message::Code::Ack), _) => {
-                self.asked.pop_front();
-            }
-            (
-                Ok(ms::message::Code::ProcessExited),
-                Some(ms::message::Payload::ProcessExited(exited)),
-            ) => {
+            Ok(ManagerSpawner::Ack) => match self.asked.answered(correlation) {
+                Some(Asked::Signal { client }) => self.signal_answered(client, None),
+                Some(Asked::Watch { .. }) => {}
+                asked => unexpected_answer(correlation, "Ack", asked),
+            },
+            Ok(ManagerSpawner::ProcessExited(exited)) => {
                 let status = match (exited.exit_code, exited.exit_signal) {
                     (_, Some(signal)) => ExitStatus::Signal(signal),
                     (Some(code), None) => ExitStatus::Code(code),
@@ -918,10 +979,7 @@ impl Manager {
                     self.apply(&service, index as usize, Event::Exited(status), None, now);
                 }
             }
-            (
-                Ok(ms::message::Code::ProcessReady),
-                Some(ms::message::Payload::ProcessReady(ready)),
-            ) => {
+            Ok(ManagerSpawner::ProcessReady(ready)) => {
                 if let Some((service, index)) = self.pids.get(&ready.pid).cloned() {
                     log::info!("{service}.{index} (pid {}) is ready", ready.pid);
                     let fd = match self.config.services.get(&service).map(|s| &s.ready.signal) {
@@ -932,11 +990,8 @@ impl Manager {
                     self.apply(&service, index as usize, Event::Ready, None, now);
                 }
             }
-            (
-                Ok(ms::message::Code::CgroupStatus),
-                Some(ms::message::Payload::CgroupStatus(status)),
-            ) => self.cgroups = Some(status),
-            (Ok(ms::message::Code::LogMessage), Some(ms::message::Payload::LogMessage(entry))) => {
+            Ok(ManagerSpawner::CgroupStatus(status)) => self.cgroups = Some(status),
+            Ok(ManagerSpawner::LogMessage(entry)) => {
                 let level = match entry.level {
                     1 => log::Level::Error,
                     2 => log::Level::Warn,
@@ -946,10 +1001,17 @@ impl Manager {
                 };
                 log::log!(target: "snow_fox::spawner", level, "{}: {}", entry.target, entry.text);
             }
-            (code, _) => log::warn!(
-                "ignoring a malformed message from the spawner (code {:?})",
-                code.map(|code| code.as_str_name())
+            Ok(
+                taken @ (ManagerSpawner::StartProcess(_)
+                | ManagerSpawner::SignalProcess(_)
+                | ManagerSpawner::ServiceTable(_)
+                | ManagerSpawner::AdoptProcess(_)
+                | ManagerSpawner::KnownProcesses(_)),
+            ) => log::warn!(
+                "ignoring the spawner's {}: the manager does not take it here",
+                taken.code().as_str_name()
             ),
+            Err(bad) => log::warn!("ignoring a malformed message from the spawner: {bad}"),
         }
     }
 
@@ -1037,7 +1099,10 @@ impl Manager {
                 }
                 self.ack_daemon(&correlation);
             }
-            _ => log::warn!("ignoring code {} from the daemon", message.code),
+            Ok(dm::message::Code::Ack) => {
+                log::warn!("ignoring the daemon's Ack: the manager asked it nothing");
+            }
+            Err(_) => log::warn!("ignoring unknown code {} from the daemon", message.code),
         }
     }
 
@@ -1280,6 +1345,31 @@ enum Outcome {
 /// instance did not get running and ready: it backs off, gave up, or
 /// exited unsuccessfully; with `ready = "started"` an instance counts as
 /// started once it has run for its `start_grace`.
+/// A `SignalProcess` of `pid`'s process group.
+fn signal_group(pid: u32, signal: i32, correlation: Option<String>) -> ms::Message {
+    ms::Message::new(
+        ms::message::Code::SignalProcess,
+        correlation,
+        ms::message::Payload::SignalProcess(ms::SignalProcess {
+            pid,
+            signal,
+            group: Some(true),
+        }),
+    )
+}
+
+/// Logs an answer of the spawner's that does not fit what it answers.
+fn unexpected_answer(correlation: Option<&str>, answer: &str, asked: Option<Asked>) {
+    log::warn!(
+        "ignoring the spawner's {answer} ({}): it answers {}",
+        correlation.unwrap_or("no correlation id"),
+        match asked {
+            Some(asked) => format!("{asked:?}"),
+            None => "nothing the manager awaits".to_owned(),
+        }
+    );
+}
+
 fn waiter_outcome(service: &Service, goal: Goal, now: Instant, log_dir: &Path) -> Outcome {
     let instances = &service.instances;
     if goal == Goal::Down {

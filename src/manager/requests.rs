@@ -8,9 +8,10 @@ impl Manager {
         let ClientRequest {
             connection,
             mut message,
+            request,
         } = request;
         let correlation = message.correlation_id.take().unwrap_or_default();
-        let result = self.dispatch(connection, &correlation, message, now);
+        let result = self.dispatch(connection, &correlation, request, now);
         self.answer(connection, correlation, result);
     }
 
@@ -19,22 +20,27 @@ impl Manager {
         &mut self,
         connection: ConnectionId,
         correlation: &str,
-        mut message: public_api::Message,
+        request: Result<Request, BadRequest>,
         now: Instant,
     ) -> Answer {
-        let code = Code::try_from(message.code).map_err(|_| {
-            RequestError::new(Kind::BadRequest, format!("unknown code {}", message.code))
-        })?;
-        self.counters.request(code);
-        check_payload(code, message.payload.as_ref())?;
+        let request = match request {
+            Ok(request) => request,
+            Err(refusal) => {
+                if let Some(code) = refusal.code {
+                    self.counters.request(code);
+                }
+                return Err(RequestError::new(Kind::BadRequest, refusal.reason));
+            }
+        };
+        self.counters.request(request.code());
         if self.shutdown.is_some() {
             return Err(RequestError::new(
                 Kind::ShuttingDown,
                 "the node is shutting down",
             ));
         }
-        match (code, message.payload.take()) {
-            (Code::Introduce, _) => Ok(Some((
+        match request {
+            Request::Introduce => Ok(Some((
                 Code::Introduce,
                 Body::Message(Some(Payload::ClientIntroduce(ClientIntroduce {
                     client_id: format!("{}-{}", self.client_prefix, connection.0),
@@ -43,18 +49,17 @@ impl Manager {
                     max_frame: Some(self.config.node.max_frame),
                 }))),
             ))),
-            (Code::NodeInfoRequest, payload) => {
-                let details =
-                    matches!(payload, Some(Payload::NodeInfoRequest(request)) if request.details());
-                Ok(Some((Code::NodeInfoResponse, self.node_info(details))))
-            }
-            (Code::TraceRequest, Some(Payload::TraceRequest(request))) => Ok(Some((
+            Request::NodeInfoRequest(request) => Ok(Some((
+                Code::NodeInfoResponse,
+                self.node_info(request.details()),
+            ))),
+            Request::TraceRequest(request) => Ok(Some((
                 Code::TraceResponse,
                 Body::Message(Some(Payload::TraceResponse(
                     self.trace(&request.correlation_id),
                 ))),
             ))),
-            (Code::Shutdown, _) => {
+            Request::Shutdown => {
                 let order = dm::Message {
                     code: dm::message::Code::Shutdown as i32,
                     correlation_id: Some(correlation.to_owned()),
@@ -66,14 +71,9 @@ impl Manager {
                     .map_err(|_| RequestError::new(Kind::Internal, "the daemon is gone"))?;
                 Ok(Some((Code::Ack, Body::Message(None))))
             }
-            (Code::ServiceStatusRequest, payload) => {
-                let (wanted, metrics) = match payload {
-                    Some(Payload::ServiceStatusRequest(request)) => (
-                        request.service_id.filter(|id| !id.is_empty()),
-                        request.metrics.unwrap_or(false).then_some(now),
-                    ),
-                    _ => (None, None),
-                };
+            Request::ServiceStatusRequest(request) => {
+                let wanted = request.service_id.filter(|id| !id.is_empty());
+                let metrics = request.metrics.unwrap_or(false).then_some(now);
                 let status = match wanted {
                     Some(id) => {
                         self.known(&id)?;
@@ -83,7 +83,7 @@ impl Manager {
                 };
                 Ok(Some((Code::ServiceStatusResponse, Body::Encoded(status))))
             }
-            (Code::ServiceStart, Some(Payload::ServiceStart(request))) => {
+            Request::ServiceStart(request) => {
                 if !request.version.is_empty() && request.version != self.config.effective_version {
                     return Err(RequestError::new(
                         Kind::VersionMismatch,
@@ -101,24 +101,22 @@ impl Manager {
                     now,
                 )
             }
-            (Code::ServiceStop, Some(Payload::ServiceStop(request))) => self.act(
+            Request::ServiceStop(request) => self.act(
                 connection,
                 correlation,
                 &request.service_id,
                 Event::Stop,
                 now,
             ),
-            (Code::ServiceRestart, Some(Payload::ServiceRestart(request))) => self.act(
+            Request::ServiceRestart(request) => self.act(
                 connection,
                 correlation,
                 &request.service_id,
                 Event::Restart,
                 now,
             ),
-            (Code::ServiceSignal, Some(Payload::ServiceSignal(request))) => {
-                self.signal(&request, now)
-            }
-            (Code::ServiceEnable, Some(Payload::ServiceEnable(request))) => {
+            Request::ServiceSignal(request) => self.signal(connection, correlation, &request, now),
+            Request::ServiceEnable(request) => {
                 self.known(&request.service_id)?;
                 if let Some(service) = self.services.get_mut(&request.service_id) {
                     service.enabled = Some(request.enabled);
@@ -136,7 +134,7 @@ impl Manager {
                 let status = self.status_of(self.services.get(&request.service_id));
                 Ok(Some((Code::Ack, Body::Encoded(status))))
             }
-            (Code::ServiceDefinitionRequest, Some(Payload::ServiceDefinitionRequest(request))) => {
+            Request::ServiceDefinitionRequest(request) => {
                 self.known(&request.service_id)?;
                 Ok(Some((
                     Code::ServiceDefinitionResponse,
@@ -145,21 +143,17 @@ impl Manager {
                     )))),
                 )))
             }
-            (Code::ConfigReload, _) => self
+            Request::ConfigReload => self
                 .reload(correlation, now)
                 .map(|status| Some((Code::Ack, Body::Encoded(status)))),
-            (
-                Code::ClusterStatusRequest
-                | Code::ClusterApply
-                | Code::ClusterRemove
-                | Code::ClusterStart
-                | Code::ClusterStop,
-                payload,
-            ) => {
-                message.payload = payload;
-                self.forward_to_cluster(connection, correlation, message, now)
+            request @ (Request::ClusterStatusRequest
+            | Request::ClusterApply(_)
+            | Request::ClusterRemove(_)
+            | Request::ClusterStart(_)
+            | Request::ClusterStop(_)) => {
+                self.forward_to_cluster(connection, correlation, request.into_message(None), now)
             }
-            (Code::MetricsRequest, _) => Ok(Some((
+            Request::MetricsRequest => Ok(Some((
                 Code::MetricsResponse,
                 Body::Message(Some(Payload::MetricsResponse(
                     public_api::MetricsResponse {
@@ -167,7 +161,7 @@ impl Manager {
                     },
                 ))),
             ))),
-            (Code::Subscribe, _) => {
+            Request::Subscribe => {
                 let limit = self.config.node.max_subscriptions_per_connection;
                 let held = self
                     .subscribers
@@ -186,19 +180,21 @@ impl Manager {
                 self.subscribers.push((connection, correlation.to_owned()));
                 Ok(Some((Code::Ack, Body::Message(None))))
             }
-            (Code::LogsRequest, Some(Payload::LogsRequest(request))) => {
-                self.logs(connection, correlation, &request)
-            }
-            (code, _) => Err(RequestError::new(
-                Kind::BadRequest,
-                format!("{} is a reply, not a request", code.as_str_name()),
-            )),
+            Request::LogsRequest(request) => self.logs(connection, correlation, &request),
         }
     }
 
     /// Sends a `ServiceSignal`'s signal to the process groups of the
-    /// service's running instances (or of the one it names).
-    fn signal(&mut self, request: &public_api::ServiceSignal, now: Instant) -> Answer {
+    /// service's running instances (or of the one it names), under the
+    /// request's correlation id; it is answered once the spawner has
+    /// answered every signal ([`Manager::signal_answered`]).
+    fn signal(
+        &mut self,
+        connection: ConnectionId,
+        correlation: &str,
+        request: &public_api::ServiceSignal,
+        now: Instant,
+    ) -> Answer {
         let id = &request.service_id;
         self.known(id)?;
         let signal = crate::conf::signal_by_name(&request.signal).ok_or_else(|| {
@@ -234,12 +230,22 @@ impl Manager {
                 format!("{id} has no process to signal: no instance of it runs"),
             ));
         }
+        self.signals.insert(
+            correlation.to_owned(),
+            PendingSignal {
+                connection,
+                service: id.clone(),
+                awaiting: targets.len(),
+                refusals: Vec::new(),
+            },
+        );
         for (index, pid) in targets {
             log::info!("{id}.{index}: sending signal {signal} to pid {pid}'s process group");
-            self.carry_out(id, index as usize, Effect::Signal { pid, signal }, now);
+            let message = signal_group(pid, signal, Some(correlation.to_owned()));
+            let client = Some(correlation.to_owned());
+            self.ask_spawner(message, Asked::Signal { client }, now);
         }
-        let status = self.status_of(self.services.get(id));
-        Ok(Some((Code::Ack, Body::Encoded(status))))
+        Ok(None)
     }
 
     /// Service `id`'s definition as loaded.
@@ -782,77 +788,4 @@ impl Manager {
             )),
         }
     }
-}
-
-/// Checks that a request carries the payload its code requires, and no
-/// other.
-fn check_payload(code: Code, payload: Option<&Payload>) -> Result<(), RequestError> {
-    let (required, fits) = match (code, payload) {
-        (Code::NodeInfoRequest, None | Some(Payload::NodeInfoRequest(_))) => (false, true),
-        (Code::ServiceStatusRequest, None | Some(Payload::ServiceStatusRequest(_))) => {
-            (false, true)
-        }
-        (
-            Code::Introduce
-            | Code::Shutdown
-            | Code::ConfigReload
-            | Code::Subscribe
-            | Code::ClusterStatusRequest
-            | Code::MetricsRequest,
-            None,
-        ) => (false, true),
-        (Code::ServiceStart, Some(Payload::ServiceStart(_)))
-        | (Code::ServiceSignal, Some(Payload::ServiceSignal(_)))
-        | (Code::ServiceEnable, Some(Payload::ServiceEnable(_)))
-        | (Code::ServiceDefinitionRequest, Some(Payload::ServiceDefinitionRequest(_)))
-        | (Code::ServiceStop, Some(Payload::ServiceStop(_)))
-        | (Code::ServiceRestart, Some(Payload::ServiceRestart(_)))
-        | (Code::TraceRequest, Some(Payload::TraceRequest(_)))
-        | (Code::ClusterApply, Some(Payload::ClusterApply(_)))
-        | (
-            Code::ClusterRemove | Code::ClusterStart | Code::ClusterStop,
-            Some(Payload::ClusterService(_)),
-        )
-        | (Code::LogsRequest, Some(Payload::LogsRequest(_))) => (true, true),
-        (
-            Code::ServiceStart
-            | Code::ServiceStop
-            | Code::ServiceRestart
-            | Code::TraceRequest
-            | Code::ServiceSignal
-            | Code::ServiceEnable
-            | Code::ServiceDefinitionRequest
-            | Code::ClusterApply
-            | Code::ClusterRemove
-            | Code::ClusterStart
-            | Code::ClusterStop
-            | Code::LogsRequest,
-            None,
-        ) => (true, false),
-        (
-            Code::Ack
-            | Code::NodeInfoResponse
-            | Code::ServiceStatusResponse
-            | Code::TraceResponse
-            | Code::Error
-            | Code::ServiceDefinitionResponse
-            | Code::Event
-            | Code::ClusterStatusResponse
-            | Code::LogLines
-            | Code::MetricsResponse,
-            _,
-        ) => (false, true),
-        _ => (false, false),
-    };
-    if fits {
-        return Ok(());
-    }
-    let reason = match payload {
-        None if required => format!("{} requires its payload", code.as_str_name()),
-        _ => format!(
-            "{} does not take the payload it was sent",
-            code.as_str_name()
-        ),
-    };
-    Err(RequestError::new(Kind::BadRequest, reason))
 }

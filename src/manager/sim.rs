@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,10 @@ use mio::{Poll, Token, Waker};
 use super::{Input, Manager, ManagerLinks, NodeIdentity};
 use crate::conf::Config;
 use crate::trace::Tracer;
-use crate::wire::link::{ClientRequest, ConnectionId, IoCommand, IoEvent, IoReceiver, io_channel};
+use crate::wire::link::{
+    ClientRequest, ConnectionId, IoCommand, IoEvent, IoReceiver, WakingReceiver, io_channel,
+    waking_channel,
+};
 use crate::wire::proto::public_api::{self, message::Code, message::Payload};
 use crate::wire::proto::{daemon_manager as dm, manager_spawner as ms};
 
@@ -47,7 +51,7 @@ pub(super) struct Sim {
     /// Replies and events for clients, in order.
     pub replies: Vec<(ConnectionId, public_api::Message)>,
     spawner: Sender<ms::Message>,
-    from_manager: Receiver<ms::Message>,
+    from_manager: WakingReceiver<ms::Message>,
     io: Sender<IoEvent>,
     to_io: IoReceiver,
     daemon: Sender<dm::Message>,
@@ -82,13 +86,14 @@ impl Sim {
         }
         let config = Config::load(&dir.join("conf")).unwrap();
         let (spawner, from_spawner) = unbounded();
-        let (to_spawner, from_manager) = unbounded();
         let (io, from_io) = unbounded();
         let (daemon, from_daemon) = unbounded();
         let (to_daemon_sender, to_daemon) = unbounded();
         let poll = Poll::new().unwrap();
         let waker = Waker::new(poll.registry(), Token(0)).unwrap();
         let (to_io, replies) = io_channel(waker, 1 << 16);
+        let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
+        let (to_spawner, from_manager) = waking_channel(waker, 1 << 16);
         let links = ManagerLinks {
             from_io,
             to_io,
@@ -156,9 +161,10 @@ impl Sim {
     /// has anything left to do.
     pub fn settle(&mut self) {
         loop {
-            let mut moved = false;
-            while let Ok(message) = self.from_manager.try_recv() {
-                moved = true;
+            let mut asked = Vec::new();
+            self.from_manager.drain(&mut asked);
+            let mut moved = !asked.is_empty();
+            for message in asked {
                 self.answer(message);
             }
             let inputs: Vec<Input> = std::iter::from_fn(|| {
@@ -191,8 +197,13 @@ impl Sim {
                 }
             }
             self.to_daemon.try_iter().for_each(drop);
-            if !moved && self.from_manager.is_empty() {
+            let mut asked = Vec::new();
+            self.from_manager.drain(&mut asked);
+            if !moved && asked.is_empty() {
                 return;
+            }
+            for message in asked {
+                self.answer(message);
             }
         }
     }
@@ -310,10 +321,10 @@ impl Sim {
             payload: Some(payload),
         };
         self.io
-            .send(IoEvent::Requests(vec![ClientRequest {
-                connection: ConnectionId(1),
+            .send(IoEvent::Requests(vec![ClientRequest::new(
+                ConnectionId(1),
                 message,
-            }]))
+            )]))
             .unwrap();
         self.settle();
         correlation

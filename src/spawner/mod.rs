@@ -8,8 +8,14 @@
 //! manager and answers each with its correlation id (`ProcessStarted`,
 //! `Ack` or `Error`); it reports every reaped child as `ProcessExited` and
 //! notable events as `LogMessage`. It reads the daemon's `Shutdown`
-//! (answered with `Ack`), and one `()` notice per SIGCHLD from the daemon's
-//! signal thread (or its own, as a process).
+//! (answered with `Ack`).
+//!
+//! It sleeps in one `mio::Poll` and wakes only for something to do, never
+//! on a timer: a message on one of its channels (their senders wake the
+//! poll's waker, [`SpawnerInbox`]), a SIGCHLD (its own handler writes a
+//! byte to a socketpair in the poll), the pidfd of an adopted process
+//! turning readable, or a readiness pipe with data or closed. The only
+//! deadline it keeps is that of an ended instance's cgroup drain (below).
 //!
 //! It trusts nothing it is told. Where its service table comes from is
 //! fixed at construction ([`TableSource`]). As a thread
@@ -58,13 +64,10 @@
 //! refused and logged. In the spawner process, a start is not carried out
 //! once the node at the other end of its link is gone (`poll` for
 //! `POLLRDHUP` on the link socket before each), as nobody would learn of
-//! it. Adopted processes are not its children, so they cannot be reaped.
-//! While it watches adopted processes it polls their pidfds every
-//! [`ADOPTED_POLL`] (one `poll(2)` with no wait; a blocking watcher thread
-//! would need a second wake-up path into this loop for no real gain), so an
-//! adopted process's end is reported up to that much later, as
-//! `ProcessExited` without exit code or signal: its real parent collects
-//! those. Signals to an adopted process go out only after a check that its
+//! it. Adopted processes are not its children, so they cannot be reaped:
+//! each one's pidfd is in the poll, and its end is reported when the
+//! pidfd turns readable, as `ProcessExited` without exit code or signal
+//! (its real parent collects those). Signals to an adopted process go out only after a check that its
 //! pidfd has not turned readable, so a pid freed by its end is not
 //! signalled. An adopted process's output goes on through its pipe to the
 //! log keeper, which outlived the node that started it.
@@ -77,10 +80,9 @@
 //! any child does, with `ProcessExited`: the manager tells checks from
 //! services by pid. A `StartProcess` with `ready_fd` hands the child the
 //! write end of a pipe as that fd (s6/dinit readiness notification); the
-//! spawner keeps the read end and, while any such pipe is open, reads
-//! them every [`READY_POLL`] (a `poll(2)` with no wait, then a read that
-//! cannot block), so a notification is seen up to that much later. A
-//! newline is reported as `ProcessReady`; a child that writes it and ends
+//! spawner keeps the read end in its poll and reads it whenever it is
+//! readable, until it is not (reads that cannot block). A newline is
+//! reported as `ProcessReady`; a child that writes it and ends
 //! at once is reported ready before its end, as the pipe is read before
 //! the end is reported. The pipe is dropped at the newline, at EOF, or
 //! when the child is reaped.
@@ -107,7 +109,9 @@
 //! gives, if it exists.
 //!
 //! Reaping is `wait4(-1, WNOHANG)` until nothing is left, on each SIGCHLD
-//! notice and after each start. A pid stays in the
+//! notice and after each start. SIGCHLD is the spawner's own in both
+//! modes (`signal_hook::low_level::pipe`, removed when it is dropped): no
+//! other thread forwards it. A pid stays in the
 //! map until it is reaped, so a pid the spawner signals can never have been
 //! reused by a stranger; pids that are neither its children nor adopted
 //! (above) are refused.
@@ -131,8 +135,9 @@
 //!
 //! When it ends: after answering the daemon's `Shutdown` it returns `Ok`,
 //! leaving running services alone (the manager has stopped those that
-//! should stop). It returns an error when the daemon's channel or the
-//! SIGCHLD notices end before that, or when `waitpid` fails; the daemon
+//! should stop). It returns an error when the daemon's channel closes
+//! before that, when its poll or SIGCHLD socketpair fails, or when
+//! `waitpid` fails; the daemon
 //! then decides. A closed manager channel (the manager ends before the
 //! spawner in an ordered shutdown) is not an error: later exits are only
 //! logged.
@@ -146,17 +151,22 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvError, Sender, never, select};
+use crossbeam_channel::{RecvError, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::cgroup::InstanceCgroup;
 use crate::conf;
 use crate::sys::{self, ExitStatusKind};
 use crate::trace::{Role, Tracer, now_unix_ms};
+use crate::wire::link::{WakingReceiver, WakingSender, waking_channel};
 use crate::wire::proto::{daemon_spawner as ds, manager_spawner as ms};
+use crate::wire::{DaemonSpawner, ManagerSpawner};
 use ds::service_table::output as table_output;
 pub use keeper::link::KeeperLaunch;
 use keeper::link::KeeperLink;
@@ -172,22 +182,43 @@ const KNOWN_PER_MESSAGE: usize = 4096;
 /// The highest signal number (`SIGRTMAX` on Linux).
 const MAX_SIGNAL: i32 = 64;
 
+/// The poll the spawner sleeps in, made before its channels so that
+/// their senders can wake it ([`SpawnerInbox::channel`]).
+#[derive(Debug)]
+pub struct SpawnerInbox {
+    poll: Poll,
+    waker: Arc<Waker>,
+}
+
+impl SpawnerInbox {
+    /// A new poll and its waker.
+    pub fn new() -> io::Result<SpawnerInbox> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        Ok(SpawnerInbox { poll, waker })
+    }
+
+    /// A channel into the spawner holding at most `capacity` messages,
+    /// whose sends wake its poll.
+    pub fn channel<M>(&self, capacity: usize) -> (WakingSender<M>, WakingReceiver<M>) {
+        waking_channel(self.waker.clone(), capacity)
+    }
+}
+
 /// The spawner's channel ends, created by the daemon.
 #[derive(Debug)]
 pub struct SpawnerLinks {
+    /// The poll the channels into the spawner wake.
+    pub inbox: SpawnerInbox,
     /// Requests from the manager.
-    pub from_manager: Receiver<ms::Message>,
+    pub from_manager: WakingReceiver<ms::Message>,
     /// Replies, exits and log messages to the manager. Sent blocking:
     /// exit notices are never dropped.
     pub to_manager: Sender<ms::Message>,
     /// Orders from the daemon.
-    pub from_daemon: Receiver<ds::Message>,
+    pub from_daemon: WakingReceiver<ds::Message>,
     /// Answers to the daemon.
     pub to_daemon: Sender<ds::Message>,
-    /// One () per SIGCHLD the daemon's signal thread saw (bounded(1), sent
-    /// with try_send: notices coalesce; the spawner reaps until nothing is
-    /// left on each).
-    pub child_exited: Receiver<()>,
     /// In the spawner process, the socket its manager link arrives on:
     /// once the node at its other end is gone, starts still queued are
     /// not carried out. None for the spawner thread.
@@ -215,8 +246,40 @@ pub enum TableSource {
     },
 }
 
-/// How often the pidfds of adopted processes are checked.
-pub const ADOPTED_POLL: Duration = Duration::from_millis(200);
+/// The token of the spawner's waker: a message on one of its channels.
+const WAKE: Token = Token(0);
+/// The token of its SIGCHLD notices.
+const CHILD_EXITED: Token = Token(1);
+/// Tokens from here on name a pid's pidfd (even) or readiness pipe (odd).
+const FIRST_FD_TOKEN: usize = 2;
+
+/// The token of the pidfd of adopted process `pid`.
+fn pidfd_token(pid: u32) -> Token {
+    Token(FIRST_FD_TOKEN + 2 * pid as usize)
+}
+
+/// The token of the readiness pipe of child `pid`.
+fn ready_token(pid: u32) -> Token {
+    Token(FIRST_FD_TOKEN + 2 * pid as usize + 1)
+}
+
+/// What a token other than [`WAKE`] and [`CHILD_EXITED`] names.
+enum FdToken {
+    Pidfd(u32),
+    ReadyPipe(u32),
+}
+
+impl FdToken {
+    fn of(token: Token) -> Option<FdToken> {
+        let index = token.0.checked_sub(FIRST_FD_TOKEN)?;
+        let pid = u32::try_from(index / 2).ok()?;
+        Some(if index % 2 == 0 {
+            FdToken::Pidfd(pid)
+        } else {
+            FdToken::ReadyPipe(pid)
+        })
+    }
+}
 
 /// How often the cgroups of ended instances are checked for processes
 /// left while they are drained.
@@ -225,10 +288,6 @@ pub const DRAIN_POLL: Duration = Duration::from_millis(10);
 /// How long an ended instance's cgroup may take to empty after its kill
 /// before its end is reported anyway (a process stuck in the kernel).
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
-
-/// How often open readiness pipes are read while any is open: the most a
-/// readiness notification waits before it is seen.
-pub const READY_POLL: Duration = Duration::from_millis(50);
 
 /// One of the spawner's own children, until it is reaped; or an adopted
 /// process, until it ends.
@@ -272,28 +331,33 @@ struct Draining {
 /// thread with [`Spawner::run`].
 #[derive(Debug)]
 pub struct Spawner {
-    from_manager: Receiver<ms::Message>,
+    /// Where it sleeps: its channels' waker, SIGCHLD notices, the pidfds
+    /// of adopted processes and the readiness pipes.
+    poll: Poll,
+    /// The read end of the socketpair SIGCHLD's handler writes a byte to.
+    child_exited: mio::net::UnixStream,
+    /// That handler, removed when the spawner is dropped.
+    child_exited_action: signal_hook::SigId,
+    from_manager: WakingReceiver<ms::Message>,
+    /// False once the manager's channel is closed.
+    manager_open: bool,
     to_manager: Sender<ms::Message>,
     /// False once the manager's receiving end is gone.
     manager_listening: bool,
-    from_daemon: Receiver<ds::Message>,
+    from_daemon: WakingReceiver<ds::Message>,
     to_daemon: Sender<ds::Message>,
-    child_exited: Receiver<()>,
     tracer: Tracer,
     children: HashMap<u32, OwnChild>,
-    /// Processes adopted from a previous node, with their pidfds.
+    /// Processes adopted from a previous node, with their pidfds (in the
+    /// poll while they are here).
     adopted: HashMap<u32, (OwnChild, OwnedFd)>,
-    /// When their pidfds are next checked: a deadline, not a timeout, so
-    /// that frequent other wake-ups cannot put the check off.
-    adopted_check_at: Instant,
     keeper: KeeperLink,
     /// The group of the unprivileged node process, which reads the log
     /// dir's files to serve `logs`; None in thread mode.
     log_reader_gid: Option<u32>,
-    /// The read ends of the readiness pipes of children not yet ready.
+    /// The read ends of the readiness pipes of children not yet ready (in
+    /// the poll while they are here).
     ready_pipes: HashMap<u32, File>,
-    /// When they are next read (a deadline, as for adopted processes).
-    ready_check_at: Instant,
     /// What each service may be started as, by service id.
     table: HashMap<String, ds::service_table::Service>,
     /// The table's log dir, under which its services' log outputs are.
@@ -310,16 +374,6 @@ pub struct Spawner {
     draining: Vec<Draining>,
     /// When those are next checked.
     drain_check_at: Instant,
-}
-
-/// What woke the loop.
-enum Wake {
-    Manager(Option<ms::Message>),
-    Daemon(Result<ds::Message, RecvError>),
-    ChildExited(Result<(), RecvError>),
-    AdoptedCheckDue,
-    ReadyCheckDue,
-    DrainCheckDue,
 }
 
 impl Spawner {
@@ -340,17 +394,28 @@ impl Spawner {
         for problem in problems {
             log::warn!("spawner record in {}: {problem}", record_dir.display());
         }
+        let poll = links.inbox.poll;
+        let (mut child_exited, notifier) =
+            mio::net::UnixStream::pair().map_err(SpawnerError::ChildExitNotices)?;
+        poll.registry()
+            .register(&mut child_exited, CHILD_EXITED, Interest::READABLE)
+            .map_err(SpawnerError::ChildExitNotices)?;
+        let child_exited_action =
+            signal_hook::low_level::pipe::register(signal_hook::consts::SIGCHLD, notifier)
+                .map_err(SpawnerError::ChildExitNotices)?;
         let mut spawner = Spawner {
+            poll,
+            child_exited,
+            child_exited_action,
             from_manager: links.from_manager,
+            manager_open: true,
             to_manager: links.to_manager,
             manager_listening: true,
             from_daemon: links.from_daemon,
             to_daemon: links.to_daemon,
-            child_exited: links.child_exited,
             tracer,
             children: HashMap::new(),
             adopted: HashMap::new(),
-            adopted_check_at: Instant::now(),
             keeper: KeeperLink::new(match std::env::current_exe() {
                 Ok(program) => KeeperLaunch::Exec(program),
                 Err(error) => {
@@ -363,7 +428,6 @@ impl Spawner {
             }),
             log_reader_gid: None,
             ready_pipes: HashMap::new(),
-            ready_check_at: Instant::now(),
             table: HashMap::new(),
             log_dir: PathBuf::new(),
             table_source,
@@ -424,8 +488,10 @@ impl Spawner {
                     cgroup,
                     kill_process_only,
                 };
-                self.adopted.insert(process.pid, (own, pidfd));
-                self.record.insert(process);
+                if self.watch_pidfd(process.pid, &pidfd) {
+                    self.adopted.insert(process.pid, (own, pidfd));
+                    self.record.insert(process);
+                }
             }
             Err(reason) => log::info!("spawner: {name} from its record has ended ({reason})"),
         }
@@ -484,7 +550,8 @@ impl Spawner {
     }
 
     /// Waits for the daemon's service table (when it takes it from its
-    /// links), then serves requests, SIGCHLD notices and rotation until
+    /// links), then serves requests, SIGCHLD notices, pidfds and readiness
+    /// pipes until
     /// the daemon's `Shutdown`, which it answers before returning `Ok`.
     pub fn run(mut self) -> Result<(), SpawnerError> {
         self.announce_known_processes();
@@ -501,71 +568,128 @@ impl Spawner {
             }
         }
         self.report_cgroups();
+        let mut events = Events::with_capacity(256);
         loop {
-            let drain_tick = if self.draining.is_empty() {
-                never()
-            } else {
-                crossbeam_channel::at(self.drain_check_at)
-            };
-            let adopted_tick = if self.adopted.is_empty() {
-                never()
-            } else {
-                crossbeam_channel::at(self.adopted_check_at)
-            };
-            let ready_tick = if self.ready_pipes.is_empty() {
-                never()
-            } else {
-                crossbeam_channel::at(self.ready_check_at)
-            };
-            let wake = select! {
-                recv(self.from_manager) -> message => Wake::Manager(message.ok()),
-                recv(self.from_daemon) -> message => Wake::Daemon(message),
-                recv(self.child_exited) -> notice => Wake::ChildExited(notice),
-                recv(adopted_tick) -> _ => Wake::AdoptedCheckDue,
-                recv(ready_tick) -> _ => Wake::ReadyCheckDue,
-                recv(drain_tick) -> _ => Wake::DrainCheckDue,
-            };
-            match wake {
-                Wake::Manager(Some(message)) => {
-                    self.on_manager_message(message)?;
-                    // A burst of starts is one write of the record.
-                    let more: Vec<ms::Message> = self.from_manager.try_iter().take(64).collect();
-                    for message in more {
-                        self.on_manager_message(message)?;
+            // Only the drain of an ended instance's cgroup has a deadline.
+            let timeout = (!self.draining.is_empty()).then(|| {
+                self.drain_check_at
+                    .saturating_duration_since(Instant::now())
+            });
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(SpawnerError::Poll { source }),
+            }
+            for event in &events {
+                match event.token() {
+                    WAKE => {}
+                    CHILD_EXITED => {
+                        self.take_child_exit_notices()?;
+                        self.reap_exited()?;
                     }
+                    token => match FdToken::of(token) {
+                        Some(FdToken::Pidfd(pid)) => self.adopted_ended(pid),
+                        Some(FdToken::ReadyPipe(pid)) => self.read_ready_pipe(pid),
+                        None => {}
+                    },
                 }
-                Wake::Manager(None) => {
-                    log::debug!("spawner: the manager's channel closed");
-                    self.from_manager = never();
-                }
-                Wake::Daemon(Ok(message)) => {
-                    if self.on_daemon_message(message)? {
-                        return Ok(());
-                    }
-                }
-                Wake::Daemon(Err(source)) => {
-                    return Err(SpawnerError::DaemonChannelClosed { source });
-                }
-                Wake::ChildExited(Ok(())) => self.reap_exited()?,
-                Wake::ChildExited(Err(source)) => {
-                    return Err(SpawnerError::ChildExitNoticesClosed { source });
-                }
-                Wake::AdoptedCheckDue => {
-                    self.check_adopted();
-                    self.adopted_check_at = Instant::now() + ADOPTED_POLL;
-                }
-                Wake::ReadyCheckDue => {
-                    self.check_ready_pipes();
-                    self.ready_check_at = Instant::now() + READY_POLL;
-                }
-                Wake::DrainCheckDue => {
-                    self.reap_exited()?;
-                    self.check_draining();
-                    self.drain_check_at = Instant::now() + DRAIN_POLL;
-                }
+            }
+            // Channels are drained on every pass: a wake may have been
+            // coalesced with another event.
+            if self.on_messages()? {
+                return Ok(());
+            }
+            if !self.draining.is_empty() && Instant::now() >= self.drain_check_at {
+                self.reap_exited()?;
+                self.check_draining();
+                self.drain_check_at = Instant::now() + DRAIN_POLL;
             }
             self.save_record();
         }
+    }
+
+    /// Handles every message queued on its channels, the daemon's first
+    /// (a table it took off its channel is in place before any request
+    /// sent after); true when the spawner should end (the daemon's
+    /// `Shutdown`).
+    fn on_messages(&mut self) -> Result<bool, SpawnerError> {
+        let mut orders = Vec::new();
+        let daemon_closed = self.from_daemon.drain(&mut orders);
+        for message in orders {
+            if self.on_daemon_message(message)? {
+                return Ok(true);
+            }
+        }
+        if daemon_closed {
+            return Err(SpawnerError::DaemonChannelClosed { source: RecvError });
+        }
+        let mut requests = Vec::new();
+        if self.manager_open && self.from_manager.drain(&mut requests) {
+            log::debug!("spawner: the manager's channel closed");
+            self.manager_open = false;
+        }
+        // A burst of starts is one write of the record.
+        for message in requests {
+            self.on_manager_message(message)?;
+        }
+        Ok(false)
+    }
+
+    /// Empties the SIGCHLD socketpair: one byte per signal, coalesced by
+    /// the reaping that follows.
+    fn take_child_exit_notices(&mut self) -> Result<(), SpawnerError> {
+        let mut bytes = [0u8; 64];
+        loop {
+            match self.child_exited.read(&mut bytes) {
+                Ok(0) => {
+                    return Err(SpawnerError::ChildExitNotices(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the SIGCHLD handler's socket closed",
+                    )));
+                }
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(SpawnerError::ChildExitNotices(error)),
+            }
+        }
+    }
+
+    /// Puts `fd` in the poll under `token`; false (logged) when it cannot.
+    fn watch_fd(&self, fd: &impl AsRawFd, token: Token, what: &str) -> bool {
+        let raw = fd.as_raw_fd();
+        match self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&raw), token, Interest::READABLE)
+        {
+            Ok(()) => true,
+            Err(error) => {
+                log::warn!("spawner: cannot watch {what}: {error}");
+                false
+            }
+        }
+    }
+
+    /// Takes `fd` out of the poll before it is closed.
+    fn unwatch_fd(&self, fd: &impl AsRawFd, what: &str) {
+        let raw = fd.as_raw_fd();
+        if let Err(error) = self.poll.registry().deregister(&mut SourceFd(&raw)) {
+            log::debug!("spawner: cannot stop watching {what}: {error}");
+        }
+    }
+
+    /// Watches the pidfd of adopted process `pid`; false when it cannot.
+    fn watch_pidfd(&self, pid: u32, pidfd: &OwnedFd) -> bool {
+        self.watch_fd(pidfd, pidfd_token(pid), &format!("the pidfd of pid {pid}"))
+    }
+
+    /// Forgets adopted process `pid` and its pidfd.
+    fn forget_adopted(&mut self, pid: u32) -> Option<OwnChild> {
+        let (process, pidfd) = self.adopted.remove(&pid)?;
+        self.unwatch_fd(&pidfd, &format!("the pidfd of pid {pid}"));
+        self.record.forget(pid);
+        Some(process)
     }
 
     fn on_manager_message(&mut self, message: ms::Message) -> Result<(), SpawnerError> {
@@ -583,41 +707,41 @@ impl Spawner {
             self.send_to_manager(ms::Message::error(None, reason));
             return Ok(());
         }
-        match (Code::try_from(message.code), message.payload) {
-            (Ok(Code::StartProcess), Some(Payload::StartProcess(request))) => {
+        let refusal = match ManagerSpawner::from_message(message.code, message.payload) {
+            Ok(ManagerSpawner::StartProcess(request)) => {
                 self.start(correlation_id, &request);
-                self.reap_exited()
+                return self.reap_exited();
             }
-            (Ok(Code::SignalProcess), Some(Payload::SignalProcess(request))) => {
+            Ok(ManagerSpawner::SignalProcess(request)) => {
+                // A child that ended is reaped (its end reported) first, so
+                // that a signal to it is refused, not sent to its zombie.
+                self.reap_exited()?;
                 self.signal(correlation_id, request);
-                Ok(())
+                return Ok(());
             }
-            (Ok(Code::ServiceTable), Some(Payload::ServiceTable(table))) => {
+            Ok(ManagerSpawner::ServiceTable(table)) => {
                 self.on_reloaded_table(table);
-                Ok(())
+                return Ok(());
             }
-            (Ok(Code::AdoptProcess), Some(Payload::AdoptProcess(request))) => {
+            Ok(ManagerSpawner::AdoptProcess(request)) => {
                 self.adopt(correlation_id, request);
-                Ok(())
+                return Ok(());
             }
-            (Ok(Code::Ack), _) => Ok(()),
-            (code, _) => {
-                let reason = match code {
-                    Ok(
-                        code @ (Code::StartProcess
-                        | Code::SignalProcess
-                        | Code::ServiceTable
-                        | Code::AdoptProcess),
-                    ) => {
-                        format!("{} without its payload", code.as_str_name())
-                    }
-                    Ok(code) => format!("the spawner does not take {}", code.as_str_name()),
-                    Err(_) => format!("unknown manager_spawner code {}", message.code),
-                };
-                self.send_to_manager(ms::Message::error(correlation_id, reason));
-                Ok(())
-            }
-        }
+            Ok(ManagerSpawner::Ack) => return Ok(()),
+            Ok(
+                taken @ (ManagerSpawner::LogMessage(_)
+                | ManagerSpawner::ProcessStarted(_)
+                | ManagerSpawner::ProcessExited(_)
+                | ManagerSpawner::Error(_)
+                | ManagerSpawner::ProcessReady(_)
+                | ManagerSpawner::KnownProcesses(_)
+                | ManagerSpawner::CgroupStatus(_)),
+            ) => format!("the spawner does not take {}", taken.code().as_str_name()),
+            Err(bad) => format!("manager_spawner: {bad}"),
+        };
+        log::warn!("spawner: refused a manager message: {refusal}");
+        self.send_to_manager(ms::Message::error(correlation_id, refusal));
+        Ok(())
     }
 
     fn start(&mut self, correlation_id: Option<String>, request: &ms::StartProcess) {
@@ -717,10 +841,13 @@ impl Spawner {
                 },
             );
         }
-        if let Some(pipe) = launched.ready_pipe {
-            if self.ready_pipes.is_empty() {
-                self.ready_check_at = Instant::now() + READY_POLL;
-            }
+        if let Some(pipe) = launched.ready_pipe
+            && self.watch_fd(
+                &pipe,
+                ready_token(pid),
+                &format!("the readiness pipe of pid {pid}"),
+            )
+        {
             self.ready_pipes.insert(pid, pipe);
         }
         let cgroup_dirs = cgroup
@@ -1030,8 +1157,7 @@ impl Spawner {
             if self.adopted.get(&pid).is_some_and(|(process, _)| {
                 process.service_id == service_id && process.instance == instance
             }) {
-                self.adopted.remove(&pid);
-                self.record.forget(pid);
+                self.forget_adopted(pid);
                 self.save_record();
             }
             self.send_to_manager(ms::Message::error(correlation_id, reason));
@@ -1076,7 +1202,8 @@ impl Spawner {
         self.send_to_manager(reply);
     }
 
-    /// Reports every adopted process whose pidfd says it ended.
+    /// Reports every adopted process whose pidfd says it ended: before a
+    /// request about one, which its poll event may not have reached yet.
     fn check_adopted(&mut self) {
         let pids: Vec<u32> = self.adopted.keys().copied().collect();
         let pidfds: Vec<_> = pids.iter().map(|pid| self.adopted[pid].1.as_fd()).collect();
@@ -1088,50 +1215,48 @@ impl Spawner {
             }
         };
         for (pid, _) in pids.into_iter().zip(ended).filter(|(_, ended)| *ended) {
-            if let Some((process, _)) = self.adopted.remove(&pid) {
-                self.record.forget(pid);
-                log::debug!(
-                    "spawner: adopted {}#{} (pid {pid}) ended",
-                    process.service_id,
-                    process.instance
-                );
-                self.ended(pid, process, Ending::default());
-            }
+            self.adopted_ended(pid);
         }
     }
 
-    /// Reads every readiness pipe that has something to say.
-    fn check_ready_pipes(&mut self) {
-        let pids: Vec<u32> = self.ready_pipes.keys().copied().collect();
-        let fds: Vec<_> = pids
-            .iter()
-            .map(|pid| self.ready_pipes[pid].as_fd())
-            .collect();
-        let readable = match sys::readable_fds(&fds) {
-            Ok(readable) => readable,
-            Err(error) => {
-                log::warn!("spawner: cannot poll readiness pipes: {error}");
+    /// Reports the end of adopted process `pid`, whose pidfd turned
+    /// readable (nothing if it was reported already).
+    fn adopted_ended(&mut self, pid: u32) {
+        if let Some(process) = self.forget_adopted(pid) {
+            log::debug!(
+                "spawner: adopted {}#{} (pid {pid}) ended",
+                process.service_id,
+                process.instance
+            );
+            self.ended(pid, process, Ending::default());
+        }
+    }
+
+    /// Reads the readiness pipe of child `pid`, which the poll says is
+    /// readable, for as long as it is (the poll reports only new data);
+    /// drops it, out of the poll, once it has said all it will.
+    fn read_ready_pipe(&mut self, pid: u32) {
+        let Some(mut pipe) = self.ready_pipes.remove(&pid) else {
+            return;
+        };
+        while sys::readable_fds(&[pipe.as_fd()]).unwrap_or_default() == [true] {
+            if !self.read_ready(pid, &mut pipe) {
+                self.unwatch_fd(&pipe, &format!("the readiness pipe of pid {pid}"));
                 return;
             }
-        };
-        for (pid, _) in pids.into_iter().zip(readable).filter(|(_, r)| *r) {
-            if let Some(pipe) = self.ready_pipes.remove(&pid)
-                && let Some(pipe) = self.read_ready(pid, pipe)
-            {
-                self.ready_pipes.insert(pid, pipe);
-            }
         }
+        self.ready_pipes.insert(pid, pipe);
     }
 
     /// Reads what child `pid` wrote to its readiness pipe, which must not
-    /// block (it is readable); reports `ProcessReady` at a newline. Gives
-    /// the pipe back while the child may still say it is ready.
-    fn read_ready(&mut self, pid: u32, mut pipe: File) -> Option<File> {
+    /// block (it is readable); reports `ProcessReady` at a newline. True
+    /// while the child may still say it is ready.
+    fn read_ready(&mut self, pid: u32, pipe: &mut File) -> bool {
         let mut buffer = [0u8; 512];
         match pipe.read(&mut buffer) {
             Ok(0) => {
                 log::debug!("spawner: pid {pid} closed its readiness fd without a newline");
-                None
+                false
             }
             Ok(count) if buffer[..count].contains(&b'\n') => {
                 let correlation_id = self
@@ -1143,13 +1268,13 @@ impl Spawner {
                     correlation_id,
                     Some(Payload::ProcessReady(ms::ProcessReady { pid })),
                 ));
-                None
+                false
             }
-            Ok(_) => Some(pipe),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => Some(pipe),
+            Ok(_) => true,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => true,
             Err(error) => {
                 log::warn!("spawner: reading the readiness pipe of pid {pid}: {error}");
-                None
+                false
             }
         }
     }
@@ -1222,13 +1347,11 @@ impl Spawner {
                 continue;
             };
             self.record.forget(pid);
+            // A child may say it is ready and end at once: the newline is
+            // still in the pipe, and comes before its end.
+            self.read_ready_pipe(pid);
             if let Some(pipe) = self.ready_pipes.remove(&pid) {
-                // A child may say it is ready and end at once: the
-                // newline is still in the pipe, and comes before its end.
-                let readable = sys::readable_fds(&[pipe.as_fd()]).unwrap_or_default();
-                if readable == [true] {
-                    self.read_ready(pid, pipe);
-                }
+                self.unwatch_fd(&pipe, &format!("the readiness pipe of pid {pid}"));
             }
             log::debug!(
                 "spawner: {}#{} (pid {pid}, last request {}) ended: {status:?}",
@@ -1338,12 +1461,9 @@ impl Spawner {
 
     /// Handles a daemon message; true when the spawner should end.
     fn on_daemon_message(&mut self, message: ds::Message) -> Result<bool, SpawnerError> {
-        match (ds::message::Code::try_from(message.code), message.payload) {
-            (Ok(ds::message::Code::Shutdown), _) => {}
-            (
-                Ok(ds::message::Code::ServiceTable),
-                Some(ds::message::Payload::ServiceTable(table)),
-            ) => {
+        match DaemonSpawner::from_message(message.code, message.payload) {
+            Ok(DaemonSpawner::Shutdown) => {}
+            Ok(DaemonSpawner::ServiceTable(table)) => {
                 match self.table_source {
                     TableSource::FromLinks => self.set_table(table),
                     TableSource::OwnConfig { .. } => log::debug!(
@@ -1354,11 +1474,12 @@ impl Spawner {
                 }
                 return Ok(false);
             }
-            (code, _) => {
-                log::warn!(
-                    "spawner: ignoring daemon message {} it has no use for",
-                    code.map_or("?", |code| code.as_str_name())
-                );
+            Ok(DaemonSpawner::Ack) => {
+                log::warn!("spawner: ignoring the daemon's Ack: it asked the daemon nothing");
+                return Ok(false);
+            }
+            Err(bad) => {
+                log::warn!("spawner: ignoring a daemon message: daemon_spawner: {bad}");
                 return Ok(false);
             }
         }
@@ -1409,6 +1530,13 @@ impl Spawner {
             self.manager_listening = false;
             log::info!("spawner: the manager is gone; not sent: {:?}", unsent.0);
         }
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        // Its SIGCHLD handler would write into a socket nobody reads.
+        signal_hook::low_level::unregister(self.child_exited_action);
     }
 }
 
@@ -1545,10 +1673,13 @@ pub enum SpawnerError {
         /// The channel's error.
         source: RecvError,
     },
-    /// The SIGCHLD notices ended, so exits could no longer be noticed.
-    ChildExitNoticesClosed {
-        /// The channel's error.
-        source: RecvError,
+    /// Its SIGCHLD notices could not be set up or read, so exits could no
+    /// longer be noticed.
+    ChildExitNotices(io::Error),
+    /// Waiting in its poll failed.
+    Poll {
+        /// The OS error.
+        source: io::Error,
     },
     /// The daemon stopped listening before the `Ack` of its `Shutdown`.
     ShutdownAckUndelivered,
@@ -1568,11 +1699,12 @@ impl fmt::Display for SpawnerError {
                 f,
                 "spawner: the daemon's channel closed before it asked for shutdown: {source}"
             ),
-            SpawnerError::ChildExitNoticesClosed { source } => write!(
+            SpawnerError::ChildExitNotices(source) => write!(
                 f,
-                "spawner: the SIGCHLD notices ended, so child exits would go unnoticed \
-                 (is the daemon's signal thread alive?): {source}"
+                "spawner: SIGCHLD notices through a socketpair, without which child exits \
+                 would go unnoticed: {source}"
             ),
+            SpawnerError::Poll { source } => write!(f, "spawner: waiting in its poll: {source}"),
             SpawnerError::ShutdownAckUndelivered => f.write_str(
                 "spawner: could not acknowledge shutdown: the daemon's channel is closed",
             ),
@@ -1587,10 +1719,11 @@ impl fmt::Display for SpawnerError {
 impl std::error::Error for SpawnerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SpawnerError::DaemonChannelClosed { source }
-            | SpawnerError::ChildExitNoticesClosed { source } => Some(source),
+            SpawnerError::DaemonChannelClosed { source } => Some(source),
             SpawnerError::ShutdownAckUndelivered => None,
-            SpawnerError::Reap { source } => Some(source),
+            SpawnerError::ChildExitNotices(source)
+            | SpawnerError::Poll { source }
+            | SpawnerError::Reap { source } => Some(source),
             SpawnerError::Record(error) => Some(error),
         }
     }

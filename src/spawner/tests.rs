@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 
 use super::*;
 use crate::trace::Hop;
@@ -26,17 +26,16 @@ pub(crate) static PROCESS_TESTS: Mutex<()> = Mutex::new(());
 
 /// How long anything a test waits for may take.
 const DEADLINE: Duration = Duration::from_secs(10);
-/// How often a waiting test looks again (and sends a SIGCHLD notice).
+/// How often a waiting test looks again.
 const POLL: Duration = Duration::from_millis(20);
 
 const SIGTERM: i32 = 15;
 
 struct Harness {
-    to_spawner: Sender<ms::Message>,
+    to_spawner: WakingSender<ms::Message>,
     from_spawner: Receiver<ms::Message>,
-    daemon_to_spawner: Sender<ds::Message>,
+    daemon_to_spawner: WakingSender<ds::Message>,
     spawner_to_daemon: Receiver<ds::Message>,
-    child_exited: Sender<()>,
     /// Taken when the test waits for the run to end.
     thread: Option<JoinHandle<Result<(), SpawnerError>>>,
     tracer: Tracer,
@@ -69,19 +68,19 @@ impl Harness {
         record_dir: &Path,
         serial: MutexGuard<'static, ()>,
     ) -> Harness {
-        let (to_spawner, from_manager) = bounded(16);
+        let inbox = SpawnerInbox::new().unwrap();
+        let (to_spawner, from_manager) = inbox.channel(16);
         let (to_manager, from_spawner) = bounded(16);
-        let (daemon_to_spawner, from_daemon) = bounded(1);
+        let (daemon_to_spawner, from_daemon) = inbox.channel(1);
         let (to_daemon, spawner_to_daemon) = bounded(1);
-        let (child_exited, notices) = bounded(1);
         let tracer = Tracer::new(64);
         let spawner = Spawner::new(
             SpawnerLinks {
+                inbox,
                 from_manager,
                 to_manager,
                 from_daemon,
                 to_daemon,
-                child_exited: notices,
                 manager_socket: None,
             },
             tracer.clone(),
@@ -109,7 +108,6 @@ impl Harness {
             from_spawner,
             daemon_to_spawner,
             spawner_to_daemon,
-            child_exited,
             thread,
             tracer,
             next_id: 0,
@@ -141,12 +139,10 @@ impl Harness {
         id
     }
 
-    /// The next message from the spawner, sending a SIGCHLD notice at
-    /// every poll as the daemon's signal thread would.
+    /// The next message from the spawner.
     fn next_message(&mut self) -> ms::Message {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let _ = self.child_exited.try_send(());
             match self.from_spawner.recv_timeout(POLL) {
                 Ok(message) => return message,
                 Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
@@ -272,11 +268,18 @@ impl Harness {
     }
 }
 
-/// Kills what a failing test left running, so no sleeper outlives it.
+/// Kills what a failing test left running, so no sleeper outlives it, and
+/// ends the spawner before the next test may start one: it reaps on every
+/// SIGCHLD, so a spawner left running would take the next one's exits.
 impl Drop for Harness {
     fn drop(&mut self) {
         for &pid in &self.running {
             let _ = sys::kill(-(pid as i32), 9);
+        }
+        let (closed, _) = SpawnerInbox::new().unwrap().channel(1);
+        drop(std::mem::replace(&mut self.daemon_to_spawner, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -587,7 +590,7 @@ fn shutdown_is_acknowledged_and_ends_the_run_even_after_the_manager() {
     let mut harness = Harness::new();
     let pid = harness.start_ok(command(&["/bin/sh", "-c", "exit 0"]));
     harness.exit_of(pid);
-    let (closed_sender, _) = bounded(1);
+    let (closed_sender, _) = SpawnerInbox::new().unwrap().channel(1);
     harness.to_spawner = closed_sender;
     let (ack, result, tracer) = harness.shutdown();
     assert_eq!(ack.code, ds::message::Code::Ack as i32);
@@ -604,7 +607,7 @@ fn shutdown_is_acknowledged_and_ends_the_run_even_after_the_manager() {
 #[test]
 fn a_closed_daemon_channel_ends_the_run_with_an_error() {
     let mut harness = Harness::new();
-    let (closed_sender, _) = bounded(1);
+    let (closed_sender, _) = SpawnerInbox::new().unwrap().channel(1);
     harness.daemon_to_spawner = closed_sender;
     let error = harness.thread_result().unwrap_err();
     assert!(
@@ -763,6 +766,61 @@ fn only_processes_of_its_own_record_are_adopted_and_signalled() {
     let _ = sys::kill(stranger_pid as i32, 9);
     harness.shutdown().1.unwrap();
     let _ = fs::remove_dir_all(record_dir.parent().unwrap());
+}
+
+#[test]
+fn an_adopted_process_that_ends_by_itself_is_reported_through_its_pidfd() {
+    let serial = PROCESS_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let record_dir = temp_dir().join("spawner");
+    let mut first = Harness::on_record(TableSource::FromLinks, &record_dir, serial);
+    let pid = first.start_ok(command(&["/bin/sleep", "30"]));
+    first.running.clear();
+    first.shutdown().1.unwrap();
+
+    let serial = PROCESS_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut harness = Harness::on_record(TableSource::FromLinks, &record_dir, serial);
+    harness.running.push(pid);
+    assert_eq!(harness.known.len(), 1, "{:?}", harness.known);
+    // Killed by someone else: no request about it reaches the spawner,
+    // and being no child of this spawner's, it is not reaped as one.
+    sys::kill(pid as i32, 9).unwrap();
+    let exited = harness.exit_of(pid);
+    assert_eq!((exited.exit_code, exited.exit_signal), (None, None));
+    // Gone from its record too: a new spawner would not adopt it.
+    harness.shutdown().1.unwrap();
+    let serial = PROCESS_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let third = Harness::on_record(TableSource::FromLinks, &record_dir, serial);
+    assert!(third.known.is_empty(), "{:?}", third.known);
+    third.shutdown().1.unwrap();
+    let _ = fs::remove_dir_all(record_dir.parent().unwrap());
+}
+
+#[test]
+fn a_readiness_pipe_is_read_at_each_write_and_a_closed_one_says_nothing() {
+    let mut harness = Harness::new();
+    // Closes its readiness fd without a newline, and runs on.
+    let mut request = command(&["/bin/sh", "-c", "exec 3>&-; exec sleep 30"]);
+    request.ready_fd = Some(3);
+    let closed = harness.start_ok(request);
+    // Half a line, then the rest a while later: two writes, two wake-ups.
+    let mut request = command(&[
+        "/bin/sh",
+        "-c",
+        "printf partial >&3; sleep 0.2; echo >&3; exec sleep 30",
+    ]);
+    request.service_id = Some("other".into());
+    request.ready_fd = Some(3);
+    let ready = harness.start_ok(request);
+    let message = harness.next_message();
+    assert_eq!(
+        message.payload,
+        Some(Payload::ProcessReady(ms::ProcessReady { pid: ready })),
+        "the closed pipe said nothing, the other was read to its newline"
+    );
+    for pid in [closed, ready] {
+        harness.signal(pid, SIGTERM);
+        harness.exit_of(pid);
+    }
 }
 
 /// Whether `pid` runs (and is not a zombie).

@@ -6,9 +6,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use super::proto::public_api;
+use super::{BadRequest, Request};
 
 /// One client connection, unique for the life of the node (never reused,
 /// so a late reply cannot reach a newer connection).
@@ -20,8 +21,25 @@ pub struct ConnectionId(pub u64);
 pub struct ClientRequest {
     /// Where the reply goes.
     pub connection: ConnectionId,
-    /// The request, its correlation id always set.
+    /// The request's envelope: its code and correlation id (always set),
+    /// its payload moved into `request`.
     pub message: public_api::Message,
+    /// The request as its type, or why it is none (answered with
+    /// `Error{BAD_REQUEST}`).
+    pub request: Result<Request, BadRequest>,
+}
+
+impl ClientRequest {
+    /// A request of `message` from `connection`: its payload moves into
+    /// the request's type.
+    pub fn new(connection: ConnectionId, mut message: public_api::Message) -> ClientRequest {
+        let request = Request::from_message(message.code, message.payload.take());
+        ClientRequest {
+            connection,
+            message,
+            request,
+        }
+    }
 }
 
 /// io → manager.
@@ -62,81 +80,204 @@ pub enum IoCommand {
     Stop,
 }
 
-/// The sending end of the manager/daemon → io edge. The io thread sleeps in
-/// `mio::Poll`, so a send is followed by a wake; wakes are coalesced: only
-/// the send that finds the io loop without pending commands wakes it, which
-/// is most of a hop's cost saved under load.
-#[derive(Debug, Clone)]
-pub struct IoSender {
-    commands: Sender<IoCommand>,
+/// The sending end of the manager/daemon → io edge: the io thread sleeps
+/// in `mio::Poll`.
+pub type IoSender = WakingSender<IoCommand>;
+
+/// The io loop's end of [`IoSender`].
+pub type IoReceiver = WakingReceiver<IoCommand>;
+
+/// The sending end of a channel into a thread that sleeps in `mio::Poll`
+/// (io, the spawner), so a send is followed by a wake; wakes are
+/// coalesced: only the send that finds the receiver without pending
+/// messages wakes it, which is most of a hop's cost saved under load. The
+/// last sender's drop wakes it too, so that it sees the channel closed.
+#[derive(Debug)]
+pub struct WakingSender<M> {
+    /// Always `Some` but in `drop`, which drops it before its last wake.
+    messages: Option<Sender<M>>,
     waker: Arc<mio::Waker>,
     pending: Arc<AtomicBool>,
 }
 
-/// The io loop's end of [`IoSender`].
-#[derive(Debug)]
-pub struct IoReceiver {
-    commands: Receiver<IoCommand>,
-    pending: Arc<AtomicBool>,
+impl<M> Clone for WakingSender<M> {
+    fn clone(&self) -> Self {
+        WakingSender {
+            messages: self.messages.clone(),
+            waker: self.waker.clone(),
+            pending: self.pending.clone(),
+        }
+    }
 }
 
-/// Why a command could not reach the io thread.
+/// The polling thread's end of a [`WakingSender`].
 #[derive(Debug)]
-pub enum IoSendError {
-    /// The io thread has ended.
+pub struct WakingReceiver<M> {
+    messages: Receiver<M>,
+    pending: Arc<AtomicBool>,
+    /// Kept so that the waker's eventfd outlives the last sender: closed
+    /// with it, it would take the last sender's wake out of the poll.
+    _waker: Arc<mio::Waker>,
+}
+
+/// Why a message could not reach a polling thread.
+#[derive(Debug)]
+pub enum WakingSendError {
+    /// The receiving thread has ended.
     Disconnected,
     /// The wake-up could not be written.
     Wake(std::io::Error),
 }
 
-impl fmt::Display for IoSendError {
+impl fmt::Display for WakingSendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IoSendError::Disconnected => f.write_str("the io thread has ended"),
-            IoSendError::Wake(error) => write!(f, "cannot wake the io thread: {error}"),
+            WakingSendError::Disconnected => f.write_str("the receiving thread has ended"),
+            WakingSendError::Wake(error) => write!(f, "cannot wake the receiving thread: {error}"),
         }
     }
 }
 
-impl std::error::Error for IoSendError {}
+impl std::error::Error for WakingSendError {}
 
 /// Joins the io thread's command channel to its poll's waker. `capacity`
 /// bounds the commands waiting; senders wait when it is full (the io
 /// thread never waits on anyone, so they are never stuck for long).
 pub fn io_channel(waker: mio::Waker, capacity: usize) -> (IoSender, IoReceiver) {
-    let (commands, receiver) = crossbeam_channel::bounded(capacity);
+    waking_channel(Arc::new(waker), capacity)
+}
+
+/// A bounded channel whose sends wake `waker`'s poll. Several channels
+/// may share one waker: each has its own pending flag.
+pub fn waking_channel<M>(
+    waker: Arc<mio::Waker>,
+    capacity: usize,
+) -> (WakingSender<M>, WakingReceiver<M>) {
+    let (messages, receiver) = crossbeam_channel::bounded(capacity);
     let pending = Arc::new(AtomicBool::new(false));
     (
-        IoSender {
-            commands,
-            waker: Arc::new(waker),
+        WakingSender {
+            messages: Some(messages),
+            waker: waker.clone(),
             pending: pending.clone(),
         },
-        IoReceiver {
-            commands: receiver,
+        WakingReceiver {
+            messages: receiver,
             pending,
+            _waker: waker,
         },
     )
 }
 
-impl IoSender {
-    /// Queues `command` and wakes the io loop unless a wake is pending.
-    pub fn send(&self, command: IoCommand) -> Result<(), IoSendError> {
-        self.commands
-            .send(command)
-            .map_err(|_| IoSendError::Disconnected)?;
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            self.waker.wake().map_err(IoSendError::Wake)?;
+impl<M> WakingSender<M> {
+    /// Queues `message`, waiting while the channel is full, and wakes the
+    /// receiver unless a wake is pending.
+    pub fn send(&self, message: M) -> Result<(), WakingSendError> {
+        let messages = self
+            .messages
+            .as_ref()
+            .ok_or(WakingSendError::Disconnected)?;
+        messages
+            .send(message)
+            .map_err(|_| WakingSendError::Disconnected)?;
+        self.wake().map_err(WakingSendError::Wake)
+    }
+
+    /// Queues `message` if the channel has room, and wakes the receiver
+    /// unless a wake is pending. A wake that cannot be written is logged:
+    /// the message is queued, and the next send wakes again.
+    pub fn try_send(&self, message: M) -> Result<(), TrySendError<M>> {
+        let Some(messages) = &self.messages else {
+            return Err(TrySendError::Disconnected(message));
+        };
+        messages.try_send(message)?;
+        if let Err(error) = self.wake() {
+            log::error!("cannot wake the receiving thread: {error}");
         }
         Ok(())
     }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.messages.as_ref().is_none_or(Sender::is_empty)
+    }
+
+    fn wake(&self) -> std::io::Result<()> {
+        if self.pending.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.waker.wake().inspect_err(|_| {
+            self.pending.store(false, Ordering::Release);
+        })
+    }
 }
 
-impl IoReceiver {
-    /// Takes every queued command. Clears the pending flag first, so a
-    /// command sent while draining wakes the loop again.
-    pub fn drain(&self, into: &mut Vec<IoCommand>) {
+impl<M> Drop for WakingSender<M> {
+    fn drop(&mut self) {
+        // The channel closes with the last sender, so the wake comes after
+        // it is dropped; another sender's wake is a pass that finds
+        // nothing. A receiver that is gone needs none.
+        drop(self.messages.take());
+        let _ = self.waker.wake();
+    }
+}
+
+impl<M> WakingReceiver<M> {
+    /// Waits for the next message, for a loop not in its poll yet.
+    pub fn recv(&self) -> Result<M, crossbeam_channel::RecvError> {
         self.pending.store(false, Ordering::Release);
-        into.extend(self.commands.try_iter());
+        self.messages.recv()
+    }
+
+    /// The plain receiver, for a thread that blocks on it instead of
+    /// polling (a link bridge): its wakes then go unread, and are soon no
+    /// longer written, as the pending flag stays set.
+    pub fn into_inner(self) -> Receiver<M> {
+        self.messages
+    }
+
+    /// Takes every queued message; true when every sender is gone (and
+    /// so nothing more will come). Clears the pending flag first, so a
+    /// message sent while draining wakes the loop again.
+    pub fn drain(&self, into: &mut Vec<M>) -> bool {
+        self.pending.store(false, Ordering::Release);
+        loop {
+            match self.messages.try_recv() {
+                Ok(message) => into.push(message),
+                Err(TryRecvError::Empty) => return false,
+                Err(TryRecvError::Disconnected) => return true,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll, Token};
+    use std::time::Duration;
+
+    #[test]
+    fn the_last_senders_drop_wakes_the_poll_and_shows_the_channel_closed() {
+        let mut poll = Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), Token(0)).unwrap());
+        let (sender, receiver) = waking_channel::<u32>(waker, 4);
+        sender.send(1).unwrap();
+        let mut events = Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(events.iter().count(), 1, "a send wakes");
+        let mut taken = Vec::new();
+        assert!(!receiver.drain(&mut taken));
+        assert_eq!(taken, [1]);
+        let other = sender.clone();
+        drop(sender);
+        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(!receiver.drain(&mut taken), "one sender is left");
+        // The last one, the waker's last sender too, on another thread.
+        std::thread::spawn(move || drop(other)).join().unwrap();
+        poll.poll(&mut events, Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(events.iter().count(), 1, "the last drop woke it");
+        assert!(receiver.drain(&mut taken), "closed");
     }
 }

@@ -6,12 +6,19 @@
 
 mod envelope;
 mod frame;
+#[macro_use]
+mod typed;
+mod internal;
 pub mod link;
+mod public;
 
 pub use envelope::{
     DecodeError, Envelope, Protocol, decode_envelope, encode_frame, encode_frame_with, error_reply,
 };
 pub use frame::{DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, FrameDecoder, FrameError};
+pub use internal::{DaemonSpawner, LogKeeper, ManagerCluster, ManagerSpawner};
+pub use public::{BadRequest, Request};
+pub use typed::BadMessage;
 
 /// The generated protobuf types, one module per protocol package.
 pub mod proto {

@@ -13,6 +13,7 @@ use prost::Message as _;
 
 use super::{MAX_PACKET, name_for, serve};
 use crate::sys;
+use crate::wire::LogKeeper;
 use crate::wire::proto::log_keeper as lk;
 
 /// The longest the spawner waits for the keeper's answer to one request.
@@ -205,9 +206,10 @@ fn exchange(
     }
     let answer = lk::Message::decode(&packet[..len])
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
-    Ok(match answer.payload {
-        _ if answer.code == lk::message::Code::Ack as i32 => Ok(()),
-        Some(lk::message::Payload::Error(error)) => Err(error.reason),
-        _ => Err(format!("unexpected answer code {}", answer.code)),
+    Ok(match LogKeeper::from_message(answer.code, answer.payload) {
+        Ok(LogKeeper::Ack) => Ok(()),
+        Ok(LogKeeper::Error(error)) => Err(error.reason),
+        Ok(LogKeeper::AddStream(_)) => Err("it answered with an AddStream".to_owned()),
+        Err(bad) => Err(format!("a malformed answer: {bad}")),
     })
 }

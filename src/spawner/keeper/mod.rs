@@ -21,7 +21,11 @@
 //! (`snow-fox: N lines (B bytes) lost: why`). So a service never waits
 //! for a disk: it waits only while its own pipe is full, for as long as
 //! the keeper takes to get round to it, and one fast writer slows no one
-//! but itself (each pipe gets at most [`READ_BUDGET`] bytes per turn). If
+//! but itself (each pipe gets at most [`READ_BUDGET`] bytes per turn).
+//! The keeper runs at nice 10 ([`KEEPER_NICE`]): when the CPUs are
+//! busy, writing logs gives way to the node and the services, so a flood
+//! of output slows the flooding service (its pipe stays full longer), not
+//! the node's answers. If
 //! the keeper itself is killed, the pipes lose their only reader and a
 //! service's next write fails with `EPIPE` (SIGPIPE).
 //!
@@ -49,6 +53,7 @@ use prost::Message as _;
 
 use crate::sys::{self, UserIds};
 use crate::trace::{now_unix_us, utc_time};
+use crate::wire::LogKeeper;
 use crate::wire::proto::log_keeper as lk;
 use file::{FileSpec, LogFile};
 
@@ -58,6 +63,10 @@ pub const MAX_LINE: usize = 16 * 1024;
 
 /// The most bytes read from one pipe before the others get their turn.
 pub const READ_BUDGET: usize = 256 * 1024;
+
+/// The keeper's nice value: writing logs gives way to the node and the
+/// services, so a flood of output cannot slow the node's answers.
+pub const KEEPER_NICE: i32 = 10;
 
 /// How long a keeper nobody has connected to yet waits for its first
 /// spawner.
@@ -98,6 +107,9 @@ pub fn run_process(name: &str) -> Result<(), KeeperError> {
     }
     if let Err(error) = sys::set_process_name("sf-log-keeper") {
         log::warn!("log keeper: cannot name itself: {error}");
+    }
+    if let Err(error) = sys::set_own_nice(KEEPER_NICE) {
+        log::warn!("log keeper: cannot lower its priority to nice {KEEPER_NICE}: {error}");
     }
     let listener = sys::seqpacket_listen(name.as_bytes());
     // fd 3 is the readiness pipe the spawner passed (or nothing, when
@@ -319,16 +331,16 @@ impl Keeper {
 
     fn on_request(&mut self, message: lk::Message, fd: Option<OwnedFd>) -> lk::Message {
         let correlation_id = message.correlation_id;
-        let result = match (message.code, message.payload, fd) {
-            (code, Some(lk::message::Payload::AddStream(add)), Some(pipe))
-                if code == lk::message::Code::AddStream as i32 =>
-            {
-                self.add_stream(&add, pipe)
-            }
-            (code, _, _) if code == lk::message::Code::AddStream as i32 => {
+        let result = match (LogKeeper::from_message(message.code, message.payload), fd) {
+            (Ok(LogKeeper::AddStream(add)), Some(pipe)) => self.add_stream(&add, pipe),
+            (Ok(LogKeeper::AddStream(_)), None) => {
                 Err("AddStream needs its payload and a pipe".to_owned())
             }
-            (code, _, _) => Err(format!("the log keeper does not take code {code}")),
+            (Ok(taken @ (LogKeeper::Ack | LogKeeper::Error(_))), _) => Err(format!(
+                "the log keeper does not take {}",
+                taken.code().as_str_name()
+            )),
+            (Err(bad), _) => Err(format!("log_keeper: {bad}")),
         };
         match result {
             Ok(()) => lk::Message {
