@@ -48,7 +48,10 @@
 //! registry and the work with the spawner; `requests.rs` checks, dispatches
 //! and answers client requests; `adoption.rs` re-adopts recorded processes
 //! and writes the record; `reload.rs` moves the services to a reloaded
-//! configuration.
+//! configuration; `waiters.rs` owns the requests awaiting a service's
+//! state. Each pass reads the clock once and hands that `now` to every
+//! decision, so `sim.rs` (tests) drives the same code on a fake clock with
+//! a fake spawner.
 //!
 //! If it dies, the daemon notices and shuts the node down; services are
 //! then left as they are, and stay in the record.
