@@ -1187,8 +1187,17 @@ mod tests {
     }
 
     use std::os::fd::AsFd;
+    use std::sync::{MutexGuard, PoisonError};
 
     use super::*;
+
+    /// The spawner's tests in this process reap with `waitpid(-1)`: a
+    /// test that starts children of its own holds their lock meanwhile.
+    fn serial() -> MutexGuard<'static, ()> {
+        crate::spawner::tests::PROCESS_TESTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 
     #[test]
     fn root_is_found_by_name_and_id() {
@@ -1216,6 +1225,7 @@ mod tests {
 
     #[test]
     fn a_pidfd_turns_readable_when_its_process_ends() {
+        let _serial = serial();
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         let pidfd = pidfd_open(child.id()).unwrap();
         assert_eq!(readable_fds(&[pidfd.as_fd()]).unwrap(), [false]);
@@ -1249,19 +1259,18 @@ mod tests {
 
     #[test]
     fn a_real_time_signal_reaches_a_child_but_never_this_process() {
+        let _serial = serial();
         let own = std::process::id() as i32;
         assert!(kill(own, 40).is_err());
         assert!(kill(own, 65).is_err());
         assert!(kill(own, -9).is_err());
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         kill(child.id() as i32, 40).unwrap();
-        // The spawner's tests in this process may reap it first.
-        if let Ok(status) = child.wait() {
-            assert_eq!(
-                std::os::unix::process::ExitStatusExt::signal(&status),
-                Some(40)
-            );
-        }
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(40)
+        );
     }
 
     #[test]
@@ -1329,6 +1338,7 @@ mod tests {
 
     #[test]
     fn a_prepared_child_has_its_limits_ids_session_and_own_stat_record() {
+        let _serial = serial();
         let as_root = effective_uid() == 0;
         let nobody = UserIds {
             uid: 65534,
@@ -1384,6 +1394,7 @@ mod tests {
 
     #[test]
     fn a_child_with_an_unknown_rlimit_does_not_start() {
+        let _serial = serial();
         let mut command = Command::new("true");
         prepare_child(
             &mut command,

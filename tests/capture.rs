@@ -126,20 +126,65 @@ fn start_stop_pairs(node: &Node, service: &str, how_long: Duration) -> u32 {
     pairs
 }
 
-/// The nice value of the log keeper serving `log_dir`, found by the name
-/// it was started with.
-fn keeper_nice(log_dir: &Path) -> Option<i64> {
+/// The pid of the log keeper serving `log_dir`, found by the name it was
+/// started with.
+fn keeper_pid(log_dir: &Path) -> Option<u32> {
     let uid = fs::metadata("/proc/self").ok()?.uid();
     let wanted = format!("--log-keeper\0{}\0", name_for(uid, log_dir));
     fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
         let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
         String::from_utf8_lossy(&cmdline)
             .contains(&wanted)
-            .then(|| entry.file_name().to_str()?.parse::<u32>().ok())
+            .then(|| entry.file_name().to_str()?.parse().ok())
             .flatten()
-            .and_then(common::scratch::pid_stat)
-            .and_then(|fields| fields.get(16)?.parse().ok())
     })
+}
+
+/// The nice value of the log keeper serving `log_dir`.
+fn keeper_nice(log_dir: &Path) -> Option<i64> {
+    common::scratch::pid_stat(keeper_pid(log_dir)?)?
+        .get(16)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_killed_keeper_ends_its_writers_and_their_restarts_get_a_new_keeper() {
+    let setup = Setup::new("capture-keeper-kill").service(
+        "ticker",
+        "command = [\"/bin/sh\", \"-c\", \"i=0; while :; do echo \\\"n $i\\\"; i=$((i+1)); sleep 0.01; done\"]\n\
+         restart = \"always\"\nlog_max_bytes = 100000\nlog_keep = 10\n",
+    );
+    let log_dir = setup.log_dir();
+    let base = log_dir.join("ticker.0.stdout.log");
+    let node = setup.start();
+    let status = |node: &Node| {
+        node.client().status(Some("ticker")).unwrap().services[0].instances[0].clone()
+    };
+    let first = wait_for("the ticker to run", || status(&node).pid);
+    wait_for("its first lines", || {
+        (!captured_lines(&base, 10).is_empty()).then_some(())
+    });
+    let keeper = keeper_pid(&log_dir).expect("a log keeper runs");
+    assert!(common::pid_alive(keeper));
+    common::kill_9(keeper);
+    // Its next write fails (EPIPE, SIGPIPE): the ticker ends, is started
+    // again, and that start finds no keeper and starts a new one.
+    let second = wait_for("the ticker restarted", || {
+        status(&node)
+            .pid
+            .filter(|pid| *pid != first && status(&node).state == "running")
+    });
+    let new_keeper = wait_for("a new keeper", || {
+        keeper_pid(&log_dir).filter(|pid| *pid != keeper)
+    });
+    let lines = captured_lines(&base, 10).len();
+    wait_for("the restarted ticker's lines on disk", || {
+        (captured_lines(&base, 10).len() > lines + 10).then_some(())
+    });
+    assert!(common::pid_alive(new_keeper));
+    assert!(common::pid_alive(second));
+    assert_eq!(keeper_nice(&log_dir), Some(10));
 }
 
 #[test]

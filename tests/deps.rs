@@ -109,7 +109,7 @@ fn after_orders_autostarts_without_coupling_failures() {
         (early_state == "running" && late_state == "running").then_some(early)
     });
     assert_eq!(lines(&order), ["start early", "start late"]);
-    kill_process(early.unwrap());
+    common::kill_9(early.unwrap());
     wait_for("early to exit", || {
         (state_and_pid(&mut client, "early").0 == "exited").then_some(())
     });
@@ -150,7 +150,7 @@ fn a_failing_requirement_stops_its_dependent_and_restarts_it_when_back() {
     let (_, app_pid) = state_and_pid(&mut client, "app");
     let (db_pid, app_pid) = (db_pid.unwrap(), app_pid.unwrap());
 
-    kill_process(db_pid);
+    common::kill_9(db_pid);
     wait_for("app to be stopped with db", || {
         (!pid_alive(app_pid)).then_some(())
     });
@@ -165,15 +165,6 @@ fn a_failing_requirement_stops_its_dependent_and_restarts_it_when_back() {
         node.log_text()
             .contains("stopping app: db, which it requires, went down")
     );
-}
-
-/// SIGKILLs `pid`, as a crash would end it.
-fn kill_process(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]

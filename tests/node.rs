@@ -97,9 +97,22 @@ fn node_info_through_the_client_binary() {
     assert!(text.contains("status   GREEN"), "{text}");
 }
 
+/// Waits until node info shows the `cgroups` subsystem: it is shown once
+/// the spawner has said what it can do, a moment after the start.
+fn wait_for_cgroup_report(node: &Node) {
+    wait_for("the spawner's cgroup report", || {
+        let info = node.client().node_info(true).unwrap();
+        info.details
+            .iter()
+            .any(|subsystem| subsystem.name == "cgroups")
+            .then_some(())
+    });
+}
+
 #[test]
 fn node_info_is_green_with_and_without_details() {
     let node = Setup::new("info").start();
+    wait_for_cgroup_report(&node);
     let mut client = node.client();
     let info = client.node_info(false).unwrap();
     let about = info.node.as_ref().unwrap();
@@ -468,6 +481,7 @@ fn a_panicking_role_shuts_the_node_down_with_a_failure_code() {
 #[test]
 fn a_snowfox_client_using_extensions_gets_byte_compatible_answers() {
     let node = Setup::new("snowfox").start();
+    wait_for_cgroup_report(&node);
     let mut stream = node.raw();
     // NodeInfoRequest as SnowFox's proto2 schema with `extensions 50 to max`
     // encodes it: code = 2 (field 1), correlation_id (field 2), and the

@@ -156,14 +156,20 @@ fn restart_never_stays_exited_with_its_code() {
 
 #[test]
 fn a_service_ignoring_sigterm_is_killed_after_its_stop_timeout() {
-    let node = Setup::new("stubborn")
-        .service(
-            "stubborn",
-            "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; while :; do sleep 1; done\"]\nstop_timeout = \"300ms\"\n",
-        )
-        .start();
+    let setup = Setup::new("stubborn").service(
+        "stubborn",
+        "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; echo trapped; while :; do sleep 1; done\"]\nstop_timeout = \"300ms\"\n",
+    );
+    let out = setup.log_dir().join("stubborn.0.stdout.log");
+    let node = setup.start();
     let mut client = node.client();
     wait_states(&mut client, "stubborn", &["running"]);
+    // Running is not yet ignoring TERM: that starts with the trap.
+    wait_for("the trap set", || {
+        fs::read_to_string(&out)
+            .is_ok_and(|text| text.contains("trapped"))
+            .then_some(())
+    });
     let began = Instant::now();
     let stopped = client.stop("stubborn").unwrap();
     assert!(began.elapsed() >= Duration::from_millis(300));
@@ -434,15 +440,7 @@ fn shutdown_stops_services_unless_they_are_kept() {
     assert_eq!(node.wait_exit().code(), Some(0), "{}", node.log_text());
     assert!(!pid_alive(stops));
     assert!(pid_alive(kept), "a kept service outlives the node");
-    unsafe_free_kill(kept);
-}
-
-fn unsafe_free_kill(pid: u32) {
-    std::process::Command::new("kill")
-        .arg("-9")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
+    common::kill_9(kept);
 }
 
 #[test]

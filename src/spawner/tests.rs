@@ -276,6 +276,9 @@ impl Drop for Harness {
         for &pid in &self.running {
             let _ = sys::kill(-(pid as i32), 9);
         }
+        // Its sends to a full channel fail once the receiver is gone, so
+        // it comes round to see its daemon channel closed.
+        drop(std::mem::replace(&mut self.from_spawner, bounded(1).1));
         let (closed, _) = SpawnerInbox::new().unwrap().channel(1);
         drop(std::mem::replace(&mut self.daemon_to_spawner, closed));
         if let Some(thread) = self.thread.take() {
@@ -1109,8 +1112,11 @@ fn a_service_holds_no_descriptor_of_the_spawners_record() {
     };
     let pid = harness.start_ok(request);
     assert_eq!(harness.exit_of(pid).exit_code, Some(0));
+    // The keeper writes the last lines after the child has ended.
+    poll_until("the child's last line on disk", || {
+        fs::read_to_string(&out).is_ok_and(|fds| fds.ends_with("done\n"))
+    });
     let fds = fs::read_to_string(&out).unwrap();
-    assert!(fds.ends_with("done\n"), "{fds}");
     let record = record_dir.display().to_string();
     assert!(
         !fds.contains(&record),

@@ -428,6 +428,16 @@ pub fn write_frame(stream: &mut UnixStream, body: &[u8]) {
     stream.write_all(&frame).unwrap();
 }
 
+/// SIGKILLs `pid` (through kill(1), so tests need no unsafe), as a crash
+/// would end it.
+pub fn kill_9(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -9 {pid}");
+}
+
 /// Whether process `pid` runs (a zombie does not).
 pub fn pid_alive(pid: u32) -> bool {
     // A zombie still has /proc/<pid>; only a reaped process is gone.
