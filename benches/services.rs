@@ -1,18 +1,21 @@
 //! Service work through a real release node, each against a baseline of
 //! the same run:
-//! - start 100 and 1,000 `/bin/sleep 3600` services until all are reported
-//!   running, against spawning the same processes with
-//!   `std::process::Command` (then killed);
+//! - start 100, 1,000 and 10,000 `/bin/sleep 3600` services until a
+//!   subscriber saw each running, against spawning the same processes with
+//!   `std::process::Command` (then killed), and the cost per service of
+//!   each (the curve);
 //! - status of all 100 services and of one, from one client, ping-pong;
 //!   the one-service figure against the hop baseline's ping-pong;
 //! - restart after `kill -9` of a service that ran stably, timed by the
 //!   `Event` that reports it running with a new pid;
 //! - stop of all 100 until all are reported stopped.
 //!
-//! `cargo build --release && cargo bench --bench services`
+//! `cargo build --release && cargo bench --bench services` (10,000 services
+//! need more open files than the usual 1,024: `ulimit -n 65536` first).
 
 mod common;
 
+use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,7 +27,8 @@ use snow_fox::wire::proto::public_api::message::{Code, Payload};
 use snow_fox::wire::proto::public_api::{ServiceStart, ServiceStatusResponse, ServiceStop};
 
 use common::{
-    BenchNode, HopServer, Table, load, median, ms, pipelined, ratio, sleep_services, wait_for,
+    BenchNode, DEADLINE, HopServer, Table, load, median, ms, pipelined, ratio, sleep_services,
+    wait_for,
 };
 
 /// Restarts timed after `kill -9`.
@@ -32,21 +36,56 @@ const KILLS: usize = 5;
 
 fn main() {
     let mut table = Table::new(&["what", "snow-fox", "baseline", "ratio", "target"]);
+    let mut curve = Vec::new();
+    // SERVICES_CURVE=2000,4000: only the start rows, for those counts (to
+    // profile the start path).
+    let counts: Option<Vec<usize>> = std::env::var("SERVICES_CURVE").ok().map(|counts| {
+        counts
+            .split(',')
+            .map(|count| count.parse().unwrap())
+            .collect()
+    });
 
-    let node = BenchNode::start("services-100", &sleep_services(100, false));
-    start_row(&mut table, &node, 100, "<= 2x, and < s6 155 ms");
-    status_rows(&mut table, &node);
-    restart_row(&mut table, &node);
-    stop_row(&mut table, &node, 100);
-    drop(node);
+    if counts.is_none() {
+        let node = BenchNode::start("services-100", &sleep_services(100, false));
+        curve.push(start_row(&mut table, &node, 100, "<= 2x"));
+        status_rows(&mut table, &node);
+        restart_row(&mut table, &node);
+        stop_row(&mut table, &node, 100);
+        drop(node);
+    }
 
-    let node = BenchNode::start("services-1000", &sleep_services(1000, false));
-    start_row(&mut table, &node, 1000, "<= 3x");
-    stop_row(&mut table, &node, 1000);
-    drop(node);
+    for count in counts.unwrap_or(vec![1000, 10_000]) {
+        // Starts pipelined by the thousand outlast the default 30 s
+        // request timeout.
+        let node = BenchNode::start_with(
+            &format!("services-{count}"),
+            "request_timeout = \"10m\"",
+            &sleep_services(count, false),
+            "warn",
+        );
+        let target = if count == 1000 {
+            "<= 2x"
+        } else {
+            "per service flat"
+        };
+        curve.push(start_row(&mut table, &node, count, target));
+        stop_row(&mut table, &node, count);
+        drop(node);
+    }
 
     println!("services: /bin/sleep 3600 services (stdout/stderr null), one client");
     table.print();
+    let per_service = |(count, took): &(usize, Duration)| took.as_secs_f64() * 1e6 / *count as f64;
+    let points: Vec<String> = curve
+        .iter()
+        .map(|point| format!("{} services {:.0} us", point.0, per_service(point)))
+        .collect();
+    println!(
+        "start cost per service until all running: {} ({:.2}x from the first to the last)",
+        points.join(", "),
+        per_service(&curve[curve.len() - 1]) / per_service(&curve[0])
+    );
 }
 
 /// Every service id of a node's `sleep_services`.
@@ -62,12 +101,20 @@ fn all_in_state(status: &ServiceStatusResponse, state: &str) -> bool {
         .all(|instance| instance.state == state)
 }
 
-fn start_row(table: &mut Table, node: &BenchNode, count: usize, target: &str) {
+/// Starts every service with one `ServiceStart` each, pipelined on one
+/// connection, timed until a subscriber has seen each of them `running`
+/// (then status confirms it); the baseline spawns as many sleeps directly.
+/// Returns the count and the time until all ran.
+fn start_row(table: &mut Table, node: &BenchNode, count: usize, target: &str) -> (usize, Duration) {
     let direct = spawn_directly(count);
+    let mut watcher = node.client();
+    watcher.set_timeout(Some(DEADLINE)).unwrap();
+    watcher.subscribe().unwrap();
     let mut client = node.client();
-    let starts: Vec<_> = ids(count)
-        .into_iter()
-        .map(|service_id| {
+    client.set_timeout(Some(DEADLINE)).unwrap();
+    let started = Instant::now();
+    let sender = thread::spawn(move || {
+        let starts = ids(count).into_iter().map(|service_id| {
             (
                 Code::ServiceStart,
                 Payload::ServiceStart(ServiceStart {
@@ -75,25 +122,40 @@ fn start_row(table: &mut Table, node: &BenchNode, count: usize, target: &str) {
                     version: String::new(),
                 }),
             )
-        })
-        .collect();
-    let started = Instant::now();
-    let acked = pipelined(&mut client, starts);
-    // Each start is answered once its service runs; the status confirms it.
-    wait_for("every service running", || {
-        all_in_state(&client.status(None).unwrap(), "running").then_some(())
+        });
+        // Each start is answered once its service ran its start_grace.
+        let acked = pipelined(&mut client, starts);
+        (client, acked)
     });
-    let confirmed = started.elapsed();
+    let mut running = HashSet::new();
+    while running.len() < count {
+        let event = watcher.next_event().unwrap();
+        if event.state == "running" {
+            running.insert(event.service_id);
+        }
+    }
+    let up = started.elapsed();
+    let (mut client, acked) = sender.join().unwrap();
+    assert!(all_in_state(&client.status(None).unwrap(), "running"));
+    // Said at once too: a later row may take long.
+    eprintln!(
+        "start {count}: all running after {} ({:.0} us a service), direct {}, last Ack {}",
+        ms(up),
+        up.as_secs_f64() * 1e6 / count as f64,
+        ms(direct),
+        ms(acked)
+    );
     table.row(vec![
         format!(
-            "start {count} services until all running (last Ack; status confirms at {})",
-            ms(confirmed)
+            "start {count} services until all running (last Ack at {})",
+            ms(acked)
         ),
-        ms(acked),
+        ms(up),
         format!("{} (Command::spawn)", ms(direct)),
-        ratio(acked.as_secs_f64(), direct.as_secs_f64()),
+        ratio(up.as_secs_f64(), direct.as_secs_f64()),
         target.to_owned(),
     ]);
+    (count, up)
 }
 
 /// Spawns `count` sleeps with `std::process::Command`, timing the spawns,
@@ -208,6 +270,8 @@ fn restart_row(table: &mut Table, node: &BenchNode) {
 
 fn stop_row(table: &mut Table, node: &BenchNode, count: usize) {
     let mut client = node.client();
+    // Thousands of pipelined stops fill the socket while the node works.
+    client.set_timeout(None).unwrap();
     let stops: Vec<_> = ids(count)
         .into_iter()
         .map(|service_id| {

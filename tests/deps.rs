@@ -314,12 +314,13 @@ fn status_answers_promptly_while_a_slow_readiness_check_runs() {
     wait_for("slow to be starting", || {
         (state_and_pid(&mut client, "slow").0 == "starting").then_some(())
     });
+    // Answered while the start is still waiting for its check: the order,
+    // not a latency bound, shows nothing waits for the start.
     for _ in 0..5 {
-        let began = Instant::now();
         client.status(None).unwrap();
         client.node_info(true).unwrap();
-        assert!(began.elapsed() < Duration::from_millis(500));
     }
+    assert!(!starter.is_finished(), "the start is still waiting");
     assert_eq!(state_and_pid(&mut client, "slow").0, "starting");
     let reply = starter.join().unwrap().unwrap();
     assert_eq!(reply.services[0].instances[0].state, "running");

@@ -8,7 +8,7 @@
 //! and reverse stop order, so the walk is written once. Pure: no threads,
 //! no channels, no I/O.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::ServiceConfig;
 
@@ -95,22 +95,7 @@ impl<'c> Graph<'c> {
     /// The services that require `id`, directly or not, each after its own
     /// dependents (the order to stop them in, before `id`).
     pub fn dependents(&self, id: &str) -> Vec<String> {
-        let mut order = Vec::new();
-        self.visit_dependents(id, &mut order);
-        order.retain(|dependent| dependent != id);
-        order
-    }
-
-    fn visit_dependents(&self, id: &str, order: &mut Vec<String>) {
-        if order.iter().any(|seen| seen == id) {
-            return;
-        }
-        for dependent in self.services.values() {
-            if dependent.requires.iter().any(|required| required == id) {
-                self.visit_dependents(&dependent.id, order);
-            }
-        }
-        order.push(id.to_owned());
+        RequiredBy::new(self.services).dependents(id)
     }
 
     /// The services that name `id` in their `requires` or `after`: those
@@ -126,6 +111,47 @@ impl<'c> Graph<'c> {
                     .any(|named| named == id)
             })
             .map(|service| service.id.as_str())
+    }
+}
+
+/// Who requires each service, directly: the `requires` edges reversed,
+/// each list in id order. Built once per configuration, so that finding a
+/// service's dependents walks only them, not every service.
+#[derive(Debug, Clone, Default)]
+pub struct RequiredBy(HashMap<String, Vec<String>>);
+
+impl RequiredBy {
+    /// The reversed `requires` edges of `services`.
+    pub fn new(services: &BTreeMap<String, ServiceConfig>) -> Self {
+        let mut required_by: HashMap<String, Vec<String>> = HashMap::new();
+        for service in services.values() {
+            for required in &service.requires {
+                required_by
+                    .entry(required.clone())
+                    .or_default()
+                    .push(service.id.clone());
+            }
+        }
+        RequiredBy(required_by)
+    }
+
+    /// The services that require `id`, directly or not, each after its own
+    /// dependents (the order to stop them in, before `id`).
+    pub fn dependents(&self, id: &str) -> Vec<String> {
+        let mut order = Vec::new();
+        self.visit(id, &mut order);
+        order.retain(|dependent| dependent != id);
+        order
+    }
+
+    fn visit(&self, id: &str, order: &mut Vec<String>) {
+        if order.iter().any(|seen| seen == id) {
+            return;
+        }
+        for dependent in self.0.get(id).into_iter().flatten() {
+            self.visit(dependent, order);
+        }
+        order.push(id.to_owned());
     }
 }
 

@@ -30,7 +30,11 @@ impl Manager {
                         return processes;
                     }
                 }
-                other => self.on_spawner_message(message.correlation_id.as_deref(), other),
+                other => self.on_spawner_message(
+                    message.correlation_id.as_deref(),
+                    other,
+                    Instant::now(),
+                ),
             }
         }
     }
@@ -145,7 +149,7 @@ impl Manager {
                     "{name} runs a second time for an instance already adopted: killing it, \
                      so that each instance runs once"
                 );
-                self.signal_group(*pid, libc::SIGKILL);
+                self.signal_group(*pid, libc::SIGKILL, now);
                 return false;
             }
             Ok(found) if found == *start_time => {
@@ -153,7 +157,7 @@ impl Manager {
                     "{name} still runs but its service or instance is no longer configured: \
                      stopping it (SIGTERM to its process group), as a reload removing it would"
                 );
-                self.signal_group(*pid, libc::SIGTERM);
+                self.signal_group(*pid, libc::SIGTERM, now);
                 return false;
             }
             Ok(_) => {
@@ -260,9 +264,9 @@ impl Manager {
 
     /// Asks the spawner to signal `pid`'s process group, outside any
     /// instance's state machine.
-    fn signal_group(&mut self, pid: u32, signal: i32) {
+    fn signal_group(&mut self, pid: u32, signal: i32, now: Instant) {
         let correlation = format!("readopt:duplicate:{}", uuid::Uuid::new_v4().simple());
         let message = super::signal_group(pid, signal, Some(correlation));
-        self.ask_spawner(message, Asked::Signal { client: None });
+        self.ask_spawner(message, Asked::Signal { client: None }, now);
     }
 }

@@ -271,7 +271,7 @@ impl Manager {
             .cloned()
             .collect();
         for key in stale {
-            self.drop_check(&key);
+            self.drop_check(&key, now);
         }
         if let (Some((pid, checking)), Some((_, false))) = (wanted, keep) {
             self.checks
@@ -280,19 +280,19 @@ impl Manager {
         }
     }
 
-    fn drop_check(&mut self, key: &CheckKey) {
+    fn drop_check(&mut self, key: &CheckKey, now: Instant) {
         let Some(checking) = self.checks.checking.remove(key) else {
             return;
         };
         if let Some(pid) = checking.in_flight.and_then(|in_flight| in_flight.pid) {
-            self.kill_check(pid);
+            self.kill_check(pid, now);
         }
     }
 
     /// Kills a check command's process group; its end is then ignored.
-    fn kill_check(&mut self, pid: u32) {
+    fn kill_check(&mut self, pid: u32, now: Instant) {
         let message = super::signal_group(pid, libc::SIGKILL, None);
-        self.ask_spawner(message, Asked::Signal { client: None });
+        self.ask_spawner(message, Asked::Signal { client: None }, now);
     }
 
     /// Starts the checks that are due and fails those past their deadline.
@@ -318,7 +318,7 @@ impl Manager {
                 .and_then(|in_flight| in_flight.pid);
             if let Some(pid) = pid {
                 self.checks.processes.remove(&pid);
-                self.kill_check(pid);
+                self.kill_check(pid, now);
             }
             self.check_result(&key, Err("no answer within its timeout".to_owned()), now);
         }
@@ -397,13 +397,13 @@ impl Manager {
                     correlation,
                     ms::message::Payload::StartProcess(request),
                 );
-                self.ask_spawner(message, Asked::Check { key });
+                self.ask_spawner(message, Asked::Check { key }, now);
             }
         }
     }
 
     /// The spawner started check command `pid` for `key`.
-    pub(super) fn check_started(&mut self, key: CheckKey, pid: u32) {
+    pub(super) fn check_started(&mut self, key: CheckKey, pid: u32, now: Instant) {
         match self
             .checks
             .checking
@@ -415,17 +415,17 @@ impl Manager {
                 self.checks.processes.insert(pid, key);
             }
             // Dropped while it was being started.
-            None => self.kill_check(pid),
+            None => self.kill_check(pid, now),
         }
     }
 
     /// The spawner could not start a check command.
-    pub(super) fn check_not_started(&mut self, key: &CheckKey, reason: String) {
-        self.check_result(key, Err(reason), Instant::now());
+    pub(super) fn check_not_started(&mut self, key: &CheckKey, reason: String, now: Instant) {
+        self.check_result(key, Err(reason), now);
     }
 
     /// Whether `pid` was a check command; if so its end is its result.
-    pub(super) fn check_exited(&mut self, pid: u32, exit_code: Option<i32>) -> bool {
+    pub(super) fn check_exited(&mut self, pid: u32, exit_code: Option<i32>, now: Instant) -> bool {
         let Some(key) = self.checks.processes.remove(&pid) else {
             return false;
         };
@@ -434,19 +434,19 @@ impl Manager {
             Some(code) => Err(format!("exited with code {code}")),
             None => Err("killed by a signal".to_owned()),
         };
-        self.check_result(&key, outcome, Instant::now());
+        self.check_result(&key, outcome, now);
         true
     }
 
     /// A TCP check's result from the `sf-checks` thread.
-    pub(super) fn tcp_checked(&mut self, result: TcpResult) {
+    pub(super) fn tcp_checked(&mut self, result: TcpResult, now: Instant) {
         let still_asked = self
             .checks
             .checking
             .get(&result.key)
             .is_some_and(|checking| checking.in_flight.is_some());
         if still_asked {
-            self.check_result(&result.key, result.outcome, Instant::now());
+            self.check_result(&result.key, result.outcome, now);
         }
     }
 
@@ -511,14 +511,14 @@ impl Manager {
 
     /// Records `message` and queues it for the spawner, expecting one
     /// answer; without a spawner, the ask fails at once.
-    pub(super) fn ask_spawner(&mut self, message: ms::Message, asked: Asked) {
+    pub(super) fn ask_spawner(&mut self, message: ms::Message, asked: Asked, now: Instant) {
         self.tracer.record(Role::Manager, Role::Spawner, &message);
         if self.spawner_alive {
             self.asked.push(message.correlation_id.as_deref(), asked);
             self.to_spawner.push_back(message);
             self.send_to_spawner();
         } else {
-            self.spawner_gone(asked);
+            self.spawner_gone(asked, now);
         }
     }
 }

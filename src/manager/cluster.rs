@@ -96,8 +96,7 @@ impl Manager {
         }
     }
 
-    pub(super) fn on_cluster(&mut self, message: mc::Message) {
-        let now = Instant::now();
+    pub(super) fn on_cluster(&mut self, message: mc::Message, now: Instant) {
         let correlation = message.correlation_id.clone().unwrap_or_default();
         match ManagerCluster::from_message(message.code, message.payload) {
             Ok(ManagerCluster::Assignments(set)) => {

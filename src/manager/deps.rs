@@ -132,7 +132,7 @@ impl Manager {
         correlation: &str,
         now: Instant,
     ) -> Vec<String> {
-        let dependents = Graph::new(&self.config.services).dependents(id);
+        let dependents = self.required_by.dependents(id);
         let mut stopped = Vec::new();
         for dependent in dependents {
             let Some(service) = self.services.get_mut(&dependent) else {

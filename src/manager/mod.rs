@@ -48,7 +48,10 @@
 //! registry and the work with the spawner; `requests.rs` checks, dispatches
 //! and answers client requests; `adoption.rs` re-adopts recorded processes
 //! and writes the record; `reload.rs` moves the services to a reloaded
-//! configuration.
+//! configuration; `waiters.rs` owns the requests awaiting a service's
+//! state. Each pass reads the clock once and hands that `now` to every
+//! decision, so `sim.rs` (tests) drives the same code on a fake clock with
+//! a fake spawner.
 //!
 //! If it dies, the daemon notices and shuts the node down; services are
 //! then left as they are, and stay in the record.
@@ -64,8 +67,13 @@ mod metrics;
 mod record;
 mod reload;
 mod requests;
+#[cfg(test)]
+mod sim;
 mod status;
+#[cfg(test)]
+mod tests;
 mod usage;
+mod waiters;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -78,6 +86,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
 use crate::cgroup::InstanceCgroup;
+use crate::conf::deps::RequiredBy;
 use crate::conf::{Config, OnNodeExit, Output, ReadySignal, ServiceConfig};
 use crate::sys;
 use crate::trace::{Role, Tracer, now_unix_us};
@@ -104,6 +113,7 @@ pub use reload::service_table;
 use reload::work_dir_text;
 use status::{Clock, EntryCache, instance_status, overall, system_status};
 use usage::{LastRun, Usage};
+use waiters::{Waiter, Waiters};
 
 /// How many of the last lines of its stderr a failed start's reason
 /// quotes.
@@ -191,6 +201,21 @@ impl RequestError {
     }
 }
 
+/// What woke the manager's loop: a message on one of its links, a link
+/// that closed, or a deadline.
+#[derive(Debug)]
+enum Input {
+    Io(IoEvent),
+    Spawner(ms::Message),
+    SpawnerGone,
+    Daemon(dm::Message),
+    Cluster(crate::wire::proto::manager_cluster::Message),
+    ClusterGone,
+    Tcp(checks::TcpResult),
+    TcpGone,
+    Tick,
+}
+
 /// A service and its instances.
 #[derive(Debug)]
 struct Service {
@@ -224,21 +249,6 @@ struct Service {
 enum Replacement {
     Remove,
     With(Box<ServiceConfig>),
-}
-
-/// A request answered when its service reaches a state.
-#[derive(Debug)]
-struct Waiter {
-    connection: ConnectionId,
-    correlation: String,
-    service: String,
-    goal: Goal,
-    deadline: Instant,
-    /// Services stopped along with it, shown in the reply.
-    along: Vec<String>,
-    /// When to look again: an instance is running but not yet for its
-    /// `start_grace`.
-    recheck: Option<Instant>,
 }
 
 /// A client's `ServiceSignal` whose signals the spawner has not all
@@ -295,13 +305,16 @@ pub struct Manager {
     /// linger until due; they are then skipped.
     timers: BTreeSet<(Instant, String, usize)>,
     pids: HashMap<u32, (String, u32)>,
+    /// Who requires each service, kept with `config.services`.
+    required_by: RequiredBy,
     asked: Asks,
     /// Client `ServiceSignal`s waiting for the spawner's answers, by
     /// correlation id.
     signals: HashMap<String, PendingSignal>,
     /// Requests for the spawner that its channel had no room for yet.
     to_spawner: VecDeque<ms::Message>,
-    waiters: Vec<Waiter>,
+    /// Requests answered when their service reaches a state.
+    waiters: Waiters,
     subscribers: Vec<(ConnectionId, String)>,
     /// The thread that serves `LogsRequest`s.
     log_reader: logs::LogReader,
@@ -336,6 +349,7 @@ impl Manager {
     ) -> Manager {
         let now = Instant::now();
         let (cluster, from_cluster) = ClusterSide::new(links.cluster.take());
+        let required_by = RequiredBy::new(&config.services);
         let services = config
             .services
             .values()
@@ -358,10 +372,11 @@ impl Manager {
             services,
             timers: BTreeSet::new(),
             pids: HashMap::new(),
+            required_by,
             asked: Asks::default(),
             signals: HashMap::new(),
             to_spawner: VecDeque::new(),
-            waiters: Vec::new(),
+            waiters: Waiters::default(),
             subscribers: Vec::new(),
             outgoing: Vec::new(),
             reload_error: None,
@@ -383,7 +398,24 @@ impl Manager {
     /// the daemon's `Shutdown` has been carried out.
     pub fn run(mut self) -> Result<(), ManagerError> {
         let known = self.await_known_processes();
-        let now = Instant::now();
+        let mut now = Instant::now();
+        self.bring_up(known, now);
+        loop {
+            self.end_pass(now);
+            if self.shutdown.is_some() && self.all_stopping_done() {
+                return self.finish_shutdown();
+            }
+            self.save_record();
+            let input = self.wait()?;
+            now = Instant::now();
+            self.on_input(input, now);
+        }
+    }
+
+    /// Re-adopts what the spawner `known` runs and the record wants, and
+    /// brings every other service to its desired state (or its
+    /// `autostart`).
+    fn bring_up(&mut self, known: Vec<ms::known_processes::Process>, now: Instant) {
         self.adopt_cached_assignments(now);
         let outdated = self.readopt(known, now);
         // The cluster's instances start when the cluster confirms them.
@@ -424,75 +456,84 @@ impl Manager {
                 self.apply(&id, index, Event::Restart, Some(&correlation), now);
             }
         }
-        loop {
-            self.advance_holds(Instant::now());
-            self.send_to_spawner();
-            self.send_cluster_states();
-            self.flush_replies();
-            if self.shutdown.is_some() && self.all_stopping_done() {
-                return self.finish_shutdown();
+    }
+
+    /// Waits for the next input, or for the next deadline.
+    fn wait(&self) -> Result<Input, ManagerError> {
+        let timeout = self
+            .next_deadline()
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        let from_io = &self.links.from_io;
+        let from_spawner = &self.links.from_spawner;
+        let from_daemon = &self.links.from_daemon;
+        let tcp_results = &self.checks.tcp_results;
+        let from_cluster = &self.from_cluster;
+        let never = crossbeam_channel::never();
+        let ticker = timeout.map_or(never, crossbeam_channel::after);
+        Ok(select! {
+            recv(from_io) -> event => {
+                Input::Io(event.map_err(|_| ManagerError::LinkClosed { role: Role::Io })?)
             }
-            self.save_record();
-            let timeout = self
-                .next_deadline()
-                .map(|at| at.saturating_duration_since(Instant::now()));
-            let from_io = &self.links.from_io;
-            let from_spawner = &self.links.from_spawner;
-            let from_daemon = &self.links.from_daemon;
-            let tcp_results = &self.checks.tcp_results;
-            let from_cluster = &self.from_cluster;
-            let never = crossbeam_channel::never();
-            let ticker = timeout.map_or(never, crossbeam_channel::after);
-            select! {
-                recv(from_io) -> event => {
-                    let event = event.map_err(|_| ManagerError::LinkClosed { role: Role::Io })?;
-                    self.on_io(event);
-                    let more: Vec<IoEvent> = self.links.from_io.try_iter().take(64).collect();
-                    for event in more {
-                        self.on_io(event);
-                    }
+            recv(from_spawner) -> message => message.map_or(Input::SpawnerGone, Input::Spawner),
+            recv(from_daemon) -> message => Input::Daemon(
+                message.map_err(|_| ManagerError::LinkClosed { role: Role::Daemon })?,
+            ),
+            recv(from_cluster) -> message => message.map_or(Input::ClusterGone, Input::Cluster),
+            recv(tcp_results) -> result => result.map_or(Input::TcpGone, Input::Tcp),
+            recv(ticker) -> _ => Input::Tick,
+        })
+    }
+
+    /// One pass of the loop: handles `input` and the due timers, all at
+    /// `now`, the one reading of the clock the pass's decisions use.
+    fn on_input(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Io(event) => {
+                self.on_io(event, now);
+                let more: Vec<IoEvent> = self.links.from_io.try_iter().take(64).collect();
+                for event in more {
+                    self.on_io(event, now);
                 }
-                recv(from_spawner) -> message => match message {
-                    Ok(message) => {
-                        self.on_spawner(message);
-                        // A burst of starts or exits is one pass, so one
-                        // write of the state record, not one per process.
-                        let more: Vec<ms::Message> =
-                            self.links.from_spawner.try_iter().take(64).collect();
-                        for message in more {
-                            self.on_spawner(message);
-                        }
-                    }
-                    Err(_) => {
-                        if self.spawner_alive {
-                            log::error!("the spawner's link closed");
-                        }
-                        self.spawner_alive = false;
-                        self.links.from_spawner = crossbeam_channel::never();
-                        for asked in self.asked.take_all() {
-                            self.spawner_gone(asked);
-                        }
-                    }
-                },
-                recv(from_daemon) -> message => {
-                    let message = message.map_err(|_| ManagerError::LinkClosed { role: Role::Daemon })?;
-                    self.on_daemon(message);
-                }
-                recv(from_cluster) -> message => match message {
-                    Ok(message) => self.on_cluster(message),
-                    Err(_) => {
-                        log::error!("the cluster role's link closed");
-                        self.from_cluster = crossbeam_channel::never();
-                    }
-                },
-                recv(tcp_results) -> result => match result {
-                    Ok(result) => self.tcp_checked(result),
-                    Err(_) => self.checks.tcp_thread_gone(),
-                },
-                recv(ticker) -> _ => {}
             }
-            self.on_timers(Instant::now());
+            Input::Spawner(message) => {
+                self.on_spawner(message, now);
+                // A burst of starts or exits is one pass, so one write of
+                // the state record, not one per process.
+                let more: Vec<ms::Message> = self.links.from_spawner.try_iter().take(64).collect();
+                for message in more {
+                    self.on_spawner(message, now);
+                }
+            }
+            Input::SpawnerGone => {
+                if self.spawner_alive {
+                    log::error!("the spawner's link closed");
+                }
+                self.spawner_alive = false;
+                self.links.from_spawner = crossbeam_channel::never();
+                for asked in self.asked.take_all() {
+                    self.spawner_gone(asked, now);
+                }
+            }
+            Input::Daemon(message) => self.on_daemon(message, now),
+            Input::Cluster(message) => self.on_cluster(message, now),
+            Input::ClusterGone => {
+                log::error!("the cluster role's link closed");
+                self.from_cluster = crossbeam_channel::never();
+            }
+            Input::Tcp(result) => self.tcp_checked(result, now),
+            Input::TcpGone => self.checks.tcp_thread_gone(),
+            Input::Tick => {}
         }
+        self.on_timers(now);
+    }
+
+    /// What every pass ends with: held starts and stops move on, and what
+    /// the pass produced goes out.
+    fn end_pass(&mut self, now: Instant) {
+        self.advance_holds(now);
+        self.send_to_spawner();
+        self.send_cluster_states();
+        self.flush_replies();
     }
 
     /// Handles one event from io and hands the replies it has at once to
@@ -500,7 +541,7 @@ impl Manager {
     /// harnesses (fuzzers, property tests) that drive the manager's request
     /// path without its thread.
     pub fn handle_io(&mut self, event: IoEvent) {
-        self.on_io(event);
+        self.on_io(event, Instant::now());
         self.send_to_spawner();
         self.flush_replies();
     }
@@ -575,10 +616,9 @@ impl Manager {
         self.reply_encoded(connection, message, payload_bytes, true);
     }
 
-    fn on_io(&mut self, event: IoEvent) {
+    fn on_io(&mut self, event: IoEvent, now: Instant) {
         match event {
             IoEvent::Requests(requests) => {
-                let now = Instant::now();
                 for request in requests {
                     self.on_request(request, now);
                 }
@@ -587,8 +627,7 @@ impl Manager {
                 self.log_reader.closed(connection);
                 self.subscribers
                     .retain(|(subscriber, _)| *subscriber != connection);
-                self.waiters
-                    .retain(|waiter| waiter.connection != connection);
+                self.waiters.closed(connection);
                 self.signals
                     .retain(|_, pending| pending.connection != connection);
                 self.cluster.closed(connection);
@@ -665,7 +704,7 @@ impl Manager {
             }
         }
         for effect in effects {
-            self.carry_out(id, index, effect);
+            self.carry_out(id, index, effect, now);
         }
         if before != after {
             self.cluster.note_change(id);
@@ -674,15 +713,15 @@ impl Manager {
             if was_up && !self.service_is_up(id) {
                 self.requirement_lost(id, now);
             }
-            self.settle_waiters(id);
-            for dependent in crate::conf::deps::Graph::new(&self.config.services).dependents(id) {
-                self.settle_waiters(&dependent);
+            self.settle_waiters(id, now);
+            for dependent in self.required_by.dependents(id) {
+                self.settle_waiters(&dependent, now);
             }
             self.apply_replacement(id, now);
         }
     }
 
-    fn carry_out(&mut self, id: &str, index: usize, effect: Effect) {
+    fn carry_out(&mut self, id: &str, index: usize, effect: Effect, now: Instant) {
         let Some(service) = self.services.get(id) else {
             return;
         };
@@ -717,21 +756,26 @@ impl Manager {
                 Asked::Signal { client: None },
             ),
         };
-        self.ask_spawner(message, asked);
+        self.ask_spawner(message, asked, now);
     }
 
     /// What was asked of a spawner that is gone fails at once.
-    fn spawner_gone(&mut self, asked: Asked) {
+    fn spawner_gone(&mut self, asked: Asked, now: Instant) {
         match asked {
             Asked::Start { service, index } => {
                 log::error!("cannot start {service}.{index}: the spawner is gone");
-                self.spawn_failed(&service, index as usize, "the spawner is gone".to_owned());
+                self.spawn_failed(
+                    &service,
+                    index as usize,
+                    "the spawner is gone".to_owned(),
+                    now,
+                );
             }
             Asked::Watch { pid } => {
-                self.lost_adopted(pid, "the spawner is gone, so nothing watches it");
+                self.lost_adopted(pid, "the spawner is gone, so nothing watches it", now);
             }
             Asked::Check { key } => {
-                self.check_not_started(&key, "the spawner is gone".to_owned());
+                self.check_not_started(&key, "the spawner is gone".to_owned(), now);
             }
             Asked::Signal { client } => {
                 self.signal_answered(client, Some("the spawner is gone".to_owned()));
@@ -855,9 +899,9 @@ impl Manager {
         }
     }
 
-    fn on_spawner(&mut self, message: ms::Message) {
+    fn on_spawner(&mut self, message: ms::Message, now: Instant) {
         let typed = ManagerSpawner::from_message(message.code, message.payload);
-        self.on_spawner_message(message.correlation_id.as_deref(), typed);
+        self.on_spawner_message(message.correlation_id.as_deref(), typed, now);
     }
 
     /// Handles one message of the spawner's, as its type.
@@ -865,11 +909,11 @@ impl Manager {
         &mut self,
         correlation: Option<&str>,
         message: Result<ManagerSpawner, BadMessage<ms::message::Code>>,
+        now: Instant,
     ) {
-        let now = Instant::now();
         match message {
             Ok(ManagerSpawner::ProcessStarted(started)) => match self.asked.answered(correlation) {
-                Some(Asked::Check { key }) => self.check_started(key, started.pid),
+                Some(Asked::Check { key }) => self.check_started(key, started.pid, now),
                 Some(Asked::Start { service, index }) => {
                     log::info!("{service}.{index} started as pid {}", started.pid);
                     if let Some(entry) = self.services.get_mut(&service) {
@@ -897,12 +941,12 @@ impl Manager {
                 match self.asked.answered(correlation) {
                     Some(Asked::Start { service, index }) => {
                         log::warn!("cannot start {service}.{index}: {reason}");
-                        self.spawn_failed(&service, index as usize, reason);
+                        self.spawn_failed(&service, index as usize, reason, now);
                     }
-                    Some(Asked::Watch { pid }) => self.lost_adopted(pid, &reason),
+                    Some(Asked::Watch { pid }) => self.lost_adopted(pid, &reason, now),
                     Some(Asked::Check { key }) => {
                         log::warn!("cannot start a check of {}.{}: {reason}", key.0, key.1);
-                        self.check_not_started(&key, reason);
+                        self.check_not_started(&key, reason, now);
                     }
                     Some(Asked::Signal { client }) => {
                         log::warn!("the spawner refused a signal: {reason}");
@@ -925,7 +969,7 @@ impl Manager {
                     (Some(code), None) => ExitStatus::Code(code),
                     (None, None) => ExitStatus::Unknown,
                 };
-                if self.check_exited(exited.pid, exited.exit_code) {
+                if self.check_exited(exited.pid, exited.exit_code, now) {
                     return;
                 }
                 if let Some((service, index)) = self.pids.get(&exited.pid).cloned() {
@@ -934,7 +978,7 @@ impl Manager {
                         exited.pid,
                         instance::describe_exit(status)
                     );
-                    self.note_last_run(&service, index as usize, status, &exited);
+                    self.note_last_run(&service, index as usize, status, &exited, now);
                     self.apply(&service, index as usize, Event::Exited(status), None, now);
                 }
             }
@@ -982,6 +1026,7 @@ impl Manager {
         index: usize,
         status: ExitStatus,
         exited: &ms::ProcessExited,
+        now: Instant,
     ) {
         let Some(service) = self.services.get_mut(id) else {
             return;
@@ -992,7 +1037,7 @@ impl Manager {
             oom: exited.oom_kills.map(|_| memory_max),
             cpu_usec: exited.cpu_usec,
             peak_rss_bytes: exited.max_rss_bytes,
-            ran: started_at.map(|at| at.elapsed()),
+            ran: started_at.map(|at| now.saturating_duration_since(at)),
         };
         if let Some(usage) = service.usage.get_mut(index) {
             usage.cgroup = None;
@@ -1009,10 +1054,9 @@ impl Manager {
 
     /// An adopted process the spawner cannot watch: as good as ended, with
     /// its status unknown.
-    fn lost_adopted(&mut self, pid: u32, reason: &str) {
+    fn lost_adopted(&mut self, pid: u32, reason: &str, now: Instant) {
         if let Some((service, index)) = self.pids.get(&pid).cloned() {
             log::warn!("{service}.{index} (adopted pid {pid}) is lost: {reason}");
-            let now = Instant::now();
             self.apply(
                 &service,
                 index as usize,
@@ -1023,18 +1067,17 @@ impl Manager {
         }
     }
 
-    fn spawn_failed(&mut self, id: &str, index: usize, reason: String) {
-        self.apply(id, index, Event::SpawnFailed(reason), None, Instant::now());
+    fn spawn_failed(&mut self, id: &str, index: usize, reason: String, now: Instant) {
+        self.apply(id, index, Event::SpawnFailed(reason), None, now);
     }
 
-    fn on_daemon(&mut self, message: dm::Message) {
+    fn on_daemon(&mut self, message: dm::Message, now: Instant) {
         let correlation = message.correlation_id.clone().unwrap_or_default();
         match dm::message::Code::try_from(message.code) {
             Ok(dm::message::Code::Shutdown) => {
                 log::info!("[{correlation}] shutting down: stopping services");
                 self.shutdown = Some(correlation.clone());
-                let now = Instant::now();
-                for waiter in std::mem::take(&mut self.waiters) {
+                for waiter in self.waiters.take_all() {
                     let error = RequestError::new(Kind::ShuttingDown, "the node is shutting down");
                     self.answer(waiter.connection, waiter.correlation, Err(error));
                 }
@@ -1053,7 +1096,6 @@ impl Manager {
                 self.advance_holds(now);
             }
             Ok(dm::message::Code::Reload) => {
-                let now = Instant::now();
                 match self.reload(&correlation, now) {
                     Ok(_) => log::info!("[{correlation}] configuration reloaded"),
                     Err(error) => log::error!("[{correlation}] reload refused: {}", error.reason),
@@ -1099,13 +1141,9 @@ impl Manager {
 
     fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timers.first().map(|(at, _, _)| *at);
-        let deadlines = self
-            .waiters
-            .iter()
-            .flat_map(|waiter| std::iter::once(waiter.deadline).chain(waiter.recheck));
         timer
             .into_iter()
-            .chain(deadlines)
+            .chain(self.waiters.next_deadline())
             .chain(self.checks.next_deadline())
             .chain(self.cluster.next_deadline())
             .min()
@@ -1134,43 +1172,37 @@ impl Manager {
             self.apply(&id, index, Event::TimerFired, None, now);
         }
         self.run_checks(now);
-        let recheck: BTreeSet<String> = self
-            .waiters
-            .iter()
-            .filter(|waiter| waiter.recheck.is_some_and(|at| at <= now))
-            .map(|waiter| waiter.service.clone())
-            .collect();
-        for id in recheck {
-            self.settle_waiters(&id);
+        for id in self.waiters.due(now) {
+            self.settle_waiters(&id, now);
+            let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) = self
+                .waiters
+                .take(&id)
+                .into_iter()
+                .partition(|waiter| waiter.deadline <= now);
+            self.waiters.put_back(&id, waiting, None);
+            for waiter in expired {
+                let error = RequestError::new(
+                    Kind::Timeout,
+                    format!("service `{id}` did not get there in time"),
+                );
+                self.answer(waiter.connection, waiter.correlation, Err(error));
+            }
         }
         self.expire_cluster_requests(now);
-        let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
-            .into_iter()
-            .partition(|waiter| waiter.deadline <= now);
-        self.waiters = waiting;
-        for waiter in expired {
-            let error = RequestError::new(
-                Kind::Timeout,
-                format!("service `{}` did not get there in time", waiter.service),
-            );
-            self.answer(waiter.connection, waiter.correlation, Err(error));
-        }
     }
 
     /// Answers the waiters of service `id` whose goal is reached or lost.
-    fn settle_waiters(&mut self, id: &str) {
+    fn settle_waiters(&mut self, id: &str, now: Instant) {
         let Some(service) = self.services.get(id) else {
             return;
         };
-        let now = Instant::now();
         let blocked = self.blocked_start(id);
         let held = service.hold.is_some();
         let log_dir = &self.config.node.log_dir;
         let mut settled = Vec::new();
-        self.waiters.retain_mut(|waiter| {
-            if waiter.service != id {
-                return true;
-            }
+        let mut waiting = self.waiters.take(id);
+        let mut recheck = None;
+        waiting.retain(|waiter| {
             let outcome = match (&blocked, waiter.goal) {
                 (Some(reason), Goal::Up) => {
                     Outcome::Done(Err(RequestError::new(Kind::StartFailed, reason.clone())))
@@ -1188,12 +1220,13 @@ impl Manager {
                     ));
                     false
                 }
-                Outcome::Pending(recheck) => {
-                    waiter.recheck = recheck;
+                Outcome::Pending(at) => {
+                    recheck = recheck.or(at);
                     true
                 }
             }
         });
+        self.waiters.put_back(id, waiting, recheck);
         for (connection, correlation, along, outcome) in settled {
             let result = outcome.map(|()| {
                 let ids = std::iter::once(id).chain(along.iter().map(String::as_str));

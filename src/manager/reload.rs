@@ -100,6 +100,7 @@ impl Manager {
             .filter(|service| !self.services.contains_key(&service.id))
             .cloned()
             .collect();
+        self.required_by = RequiredBy::new(&services);
         self.config.services = services;
         self.config.effective_version = effective_version;
         self.config.service_versions = versions;
@@ -154,11 +155,7 @@ impl Manager {
             Some(Replacement::Remove) => {
                 log::info!("{id} removed");
                 self.services.remove(id);
-                let (gone, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
-                    .into_iter()
-                    .partition(|waiter| waiter.service == id);
-                self.waiters = waiting;
-                for waiter in gone {
+                for waiter in self.waiters.take(id) {
                     let error = RequestError::new(
                         Kind::UnknownService,
                         format!("service `{id}` was removed by a reload"),

@@ -115,7 +115,7 @@ impl Manager {
                 Event::Restart,
                 now,
             ),
-            Request::ServiceSignal(request) => self.signal(connection, correlation, &request),
+            Request::ServiceSignal(request) => self.signal(connection, correlation, &request, now),
             Request::ServiceEnable(request) => {
                 self.known(&request.service_id)?;
                 if let Some(service) = self.services.get_mut(&request.service_id) {
@@ -193,6 +193,7 @@ impl Manager {
         connection: ConnectionId,
         correlation: &str,
         request: &public_api::ServiceSignal,
+        now: Instant,
     ) -> Answer {
         let id = &request.service_id;
         self.known(id)?;
@@ -242,7 +243,7 @@ impl Manager {
             log::info!("{id}.{index}: sending signal {signal} to pid {pid}'s process group");
             let message = signal_group(pid, signal, Some(correlation.to_owned()));
             let client = Some(correlation.to_owned());
-            self.ask_spawner(message, Asked::Signal { client });
+            self.ask_spawner(message, Asked::Signal { client }, now);
         }
         Ok(None)
     }
@@ -352,16 +353,17 @@ impl Manager {
             self.drive(id, event, correlation, now);
             Vec::new()
         };
-        self.waiters.push(Waiter {
-            connection,
-            correlation: correlation.to_owned(),
-            service: id.to_owned(),
-            goal,
-            deadline,
-            along,
-            recheck: None,
-        });
-        self.settle_waiters(id);
+        self.waiters.add(
+            id,
+            Waiter {
+                connection,
+                correlation: correlation.to_owned(),
+                goal,
+                deadline,
+                along,
+            },
+        );
+        self.settle_waiters(id, now);
         Ok(None)
     }
 
@@ -373,7 +375,7 @@ impl Manager {
         let chain = match goal {
             Goal::Up => graph.requirements(id),
             Goal::Down => {
-                let mut chain = graph.dependents(id);
+                let mut chain = self.required_by.dependents(id);
                 chain.push(id.to_owned());
                 chain
             }
