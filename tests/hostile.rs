@@ -281,7 +281,23 @@ fn rss_kib(pid: i32) -> u64 {
 }
 
 fn open_fds(pid: i32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    fd_targets(pid).len()
+}
+
+/// What each of `pid`'s descriptors is open on, sorted.
+fn fd_targets(pid: i32) -> Vec<String> {
+    let mut targets: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|fd| {
+            fs::read_link(fd.path()).map_or_else(
+                |error| format!("? ({error})"),
+                |target| target.display().to_string(),
+            )
+        })
+        .collect();
+    targets.sort();
+    targets
 }
 
 /// Client connections the node holds open: its socket fds that
@@ -936,7 +952,7 @@ fn a_flood_of_refused_connections_is_logged_a_line_a_second_and_an_allowed_clien
     let pid = node.pid();
     let mut allowed = node.client();
     allowed.node_info(false).unwrap();
-    let (rss_before, fds_before, log_before) = (rss_kib(pid), open_fds(pid), log_bytes(&node));
+    let (rss_before, fds_before, log_before) = (rss_kib(pid), fd_targets(pid), log_bytes(&node));
 
     let until = std::time::SystemTime::now() + FLOOD;
     let until_ms = until
@@ -987,9 +1003,18 @@ fn a_flood_of_refused_connections_is_logged_a_line_a_second_and_an_allowed_clien
     assert!(log.contains("more from this uid not logged"), "{log}");
     let logged = log_bytes(&node) - log_before;
     assert!(logged <= 256 * seconds, "{logged} bytes logged");
-    wait_for("the node's fds to return to the start count", || {
-        (open_fds(pid) == fds_before).then_some(())
-    });
+    // Polled until the deadline, then compared, so that a failure names
+    // the descriptors that stayed.
+    let deadline = Instant::now() + common::DEADLINE;
+    while fd_targets(pid).len() != fds_before.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let fds_after = fd_targets(pid);
+    assert_eq!(
+        fds_after.len(),
+        fds_before.len(),
+        "the node's descriptors after the flood: {fds_after:?}; before: {fds_before:?}"
+    );
     let grown = rss_kib(pid).saturating_sub(rss_before);
     assert!(grown < 4 * 1024, "RSS grew by {grown} KiB");
     assert_served(&node);
