@@ -9,7 +9,7 @@
 //! [`record_replies`], under one lock each.
 
 use crate::conf::MAX_ID_LEN;
-use crate::trace::{CorrelationTable, RequestState, Role};
+use crate::trace::{CorrelationTable, RequestState, Role, now_unix_us};
 use crate::wire::link::{ClientReply, ClientRequest, ConnectionId};
 use crate::wire::proto::public_api::{self, error::Kind, message::Code, message::Payload};
 use crate::wire::proto::public_api::{
@@ -341,10 +341,20 @@ fn out_of_bounds(name: &str, value: &str, max: usize) -> Option<String> {
             "{name} of {} bytes exceeds the limit of {max} bytes",
             value.len()
         ))
-    } else if value.chars().any(char::is_control) {
+    } else if has_control(value) {
         Some(format!("{name} contains a control character"))
     } else {
         None
+    }
+}
+
+/// Whether `value` holds a control character (Unicode's `Cc`). Ids are
+/// ASCII as a rule: their bytes are checked without decoding them.
+fn has_control(value: &str) -> bool {
+    if value.is_ascii() {
+        value.bytes().any(|byte| byte.is_ascii_control())
+    } else {
+        value.chars().any(char::is_control)
     }
 }
 
@@ -359,9 +369,14 @@ pub fn begin_requests(
 ) {
     const PATH: [(Role, Role); 2] = [(Role::Client, Role::Io), (Role::Io, Role::Manager)];
     let mut begun = 0;
+    let now = now_unix_us();
     for index in 0..batch.len() {
-        if table.begin(&batch[index].message, &PATH).is_ok() {
-            batch.swap(begun, index);
+        if table.begin(&batch[index].message, &PATH, now).is_ok() {
+            // A swap moves a large request three times: only when a
+            // duplicate came before it.
+            if begun != index {
+                batch.swap(begun, index);
+            }
             begun += 1;
         }
     }
@@ -373,9 +388,10 @@ pub fn begin_requests(
 /// Enters replies in the correlation table, under one lock: the manager's
 /// hop and io's, and the end of each request a final reply answers.
 pub fn record_replies(table: &mut CorrelationTable, replies: &[ClientReply]) {
+    let now = now_unix_us();
     for reply in replies {
         let last = reply.last.then(|| final_state(&reply.message));
-        table.finish(&reply.message, reply.sent_unix_us, last);
+        table.finish(&reply.message, reply.sent_unix_us, now, last);
     }
 }
 
@@ -526,6 +542,15 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn the_ascii_shortcut_finds_exactly_the_control_characters_chars_would() {
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            for value in [c.to_string(), format!("id-{c}-x"), format!("é{c}")] {
+                assert_eq!(has_control(&value), c.is_control(), "{value:?}");
+            }
+        }
     }
 
     #[test]
