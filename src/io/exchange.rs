@@ -178,9 +178,11 @@ impl Exchange {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
         let payload = reply.payload_bytes.as_deref().unwrap_or_default();
-        let size = FRAME_HEADER_LEN + reply.message.encoded_len() + payload.len();
-        let unread =
-            (!reply.last && !self.sealed).then(|| self.outbound.len() + size + in_socket());
+        // Only an event's size is needed before it is encoded.
+        let unread = (!reply.last && !self.sealed).then(|| {
+            let size = FRAME_HEADER_LEN + reply.message.encoded_len() + payload.len();
+            self.outbound.len() + size + in_socket()
+        });
         if let Some(unread) = unread.filter(|&unread| unread > limits.max_subscriber_backlog) {
             let reason = format!(
                 "{unread} bytes of events unread exceed the subscriber limit of {} bytes \
@@ -349,13 +351,15 @@ fn out_of_bounds(name: &str, value: &str, max: usize) -> Option<String> {
 }
 
 /// Whether `value` holds a control character (Unicode's `Cc`). Ids are
-/// ASCII as a rule: their bytes are checked without decoding them.
+/// printable ASCII as a rule: their bytes are counted (without an early
+/// exit, which the compiler makes vector code), and only a value with
+/// another byte is decoded.
 fn has_control(value: &str) -> bool {
-    if value.is_ascii() {
-        value.bytes().any(|byte| byte.is_ascii_control())
-    } else {
-        value.chars().any(char::is_control)
-    }
+    let unusual = value
+        .bytes()
+        .filter(|byte| !(b' '..=b'~').contains(byte))
+        .count();
+    unusual != 0 && value.chars().any(char::is_control)
 }
 
 /// Enters a pass's requests in the correlation table, in order: each
