@@ -34,7 +34,7 @@
 //! only slow lookups among the entries the bounds above allow.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque, hash_map};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -275,13 +275,16 @@ impl CorrelationTable {
     }
 
     /// Enters `message` (a request whose correlation id is set) as in
-    /// flight, with one hop for each `(from, to)` of `path`. An answered
-    /// request with the same id is replaced (a trace shows the latest
-    /// request with that id). A message without an id is only logged.
+    /// flight, with one hop at `at_unix_us` for each `(from, to)` of
+    /// `path` (a batch's requests take one reading of the clock). An
+    /// answered request with the same id is replaced (a trace shows the
+    /// latest request with that id). A message without an id is only
+    /// logged.
     pub fn begin<M: Envelope>(
         &mut self,
         message: &M,
         path: &[(Role, Role)],
+        at_unix_us: u64,
     ) -> Result<(), DuplicateId> {
         let Some(id) = message.correlation() else {
             for (from, to) in path {
@@ -289,13 +292,35 @@ impl CorrelationTable {
             }
             return Ok(());
         };
-        let at_unix_us = now_unix_us();
         let hops = path.iter().map(|&(from, to)| {
             log_hop(from, to, message);
             HopRecord::of(from, to, message, at_unix_us)
         });
         let generation = self.take_generation();
-        if let Some(entry) = self.entries.get_mut(id) {
+        // The key is made before the lookup, so that a new id (the usual
+        // case) is hashed once; a reused id only drops it.
+        let key: Arc<str> = Arc::from(id);
+        let slot = match self.entries.entry(key) {
+            hash_map::Entry::Occupied(slot) => slot,
+            hash_map::Entry::Vacant(slot) => {
+                let mut list = self.spare_hops.pop().unwrap_or_default();
+                list.reserve(USUAL_HOPS);
+                list.extend(hops);
+                let entry = Entry {
+                    key: slot.key().clone(),
+                    state: RequestState::InFlight,
+                    generation,
+                    evictable: false,
+                    hops: list,
+                };
+                self.entry_bytes += entry.bytes();
+                slot.insert(entry);
+                self.evict();
+                return Ok(());
+            }
+        };
+        {
+            let entry = slot.into_mut();
             if entry.state == RequestState::InFlight {
                 return Err(DuplicateId);
             }
@@ -309,23 +334,8 @@ impl CorrelationTable {
             entry.hops.clear();
             entry.hops.extend(hops);
             self.entry_bytes = self.entry_bytes - before + entry.bytes();
-            return Ok(());
+            Ok(())
         }
-        let mut list = self.spare_hops.pop().unwrap_or_default();
-        list.reserve(USUAL_HOPS);
-        list.extend(hops);
-        let key: Arc<str> = Arc::from(id);
-        let entry = Entry {
-            key: key.clone(),
-            state: RequestState::InFlight,
-            generation,
-            evictable: false,
-            hops: list,
-        };
-        self.entry_bytes += entry.bytes();
-        self.entries.insert(key, entry);
-        self.evict();
-        Ok(())
     }
 
     /// Records that `message` went from `from` to `to`. Every hop of every
@@ -342,12 +352,13 @@ impl CorrelationTable {
     }
 
     /// Records the hops of a reply: from the manager to io, sent at
-    /// `sent_unix_us`, then from io to the client now. A final reply ends
-    /// its request in `last`, which makes it evictable.
+    /// `sent_unix_us`, then from io to the client at `written_unix_us`. A
+    /// final reply ends its request in `last`, which makes it evictable.
     pub fn finish<M: Envelope>(
         &mut self,
         message: &M,
         sent_unix_us: u64,
+        written_unix_us: u64,
         last: Option<RequestState>,
     ) {
         log_hop(Role::Manager, Role::Io, message);
@@ -355,7 +366,7 @@ impl CorrelationTable {
         if let Some(id) = message.correlation() {
             let hops = [
                 HopRecord::of(Role::Manager, Role::Io, message, sent_unix_us),
-                HopRecord::of(Role::Io, Role::Client, message, now_unix_us()),
+                HopRecord::of(Role::Io, Role::Client, message, written_unix_us),
             ];
             self.push_hops(id, hops, last);
         }
@@ -461,11 +472,12 @@ impl CorrelationTable {
             let Some((id, generation)) = self.evictions.pop_front() else {
                 break;
             };
-            let current = self
-                .entries
-                .get(&id)
-                .is_some_and(|entry| entry.evictable && entry.generation == generation);
-            if current && let Some(entry) = self.entries.remove(&id) {
+            // One lookup: the notice owns a key to look up with.
+            let hash_map::Entry::Occupied(slot) = self.entries.entry(id) else {
+                continue;
+            };
+            if slot.get().evictable && slot.get().generation == generation {
+                let entry = slot.remove();
                 self.evictable -= 1;
                 self.entry_bytes -= entry.bytes();
                 if self.spare_hops.len() < SPARE_HOP_LISTS
@@ -777,14 +789,14 @@ mod tests {
             code: Code::NodeInfoResponse as i32,
             ..request(id)
         };
-        table.finish(&reply, 1, Some(RequestState::Done));
+        table.finish(&reply, 1, 1, Some(RequestState::Done));
     }
 
     #[test]
     fn in_flight_duplicates_are_refused_and_answered_ids_reused() {
         let mut table = CorrelationTable::new(8, DEFAULT_TRACE_MEMORY);
-        table.begin(&request("a"), &PATH).unwrap();
-        assert_eq!(table.begin(&request("a"), &PATH), Err(DuplicateId));
+        table.begin(&request("a"), &PATH, 1).unwrap();
+        assert_eq!(table.begin(&request("a"), &PATH, 1), Err(DuplicateId));
         answer(&mut table, "a");
         let (state, hops) = table.get("a").unwrap();
         assert_eq!(state, RequestState::Done);
@@ -798,7 +810,7 @@ mod tests {
                 (Role::Io, Role::Client)
             ]
         );
-        table.begin(&request("a"), &[]).unwrap();
+        table.begin(&request("a"), &[], 1).unwrap();
         assert_eq!(table.get("a").unwrap().1.len(), 0);
     }
 
@@ -806,7 +818,7 @@ mod tests {
     fn oldest_answered_entries_are_evicted_first_and_in_flight_ones_never() {
         let mut table = CorrelationTable::new(2, DEFAULT_TRACE_MEMORY);
         for id in ["old", "live", "new", "newer"] {
-            table.begin(&request(id), &PATH).unwrap();
+            table.begin(&request(id), &PATH, 1).unwrap();
         }
         answer(&mut table, "old");
         answer(&mut table, "new");
@@ -821,7 +833,7 @@ mod tests {
     fn a_full_table_of_requests_in_flight_takes_more() {
         let mut table = CorrelationTable::new(2, DEFAULT_TRACE_MEMORY);
         for n in 0..10 {
-            table.begin(&request(&format!("r{n}")), &PATH).unwrap();
+            table.begin(&request(&format!("r{n}")), &PATH, 1).unwrap();
         }
         assert!((0..10).all(|n| table.get(&format!("r{n}")).is_some()));
     }
@@ -829,12 +841,12 @@ mod tests {
     #[test]
     fn a_reused_id_is_not_evicted_by_its_predecessors_notice() {
         let mut table = CorrelationTable::new(1, DEFAULT_TRACE_MEMORY);
-        table.begin(&request("x"), &PATH).unwrap();
+        table.begin(&request("x"), &PATH, 1).unwrap();
         answer(&mut table, "x");
-        table.begin(&request("x"), &PATH).unwrap();
-        table.begin(&request("y"), &PATH).unwrap();
+        table.begin(&request("x"), &PATH, 1).unwrap();
+        table.begin(&request("y"), &PATH, 1).unwrap();
         answer(&mut table, "y");
-        table.begin(&request("z"), &PATH).unwrap();
+        table.begin(&request("z"), &PATH, 1).unwrap();
         answer(&mut table, "z");
         assert_eq!(table.get("x").unwrap().0, RequestState::InFlight);
         assert!(table.get("y").is_none());
@@ -854,7 +866,7 @@ mod tests {
     fn ids_reused_forever_do_not_grow_the_eviction_queue() {
         let mut table = CorrelationTable::new(4, DEFAULT_TRACE_MEMORY);
         for _ in 0..1000 {
-            table.begin(&request("same"), &PATH).unwrap();
+            table.begin(&request("same"), &PATH, 1).unwrap();
             answer(&mut table, "same");
         }
         assert!(table.evictions.len() <= 2 * 4 + 16 + 1);
@@ -870,10 +882,10 @@ mod tests {
     fn the_memory_bound_evicts_answered_entries_oldest_first() {
         let memory = 64 * 1024;
         let mut table = CorrelationTable::new(1_000_000, memory);
-        table.begin(&request("live"), &PATH).unwrap();
+        table.begin(&request("live"), &PATH, 1).unwrap();
         let id = |n: usize| format!("{n:0>128}");
         for n in 0..10_000 {
-            table.begin(&request(&id(n)), &PATH).unwrap();
+            table.begin(&request(&id(n)), &PATH, 1).unwrap();
             answer(&mut table, &id(n));
             assert!(table.bytes() <= memory, "{} bytes after {n}", table.bytes());
         }

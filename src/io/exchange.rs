@@ -9,7 +9,7 @@
 //! [`record_replies`], under one lock each.
 
 use crate::conf::MAX_ID_LEN;
-use crate::trace::{CorrelationTable, RequestState, Role};
+use crate::trace::{CorrelationTable, RequestState, Role, now_unix_us};
 use crate::wire::link::{ClientReply, ClientRequest, ConnectionId};
 use crate::wire::proto::public_api::{self, error::Kind, message::Code, message::Payload};
 use crate::wire::proto::public_api::{
@@ -178,9 +178,11 @@ impl Exchange {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
         let payload = reply.payload_bytes.as_deref().unwrap_or_default();
-        let size = FRAME_HEADER_LEN + reply.message.encoded_len() + payload.len();
-        let unread =
-            (!reply.last && !self.sealed).then(|| self.outbound.len() + size + in_socket());
+        // Only an event's size is needed before it is encoded.
+        let unread = (!reply.last && !self.sealed).then(|| {
+            let size = FRAME_HEADER_LEN + reply.message.encoded_len() + payload.len();
+            self.outbound.len() + size + in_socket()
+        });
         if let Some(unread) = unread.filter(|&unread| unread > limits.max_subscriber_backlog) {
             let reason = format!(
                 "{unread} bytes of events unread exceed the subscriber limit of {} bytes \
@@ -341,11 +343,23 @@ fn out_of_bounds(name: &str, value: &str, max: usize) -> Option<String> {
             "{name} of {} bytes exceeds the limit of {max} bytes",
             value.len()
         ))
-    } else if value.chars().any(char::is_control) {
+    } else if has_control(value) {
         Some(format!("{name} contains a control character"))
     } else {
         None
     }
+}
+
+/// Whether `value` holds a control character (Unicode's `Cc`). Ids are
+/// printable ASCII as a rule: their bytes are counted (without an early
+/// exit, which the compiler makes vector code), and only a value with
+/// another byte is decoded.
+fn has_control(value: &str) -> bool {
+    let unusual = value
+        .bytes()
+        .filter(|byte| !(b' '..=b'~').contains(byte))
+        .count();
+    unusual != 0 && value.chars().any(char::is_control)
 }
 
 /// Enters a pass's requests in the correlation table, in order: each
@@ -359,9 +373,14 @@ pub fn begin_requests(
 ) {
     const PATH: [(Role, Role); 2] = [(Role::Client, Role::Io), (Role::Io, Role::Manager)];
     let mut begun = 0;
+    let now = now_unix_us();
     for index in 0..batch.len() {
-        if table.begin(&batch[index].message, &PATH).is_ok() {
-            batch.swap(begun, index);
+        if table.begin(&batch[index].message, &PATH, now).is_ok() {
+            // A swap moves a large request three times: only when a
+            // duplicate came before it.
+            if begun != index {
+                batch.swap(begun, index);
+            }
             begun += 1;
         }
     }
@@ -373,9 +392,10 @@ pub fn begin_requests(
 /// Enters replies in the correlation table, under one lock: the manager's
 /// hop and io's, and the end of each request a final reply answers.
 pub fn record_replies(table: &mut CorrelationTable, replies: &[ClientReply]) {
+    let now = now_unix_us();
     for reply in replies {
         let last = reply.last.then(|| final_state(&reply.message));
-        table.finish(&reply.message, reply.sent_unix_us, last);
+        table.finish(&reply.message, reply.sent_unix_us, now, last);
     }
 }
 
@@ -526,6 +546,15 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn the_ascii_shortcut_finds_exactly_the_control_characters_chars_would() {
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            for value in [c.to_string(), format!("id-{c}-x"), format!("é{c}")] {
+                assert_eq!(has_control(&value), c.is_control(), "{value:?}");
+            }
+        }
     }
 
     #[test]

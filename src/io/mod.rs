@@ -68,7 +68,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::conf::NodeConfig;
 use crate::logging::{PeerLimiter, Shown, Suppressed};
 use crate::sys;
-use crate::trace::Tracer;
+use crate::trace::{IdHashState, Tracer};
 use crate::wire::link::{
     ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoReceiver, IoSender, io_channel,
 };
@@ -229,7 +229,9 @@ pub struct Io {
     to_manager: Sender<IoEvent>,
     commands: IoReceiver,
     tracer: Tracer,
-    connections: HashMap<Token, Connection>,
+    /// Looked up per event and per reply: hashed with the correlation
+    /// table's hasher, not SipHash (tokens are the node's own numbers).
+    connections: HashMap<Token, Connection, IdHashState>,
     next_token: usize,
     /// Requests decoded in this pass, sent as one batch at its end.
     batch: Vec<ClientRequest>,
@@ -251,7 +253,7 @@ pub struct Io {
     turned_away: VecDeque<(Instant, mio::net::UnixStream)>,
     /// The `metrics_listen` endpoint and its connections.
     metrics: Option<http::Endpoint>,
-    http: HashMap<Token, http::HttpConnection>,
+    http: HashMap<Token, http::HttpConnection, IdHashState>,
     /// Metrics requests sent, for their correlation ids.
     http_requests: u64,
 }
@@ -291,7 +293,7 @@ impl Io {
             to_manager,
             commands,
             tracer,
-            connections: HashMap::new(),
+            connections: HashMap::with_hasher(IdHashState::random()),
             next_token: FIRST_CONNECTION,
             batch: Vec::new(),
             backlog: VecDeque::new(),
@@ -301,7 +303,7 @@ impl Io {
             trim_at: None,
             turned_away: VecDeque::new(),
             metrics,
-            http: HashMap::new(),
+            http: HashMap::with_hasher(IdHashState::random()),
             http_requests: 0,
         };
         Ok((io, sender))
@@ -566,8 +568,9 @@ impl Io {
         let now = Instant::now();
         // What each subscriber's socket holds unread, asked once per batch
         // (nothing is written to it before the batch is queued).
-        let mut in_sockets: HashMap<Token, usize> = HashMap::new();
-        for reply in replies {
+        let mut in_sockets = HashMap::with_hasher(*self.connections.hasher());
+        // By reference: a reply is large, and io only reads it.
+        for reply in &replies {
             let token = Token(reply.connection.0 as usize);
             let Some(connection) = self.connections.get_mut(&token) else {
                 if let Some(http) = self.http.get_mut(&token) {
@@ -587,7 +590,7 @@ impl Io {
             };
             let delivery = connection
                 .exchange
-                .deliver(&reply, &self.settings, in_socket);
+                .deliver(reply, &self.settings, in_socket);
             if delivery == Delivery::OverBudget {
                 let (uid, unsent) = (connection.uid, connection.exchange.unsent().len());
                 connection.closing_until = Some(now + CLOSE_LINGER);
@@ -810,7 +813,10 @@ impl Io {
         // Answering a duplicate may resume a saturated connection, whose
         // reads add to the batch again.
         while !self.batch.is_empty() {
-            let mut batch = std::mem::take(&mut self.batch);
+            // The next pass's batch starts with this one's room, rather
+            // than growing again from nothing.
+            let room = Vec::with_capacity(self.batch.len());
+            let mut batch = std::mem::replace(&mut self.batch, room);
             let mut duplicates = Vec::new();
             begin_requests(&mut self.tracer.lock(), &mut batch, |request| {
                 duplicates.push(request)

@@ -553,7 +553,10 @@ impl Manager {
         if self.outgoing.is_empty() {
             return;
         }
-        let mut replies = std::mem::take(&mut self.outgoing);
+        // The next batch starts with this one's room, rather than growing
+        // again from nothing.
+        let room = Vec::with_capacity(self.outgoing.len());
+        let mut replies = std::mem::replace(&mut self.outgoing, room);
         let now = now_unix_us();
         for reply in &mut replies {
             reply.sent_unix_us = now;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use super::proto::public_api;
-use super::{BadRequest, Request};
+use super::{BadRequest, Envelope, Protocol, Request};
 
 /// One client connection, unique for the life of the node (never reused,
 /// so a late reply cannot reach a newer connection).
@@ -23,7 +23,7 @@ pub struct ClientRequest {
     pub connection: ConnectionId,
     /// The request's envelope: its code and correlation id (always set),
     /// its payload moved into `request`.
-    pub message: public_api::Message,
+    pub message: RequestHead,
     /// The request as its type, or why it is none (answered with
     /// `Error{BAD_REQUEST}`).
     pub request: Result<Request, BadRequest>,
@@ -32,13 +32,39 @@ pub struct ClientRequest {
 impl ClientRequest {
     /// A request of `message` from `connection`: its payload moves into
     /// the request's type.
-    pub fn new(connection: ConnectionId, mut message: public_api::Message) -> ClientRequest {
-        let request = Request::from_message(message.code, message.payload.take());
+    pub fn new(connection: ConnectionId, message: public_api::Message) -> ClientRequest {
         ClientRequest {
             connection,
-            message,
-            request,
+            request: Request::from_message(message.code, message.payload),
+            message: RequestHead {
+                code: message.code,
+                correlation_id: message.correlation_id,
+            },
         }
+    }
+}
+
+/// A public request's envelope without its payload: what io, the
+/// correlation table and the log need of it. A request is moved a few
+/// times on its way to the manager, and a whole `public_api::Message`
+/// would carry room for the largest payload of all along.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RequestHead {
+    /// The request's code (`public_api::message::Code`).
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// The request's correlation id.
+    #[prost(string, optional, tag = "2")]
+    pub correlation_id: Option<String>,
+}
+
+impl Envelope for RequestHead {
+    const PROTOCOL: Protocol = Protocol::Public;
+    fn code_number(&self) -> i32 {
+        self.code
+    }
+    fn correlation(&self) -> Option<&str> {
+        self.correlation_id.as_deref().filter(|id| !id.is_empty())
     }
 }
 
