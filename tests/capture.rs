@@ -649,19 +649,8 @@ fn logs_of_two_services_come_interleaved_in_the_order_they_arrived() {
     );
 
     // The client binary shows the same, prefixed, from the files on disk.
-    let output = std::process::Command::new(common::client_binary())
-        .arg("--socket")
-        .arg(node.socket())
-        .args(["logs", "all"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let printed: Vec<String> = String::from_utf8(output.stdout)
-        .unwrap()
+    let printed: Vec<String> = node
+        .cli_stdout(&["logs", "all"])
         .lines()
         .map(|line| {
             let (prefix, rest) = line.split_once(" | ").unwrap();

@@ -34,21 +34,6 @@ fn http(port: u16, request: &str) -> String {
     reply
 }
 
-fn client(node: &common::Node, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_snow-fox-client"))
-        .arg("--socket")
-        .arg(node.socket())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 #[test]
 fn metrics_and_get_metrics_show_the_same_families() {
     let port = free_port();
@@ -68,7 +53,7 @@ fn metrics_and_get_metrics_show_the_same_families() {
             .all(|i| i.state == "running")
             .then_some(())
     });
-    let text = client(&node, &["metrics"]);
+    let text = node.cli_stdout(&["metrics"]);
     for family in [
         "snow_fox_instance_up",
         "snow_fox_instance_state",
@@ -170,7 +155,7 @@ fn metrics_pass_promtool_check_metrics() {
             String::from_utf8_lossy(&output.stderr)
         );
     };
-    let text = client(&node, &["metrics"]);
+    let text = node.cli_stdout(&["metrics"]);
     assert!(
         text.contains("snow_fox_errors_total{kind=\"UNKNOWN_SERVICE\"} 1"),
         "{text}"
@@ -211,7 +196,7 @@ fn top_lists_instances_busiest_first_as_plain_text_off_a_terminal() {
         let status = api.status_with_metrics(Some("busy")).unwrap();
         (status.metrics.first()?.cpu_usec? > 200_000).then_some(())
     });
-    let text = client(&node, &["top"]);
+    let text = node.cli_stdout(&["top"]);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "one screen, no escape codes: {text:?}");
     assert!(
@@ -221,9 +206,6 @@ fn top_lists_instances_busiest_first_as_plain_text_off_a_terminal() {
     assert!(lines[1].starts_with("busy "), "busiest first: {text}");
     assert!(lines[2].starts_with("idle "), "{text}");
     assert!(!text.contains('\u{1b}'));
-    let two = client(
-        &node,
-        &["top", "-n", "2", "--interval", "10ms", "--sort", "memory"],
-    );
+    let two = node.cli_stdout(&["top", "-n", "2", "--interval", "10ms", "--sort", "memory"]);
     assert_eq!(two.lines().filter(|l| l.starts_with("SERVICE")).count(), 2);
 }

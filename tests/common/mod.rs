@@ -207,6 +207,23 @@ impl Node {
 }
 
 impl Node {
+    /// Runs `snow-fox-client --socket <this node's> args...`, asserts that
+    /// it succeeded, and gives its stdout.
+    pub fn cli_stdout(&self, args: &[&str]) -> String {
+        let output = Command::new(client_binary())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "snow-fox-client {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
     /// The pids of the node's service processes that it reports, when it
     /// still answers.
     fn reported_pids(&self) -> Vec<u32> {
