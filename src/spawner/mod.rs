@@ -799,14 +799,14 @@ impl Spawner {
             log_dir: &self.log_dir,
             reader_gid: self.log_reader_gid,
         };
-        let intent_fd = intent.as_ref().map(|intent| intent.file.as_fd());
+        let intent_fd = intent.as_ref().map(|_| self.record.intents_log());
         let launched = match launch::launch(request, intent_fd, &mut capture, setup) {
             Ok(launched) => launched,
             Err(error) => {
+                // An intent whose start failed names no process that runs
+                // (its child, if any, wrote its stat line and exited), and
+                // goes with the log at the next write of the record.
                 Self::remove_cgroup(cgroup.as_ref());
-                if let Some(intent) = intent {
-                    self.record.abandon(intent);
-                }
                 let reason = error.to_string();
                 self.log_to_manager(
                     log::Level::Warn,
@@ -819,27 +819,28 @@ impl Spawner {
         };
         let pid = launched.pid;
         log::debug!("spawner: started {service_id}#{instance} as pid {pid}");
-        // Not reaped yet, so the pid is surely still this child's.
-        let start_time = sys::process_start_time(pid)
-            .inspect_err(|error| {
-                log::warn!(
-                    "spawner: no start time for {service_id}#{instance} (pid {pid}), \
-                     so it cannot be re-adopted after a crash: {error}"
-                );
-            })
-            .ok();
-        // Without a start time the intent, which holds the child's own,
-        // stays in its place.
-        if let (Some(start_time), Some(intent)) = (start_time, intent) {
-            self.record.started(
-                intent,
-                RecordedProcess {
-                    service_id: service_id.clone(),
-                    instance,
-                    pid,
-                    start_time,
-                },
-            );
+        // The child wrote its own start time after its intent; else /proc
+        // has it (not reaped yet, so the pid is surely still this child's).
+        let start_time = intent
+            .as_ref()
+            .and_then(|intent| self.record.written_start_time(intent, pid))
+            .or_else(|| {
+                sys::process_start_time(pid)
+                    .inspect_err(|error| {
+                        log::warn!(
+                            "spawner: no start time for {service_id}#{instance} (pid {pid}), \
+                             so it cannot be re-adopted after a crash: {error}"
+                        );
+                    })
+                    .ok()
+            });
+        if let (Some(start_time), Some(_)) = (start_time, intent) {
+            self.record.started(RecordedProcess {
+                service_id: service_id.clone(),
+                instance,
+                pid,
+                start_time,
+            });
         }
         if let Some(pipe) = launched.ready_pipe
             && self.watch_fd(
