@@ -344,14 +344,29 @@ pub struct Usage {
 
 /// `wait4(-1, WNOHANG)`: reaps one exited child of this process, if any,
 /// with what it used. `None` when no child has exited yet or there are no
-/// children at all.
+/// children at all. (The kernel looks at every child for it.)
 pub fn reap_any() -> io::Result<Option<(u32, ExitStatusKind, Usage)>> {
+    reap(-1)
+}
+
+/// `wait4(pid, WNOHANG)`: reaps child `pid` if it has exited, with what
+/// it used; the kernel looks at that child alone. `None` while it runs,
+/// or when it is no child of this process.
+pub fn reap_child(pid: u32) -> io::Result<Option<(u32, ExitStatusKind, Usage)>> {
+    match i32::try_from(pid) {
+        Ok(pid) if pid > 0 => reap(pid),
+        _ => Ok(None),
+    }
+}
+
+/// `wait4(which, WNOHANG)`, retried on EINTR and on stops and continues.
+fn reap(which: c_int) -> io::Result<Option<(u32, ExitStatusKind, Usage)>> {
     loop {
         let mut status: c_int = 0;
         let mut usage = MaybeUninit::<libc::rusage>::zeroed();
         // SAFETY: `status` and `usage` are live, writable values of the
         // types wait4 fills, for the whole call.
-        let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, usage.as_mut_ptr()) };
+        let pid = unsafe { libc::wait4(which, &mut status, libc::WNOHANG, usage.as_mut_ptr()) };
         if pid == 0 {
             return Ok(None);
         }

@@ -708,14 +708,18 @@ impl Spawner {
             return Ok(());
         }
         let refusal = match ManagerSpawner::from_message(message.code, message.payload) {
+            // Children that end meanwhile are reaped on their SIGCHLD: a
+            // `wait4(-1)` after each start would look at every child each
+            // time (quadratic in a mass start).
             Ok(ManagerSpawner::StartProcess(request)) => {
                 self.start(correlation_id, &request);
-                return self.reap_exited();
+                return Ok(());
             }
             Ok(ManagerSpawner::SignalProcess(request)) => {
                 // A child that ended is reaped (its end reported) first, so
-                // that a signal to it is refused, not sent to its zombie.
-                self.reap_exited()?;
+                // that a signal to it is refused, not sent to its zombie;
+                // only that child is looked at.
+                self.reap_ended(request.pid)?;
                 self.signal(correlation_id, request);
                 return Ok(());
             }
@@ -1343,35 +1347,51 @@ impl Spawner {
         while let Some((pid, status, usage)) =
             sys::reap_any().map_err(|source| SpawnerError::Reap { source })?
         {
-            let Some(child) = self.children.remove(&pid) else {
-                log::debug!("spawner: reaped pid {pid}, not a child it started ({status:?})");
-                continue;
-            };
-            self.record.forget(pid);
-            // A child may say it is ready and end at once: the newline is
-            // still in the pipe, and comes before its end.
-            self.read_ready_pipe(pid);
-            if let Some(pipe) = self.ready_pipes.remove(&pid) {
-                self.unwatch_fd(&pipe, &format!("the readiness pipe of pid {pid}"));
-            }
-            log::debug!(
-                "spawner: {}#{} (pid {pid}, last request {}) ended: {status:?}",
-                child.service_id,
-                child.instance,
-                child.last_request.as_deref().unwrap_or("none"),
-            );
-            let (exit_code, exit_signal) = match status {
-                ExitStatusKind::Code(code) => (Some(code), None),
-                ExitStatusKind::Signal(signal) => (None, Some(signal)),
-            };
-            let ending = Ending {
-                exit_code,
-                exit_signal,
-                usage: Some(usage),
-            };
-            self.ended(pid, child, ending);
+            self.reaped(pid, status, usage);
         }
         Ok(())
+    }
+
+    /// Reaps its child `pid` if it has ended, and reports that.
+    fn reap_ended(&mut self, pid: u32) -> Result<(), SpawnerError> {
+        if self.children.contains_key(&pid)
+            && let Some((pid, status, usage)) =
+                sys::reap_child(pid).map_err(|source| SpawnerError::Reap { source })?
+        {
+            self.reaped(pid, status, usage);
+        }
+        Ok(())
+    }
+
+    /// Child `pid` was reaped: reports its end if it is one of its own.
+    fn reaped(&mut self, pid: u32, status: ExitStatusKind, usage: sys::Usage) {
+        let Some(child) = self.children.remove(&pid) else {
+            log::debug!("spawner: reaped pid {pid}, not a child it started ({status:?})");
+            return;
+        };
+        self.record.forget(pid);
+        // A child may say it is ready and end at once: the newline is
+        // still in the pipe, and comes before its end.
+        self.read_ready_pipe(pid);
+        if let Some(pipe) = self.ready_pipes.remove(&pid) {
+            self.unwatch_fd(&pipe, &format!("the readiness pipe of pid {pid}"));
+        }
+        log::debug!(
+            "spawner: {}#{} (pid {pid}, last request {}) ended: {status:?}",
+            child.service_id,
+            child.instance,
+            child.last_request.as_deref().unwrap_or("none"),
+        );
+        let (exit_code, exit_signal) = match status {
+            ExitStatusKind::Code(code) => (Some(code), None),
+            ExitStatusKind::Signal(signal) => (None, Some(signal)),
+        };
+        let ending = Ending {
+            exit_code,
+            exit_signal,
+            usage: Some(usage),
+        };
+        self.ended(pid, child, ending);
     }
 
     /// The main process `pid` of an instance ended: what is left in its
