@@ -299,6 +299,11 @@ pub struct Manager {
     client_prefix: String,
     clock: Clock,
     services: BTreeMap<String, Service>,
+    /// The services with a `hold` (and perhaps some whose hold went:
+    /// skipped and dropped when holds are released), so that releasing
+    /// holds looks at those alone, not at every service, once per request
+    /// of a start of thousands.
+    held: BTreeSet<String>,
     /// Every instance timer by deadline, kept by [`Manager::apply`], the
     /// one place instances change, so that a loop pass does not walk every
     /// instance to find the next one. Entries of replaced services may
@@ -371,6 +376,7 @@ impl Manager {
             clock: Clock::new(),
             services,
             timers: BTreeSet::new(),
+            held: BTreeSet::new(),
             pids: HashMap::new(),
             required_by,
             asked: Asks::default(),
