@@ -372,6 +372,18 @@ impl CorrelationTable {
         }
     }
 
+    /// Records the final reply io gave itself to a request it answered
+    /// without the manager (node info, from the manager's published
+    /// answer): the hop from io to the client at `at_unix_us`, which ends
+    /// the request.
+    pub fn answered_by_io<M: Envelope>(&mut self, reply: &M, at_unix_us: u64) {
+        log_hop(Role::Io, Role::Client, reply);
+        if let Some(id) = reply.correlation() {
+            let hop = HopRecord::of(Role::Io, Role::Client, reply, at_unix_us);
+            self.push_hops(id, [hop], Some(RequestState::Done));
+        }
+    }
+
     /// Appends `hops` to the entry of `id` (hops beyond the entry's limit
     /// are not kept) and ends it in `last`, if given. An id no client began
     /// (an internal sequence, or a late hop of an evicted request) gets a

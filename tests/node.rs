@@ -558,3 +558,165 @@ fn a_socket_directory_owned_by_another_user_is_refused() {
     assert!(text.contains("belongs to uid 65534"), "{text}");
     assert!(!socket.exists());
 }
+
+/// Asks node info on fresh raw connections, counting what it sent.
+/// Traces are looked up only after all the requests of a round: a trace
+/// request is a pass of the manager, which withdraws io's answer.
+struct NodeInfoProbe<'n> {
+    node: &'n Node,
+    /// For traces.
+    client: snow_fox::client::Client,
+    sent: u64,
+    next: u64,
+}
+
+impl NodeInfoProbe<'_> {
+    fn new(node: &Node) -> NodeInfoProbe<'_> {
+        NodeInfoProbe {
+            node,
+            client: node.client(),
+            sent: 0,
+            next: 0,
+        }
+    }
+
+    /// Writes `requests` in one write on a new connection, each with a new
+    /// id, and returns the last reply with its id cleared, and that id.
+    fn ask(&mut self, requests: &[Code]) -> (Message, String) {
+        let mut bytes = Vec::new();
+        let mut id = String::new();
+        for code in requests {
+            self.next += 1;
+            id = format!("probe:{}", self.next);
+            encode_frame(&request(*code, Some(&id), None), &mut bytes);
+        }
+        let mut stream = self.node.raw();
+        stream.write_all(&bytes).unwrap();
+        let mut reader = Reader::new(stream);
+        let mut reply = None;
+        for _ in requests {
+            reply = reader.next();
+        }
+        self.sent += requests
+            .iter()
+            .filter(|code| **code == Code::NodeInfoRequest)
+            .count() as u64;
+        let mut reply = reply.unwrap();
+        assert_eq!(reply.correlation_id.take().as_ref(), Some(&id));
+        assert_eq!(reply.code, Code::NodeInfoResponse as i32, "{reply:?}");
+        (reply, id)
+    }
+
+    /// The manager's own answer: node info behind an `Introduce` on the
+    /// same connection, which io must not overtake (checked by
+    /// [`NodeInfoProbe::hops`]).
+    fn managers(&mut self) -> (Message, String) {
+        self.ask(&[Code::Introduce, Code::NodeInfoRequest])
+    }
+
+    /// Node info on a connection of its own.
+    fn alone(&mut self) -> (Message, String) {
+        self.ask(&[Code::NodeInfoRequest])
+    }
+
+    fn hops(&mut self, id: &str) -> Vec<String> {
+        common::finished_hops(&mut self.client, id)
+    }
+
+    /// What io answers node info with, once it answers it itself between
+    /// two equal answers of the manager: it must be the same.
+    fn io_equals_manager(&mut self) -> Message {
+        wait_for("node info answered by io between equal answers", || {
+            let (before, before_id) = self.managers();
+            let (alone, alone_id) = self.alone();
+            let (after, after_id) = self.managers();
+            for id in [before_id, after_id] {
+                let hops = self.hops(&id);
+                assert!(
+                    hops.contains(&"io>manager:NodeInfoRequest".to_owned()),
+                    "{hops:?}"
+                );
+            }
+            let hops = self.hops(&alone_id);
+            let by_io = hops == ["client>io:NodeInfoRequest", "io>client:NodeInfoResponse"];
+            assert!(by_io || hops.len() == 4, "{hops:?}");
+            (by_io && before == after).then(|| {
+                assert_eq!(alone, before, "io's answer is not the manager's");
+                alone
+            })
+        })
+    }
+}
+
+fn node_info_of(reply: &Message) -> &public_api::NodeInfoResponse {
+    match &reply.payload {
+        Some(Payload::NodeInfoResponse(info)) => info,
+        other => panic!("not node info: {other:?}"),
+    }
+}
+
+#[test]
+fn node_info_io_answers_is_the_managers_answer_as_the_node_changes() {
+    let node = Setup::new("io-node-info")
+        .service(
+            "gone",
+            "command = [\"/bin/false\"]\nautostart = false\nrestart = \"never\"\n",
+        )
+        .start();
+    let mut probe = NodeInfoProbe::new(&node);
+
+    let green = probe.io_equals_manager();
+    assert_eq!(
+        node_info_of(&green).overall.as_ref().unwrap().colour,
+        StatusColour::Green as i32
+    );
+
+    // A service that fails: node info names it (the answer the manager
+    // builds, not its cached green one).
+    let mut client = node.client();
+    let _ = client.start("gone");
+    wait_for("the failed service in node info", || {
+        let (info, _) = probe.managers();
+        (node_info_of(&info).overall.as_ref().unwrap().colour != StatusColour::Green as i32)
+            .then_some(())
+    });
+    let failed = probe.io_equals_manager();
+    let overall = node_info_of(&failed).overall.as_ref().unwrap();
+    assert_eq!(overall.colour, StatusColour::Red as i32, "{failed:?}");
+    assert!(overall.reason.starts_with("gone: "), "{failed:?}");
+
+    // A reload's reply is never followed by node info from before it,
+    // though io held an answer when the reload was sent.
+    let mut versions = HashSet::new();
+    for round in 0..20 {
+        node.setup.write_service(
+            "extra",
+            &format!(
+                "command = [\"/bin/sleep\", \"1\"]\nautostart = false\ndescription = \"round {round}\"\n"
+            ),
+        );
+        probe.io_equals_manager();
+        client.reload().unwrap();
+        let effective =
+            |info: public_api::NodeInfoResponse| info.node.unwrap().config.unwrap().effective;
+        let shown = effective(client.node_info(false).unwrap());
+        let managers = effective(client.node_info(true).unwrap());
+        probe.sent += 2;
+        assert_eq!(shown, managers, "round {round}");
+        assert!(
+            versions.insert(shown),
+            "round {round}: a version seen before"
+        );
+    }
+    let by_io = probe.io_equals_manager();
+    let info = node_info_of(&by_io).node.as_ref().unwrap();
+    assert!(versions.contains(&info.config.as_ref().unwrap().effective));
+
+    // Every node info counts in metrics, whoever answered it.
+    let metrics = client.metrics().unwrap();
+    let counted = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("snow_fox_requests_total{code=\"NodeInfoRequest\"} "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert_eq!(counted, probe.sent.to_string(), "{metrics}");
+}

@@ -20,7 +20,9 @@ use crate::io::{Exchange, IoError, IoSettings, ProtocolError, begin_requests, re
 use crate::manager::{Manager, ManagerLinks};
 use crate::spawner::SpawnerInbox;
 use crate::trace::Tracer;
-use crate::wire::link::{ConnectionId, IoCommand, IoEvent, IoReceiver, WakingReceiver, io_channel};
+use crate::wire::link::{
+    ConnectionId, IoCommand, IoEvent, IoReceiver, NodeInfoBoard, WakingReceiver, io_channel,
+};
 use crate::wire::proto::{daemon_manager as dm, manager_spawner as ms};
 
 /// A manager and one client connection's protocol state, joined without
@@ -70,6 +72,7 @@ impl Loopback {
             from_spawner,
             to_spawner: spawner_sender,
             cluster: None,
+            node_info: NodeInfoBoard::default(),
         };
         Ok(Loopback {
             manager: Manager::new(links, tracer.clone(), config, identity),
@@ -98,11 +101,14 @@ impl Loopback {
         let mut commands = Vec::new();
         loop {
             let mut batch = Vec::new();
-            let taken = self.exchange.take_requests(&self.settings, &mut batch);
+            // Node info goes to the manager: no io here answers it.
+            let taken =
+                self.exchange
+                    .take_requests(&self.settings, None, &mut batch, &mut Vec::new());
             let idle = batch.is_empty();
             let exchange = &mut self.exchange;
             begin_requests(&mut self.tracer.lock(), &mut batch, |request| {
-                exchange.refuse_duplicate(request)
+                exchange.refuse_duplicate(request.message, true)
             });
             if !batch.is_empty() {
                 self.manager.handle_io(IoEvent::Requests(batch));

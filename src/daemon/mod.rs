@@ -68,7 +68,7 @@ use crate::manager::{ClusterLink, Manager, ManagerLinks, NodeIdentity, service_t
 use crate::spawner::{Spawner, SpawnerError, SpawnerInbox, SpawnerLinks, TableSource, UserError};
 use crate::sys;
 use crate::trace::{Role, Tracer};
-use crate::wire::link::{IoCommand, IoSender, WakingSender};
+use crate::wire::link::{IoCommand, IoSender, NodeInfoBoard, WakingSender};
 use crate::wire::proto::{daemon_manager as dm, daemon_spawner as ds};
 pub use loopback::Loopback;
 pub use privsep::{SPAWNER_FLAG, SpawnerProcessOptions, run_spawner_process};
@@ -319,8 +319,9 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
     let (spawner_to_daemon, from_spawner) = bounded(DAEMON_LINK);
     let (signal_tx, signals) = bounded(16);
 
-    let (io, to_io) =
-        Io::new(socket, settings, io_to_manager, tracer.clone()).map_err(DaemonError::Io)?;
+    let node_info = NodeInfoBoard::default();
+    let (io, to_io) = Io::new(socket, settings, io_to_manager, tracer.clone(), &node_info)
+        .map_err(DaemonError::Io)?;
 
     let signal_handle = signal_source.handle();
     let signal_thread = std::thread::Builder::new()
@@ -383,6 +384,7 @@ pub fn run(options: NodeOptions) -> Result<Outcome, DaemonError> {
             from_spawner: manager_from_spawner,
             to_spawner: manager_to_spawner,
             cluster: cluster_link,
+            node_info,
         },
         tracer.clone(),
         config,

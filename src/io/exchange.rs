@@ -5,12 +5,15 @@
 //! same code with arbitrary byte streams.
 //!
 //! The correlation table is not touched per frame: the caller enters a
-//! whole pass's requests with [`begin_requests`] and its replies with
+//! whole pass's requests with [`begin_requests`] (and those io answers
+//! itself with [`answer_locally`]) and its replies with
 //! [`record_replies`], under one lock each.
 
+use std::sync::Arc;
+
 use crate::conf::MAX_ID_LEN;
-use crate::trace::{CorrelationTable, RequestState, Role, now_unix_us};
-use crate::wire::link::{ClientReply, ClientRequest, ConnectionId};
+use crate::trace::{CorrelationTable, DuplicateId, RequestState, Role, now_unix_us};
+use crate::wire::link::{ClientReply, ClientRequest, ConnectionId, RequestHead};
 use crate::wire::proto::public_api::{self, error::Kind, message::Code, message::Payload};
 use crate::wire::proto::public_api::{
     ServiceDefinitionRequest, ServiceEnable, ServiceRestart, ServiceStop,
@@ -45,6 +48,23 @@ pub enum Delivery {
     OverBudget,
 }
 
+/// Node info requests io takes before it answers them: the client reads
+/// the first answers (and sends more) while io cuts the next ones, as it
+/// would with the manager answering them on the other core.
+pub const LOCAL_CHUNK: usize = 16;
+
+/// A `NodeInfoRequest` without details that io answers itself, from the
+/// answer the manager published ([`crate::wire::link::NodeInfoBoard`]).
+#[derive(Debug)]
+pub struct LocalRequest {
+    /// Where the reply goes.
+    pub connection: ConnectionId,
+    /// The request's code and correlation id.
+    pub message: RequestHead,
+    /// The published `NodeInfoResponse`, encoded, field key included.
+    pub payload: Arc<[u8]>,
+}
+
 /// One connection's frames, requests in flight and unsent replies.
 #[derive(Debug)]
 pub struct Exchange {
@@ -54,7 +74,12 @@ pub struct Exchange {
     /// Bytes of the frame at the head of `outbound` still unsent, when a
     /// write stopped inside it (0: `outbound` starts with a whole frame).
     head_left: usize,
+    /// Requests taken and not finally answered, wherever they are answered.
     in_flight: usize,
+    /// Those of them handed to the manager: while there are any, node info
+    /// goes to the manager too, so that it is answered after them, as it
+    /// would be there.
+    forwarded: usize,
     /// Set once a protocol error's `Error` is queued: nothing follows it.
     sealed: bool,
 }
@@ -69,6 +94,7 @@ impl Exchange {
             outbound: Vec::new(),
             head_left: 0,
             in_flight: 0,
+            forwarded: 0,
             sealed: false,
         }
     }
@@ -97,16 +123,22 @@ impl Exchange {
 
     /// Cuts the buffered bytes into requests for the manager, appended to
     /// `batch`, until no frame is whole or the connection is saturated. A
-    /// request without a correlation id is given one. A protocol error
+    /// request without a correlation id is given one. A `NodeInfoRequest`
+    /// without details goes to `local` instead, to be answered with
+    /// `node_info` (the manager's published answer), if there is one and
+    /// no request of this connection is at the manager; the cutting stops
+    /// when `local` holds [`LOCAL_CHUNK`] of them. A protocol error
     /// stops the cutting and is returned: the caller refuses the
     /// connection. The requests still have to be entered in the
-    /// correlation table ([`begin_requests`]).
+    /// correlation table ([`begin_requests`], [`answer_locally`]).
     pub fn take_requests(
         &mut self,
         limits: &IoSettings,
+        node_info: Option<&Arc<[u8]>>,
         batch: &mut Vec<ClientRequest>,
+        local: &mut Vec<LocalRequest>,
     ) -> Result<(), ProtocolError> {
-        while !self.is_saturated(limits) {
+        while !self.is_saturated(limits) && local.len() < LOCAL_CHUNK {
             let body = match self.decoder.next_frame() {
                 Ok(Some(body)) => body,
                 Ok(None) => return Ok(()),
@@ -139,16 +171,48 @@ impl Exchange {
                 request.message.correlation_id = Some(uuid::Uuid::new_v4().to_string());
             }
             self.in_flight += 1;
-            batch.push(request);
+            let plain_node_info = matches!(
+                &request.request,
+                Ok(Request::NodeInfoRequest(info)) if !info.details()
+            );
+            match node_info {
+                Some(payload) if plain_node_info && self.forwarded == 0 => {
+                    local.push(LocalRequest {
+                        connection: self.id,
+                        message: request.message,
+                        payload: payload.clone(),
+                    });
+                }
+                _ => {
+                    self.forwarded += 1;
+                    batch.push(request);
+                }
+            }
         }
         Ok(())
     }
 
-    /// Answers a request [`begin_requests`] found to be a duplicate of one
-    /// in flight; it is no longer this connection's to wait for.
-    pub fn refuse_duplicate(&mut self, request: ClientRequest) {
+    /// Answers a request io took from this connection with the node info
+    /// the manager published ([`answer_locally`] entered it).
+    pub fn answer_locally(&mut self, request: LocalRequest) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        let id = request.message.correlation_id.unwrap_or_default();
+        let reply = public_api::Message {
+            code: Code::NodeInfoResponse as i32,
+            correlation_id: request.message.correlation_id,
+            payload: None,
+        };
+        self.queue(&reply, &request.payload);
+    }
+
+    /// Answers a request [`begin_requests`] (`forwarded`) or
+    /// [`answer_locally`] found to be a duplicate of one in flight; it is
+    /// no longer this connection's to wait for.
+    pub fn refuse_duplicate(&mut self, request: RequestHead, forwarded: bool) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if forwarded {
+            self.forwarded = self.forwarded.saturating_sub(1);
+        }
+        let id = request.correlation_id.unwrap_or_default();
         let reason = format!("correlation id {id} is already in flight");
         self.queue(
             &error_reply(
@@ -176,6 +240,7 @@ impl Exchange {
     ) -> Delivery {
         if reply.last {
             self.in_flight = self.in_flight.saturating_sub(1);
+            self.forwarded = self.forwarded.saturating_sub(1);
         }
         let payload = reply.payload_bytes.as_deref().unwrap_or_default();
         // Only an event's size is needed before it is encoded.
@@ -389,6 +454,28 @@ pub fn begin_requests(
     }
 }
 
+/// Enters the requests io answers itself in the correlation table, in
+/// order: each with its hop from the client to io and, unless its id is
+/// already in flight, its reply's hop from io to the client, which ends
+/// it. Each request is handed to `answered` with the outcome: `Ok` to be
+/// answered ([`Exchange::answer_locally`]), a duplicate to be refused.
+pub fn answer_locally(
+    table: &mut CorrelationTable,
+    local: &mut Vec<LocalRequest>,
+    mut answered: impl FnMut(LocalRequest, Result<(), DuplicateId>),
+) {
+    const PATH: [(Role, Role); 1] = [(Role::Client, Role::Io)];
+    let now = now_unix_us();
+    for mut request in local.drain(..) {
+        let begun = table.begin(&request.message, &PATH, now);
+        if begun.is_ok() {
+            request.message.code = Code::NodeInfoResponse as i32;
+            table.answered_by_io(&request.message, now);
+        }
+        answered(request, begun);
+    }
+}
+
 /// Enters replies in the correlation table, under one lock: the manager's
 /// hop and io's, and the end of each request a final reply answers.
 pub fn record_replies(table: &mut CorrelationTable, replies: &[ClientReply]) {
@@ -517,7 +604,9 @@ mod tests {
             exchange.receive(&frame);
         }
         let mut batch = Vec::new();
-        exchange.take_requests(&limits, &mut batch).unwrap();
+        exchange
+            .take_requests(&limits, None, &mut batch, &mut Vec::new())
+            .unwrap();
         assert_eq!(batch.len(), 1, "only the request at the limits is taken");
         let replies = messages(exchange.unsent());
         let reasons: Vec<_> = replies
@@ -585,7 +674,9 @@ mod tests {
             exchange.receive(&frame);
         }
         let mut batch = Vec::new();
-        exchange.take_requests(&limits, &mut batch).unwrap();
+        exchange
+            .take_requests(&limits, None, &mut batch, &mut Vec::new())
+            .unwrap();
         assert!(batch.is_empty(), "{batch:?}");
         let reasons: Vec<String> = messages(exchange.unsent())
             .into_iter()
@@ -605,5 +696,154 @@ mod tests {
                 "service_id of 65 bytes exceeds the limit of 64 bytes",
             ]
         );
+    }
+
+    #[test]
+    fn io_takes_plain_node_info_only_from_a_connection_with_nothing_at_the_manager() {
+        let limits = limits(4096);
+        let mut exchange = Exchange::new(ConnectionId(1), DEFAULT_MAX_FRAME);
+        let node_info = |id: &str, details: Option<bool>| {
+            Request::NodeInfoRequest(public_api::NodeInfoRequest { details })
+                .into_message(Some(id.to_owned()))
+        };
+        let published: Arc<[u8]> = Arc::from(&b"published"[..]);
+        let send = |exchange: &mut Exchange, messages: &[public_api::Message]| {
+            for message in messages {
+                let mut frame = Vec::new();
+                crate::wire::encode_frame(message, &mut frame);
+                exchange.receive(&frame);
+            }
+        };
+        let ids = |batch: &[ClientRequest], local: &[LocalRequest]| {
+            let forwarded: Vec<_> = batch
+                .iter()
+                .map(|r| r.message.correlation_id.clone().unwrap())
+                .collect();
+            let here: Vec<_> = local
+                .iter()
+                .map(|r| r.message.correlation_id.clone().unwrap())
+                .collect();
+            (forwarded, here)
+        };
+        let (mut batch, mut local) = (Vec::new(), Vec::new());
+
+        // Nothing published: everything goes to the manager.
+        send(&mut exchange, &[node_info("a", None)]);
+        exchange
+            .take_requests(&limits, None, &mut batch, &mut local)
+            .unwrap();
+        assert_eq!(ids(&batch, &local), (vec!["a".to_owned()], vec![]));
+        // "a" is at the manager: node info waits behind it.
+        send(&mut exchange, &[node_info("b", None)]);
+        exchange
+            .take_requests(&limits, Some(&published), &mut batch, &mut local)
+            .unwrap();
+        assert_eq!(ids(&batch, &local).1, Vec::<String>::new());
+        for request in batch.drain(..) {
+            let reply = ClientReply {
+                connection: ConnectionId(1),
+                message: public_api::Message {
+                    code: Code::NodeInfoResponse as i32,
+                    correlation_id: request.message.correlation_id,
+                    payload: None,
+                },
+                payload_bytes: None,
+                last: true,
+                sent_unix_us: 0,
+            };
+            exchange.deliver(&reply, &limits, || 0);
+        }
+        assert_eq!(exchange.in_flight(), 0);
+        exchange.sent(exchange.unsent().len());
+
+        // Nothing at the manager now: plain node info is io's; details and
+        // what follows a forwarded request are the manager's.
+        send(
+            &mut exchange,
+            &[
+                node_info("c", None),
+                node_info("d", Some(false)),
+                node_info("e", Some(true)),
+                node_info("f", None),
+            ],
+        );
+        exchange
+            .take_requests(&limits, Some(&published), &mut batch, &mut local)
+            .unwrap();
+        assert_eq!(
+            ids(&batch, &local),
+            (
+                vec!["e".to_owned(), "f".to_owned()],
+                vec!["c".to_owned(), "d".to_owned()]
+            )
+        );
+        assert_eq!(exchange.in_flight(), 4);
+
+        // Answered here: the published payload after the envelope, and
+        // a duplicate of an id in flight refused.
+        let mut table = CorrelationTable::new(16, 1 << 20);
+        table.begin(&batch[0].message, &[], 0).unwrap();
+        local[1].message.correlation_id = Some("e".to_owned());
+        let mut outcomes = Vec::new();
+        answer_locally(&mut table, &mut local, |request, begun| {
+            outcomes.push(begun.is_ok());
+            if begun.is_ok() {
+                exchange.answer_locally(request);
+            } else {
+                exchange.refuse_duplicate(request.message, false);
+            }
+        });
+        assert_eq!(outcomes, [true, false]);
+        assert_eq!(exchange.in_flight(), 2, "e and f are still at the manager");
+        let (state, hops) = table.get("c").unwrap();
+        assert_eq!(state, RequestState::Done);
+        let path: Vec<_> = hops.iter().map(|hop| (hop.from, hop.to)).collect();
+        assert_eq!(path, [(Role::Client, Role::Io), (Role::Io, Role::Client)]);
+        let mut frame = Vec::new();
+        encode_frame_with(
+            &public_api::Message {
+                code: Code::NodeInfoResponse as i32,
+                correlation_id: Some("c".to_owned()),
+                payload: None,
+            },
+            b"published",
+            &mut frame,
+        );
+        assert!(exchange.unsent().starts_with(&frame));
+        let replies = messages(&exchange.unsent()[frame.len()..]);
+        let kinds: Vec<_> = replies
+            .iter()
+            .map(|reply| match &reply.payload {
+                Some(Payload::Error(error)) => error.kind,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, [Kind::DuplicateCorrelation as i32]);
+    }
+
+    #[test]
+    fn io_cuts_node_info_a_chunk_at_a_time() {
+        let limits = limits(4096);
+        let mut exchange = Exchange::new(ConnectionId(1), DEFAULT_MAX_FRAME);
+        for n in 0..LOCAL_CHUNK + 3 {
+            let mut frame = Vec::new();
+            let message = Request::NodeInfoRequest(public_api::NodeInfoRequest::default())
+                .into_message(Some(format!("n:{n}")));
+            crate::wire::encode_frame(&message, &mut frame);
+            exchange.receive(&frame);
+        }
+        let published: Arc<[u8]> = Arc::from(&b""[..]);
+        let (mut batch, mut local) = (Vec::new(), Vec::new());
+        let mut limits = limits;
+        limits.max_inflight_per_connection = 1024;
+        exchange
+            .take_requests(&limits, Some(&published), &mut batch, &mut local)
+            .unwrap();
+        assert_eq!((batch.len(), local.len()), (0, LOCAL_CHUNK));
+        local.clear();
+        exchange
+            .take_requests(&limits, Some(&published), &mut batch, &mut local)
+            .unwrap();
+        assert_eq!((batch.len(), local.len()), (0, 3));
     }
 }

@@ -4,7 +4,14 @@
 //! It reads each readable connection until `WouldBlock`, cuts frames and
 //! decodes them; at the end of the pass it enters all the pass's requests
 //! in the correlation table under one lock (answering duplicate ids there)
-//! and sends them to the manager as one [`IoEvent::Requests`] batch. A
+//! and sends them to the manager as one [`IoEvent::Requests`] batch.
+//!
+//! Node info without details it answers itself, with the answer the
+//! manager published ([`NodeInfoBoard`]): from a connection with no
+//! request at the manager, while the manager has published one (it
+//! withdraws it whenever a pass may change what node info shows). Such a
+//! request is entered in the correlation table with its two hops, client
+//! → io and io → client, and counted for the manager's metrics. A
 //! correlation table full of requests in flight refuses none: they are
 //! bounded by `max_connections` × `max_inflight_per_connection`. It
 //! takes replies from the [`IoReceiver`] (woken through the poll's waker),
@@ -69,14 +76,19 @@ use crate::conf::NodeConfig;
 use crate::logging::{PeerLimiter, Shown, Suppressed};
 use crate::sys;
 use crate::trace::{IdHashState, Tracer};
+pub use crate::wire::link::NodeInfoBoard;
 use crate::wire::link::{
-    ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoReceiver, IoSender, io_channel,
+    ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoReceiver, IoSender,
+    NodeInfoReader, RequestHead, io_channel,
 };
 use crate::wire::proto::public_api;
 use crate::wire::{encode_frame, error_reply};
 pub use access::Access;
 use connection::{Connection, ReadEnd};
-pub use exchange::{Delivery, Exchange, ProtocolError, begin_requests, record_replies};
+pub use exchange::{
+    Delivery, Exchange, LOCAL_CHUNK, LocalRequest, ProtocolError, answer_locally, begin_requests,
+    record_replies,
+};
 pub use listener::{BoundSocket, ListenError};
 
 /// The uid complaints are counted under when the peer's is unknown.
@@ -103,6 +115,10 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Chunks of node info one read of a connection answers at most, so that a
+/// client that keeps writing cannot keep the loop from the others.
+const READ_ROUNDS: usize = 4;
 
 /// Connections accepted (or turned away) per poll pass at most, so that a
 /// flood of connections cannot keep the loop from serving open ones.
@@ -235,6 +251,14 @@ pub struct Io {
     next_token: usize,
     /// Requests decoded in this pass, sent as one batch at its end.
     batch: Vec<ClientRequest>,
+    /// Node info requests of this pass io answers itself at its end.
+    local: Vec<LocalRequest>,
+    /// The node info answer the manager published.
+    node_info: NodeInfoReader,
+    /// Connections paused for back-pressure that answers given here eased:
+    /// read again at the start of the next pass (not at once, so that one
+    /// busy client cannot keep the loop to itself).
+    resume_next: Vec<Token>,
     /// Events the manager's channel had no room for yet.
     backlog: VecDeque<IoEvent>,
     /// When idle connections are next looked for (with `idle_timeout`).
@@ -260,12 +284,14 @@ pub struct Io {
 
 impl Io {
     /// Sets up the poll over `socket`. The returned sender is how the
-    /// manager and the daemon reach this thread.
+    /// manager and the daemon reach this thread; `node_info` is where the
+    /// manager publishes node info's answer.
     pub fn new(
         mut socket: BoundSocket,
         settings: IoSettings,
         to_manager: Sender<IoEvent>,
         tracer: Tracer,
+        node_info: &NodeInfoBoard,
     ) -> Result<(Io, IoSender), IoError> {
         let poll = Poll::new().map_err(|source| IoError::Poll {
             doing: "create its poll",
@@ -296,6 +322,9 @@ impl Io {
             connections: HashMap::with_hasher(IdHashState::random()),
             next_token: FIRST_CONNECTION,
             batch: Vec::new(),
+            local: Vec::new(),
+            node_info: node_info.reader(),
+            resume_next: Vec::new(),
             backlog: VecDeque::new(),
             next_idle_check: None,
             accept_pending: false,
@@ -328,6 +357,12 @@ impl Io {
             }
             if self.accept_pending {
                 self.accept();
+            }
+            let mut resume = std::mem::take(&mut self.resume_next);
+            resume.sort_unstable();
+            resume.dedup();
+            for token in resume {
+                self.resume(token, &mut scratch);
             }
             for event in events.iter() {
                 match event.token() {
@@ -376,7 +411,7 @@ impl Io {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.accept_pending {
+        if self.accept_pending || !self.resume_next.is_empty() {
             return Some(Duration::ZERO);
         }
         if !self.backlog.is_empty() {
@@ -527,20 +562,44 @@ impl Io {
         self.flush(token);
     }
 
+    /// Reads a connection, answering the node info it asks for a chunk at
+    /// a time ([`LOCAL_CHUNK`]); after [`READ_ROUNDS`] chunks it is read
+    /// again in the next pass, after the others.
     fn read(&mut self, token: Token, scratch: &mut [u8]) {
+        for _ in 0..READ_ROUNDS {
+            let more = self.read_chunk(token, scratch);
+            self.answer_node_info();
+            if !more {
+                return;
+            }
+        }
+        if let Some(connection) = self.connections.get_mut(&token) {
+            connection.read_paused = true;
+            self.resume_next.push(token);
+        }
+    }
+
+    /// Reads a connection until it would block, is saturated or has given
+    /// a chunk of node info requests to answer here: true for the last,
+    /// when there may be more to read.
+    fn read_chunk(&mut self, token: Token, scratch: &mut [u8]) -> bool {
         let Some(connection) = self.connections.get_mut(&token) else {
-            return;
+            return false;
         };
         let limits = &self.settings;
-        let batch = &mut self.batch;
-        let taken_before = batch.len();
+        let (batch, local) = (&mut self.batch, &mut self.local);
+        // Looked at after the replies io has taken: a client that read the
+        // reply to a change never gets node info from before it.
+        let node_info = self.node_info.current();
+        let taken_before = batch.len() + local.len();
         let mut outcome = Ok(());
         let end = connection.read(scratch, |exchange| {
-            outcome = exchange.take_requests(limits, batch);
-            outcome.is_ok() && !exchange.is_saturated(limits)
+            outcome = exchange.take_requests(limits, node_info, batch, local);
+            outcome.is_ok() && !exchange.is_saturated(limits) && local.len() < LOCAL_CHUNK
         });
         connection.read_paused = connection.exchange.is_saturated(limits);
-        if batch.len() > taken_before {
+        let chunk_full = local.len() >= LOCAL_CHUNK;
+        if batch.len() + local.len() > taken_before {
             connection.last_request = Instant::now();
         }
         let pending_replies = !connection.exchange.unsent().is_empty();
@@ -552,12 +611,16 @@ impl Io {
                 format_args!("connection {}: {}; closing it", token.0, error.reason),
             );
             self.refuse(token, error.correlation_id, error.kind, error.reason);
-        } else if pending_replies {
+            return false;
+        }
+        if pending_replies {
             self.flush(token);
         }
         if end == ReadEnd::Gone {
             self.close(token);
+            return false;
         }
+        chunk_full
     }
 
     /// Hands replies to their connections, writes them out, and resumes
@@ -823,20 +886,7 @@ impl Io {
             });
             for request in duplicates {
                 let token = Token(request.connection.0 as usize);
-                if let Some(connection) = self.connections.get_mut(&token) {
-                    let uid = connection.uid;
-                    let id = request.message.correlation_id.clone().unwrap_or_default();
-                    connection.exchange.refuse_duplicate(request);
-                    complain(
-                        &mut self.complaints,
-                        uid,
-                        format_args!(
-                            "connection {}: duplicate correlation id {}",
-                            token.0,
-                            Shown(&id)
-                        ),
-                    );
-                    self.flush(token);
+                if self.refuse_duplicate(token, request.message, true) {
                     self.resume(token, scratch);
                 }
             }
@@ -858,6 +908,81 @@ impl Io {
                 }
             }
         }
+    }
+
+    /// Answers the node info requests io took itself, entered in the
+    /// correlation table under one lock, and writes the answers out.
+    /// Connections they eased are read again in the next pass.
+    fn answer_node_info(&mut self) {
+        if self.local.is_empty() {
+            return;
+        }
+        // Drained, it keeps its room for the next pass.
+        let mut local = std::mem::take(&mut self.local);
+        let mut touched: Vec<Token> = Vec::new();
+        let mut duplicates = Vec::new();
+        let mut answered = 0;
+        let connections = &mut self.connections;
+        answer_locally(&mut self.tracer.lock(), &mut local, |request, begun| {
+            let token = Token(request.connection.0 as usize);
+            match begun {
+                Err(_) => duplicates.push((token, request.message)),
+                Ok(()) => {
+                    answered += 1;
+                    if let Some(connection) = connections.get_mut(&token) {
+                        connection.exchange.answer_locally(request);
+                        if touched.last() != Some(&token) {
+                            touched.push(token);
+                        }
+                    }
+                }
+            }
+        });
+        self.local = local;
+        self.node_info.count_answered(answered);
+        for (token, request) in duplicates {
+            if self.refuse_duplicate(token, request, false)
+                && self.connections.get(&token).is_some_and(|c| c.read_paused)
+            {
+                self.resume_next.push(token);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let now = Instant::now();
+        for token in touched {
+            let Some(connection) = self.connections.get_mut(&token) else {
+                continue;
+            };
+            connection.last_request = now;
+            if connection.read_paused {
+                self.resume_next.push(token);
+            }
+            self.flush(token);
+        }
+    }
+
+    /// Refuses `request`, a duplicate of a request in flight, on
+    /// connection `token` (`forwarded`: it was meant for the manager);
+    /// false if the connection is gone.
+    fn refuse_duplicate(&mut self, token: Token, request: RequestHead, forwarded: bool) -> bool {
+        let Some(connection) = self.connections.get_mut(&token) else {
+            return false;
+        };
+        let uid = connection.uid;
+        let id = request.correlation_id.clone().unwrap_or_default();
+        connection.exchange.refuse_duplicate(request, forwarded);
+        complain(
+            &mut self.complaints,
+            uid,
+            format_args!(
+                "connection {}: duplicate correlation id {}",
+                token.0,
+                Shown(&id)
+            ),
+        );
+        self.flush(token);
+        true
     }
 
     fn stop(&mut self) {

@@ -234,11 +234,17 @@ impl Manager {
             text,
             "snow_fox_requests_total",
             "counter",
-            "Client requests the manager answered, by code.",
+            "Client requests answered, by code (node info io answered too).",
         );
+        let by_io = self.links.node_info.answered_by_io();
         for (number, count) in self.counters.requests.iter().enumerate() {
+            let count = if number == Code::NodeInfoRequest as usize {
+                count + by_io
+            } else {
+                *count
+            };
             if let Ok(code) = Code::try_from(number as i32)
-                && *count > 0
+                && count > 0
             {
                 family.sample(
                     "snow_fox_requests_total",

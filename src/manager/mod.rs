@@ -91,7 +91,8 @@ use crate::conf::{Config, OnNodeExit, Output, ReadySignal, ServiceConfig};
 use crate::sys;
 use crate::trace::{Role, Tracer, now_unix_us};
 use crate::wire::link::{
-    ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoSender, WakingSender,
+    ClientReply, ClientRequest, ConnectionId, IoCommand, IoEvent, IoSender, NodeInfoBoard,
+    WakingSender,
 };
 use crate::wire::proto::public_api::{
     self, ClientIntroduce, NodeInfoResponse, StatusCode, StatusColour, TraceResponse, error::Kind,
@@ -161,6 +162,8 @@ pub struct ManagerLinks {
     pub to_spawner: WakingSender<ms::Message>,
     /// The cluster role's link, for a node in a cluster.
     pub cluster: Option<ClusterLink>,
+    /// Where node info's answer is published for io.
+    pub node_info: NodeInfoBoard,
 }
 
 /// Why the manager stopped before the daemon told it to.
@@ -339,6 +342,11 @@ pub struct Manager {
     checks: Checks,
     /// Node info's reply while all is green, kept encoded.
     green_node_info: RefCell<Option<GreenNodeInfo>>,
+    /// A node info without details was answered in this pass: its answer
+    /// is published for io at the pass's end.
+    node_info_asked: bool,
+    /// An answer is on the board now (withdrawn at a pass's start).
+    node_info_published: bool,
     /// The instances the cluster assigns, and requests forwarded to it.
     cluster: ClusterSide,
     from_cluster: Receiver<crate::wire::proto::manager_cluster::Message>,
@@ -394,6 +402,8 @@ impl Manager {
             record_health: RecordHealth::default(),
             checks: Checks::new(),
             green_node_info: RefCell::new(None),
+            node_info_asked: false,
+            node_info_published: false,
             cluster,
             from_cluster,
         }
@@ -412,10 +422,44 @@ impl Manager {
                 return self.finish_shutdown();
             }
             self.save_record();
+            self.publish_node_info();
             let input = self.wait()?;
             now = Instant::now();
+            self.withdraw_node_info();
             self.on_input(input, now);
         }
+    }
+
+    /// Takes node info's answer off the board before a pass that may
+    /// change what it shows: io sends node info here until it is
+    /// published again.
+    fn withdraw_node_info(&mut self) {
+        if self.node_info_published {
+            self.node_info_published = false;
+            self.links.node_info.publish(None);
+        }
+    }
+
+    /// Publishes node info's answer, as the manager would give it now,
+    /// for io to answer node info without details itself: once a pass
+    /// (its replies out, the record written) answered one, so that a node
+    /// nobody asks pays nothing for it. Not while shutting down.
+    fn publish_node_info(&mut self) {
+        if !std::mem::take(&mut self.node_info_asked) || self.shutdown.is_some() {
+            return;
+        }
+        let payload = match self.node_info(false) {
+            Body::Encoded(payload) => payload,
+            Body::Message(payload) => {
+                let mut encoded = Vec::new();
+                if let Some(payload) = payload {
+                    payload.encode(&mut encoded);
+                }
+                encoded.into()
+            }
+        };
+        self.links.node_info.publish(Some(payload));
+        self.node_info_published = true;
     }
 
     /// Re-adopts what the spawner `known` runs and the record wants, and
@@ -547,9 +591,11 @@ impl Manager {
     /// harnesses (fuzzers, property tests) that drive the manager's request
     /// path without its thread.
     pub fn handle_io(&mut self, event: IoEvent) {
+        self.withdraw_node_info();
         self.on_io(event, Instant::now());
         self.send_to_spawner();
         self.flush_replies();
+        self.publish_node_info();
     }
 
     /// Hands the pass's replies to io in one command, stamped with the time

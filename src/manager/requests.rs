@@ -49,10 +49,13 @@ impl Manager {
                     max_frame: Some(self.config.node.max_frame),
                 }))),
             ))),
-            Request::NodeInfoRequest(request) => Ok(Some((
-                Code::NodeInfoResponse,
-                self.node_info(request.details()),
-            ))),
+            Request::NodeInfoRequest(request) => {
+                self.node_info_asked |= !request.details();
+                Ok(Some((
+                    Code::NodeInfoResponse,
+                    self.node_info(request.details()),
+                )))
+            }
             Request::TraceRequest(request) => Ok(Some((
                 Code::TraceResponse,
                 Body::Message(Some(Payload::TraceResponse(

@@ -19,8 +19,8 @@ use super::{Input, Manager, ManagerLinks, NodeIdentity};
 use crate::conf::Config;
 use crate::trace::Tracer;
 use crate::wire::link::{
-    ClientRequest, ConnectionId, IoCommand, IoEvent, IoReceiver, WakingReceiver, io_channel,
-    waking_channel,
+    ClientRequest, ConnectionId, IoCommand, IoEvent, IoReceiver, NodeInfoBoard, WakingReceiver,
+    io_channel, waking_channel,
 };
 use crate::wire::proto::public_api::{self, message::Code, message::Payload};
 use crate::wire::proto::{daemon_manager as dm, manager_spawner as ms};
@@ -102,6 +102,7 @@ impl Sim {
             from_spawner,
             to_spawner,
             cluster: None,
+            node_info: NodeInfoBoard::default(),
         };
         let identity = NodeIdentity {
             name: "sim".to_owned(),

@@ -802,6 +802,10 @@ impl Spawner {
             keeper: &mut self.keeper,
             log_dir: &self.log_dir,
             reader_gid: self.log_reader_gid,
+            max_rate: self
+                .table
+                .get(&service_id)
+                .and_then(|service| service.log_max_rate),
         };
         let intent_fd = intent.as_ref().map(|_| self.record.intents_log());
         let launched = match launch::launch(request, intent_fd, &mut capture, setup) {

@@ -3,8 +3,8 @@
 //! channel-plus-waker that carries replies into the io thread's poll loop.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
@@ -65,6 +65,94 @@ impl Envelope for RequestHead {
     }
     fn correlation(&self) -> Option<&str> {
         self.correlation_id.as_deref().filter(|id| !id.is_empty())
+    }
+}
+
+/// The manager's answer to a `NodeInfoRequest` without details, published
+/// for io to answer such requests itself, without the hop to the manager
+/// and back. The manager withdraws it at the start of every pass (and
+/// after a record write changed the `state` subsystem) and publishes it
+/// again at the end of a pass that answered one, before that pass's
+/// replies leave: io never answers from a state older than one a client
+/// could have seen in a reply. io counts the requests it answers here,
+/// for the manager's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct NodeInfoBoard {
+    shared: Arc<Board>,
+}
+
+#[derive(Debug, Default)]
+struct Board {
+    /// Bumped with every change of `payload`, under its lock: io looks at
+    /// the payload only when this moved.
+    generation: AtomicU64,
+    /// The encoded payload (field key included), or none while the
+    /// manager answers node info itself.
+    payload: Mutex<Option<Arc<[u8]>>>,
+    /// `NodeInfoRequest`s io answered from the board.
+    answered: AtomicU64,
+}
+
+impl NodeInfoBoard {
+    /// Publishes `payload` (the encoded `NodeInfoResponse`, field key
+    /// included), or withdraws the answer with `None`.
+    pub fn publish(&self, payload: Option<Arc<[u8]>>) {
+        let mut slot = self
+            .shared
+            .payload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *slot = payload;
+        self.shared.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// io's view of the board.
+    pub fn reader(&self) -> NodeInfoReader {
+        NodeInfoReader {
+            board: self.clone(),
+            seen: u64::MAX,
+            payload: None,
+        }
+    }
+
+    /// `NodeInfoRequest`s io answered from the board so far.
+    pub fn answered_by_io(&self) -> u64 {
+        self.shared.answered.load(Ordering::Relaxed)
+    }
+}
+
+/// io's copy of what the [`NodeInfoBoard`] holds, refreshed only when the
+/// manager changed it.
+#[derive(Debug)]
+pub struct NodeInfoReader {
+    board: NodeInfoBoard,
+    /// The generation `payload` is of.
+    seen: u64,
+    payload: Option<Arc<[u8]>>,
+}
+
+impl NodeInfoReader {
+    /// The answer published now, if any: one atomic load when nothing
+    /// changed.
+    pub fn current(&mut self) -> Option<&Arc<[u8]>> {
+        let shared = &self.board.shared;
+        if shared.generation.load(Ordering::Acquire) != self.seen {
+            let slot = shared
+                .payload
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.payload.clone_from(&slot);
+            self.seen = shared.generation.load(Ordering::Relaxed);
+        }
+        self.payload.as_ref()
+    }
+
+    /// Counts `count` requests answered from the board.
+    pub fn count_answered(&self, count: u64) {
+        self.board
+            .shared
+            .answered
+            .fetch_add(count, Ordering::Relaxed);
     }
 }
 
