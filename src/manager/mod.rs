@@ -122,6 +122,8 @@ const STDERR_LINES: usize = 3;
 
 /// Replies gathered before they are handed to io in one command.
 const REPLY_BATCH: usize = 4096;
+/// The most inputs one pass of the loop takes (see [`Manager::run`]).
+const PASS_INPUTS: usize = 1024;
 
 /// Field numbers in `Message.payload` (`public_api.proto`) of the replies
 /// the manager keeps encoded.
@@ -427,6 +429,17 @@ impl Manager {
             now = Instant::now();
             self.withdraw_node_info();
             self.on_input(input, now);
+            // What else waits already joins this pass: a burst (the
+            // spawner's answers to a start of thousands, one message per
+            // process) is then one record write and one hand-off of
+            // replies, not one per message. Bounded, so that replies do
+            // not wait behind an endless stream.
+            for _ in 1..PASS_INPUTS {
+                match self.next_input(Duration::ZERO)? {
+                    Input::Tick => break,
+                    input => self.on_input(input, now),
+                }
+            }
         }
     }
 
@@ -510,16 +523,20 @@ impl Manager {
 
     /// Waits for the next input, or for the next deadline.
     fn wait(&self) -> Result<Input, ManagerError> {
-        let timeout = self
-            .next_deadline()
-            .map(|at| at.saturating_duration_since(Instant::now()));
+        let timeout = self.next_deadline().map_or(Duration::MAX, |at| {
+            at.saturating_duration_since(Instant::now())
+        });
+        self.next_input(timeout)
+    }
+
+    /// The next input, waiting up to `timeout` for one: `Tick` when none
+    /// came (at once, for a zero `timeout`, when none is waiting).
+    fn next_input(&self, timeout: Duration) -> Result<Input, ManagerError> {
         let from_io = &self.links.from_io;
         let from_spawner = &self.links.from_spawner;
         let from_daemon = &self.links.from_daemon;
         let tcp_results = &self.checks.tcp_results;
         let from_cluster = &self.from_cluster;
-        let never = crossbeam_channel::never();
-        let ticker = timeout.map_or(never, crossbeam_channel::after);
         Ok(select! {
             recv(from_io) -> event => {
                 Input::Io(event.map_err(|_| ManagerError::LinkClosed { role: Role::Io })?)
@@ -530,7 +547,7 @@ impl Manager {
             ),
             recv(from_cluster) -> message => message.map_or(Input::ClusterGone, Input::Cluster),
             recv(tcp_results) -> result => result.map_or(Input::TcpGone, Input::Tcp),
-            recv(ticker) -> _ => Input::Tick,
+            default(timeout) => Input::Tick,
         })
     }
 
