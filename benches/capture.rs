@@ -1,7 +1,8 @@
 //! Log throughput: how many lines and bytes one service pushes through
 //! capture (pipe, log keeper, timestamps, rotation) to disk, and the CPU
 //! the keeper and the node spend per MB, against `cat` writing the same
-//! data to a file directly in the same run.
+//! data to a file directly in the same run; once with no rate limit
+//! (`log_max_rate = 0`) and once at the default `log_max_rate`.
 //!
 //! `cargo build --release && cargo bench --bench capture`
 
@@ -44,71 +45,101 @@ fn main() {
     assert!(status.success());
     let cat = began.elapsed().as_secs_f64();
 
+    let service = |rate: &str| {
+        format!(
+            "command = [\"/bin/cat\", \"{}\"]\nautostart = false\nrestart = \"never\"\n\
+             log_max_bytes = 16777216\nlog_keep = 10\nstderr = \"null\"\n{rate}",
+            data.display()
+        )
+    };
     let node = BenchNode::start(
         "capture",
-        &[(
-            "writer".to_owned(),
-            format!(
-                "command = [\"/bin/cat\", \"{}\"]\nautostart = false\nrestart = \"never\"\n\
-                 log_max_bytes = 16777216\nlog_keep = 10\nstderr = \"null\"\n",
-                data.display()
-            ),
-        )],
+        &[
+            ("unlimited".to_owned(), service("log_max_rate = 0\n")),
+            ("limited".to_owned(), service("")),
+        ],
     );
-    let log = node_log_dir(&node).join("writer.0.stdout.log");
-    let node_before = node.cpu_ticks();
-    let began = Instant::now();
-    node.client().start("writer").unwrap();
-    let keeper = wait_for("the log keeper", || keeper_of(node.pid()));
-    let keeper_before = stat_cpu_ticks(std::path::Path::new(&format!("/proc/{keeper}/stat")));
-    // Each line gains a 28-byte timestamp on disk.
-    let expected = LINES * (LINE + 28);
-    wait_for("every line on disk", || {
-        (stream_bytes(&log) >= expected).then_some(())
-    });
-    let captured = began.elapsed().as_secs_f64();
-    let keeper_ticks =
-        stat_cpu_ticks(std::path::Path::new(&format!("/proc/{keeper}/stat"))) - keeper_before;
-    let node_ticks = node.cpu_ticks() - node_before;
+    let unlimited = capture(&node, "unlimited");
+    let limited = capture(&node, "limited");
 
-    let mut table = Table::new(&["what", "snow-fox capture", "cat > file", "ratio"]);
+    let mut table = Table::new(&[
+        "what",
+        "capture, log_max_rate = 0",
+        "capture, default log_max_rate",
+        "cat > file",
+        "ratio (no limit / cat)",
+    ]);
     table.row(vec![
         format!("{LINES} lines of {LINE} B ({megabytes:.0} MB), wall time"),
-        format!("{captured:.2} s"),
+        format!("{:.2} s", unlimited.seconds),
+        format!("{:.2} s", limited.seconds),
         format!("{cat:.2} s"),
-        ratio(captured, cat),
+        ratio(unlimited.seconds, cat),
     ]);
     table.row(vec![
         "lines per second".to_owned(),
-        format!("{:.0}", LINES as f64 / captured),
+        format!("{:.0}", LINES as f64 / unlimited.seconds),
+        format!("{:.0}", LINES as f64 / limited.seconds),
         format!("{:.0}", LINES as f64 / cat),
-        ratio(cat, captured),
+        ratio(cat, unlimited.seconds),
     ]);
     table.row(vec![
         "MB per second (the service's bytes)".to_owned(),
-        format!("{:.1}", megabytes / captured),
+        format!("{:.1}", megabytes / unlimited.seconds),
+        format!("{:.1}", megabytes / limited.seconds),
         format!("{:.1}", megabytes / cat),
-        ratio(cat, captured),
+        ratio(cat, unlimited.seconds),
     ]);
-    table.row(vec![
-        "log keeper CPU per MB".to_owned(),
+    let per_mb = |ticks: u64| {
         format!(
             "{:.2} ms",
-            keeper_ticks as f64 / TICKS_PER_SECOND * 1e3 / megabytes
-        ),
+            ticks as f64 / TICKS_PER_SECOND * 1e3 / megabytes
+        )
+    };
+    table.row(vec![
+        "log keeper CPU per MB".to_owned(),
+        per_mb(unlimited.keeper_ticks),
+        per_mb(limited.keeper_ticks),
         "-".to_owned(),
         "-".to_owned(),
     ]);
     table.row(vec![
         "node CPU per MB (all its threads)".to_owned(),
-        format!(
-            "{:.2} ms",
-            node_ticks as f64 / TICKS_PER_SECOND * 1e3 / megabytes
-        ),
+        per_mb(unlimited.node_ticks),
+        per_mb(limited.node_ticks),
         "-".to_owned(),
         "-".to_owned(),
     ]);
     table.print();
+}
+
+/// What capturing the data file through one service cost.
+struct Captured {
+    seconds: f64,
+    keeper_ticks: u64,
+    node_ticks: u64,
+}
+
+/// Starts `service` (which writes the data file once) and waits until
+/// every line is on disk.
+fn capture(node: &BenchNode, service: &str) -> Captured {
+    let log = node_log_dir(node).join(format!("{service}.0.stdout.log"));
+    let node_before = node.cpu_ticks();
+    let began = Instant::now();
+    node.client().start(service).unwrap();
+    let keeper = wait_for("the log keeper", || keeper_of(node.pid()));
+    let keeper_stat = format!("/proc/{keeper}/stat");
+    let keeper_before = stat_cpu_ticks(Path::new(&keeper_stat));
+    // Each line gains a 28-byte timestamp on disk.
+    let expected = LINES * (LINE + 28);
+    wait_for("every line on disk", || {
+        (stream_bytes(&log) >= expected).then_some(())
+    });
+    Captured {
+        seconds: began.elapsed().as_secs_f64(),
+        keeper_ticks: stat_cpu_ticks(Path::new(&keeper_stat)) - keeper_before,
+        node_ticks: node.cpu_ticks() - node_before,
+    }
 }
 
 fn write_data(path: &Path) {

@@ -115,6 +115,40 @@ fn ten_thousand_lines_across_rotations_are_each_kept_exactly_once() {
     drop(node);
 }
 
+#[test]
+fn a_writer_over_its_log_max_rate_is_slowed_to_it_and_loses_no_line() {
+    const RATE: u64 = 512 * 1024;
+    const LINES: u32 = 200_000;
+    let setup = Setup::new("capture-rate").service(
+        "fast",
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", \"seq 0 {}; echo done; exec sleep 300\"]\n\
+             log_max_bytes = 0\nlog_max_rate = {RATE}\nstderr = \"null\"\n",
+            LINES - 1
+        ),
+    );
+    let base = setup.log_dir().join("fast.0.stdout.log");
+    let began = Instant::now();
+    let node = setup.start();
+    wait_for("the writer's last line", || {
+        (captured_lines(&base, 0).last().map(String::as_str) == Some("done")).then_some(())
+    });
+    let elapsed = began.elapsed();
+    let mut lines = captured_lines(&base, 0);
+    assert_eq!(lines.pop().as_deref(), Some("done"));
+    assert_each_once(&numbers(&lines, ""), LINES);
+    // `seq` writes as fast as the pipe takes; the keeper reads one burst
+    // (64 KiB at this rate) at once and then RATE bytes a second, so the
+    // writer cannot have finished sooner than this.
+    let written: u64 = (0..LINES).map(|n| n.to_string().len() as u64 + 1).sum();
+    let least = Duration::from_secs_f64((written - 64 * 1024) as f64 / RATE as f64);
+    assert!(
+        elapsed >= least,
+        "{written} bytes through a {RATE} B/s limit in {elapsed:?}, under {least:?}"
+    );
+    drop(node);
+}
+
 /// Starts and stops `service` back to back for `how_long`; how many
 /// start+stop pairs were answered.
 fn start_stop_pairs(node: &Node, service: &str, how_long: Duration) -> u32 {

@@ -14,6 +14,13 @@ use super::ConfigProblem;
 /// the spawner enforces too, whatever the node sends.
 pub const MAX_LOG_KEEP: u32 = 1000;
 
+/// How fast the log keeper reads each captured stream unless a service
+/// says otherwise (`log_max_rate`, bytes a second): about 200,000 lines of
+/// 80 bytes a second, far more than a service logs, small enough that a
+/// service writing flat out cannot take the CPUs and the disk from the
+/// node (README, "Output capture").
+pub const DEFAULT_LOG_MAX_RATE: u64 = 16 * 1024 * 1024;
+
 /// The most instances a service may have (`instances`).
 pub const MAX_INSTANCES: u32 = 1000;
 use super::document::{Document, Entry, expected, to_duration, to_text, whole_number};
@@ -115,6 +122,10 @@ pub struct ServiceConfig {
     pub log_max_bytes: u64,
     /// `log_keep`: how many rotated log files are kept (default 3).
     pub log_keep: u32,
+    /// `log_max_rate`: the most bytes a second the log keeper reads from
+    /// each of its captured streams (default [`DEFAULT_LOG_MAX_RATE`];
+    /// 0 = no limit); a faster writer waits on its full pipe.
+    pub log_max_rate: u64,
     /// `on_node_exit`: what happens to it when the node exits (default stop).
     pub on_node_exit: OnNodeExit,
     /// `requires`: services that must be ready before it starts; when one
@@ -464,6 +475,9 @@ pub(super) fn parse_document(
         stderr: doc.scalar("stderr", to_output).unwrap_or(Output::LogDir),
         log_max_bytes: doc.number("log_max_bytes", 0..=u64::MAX).unwrap_or(MIB),
         log_keep: doc.number("log_keep", 0..=MAX_LOG_KEEP.into()).unwrap_or(3),
+        log_max_rate: doc
+            .number("log_max_rate", 0..=u64::MAX)
+            .unwrap_or(DEFAULT_LOG_MAX_RATE),
         on_node_exit: doc
             .choice(
                 "on_node_exit",
@@ -966,6 +980,7 @@ pub(super) mod tests {
                 stderr: Output::LogDir,
                 log_max_bytes: MIB,
                 log_keep: 3,
+                log_max_rate: DEFAULT_LOG_MAX_RATE,
                 on_node_exit: OnNodeExit::Stop,
                 requires: Vec::new(),
                 after: Vec::new(),
@@ -1005,6 +1020,7 @@ stdout = "web.out"
 stderr = "null"
 log_max_bytes = 0
 log_keep = 7
+log_max_rate = 0
 on_node_exit = "keep"
 "#,
         );
@@ -1027,6 +1043,7 @@ on_node_exit = "keep"
         assert_eq!(service.stderr, Output::Null);
         assert_eq!(service.log_max_bytes, 0);
         assert_eq!(service.log_keep, 7);
+        assert_eq!(service.log_max_rate, 0);
         assert_eq!(service.on_node_exit, OnNodeExit::Keep);
     }
 
@@ -1118,6 +1135,11 @@ on_node_exit = "keep"
                 "log_max_bytes",
                 "\"1M\"",
                 "expected a whole number of at least 0, found \"1M\"",
+            ),
+            (
+                "log_max_rate",
+                "-1",
+                "expected a whole number of at least 0, found -1",
             ),
             (
                 "log_keep",

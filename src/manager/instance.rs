@@ -605,6 +605,7 @@ mod tests {
             stderr: Output::LogDir,
             log_max_bytes: 0,
             log_keep: 0,
+            log_max_rate: 0,
             on_node_exit: OnNodeExit::Stop,
             requires: Vec::new(),
             after: Vec::new(),

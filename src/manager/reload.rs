@@ -256,6 +256,7 @@ pub fn service_table(config: &Config) -> ds::ServiceTable {
                 log_max_bytes: Some(service.log_max_bytes),
                 log_keep: Some(service.log_keep),
                 ready_fd: service.ready_fd(),
+                log_max_rate: Some(service.log_max_rate),
                 rlimits: service
                     .resources
                     .rlimits

@@ -39,6 +39,8 @@ pub(super) struct Capture<'a> {
     pub(super) log_dir: &'a Path,
     /// The group that may read the log dir's files (the node process's).
     pub(super) reader_gid: Option<u32>,
+    /// How fast the streams are read, as the service table gives it.
+    pub(super) max_rate: Option<u64>,
 }
 
 /// A started child.
@@ -305,6 +307,7 @@ fn open_output(
         keep: Some(output.keep.unwrap_or(DEFAULT_KEEP)),
         trusted_dir: Some(capture.log_dir.to_string_lossy().into_owned()),
         reader_gid: capture.reader_gid,
+        max_rate: capture.max_rate,
     };
     capture
         .keeper

@@ -798,6 +798,10 @@ impl Spawner {
             keeper: &mut self.keeper,
             log_dir: &self.log_dir,
             reader_gid: self.log_reader_gid,
+            max_rate: self
+                .table
+                .get(&service_id)
+                .and_then(|service| service.log_max_rate),
         };
         let intent_fd = intent.as_ref().map(|intent| intent.file.as_fd());
         let launched = match launch::launch(request, intent_fd, &mut capture, setup) {

@@ -22,10 +22,12 @@
 //! for a disk: it waits only while its own pipe is full, for as long as
 //! the keeper takes to get round to it, and one fast writer slows no one
 //! but itself (each pipe gets at most [`READ_BUDGET`] bytes per turn).
-//! The keeper runs at nice 10 ([`KEEPER_NICE`]): when the CPUs are
-//! busy, writing logs gives way to the node and the services, so a flood
-//! of output slows the flooding service (its pipe stays full longer), not
-//! the node's answers. If
+//! Each stream is read at most at its service's `log_max_rate` bytes a
+//! second ([`budget`]): past it the pipe is left unread until the budget
+//! allows a chunk again, so a flood of output waits in its writer, loses
+//! nothing, and cannot take the CPUs and the disk from the node and the
+//! other services. The keeper runs at nice 10 ([`KEEPER_NICE`]): when the
+//! CPUs are busy, writing logs gives way to the node and the services. If
 //! the keeper itself is killed, the pipes lose their only reader and a
 //! service's next write fails with `EPIPE` (SIGPIPE).
 //!
@@ -36,10 +38,12 @@
 //! connections and its streams; it reads `log_keeper` requests and
 //! answers each with `Ack` or `Error`.
 
+mod budget;
 mod file;
 pub(super) mod link;
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -55,6 +59,7 @@ use crate::sys::{self, UserIds};
 use crate::trace::{now_unix_us, utc_time};
 use crate::wire::LogKeeper;
 use crate::wire::proto::log_keeper as lk;
+use budget::Budget;
 use file::{FileSpec, LogFile};
 
 /// The longest piece of a line written as one record; longer lines are
@@ -148,6 +153,10 @@ struct Stream {
     pending: Vec<u8>,
     /// The last problem reported, so a failing file logs once, not per line.
     last_problem: Option<String>,
+    /// How much may be read from the pipe, and when.
+    budget: Budget,
+    /// It spent its budget and waits in `Keeper::parked`, unread.
+    parked: bool,
 }
 
 #[derive(Debug)]
@@ -163,6 +172,8 @@ struct Keeper {
     streams: HashMap<Token, Stream>,
     /// Streams with data left to read after their turn.
     busy: VecDeque<Token>,
+    /// Streams that spent their budget, by when they may be read again.
+    parked: BinaryHeap<Reverse<(Instant, Token)>>,
     next_token: usize,
     started: Instant,
     ever_connected: bool,
@@ -191,6 +202,7 @@ impl Keeper {
             clients: HashMap::new(),
             streams: HashMap::new(),
             busy: VecDeque::new(),
+            parked: BinaryHeap::new(),
             next_token: 1,
             started: Instant::now(),
             ever_connected: false,
@@ -208,12 +220,16 @@ impl Keeper {
                 log::debug!("log keeper: no stream and no spawner left; ending");
                 return Ok(());
             }
-            let timeout = if !self.busy.is_empty() {
-                Some(Duration::ZERO)
-            } else if self.ever_connected {
-                None
+            let first_connect = (!self.ever_connected)
+                .then(|| FIRST_CONNECT.saturating_sub(self.started.elapsed()));
+            let unpark = self
+                .parked
+                .peek()
+                .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+            let timeout = if self.busy.is_empty() {
+                first_connect.into_iter().chain(unpark).min()
             } else {
-                Some(FIRST_CONNECT.saturating_sub(self.started.elapsed()))
+                Some(Duration::ZERO)
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -226,17 +242,38 @@ impl Keeper {
                     self.accept();
                 } else if self.clients.contains_key(&token) {
                     self.serve_client(token);
-                } else if self.streams.contains_key(&token) && !self.busy.contains(&token) {
-                    self.busy.push_back(token);
-                }
-            }
-            // One turn for each stream with data: READ_BUDGET bytes at most.
-            for _ in 0..self.busy.len() {
-                if let Some(token) = self.busy.pop_front()
-                    && self.read_stream(token)
+                } else if self
+                    .streams
+                    .get(&token)
+                    .is_some_and(|stream| !stream.parked)
+                    && !self.busy.contains(&token)
                 {
                     self.busy.push_back(token);
                 }
+            }
+            self.unpark(Instant::now());
+            // One turn for each stream with data: READ_BUDGET bytes at most.
+            for _ in 0..self.busy.len() {
+                if let Some(token) = self.busy.pop_front() {
+                    match self.read_stream(token) {
+                        Turn::More => self.busy.push_back(token),
+                        Turn::Parked(until) => self.parked.push(Reverse((until, token))),
+                        Turn::Drained => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Streams whose budget allows a read again at `now` get their turn.
+    fn unpark(&mut self, now: Instant) {
+        while let Some(Reverse((until, token))) = self.parked.peek().copied()
+            && until <= now
+        {
+            self.parked.pop();
+            if let Some(stream) = self.streams.get_mut(&token) {
+                stream.parked = false;
+                self.busy.push_back(token);
             }
         }
     }
@@ -392,6 +429,8 @@ impl Keeper {
                 sink,
                 pending: Vec::new(),
                 last_problem: None,
+                budget: Budget::new(add.max_rate.unwrap_or_default(), Instant::now()),
+                parked: false,
             },
         );
         // The pipe may hold data already.
@@ -399,26 +438,40 @@ impl Keeper {
         Ok(())
     }
 
-    /// Reads one turn's worth of stream `token`; whether it may have more.
-    fn read_stream(&mut self, token: Token) -> bool {
+    /// Reads one turn's worth of stream `token`, within its budget.
+    fn read_stream(&mut self, token: Token) -> Turn {
         let Some(stream) = self.streams.get_mut(&token) else {
-            return false;
+            return Turn::Drained;
         };
         let mut read = 0;
         let ended = loop {
-            if read >= READ_BUDGET {
-                break false;
+            let now = Instant::now();
+            let want = self.buffer.len().min(READ_BUDGET - read);
+            let allowed = stream.budget.allowance(want, now);
+            if allowed == 0 {
+                stream.flush();
+                return match stream.budget.exhausted_until(now) {
+                    Some(until) => {
+                        stream.parked = true;
+                        Turn::Parked(until)
+                    }
+                    None => Turn::More,
+                };
             }
-            match stream.pipe.read(&mut self.buffer) {
+            match stream.pipe.read(&mut self.buffer[..allowed]) {
                 Ok(0) => break true,
                 Ok(count) => {
                     read += count;
+                    stream.budget.spend(count);
                     stream.take(&self.buffer[..count], now_unix_us());
+                    if read >= READ_BUDGET {
+                        break false;
+                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     stream.flush();
-                    return false;
+                    return Turn::Drained;
                 }
                 Err(error) => {
                     log::warn!("log keeper: reading the pipe of {}: {error}", stream.label);
@@ -428,7 +481,7 @@ impl Keeper {
         };
         if !ended {
             stream.flush();
-            return true;
+            return Turn::More;
         }
         if let Some(mut stream) = self.streams.remove(&token) {
             stream.finish(now_unix_us());
@@ -438,8 +491,18 @@ impl Keeper {
                 .deregister(&mut SourceFd(&stream.pipe.as_raw_fd()));
             log::debug!("log keeper: {} closed its output", stream.label);
         }
-        false
+        Turn::Drained
     }
+}
+
+/// What one turn left of a stream.
+enum Turn {
+    /// Data may be left: another turn at once.
+    More,
+    /// Its budget is spent: no turn before this instant.
+    Parked(Instant),
+    /// The pipe is empty (its writer will wake the poll) or closed.
+    Drained,
 }
 
 impl Stream {
