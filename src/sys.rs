@@ -15,9 +15,7 @@
 //! cannot fail). It owns no state, threads or channels; the spawner is the
 //! only role that calls the process helpers.
 
-#[cfg(not(target_feature = "crt-static"))]
-use std::ffi::c_char;
-use std::ffi::{CString, c_int};
+use std::ffi::{CString, c_char, c_int};
 use std::fs;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::{MaybeUninit, size_of};
@@ -25,6 +23,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::ptr;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
@@ -199,63 +198,12 @@ pub fn start_in_new_session(command: &mut Command) -> &mut Command {
 pub fn pass_fd(command: &mut Command, fd: BorrowedFd<'_>, target: c_int) {
     let source = fd.as_raw_fd();
     // SAFETY: the hook runs in the forked child, where only
-    // async-signal-safe calls are allowed: `dup2` and `fcntl` are, and the
-    // hook allocates nothing. `source` is open in the child, a copy of the
-    // parent's descriptor, which the caller keeps open until the spawn
-    // returns. When `source` already is `target`, `dup2` would do nothing
-    // and leave `FD_CLOEXEC` set, so the flag is cleared instead.
+    // async-signal-safe calls are allowed: `give_fd` is one (`dup2` or
+    // `fcntl`), and the hook allocates nothing. `source` is open in the
+    // child, a copy of the parent's descriptor, which the caller keeps
+    // open until the spawn returns.
     unsafe {
-        command.pre_exec(move || {
-            let result = if source == target {
-                libc::fcntl(target, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(source, target)
-            };
-            if result == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Makes `command`'s child append its own `/proc/self/stat` line to
-/// `fd` (open in the parent until the spawn returns) before it execs, in
-/// one `write(2)`: the child's pid and start time, recorded by the child
-/// itself, for the spawner's intent of this start (`spawner/record.rs`).
-/// Best effort: a child that cannot read its stat still execs.
-pub fn record_own_stat_before_exec(command: &mut Command, fd: BorrowedFd<'_>) {
-    let target = fd.as_raw_fd();
-    let hook = move || {
-        let Ok(stat) = rustix::fs::open(
-            c"/proc/self/stat",
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) else {
-            return Ok(());
-        };
-        let mut buffer = [0u8; 1024];
-        let mut length = 0usize;
-        while length < buffer.len() {
-            match rustix::io::read(&stat, &mut buffer[length..]) {
-                Ok(0) | Err(_) => break,
-                Ok(read) => length += read,
-            }
-        }
-        drop(stat);
-        // SAFETY: `target` is the child's copy of the parent's descriptor,
-        // which the caller keeps open until the spawn returns; the borrow
-        // lasts for this one write.
-        let target = unsafe { BorrowedFd::borrow_raw(target) };
-        let _ = rustix::io::write(target, &buffer[..length]);
-        Ok(())
-    };
-    // SAFETY: the hook runs in the forked child, where only
-    // async-signal-safe calls are allowed: it makes raw `open`, `read`,
-    // `write` and `close` system calls and allocates nothing (the buffer
-    // is on its stack, the path a static C string).
-    unsafe {
-        command.pre_exec(hook);
+        command.pre_exec(move || Ok(give_fd(source, target)?));
     }
 }
 
@@ -396,14 +344,29 @@ pub struct Usage {
 
 /// `wait4(-1, WNOHANG)`: reaps one exited child of this process, if any,
 /// with what it used. `None` when no child has exited yet or there are no
-/// children at all.
+/// children at all. (The kernel looks at every child for it.)
 pub fn reap_any() -> io::Result<Option<(u32, ExitStatusKind, Usage)>> {
+    reap(-1)
+}
+
+/// `wait4(pid, WNOHANG)`: reaps child `pid` if it has exited, with what
+/// it used; the kernel looks at that child alone. `None` while it runs,
+/// or when it is no child of this process.
+pub fn reap_child(pid: u32) -> io::Result<Option<(u32, ExitStatusKind, Usage)>> {
+    match i32::try_from(pid) {
+        Ok(pid) if pid > 0 => reap(pid),
+        _ => Ok(None),
+    }
+}
+
+/// `wait4(which, WNOHANG)`, retried on EINTR and on stops and continues.
+fn reap(which: c_int) -> io::Result<Option<(u32, ExitStatusKind, Usage)>> {
     loop {
         let mut status: c_int = 0;
         let mut usage = MaybeUninit::<libc::rusage>::zeroed();
         // SAFETY: `status` and `usage` are live, writable values of the
         // types wait4 fills, for the whole call.
-        let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, usage.as_mut_ptr()) };
+        let pid = unsafe { libc::wait4(which, &mut status, libc::WNOHANG, usage.as_mut_ptr()) };
         if pid == 0 {
             return Ok(None);
         }
@@ -516,7 +479,7 @@ pub fn has_capability(number: u32) -> bool {
 /// `CAP_SYS_RESOURCE`: raising a hard rlimit needs it.
 pub const CAP_SYS_RESOURCE: u32 = 24;
 
-/// What a child does between fork and exec, after `setsid`, in this
+/// What a child does between its clone and its exec, after `setsid`, in this
 /// order: joins the cgroups whose `cgroup.procs` files are open in
 /// `cgroup_procs` (writing "0", which moves the writer; the files were
 /// opened by the spawner, so the kernel checks the opener's rights), sets
@@ -533,46 +496,300 @@ pub struct ChildSetup {
     pub ids: Option<UserIds>,
 }
 
-/// Makes `command`'s child carry out `setup` before exec (see
-/// [`ChildSetup`]). Use it instead of `CommandExt::uid`/`gid`, which std
-/// applies before any hook, too early for the rlimits.
-pub fn prepare_child(command: &mut Command, setup: ChildSetup) {
-    // The id changes are rustix's per-thread system calls: the forked
-    // child has one thread, so they change the whole process.
-    let hook = move || {
-        for procs in &setup.cgroup_procs {
-            if rustix::io::write(procs, b"0")? != 1 {
-                return Err(io::Error::from(Errno::IO));
-            }
-        }
-        for limit in &setup.rlimits {
-            let resource = resource(limit.resource).ok_or(Errno::INVAL)?;
+/// The stack of a child between its clone and its exec: it only runs
+/// `child_main`, system calls and a 1 KiB buffer.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Everything a child needs between its clone and its exec, prepared by
+/// the caller beforehand (allocations, lookups, the path search), so
+/// that the child itself only makes system calls (see [`spawn`]).
+#[derive(Debug, Default)]
+pub struct ChildPlan<'a> {
+    /// The paths to exec, tried in order while they are not found or not
+    /// executable (as `execvp` tries `PATH`).
+    pub programs: Vec<CString>,
+    /// Its arguments, the first the program as it was named.
+    pub args: Vec<CString>,
+    /// Its whole environment, `NAME=value` each.
+    pub env: Vec<CString>,
+    /// Its stdin, stdout and stderr; None keeps the spawner's.
+    pub stdio: [Option<OwnedFd>; 3],
+    /// The directory it changes to.
+    pub work_dir: Option<CString>,
+    /// Where it appends its own `/proc/self/stat` line, in one
+    /// `write(2)`, before it execs: its pid and start time, written by
+    /// the child itself, for the spawner's record (`spawner/record.rs`).
+    /// Best effort: a child that cannot read its stat still execs.
+    pub stat_to: Option<BorrowedFd<'a>>,
+    /// A descriptor the program gets under this number, without
+    /// `FD_CLOEXEC`: a readiness pipe's write end.
+    pub pass: Option<(OwnedFd, c_int)>,
+    /// Its cgroups, rlimits and ids.
+    pub setup: ChildSetup,
+}
+
+/// A child being started: its plan, with the pointer arrays `execve`
+/// takes and the rlimits in rustix's form, built before the clone.
+struct Cloned<'p, 'a> {
+    plan: &'p ChildPlan<'a>,
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+    rlimits: Vec<(Resource, rustix::process::Rlimit)>,
+    /// The errno of the step that failed, written by the child before it
+    /// exits; 0 while none did.
+    failure: AtomicI32,
+}
+
+/// Starts the child `plan` describes and returns its pid once it runs
+/// its program. Like `posix_spawn`, it clones with `CLONE_VM |
+/// CLONE_VFORK`: the child borrows the spawner's memory until its exec,
+/// while the calling thread waits, instead of `fork` copying the page
+/// tables of the whole node (in thread mode, of every thread's memory)
+/// and leaving the node to take a copy-on-write fault on each page it
+/// writes next — costs that grow with the node. Between the clone and
+/// the exec the child, in this order: resets every caught signal to its
+/// default (it shares the spawner's memory, so no handler of the node may
+/// run in it), takes its stdio, enters its work dir, calls `setsid` (it
+/// leads a new session and process group, whose id is its pid, with no
+/// controlling terminal, so a signal to the group reaches its whole
+/// tree), appends its stat line to `stat_to`, carries out `setup` (see
+/// [`ChildSetup`]), gets `pass`'s descriptor, unblocks every signal and
+/// execs. When a step fails, that step's error is returned and the child,
+/// which exited, is reaped.
+pub fn spawn(plan: &ChildPlan<'_>) -> io::Result<u32> {
+    if plan.programs.is_empty() {
+        return Err(Errno::NOENT.into());
+    }
+    let rlimits = plan
+        .setup
+        .rlimits
+        .iter()
+        .map(|limit| {
             let finite = |value: u64| (value != RLIM_INFINITY).then_some(value);
             let value = rustix::process::Rlimit {
                 current: finite(limit.soft),
                 maximum: finite(limit.hard),
             };
-            rustix::process::setrlimit(resource, value)?;
+            Ok((resource(limit.resource).ok_or(Errno::INVAL)?, value))
+        })
+        .collect::<Result<Vec<_>, Errno>>()?;
+    let null_ended = |strings: &[CString]| -> Vec<*const c_char> {
+        strings
+            .iter()
+            .map(|string| string.as_ptr())
+            .chain(std::iter::once(ptr::null()))
+            .collect()
+    };
+    let child = Cloned {
+        plan,
+        argv: null_ended(&plan.args),
+        envp: null_ended(&plan.env),
+        rlimits,
+        failure: AtomicI32::new(0),
+    };
+    let mut stack = vec![0u8; CHILD_STACK];
+    let end = stack.as_mut_ptr_range().end;
+    let top = end.wrapping_sub(end.addr() % 16);
+    let mut blocked = MaybeUninit::<libc::sigset_t>::uninit();
+    let mut before = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset fills the set it is given, and pthread_sigmask
+    // reads that filled set and writes the old mask into `before`. Every
+    // signal is blocked in this thread until the child has exec'd: a
+    // signal arriving in the child before it reset its handlers would run
+    // a handler of the node's on the memory it shares with the node.
+    let before = unsafe {
+        libc::sigfillset(blocked.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_SETMASK, blocked.as_ptr(), before.as_mut_ptr());
+        before.assume_init()
+    };
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    // SAFETY: the child runs `child_main` on `stack`, which outlives it
+    // here: with CLONE_VFORK, clone returns only once the child has
+    // exec'd or exited, and `stack` and `child` are dropped after. `top`
+    // is the stack's 16-byte aligned end (stacks grow down). The child
+    // only reads `child` (which nothing changes meanwhile: this thread
+    // waits) and writes its atomic `failure`.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            top.cast(),
+            flags,
+            (&raw const child).cast_mut().cast(),
+        )
+    };
+    let cloned = if pid == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(pid.unsigned_abs())
+    };
+    // SAFETY: restores this thread's mask from a set pthread_sigmask wrote.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &before, ptr::null_mut());
+    }
+    drop(stack);
+    let pid = cloned?;
+    match child.failure.load(Ordering::Acquire) {
+        0 => Ok(pid),
+        errno => {
+            let _ = wait_for_child(pid);
+            Err(io::Error::from_raw_os_error(errno))
         }
-        if let Some(ids) = setup.ids {
+    }
+}
+
+/// The child of [`spawn`], on its own stack in the spawner's memory:
+/// never returns, and neither allocates nor takes a lock.
+extern "C" fn child_main(child: *mut std::ffi::c_void) -> c_int {
+    // SAFETY: `spawn` passes a pointer to its `Cloned`, alive until clone
+    // returns there, after this child has exec'd or exited.
+    let child = unsafe { &*child.cast::<Cloned<'_, '_>>() };
+    let failed = match child.prepare() {
+        Ok(()) => child.exec(),
+        Err(errno) => errno,
+    };
+    child
+        .failure
+        .store(failed.raw_os_error(), Ordering::Release);
+    // SAFETY: `_exit` ends the child at once, without running the exit
+    // handlers or flushing the buffers of the memory it shares with the
+    // node.
+    unsafe { libc::_exit(127) }
+}
+
+impl Cloned<'_, '_> {
+    /// Everything the child does before its exec (see [`spawn`]).
+    fn prepare(&self) -> Result<(), Errno> {
+        default_signal_handlers();
+        for (target, fd) in (0..).zip(&self.plan.stdio) {
+            if let Some(fd) = fd {
+                give_fd(fd.as_raw_fd(), target)?;
+            }
+        }
+        if let Some(dir) = &self.plan.work_dir {
+            rustix::process::chdir(dir.as_c_str())?;
+        }
+        rustix::process::setsid()?;
+        if let Some(fd) = self.plan.stat_to {
+            write_own_stat(fd);
+        }
+        for procs in &self.plan.setup.cgroup_procs {
+            if rustix::io::write(procs, b"0")? != 1 {
+                return Err(Errno::IO);
+            }
+        }
+        for (resource, value) in &self.rlimits {
+            rustix::process::setrlimit(*resource, *value)?;
+        }
+        // rustix's id changes are per-thread system calls: the child is a
+        // process of one thread, so they change all of it.
+        if let Some(ids) = self.plan.setup.ids {
             if rustix::process::getuid().is_root() {
                 rustix::thread::set_thread_groups(&[])?;
             }
             rustix::thread::set_thread_gid(rustix::process::Gid::from_raw_unchecked(ids.gid))?;
             rustix::thread::set_thread_uid(rustix::process::Uid::from_raw_unchecked(ids.uid))?;
         }
+        if let Some((fd, target)) = &self.plan.pass {
+            give_fd(fd.as_raw_fd(), *target)?;
+        }
+        let mut none = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset fills the set, which sigprocmask then reads:
+        // the program starts with no signal blocked, as std gives it.
+        unsafe {
+            libc::sigemptyset(none.as_mut_ptr());
+            libc::sigprocmask(libc::SIG_SETMASK, none.as_ptr(), ptr::null_mut());
+        }
         Ok(())
-    };
-    // SAFETY: the hook runs in the forked child, where only
-    // async-signal-safe calls are allowed: it makes raw write, prlimit,
-    // getuid, setgroups, setgid and setuid system calls, and allocates
-    // nothing (it only reads the vectors moved into it, which the child's
-    // copy of memory holds; an `io::Error` from an errno is a plain
-    // value). The descriptors stay open until the Command is dropped,
-    // after the spawn.
-    unsafe {
-        command.pre_exec(hook);
     }
+
+    /// Execs the first program that can be run; the error if none could.
+    fn exec(&self) -> Errno {
+        let mut failed = Errno::NOENT;
+        let mut denied = false;
+        for program in &self.plan.programs {
+            // SAFETY: `program` is a C string and `argv`/`envp` arrays of C
+            // strings ended by a null pointer, all alive in the memory the
+            // child shares with `spawn`, which waits.
+            unsafe {
+                libc::execve(program.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+            }
+            failed = Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::NOEXEC);
+            match failed {
+                Errno::ACCESS => denied = true,
+                Errno::NOENT | Errno::NOTDIR | Errno::STALE | Errno::NODEV | Errno::TIMEDOUT => {}
+                _ => return failed,
+            }
+        }
+        if denied { Errno::ACCESS } else { failed }
+    }
+}
+
+/// Resets every signal the node catches to its default action, in a
+/// child about to exec (SIGPIPE too, which Rust ignores and std's
+/// children get back); signals ignored otherwise stay ignored.
+fn default_signal_handlers() {
+    for signal in 1..=libc::SIGRTMAX() {
+        let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+        // SAFETY: sigaction only reads the disposition into `old` (a
+        // zeroed sigaction is valid: plain integers and a null-able
+        // pointer); it refuses the numbers glibc keeps for itself.
+        if unsafe { libc::sigaction(signal, ptr::null(), old.as_mut_ptr()) } != 0 {
+            continue;
+        }
+        // SAFETY: filled in by sigaction just above.
+        let handler = unsafe { old.assume_init_ref() }.sa_sigaction;
+        if handler == libc::SIG_DFL || (handler == libc::SIG_IGN && signal != libc::SIGPIPE) {
+            continue;
+        }
+        let mut default = MaybeUninit::<libc::sigaction>::zeroed();
+        // SAFETY: a zeroed sigaction is the default action, SIG_DFL (0),
+        // with no flags and an empty mask.
+        unsafe {
+            libc::sigaction(signal, default.as_mut_ptr(), ptr::null_mut());
+        }
+    }
+}
+
+/// Makes `source` this process's descriptor `target`, without
+/// `FD_CLOEXEC` (when it already is `target`, `dup2` would leave the flag
+/// set, so the flag is cleared instead). Async-signal-safe.
+fn give_fd(source: c_int, target: c_int) -> Result<(), Errno> {
+    // SAFETY: `dup2` and `fcntl` on descriptor numbers touch no memory;
+    // `source` is open in the caller's child until it execs.
+    let result = unsafe {
+        if source == target {
+            libc::fcntl(target, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(source, target)
+        }
+    };
+    if result == -1 {
+        return Err(Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::BADF));
+    }
+    Ok(())
+}
+
+/// Appends this process's `/proc/self/stat` line to `fd` in one write;
+/// best effort. Async-signal-safe: raw `open`, `read`, `write` and
+/// `close`, a buffer on the stack.
+fn write_own_stat(fd: BorrowedFd<'_>) {
+    let Ok(stat) = rustix::fs::open(
+        c"/proc/self/stat",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let mut buffer = [0u8; 1024];
+    let mut length = 0usize;
+    while length < buffer.len() {
+        match rustix::io::read(&stat, &mut buffer[length..]) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => length += read,
+        }
+    }
+    drop(stat);
+    let _ = rustix::io::write(fd, &buffer[..length]);
 }
 
 /// `waitpid(pid, 0)`: waits for child `pid` to end and reaps it.
@@ -1337,8 +1554,15 @@ mod tests {
         assert!(take_inherited_socket(i32::MAX).is_err());
     }
 
+    fn c_strings(items: &[&str]) -> Vec<CString> {
+        items
+            .iter()
+            .map(|item| CString::new(*item).unwrap())
+            .collect()
+    }
+
     #[test]
-    fn a_prepared_child_has_its_limits_ids_session_and_own_stat_record() {
+    fn a_spawned_child_has_its_limits_ids_session_and_own_stat_record() {
         let _serial = serial();
         let as_root = effective_uid() == 0;
         let nobody = UserIds {
@@ -1347,19 +1571,23 @@ mod tests {
         };
         let (record, record_writer) = pipe().unwrap();
         let (ready, ready_writer) = pipe().unwrap();
+        let (output, output_writer) = pipe().unwrap();
         // A number the record's pipe does not hold, which dup2 would close.
         let target = (60..).find(|n| *n != record_writer.as_raw_fd()).unwrap();
-        let script = format!("ulimit -n; id -u; id -G; ps -o sid= -p $$; echo up >&{target}");
-        let mut command = Command::new("bash");
-        command
-            .args(["-c", &script])
-            .stdout(std::process::Stdio::piped());
-        start_in_new_session(&mut command);
-        pass_fd(&mut command, ready_writer.as_fd(), target);
-        record_own_stat_before_exec(&mut command, record_writer.as_fd());
-        prepare_child(
-            &mut command,
-            ChildSetup {
+        let script = format!(
+            "ulimit -n; id -u; id -G; ps -o sid= -p $$; pwd; echo $SF_TEST; \
+             grep -E '^Sig(Blk|Ign)' /proc/self/status; echo up >&{target}"
+        );
+        let plan = ChildPlan {
+            // The first is not found, so the second runs (as execvp would).
+            programs: c_strings(&["/nonexistent/bash", "/bin/bash"]),
+            args: c_strings(&["bash", "-c", &script]),
+            env: c_strings(&["SF_TEST=given", "PATH=/usr/bin:/bin"]),
+            stdio: [None, Some(output_writer), None],
+            work_dir: Some(CString::new("/tmp").unwrap()),
+            stat_to: Some(record_writer.as_fd()),
+            pass: Some((ready_writer, target)),
+            setup: ChildSetup {
                 cgroup_procs: Vec::new(),
                 rlimits: vec![Rlimit {
                     resource: Resource::Nofile as u32,
@@ -1368,22 +1596,43 @@ mod tests {
                 }],
                 ids: as_root.then_some(nobody),
             },
-        );
-        let child = command.spawn().unwrap();
-        drop((record_writer, ready_writer, command));
-        let pid = child.id();
-        let output = child.wait_with_output().unwrap();
-        let lines: Vec<String> = String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .map(|line| line.trim().to_owned())
-            .collect();
+        };
+        let pid = spawn(&plan).unwrap();
+        drop(plan);
+        drop(record_writer);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut fs::File::from(output), &mut text).unwrap();
+        assert_eq!(wait_for_child(pid).unwrap(), ExitStatusKind::Code(0));
+        let lines: Vec<String> = text.lines().map(|line| line.trim().to_owned()).collect();
         let (uid, groups) = if as_root {
             ("65534".to_owned(), "65534".to_owned())
         } else {
             (effective_uid().to_string(), lines[2].clone())
         };
-        assert_eq!(lines, ["77", &uid, &groups, &pid.to_string()]);
+        // Nothing blocked, and only what this test process ignores is
+        // ignored, but for SIGPIPE, which Rust ignores and children get
+        // back: the node's own signal state stays its own.
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let own = status
+            .lines()
+            .find_map(|line| line.strip_prefix("SigIgn:"))
+            .unwrap();
+        let pipe_bit = 1u64 << (libc::SIGPIPE - 1);
+        let ignored = u64::from_str_radix(own.trim(), 16).unwrap() & !pipe_bit;
+        let ignored = format!("SigIgn:\t{ignored:016x}");
+        assert_eq!(
+            lines,
+            [
+                "77",
+                &uid,
+                &groups,
+                &pid.to_string(),
+                "/tmp",
+                "given",
+                "SigBlk:\t0000000000000000",
+                &ignored,
+            ]
+        );
         let mut text = String::new();
         std::io::Read::read_to_string(&mut fs::File::from(ready), &mut text).unwrap();
         assert_eq!(text, "up\n");
@@ -1394,12 +1643,12 @@ mod tests {
     }
 
     #[test]
-    fn a_child_with_an_unknown_rlimit_does_not_start() {
+    fn a_child_that_cannot_exec_or_set_up_is_an_error_and_is_reaped() {
         let _serial = serial();
-        let mut command = Command::new("true");
-        prepare_child(
-            &mut command,
-            ChildSetup {
+        let unknown_limit = ChildPlan {
+            programs: c_strings(&["/bin/true"]),
+            args: c_strings(&["true"]),
+            setup: ChildSetup {
                 rlimits: vec![Rlimit {
                     resource: 999,
                     soft: 1,
@@ -1407,11 +1656,33 @@ mod tests {
                 }],
                 ..ChildSetup::default()
             },
-        );
+            ..ChildPlan::default()
+        };
         assert_eq!(
-            command.spawn().unwrap_err().raw_os_error(),
+            spawn(&unknown_limit).unwrap_err().raw_os_error(),
             Some(libc::EINVAL)
         );
+        let missing = ChildPlan {
+            programs: c_strings(&["/nonexistent/a", "/nonexistent/b"]),
+            args: c_strings(&["a"]),
+            ..ChildPlan::default()
+        };
+        assert_eq!(
+            spawn(&missing).unwrap_err().raw_os_error(),
+            Some(libc::ENOENT)
+        );
+        let bad_dir = ChildPlan {
+            programs: c_strings(&["/bin/true"]),
+            args: c_strings(&["true"]),
+            work_dir: Some(CString::new("/nonexistent").unwrap()),
+            ..ChildPlan::default()
+        };
+        assert_eq!(
+            spawn(&bad_dir).unwrap_err().raw_os_error(),
+            Some(libc::ENOENT)
+        );
+        // Each failed child was reaped: none is left to wait for.
+        assert_eq!(reap_any().unwrap(), None);
     }
 
     #[test]

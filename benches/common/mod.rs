@@ -562,9 +562,29 @@ pub fn pipelined(
     client: &mut Client,
     requests: impl IntoIterator<Item = (Code, Payload)>,
 ) -> Duration {
+    pipelined_at_most(client, requests, usize::MAX)
+}
+
+/// [`pipelined`] with at most `window` requests unanswered: a client
+/// that writes thousands of requests before it reads fills its own
+/// socket with answers the node then cannot deliver, so the node stops
+/// reading it, and the client's writes block for ever.
+pub fn pipelined_at_most(
+    client: &mut Client,
+    requests: impl IntoIterator<Item = (Code, Payload)>,
+    window: usize,
+) -> Duration {
     let started = Instant::now();
-    let mut count = 0;
+    let mut unanswered = 0;
+    let receive = |client: &mut Client| {
+        let reply = client.receive().unwrap();
+        assert_eq!(reply.code, Code::Ack as i32, "{reply:?}");
+    };
     for (code, payload) in requests {
+        if unanswered == window {
+            receive(client);
+            unanswered -= 1;
+        }
         let correlation_id = client.next_correlation_id();
         client
             .send(&Message {
@@ -573,11 +593,10 @@ pub fn pipelined(
                 payload: Some(payload),
             })
             .unwrap();
-        count += 1;
+        unanswered += 1;
     }
-    for _ in 0..count {
-        let reply = client.receive().unwrap();
-        assert_eq!(reply.code, Code::Ack as i32, "{reply:?}");
+    for _ in 0..unanswered {
+        receive(client);
     }
     started.elapsed()
 }

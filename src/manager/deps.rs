@@ -120,6 +120,7 @@ impl Manager {
             service.hold = Some(Hold::Start {
                 correlation: correlation.to_owned(),
             });
+            self.held.insert(required);
         }
         self.advance_holds(now);
     }
@@ -150,6 +151,7 @@ impl Manager {
             // like the user's own stops.
             service.desired = Some(Wish::Down);
             self.record_changed = true;
+            self.held.insert(dependent.clone());
             stopped.push(dependent);
         }
         self.hold_stop(id, correlation);
@@ -163,6 +165,7 @@ impl Manager {
             service.hold = Some(Hold::Stop {
                 correlation: correlation.to_owned(),
             });
+            self.held.insert(id.to_owned());
         }
     }
 
@@ -170,11 +173,19 @@ impl Manager {
     /// is left to release (a release can make another's turn come).
     pub(super) fn advance_holds(&mut self, now: Instant) {
         loop {
+            // Services that lost their hold (or went with a reload) leave
+            // the set.
+            let services = &self.registry;
+            self.held.retain(|id| {
+                services
+                    .get(id)
+                    .is_some_and(|service| service.hold.is_some())
+            });
             let due: Vec<(String, Hold)> = self
-                .registry
+                .held
                 .iter()
-                .filter_map(|(id, service)| {
-                    let hold = service.hold.clone()?;
+                .filter_map(|id| {
+                    let hold = self.registry.get(id)?.hold.clone()?;
                     let due = match hold {
                         Hold::Start { .. } => self.waiting_for(id).is_empty(),
                         Hold::Stop { .. } => self.stop_turn_come(id),
@@ -270,6 +281,7 @@ impl Manager {
                 && let Some(service) = self.registry.get_mut(&dependent)
             {
                 service.hold = Some(Hold::Start { correlation });
+                self.held.insert(dependent);
             }
         }
     }

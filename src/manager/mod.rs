@@ -309,6 +309,11 @@ pub struct Manager {
     clock: Clock,
     /// The services, their instances and the indexes kept with them.
     registry: Registry,
+    /// The services with a `hold` (and perhaps some whose hold went:
+    /// skipped and dropped when holds are released), so that releasing
+    /// holds looks at those alone, not at every service, once per request
+    /// of a start of thousands.
+    held: BTreeSet<String>,
     asked: Asks,
     /// Client `ServiceSignal`s waiting for the spawner's answers, by
     /// correlation id.
@@ -367,6 +372,7 @@ impl Manager {
             client_prefix: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
             clock: Clock::new(),
             registry,
+            held: BTreeSet::new(),
             asked: Asks::default(),
             signals: HashMap::new(),
             to_spawner: VecDeque::new(),

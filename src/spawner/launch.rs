@@ -1,22 +1,26 @@
 //! Turning one `StartProcess` into a running child.
 //!
-//! Everything that can fail by itself is settled before the fork: the
-//! user and group are resolved to ids, the work dir is checked, and each
-//! captured output stream gets a pipe whose read end the log keeper has
-//! taken (having opened the stream's file; see `keeper`). The child then only
-//! calls `setsid` (see [`crate::sys::start_in_new_session`]), writes its
-//! own stat line to its intent in the spawner's record, joins its cgroup,
-//! sets its rlimits and drops to its user as `setgroups` → `setgid` →
-//! `setuid` ([`crate::sys::prepare_child`]) before exec. It owns nothing that
-//! lasts: the caller keeps the pid, and the child's `Child` handle is
-//! dropped unwaited because the spawner reaps with `waitpid(-1)`.
+//! Everything that can fail by itself is settled before the child is
+//! cloned: the user and group are resolved to ids, the work dir is
+//! checked, the environment, argv and the paths to exec (the `PATH`
+//! search) are built, and each captured output stream gets a pipe whose
+//! read end the log keeper has taken (having opened the stream's file; see
+//! `keeper`). The child, which shares the spawner's memory until its exec
+//! ([`crate::sys::spawn`]: no copy of the node's page tables, however big
+//! the node), then only takes its stdio, enters its work dir, calls
+//! `setsid`, writes its own stat line to its intent in the spawner's
+//! record, joins its cgroup, sets its rlimits and drops to its user as
+//! `setgroups` → `setgid` → `setuid` before exec. It owns nothing that
+//! lasts: the caller keeps the pid, and the spawner reaps with
+//! `waitpid(-1)`.
 
+use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::fmt;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use super::keeper::link::KeeperLink;
 use crate::wire::proto::log_keeper as lk;
@@ -62,20 +66,17 @@ pub(super) fn launch(
     capture: &mut Capture<'_>,
     mut setup: sys::ChildSetup,
 ) -> Result<Launched, LaunchError> {
-    let (program, args) = request
-        .command
-        .split_first()
-        .ok_or(LaunchError::EmptyCommand)?;
+    let program = request.command.first().ok_or(LaunchError::EmptyCommand)?;
+    let exec_error = |source| LaunchError::Exec {
+        program: program.clone(),
+        source,
+    };
     let credentials = resolve_credentials(
         present(request.user_name.as_deref()),
         present(request.group_name.as_deref()),
     )?;
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", BASE_PATH)
-        .stdin(Stdio::null());
+    let mut env = BTreeMap::new();
+    env.insert("PATH", BASE_PATH.to_owned());
     // What systemd gives a service, before the service's own variables,
     // which may replace them.
     let run_as = conf::host::RunAs {
@@ -83,56 +84,107 @@ pub(super) fn launch(
         gid: credentials.map_or_else(sys::effective_gid, |ids| ids.gid),
     };
     if let Ok(Some(account)) = sys::lookup_account(run_as.uid) {
-        command
-            .env("HOME", account.home)
-            .env("USER", &account.name)
-            .env("LOGNAME", &account.name)
-            .env("SHELL", account.shell);
+        env.insert("HOME", account.home);
+        env.insert("USER", account.name.clone());
+        env.insert("LOGNAME", account.name);
+        env.insert("SHELL", account.shell);
     }
     if let Some(service) = present(request.service_id.as_deref()) {
-        command.env("SNOW_FOX_SERVICE", service).env(
+        env.insert("SNOW_FOX_SERVICE", service.to_owned());
+        env.insert(
             "SNOW_FOX_INSTANCE",
             request.instance.unwrap_or(0).to_string(),
         );
     }
     for item in &request.environment {
-        command.env(env_name(item)?, item.value.as_deref().unwrap_or(""));
+        env.insert(env_name(item)?, item.value.clone().unwrap_or_default());
     }
-    if let Some(dir) = present(request.work_dir.as_deref()) {
-        check_work_dir(Path::new(dir), run_as)?;
-        command.current_dir(dir);
-    }
+    let work_dir = match present(request.work_dir.as_deref()) {
+        Some(dir) => {
+            check_work_dir(Path::new(dir), run_as)?;
+            Some(c_string(dir).map_err(exec_error)?)
+        }
+        None => None,
+    };
     check_rlimits(&setup.rlimits)?;
     setup.ids = credentials;
     let owner = credentials.unwrap_or(sys::UserIds {
         uid: sys::effective_uid(),
         gid: sys::effective_gid(),
     });
+    let stdin = open_null(false).map_err(exec_error)?;
     let stdout = open_output(Stream::Stdout, request, owner, capture)?;
     let stderr = open_output(Stream::Stderr, request, owner, capture)?;
-    command.stdout(stdout).stderr(stderr);
-    sys::start_in_new_session(&mut command);
-    if let Some(intent) = intent {
-        sys::record_own_stat_before_exec(&mut command, intent);
-    }
-    sys::prepare_child(&mut command, setup);
-    let ready_pipe = match request.ready_fd {
-        Some(fd) => Some(ready_pipe(&mut command, fd)?),
-        None => None,
+    let (ready_pipe, pass) = match request.ready_fd {
+        Some(fd) => {
+            let (reader, writer, target) = ready_pipe(fd)?;
+            (Some(reader), Some((writer, target)))
+        }
+        None => (None, None),
     };
-    let child = command.spawn().map_err(|source| LaunchError::Exec {
-        program: program.clone(),
-        source,
-    })?;
-    // Dropping the write end (the child holds its own copy) lets the read
-    // end see EOF once the child closes it or ends.
-    Ok(Launched {
-        pid: child.id(),
-        ready_pipe: ready_pipe.map(|(reader, _writer)| reader),
+    let plan = sys::ChildPlan {
+        programs: exec_paths(program, env.get("PATH").map_or("", String::as_str))
+            .map_err(exec_error)?,
+        args: request
+            .command
+            .iter()
+            .map(|arg| c_string(arg))
+            .collect::<io::Result<_>>()
+            .map_err(exec_error)?,
+        env: env
+            .iter()
+            .map(|(name, value)| c_string(&format!("{name}={value}")))
+            .collect::<io::Result<_>>()
+            .map_err(exec_error)?,
+        stdio: [Some(stdin), stdout, stderr],
+        work_dir,
+        stat_to: intent,
+        pass,
+        setup,
+    };
+    let pid = sys::spawn(&plan).map_err(exec_error)?;
+    // Dropping the plan closes the write end of the readiness pipe (the
+    // child holds its own copy), so the read end sees EOF once the child
+    // closes it or ends.
+    drop(plan);
+    Ok(Launched { pid, ready_pipe })
+}
+
+/// `text` as a C string; one holding a NUL byte is refused.
+fn c_string(text: &str) -> io::Result<CString> {
+    CString::new(text).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{text:?} holds a NUL byte"),
+        )
     })
 }
 
-/// Refuses, before the fork, a hard limit above the spawner's own when it
+/// The paths to exec `program` by, as `execvp` looks for it: itself
+/// when it holds a `/`, else under each item of `path` in turn (an empty
+/// item is the work dir).
+fn exec_paths(program: &str, path: &str) -> io::Result<Vec<CString>> {
+    if program.contains('/') {
+        return Ok(vec![c_string(program)?]);
+    }
+    path.split(':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { "." } else { dir };
+            c_string(&format!("{}/{program}", dir.trim_end_matches('/')))
+        })
+        .collect()
+}
+
+/// `/dev/null`, for reading or for writing.
+fn open_null(write: bool) -> io::Result<OwnedFd> {
+    let file = OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open("/dev/null")?;
+    Ok(OwnedFd::from(file))
+}
+
+/// Refuses, before the clone, a hard limit above the spawner's own when it
 /// cannot raise one: the child's `setrlimit` would fail with a bare EPERM.
 fn check_rlimits(limits: &[sys::Rlimit]) -> Result<(), LaunchError> {
     for limit in limits {
@@ -164,18 +216,14 @@ fn check_rlimits(limits: &[sys::Rlimit]) -> Result<(), LaunchError> {
 
 /// A pipe whose write end the child gets as `fd`; both ends close on exec
 /// in every other child. Whatever the child had at `fd` is replaced: the
-/// node opens everything close-on-exec, so nothing the program needs. (Were
-/// `fd` free in the node, std's own exec-error pipe could land there and an
-/// exec failure would look like a start and an exit; a running node holds
-/// its low fds, so the readiness fds used in practice, 3 and up, are taken.)
-fn ready_pipe(command: &mut Command, fd: u32) -> Result<(File, OwnedFd), LaunchError> {
+/// node opens everything close-on-exec, so nothing the program needs.
+fn ready_pipe(fd: u32) -> Result<(File, OwnedFd, i32), LaunchError> {
     let target = i32::try_from(fd)
         .ok()
         .filter(|fd| *fd > 2)
         .ok_or(LaunchError::BadReadyFd { fd })?;
     let (reader, writer) = sys::pipe().map_err(|source| LaunchError::ReadyPipe { source })?;
-    sys::pass_fd(command, writer.as_fd(), target);
-    Ok((File::from(reader), writer))
+    Ok((File::from(reader), writer, target))
 }
 
 /// An optional string field, with "" meaning absent.
@@ -261,17 +309,25 @@ fn open_output(
     request: &ms::StartProcess,
     owner: sys::UserIds,
     capture: &mut Capture<'_>,
-) -> Result<Stdio, LaunchError> {
+) -> Result<Option<OwnedFd>, LaunchError> {
     let output = match stream {
         Stream::Stdout => request.stdout.as_ref(),
         Stream::Stderr => request.stderr.as_ref(),
     };
     let Some(output) = output else {
-        return Ok(Stdio::inherit());
+        return Ok(None);
     };
     let (destination, path) = match Kind::try_from(output.kind) {
-        Ok(Kind::Null) => return Ok(Stdio::null()),
-        Ok(Kind::Inherit) => return Ok(Stdio::inherit()),
+        Ok(Kind::Null) => {
+            return open_null(true)
+                .map(Some)
+                .map_err(|error| LaunchError::Capture {
+                    stream,
+                    path: None,
+                    reason: format!("opening /dev/null: {error}"),
+                });
+        }
+        Ok(Kind::Inherit) => return Ok(None),
         Ok(Kind::Node) => (lk::add_stream::Destination::Node, None),
         Ok(Kind::File) => {
             let path = present(output.path.as_deref())
@@ -313,7 +369,7 @@ fn open_output(
         .keeper
         .add_stream(add, reader.as_fd())
         .map_err(failed)?;
-    Ok(Stdio::from(writer))
+    Ok(Some(writer))
 }
 
 /// Why a process could not be started. Its Display is the `Error` reason
@@ -340,7 +396,7 @@ pub(super) enum LaunchError {
         path: Option<PathBuf>,
         reason: String,
     },
-    /// fork, the child's setup, or exec failed.
+    /// clone, the child's setup, or exec failed.
     Exec { program: String, source: io::Error },
     /// A readiness fd that would replace the child's stdin, stdout or
     /// stderr.

@@ -708,14 +708,18 @@ impl Spawner {
             return Ok(());
         }
         let refusal = match ManagerSpawner::from_message(message.code, message.payload) {
+            // Children that end meanwhile are reaped on their SIGCHLD: a
+            // `wait4(-1)` after each start would look at every child each
+            // time (quadratic in a mass start).
             Ok(ManagerSpawner::StartProcess(request)) => {
                 self.start(correlation_id, &request);
-                return self.reap_exited();
+                return Ok(());
             }
             Ok(ManagerSpawner::SignalProcess(request)) => {
                 // A child that ended is reaped (its end reported) first, so
-                // that a signal to it is refused, not sent to its zombie.
-                self.reap_exited()?;
+                // that a signal to it is refused, not sent to its zombie;
+                // only that child is looked at.
+                self.reap_ended(request.pid)?;
                 self.signal(correlation_id, request);
                 return Ok(());
             }
@@ -803,14 +807,14 @@ impl Spawner {
                 .get(&service_id)
                 .and_then(|service| service.log_max_rate),
         };
-        let intent_fd = intent.as_ref().map(|intent| intent.file.as_fd());
+        let intent_fd = intent.as_ref().map(|_| self.record.intents_log());
         let launched = match launch::launch(request, intent_fd, &mut capture, setup) {
             Ok(launched) => launched,
             Err(error) => {
+                // An intent whose start failed names no process that runs
+                // (its child, if any, wrote its stat line and exited), and
+                // goes with the log at the next write of the record.
                 Self::remove_cgroup(cgroup.as_ref());
-                if let Some(intent) = intent {
-                    self.record.abandon(intent);
-                }
                 let reason = error.to_string();
                 self.log_to_manager(
                     log::Level::Warn,
@@ -823,27 +827,28 @@ impl Spawner {
         };
         let pid = launched.pid;
         log::debug!("spawner: started {service_id}#{instance} as pid {pid}");
-        // Not reaped yet, so the pid is surely still this child's.
-        let start_time = sys::process_start_time(pid)
-            .inspect_err(|error| {
-                log::warn!(
-                    "spawner: no start time for {service_id}#{instance} (pid {pid}), \
-                     so it cannot be re-adopted after a crash: {error}"
-                );
-            })
-            .ok();
-        // Without a start time the intent, which holds the child's own,
-        // stays in its place.
-        if let (Some(start_time), Some(intent)) = (start_time, intent) {
-            self.record.started(
-                intent,
-                RecordedProcess {
-                    service_id: service_id.clone(),
-                    instance,
-                    pid,
-                    start_time,
-                },
-            );
+        // The child wrote its own start time after its intent; else /proc
+        // has it (not reaped yet, so the pid is surely still this child's).
+        let start_time = intent
+            .as_ref()
+            .and_then(|intent| self.record.written_start_time(intent, pid))
+            .or_else(|| {
+                sys::process_start_time(pid)
+                    .inspect_err(|error| {
+                        log::warn!(
+                            "spawner: no start time for {service_id}#{instance} (pid {pid}), \
+                             so it cannot be re-adopted after a crash: {error}"
+                        );
+                    })
+                    .ok()
+            });
+        if let (Some(start_time), Some(_)) = (start_time, intent) {
+            self.record.started(RecordedProcess {
+                service_id: service_id.clone(),
+                instance,
+                pid,
+                start_time,
+            });
         }
         if let Some(pipe) = launched.ready_pipe
             && self.watch_fd(
@@ -1346,35 +1351,51 @@ impl Spawner {
         while let Some((pid, status, usage)) =
             sys::reap_any().map_err(|source| SpawnerError::Reap { source })?
         {
-            let Some(child) = self.children.remove(&pid) else {
-                log::debug!("spawner: reaped pid {pid}, not a child it started ({status:?})");
-                continue;
-            };
-            self.record.forget(pid);
-            // A child may say it is ready and end at once: the newline is
-            // still in the pipe, and comes before its end.
-            self.read_ready_pipe(pid);
-            if let Some(pipe) = self.ready_pipes.remove(&pid) {
-                self.unwatch_fd(&pipe, &format!("the readiness pipe of pid {pid}"));
-            }
-            log::debug!(
-                "spawner: {}#{} (pid {pid}, last request {}) ended: {status:?}",
-                child.service_id,
-                child.instance,
-                child.last_request.as_deref().unwrap_or("none"),
-            );
-            let (exit_code, exit_signal) = match status {
-                ExitStatusKind::Code(code) => (Some(code), None),
-                ExitStatusKind::Signal(signal) => (None, Some(signal)),
-            };
-            let ending = Ending {
-                exit_code,
-                exit_signal,
-                usage: Some(usage),
-            };
-            self.ended(pid, child, ending);
+            self.reaped(pid, status, usage);
         }
         Ok(())
+    }
+
+    /// Reaps its child `pid` if it has ended, and reports that.
+    fn reap_ended(&mut self, pid: u32) -> Result<(), SpawnerError> {
+        if self.children.contains_key(&pid)
+            && let Some((pid, status, usage)) =
+                sys::reap_child(pid).map_err(|source| SpawnerError::Reap { source })?
+        {
+            self.reaped(pid, status, usage);
+        }
+        Ok(())
+    }
+
+    /// Child `pid` was reaped: reports its end if it is one of its own.
+    fn reaped(&mut self, pid: u32, status: ExitStatusKind, usage: sys::Usage) {
+        let Some(child) = self.children.remove(&pid) else {
+            log::debug!("spawner: reaped pid {pid}, not a child it started ({status:?})");
+            return;
+        };
+        self.record.forget(pid);
+        // A child may say it is ready and end at once: the newline is
+        // still in the pipe, and comes before its end.
+        self.read_ready_pipe(pid);
+        if let Some(pipe) = self.ready_pipes.remove(&pid) {
+            self.unwatch_fd(&pipe, &format!("the readiness pipe of pid {pid}"));
+        }
+        log::debug!(
+            "spawner: {}#{} (pid {pid}, last request {}) ended: {status:?}",
+            child.service_id,
+            child.instance,
+            child.last_request.as_deref().unwrap_or("none"),
+        );
+        let (exit_code, exit_signal) = match status {
+            ExitStatusKind::Code(code) => (Some(code), None),
+            ExitStatusKind::Signal(signal) => (None, Some(signal)),
+        };
+        let ending = Ending {
+            exit_code,
+            exit_signal,
+            usage: Some(usage),
+        };
+        self.ended(pid, child, ending);
     }
 
     /// The main process `pid` of an instance ended: what is left in its

@@ -4,16 +4,22 @@
 //! what the node says. The node's record (`manager/record.rs`) keeps the
 //! users' wishes and grants nothing.
 //!
-//! Each start leaves a trace before the fork: an intent file
-//! (`intent.<n>`, created exclusively) naming the service instance. The
-//! child, after the fork and before its exec, appends its own
-//! `/proc/self/stat` line to it (one `write(2)` on a descriptor opened
-//! before the fork: async-signal-safe), so even a crash of the spawner
-//! between the fork and the record's update leaves the child's pid and
-//! start time on disk. After the spawn the process goes into the record
-//! (`processes`: written to `processes.tmp`, renamed over it), and only
-//! once that record is in place are the intents it covers removed. So at
-//! every instant each started process is in the record or in an intent.
+//! Each start leaves a trace before the child is cloned: an intent line
+//! naming the service instance, appended to the intents log (`intents`,
+//! opened `O_APPEND` once). The child, before its exec, appends its own
+//! `/proc/self/stat` line right after it (one `write(2)` on the log's
+//! descriptor: async-signal-safe; the spawner waits meanwhile, so the two
+//! lines are never separated), so even a crash of the spawner between the
+//! clone and the record's update leaves the child's pid and start time on
+//! disk. After the spawn the process goes into the record (`processes`:
+//! written to `processes.tmp`, renamed over it), and only once that record
+//! is in place is the log emptied (truncated: a burst of starts is one
+//! record write and one truncation). So at every instant each started
+//! process is in the record or in the log. (An intent file per start, as
+//! before, cost an inode each: ext4's allocator skips recently deleted
+//! inodes one by one, so each new file cost more than the last during a
+//! start of thousands. Intent files of an older spawner, `intent.<n>`, are
+//! still read, and removed after the first write.)
 //!
 //! The record is not fsynced: what it describes, running processes, cannot
 //! outlive the events fsync guards against (a power loss or kernel crash
@@ -42,16 +48,19 @@
 //! process <service> <instance> <pid> <start time>
 //! ```
 //!
-//! An intent file: `intent <service> <instance> boot=<boot id>`, then,
-//! once the child wrote it, the child's `/proc/self/stat` line. An intent
-//! of another boot names nothing: the same pid with the same start time
-//! (clock ticks after boot) may well name another process after a reboot.
+//! An intent: an empty line, `intent <service> <instance> boot=<boot id>`,
+//! then, once the child wrote it, the child's `/proc/self/stat` line (the
+//! empty line keeps a stat line its child was killed in the middle of
+//! writing apart from the next intent). An intent of another boot names
+//! nothing: the same pid with the same start time (clock ticks after
+//! boot) may well name another process after a reboot.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -63,8 +72,14 @@ const FILE_NAME: &str = "processes";
 const TEMP_FILE_NAME: &str = "processes.tmp";
 /// The lock file's name.
 const LOCK_NAME: &str = "lock";
-/// Intent files are `intent.<n>`.
+/// The intents log's file name.
+const INTENTS_NAME: &str = "intents";
+/// An older spawner's intent files are `intent.<n>`.
 const INTENT_PREFIX: &str = "intent.";
+/// How much of the log a start's intent and stat lines fill, at most, as
+/// read back for the start time (an intent line of a 64-byte service id,
+/// and a stat line of 52 numbers and a 16-byte name, take under 1 KiB).
+const INTENT_MAX: usize = 4096;
 /// The first line: the format and its version.
 const HEADER: &str = "snow-fox-spawner-record 1";
 /// How long a new spawner waits for the lock of an old one that is
@@ -93,21 +108,21 @@ pub(super) struct SpawnerRecord {
     _lock: File,
     boot_id: String,
     processes: BTreeMap<u32, RecordedProcess>,
-    next_intent: u64,
-    /// Intents whose processes are in `processes`, removed once it is
+    /// The intents log, appended to (close-on-exec, so no program a child
+    /// execs holds it).
+    intents: File,
+    /// Whether the log holds intents written since it was last emptied.
+    intents_written: bool,
+    /// An older spawner's intent files, removed once the record is
     /// written.
     covered: Vec<PathBuf>,
     changed: bool,
 }
 
-/// A start about to happen: its intent file, open for the child to write
-/// its own stat line to.
+/// A start about to happen: where its intent begins in the log.
 #[derive(Debug)]
 pub(super) struct Intent {
-    path: PathBuf,
-    /// The file the child writes to (close-on-exec, so the program it
-    /// execs does not hold it).
-    pub(super) file: File,
+    offset: u64,
 }
 
 /// Why the record cannot be used.
@@ -224,12 +239,24 @@ impl SpawnerRecord {
                 "read",
                 Path::new("/proc/sys/kernel/random/boot_id"),
             ))?;
+        let intents_path = dir.join(INTENTS_NAME);
+        let intents = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&intents_path)
+            .map_err(io_error("open", &intents_path))?;
         let mut record = SpawnerRecord {
             dir: dir.to_owned(),
             _lock: lock,
             boot_id,
             processes: BTreeMap::new(),
-            next_intent: 0,
+            intents,
+            // What an earlier spawner logged goes once this one's record,
+            // which then holds what still runs, is written.
+            intents_written: true,
             covered: Vec::new(),
             changed: true,
         };
@@ -241,21 +268,23 @@ impl SpawnerRecord {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => problems.push(format!("cannot read {}: {error}", path.display())),
         }
+        let mut log = String::new();
+        match (&record.intents).read_to_string(&mut log) {
+            Ok(_) => found.extend(parse_intents(&log, &record.boot_id)),
+            Err(error) => problems.push(format!("cannot read {}: {error}", intents_path.display())),
+        }
         let entries = fs::read_dir(dir).map_err(io_error("list", dir))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(number) = name
+            if !name
                 .to_str()
-                .and_then(|name| name.strip_prefix(INTENT_PREFIX))
-            else {
+                .is_some_and(|name| name.starts_with(INTENT_PREFIX))
+            {
                 continue;
-            };
-            if let Ok(number) = number.parse::<u64>() {
-                record.next_intent = record.next_intent.max(number + 1);
             }
             let path = entry.path();
             match fs::read_to_string(&path) {
-                Ok(text) => match parse_intent(&text, &record.boot_id) {
+                Ok(text) => match parse_intent_file(&text, &record.boot_id) {
                     Some(process) => found.push(process),
                     None => log::debug!(
                         "spawner record: {} names no process (its start failed, or its \
@@ -294,52 +323,52 @@ impl SpawnerRecord {
         found
     }
 
-    /// Writes the intent of starting `service_id` instance `instance`,
-    /// before the fork.
+    /// Appends the intent of starting `service_id` instance `instance`
+    /// to the log, before the child is cloned.
     pub(super) fn intent(
         &mut self,
         service_id: &str,
         instance: u32,
     ) -> Result<Intent, RecordError> {
-        let path = self
-            .dir
-            .join(format!("{INTENT_PREFIX}{}", self.next_intent));
-        self.next_intent += 1;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_APPEND)
-            .open(&path)
-            .map_err(|source| RecordError::Io {
-                doing: "create the intent",
-                path: path.clone(),
+        let failed = |doing| {
+            let path = self.dir.join(INTENTS_NAME);
+            move |source| RecordError::Io {
+                doing,
+                path,
                 source,
-            })?;
-        let line = format!("intent {service_id} {instance} boot={}\n", self.boot_id);
-        file.write_all(line.as_bytes())
-            .map_err(|source| RecordError::Io {
-                doing: "write the intent",
-                path: path.clone(),
-                source,
-            })?;
-        Ok(Intent { path, file })
+            }
+        };
+        let offset = (&self.intents)
+            .seek(SeekFrom::End(0))
+            .map_err(failed("find the end of"))?;
+        let line = format!("\nintent {service_id} {instance} boot={}\n", self.boot_id);
+        self.intents_written = true;
+        (&self.intents)
+            .write_all(line.as_bytes())
+            .map_err(failed("write an intent to"))?;
+        Ok(Intent { offset })
     }
 
-    /// The start `intent` was for did not happen: its file goes.
-    pub(super) fn abandon(&mut self, intent: Intent) {
-        if let Err(error) = fs::remove_file(&intent.path) {
-            log::warn!(
-                "spawner record: cannot remove {}: {error}",
-                intent.path.display()
-            );
-        }
+    /// The log, for a child to append its stat line to.
+    pub(super) fn intents_log(&self) -> BorrowedFd<'_> {
+        self.intents.as_fd()
     }
 
-    /// Records `process`, started under `intent`; the intent goes once
-    /// the record holding the process is written.
-    pub(super) fn started(&mut self, intent: Intent, process: RecordedProcess) {
-        self.covered.push(intent.path);
+    /// The start time the child started under `intent` wrote for itself,
+    /// read back from the log, when it is pid `pid`'s.
+    pub(super) fn written_start_time(&self, intent: &Intent, pid: u32) -> Option<u64> {
+        let mut bytes = vec![0; INTENT_MAX];
+        let read = self.intents.read_at(&mut bytes, intent.offset).ok()?;
+        let text = String::from_utf8_lossy(&bytes[..read]);
+        parse_intents(&text, &self.boot_id)
+            .first()
+            .filter(|process| process.pid == pid)
+            .map(|process| process.start_time)
+    }
+
+    /// Records `process`; the log entry of its start goes once the record
+    /// holding it is written.
+    pub(super) fn started(&mut self, process: RecordedProcess) {
         self.insert(process);
     }
 
@@ -397,6 +426,14 @@ impl SpawnerRecord {
             source,
         })?;
         self.changed = false;
+        if self.intents_written {
+            self.intents.set_len(0).map_err(|source| RecordError::Io {
+                doing: "empty",
+                path: self.dir.join(INTENTS_NAME),
+                source,
+            })?;
+            self.intents_written = false;
+        }
         for path in self.covered.drain(..) {
             if let Err(error) = fs::remove_file(&path)
                 && error.kind() != io::ErrorKind::NotFound
@@ -430,11 +467,30 @@ fn parse_process(line: &str) -> Option<RecordedProcess> {
     })
 }
 
-/// The process an intent of boot `boot_id` names, once its child wrote
-/// its stat line.
-fn parse_intent(text: &str, boot_id: &str) -> Option<RecordedProcess> {
+/// The processes the intents log `text` of boot `boot_id` names: each
+/// intent line with the stat line its child wrote after it, if it got so
+/// far (a line that is neither, such as a stat line cut short, names
+/// nothing).
+fn parse_intents(text: &str, boot_id: &str) -> Vec<RecordedProcess> {
+    let mut lines = text.lines().filter(|line| !line.is_empty()).peekable();
+    let mut found = Vec::new();
+    while let Some(head) = lines.next() {
+        let stat = lines.next_if(|line| !line.starts_with("intent "));
+        found.extend(parse_intent(head, stat, boot_id));
+    }
+    found
+}
+
+/// The process an older spawner's intent file names.
+fn parse_intent_file(text: &str, boot_id: &str) -> Option<RecordedProcess> {
     let mut lines = text.lines();
-    let mut head = lines.next()?.split(' ');
+    parse_intent(lines.next()?, lines.next(), boot_id)
+}
+
+/// The process intent line `head` of boot `boot_id` names, with the stat
+/// line its child wrote.
+fn parse_intent(head: &str, stat: Option<&str>, boot_id: &str) -> Option<RecordedProcess> {
+    let mut head = head.split(' ');
     if head.next()? != "intent" {
         return None;
     }
@@ -443,7 +499,7 @@ fn parse_intent(text: &str, boot_id: &str) -> Option<RecordedProcess> {
     if !head.any(|field| field.strip_prefix("boot=") == Some(boot_id)) {
         return None;
     }
-    let stat = lines.next()?;
+    let stat = stat.filter(|stat| whole_stat(stat))?;
     let pid = stat.split(' ').next()?.parse().ok()?;
     let start_time = sys::parse_start_time(stat)?;
     Some(RecordedProcess {
@@ -452,6 +508,16 @@ fn parse_intent(text: &str, boot_id: &str) -> Option<RecordedProcess> {
         pid,
         start_time,
     })
+}
+
+/// Whether `stat` is a whole `/proc/<pid>/stat` line: the 52 fields the
+/// kernel writes (since Linux 3.5), the last at least begun, so that its
+/// start time (field 22) is intact even when the child's write of it was
+/// cut short (a write that crosses a page can stop between pages when
+/// its writer is killed).
+fn whole_stat(stat: &str) -> bool {
+    stat.rsplit_once(')')
+        .is_some_and(|(_, fields)| fields.split_whitespace().count() >= 50)
 }
 
 /// Refuses `dir` unless it is a directory only its owner (this user) can
@@ -522,8 +588,17 @@ mod tests {
         dir
     }
 
+    /// Appends `text` to the intents log as a child does.
+    fn append_as_child(dir: &Path, text: &str) {
+        let mut log = OpenOptions::new()
+            .append(true)
+            .open(dir.join(INTENTS_NAME))
+            .unwrap();
+        log.write_all(text.as_bytes()).unwrap();
+    }
+
     #[test]
-    fn a_record_survives_its_writer_and_intents_name_their_children() {
+    fn a_record_survives_its_writer_and_the_log_names_children_started_since() {
         let base = temp_dir("round");
         let dir = base.join("spawner");
         let (mut record, found, problems) = SpawnerRecord::open(&dir).unwrap();
@@ -534,28 +609,60 @@ mod tests {
             pid: 4242,
             start_time: 77,
         };
-        let intent = record.intent("web", 2).unwrap();
-        let intent_path = intent.path.clone();
-        record.started(intent, process.clone());
-        // An intent a child wrote its stat line to, not yet in the record.
-        let mut orphan = record.intent("db", 0).unwrap();
-        let own_stat = fs::read_to_string("/proc/self/stat").unwrap();
-        orphan.file.write_all(own_stat.as_bytes()).unwrap();
-        record.intent("never", 0).unwrap();
+        record.intent("web", 2).unwrap();
+        record.started(process.clone());
         record.save().unwrap();
-        assert!(!intent_path.exists(), "a covered intent goes once written");
-        drop(record);
+        let log = dir.join(INTENTS_NAME);
+        assert_eq!(fs::metadata(&log).unwrap().len(), 0, "emptied once covered");
 
-        let (_record, found, problems) = SpawnerRecord::open(&dir).unwrap();
-        assert_eq!(problems, Vec::<String>::new());
+        // Starts after that write, then a crash before the next: a child
+        // that wrote its stat line, one that did not get so far, one cut
+        // short in the middle of its line.
+        let own_stat = fs::read_to_string("/proc/self/stat").unwrap();
         let me = RecordedProcess {
             service_id: "db".into(),
             instance: 0,
             pid: std::process::id(),
             start_time: sys::process_start_time(std::process::id()).unwrap(),
         };
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found.contains(&process) && found.contains(&me), "{found:?}");
+        let started = record.intent("db", 0).unwrap();
+        append_as_child(&dir, &own_stat);
+        record.intent("never", 0).unwrap();
+        record.intent("cut", 0).unwrap();
+        append_as_child(&dir, &own_stat[..own_stat.len() / 2]);
+        record.intent("after", 0).unwrap();
+        assert_eq!(
+            record.written_start_time(&started, me.pid),
+            Some(me.start_time)
+        );
+        assert_eq!(record.written_start_time(&started, me.pid + 1), None);
+        drop(record);
+
+        let (_record, found, problems) = SpawnerRecord::open(&dir).unwrap();
+        assert_eq!(problems, Vec::<String>::new());
+        assert_eq!(found, [process, me]);
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn an_older_spawners_intent_files_are_read_and_go_after_the_first_write() {
+        let base = temp_dir("older");
+        let dir = base.join("spawner");
+        let (record, _, _) = SpawnerRecord::open(&dir).unwrap();
+        let boot = record.boot_id.clone();
+        drop(record);
+        let own_stat = fs::read_to_string("/proc/self/stat").unwrap();
+        let old = dir.join("intent.7");
+        fs::write(&old, format!("intent db 0 boot={boot}\n{own_stat}")).unwrap();
+        let (mut record, found, problems) = SpawnerRecord::open(&dir).unwrap();
+        assert_eq!(problems, Vec::<String>::new());
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].service_id.as_str(), found[0].pid),
+            ("db", std::process::id())
+        );
+        record.save().unwrap();
+        assert!(!old.exists());
         fs::remove_dir_all(base).unwrap();
     }
 
