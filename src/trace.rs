@@ -286,22 +286,65 @@ impl CorrelationTable {
         path: &[(Role, Role)],
         at_unix_us: u64,
     ) -> Result<(), DuplicateId> {
-        let Some(id) = message.correlation() else {
-            for (from, to) in path {
-                log_hop(*from, *to, message);
-            }
-            return Ok(());
-        };
         let hops = path.iter().map(|&(from, to)| {
             log_hop(from, to, message);
             HopRecord::of(from, to, message, at_unix_us)
         });
+        self.enter(message.correlation(), hops, None)
+    }
+
+    /// Enters a request io answered itself at `at_unix_us` (node info, from
+    /// the manager's published answer) with a final reply of code
+    /// `reply_code` under the same id: the hops client → io and io →
+    /// client, done, in one lookup. Refused like
+    /// [`CorrelationTable::begin`] while a request with that id is in
+    /// flight.
+    pub fn begin_answered<M: Envelope>(
+        &mut self,
+        request: &M,
+        reply_code: i32,
+        at_unix_us: u64,
+    ) -> Result<(), DuplicateId> {
+        log_hop(Role::Client, Role::Io, request);
+        log::trace!(
+            "[{}] io -> client: {}",
+            request.correlation().unwrap_or("-"),
+            M::PROTOCOL.code_name(reply_code)
+        );
+        let reply = HopRecord {
+            code: reply_code,
+            from: Role::Io,
+            to: Role::Client,
+            ..HopRecord::of(Role::Client, Role::Io, request, at_unix_us)
+        };
+        let hops = [
+            HopRecord::of(Role::Client, Role::Io, request, at_unix_us),
+            reply,
+        ];
+        self.enter(
+            request.correlation(),
+            hops.into_iter(),
+            Some(RequestState::Done),
+        )
+    }
+
+    /// Enters a request of id `id` with `hops`: in flight, or ended in
+    /// `answered` (evictable at once). No id: nothing is kept.
+    fn enter(
+        &mut self,
+        id: Option<&str>,
+        hops: impl Iterator<Item = HopRecord>,
+        answered: Option<RequestState>,
+    ) -> Result<(), DuplicateId> {
+        let Some(id) = id else {
+            hops.for_each(drop);
+            return Ok(());
+        };
         let generation = self.take_generation();
         // The key is made before the lookup, so that a new id (the usual
         // case) is hashed once; a reused id only drops it.
         let key: Arc<str> = Arc::from(id);
-        let slot = match self.entries.entry(key) {
-            hash_map::Entry::Occupied(slot) => slot,
+        let entry = match self.entries.entry(key) {
             hash_map::Entry::Vacant(slot) => {
                 let mut list = self.spare_hops.pop().unwrap_or_default();
                 list.reserve(USUAL_HOPS);
@@ -314,28 +357,36 @@ impl CorrelationTable {
                     hops: list,
                 };
                 self.entry_bytes += entry.bytes();
-                slot.insert(entry);
-                self.evict();
-                return Ok(());
+                slot.insert(entry)
+            }
+            hash_map::Entry::Occupied(slot) => {
+                let entry = slot.into_mut();
+                if entry.state == RequestState::InFlight {
+                    return Err(DuplicateId);
+                }
+                if entry.evictable {
+                    self.evictable -= 1;
+                }
+                let before = entry.bytes();
+                entry.state = RequestState::InFlight;
+                entry.generation = generation;
+                entry.evictable = false;
+                entry.hops.clear();
+                entry.hops.extend(hops);
+                self.entry_bytes = self.entry_bytes - before + entry.bytes();
+                entry
             }
         };
-        {
-            let entry = slot.into_mut();
-            if entry.state == RequestState::InFlight {
-                return Err(DuplicateId);
-            }
-            if entry.evictable {
-                self.evictable -= 1;
-            }
-            let before = entry.bytes();
-            entry.state = RequestState::InFlight;
-            entry.generation = generation;
-            entry.evictable = false;
-            entry.hops.clear();
-            entry.hops.extend(hops);
-            self.entry_bytes = self.entry_bytes - before + entry.bytes();
-            Ok(())
+        if let Some(state) = answered {
+            entry.state = state;
+            entry.evictable = true;
+            self.evictions.push_back((entry.key.clone(), generation));
+            self.evictable += 1;
+            // All its hops take one reading of the clock.
+            self.latency.observe(0);
         }
+        self.evict();
+        Ok(())
     }
 
     /// Records that `message` went from `from` to `to`. Every hop of every
@@ -369,18 +420,6 @@ impl CorrelationTable {
                 HopRecord::of(Role::Io, Role::Client, message, written_unix_us),
             ];
             self.push_hops(id, hops, last);
-        }
-    }
-
-    /// Records the final reply io gave itself to a request it answered
-    /// without the manager (node info, from the manager's published
-    /// answer): the hop from io to the client at `at_unix_us`, which ends
-    /// the request.
-    pub fn answered_by_io<M: Envelope>(&mut self, reply: &M, at_unix_us: u64) {
-        log_hop(Role::Io, Role::Client, reply);
-        if let Some(id) = reply.correlation() {
-            let hop = HopRecord::of(Role::Io, Role::Client, reply, at_unix_us);
-            self.push_hops(id, [hop], Some(RequestState::Done));
         }
     }
 

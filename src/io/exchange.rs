@@ -464,14 +464,10 @@ pub fn answer_locally(
     local: &mut Vec<LocalRequest>,
     mut answered: impl FnMut(LocalRequest, Result<(), DuplicateId>),
 ) {
-    const PATH: [(Role, Role); 1] = [(Role::Client, Role::Io)];
     let now = now_unix_us();
-    for mut request in local.drain(..) {
-        let begun = table.begin(&request.message, &PATH, now);
-        if begun.is_ok() {
-            request.message.code = Code::NodeInfoResponse as i32;
-            table.answered_by_io(&request.message, now);
-        }
+    for request in local.drain(..) {
+        let code = Code::NodeInfoResponse as i32;
+        let begun = table.begin_answered(&request.message, code, now);
         answered(request, begun);
     }
 }

@@ -378,6 +378,10 @@ impl Io {
                         }
                         if event.is_writable() {
                             self.flush(token);
+                            // Replies written may ease a connection paused
+                            // with none in flight elsewhere (all answered
+                            // here) that nothing else would resume.
+                            self.resume(token, &mut scratch);
                         }
                     }
                 }

@@ -65,7 +65,7 @@ impl Manager {
             }
         };
         for (id, Desired { wish, version }) in record.desired {
-            match self.services.get_mut(&id) {
+            match self.registry.get_mut(&id) {
                 Some(service) if service.version == version => service.desired = Some(wish),
                 _ => {
                     log::info!("{id} changed or is gone: its recorded desired state is dropped");
@@ -74,7 +74,7 @@ impl Manager {
             }
         }
         for (id, Enabled { on, version }) in record.enabled {
-            match self.services.get_mut(&id) {
+            match self.registry.get_mut(&id) {
                 Some(service) if service.version == version => service.enabled = Some(on),
                 _ => {
                     log::info!("{id} changed or is gone: its recorded enable/disable is dropped");
@@ -98,7 +98,7 @@ impl Manager {
                     // written: from the definition current then, most
                     // likely this one, and never restarted.
                     version: self
-                        .services
+                        .registry
                         .get(&process.service_id)
                         .map(|service| service.version.clone())
                         .unwrap_or_default(),
@@ -110,7 +110,7 @@ impl Manager {
                 });
             if self.adopt(&recorded, now) {
                 self.record_health.adopted += 1;
-                if self.services[&recorded.service].version != recorded.version {
+                if self.registry[&recorded.service].version != recorded.version {
                     outdated.push((recorded.service, recorded.index as usize));
                 }
             } else {
@@ -138,7 +138,7 @@ impl Manager {
         } = recorded;
         let name = format!("{id}.{index} (pid {pid})");
         let instance = self
-            .services
+            .registry
             .get(id)
             .and_then(|service| service.instances.get(*index as usize));
         let free = instance.is_some_and(|instance| instance.state == State::Stopped);
@@ -176,7 +176,7 @@ impl Manager {
             }
         }
         let index = *index as usize;
-        if let Some(service) = self.services.get_mut(id) {
+        if let Some(service) = self.registry.get_mut(id) {
             service.start_times[index] = Some(*start_time);
             service.instances[index].restarts = recorded.restarts;
         }
@@ -195,7 +195,7 @@ impl Manager {
     /// What the state record must hold now.
     pub(super) fn record(&self) -> Record {
         let desired = self
-            .services
+            .registry
             .values()
             .filter_map(|service| {
                 let wish = service.desired?;
@@ -204,7 +204,7 @@ impl Manager {
             })
             .collect();
         let enabled = self
-            .services
+            .registry
             .values()
             .filter_map(|service| {
                 let on = service.enabled?;
@@ -213,7 +213,7 @@ impl Manager {
             })
             .collect();
         let instances = self
-            .services
+            .registry
             .values()
             .flat_map(|service| {
                 service

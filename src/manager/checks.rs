@@ -207,7 +207,7 @@ impl Manager {
     /// Starts, keeps or drops the checking of instance `index` of `id` by
     /// its state now.
     pub(super) fn sync_checks(&mut self, id: &str, index: usize, now: Instant) {
-        let Some(service) = self.services.get(id) else {
+        let Some(service) = self.registry.get(id) else {
             return;
         };
         let Some(instance) = service.instances.get(index) else {
@@ -370,7 +370,7 @@ impl Manager {
             }
             Probe::Command(argv) => {
                 let (id, index, _) = &key;
-                let Some(service) = self.services.get(id) else {
+                let Some(service) = self.registry.get(id) else {
                     return;
                 };
                 let mut request = self.start_process(&service.config, *index as usize);
@@ -468,7 +468,7 @@ impl Manager {
             (Stage::Ready, Err(reason)) => {
                 log::debug!("{id}.{index} (pid {pid}) not ready yet: {what}: {reason}");
                 if let Some(instance) = self
-                    .services
+                    .registry
                     .get_mut(id)
                     .and_then(|service| service.instances.get_mut(*index as usize))
                 {
@@ -501,7 +501,7 @@ impl Manager {
     /// Sets the reason the next event of instance `index` of `id` gives.
     pub(super) fn note(&mut self, id: &str, index: u32, reason: String) {
         if let Some(note) = self
-            .services
+            .registry
             .get_mut(id)
             .and_then(|service| service.notes.get_mut(index as usize))
         {

@@ -206,7 +206,7 @@ impl Manager {
                 .services
                 .keys()
                 .filter(|id| {
-                    self.services.get(*id).is_some_and(|service| {
+                    self.registry.get(id).is_some_and(|service| {
                         service.replacement.is_none()
                             && service.hold.is_none()
                             && service.instances.iter().all(|i| i.state == State::Stopped)
@@ -291,7 +291,7 @@ impl Manager {
             .keys()
             .filter_map(|local| {
                 let (id, index) = local.rsplit_once('@')?;
-                let instance = self.services.get(local)?.instances.first()?;
+                let instance = self.registry.get(local)?.instances.first()?;
                 Some(mc::instance_states::State {
                     service_id: id.to_owned(),
                     index: index.parse().ok()?,

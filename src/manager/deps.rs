@@ -92,7 +92,7 @@ impl Manager {
         now: Instant,
     ) {
         for required in Graph::new(&self.config.services).requirements(id) {
-            let Some(service) = self.services.get_mut(&required) else {
+            let Some(service) = self.registry.get_mut(&required) else {
                 continue;
             };
             let pulled = required != id;
@@ -133,10 +133,10 @@ impl Manager {
         correlation: &str,
         now: Instant,
     ) -> Vec<String> {
-        let dependents = self.required_by.dependents(id);
+        let dependents = self.registry.dependents(id);
         let mut stopped = Vec::new();
         for dependent in dependents {
-            let Some(service) = self.services.get_mut(&dependent) else {
+            let Some(service) = self.registry.get_mut(&dependent) else {
                 continue;
             };
             let down = service.instances.iter().all(|i| i.state.is_down());
@@ -161,7 +161,7 @@ impl Manager {
 
     /// Holds a stop of `id` until what depends on it is down.
     pub(super) fn hold_stop(&mut self, id: &str, correlation: &str) {
-        if let Some(service) = self.services.get_mut(id) {
+        if let Some(service) = self.registry.get_mut(id) {
             service.hold = Some(Hold::Stop {
                 correlation: correlation.to_owned(),
             });
@@ -175,7 +175,7 @@ impl Manager {
         loop {
             // Services that lost their hold (or went with a reload) leave
             // the set.
-            let services = &self.services;
+            let services = &self.registry;
             self.held.retain(|id| {
                 services
                     .get(id)
@@ -185,7 +185,7 @@ impl Manager {
                 .held
                 .iter()
                 .filter_map(|id| {
-                    let hold = self.services.get(id)?.hold.clone()?;
+                    let hold = self.registry.get(id)?.hold.clone()?;
                     let due = match hold {
                         Hold::Start { .. } => self.waiting_for(id).is_empty(),
                         Hold::Stop { .. } => self.stop_turn_come(id),
@@ -197,7 +197,7 @@ impl Manager {
                 return;
             }
             for (id, hold) in due {
-                if let Some(service) = self.services.get_mut(&id) {
+                if let Some(service) = self.registry.get_mut(&id) {
                     service.hold = None;
                 }
                 match hold {
@@ -216,14 +216,14 @@ impl Manager {
             return Vec::new();
         };
         let required = config.requires.iter().filter(|required| {
-            self.services
-                .get(*required)
+            self.registry
+                .get(required)
                 .is_some_and(|service| !is_up(service))
         });
         let after = config
             .after
             .iter()
-            .filter(|after| self.services.get(*after).is_some_and(is_coming));
+            .filter(|after| self.registry.get(after).is_some_and(is_coming));
         required.chain(after).cloned().collect()
     }
 
@@ -231,18 +231,18 @@ impl Manager {
     fn stop_turn_come(&self, id: &str) -> bool {
         Graph::new(&self.config.services)
             .stop_before(id)
-            .all(|dependent| !self.services.get(dependent).is_some_and(is_going))
+            .all(|dependent| !self.registry.get(dependent).is_some_and(is_going))
     }
 
     /// Why the held start of `id` cannot happen: a service it waits for
     /// gave up.
     pub(super) fn blocked_start(&self, id: &str) -> Option<String> {
-        let service = self.services.get(id)?;
+        let service = self.registry.get(id)?;
         if !matches!(service.hold, Some(Hold::Start { .. })) {
             return None;
         }
         self.waiting_for(id).into_iter().find_map(|required| {
-            let failed = self.services.get(&required).is_some_and(|service| {
+            let failed = self.registry.get(&required).is_some_and(|service| {
                 service
                     .instances
                     .iter()
@@ -263,7 +263,7 @@ impl Manager {
             .map(|service| service.id.clone())
             .collect();
         for dependent in dependents {
-            let Some(service) = self.services.get_mut(&dependent) else {
+            let Some(service) = self.registry.get_mut(&dependent) else {
                 continue;
             };
             let wanted = service.instances.iter().any(|i| i.wanted);
@@ -278,7 +278,7 @@ impl Manager {
             }
             self.drive(&dependent, Event::Stop, &correlation, now);
             if self.shutdown.is_none()
-                && let Some(service) = self.services.get_mut(&dependent)
+                && let Some(service) = self.registry.get_mut(&dependent)
             {
                 service.hold = Some(Hold::Start { correlation });
                 self.held.insert(dependent);
@@ -288,7 +288,7 @@ impl Manager {
 
     /// Whether service `id` is up, for [`Manager::requirement_lost`].
     pub(super) fn service_is_up(&self, id: &str) -> bool {
-        self.services.get(id).is_some_and(is_up)
+        self.registry.get(id).is_some_and(is_up)
     }
 
     /// A service's colour in status and node info: yellow with what it

@@ -117,7 +117,7 @@ impl Manager {
 
     fn instance_families(&self, text: &mut String, now: Instant) {
         let instances: Vec<_> = self
-            .services
+            .registry
             .values()
             .flat_map(|service| {
                 service

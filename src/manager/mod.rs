@@ -44,12 +44,15 @@
 //! for TCP checks and reads its results in this loop's `select!`). A
 //! `ServiceStart` is answered once the service is ready (or failed).
 //!
-//! Its methods are split by concern: this file has the loop, the service
-//! registry and the work with the spawner; `requests.rs` checks, dispatches
-//! and answers client requests; `adoption.rs` re-adopts recorded processes
-//! and writes the record; `reload.rs` moves the services to a reloaded
-//! configuration; `waiters.rs` owns the requests awaiting a service's
-//! state. Each pass reads the clock once and hands that `now` to every
+//! It is split by what each part owns: `registry.rs` the services, their
+//! instances and the indexes kept with them (timers by deadline, pids,
+//! who requires what), changed only through its `on_event`; `asks.rs` the
+//! spawner requests awaiting answers; `waiters.rs` the client requests
+//! awaiting a service's state; `subscriptions.rs` the event subscriptions;
+//! `checks.rs` the readiness and health checks. This file has the loop and
+//! the work with the spawner; `requests.rs` checks, dispatches and answers
+//! client requests; `adoption.rs` re-adopts recorded processes and writes
+//! the record; `reload.rs` moves the services to a reloaded configuration. Each pass reads the clock once and hands that `now` to every
 //! decision, so `sim.rs` (tests) drives the same code on a fake clock with
 //! a fake spawner.
 //!
@@ -65,11 +68,13 @@ pub mod instance;
 mod logs;
 mod metrics;
 mod record;
+mod registry;
 mod reload;
 mod requests;
 #[cfg(test)]
 mod sim;
 mod status;
+mod subscriptions;
 #[cfg(test)]
 mod tests;
 mod usage;
@@ -86,7 +91,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
 use crate::cgroup::InstanceCgroup;
-use crate::conf::deps::RequiredBy;
 use crate::conf::{Config, OnNodeExit, Output, ReadySignal, ServiceConfig};
 use crate::sys;
 use crate::trace::{Role, Tracer, now_unix_us};
@@ -110,9 +114,11 @@ use deps::Hold;
 use ds::service_table::output as table_output;
 use instance::{Effect, Event, ExitStatus, Instance, State};
 use record::{Desired, Enabled, Record, RecordedInstance, Wish};
+use registry::Registry;
 pub use reload::service_table;
 use reload::work_dir_text;
 use status::{Clock, EntryCache, instance_status, overall, system_status};
+use subscriptions::Subscriptions;
 use usage::{LastRun, Usage};
 use waiters::{Waiter, Waiters};
 
@@ -303,20 +309,13 @@ pub struct Manager {
     identity: NodeIdentity,
     client_prefix: String,
     clock: Clock,
-    services: BTreeMap<String, Service>,
+    /// The services, their instances and the indexes kept with them.
+    registry: Registry,
     /// The services with a `hold` (and perhaps some whose hold went:
     /// skipped and dropped when holds are released), so that releasing
     /// holds looks at those alone, not at every service, once per request
     /// of a start of thousands.
     held: BTreeSet<String>,
-    /// Every instance timer by deadline, kept by [`Manager::apply`], the
-    /// one place instances change, so that a loop pass does not walk every
-    /// instance to find the next one. Entries of replaced services may
-    /// linger until due; they are then skipped.
-    timers: BTreeSet<(Instant, String, usize)>,
-    pids: HashMap<u32, (String, u32)>,
-    /// Who requires each service, kept with `config.services`.
-    required_by: RequiredBy,
     asked: Asks,
     /// Client `ServiceSignal`s waiting for the spawner's answers, by
     /// correlation id.
@@ -325,7 +324,8 @@ pub struct Manager {
     to_spawner: VecDeque<ms::Message>,
     /// Requests answered when their service reaches a state.
     waiters: Waiters,
-    subscribers: Vec<(ConnectionId, String)>,
+    /// Who gets every `Event`.
+    subscriptions: Subscriptions,
     /// The thread that serves `LogsRequest`s.
     log_reader: logs::LogReader,
     outgoing: Vec<ClientReply>,
@@ -364,18 +364,7 @@ impl Manager {
     ) -> Manager {
         let now = Instant::now();
         let (cluster, from_cluster) = ClusterSide::new(links.cluster.take());
-        let required_by = RequiredBy::new(&config.services);
-        let services = config
-            .services
-            .values()
-            .map(|service| {
-                let version = config.service_versions.get(&service.id).cloned();
-                (
-                    service.id.clone(),
-                    Service::new(service.clone(), version.unwrap_or_default(), now),
-                )
-            })
-            .collect();
+        let registry = Registry::new(&config, now);
         Manager {
             log_reader: logs::LogReader::new(links.to_io.clone()),
             links,
@@ -384,16 +373,13 @@ impl Manager {
             identity,
             client_prefix: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
             clock: Clock::new(),
-            services,
-            timers: BTreeSet::new(),
+            registry,
             held: BTreeSet::new(),
-            pids: HashMap::new(),
-            required_by,
             asked: Asks::default(),
             signals: HashMap::new(),
             to_spawner: VecDeque::new(),
             waiters: Waiters::default(),
-            subscribers: Vec::new(),
+            subscriptions: Subscriptions::default(),
             outgoing: Vec::new(),
             reload_error: None,
             cgroups: None,
@@ -483,20 +469,20 @@ impl Manager {
         let outdated = self.readopt(known, now);
         // The cluster's instances start when the cluster confirms them.
         let ids: Vec<String> = self
-            .services
+            .registry
             .keys()
             .filter(|id| !self.cluster.has(id))
             .cloned()
             .collect();
         // Failed ones first, so that no autostart pulls them in again.
         for id in &ids {
-            if self.services[id].desired == Some(Wish::Failed) {
+            if self.registry[id].desired == Some(Wish::Failed) {
                 let correlation = format!("record:{id}:{}", uuid::Uuid::new_v4().simple());
                 self.drive(id, Event::GaveUpBefore, &correlation, now);
             }
         }
         for id in ids {
-            let service = &self.services[&id];
+            let service = &self.registry[&id];
             let event = match (service.desired, service.is_enabled()) {
                 (Some(Wish::Failed), _) => continue,
                 (Some(Wish::Down), _) => Event::Stop,
@@ -511,7 +497,7 @@ impl Manager {
             }
         }
         for (id, index) in outdated {
-            if self.services[&id].desired != Some(Wish::Down) {
+            if self.registry[&id].desired != Some(Wish::Down) {
                 log::info!(
                     "{id}.{index} was started from an older definition of {id}: restarting it"
                 );
@@ -697,8 +683,7 @@ impl Manager {
             }
             IoEvent::Closed(connection) => {
                 self.log_reader.closed(connection);
-                self.subscribers
-                    .retain(|(subscriber, _)| *subscriber != connection);
+                self.subscriptions.closed(connection);
                 self.waiters.closed(connection);
                 self.signals
                     .retain(|_, pending| pending.connection != connection);
@@ -710,7 +695,7 @@ impl Manager {
     /// Applies `event` to every instance of service `id`.
     fn drive(&mut self, id: &str, event: Event, correlation: &str, now: Instant) {
         let count = self
-            .services
+            .registry
             .get(id)
             .map_or(0, |service| service.instances.len());
         for index in 0..count {
@@ -729,56 +714,14 @@ impl Manager {
         now: Instant,
     ) {
         let was_up = self.service_is_up(id);
-        let Some(service) = self.services.get_mut(id) else {
+        let Some(change) = self.registry.on_event(id, index, event, correlation, now) else {
             return;
         };
-        let Some(instance) = service.instances.get_mut(index) else {
-            return;
-        };
-        if let Some(correlation) = correlation {
-            service.operations[index] = Some(correlation.to_owned());
-        }
-        let before = (instance.state, instance.pid);
-        let old_pid = instance.pid;
-        let old_timer = instance.timer;
-        let note = service.notes[index].take();
-        let effects = instance.on_event(event, now, &service.config);
-        let after = (instance.state, instance.pid);
-        if before != after {
-            if let Some(note) = note {
-                instance.reason = note;
-            }
-            log::info!(
-                "{id}.{index}: {}: {}",
-                instance.state.as_str(),
-                instance.reason
-            );
-            if instance.state == State::Failed && service.desired != Some(Wish::Failed) {
-                service.desired = Some(Wish::Failed);
-                self.record_changed = true;
-            }
-        }
-        if old_timer != instance.timer {
-            if let Some(at) = old_timer {
-                self.timers.remove(&(at, id.to_owned(), index));
-            }
-            if let Some(at) = instance.timer {
-                self.timers.insert((at, id.to_owned(), index));
-            }
-        }
-        if old_pid != instance.pid {
-            self.record_changed = true;
-            if let Some(pid) = old_pid {
-                self.pids.remove(&pid);
-            }
-            if let Some(pid) = instance.pid {
-                self.pids.insert(pid, (id.to_owned(), index as u32));
-            }
-        }
-        for effect in effects {
+        self.record_changed |= change.recorded;
+        for effect in change.effects {
             self.carry_out(id, index, effect, now);
         }
-        if before != after {
+        if change.moved {
             self.cluster.note_change(id);
             self.sync_checks(id, index, now);
             self.publish(id, index);
@@ -786,7 +729,7 @@ impl Manager {
                 self.requirement_lost(id, now);
             }
             self.settle_waiters(id, now);
-            for dependent in self.required_by.dependents(id) {
+            for dependent in self.registry.dependents(id) {
                 self.settle_waiters(&dependent, now);
             }
             self.apply_replacement(id, now);
@@ -794,7 +737,7 @@ impl Manager {
     }
 
     fn carry_out(&mut self, id: &str, index: usize, effect: Effect, now: Instant) {
-        let Some(service) = self.services.get(id) else {
+        let Some(service) = self.registry.get(id) else {
             return;
         };
         let correlation = service.operations[index].clone();
@@ -876,7 +819,7 @@ impl Manager {
             return;
         };
         let answer = if pending.refusals.is_empty() {
-            let status = self.status_of(self.services.get(&pending.service));
+            let status = self.status_of(self.registry.get(&pending.service));
             Ok(Some((Code::Ack, Body::Encoded(status))))
         } else {
             Err(RequestError::new(
@@ -988,7 +931,7 @@ impl Manager {
                 Some(Asked::Check { key }) => self.check_started(key, started.pid, now),
                 Some(Asked::Start { service, index }) => {
                     log::info!("{service}.{index} started as pid {}", started.pid);
-                    if let Some(entry) = self.services.get_mut(&service) {
+                    if let Some(entry) = self.registry.get_mut(&service) {
                         if let Some(slot) = entry.start_times.get_mut(index as usize) {
                             *slot = started.start_time;
                         }
@@ -1044,7 +987,7 @@ impl Manager {
                 if self.check_exited(exited.pid, exited.exit_code, now) {
                     return;
                 }
-                if let Some((service, index)) = self.pids.get(&exited.pid).cloned() {
+                if let Some((service, index)) = self.registry.by_pid(exited.pid) {
                     log::info!(
                         "{service}.{index} (pid {}) exited: {}",
                         exited.pid,
@@ -1055,7 +998,7 @@ impl Manager {
                 }
             }
             Ok(ManagerSpawner::ProcessReady(ready)) => {
-                if let Some((service, index)) = self.pids.get(&ready.pid).cloned() {
+                if let Some((service, index)) = self.registry.by_pid(ready.pid) {
                     log::info!("{service}.{index} (pid {}) is ready", ready.pid);
                     let fd = match self.config.services.get(&service).map(|s| &s.ready.signal) {
                         Some(ReadySignal::Fd(fd)) => *fd,
@@ -1100,7 +1043,7 @@ impl Manager {
         exited: &ms::ProcessExited,
         now: Instant,
     ) {
-        let Some(service) = self.services.get_mut(id) else {
+        let Some(service) = self.registry.get_mut(id) else {
             return;
         };
         let memory_max = service.config.resources.limits.memory_max;
@@ -1127,7 +1070,7 @@ impl Manager {
     /// An adopted process the spawner cannot watch: as good as ended, with
     /// its status unknown.
     fn lost_adopted(&mut self, pid: u32, reason: &str, now: Instant) {
-        if let Some((service, index)) = self.pids.get(&pid).cloned() {
+        if let Some((service, index)) = self.registry.by_pid(pid) {
             log::warn!("{service}.{index} (adopted pid {pid}) is lost: {reason}");
             self.apply(
                 &service,
@@ -1154,12 +1097,12 @@ impl Manager {
                     self.answer(waiter.connection, waiter.correlation, Err(error));
                 }
                 let stopping: Vec<String> = self
-                    .services
+                    .registry
                     .values()
                     .filter(|service| service.config.on_node_exit == OnNodeExit::Stop)
                     .map(|service| service.config.id.clone())
                     .collect();
-                for service in self.services.values_mut() {
+                for service in self.registry.values_mut() {
                     service.hold = None;
                 }
                 for id in stopping {
@@ -1196,7 +1139,7 @@ impl Manager {
     fn all_stopping_done(&self) -> bool {
         !self.spawner_alive
             || self
-                .services
+                .registry
                 .values()
                 .filter(|service| service.config.on_node_exit == OnNodeExit::Stop)
                 .all(|service| service.instances.iter().all(|i| i.state.is_down()))
@@ -1212,8 +1155,8 @@ impl Manager {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let timer = self.timers.first().map(|(at, _, _)| *at);
-        timer
+        self.registry
+            .next_timer()
             .into_iter()
             .chain(self.waiters.next_deadline())
             .chain(self.checks.next_deadline())
@@ -1222,25 +1165,7 @@ impl Manager {
     }
 
     fn on_timers(&mut self, now: Instant) {
-        let mut due = Vec::new();
-        while let Some(entry) = self.timers.first()
-            && entry.0 <= now
-        {
-            let Some((_, id, index)) = self.timers.pop_first() else {
-                break;
-            };
-            // An entry outlives its instance when a reload replaces the
-            // service: only a timer the instance still has is due.
-            let still_set = self
-                .services
-                .get(&id)
-                .and_then(|service| service.instances.get(index))
-                .is_some_and(|instance| instance.timer.is_some_and(|at| at <= now));
-            if still_set {
-                due.push((id, index));
-            }
-        }
-        for (id, index) in due {
+        for (id, index) in self.registry.take_due(now) {
             self.apply(&id, index, Event::TimerFired, None, now);
         }
         self.run_checks(now);
@@ -1265,7 +1190,7 @@ impl Manager {
 
     /// Answers the waiters of service `id` whose goal is reached or lost.
     fn settle_waiters(&mut self, id: &str, now: Instant) {
-        let Some(service) = self.services.get(id) else {
+        let Some(service) = self.registry.get(id) else {
             return;
         };
         let blocked = self.blocked_start(id);
@@ -1302,7 +1227,7 @@ impl Manager {
         for (connection, correlation, along, outcome) in settled {
             let result = outcome.map(|()| {
                 let ids = std::iter::once(id).chain(along.iter().map(String::as_str));
-                let services = ids.filter_map(|id| self.services.get(id));
+                let services = ids.filter_map(|id| self.registry.get(id));
                 Some((Code::Ack, Body::Encoded(self.status_of(services))))
             });
             self.answer(connection, correlation, result);
@@ -1310,10 +1235,10 @@ impl Manager {
     }
 
     fn publish(&mut self, id: &str, index: usize) {
-        if self.subscribers.is_empty() {
+        if self.subscriptions.is_empty() {
             return;
         }
-        let Some(instance) = self.services.get(id).and_then(|s| s.instances.get(index)) else {
+        let Some(instance) = self.registry.get(id).and_then(|s| s.instances.get(index)) else {
             return;
         };
         let (exit_code, exit_signal) = match instance.last_exit {
@@ -1346,16 +1271,16 @@ impl Manager {
         let mut encoded = Vec::new();
         Payload::Event(event).encode(&mut encoded);
         let encoded: Arc<[u8]> = encoded.into();
-        let subscribers = std::mem::take(&mut self.subscribers);
-        for (connection, correlation) in &subscribers {
+        let subscriptions = std::mem::take(&mut self.subscriptions);
+        for (connection, correlation) in subscriptions.iter() {
             let message = public_api::Message {
                 code: Code::Event as i32,
-                correlation_id: Some(correlation.clone()),
+                correlation_id: Some(correlation.to_owned()),
                 payload: None,
             };
-            self.reply_encoded(*connection, message, Some(encoded.clone()), false);
+            self.reply_encoded(connection, message, Some(encoded.clone()), false);
         }
-        self.subscribers = subscribers;
+        self.subscriptions = subscriptions;
     }
 }
 

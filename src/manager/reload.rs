@@ -53,7 +53,7 @@ impl Manager {
             diff.removed.join(", "),
             diff.unchanged.join(", ")
         );
-        Ok(self.status_payload(self.services.values(), None, &diff.encode()))
+        Ok(self.status_payload(self.registry.values(), None, &diff.encode()))
     }
 
     /// Moves the services to `services` (with their `versions`): added
@@ -70,7 +70,7 @@ impl Manager {
         now: Instant,
         start_added: bool,
     ) -> ReloadDiff {
-        for (id, service) in &mut self.services {
+        for (id, service) in self.registry.iter_mut() {
             service.replacement = match services.get(id) {
                 None => Some(Replacement::Remove),
                 Some(new) if *new != service.config => {
@@ -88,7 +88,7 @@ impl Manager {
         }
         self.record_changed = true;
         let mut diff = ReloadDiff::default();
-        for (id, service) in &self.services {
+        for (id, service) in self.registry.iter() {
             match service.replacement {
                 None => diff.unchanged.push(id.clone()),
                 Some(Replacement::Remove) => diff.removed.push(id.clone()),
@@ -97,16 +97,16 @@ impl Manager {
         }
         let added: Vec<ServiceConfig> = services
             .values()
-            .filter(|service| !self.services.contains_key(&service.id))
+            .filter(|service| !self.registry.contains_key(&service.id))
             .cloned()
             .collect();
-        self.required_by = RequiredBy::new(&services);
+        self.registry.set_requirements(&services);
         self.config.services = services;
         self.config.effective_version = effective_version;
         self.config.service_versions = versions;
         self.send_service_table(correlation);
         let replaced: Vec<String> = self
-            .services
+            .registry
             .iter()
             .filter(|(_, service)| service.replacement.is_some())
             .map(|(id, _)| id.clone())
@@ -122,7 +122,7 @@ impl Manager {
             let autostart = config.autostart;
             log::info!("[{correlation}] {id} added");
             let version = self.service_version(&id);
-            self.services
+            self.registry
                 .insert(id.clone(), Service::new(config, version, now));
             if autostart && start_added {
                 self.start_with_requirements(&id, correlation, false, now);
@@ -145,7 +145,7 @@ impl Manager {
     /// autostarts). A new definition forgets what users asked of the old.
     pub(super) fn apply_replacement(&mut self, id: &str, now: Instant) {
         let version = self.service_version(id);
-        let Some(service) = self.services.get_mut(id) else {
+        let Some(service) = self.registry.get_mut(id) else {
             return;
         };
         if service.replacement.is_none() || !service.instances.iter().all(|i| i.state.is_down()) {
@@ -154,7 +154,7 @@ impl Manager {
         match service.replacement.take() {
             Some(Replacement::Remove) => {
                 log::info!("{id} removed");
-                self.services.remove(id);
+                self.registry.remove(id);
                 for waiter in self.waiters.take(id) {
                     let error = RequestError::new(
                         Kind::UnknownService,

@@ -80,9 +80,9 @@ impl Manager {
                 let status = match wanted {
                     Some(id) => {
                         self.known(&id)?;
-                        self.status_payload(self.services.get(&id), metrics, &[])
+                        self.status_payload(self.registry.get(&id), metrics, &[])
                     }
-                    None => self.status_payload(self.services.values(), metrics, &[]),
+                    None => self.status_payload(self.registry.values(), metrics, &[]),
                 };
                 Ok(Some((Code::ServiceStatusResponse, Body::Encoded(status))))
             }
@@ -121,7 +121,7 @@ impl Manager {
             Request::ServiceSignal(request) => self.signal(connection, correlation, &request, now),
             Request::ServiceEnable(request) => {
                 self.known(&request.service_id)?;
-                if let Some(service) = self.services.get_mut(&request.service_id) {
+                if let Some(service) = self.registry.get_mut(&request.service_id) {
                     service.enabled = Some(request.enabled);
                     self.record_changed = true;
                 }
@@ -134,7 +134,7 @@ impl Manager {
                         "disabled: it does not start with the node"
                     }
                 );
-                let status = self.status_of(self.services.get(&request.service_id));
+                let status = self.status_of(self.registry.get(&request.service_id));
                 Ok(Some((Code::Ack, Body::Encoded(status))))
             }
             Request::ServiceDefinitionRequest(request) => {
@@ -166,21 +166,17 @@ impl Manager {
             ))),
             Request::Subscribe => {
                 let limit = self.config.node.max_subscriptions_per_connection;
-                let held = self
-                    .subscribers
-                    .iter()
-                    .filter(|(subscriber, _)| *subscriber == connection)
-                    .count();
-                if held >= limit {
-                    return Err(RequestError::new(
-                        Kind::TooManySubscriptions,
-                        format!(
-                            "this connection holds {held} subscriptions already, the most it may \
-                             (max_subscriptions_per_connection = {limit})"
-                        ),
-                    ));
-                }
-                self.subscribers.push((connection, correlation.to_owned()));
+                self.subscriptions
+                    .add(connection, correlation, limit)
+                    .map_err(|held| {
+                        RequestError::new(
+                            Kind::TooManySubscriptions,
+                            format!(
+                                "this connection holds {held} subscriptions already, the most it \
+                                 may (max_subscriptions_per_connection = {limit})"
+                            ),
+                        )
+                    })?;
                 Ok(Some((Code::Ack, Body::Message(None))))
             }
             Request::LogsRequest(request) => self.logs(connection, correlation, &request),
@@ -209,7 +205,7 @@ impl Manager {
                 ),
             )
         })?;
-        let service = &self.services[id];
+        let service = &self.registry[id];
         if let Some(index) = request.instance
             && index >= service.config.instances
         {
@@ -255,7 +251,7 @@ impl Manager {
     fn definition(&self, id: &str) -> public_api::ServiceDefinitionResponse {
         // The one it runs: a service a reload removed or changed keeps its
         // old definition until it is down.
-        let config = &self.services[id].config;
+        let config = &self.registry[id].config;
         let source = self.config.sources.get(id);
         let log_dir = &self.config.node.log_dir;
         let output = |target: &Output, stream: &str| match target {
@@ -293,7 +289,7 @@ impl Manager {
     }
 
     pub(super) fn known(&self, id: &str) -> Result<(), RequestError> {
-        if self.services.contains_key(id) {
+        if self.registry.contains_key(id) {
             Ok(())
         } else {
             Err(RequestError::new(
@@ -334,7 +330,7 @@ impl Manager {
             Goal::Up
         };
         if event == Event::Stop
-            && let Some(service) = self.services.get_mut(id)
+            && let Some(service) = self.registry.get_mut(id)
         {
             service.desired = Some(Wish::Down);
             self.record_changed = true;
@@ -342,14 +338,14 @@ impl Manager {
         let deadline = now + self.patience(id, goal);
         // A restart of a service waiting for what it requires is a start:
         // it still waits.
-        let held = self.services[id].hold.is_some();
+        let held = self.registry[id].hold.is_some();
         let along = if event == Event::Start || (event == Event::Restart && held) {
             self.start_with_requirements(id, correlation, true, now);
             Vec::new()
         } else if event == Event::Stop {
             self.stop_with_dependents(id, correlation, now)
         } else {
-            if let Some(service) = self.services.get_mut(id) {
+            if let Some(service) = self.registry.get_mut(id) {
                 service.desired = Some(Wish::Up);
                 self.record_changed = true;
             }
@@ -378,7 +374,7 @@ impl Manager {
         let chain = match goal {
             Goal::Up => graph.requirements(id),
             Goal::Down => {
-                let mut chain = self.required_by.dependents(id);
+                let mut chain = self.registry.dependents(id);
                 chain.push(id.to_owned());
                 chain
             }
@@ -633,7 +629,7 @@ impl Manager {
             };
             add("cgroups", status);
         }
-        for service in self.services.values() {
+        for service in self.registry.values() {
             if details || !self.is_green(service) {
                 add(&service.config.id, self.colour_of(service));
             }

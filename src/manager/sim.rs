@@ -353,7 +353,7 @@ impl Sim {
 
     /// Instance `index` of `service`'s state, as status shows it.
     pub fn state(&self, service: &str, index: usize) -> &'static str {
-        self.manager.services[service].instances[index]
+        self.manager.registry[service].instances[index]
             .state
             .as_str()
     }

@@ -313,7 +313,7 @@ fn a_reload_restarts_a_changed_service_stops_a_removed_one_and_starts_a_new_one(
         Some(kept),
         "an unchanged service runs on"
     );
-    assert!(!sim.manager.services.contains_key("gone"));
+    assert!(!sim.manager.registry.contains_key("gone"));
     let commands: Vec<Vec<String>> = sim
         .asked(ms::message::Code::StartProcess)
         .into_iter()
