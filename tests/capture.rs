@@ -290,11 +290,11 @@ fn a_writer_flat_out_for_10_s_slows_no_other_start_and_stays_within_the_disk_bou
         peak <= bound,
         "the writer's files peaked at {peak} bytes, over {bound}"
     );
-    // The ratio is reported (README, capture figures: about 0.5 on a quiet
-    // 2-core machine, where `yes` and the keeper take a core between
-    // them); the test asserts that the writer does not hold the node up.
+    // The ratio is reported (README, capture figures: 0.97 and 0.98 on a
+    // quiet 2-core machine, 0.50 before `log_max_rate`); asserted at 3/4,
+    // below what other load on a shared machine moves it to.
     assert!(
-        with * 4 >= without,
+        with * 4 >= without * 3,
         "{with} start+stop pairs answered with the writer, {without} without"
     );
     assert_eq!(

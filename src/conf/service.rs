@@ -15,11 +15,11 @@ use super::ConfigProblem;
 pub const MAX_LOG_KEEP: u32 = 1000;
 
 /// How fast the log keeper reads each captured stream unless a service
-/// says otherwise (`log_max_rate`, bytes a second): about 200,000 lines of
+/// says otherwise (`log_max_rate`, bytes a second): about 50,000 lines of
 /// 80 bytes a second, far more than a service logs, small enough that a
 /// service writing flat out cannot take the CPUs and the disk from the
 /// node (README, "Output capture").
-pub const DEFAULT_LOG_MAX_RATE: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_LOG_MAX_RATE: u64 = 4 * 1024 * 1024;
 
 /// The most instances a service may have (`instances`).
 pub const MAX_INSTANCES: u32 = 1000;

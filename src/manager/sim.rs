@@ -59,7 +59,9 @@ pub(super) struct Sim {
     next_pid: u32,
     next_correlation: u32,
     dir: PathBuf,
-    _poll: Poll,
+    /// The polls the io and spawner wakers belong to (one waker per poll,
+    /// as mio requires), never polled: the test reads the channels.
+    _polls: [Poll; 2],
 }
 
 impl Sim {
@@ -89,10 +91,10 @@ impl Sim {
         let (io, from_io) = unbounded();
         let (daemon, from_daemon) = unbounded();
         let (to_daemon_sender, to_daemon) = unbounded();
-        let poll = Poll::new().unwrap();
-        let waker = Waker::new(poll.registry(), Token(0)).unwrap();
+        let polls = [Poll::new().unwrap(), Poll::new().unwrap()];
+        let waker = Waker::new(polls[0].registry(), Token(0)).unwrap();
         let (to_io, replies) = io_channel(waker, 1 << 16);
-        let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
+        let waker = Arc::new(Waker::new(polls[1].registry(), Token(0)).unwrap());
         let (to_spawner, from_manager) = waking_channel(waker, 1 << 16);
         let links = ManagerLinks {
             from_io,
@@ -142,7 +144,7 @@ impl Sim {
             next_pid: 1000,
             next_correlation: 0,
             dir,
-            _poll: poll,
+            _polls: polls,
         };
         sim.settle();
         sim
