@@ -409,7 +409,6 @@ impl Manager {
             if self.shutdown.is_some() && self.all_stopping_done() {
                 return self.finish_shutdown();
             }
-            self.save_record();
             self.publish_node_info();
             let input = self.wait()?;
             now = Instant::now();
@@ -586,6 +585,14 @@ impl Manager {
         self.advance_holds(now);
         self.send_to_spawner();
         self.send_cluster_states();
+        self.write_record_then_reply();
+    }
+
+    /// Writes the record, then hands the pass's replies to io: what a
+    /// client is told (a service gave up, a start was taken) is on disk
+    /// first, so a node killed right after telling it comes back to it.
+    fn write_record_then_reply(&mut self) {
+        self.save_record();
         self.flush_replies();
     }
 
@@ -1147,8 +1154,7 @@ impl Manager {
 
     fn finish_shutdown(mut self) -> Result<(), ManagerError> {
         let correlation = self.shutdown.clone().unwrap_or_default();
-        self.flush_replies();
-        self.save_record();
+        self.write_record_then_reply();
         log::info!("[{correlation}] manager: services stopped, acknowledging shutdown");
         self.ack_daemon(&correlation);
         Ok(())

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use mio::{Poll, Token, Waker};
 
+use super::record::Record;
 use super::{Input, Manager, ManagerLinks, NodeIdentity};
 use crate::conf::Config;
 use crate::trace::Tracer;
@@ -187,11 +188,11 @@ impl Sim {
             }
             self.manager.on_input(Input::Tick, self.now);
             self.manager.end_pass(self.now);
-            self.manager.save_record();
             let mut commands = Vec::new();
             self.to_io.drain(&mut commands);
             for command in commands {
                 if let IoCommand::Replies(replies) = command {
+                    self.assert_record_written_before_replies();
                     self.replies.extend(
                         replies
                             .into_iter()
@@ -209,6 +210,20 @@ impl Sim {
                 self.answer(message);
             }
         }
+    }
+
+    /// What the manager promises a client: any reply leaves only once the
+    /// record on disk holds what the manager knows, so that a node killed
+    /// right after a reply comes back to what the reply said.
+    fn assert_record_written_before_replies(&self) {
+        let on_disk = Record::load(&self.manager.config.node.state_dir)
+            .unwrap()
+            .unwrap_or_default();
+        assert_eq!(
+            on_disk.encode(),
+            self.manager.record().encode(),
+            "a reply left before the record was written"
+        );
     }
 
     /// Moves the clock on by `by` and settles.
