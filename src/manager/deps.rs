@@ -98,7 +98,7 @@ impl Manager {
             let pulled = required != id;
             if by_user && service.desired != Some(Wish::Up) {
                 service.desired = Some(Wish::Up);
-                self.record_changed = true;
+                self.record_dirty.insert(required.clone());
             }
             if pulled && (is_up(service) || is_coming(service)) {
                 continue;
@@ -150,7 +150,7 @@ impl Manager {
             // The user's stop reaches it too, and outlives a node restart
             // like the user's own stops.
             service.desired = Some(Wish::Down);
-            self.record_changed = true;
+            self.record_dirty.insert(dependent.clone());
             self.held.insert(dependent.clone());
             stopped.push(dependent);
         }
