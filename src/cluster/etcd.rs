@@ -1,6 +1,6 @@
 //! A small blocking client of etcd's v3 JSON gateway (`/v3/...`, etcd 3.4
 //! and later): ranges, puts, deletes, transactions and leases over plain
-//! HTTP/1.1 with `ureq`. Keys and values travel base64-encoded, 64-bit
+//! HTTP/1.1 (`http.rs`). Keys and values travel base64-encoded, 64-bit
 //! numbers as JSON strings; this module hides both. No threads: the
 //! caller's thread waits for each answer, bounded by [`REQUEST_TIMEOUT`].
 //! The watch stream is `watch.rs`'s.
@@ -12,6 +12,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
+
+use super::http::{self, HttpError};
 
 /// The longest a request may take before its endpoint counts as away.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -123,7 +125,6 @@ pub struct Credentials {
 /// that answered, and the auth token once there is one.
 #[derive(Debug)]
 pub struct Etcd {
-    agent: ureq::Agent,
     endpoints: Vec<String>,
     current: usize,
     credentials: Option<Credentials>,
@@ -134,7 +135,6 @@ impl Etcd {
     /// A client of `endpoints` (`http://host:port`), none contacted yet.
     pub fn new(endpoints: Vec<String>, credentials: Option<Credentials>) -> Etcd {
         Etcd {
-            agent: agent(Some(REQUEST_TIMEOUT)),
             endpoints,
             current: 0,
             credentials,
@@ -296,23 +296,34 @@ impl Etcd {
     }
 
     fn post(&mut self, path: &'static str, body: &Value) -> Result<Value, EtcdError> {
-        let url = format!("{}{path}", self.endpoint());
-        let mut request = self.agent.post(&url).content_type("application/json");
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", token);
-        }
-        let unreachable = |error: ureq::Error| EtcdError::Unreachable {
+        let unreachable = |error: HttpError| EtcdError::Unreachable {
             path,
             reason: error.to_string(),
         };
-        let mut response = request.send(body.to_string()).map_err(unreachable)?;
-        let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_REPLY)
-            .read_to_string()
-            .map_err(unreachable)?;
+        let mut response = http::post_json(
+            self.endpoint(),
+            path,
+            self.token.as_deref(),
+            &body.to_string(),
+            Some(REQUEST_TIMEOUT),
+            REQUEST_TIMEOUT,
+        )
+        .map_err(unreachable)?;
+        let mut text = String::new();
+        (&mut response.body)
+            .take(MAX_REPLY + 1)
+            .read_to_string(&mut text)
+            .map_err(|error| EtcdError::Unreachable {
+                path,
+                reason: format!("reading the answer of {}{path}: {error}", self.endpoint()),
+            })?;
+        if text.len() as u64 > MAX_REPLY {
+            return Err(EtcdError::Malformed {
+                path,
+                reason: format!("the answer exceeds {MAX_REPLY} bytes"),
+            });
+        }
+        let status = response.status;
         let reply: Value = serde_json::from_str(&text).map_err(|error| EtcdError::Malformed {
             path,
             reason: error.to_string(),
@@ -334,17 +345,6 @@ impl Etcd {
     }
 }
 
-/// An agent that reports HTTP errors as answers, with `timeout` for each
-/// whole request (`None` for the watch stream, which never ends).
-pub fn agent(timeout: Option<Duration>) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(timeout)
-        .timeout_connect(Some(REQUEST_TIMEOUT))
-        .build()
-        .new_agent()
-}
-
 /// Opens the watch stream of every key under `prefix` from `revision` on
 /// `etcd`'s current endpoint: the chunked body, one JSON object a line.
 pub fn open_watch(
@@ -359,26 +359,26 @@ pub fn open_watch(
         "range_end": encode(&prefix_end(prefix)),
         "start_revision": revision.to_string(),
     }});
-    let mut request = agent(None)
-        .post(&format!("{endpoint}{path}"))
-        .content_type("application/json");
-    if let Some(token) = token {
-        request = request.header("Authorization", token);
-    }
-    let response = request
-        .send(body.to_string())
-        .map_err(|error| EtcdError::Unreachable {
-            path,
-            reason: error.to_string(),
-        })?;
-    if response.status().as_u16() != 200 {
+    let response = http::post_json(
+        endpoint,
+        path,
+        token,
+        &body.to_string(),
+        None,
+        REQUEST_TIMEOUT,
+    )
+    .map_err(|error| EtcdError::Unreachable {
+        path,
+        reason: error.to_string(),
+    })?;
+    if response.status != 200 {
         return Err(EtcdError::Refused {
             path,
-            status: response.status().as_u16(),
+            status: response.status,
             message: "the watch was not opened".to_owned(),
         });
     }
-    Ok(response.into_body().into_reader())
+    Ok(response.body)
 }
 
 /// One line of the watch stream: the revision of its events (0 when it

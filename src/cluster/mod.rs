@@ -36,6 +36,7 @@
 //! If it dies, the daemon notices and shuts the node down, as for any role.
 
 mod etcd;
+mod http;
 pub mod placement;
 mod requests;
 mod scheduler;
