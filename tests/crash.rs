@@ -76,8 +76,8 @@ fn services_outlive_a_crash_and_the_next_node_adopts_them() {
     let pair = pids(&wait_states(&mut client, "pair", &["running", "running"]));
     let _leftovers = Leftovers([solo.clone(), pair.clone()].concat());
     wait_for("the record to hold all three", || {
-        let text = fs::read_to_string(record_path(&node)).ok()?;
-        (text.matches("\ninstance ").count() == 3).then_some(())
+        let recorded = common::recorded_pids(&record_path(&node), "instance");
+        (recorded.len() == 3).then_some(())
     });
 
     node.crash();
@@ -305,8 +305,11 @@ fn keep_services_survive_an_orderly_shutdown_and_are_adopted_again() {
     assert!(pid_alive(kept), "keep: left running");
     assert!(!pid_alive(stopper), "stop: stopped with the node");
     let record = fs::read_to_string(record_path(&node)).unwrap();
-    assert!(record.contains("\ninstance kept 0 "), "{record}");
-    assert!(!record.contains("instance stopper"), "{record}");
+    assert_eq!(
+        common::recorded_pids(&record_path(&node), "instance"),
+        vec![kept],
+        "{record}"
+    );
 
     node.restart();
     let mut client = node.client();

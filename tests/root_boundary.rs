@@ -316,6 +316,79 @@ fn a_crash_during_a_mass_start_leaves_no_duplicates_in_process_mode() {
     crash_during_mass_start(Mode::Process);
 }
 
+/// Issue 17, the node's record as a journal: a burst of changes (restarts,
+/// stops, disable) on 60 services, one pass each, the node killed right
+/// after the last answer. The next node comes back to each change the
+/// journal replays: restarted services adopted under their new pids with
+/// their restart counts (which only the node's record keeps), stopped
+/// ones left stopped, the rest adopted as they ran; each runs once.
+fn crash_after_a_burst_of_changes(mode: Mode) {
+    const COUNT: usize = 60;
+    let tag = format!("burst-{mode:?}-{}", std::process::id());
+    let setup = setup(&format!("boundary-burst-{mode:?}"), mode);
+    write_services(&setup, &tag, COUNT, 300);
+    let mut node = setup.start();
+    let before = all_running(&node, COUNT);
+    let mut client = node.client();
+    let id = |index: usize| format!("s{index:03}");
+    for index in 0..20 {
+        client.restart(&id(index)).unwrap();
+    }
+    for index in 20..40 {
+        client.stop(&id(index)).unwrap();
+    }
+    client.enable(&id(59), false).unwrap();
+    let told = client.status(None).unwrap();
+    node.crash();
+    node.restart();
+    let mut client = node.client();
+    let after = all_running(&node, COUNT - 20);
+    let status = client.status(None).unwrap();
+    for (index, (was, now)) in told.services.iter().zip(&status.services).enumerate() {
+        assert_eq!(was.id, now.id);
+        assert_eq!(
+            (&now.desired, now.enabled),
+            (&was.desired, was.enabled),
+            "{}: what users said",
+            now.id
+        );
+        let (was, now) = (&was.instances[0], &now.instances[0]);
+        if (20..40).contains(&index) {
+            assert_eq!(now.state, "stopped", "{}: {now:?}", id(index));
+            continue;
+        }
+        assert_eq!(now.state, "running", "{}: {now:?}", id(index));
+        assert_eq!(now.adopted, Some(true), "{}: {now:?}", id(index));
+        assert_eq!(now.pid, was.pid, "{}: the pid it was told", id(index));
+        let restarts = u32::from(index < 20);
+        assert_eq!(now.restarts, Some(restarts), "{}: {now:?}", id(index));
+        assert_eq!(
+            now.pid == Some(before[&id(index)][0]),
+            index >= 20,
+            "{}: restarted or not",
+            id(index)
+        );
+    }
+    let found = processes_tagged(&tag);
+    assert_eq!(found, after, "what runs is what status lists, once each");
+    assert_eq!(told.services[59].enabled, Some(false), "the disable");
+    assert_eq!(told.services[20].desired.as_deref(), Some("down"));
+    stop_all(&node, COUNT);
+    assert!(processes_tagged(&tag).is_empty());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_crash_right_after_a_burst_of_changes_comes_back_to_each_in_thread_mode() {
+    crash_after_a_burst_of_changes(Mode::Thread);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_crash_right_after_a_burst_of_changes_comes_back_to_each_in_process_mode() {
+    crash_after_a_burst_of_changes(Mode::Process);
+}
+
 /// Finding 4, the reload: 50 services all changed and reloaded, the node
 /// killed right after the reload's answer, while old processes stop and
 /// new ones start. Each instance then runs once, under its new definition.

@@ -67,30 +67,22 @@ impl Manager {
         for (id, Desired { wish, version }) in record.desired {
             match self.registry.get_mut(&id) {
                 Some(service) if service.version == version => service.desired = Some(wish),
-                _ => {
-                    log::info!("{id} changed or is gone: its recorded desired state is dropped");
-                    self.record_changed = true;
-                }
+                _ => log::info!("{id} changed or is gone: its recorded desired state is dropped"),
             }
         }
         for (id, Enabled { on, version }) in record.enabled {
             match self.registry.get_mut(&id) {
                 Some(service) if service.version == version => service.enabled = Some(on),
-                _ => {
-                    log::info!("{id} changed or is gone: its recorded enable/disable is dropped");
-                    self.record_changed = true;
-                }
+                _ => log::info!("{id} changed or is gone: its recorded enable/disable is dropped"),
             }
         }
         let mut outdated = Vec::new();
         for process in known {
             let recorded = record
                 .instances
-                .iter()
-                .find(|recorded| {
+                .get(&(process.service_id.clone(), process.instance))
+                .filter(|recorded| {
                     (recorded.pid, recorded.start_time) == (process.pid, process.start_time)
-                        && (recorded.service.as_str(), recorded.index)
-                            == (process.service_id.as_str(), process.instance)
                 })
                 .cloned()
                 .unwrap_or_else(|| RecordedInstance {
@@ -113,8 +105,6 @@ impl Manager {
                 if self.registry[&recorded.service].version != recorded.version {
                     outdated.push((recorded.service, recorded.index as usize));
                 }
-            } else {
-                self.record_changed = true;
             }
         }
         if self.record_health.adopted > 0 {
@@ -193,60 +183,29 @@ impl Manager {
     }
 
     /// What the state record must hold now.
+    #[cfg(test)]
     pub(super) fn record(&self) -> Record {
-        let desired = self
-            .registry
-            .values()
-            .filter_map(|service| {
-                let wish = service.desired?;
-                let version = service.version.clone();
-                Some((service.config.id.clone(), Desired { wish, version }))
-            })
-            .collect();
-        let enabled = self
-            .registry
-            .values()
-            .filter_map(|service| {
-                let on = service.enabled?;
-                let version = service.version.clone();
-                Some((service.config.id.clone(), Enabled { on, version }))
-            })
-            .collect();
-        let instances = self
-            .registry
-            .values()
-            .flat_map(|service| {
-                service
-                    .instances
-                    .iter()
-                    .zip(&service.start_times)
-                    .filter_map(|(instance, start_time)| {
-                        Some(RecordedInstance {
-                            service: service.config.id.clone(),
-                            index: instance.index,
-                            pid: instance.pid?,
-                            start_time: (*start_time)?,
-                            version: service.version.clone(),
-                            restarts: instance.restarts,
-                        })
-                    })
-            })
-            .collect();
-        Record {
-            desired,
-            enabled,
-            instances,
-        }
+        record_of(&self.registry)
     }
 
-    /// Writes the state record if it changed. A failed write is logged
-    /// once and shown in node info; the next change tries again.
+    /// Writes what changed of the state record, and the whole record on
+    /// the first pass (the node's first word replaces what the one before
+    /// left). A failed write is logged once and shown in node info; the
+    /// next change tries again.
     pub(super) fn save_record(&mut self) {
-        if !self.record_changed {
+        if self.record_dirty.is_empty() && !self.journal.untried() {
             return;
         }
-        self.record_changed = false;
-        match self.record().save(&self.config.node.state_dir) {
+        let dirty = std::mem::take(&mut self.record_dirty);
+        let registry = &self.registry;
+        let changed = dirty.into_iter().map(|id| {
+            let held = registry.get(&id).map(service_record).unwrap_or_default();
+            (id, held)
+        });
+        let written = self
+            .journal
+            .write(&self.config.node.state_dir, changed, || record_of(registry));
+        match written {
             Ok(()) => {
                 if self.record_health.write_error.take().is_some() {
                     log::info!("the state record is written again");
@@ -268,5 +227,45 @@ impl Manager {
         let correlation = format!("readopt:duplicate:{}", uuid::Uuid::new_v4().simple());
         let message = super::signal_group(pid, signal, Some(correlation));
         self.ask_spawner(message, Asked::Signal { client: None }, now);
+    }
+}
+
+/// What the state record must hold for `registry`.
+fn record_of(registry: &Registry) -> Record {
+    Record::of(
+        registry
+            .values()
+            .map(|service| (service.config.id.clone(), service_record(service))),
+    )
+}
+
+/// What the state record holds of `service`.
+fn service_record(service: &Service) -> ServiceRecord {
+    let version = || service.version.clone();
+    let instances = service
+        .instances
+        .iter()
+        .zip(&service.start_times)
+        .filter_map(|(instance, start_time)| {
+            Some(RecordedInstance {
+                service: service.config.id.clone(),
+                index: instance.index,
+                pid: instance.pid?,
+                start_time: (*start_time)?,
+                version: version(),
+                restarts: instance.restarts,
+            })
+        })
+        .collect();
+    ServiceRecord {
+        desired: service.desired.map(|wish| Desired {
+            wish,
+            version: version(),
+        }),
+        enabled: service.enabled.map(|on| Enabled {
+            on,
+            version: version(),
+        }),
+        instances,
     }
 }

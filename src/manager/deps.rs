@@ -98,7 +98,7 @@ impl Manager {
             let pulled = required != id;
             if by_user && service.desired != Some(Wish::Up) {
                 service.desired = Some(Wish::Up);
-                self.record_changed = true;
+                self.record_dirty.insert(required.clone());
             }
             if pulled && (is_up(service) || is_coming(service)) {
                 continue;
@@ -150,7 +150,7 @@ impl Manager {
             // The user's stop reaches it too, and outlives a node restart
             // like the user's own stops.
             service.desired = Some(Wish::Down);
-            self.record_changed = true;
+            self.record_dirty.insert(dependent.clone());
             self.held.insert(dependent.clone());
             stopped.push(dependent);
         }
@@ -229,8 +229,9 @@ impl Manager {
 
     /// Whether no service that starts after `id` is still stopping.
     fn stop_turn_come(&self, id: &str) -> bool {
-        Graph::new(&self.config.services)
+        self.registry
             .stop_before(id)
+            .iter()
             .all(|dependent| !self.registry.get(dependent).is_some_and(is_going))
     }
 
@@ -255,13 +256,7 @@ impl Manager {
     /// `id` was up and is not any more: the services that require it and
     /// run are stopped, and started again once it is back.
     pub(super) fn requirement_lost(&mut self, id: &str, now: Instant) {
-        let dependents: Vec<String> = self
-            .config
-            .services
-            .values()
-            .filter(|service| service.requires.iter().any(|required| required == id))
-            .map(|service| service.id.clone())
-            .collect();
+        let dependents = self.registry.required_by(id).to_vec();
         for dependent in dependents {
             let Some(service) = self.registry.get_mut(&dependent) else {
                 continue;

@@ -113,7 +113,7 @@ use cluster::ClusterSide;
 use deps::Hold;
 use ds::service_table::output as table_output;
 use instance::{Effect, Event, ExitStatus, Instance, State};
-use record::{Desired, Enabled, Record, RecordedInstance, Wish};
+use record::{Desired, Enabled, Journal, Record, RecordedInstance, ServiceRecord, Wish};
 use registry::Registry;
 pub use reload::service_table;
 use reload::work_dir_text;
@@ -338,8 +338,11 @@ pub struct Manager {
     spawner_alive: bool,
     /// Set once the daemon ordered the shutdown: its correlation id.
     shutdown: Option<String>,
-    /// Something the state record holds changed since it was written.
-    record_changed: bool,
+    /// The services whose part of the state record may have changed since
+    /// it was written.
+    record_dirty: BTreeSet<String>,
+    /// The state record on disk.
+    journal: Journal,
     record_health: RecordHealth,
     checks: Checks,
     /// Node info's reply while all is green, kept encoded.
@@ -386,7 +389,8 @@ impl Manager {
             counters: metrics::Counters::default(),
             spawner_alive: true,
             shutdown: None,
-            record_changed: false,
+            record_dirty: BTreeSet::new(),
+            journal: Journal::default(),
             record_health: RecordHealth::default(),
             checks: Checks::new(),
             green_node_info: RefCell::new(None),
@@ -724,7 +728,9 @@ impl Manager {
         let Some(change) = self.registry.on_event(id, index, event, correlation, now) else {
             return;
         };
-        self.record_changed |= change.recorded;
+        if change.recorded {
+            self.record_dirty.insert(id.to_owned());
+        }
         for effect in change.effects {
             self.carry_out(id, index, effect, now);
         }

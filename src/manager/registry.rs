@@ -124,6 +124,16 @@ impl Registry {
         self.required_by.dependents(id)
     }
 
+    /// The services that require `id` directly, in id order.
+    pub(super) fn required_by(&self, id: &str) -> &[String] {
+        self.required_by.required_by(id)
+    }
+
+    /// The services that name `id` in their `requires` or `after`.
+    pub(super) fn stop_before(&self, id: &str) -> &[String] {
+        self.required_by.stop_before(id)
+    }
+
     /// The service and instance whose process `pid` is.
     pub(super) fn by_pid(&self, pid: u32) -> Option<(String, u32)> {
         self.pids.get(&pid).cloned()

@@ -81,12 +81,12 @@ impl Manager {
                     // runs is current under the new file's version.
                     if let Some(version) = versions.get(id) {
                         service.version.clone_from(version);
+                        self.record_dirty.insert(id.clone());
                     }
                     None
                 }
             };
         }
-        self.record_changed = true;
         let mut diff = ReloadDiff::default();
         for (id, service) in self.registry.iter() {
             match service.replacement {
@@ -155,6 +155,7 @@ impl Manager {
             Some(Replacement::Remove) => {
                 log::info!("{id} removed");
                 self.registry.remove(id);
+                self.record_dirty.insert(id.to_owned());
                 for waiter in self.waiters.take(id) {
                     let error = RequestError::new(
                         Kind::UnknownService,
@@ -167,7 +168,7 @@ impl Manager {
                 let start = config.autostart || service.instances.iter().any(|i| i.wanted);
                 let correlation = service.current_operation();
                 *service = Service::new(*config, version, now);
-                self.record_changed = true;
+                self.record_dirty.insert(id.to_owned());
                 log::info!("{id} now runs its new definition");
                 if start {
                     self.start_with_requirements(id, &correlation, false, now);

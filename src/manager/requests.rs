@@ -123,7 +123,7 @@ impl Manager {
                 self.known(&request.service_id)?;
                 if let Some(service) = self.registry.get_mut(&request.service_id) {
                     service.enabled = Some(request.enabled);
-                    self.record_changed = true;
+                    self.record_dirty.insert(request.service_id.clone());
                 }
                 log::info!(
                     "[{correlation}] {} {}",
@@ -333,7 +333,7 @@ impl Manager {
             && let Some(service) = self.registry.get_mut(id)
         {
             service.desired = Some(Wish::Down);
-            self.record_changed = true;
+            self.record_dirty.insert(id.to_owned());
         }
         let deadline = now + self.patience(id, goal);
         // A restart of a service waiting for what it requires is a start:
@@ -347,7 +347,7 @@ impl Manager {
         } else {
             if let Some(service) = self.registry.get_mut(id) {
                 service.desired = Some(Wish::Up);
-                self.record_changed = true;
+                self.record_dirty.insert(id.to_owned());
             }
             self.drive(id, event, correlation, now);
             Vec::new()

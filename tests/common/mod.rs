@@ -248,16 +248,27 @@ impl Node {
 
 /// The pids a record lists: the fourth field of its lines starting with
 /// `kind` (`instance` lines of the node's `node.record`, `process` lines
-/// of the spawner's `processes`).
+/// of the spawner's `processes`), the last for each service and instance
+/// (fields two and three), none for those a later `-<kind>` line removes:
+/// the node's record is a journal.
 pub fn recorded_pids(file: &Path, kind: &str) -> Vec<u32> {
-    fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.first() == Some(&kind)).then(|| fields.get(3)?.parse().ok())?
-        })
-        .collect()
+    let removed = format!("-{kind}");
+    let mut pids = std::collections::BTreeMap::new();
+    for line in fs::read_to_string(file).unwrap_or_default().lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(first), Some(key)) = (fields.first(), fields.get(1..3)) else {
+            continue;
+        };
+        if *first == kind {
+            pids.insert(
+                key.join(" "),
+                fields.get(3).and_then(|pid| pid.parse().ok()),
+            );
+        } else if *first == removed {
+            pids.remove(&key.join(" "));
+        }
+    }
+    pids.into_values().flatten().collect()
 }
 
 /// Whether `pid` leads its own session, as every service process does:
