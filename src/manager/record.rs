@@ -13,8 +13,11 @@
 //! it, so that a pass costs what it changed, not the size of the record
 //! (rewritten whole per pass, a start of 10,000 services spent nine tenths
 //! of the manager's time writing it). Each pass's changes are a batch of
-//! lines closed by an `end` line, appended in one `write(2)` and made
-//! durable with one `fdatasync` before the pass's replies leave. A batch
+//! lines closed by an `end` line, appended in one `write(2)` before the
+//! pass's replies leave, so it survives a kill -9 of the node; a batch
+//! that changes what users asked (`desired`, `enabled`) is also made
+//! durable with one `fdatasync`, to survive a power loss too (instances
+//! alone describe processes a power loss ends anyway). A batch
 //! not closed by its `end` (a crash in the middle of the append) was never
 //! answered for and is ignored whole; its last line may be cut short.
 //! Anything else that does not parse is a corrupt record.
@@ -517,8 +520,10 @@ impl Journal {
     ) -> Result<(), RecordError> {
         self.tried = true;
         let mut batch = String::new();
+        let mut wishes = false;
         for (service, held) in services {
             for change in self.written.changes_to(&service, held) {
+                wishes |= !matches!(change, Change::Instance(..));
                 batch.push_str(&change.line());
                 let by = self.written.apply(change);
                 self.whole_bytes = self.whole_bytes.saturating_add_signed(by);
@@ -537,9 +542,15 @@ impl Journal {
         }
         batch.push_str(END);
         batch.push('\n');
+        // Written before the pass's replies leave, the batch survives a
+        // kill -9 of the node from here on. What users asked (`desired`,
+        // `enabled`) must also survive a power loss, so it is synced;
+        // instances alone are not: like the spawner's record, they
+        // describe processes that a power loss ends too, and a restart's
+        // or a stop's reply would otherwise wait for the disk.
         let appended = file
             .write_all(batch.as_bytes())
-            .and_then(|()| file.sync_data());
+            .and_then(|()| if wishes { file.sync_data() } else { Ok(()) });
         if let Err(source) = appended {
             // The file may end in part of this batch: the next write
             // replaces it whole.
