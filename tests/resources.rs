@@ -239,7 +239,11 @@ fn a_setsid_grandchild_dies_with_its_service_on_stop() {
 #[ignore = "needs root"]
 fn kill_mode_process_leaves_what_the_main_process_started() {
     let sleep = marker(30);
-    let script = format!("sleep {sleep} & exit 0");
+    // The shell exits only once its background child has become sleep
+    // (its exec done), or the child could still be a copy of the shell
+    // when the node reports the service exited.
+    let script =
+        format!("sleep {sleep} & while [ \"$(cat /proc/$!/comm)\" != sleep ]; do :; done; exit 0");
     let node = Setup::new("res-kill-mode")
         .service(
             "svc",
