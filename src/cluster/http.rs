@@ -474,31 +474,26 @@ mod tests {
     fn a_refused_connection_or_a_silent_server_is_an_error() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let post_within = |timeout: Duration| {
+            post_json(
+                &endpoint,
+                "/v3/kv/range",
+                None,
+                "{}",
+                Some(timeout),
+                Duration::from_secs(10),
+            )
+            .unwrap_err()
+        };
         // Accepted by the kernel, never answered: the deadline ends it.
-        let error = post_json(
-            &endpoint,
-            "/v3/kv/range",
-            None,
-            "{}",
-            Some(Duration::from_millis(200)),
-            Duration::from_secs(10),
-        )
-        .unwrap_err();
+        let error = post_within(Duration::from_millis(200));
         assert_eq!(error.error.kind(), ErrorKind::TimedOut, "{error}");
         assert!(
             error.to_string().starts_with("reading the answer of"),
             "{error}"
         );
         drop(listener);
-        let error = post_json(
-            &endpoint,
-            "/v3/kv/range",
-            None,
-            "{}",
-            Some(Duration::from_secs(10)),
-            Duration::from_secs(10),
-        )
-        .unwrap_err();
+        let error = post_within(Duration::from_secs(10));
         assert!(error.to_string().starts_with("connecting to"), "{error}");
         let error = post(&endpoint, Some("a\r\nX-Evil: 1")).unwrap_err();
         assert!(error.to_string().contains("control character"), "{error}");

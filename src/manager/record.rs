@@ -315,9 +315,21 @@ fn instance_line(i: &RecordedInstance) -> String {
     )
 }
 
-/// The length of `line`'s text, as a signed difference.
-fn length(line: Option<String>) -> i64 {
-    line.map_or(0, |line| line.len() as i64)
+/// Sets `key` in `map` to `value` (removes it for `None`); by how much
+/// that changed the length of the lines `line` writes of the map.
+fn replace<K: Ord, V>(
+    map: &mut BTreeMap<K, V>,
+    key: K,
+    value: Option<V>,
+    line: impl Fn(&K, &V) -> String,
+) -> i64 {
+    let length = |value: Option<&V>| value.map_or(0, |value| line(&key, value).len() as i64);
+    let removed = length(map.remove(&key).as_ref());
+    let added = length(value.as_ref());
+    if let Some(value) = value {
+        map.insert(key, value);
+    }
+    added - removed
 }
 
 impl Record {
@@ -432,28 +444,17 @@ impl Record {
     fn apply(&mut self, change: Change) -> i64 {
         match change {
             Change::Desired(service, desired) => {
-                let added = length(desired.as_ref().map(|d| desired_line(&service, d)));
-                let old = match desired {
-                    Some(desired) => self.desired.insert(service.clone(), desired),
-                    None => self.desired.remove(&service),
-                };
-                added - length(old.map(|d| desired_line(&service, &d)))
+                replace(&mut self.desired, service, desired, |s, d| {
+                    desired_line(s, d)
+                })
             }
             Change::Enabled(service, enabled) => {
-                let added = length(enabled.as_ref().map(|e| enabled_line(&service, e)));
-                let old = match enabled {
-                    Some(enabled) => self.enabled.insert(service.clone(), enabled),
-                    None => self.enabled.remove(&service),
-                };
-                added - length(old.map(|e| enabled_line(&service, &e)))
+                replace(&mut self.enabled, service, enabled, |s, e| {
+                    enabled_line(s, e)
+                })
             }
             Change::Instance(key, instance) => {
-                let added = length(instance.as_ref().map(instance_line));
-                let old = match instance {
-                    Some(instance) => self.instances.insert(key, instance),
-                    None => self.instances.remove(&key),
-                };
-                added - length(old.as_ref().map(instance_line))
+                replace(&mut self.instances, key, instance, |_, i| instance_line(i))
             }
         }
     }
